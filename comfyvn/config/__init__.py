@@ -1,0 +1,200 @@
+"""Workspace paths, the config file and feature flags.
+
+A workspace is one folder (``COMFYVN_HOME``, default: the current folder) holding
+``config/comfyvn.json``, ``data/``, ``cache/`` and ``logs/``.  Every setting is read
+through :func:`get_setting` / :func:`feature_enabled`, which re-read the file when its
+modification time changes, so a flag flipped on disk is seen without a restart.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .logs import setup_logging  # noqa: F401  (re-export)
+
+DEFAULTS_FILE = Path(__file__).with_name("defaults.json")
+
+
+class ConfigError(ValueError):
+    """The workspace config file is malformed; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of one workspace folder."""
+
+    root: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config" / "comfyvn.json"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "comfyvn.sqlite3"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "ingest" / "staging"
+
+    @property
+    def assets_root(self) -> Path:
+        return self.data_dir / "assets"
+
+    @property
+    def trash_dir(self) -> Path:
+        return self.data_dir / "trash"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.cache_dir / "thumbnails"
+
+    @property
+    def dedup_cache_file(self) -> Path:
+        return self.cache_dir / "ingest" / "dedup_cache.json"
+
+    @property
+    def queue_state_file(self) -> Path:
+        return self.data_dir / "ingest" / "queue_state.json"
+
+    def ensure(self) -> Workspace:
+        for d in (self.config_file.parent, self.data_dir, self.cache_dir, self.logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def workspace(root: str | os.PathLike[str] | None = None) -> Workspace:
+    """The workspace selected by ``root``, else ``COMFYVN_HOME``, else the current folder."""
+    chosen = root if root is not None else os.environ.get("COMFYVN_HOME") or os.getcwd()
+    return Workspace(Path(chosen).expanduser().resolve())
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _validate(path: Path, data: Any) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object, got {type(data).__name__}")
+    for section in ("features", "ingest", "registry", "hooks"):
+        if section in data and not isinstance(data[section], dict):
+            raise ConfigError(f"{path}: '{section}' must be an object, got {type(data[section]).__name__}")
+    for name, value in (data.get("features") or {}).items():
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"{path}: features.{name} must be true or false, got {json.dumps(value)}"
+            )
+
+
+_DEFAULTS: dict[str, Any] = json.loads(DEFAULTS_FILE.read_text(encoding="utf-8"))
+_cache: dict[Path, tuple[float, int, dict[str, Any]]] = {}
+_cache_lock = threading.Lock()
+
+
+def load_config(ws: Workspace | None = None) -> dict[str, Any]:
+    """The merged config (shipped defaults overlaid by the workspace file).
+
+    Re-read whenever the file's mtime or size changes.  A missing file means defaults;
+    a malformed one raises :class:`ConfigError` naming the file and the problem.
+    """
+    ws = ws or workspace()
+    path = ws.config_file
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return copy.deepcopy(_DEFAULTS)
+    key = (st.st_mtime_ns, st.st_size)
+    with _cache_lock:
+        hit = _cache.get(path)
+        if hit and hit[:2] == key:
+            return copy.deepcopy(hit[2])
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    _validate(path, raw)
+    merged = _deep_merge(_DEFAULTS, raw)
+    with _cache_lock:
+        _cache[path] = (key[0], key[1], merged)
+    return copy.deepcopy(merged)
+
+
+def get_setting(dotted: str, default: Any = None, ws: Workspace | None = None) -> Any:
+    """Read one setting by dotted path, e.g. ``get_setting("ingest.rate_limit_rps")``."""
+    node: Any = load_config(ws)
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def feature_enabled(name: str, ws: Workspace | None = None) -> bool:
+    """The one way to read a feature flag (``features.<name>``)."""
+    flags = load_config(ws).get("features", {})
+    if name not in flags and name not in _DEFAULTS["features"]:
+        raise KeyError(f"unknown feature flag {name!r}; known: {sorted(_DEFAULTS['features'])}")
+    return bool(flags.get(name, False))
+
+
+def set_feature(name: str, value: bool, ws: Workspace | None = None) -> None:
+    """Flip a feature flag in the workspace config file (atomically)."""
+    from ..fsutil import atomic_write_json
+
+    ws = ws or workspace()
+    path = ws.config_file
+    current: dict[str, Any] = {}
+    if path.exists():
+        current = json.loads(path.read_text(encoding="utf-8"))
+        _validate(path, current)
+    current.setdefault("features", {})[name] = bool(value)
+    atomic_write_json(path, current)
+
+
+def update_config(patch: dict[str, Any], ws: Workspace | None = None) -> None:
+    """Deep-merge ``patch`` into the workspace config file (atomically)."""
+    from ..fsutil import atomic_write_json
+
+    ws = ws or workspace()
+    path = ws.config_file
+    current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    _validate(path, current)
+    merged = _deep_merge(current, patch)
+    _validate(path, merged)
+    atomic_write_json(path, merged)
+
+
+def init_workspace(ws: Workspace | None = None) -> Workspace:
+    """Create the workspace folders and, if absent, a config file with the shipped defaults."""
+    from ..fsutil import atomic_write_json
+
+    ws = (ws or workspace()).ensure()
+    if not ws.config_file.exists():
+        atomic_write_json(ws.config_file, _DEFAULTS)
+    return ws

@@ -1,0 +1,81 @@
+"""Writing and reading the event log (the outbox).
+
+A change and its event commit in one transaction: call :func:`emit` with the connection of
+the open :meth:`~comfyvn.store.Database.transaction`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from .specs import hook_spec
+
+log = logging.getLogger("comfyvn.hooks")
+
+
+def utc_timestamp(ts: float | None = None) -> str:
+    return datetime.fromtimestamp(ts if ts is not None else time.time(), UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+def emit(conn: sqlite3.Connection, topic: str, data: dict[str, Any], *, project_id: str | None = None) -> dict:
+    """Insert one event row inside the caller's transaction and return its envelope."""
+    spec = hook_spec(topic)
+    if not conn.in_transaction:
+        raise RuntimeError("emit() must run inside Database.transaction() so the event commits with its change")
+    ts = time.time()
+    payload = dict(data)
+    payload.setdefault("hook_event", spec.hook_event or spec.name)
+    payload.setdefault("timestamp", utc_timestamp(ts))
+    body = json.dumps(payload, ensure_ascii=False, default=str)
+    cur = conn.execute("INSERT INTO events(topic, ts, project_id, data) VALUES (?, ?, ?, ?)",
+                       (spec.name, ts, project_id, body))
+    return {"id": cur.lastrowid, "event": spec.name, "ts": ts, "data": payload}
+
+
+def envelope_from_row(row: sqlite3.Row | tuple) -> dict:
+    event_id, topic, ts, _project, data = tuple(row)[:5]
+    return {"id": event_id, "event": topic, "ts": ts, "data": json.loads(data)}
+
+
+def read_events(conn: sqlite3.Connection, *, after_id: int = 0, topics: list[str] | None = None,
+                limit: int = 1000) -> list[dict]:
+    """Events with ``id > after_id`` in commit order, optionally filtered by topic."""
+    sql = "SELECT id, topic, ts, project_id, data FROM events WHERE id > ?"
+    params: list[Any] = [after_id]
+    if topics:
+        sql += f" AND topic IN ({','.join('?' * len(topics))})"
+        params.extend(topics)
+    sql += " ORDER BY id LIMIT ?"
+    params.append(limit)
+    return [envelope_from_row(r) for r in conn.execute(sql, params)]
+
+
+def recent_events(conn: sqlite3.Connection, *, limit: int = 25, topics: list[str] | None = None,
+                  before_id: int | None = None) -> list[dict]:
+    """The newest ``limit`` events (oldest first), using the (topic, id) index when filtered."""
+    sql = "SELECT id, topic, ts, project_id, data FROM events"
+    where: list[str] = []
+    params: list[Any] = []
+    if topics:
+        where.append(f"topic IN ({','.join('?' * len(topics))})")
+        params.extend(topics)
+    if before_id is not None:
+        where.append("id < ?")
+        params.append(before_id)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC LIMIT ?"
+    params.append(limit)
+    rows = conn.execute(sql, params).fetchall()
+    return [envelope_from_row(r) for r in reversed(rows)]
+
+
+def last_event_id(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(id) FROM events").fetchone()
+    return int(row[0] or 0)

@@ -1,0 +1,779 @@
+"""The asset registry: SQLite rows, JSON sidecars, thumbnails, provenance, tags, licences and hooks.
+
+Every change commits its row(s) and its event-log rows in one transaction, then writes the
+sidecar beside the file (atomically) and runs the in-process hooks synchronously.  File
+moves are journalled in ``file_intents`` first, so a process killed at any point leaves a
+state that :meth:`AssetRegistry.recover` (run when a registry opens) brings back to "row +
+file + sidecar" or "nothing", never half of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ...config import Workspace, get_setting, setup_logging, workspace
+from ...fsutil import UnsafePathError, atomic_write_json, confined_path, fsync_dir, safe_relative
+from ...hashing import copy_and_hash, sha256_file
+from ...hooks import emit, get_hook_bus
+from ...hooks.events import utc_timestamp
+from ...store import Database, get_database
+from .thumbnails import WAVEFORM, get_thumbnailer, preview_kind, write_preview
+
+log = logging.getLogger("comfyvn.studio.core.asset_registry")
+
+SIDECAR_SUFFIX = ".asset.json"
+_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_UNSET: Any = object()
+SORT_COLUMNS = {"created_at": "created_at", "updated_at": "updated_at", "path": "path", "bytes": "bytes",
+                "type": "type", "uid": "uid"}
+
+
+class AssetRegistryError(Exception):
+    """Base class for registry errors a caller can act on."""
+
+
+class AssetCollisionError(AssetRegistryError):
+    """A different file already sits at the destination path."""
+
+
+class AssetNotFoundError(AssetRegistryError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "asset not found"
+
+
+Hook = Callable[[dict], None]
+# listeners are shared by every registry instance of one (database, project) in this process
+_LISTENERS: dict[tuple[str, str], dict[str, list[Hook]]] = {}
+_LISTENERS_LOCK = threading.RLock()
+_RECOVERED: set[tuple[str, str]] = set()
+
+
+def normalise_tags(tags: Iterable[str] | str | None) -> list[str]:
+    """Tags as a clean list: strings split on commas, trimmed, lower-cased, de-duplicated in order."""
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    out: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise ValueError(f"tags must be strings, got {tag!r}")
+        clean = " ".join(tag.strip().lower().split())
+        if clean and clean not in out:
+            out.append(clean)
+    return out
+
+
+def _deep_merge(base: dict, patch: dict) -> dict:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _encode_cursor(value: Any, uid: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([value, uid]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[Any, str]:
+    try:
+        pad = "=" * (-len(cursor) % 4)
+        value, uid = json.loads(base64.urlsafe_b64decode(cursor + pad))
+        if not isinstance(uid, str):
+            raise ValueError
+        return value, uid
+    except Exception:
+        raise ValueError(f"invalid cursor {cursor!r}") from None
+
+
+class AssetRegistry:
+    """Registry of one project's assets inside a workspace.
+
+    ``AssetRegistry(project_id="modding")`` uses the current workspace (``COMFYVN_HOME``);
+    ``assets_root`` / ``thumbnails_root`` / ``workspace`` override the defaults.
+    """
+
+    HOOK_ASSET_REGISTERED = "asset_registered"
+    HOOK_ASSET_META_UPDATED = "asset_meta_updated"
+    HOOK_ASSET_REMOVED = "asset_removed"
+    HOOK_SIDECAR_WRITTEN = "asset_sidecar_written"
+    HOOK_EVENTS = (HOOK_ASSET_REGISTERED, HOOK_ASSET_META_UPDATED, HOOK_ASSET_REMOVED, HOOK_SIDECAR_WRITTEN)
+    MODDER_TOPICS = {
+        HOOK_ASSET_REGISTERED: ("on_asset_registered", "on_asset_saved"),
+        HOOK_ASSET_META_UPDATED: ("on_asset_meta_updated",),
+        HOOK_ASSET_REMOVED: ("on_asset_removed",),
+        HOOK_SIDECAR_WRITTEN: ("on_asset_sidecar_written",),
+    }
+
+    def __init__(self, project_id: str | None = None, *, workspace_root: str | os.PathLike[str] | None = None,
+                 assets_root: str | os.PathLike[str] | None = None,
+                 thumbnails_root: str | os.PathLike[str] | None = None,
+                 make_thumbnails: bool = True, ws: Workspace | None = None) -> None:
+        self.ws: Workspace = ws or workspace(workspace_root)
+        self.ws.ensure()
+        setup_logging(self.ws.logs_dir)
+        project_id = project_id or get_setting("registry.default_project", "default", self.ws)
+        if not _PROJECT_RE.match(project_id):
+            raise ValueError(f"project_id {project_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        self.project_id = project_id
+        self.assets_root = Path(assets_root).resolve() if assets_root else (self.ws.assets_root / project_id)
+        self.thumbnails_root = (Path(thumbnails_root).resolve() if thumbnails_root
+                                else self.ws.thumbnails_dir / project_id)
+        self.assets_root.mkdir(parents=True, exist_ok=True)
+        self.make_thumbnails = make_thumbnails
+        self.db: Database = get_database(self.ws.db_path)
+        self._key = (str(self.db.path), project_id)
+        key = self._key
+        if key not in _RECOVERED:
+            _RECOVERED.add(key)
+            self.recover()
+
+    # ------------------------------------------------------------------ hooks
+    def add_hook(self, event: str, callback: Hook) -> None:
+        """Call ``callback(payload)`` synchronously after every ``event`` made in this process."""
+        self._check_event(event)
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        with _LISTENERS_LOCK:
+            _LISTENERS.setdefault(self._key, {}).setdefault(event, []).append(callback)
+
+    def remove_hook(self, event: str, callback: Hook) -> bool:
+        """Detach a callback; returns False when it was not attached."""
+        self._check_event(event)
+        with _LISTENERS_LOCK:
+            listeners = _LISTENERS.get(self._key, {}).get(event, [])
+            if callback in listeners:
+                listeners.remove(callback)
+                return True
+        return False
+
+    def iter_hooks(self) -> Iterator[tuple[str, Hook]]:
+        """``(event, callback)`` pairs currently attached for this project in this process."""
+        with _LISTENERS_LOCK:
+            snapshot = {e: list(cbs) for e, cbs in _LISTENERS.get(self._key, {}).items()}
+        for event in self.HOOK_EVENTS:
+            for cb in snapshot.get(event, []):
+                yield event, cb
+
+    def describe_hooks(self) -> dict[str, list[str]]:
+        """Listener names per event, as ``GET /assets/debug/hooks`` shows them."""
+        out: dict[str, list[str]] = {e: [] for e in self.HOOK_EVENTS}
+        for event, cb in self.iter_hooks():
+            out[event].append(f"{getattr(cb, '__module__', '?')}.{getattr(cb, '__qualname__', repr(cb))}")
+        return out
+
+    def _check_event(self, event: str) -> None:
+        if event not in self.HOOK_EVENTS:
+            raise ValueError(f"unknown registry hook {event!r}; use one of {', '.join(self.HOOK_EVENTS)}")
+
+    def _run_hooks(self, fired: list[tuple[str, dict]]) -> None:
+        for event, payload in fired:
+            with _LISTENERS_LOCK:
+                listeners = list(_LISTENERS.get(self._key, {}).get(event, []))
+            for cb in listeners:
+                try:
+                    cb(dict(payload))
+                except Exception:
+                    log.exception("registry hook %r failed for %s", cb, event)
+        if fired:
+            get_hook_bus(self.db).poke()
+
+    def _emit(self, conn, event: str, payload: dict, extra: dict | None = None) -> tuple[str, dict]:
+        """Write the modder envelope(s) for ``event`` and return the in-process hook call."""
+        data = {**payload, **(extra or {}), "project_id": self.project_id}
+        for topic in self.MODDER_TOPICS[event]:
+            env = emit(conn, topic, data, project_id=self.project_id)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("hook %s %s", topic, json.dumps(env["data"], ensure_ascii=False, default=str))
+        return event, payload
+
+    # ------------------------------------------------------------------ paths
+    def _abs(self, rel: str) -> Path:
+        return self.assets_root / rel
+
+    def sidecar_path_for(self, rel: str) -> Path:
+        p = self._abs(rel)
+        return p.with_name(p.name + SIDECAR_SUFFIX)
+
+    def _dest_relative(self, source: Path, asset_type: str, dest_relative: str | None) -> str:
+        if dest_relative is None:
+            rel = f"{asset_type}/{source.name}"
+        else:
+            text = os.fspath(dest_relative).replace("\\", "/")
+            pure = safe_relative(text, what="dest_relative")
+            # a folder ("characters/" or no suffix) keeps the original file name
+            rel = str(pure / source.name) if text.endswith("/") or not pure.suffix else str(pure)
+        if rel.endswith(SIDECAR_SUFFIX):
+            raise UnsafePathError(f"dest_relative {rel!r} may not end with {SIDECAR_SUFFIX}")
+        confined_path(self.assets_root, rel, what="dest_relative")
+        return rel
+
+    # ------------------------------------------------------------------ register
+    def register_file(self, source_path: str | os.PathLike[str], asset_type: str, *,
+                      dest_relative: str | None = None, metadata: dict | None = None, copy: bool = True,
+                      provenance: dict | None = None, license_tag: str | None = None,
+                      tags: Iterable[str] | str | None = None, origin: str | None = None,
+                      digest: str | None = None) -> dict:
+        """Register a file and return its asset record.
+
+        ``copy=True`` copies the file into the assets root (hashing while copying);
+        ``copy=False`` moves it there by rename, or registers it in place when it already
+        lies at its destination.  The same bytes again return the existing uid, merge tags
+        and metadata and copy nothing.  ``digest`` lets a caller that has just hashed the
+        file (the ingest queue) skip a second read.
+        """
+        source = Path(source_path)
+        if not source.is_file():
+            raise FileNotFoundError(f"source file {source} does not exist or is not a regular file")
+        if not isinstance(asset_type, str) or not _TYPE_RE.match(asset_type):
+            raise ValueError(f"asset_type {asset_type!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError("metadata must be a JSON object (dict)")
+        meta = dict(metadata or {})
+        tag_list = normalise_tags(tags if tags is not None else meta.pop("tags", None))
+        rel = self._dest_relative(source, asset_type, dest_relative)
+        final = self._abs(rel)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        in_place = source.resolve() == final.resolve()
+
+        tmp: Path | None = None
+        if copy and not in_place:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+            tmp = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    digest, size = copy_and_hash(source, fh)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        elif digest is None:
+            digest, size = sha256_file(source)
+        else:
+            size = source.stat().st_size
+        digest = digest.lower()
+        uid = digest[:16]
+        try:
+            existing = self._row(uid)
+            if existing is not None:
+                if existing["hash"] != digest:
+                    raise AssetRegistryError(f"uid collision: {uid} already names a different file ({existing['path']})")
+                return self._merge_duplicate(existing, meta, tag_list, license_tag, provenance)
+            if final.exists() or final.is_symlink():
+                if in_place or sha256_file(final)[0] == digest:
+                    in_place, copy = True, False  # adopt the identical file already there
+                else:
+                    raise AssetCollisionError(
+                        f"a different file already exists at {rel!r}; choose another dest_relative")
+            now = time.time()
+            prov = dict(provenance or {})
+            prov.setdefault("source", str(source.resolve()))
+            prov.setdefault("digest", digest)
+            record = {
+                "uid": uid, "type": asset_type, "path": rel, "hash": digest, "bytes": size, "tags": tag_list,
+                "license": license_tag, "origin": origin or prov.get("provider") or "local", "version": 1,
+                "created_at": now, "updated_at": now, "meta": meta, "preview": self._preview_for(uid, rel),
+                "provenance": prov,
+            }
+            # journal the file move, put the file in place, then commit row + events at once
+            src_for_intent = None if (copy or in_place) else str(source)
+            with self.db.transaction() as conn:
+                intent = conn.execute(
+                    "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at) VALUES (?,?,?,?,?,?)",
+                    (self.project_id, uid, "move" if src_for_intent else ("adopt" if in_place else "copy"),
+                     src_for_intent, rel, now)).lastrowid
+            if not in_place:
+                self._place(tmp if tmp is not None else source, final, move=True)
+                tmp = None
+            fired: list[tuple[str, dict]] = []
+            with self.db.transaction() as conn:
+                self._insert_row(conn, record)
+                conn.execute("DELETE FROM file_intents WHERE id = ?", (intent,))
+                payload = self._payload(record, include_meta=True)
+                fired.append(self._emit(conn, self.HOOK_ASSET_REGISTERED, payload))
+                fired.append(self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(record)))
+                if record["preview"].get("kind"):
+                    self._mark_thumbnails(conn, record, "pending")
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        self._write_sidecar(record)
+        self._run_hooks(fired)
+        self._schedule_thumbnails(record)
+        return self._public(record)
+
+    def _place(self, src: Path, final: Path, *, move: bool) -> None:
+        """Put ``src`` at ``final`` without ever overwriting (hard link + unlink, rename fallback)."""
+        try:
+            os.link(src, final)
+        except FileExistsError:
+            raise AssetCollisionError(f"a file appeared at {final} while registering; nothing was overwritten") from None
+        except OSError:  # cross-device or no hard links: copy to a temp name, then rename
+            if final.exists():
+                raise AssetCollisionError(f"a file already exists at {final}") from None
+            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, final)
+        if move:
+            src.unlink()
+        fsync_dir(final.parent)
+
+    def _merge_duplicate(self, row: dict, meta: dict, tags: list[str], license_tag: str | None,
+                         provenance: dict | None) -> dict:
+        patch_tags = [t for t in tags if t not in row["tags"]]
+        changed = bool(patch_tags) or (meta and _deep_merge(row["meta"], meta) != row["meta"]) or (
+            license_tag is not None and license_tag != row["license"])
+        if changed:
+            return self.update_asset_meta(row["uid"], meta, add_tags=patch_tags,
+                                          license_tag=license_tag if license_tag is not None else _UNSET)
+        return self._public(row)
+
+    def _preview_for(self, uid: str, rel: str) -> dict:
+        kind = preview_kind(rel)
+        if kind == "image":
+            sizes = [str(s) for s in get_setting("registry.thumbnail_sizes", [256, 512], self.ws)]
+            return {"kind": "image", "thumbnails": {s: self._thumb_rel(uid, s) for s in sizes}}
+        if kind == "audio":
+            return {"kind": "audio", "waveform": self._thumb_rel(uid, WAVEFORM)}
+        return {"kind": None}
+
+    def _thumb_rel(self, uid: str, size: str) -> str:
+        ext = "json" if size == WAVEFORM else "png"
+        return f"{uid[:2]}/{uid}_{size}.{ext}"
+
+    # ------------------------------------------------------------------ rows
+    def _insert_row(self, conn, rec: dict) -> None:
+        conn.execute(
+            "INSERT INTO assets(project_id, uid, type, path, hash, bytes, tags, license, origin, version, created_at,"
+            " updated_at, meta, preview, provenance, search_text, sidecar_pending)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
+            (self.project_id, rec["uid"], rec["type"], rec["path"], rec["hash"], rec["bytes"], json.dumps(rec["tags"]),
+             rec["license"], rec["origin"], rec["version"], rec["created_at"], rec["updated_at"],
+             json.dumps(rec["meta"], ensure_ascii=False), json.dumps(rec["preview"]),
+             json.dumps(rec["provenance"], ensure_ascii=False), self._search_text(rec)))
+        conn.executemany("INSERT OR IGNORE INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
+                         [(self.project_id, rec["uid"], t) for t in rec["tags"]])
+
+    @staticmethod
+    def _search_text(rec: dict) -> str:
+        parts = [rec["path"], rec["type"], rec.get("license") or "", " ".join(rec["tags"]),
+                 json.dumps(rec["meta"], ensure_ascii=False)]
+        return " ".join(parts).lower()
+
+    def _row(self, uid: str, conn=None) -> dict | None:
+        row = (conn or self.db.conn).execute("SELECT * FROM assets WHERE project_id = ? AND uid = ?",
+                                             (self.project_id, uid)).fetchone()
+        return self._decode(row) if row else None
+
+    def _decode(self, row) -> dict:
+        rec = dict(row)
+        for key in ("tags", "meta", "preview", "provenance"):
+            rec[key] = json.loads(rec[key]) if rec[key] else ({} if key != "tags" else [])
+        rec.pop("search_text", None)
+        return rec
+
+    def _public(self, rec: dict) -> dict:
+        out = {k: v for k, v in rec.items() if k not in ("sidecar_pending", "project_id")}
+        out["project_id"] = self.project_id
+        out["abs_path"] = str(self._abs(rec["path"]))
+        out["sidecar"] = str(self.sidecar_path_for(rec["path"]))
+        return out
+
+    def _payload(self, rec: dict, *, include_meta: bool) -> dict:
+        payload = {"uid": rec["uid"], "type": rec["type"], "path": str(self._abs(rec["path"]))}
+        if include_meta:
+            payload["meta"] = rec["meta"]
+        payload["sidecar"] = str(self.sidecar_path_for(rec["path"]))
+        return payload
+
+    def _sidecar_payload(self, rec: dict) -> dict:
+        return {"uid": rec["uid"], "type": rec["type"], "sidecar": str(self.sidecar_path_for(rec["path"])),
+                "rel_path": rec["path"]}
+
+    # ------------------------------------------------------------------ sidecars
+    def sidecar_document(self, rec: dict) -> dict:
+        """The sidecar JSON for a record (the database is the source of truth)."""
+        return {
+            "uid": rec["uid"], "type": rec["type"], "path": rec["path"], "hash": rec["hash"],
+            "bytes": rec["bytes"], "tags": rec["tags"], "license": rec["license"], "origin": rec["origin"],
+            "version": rec["version"], "created_at": utc_timestamp(rec["created_at"]), "meta": rec["meta"],
+            "preview": rec["preview"], "provenance": rec["provenance"],
+        }
+
+    def _write_sidecar(self, rec: dict) -> Path:
+        path = self.sidecar_path_for(rec["path"])
+        atomic_write_json(path, self.sidecar_document(rec))
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ? AND version = ?",
+                         (self.project_id, rec["uid"], rec["version"]))
+        return path
+
+    def read_sidecar(self, uid: str) -> dict:
+        """The parsed sidecar of an asset (raises ValueError naming the file if it is corrupt)."""
+        rec = self._require(uid)
+        path = self.sidecar_path_for(rec["path"])
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise AssetRegistryError(f"sidecar {path} is missing; run the enforcer to rewrite it") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise AssetRegistryError(f"sidecar {path} is not valid JSON: {exc}") from None
+
+    def rewrite_sidecar(self, uid: str, *, reason: str = "rewrite") -> dict:
+        """Rewrite a sidecar from the database row (used by the enforcer); emits the sidecar hook."""
+        rec = self._require(uid)
+        with self.db.transaction() as conn:
+            fired = [self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), {"reason": reason})]
+        self._write_sidecar(rec)
+        self._run_hooks(fired)
+        return self._public(rec)
+
+    # ------------------------------------------------------------------ queries
+    def get_asset(self, uid: str) -> dict | None:
+        rec = self._row(uid)
+        return self._public(rec) if rec else None
+
+    def _require(self, uid: str, conn=None) -> dict:
+        rec = self._row(uid, conn)
+        if rec is None:
+            raise AssetNotFoundError(f"no asset {uid!r} in project {self.project_id!r}")
+        return rec
+
+    def find_by_hash(self, digest: str) -> dict | None:
+        row = self.db.query_one("SELECT * FROM assets WHERE project_id = ? AND hash = ?",
+                                (self.project_id, digest.lower()))
+        return self._public(self._decode(row)) if row else None
+
+    def query_assets(self, *, asset_type: str | None = None, tags: Iterable[str] | str | None = None,
+                     tags_mode: str = "all", license: str | None = None, text: str | None = None,
+                     hash: str | None = None, limit: int = 50, offset: int = 0, cursor: str | None = None,
+                     sort: str = "created_at", descending: bool = True, with_total: bool = False) -> dict:
+        """One page of assets: ``{"items", "next_cursor", "total"?}`` (indexed SQL, keyset cursor)."""
+        if sort not in SORT_COLUMNS:
+            raise ValueError(f"sort must be one of {', '.join(SORT_COLUMNS)}")
+        if tags_mode not in ("all", "any"):
+            raise ValueError("tags_mode must be 'all' or 'any'")
+        if not 1 <= int(limit) <= 1000:
+            raise ValueError("limit must be between 1 and 1000")
+        where = ["a.project_id = ?"]
+        params: list[Any] = [self.project_id]
+        if asset_type:
+            where.append("a.type = ?")
+            params.append(asset_type)
+        if license is not None:
+            if license == "":
+                where.append("a.license IS NULL")
+            else:
+                where.append("a.license = ?")
+                params.append(license)
+        if hash:
+            where.append("a.hash = ?")
+            params.append(hash.lower())
+        tag_list = normalise_tags(tags)
+        if tag_list:
+            marks = ",".join("?" * len(tag_list))
+            if tags_mode == "all":
+                for tag in tag_list:
+                    where.append("EXISTS (SELECT 1 FROM asset_tags t WHERE t.project_id = a.project_id"
+                                 " AND t.tag = ? AND t.uid = a.uid)")
+                    params.append(tag)
+            else:
+                where.append(f"EXISTS (SELECT 1 FROM asset_tags t WHERE t.project_id = a.project_id"
+                             f" AND t.uid = a.uid AND t.tag IN ({marks}))")
+                params.extend(tag_list)
+        if text:
+            where.append("a.search_text LIKE ? ESCAPE '\\'")
+            params.append("%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        filter_sql, filter_params = " AND ".join(where), list(params)
+        col = SORT_COLUMNS[sort]
+        order = "DESC" if descending else "ASC"
+        if cursor:
+            value, uid = _decode_cursor(cursor)
+            op = "<" if descending else ">"
+            where.append(f"(a.{col} {op} ? OR (a.{col} = ? AND a.uid {op} ?))")
+            params.extend([value, value, uid])
+        sql = (f"SELECT a.* FROM assets a WHERE {' AND '.join(where)} ORDER BY a.{col} {order}, a.uid {order}"
+               f" LIMIT ? OFFSET ?")
+        rows = self.db.query(sql, (*params, int(limit) + 1, 0 if cursor else int(offset)))
+        items = [self._public(self._decode(r)) for r in rows[:limit]]
+        page: dict[str, Any] = {"items": items, "next_cursor": None}
+        if len(rows) > limit and items:
+            last = items[-1]
+            page["next_cursor"] = _encode_cursor(last[col], last["uid"])
+        if with_total:
+            page["total"] = self.db.query_one(f"SELECT COUNT(*) FROM assets a WHERE {filter_sql}", filter_params)[0]
+        return page
+
+    def list_assets(self, asset_type: str | None = None, **filters: Any) -> list[dict]:
+        """Assets matching the filters of :meth:`query_assets` (one page; default 50)."""
+        return self.query_assets(asset_type=asset_type, **filters)["items"]
+
+    def iter_assets(self, batch: int = 500) -> Iterator[dict]:
+        """Every asset of the project, in path order, read in batches."""
+        cursor = None
+        while True:
+            page = self.query_assets(limit=batch, cursor=cursor, sort="path", descending=False)
+            yield from page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    def count(self) -> int:
+        return self.db.query_one("SELECT COUNT(*) FROM assets WHERE project_id = ?", (self.project_id,))[0]
+
+    def facets(self) -> dict[str, list[tuple[str, int]]]:
+        """Types, tags and licences with counts (for filter drop-downs)."""
+        q = self.db.query
+        pid = (self.project_id,)
+        return {
+            "types": [(r[0], r[1]) for r in q("SELECT type, COUNT(*) FROM assets WHERE project_id = ? GROUP BY type"
+                                              " ORDER BY type", pid)],
+            "licenses": [(r[0], r[1]) for r in q("SELECT license, COUNT(*) FROM assets WHERE project_id = ?"
+                                                 " AND license IS NOT NULL GROUP BY license ORDER BY license", pid)],
+            "tags": [(r[0], r[1]) for r in q("SELECT tag, COUNT(*) FROM asset_tags WHERE project_id = ? GROUP BY tag"
+                                             " ORDER BY COUNT(*) DESC, tag LIMIT 500", pid)],
+        }
+
+    def to_dataframe(self, **filters: Any):
+        """Matching assets as a pandas DataFrame (every asset when no filter is given)."""
+        import pandas as pd
+
+        rows = list(self.iter_assets()) if not filters else self.list_assets(**{"limit": 1000, **filters})
+        columns = ["uid", "type", "path", "hash", "bytes", "tags", "license", "origin", "version", "created_at",
+                   "updated_at", "meta", "provenance", "sidecar"]
+        frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+        for col in ("created_at", "updated_at"):
+            frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
+        return frame
+
+    # ------------------------------------------------------------------ updates
+    def update_asset_meta(self, uid: str, metadata: dict | None = None, *, replace: bool = False,
+                          add_tags: Iterable[str] | str | None = None,
+                          remove_tags: Iterable[str] | str | None = None,
+                          license_tag: Any = _UNSET, expected_version: int | None = None) -> dict:
+        """Merge ``metadata`` into an asset (``replace=True`` swaps it); preview and thumbnails stay.
+
+        ``expected_version`` makes the update conditional (optimistic concurrency): a row
+        changed meanwhile by someone else raises instead of silently losing their edit.
+        """
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError("metadata must be a JSON object (dict)")
+        return self._update_many([uid], metadata=metadata, replace=replace, add_tags=normalise_tags(add_tags),
+                                 remove_tags=normalise_tags(remove_tags), license_tag=license_tag,
+                                 expected_version=expected_version)[0]
+
+    def bulk_update_tags(self, uids: Iterable[str], add_tags: Iterable[str] | str | None = None,
+                         remove_tags: Iterable[str] | str | None = None, license_tag: Any = _UNSET) -> list[dict]:
+        """Add/remove tags and override (``"cc0"``) or clear (``None``) the licence of many assets in one transaction."""
+        uids = list(dict.fromkeys(uids))
+        return self._update_many(uids, metadata=None, replace=False, add_tags=normalise_tags(add_tags),
+                                 remove_tags=normalise_tags(remove_tags), license_tag=license_tag)
+
+    def _update_many(self, uids: list[str], *, metadata: dict | None, replace: bool, add_tags: list[str],
+                     remove_tags: list[str], license_tag: Any, expected_version: int | None = None) -> list[dict]:
+        if license_tag is not _UNSET and license_tag is not None and not isinstance(license_tag, str):
+            raise ValueError("license_tag must be a string, or None to clear it")
+        if license_tag == "":
+            license_tag = None
+        updated: list[dict] = []
+        fired: list[tuple[str, dict]] = []
+        now = time.time()
+        with self.db.transaction() as conn:
+            records = []
+            missing = []
+            for uid in uids:
+                rec = self._row(uid, conn)
+                (missing.append(uid) if rec is None else records.append(rec))
+            if missing:
+                raise AssetNotFoundError(f"unknown asset uid(s) in project {self.project_id!r}: {', '.join(missing)}")
+            for rec in records:
+                if expected_version is not None and rec["version"] != expected_version:
+                    raise AssetRegistryError(
+                        f"asset {rec['uid']} changed meanwhile (version {rec['version']}, expected {expected_version})")
+                new = dict(rec)
+                if metadata is not None:
+                    new["meta"] = dict(metadata) if replace else _deep_merge(rec["meta"], metadata)
+                new["tags"] = [t for t in rec["tags"] if t not in remove_tags] + [
+                    t for t in add_tags if t not in rec["tags"] and t not in remove_tags]
+                if license_tag is not _UNSET:
+                    new["license"] = license_tag
+                if (new["meta"], new["tags"], new["license"]) == (rec["meta"], rec["tags"], rec["license"]):
+                    updated.append(rec)
+                    continue
+                new["version"] = rec["version"] + 1
+                new["updated_at"] = now
+                conn.execute(
+                    "UPDATE assets SET meta = ?, tags = ?, license = ?, version = ?, updated_at = ?, search_text = ?,"
+                    " sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
+                    (json.dumps(new["meta"], ensure_ascii=False), json.dumps(new["tags"]), new["license"],
+                     new["version"], now, self._search_text(new), self.project_id, rec["uid"]))
+                conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, rec["uid"]))
+                conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
+                                 [(self.project_id, rec["uid"], t) for t in new["tags"]])
+                fired.append(self._emit(conn, self.HOOK_ASSET_META_UPDATED, self._payload(new, include_meta=True),
+                                        {"tags": new["tags"], "license": new["license"]}))
+                fired.append(self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(new)))
+                updated.append(new)
+        for rec in updated:
+            if rec["updated_at"] == now:
+                self._write_sidecar(rec)
+        self._run_hooks(fired)
+        return [self._public(r) for r in updated]
+
+    # ------------------------------------------------------------------ removal
+    def remove_asset(self, uid: str, delete_files: bool = False) -> dict:
+        """Remove an asset's row, thumbnails and provenance; its file and sidecar go to the
+        workspace trash folder, or are deleted when ``delete_files`` is true."""
+        fired: list[tuple[str, dict]] = []
+        now = time.time()
+        with self.db.transaction() as conn:
+            rec = self._require(uid, conn)
+            trash = None if delete_files else str(self._trash_dir(uid, now))
+            intent = conn.execute(
+                "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at) VALUES (?,?,?,?,?,?)",
+                (self.project_id, uid, "remove", trash, rec["path"], now)).lastrowid
+            conn.execute("DELETE FROM assets WHERE project_id = ? AND uid = ?", (self.project_id, uid))
+            conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, uid))
+            conn.execute("DELETE FROM thumbnails WHERE project_id = ? AND uid = ?", (self.project_id, uid))
+            payload = {"uid": uid, "type": rec["type"], "path": str(self._abs(rec["path"])),
+                       "sidecar": str(self.sidecar_path_for(rec["path"]))}
+            fired.append(self._emit(conn, self.HOOK_ASSET_REMOVED, payload,
+                                    {"trashed_to": trash, "deleted_files": delete_files}))
+        self._finish_remove(rec["uid"], rec["path"], trash)
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM file_intents WHERE id = ?", (intent,))
+        self._run_hooks(fired)
+        out = self._public(rec)
+        out["trashed_to"] = trash
+        return out
+
+    def _trash_dir(self, uid: str, now: float) -> Path:
+        return self.ws.trash_dir / self.project_id / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}_{uid}"
+
+    def _finish_remove(self, uid: str, rel: str, trash: str | None) -> None:
+        file_path, sidecar = self._abs(rel), self.sidecar_path_for(rel)
+        for path in (file_path, sidecar):
+            if not path.exists():
+                continue
+            if trash:
+                Path(trash).mkdir(parents=True, exist_ok=True)
+                os.replace(path, Path(trash) / path.name)
+            else:
+                path.unlink()
+        for thumb in self.thumbnails_root.glob(f"{uid[:2]}/{uid}_*"):
+            thumb.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ thumbnails
+    def _mark_thumbnails(self, conn, rec: dict, status: str) -> None:
+        preview = rec["preview"]
+        sizes = list(preview.get("thumbnails", {})) or ([WAVEFORM] if preview.get("waveform") else [])
+        conn.executemany(
+            "INSERT OR REPLACE INTO thumbnails(project_id, uid, size, path, status, error, updated_at)"
+            " VALUES (?,?,?,?,?,NULL,?)",
+            [(self.project_id, rec["uid"], s, self._thumb_rel(rec["uid"], s), status, time.time()) for s in sizes])
+
+    def _schedule_thumbnails(self, rec: dict) -> None:
+        if not self.make_thumbnails or not rec["preview"].get("kind"):
+            return
+        get_thumbnailer().submit(self._make_thumbnails, rec["uid"], rec["path"], rec["preview"])
+
+    def _make_thumbnails(self, uid: str, rel: str, preview: dict) -> None:
+        sizes = list(preview.get("thumbnails", {})) or [WAVEFORM]
+        src = self._abs(rel)
+        for size in sizes:
+            dest = self.thumbnails_root / self._thumb_rel(uid, size)
+            try:
+                write_preview(src, dest, size)
+                status, error = "ready", None
+            except Exception as exc:  # a broken image is recorded, never listed as present
+                status, error = "failed", f"{type(exc).__name__}: {exc}"
+                log.warning("thumbnail %s for %s failed: %s", size, uid, error)
+            with self.db.transaction() as conn:
+                conn.execute("UPDATE thumbnails SET status = ?, error = ?, updated_at = ? WHERE project_id = ?"
+                             " AND uid = ? AND size = ?", (status, error, time.time(), self.project_id, uid, size))
+
+    def regenerate_thumbnails(self, uid: str) -> None:
+        rec = self._require(uid)
+        with self.db.transaction() as conn:
+            self._mark_thumbnails(conn, rec, "pending")
+        if rec["preview"].get("kind"):
+            get_thumbnailer().submit(self._make_thumbnails, rec["uid"], rec["path"], rec["preview"])
+
+    def thumbnail_status(self, uid: str) -> dict[str, dict]:
+        rows = self.db.query("SELECT size, path, status, error FROM thumbnails WHERE project_id = ? AND uid = ?",
+                             (self.project_id, uid))
+        return {r["size"]: {"path": str(self.thumbnails_root / r["path"]), "status": r["status"],
+                            "error": r["error"]} for r in rows}
+
+    def resolve_thumbnail_path(self, uid: str, size: int | str = 256) -> Path | None:
+        """The cached thumbnail (or ``"waveform"`` JSON) of an asset, or None if not (yet) made."""
+        row = self.db.query_one("SELECT path, status FROM thumbnails WHERE project_id = ? AND uid = ? AND size = ?",
+                                (self.project_id, uid, str(size)))
+        if row is None or row["status"] != "ready":
+            return None
+        path = self.thumbnails_root / row["path"]
+        return path if path.is_file() else None
+
+    @staticmethod
+    def wait_for_thumbnails(timeout: float | None = 30.0) -> bool:
+        """Block until this process has no thumbnail pending (True) or ``timeout`` passed (False)."""
+        return get_thumbnailer().wait(timeout)
+
+    # ------------------------------------------------------------------ recovery
+    def recover(self) -> dict[str, int]:
+        """Finish or undo what a killed process left: journalled file moves and unwritten sidecars."""
+        undone = finished = sidecars = 0
+        intents = self.db.query("SELECT * FROM file_intents WHERE project_id = ? ORDER BY id", (self.project_id,))
+        for intent in intents:
+            row = self._row(intent["uid"])
+            if intent["op"] == "remove":
+                if row is None:
+                    self._finish_remove(intent["uid"], intent["dest"], intent["src"])
+                    finished += 1
+            elif row is None or row["path"] != intent["dest"]:
+                final = self._abs(intent["dest"])
+                if intent["op"] == "move" and intent["src"]:
+                    src = Path(intent["src"])
+                    if final.exists() and not src.exists():
+                        src.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(final, src)
+                    elif final.exists() and src.exists():
+                        final.unlink()
+                elif intent["op"] == "copy":
+                    final.unlink(missing_ok=True)
+                self.sidecar_path_for(intent["dest"]).unlink(missing_ok=True)
+                for stale in final.parent.glob(f".{final.name}.*.tmp") if final.parent.exists() else []:
+                    stale.unlink(missing_ok=True)
+                undone += 1
+            with self.db.transaction() as conn:
+                conn.execute("DELETE FROM file_intents WHERE id = ?", (intent["id"],))
+        for row in self.db.query("SELECT * FROM assets WHERE project_id = ? AND sidecar_pending = 1",
+                                 (self.project_id,)):
+            rec = self._decode(row)
+            if self._abs(rec["path"]).exists():
+                self._write_sidecar(rec)
+                sidecars += 1
+        stuck = self.db.query("SELECT uid, path, preview FROM assets WHERE project_id = ? AND uid IN "
+                              "(SELECT uid FROM thumbnails WHERE project_id = ? AND status = 'pending')",
+                              (self.project_id, self.project_id))
+        for row in stuck:
+            if self.make_thumbnails:
+                get_thumbnailer().submit(self._make_thumbnails, row["uid"], row["path"], json.loads(row["preview"]))
+        if undone or finished or sidecars:
+            log.info("recovered project %s: %d moves undone, %d removals finished, %d sidecars rewritten",
+                     self.project_id, undone, finished, sidecars)
+        return {"undone": undone, "finished": finished, "sidecars": sidecars, "thumbnails": len(stuck)}

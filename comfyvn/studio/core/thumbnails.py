@@ -1,0 +1,129 @@
+"""Thumbnails (256/512 px PNG for images) and waveform JSON (for WAV), made off the caller's thread."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+import wave
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from ...fsutil import atomic_write_bytes
+
+log = logging.getLogger("comfyvn.studio.core.thumbnails")
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+AUDIO_SUFFIXES = {".wav"}
+WAVEFORM = "waveform"
+WAVEFORM_BUCKETS = 512
+
+
+def preview_kind(path: str) -> str | None:
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in AUDIO_SUFFIXES:
+        return "audio"
+    return None
+
+
+def render_image_thumbnail(src: Path, size: int) -> bytes:
+    with Image.open(src) as im:
+        im = ImageOps.exif_transpose(im)
+        im.thumbnail((size, size), Image.Resampling.LANCZOS)
+        if im.mode not in ("RGB", "RGBA"):
+            im = im.convert("RGBA")
+        out = io.BytesIO()
+        im.save(out, format="PNG", optimize=False)
+        return out.getvalue()
+
+
+def render_waveform(src: Path, buckets: int = WAVEFORM_BUCKETS) -> bytes:
+    """Peak amplitudes (0..1) in ``buckets`` slices of a PCM WAV file."""
+    import array
+
+    with wave.open(str(src), "rb") as wav:
+        channels, width, rate, frames = wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.getnframes()
+        if width not in (1, 2, 4):
+            raise ValueError(f"unsupported WAV sample width {width} bytes")
+        per_bucket = max(1, frames // buckets)
+        peaks: list[float] = []
+        full_scale = float(2 ** (8 * width - 1))
+        typecode = {1: "b", 2: "h", 4: "i"}[width]
+        while len(peaks) < buckets:
+            raw = wav.readframes(per_bucket)
+            if not raw:
+                break
+            if width == 1:  # 8-bit WAV is unsigned
+                raw = bytes((b - 128) & 0xFF for b in raw)
+            samples = array.array(typecode, raw)
+            peaks.append(round(max((abs(s) for s in samples), default=0) / full_scale, 4))
+    payload = {"sample_rate": rate, "channels": channels, "frames": frames,
+               "duration_s": round(frames / rate, 3) if rate else 0, "peaks": peaks}
+    return json.dumps(payload).encode()
+
+
+class Thumbnailer:
+    """A small worker pool; :meth:`submit` returns a future, :meth:`wait` drains pending work."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="comfyvn-thumbs")
+        self._pending: set[Future] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, fn, *args) -> Future:
+        fut = self._pool.submit(fn, *args)
+        with self._lock:
+            self._pending.add(fut)
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, fut: Future) -> None:
+        with self._lock:
+            self._pending.discard(fut)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no thumbnail is pending; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                futs = list(self._pending)
+            if not futs:
+                return True
+            for fut in futs:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    fut.result(timeout=remaining)
+                except TimeoutError:
+                    return False
+                except Exception:  # recorded by the job itself
+                    pass
+            if deadline is not None and time.monotonic() >= deadline:
+                with self._lock:
+                    return not self._pending
+
+
+def write_preview(src: Path, dest: Path, size: str) -> None:
+    data = render_waveform(src) if size == WAVEFORM else render_image_thumbnail(src, int(size))
+    atomic_write_bytes(dest, data)
+
+
+_thumbnailer: Thumbnailer | None = None
+_thumbnailer_lock = threading.Lock()
+
+
+def get_thumbnailer() -> Thumbnailer:
+    global _thumbnailer
+    with _thumbnailer_lock:
+        if _thumbnailer is None:
+            _thumbnailer = Thumbnailer()
+        return _thumbnailer
