@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The workbench's two entry points (see README):
+#   bash tools/dev.sh run    set up, seed a demo workspace, start JupyterLab on 127.0.0.1
+#   bash tools/dev.sh test   set up (incl. Debian chromium), run the whole test suite
+# Setup is idempotent: a .venv beside this repo, the pinned stack, the package (editable)
+# and the Jupyter server extension enabled in the venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+VENV="${COMFYVN_VENV:-$REPO/.venv}"
+PY="$VENV/bin/python"
+
+log() { printf '\033[1m[comfyvn]\033[0m %s\n' "$*" >&2; }
+
+setup_python() {
+  if [ ! -x "$PY" ]; then
+    log "creating virtual environment in $VENV"
+    python3 -m venv "$VENV"
+  fi
+  if [ ! -x "$VENV/bin/uv" ]; then
+    "$PY" -m pip install -q --disable-pip-version-check uv
+  fi
+  log "installing the pinned stack and the workbench (editable)"
+  "$VENV/bin/uv" pip install --python "$PY" -q -e "$REPO[test]"
+  # an editable install does not install the auto-enable file under etc/jupyter: enable explicitly
+  "$VENV/bin/jupyter" server extension enable --sys-prefix comfyvn_server_ext >/dev/null 2>&1
+}
+
+setup_browser() {
+  if [ -x /usr/bin/chromium ]; then return; fi
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Debian's chromium for the browser tests"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+  else
+    log "chromium is missing: run 'sudo apt-get install -y chromium'"; exit 1
+  fi
+}
+
+cmd_run() {
+  setup_python
+  export COMFYVN_HOME="${COMFYVN_HOME:-$REPO/demo-workspace}"
+  "$PY" -m comfyvn.demo seed --workspace "$COMFYVN_HOME"
+  exec "$PY" -m comfyvn.demo lab --workspace "$COMFYVN_HOME" --notebooks "$REPO/notebooks" "$@"
+}
+
+cmd_test() {
+  setup_python
+  setup_browser
+  export PYTHONDONTWRITEBYTECODE=1
+  log "ruff"
+  "$VENV/bin/ruff" check "$REPO"
+  log "unit, server, widget and runbook tests"
+  "$PY" -m pytest -q -p no:cacheprovider -m "not browser" "$@"
+  log "documentation notebooks (nbval)"
+  "$PY" -m pytest -q -p no:cacheprovider --nbval-lax notebooks/docs
+  log "browser tests (Voila + Debian chromium via Playwright)"
+  "$PY" -m pytest -q -p no:cacheprovider -m browser tests/browser
+  log "benchmarks (quick settings)"
+  "$PY" bench/run_all.py --quick
+}
+
+case "${1:-}" in
+  run) shift; cmd_run "$@" ;;
+  test) shift; cmd_test "$@" ;;
+  setup) setup_python; setup_browser ;;
+  *) echo "usage: bash tools/dev.sh run|test" >&2; exit 2 ;;
+esac
