@@ -1,0 +1,1 @@
+"""The asset ingest queue: staging, dedup, rate limits, crash-safe apply, remote pulls."""
