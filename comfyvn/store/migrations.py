@@ -80,4 +80,56 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     # --- ingest (issue 3) -----------------------------------------------------------------
     # --- hooks / webhooks (issue 4) ---------------------------------------------------------
+    (
+        "hooks.001_webhooks",
+        """
+        CREATE TABLE webhooks (
+            id TEXT PRIMARY KEY,
+            event TEXT NOT NULL,
+            url TEXT NOT NULL,
+            secret TEXT,
+            start_after_id INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX webhooks_event ON webhooks(event);
+        CREATE TABLE webhook_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+            event_id INTEGER NOT NULL,
+            delivery_id TEXT NOT NULL UNIQUE,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            lease_owner TEXT,
+            lease_until REAL,
+            last_status INTEGER,
+            last_error TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            UNIQUE (webhook_id, event_id)
+        );
+        CREATE INDEX webhook_outbox_due ON webhook_outbox(status, next_attempt_at);
+        CREATE TABLE webhook_deliveries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+            delivery_id TEXT NOT NULL,
+            event_id INTEGER NOT NULL,
+            event TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            ok INTEGER NOT NULL,
+            status_code INTEGER,
+            error TEXT,
+            duration_ms REAL NOT NULL,
+            at REAL NOT NULL,
+            next_attempt_at REAL
+        );
+        CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, id);
+        CREATE TABLE webhook_cursor (
+            name TEXT PRIMARY KEY,
+            last_event_id INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        """,
+    ),
 ]
