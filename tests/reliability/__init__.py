@@ -1,0 +1,1 @@
+"""Reliability suites: crash, concurrency, load, fuzz and security (issue 7)."""
