@@ -79,6 +79,57 @@ MIGRATIONS: list[tuple[str, str]] = [
         """,
     ),
     # --- ingest (issue 3) -----------------------------------------------------------------
+    (
+        "ingest.001_jobs",
+        """
+        CREATE TABLE ingest_jobs (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_id TEXT NOT NULL UNIQUE,
+            project_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            status TEXT NOT NULL,
+            source_path TEXT,
+            remote_url TEXT,
+            dest_relative TEXT,
+            asset_type_hint TEXT,
+            pin INTEGER NOT NULL DEFAULT 0,
+            terms_acknowledged INTEGER NOT NULL DEFAULT 0,
+            digest TEXT,
+            expected_sha256 TEXT,
+            bytes INTEGER,
+            bytes_done INTEGER NOT NULL DEFAULT 0,
+            bytes_total INTEGER,
+            filename TEXT,
+            staging_path TEXT,
+            dedup_of TEXT,
+            existing_uid TEXT,
+            asset_uid TEXT,
+            notes TEXT NOT NULL DEFAULT '[]',
+            error TEXT,
+            errors TEXT NOT NULL DEFAULT '[]',
+            attempts INTEGER NOT NULL DEFAULT 1,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            user_metadata TEXT NOT NULL DEFAULT '{}',
+            provider_metadata TEXT,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            owner TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE UNIQUE INDEX ingest_jobs_active_digest ON ingest_jobs(project_id, digest)
+            WHERE status IN ('staged', 'applying');
+        CREATE INDEX ingest_jobs_status ON ingest_jobs(status, seq);
+        CREATE INDEX ingest_jobs_provider ON ingest_jobs(provider, seq);
+        CREATE INDEX ingest_jobs_active_url ON ingest_jobs(project_id, remote_url)
+            WHERE status IN ('queued', 'downloading');
+        CREATE TABLE ingest_rate_buckets (
+            key TEXT PRIMARY KEY,
+            tokens REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            blocked_until REAL NOT NULL DEFAULT 0
+        );
+        """,
+    ),
     # --- hooks / webhooks (issue 4) ---------------------------------------------------------
     (
         "hooks.001_webhooks",

@@ -1,0 +1,813 @@
+"""The asset ingest queue.
+
+Jobs live in the workspace database (table ``ingest_jobs``), so a kernel, the Jupyter server
+and a CLI share one queue.  Every status change commits in one transaction with its event
+(``on_asset_ingest_*``, the outbox), so every process sees it.
+
+Life of a job::
+
+    local file ──copy+SHA-256 in one pass──> staged ──apply──> applying ──> applied
+    remote URL ──> queued ──(worker, rate limited)──> downloading ──> staged ...
+                   any step may end in duplicate, failed, released or cancelled
+
+* Staging: ``data/ingest/staging/<job_id>/<file name>``, written to a temporary name and
+  renamed, so nothing half-written ever carries a final name.
+* Dedup: a staged/applying job with the same digest (``duplicate.staged``), or a registry
+  row with that hash (``duplicate.registry``).  A partial UNIQUE index on active digests
+  makes "two processes stage the same bytes at once" impossible.
+* Apply: the job is committed as ``applying`` (with its owner process) before the registry
+  moves the file by rename; :meth:`AssetIngestQueue.recover` turns the ``applying`` jobs of
+  dead processes into ``applied`` or back into ``staged``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..config import Workspace, feature_enabled, get_setting, setup_logging, workspace
+from ..fsutil import fsync_dir, is_within, safe_relative
+from ..hashing import copy_and_hash
+from ..hooks import emit, get_hook_bus
+from ..store import Database, get_database
+from ..studio.core.asset_registry import AssetRegistry
+from ..studio.core.thumbnails import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+from .errors import (
+    IngestError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    RateLimitedError,
+    SourceNotAllowedError,
+    TermsNotAcknowledgedError,
+)
+from .mappers import PROVIDERS, REMOTE_PROVIDERS, is_host_allowed, normalise_metadata, provider_for_url
+from .ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
+from .state import STATE_VERSION
+
+log = logging.getLogger("comfyvn.ingest.queue")
+
+MAX_REMOTE_BYTES = 200 * 1024 * 1024
+STATUSES = ("queued", "downloading", "staged", "applying", "applied", "duplicate", "failed", "released",
+            "cancelled")
+ACTIVE_DIGEST_STATUSES = ("staged", "applying")  # the only jobs that block the same bytes
+STAGING_MISSING = "Staging file missing"
+STALE_TEMP_SECONDS = 3600.0
+CRASH_ENV = "COMFYVN_INGEST_CRASH_AT"  # test-only fault injection: SIGKILL this process at a named point
+
+_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_MODEL_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft"}
+_AUDIO_SUFFIXES = AUDIO_SUFFIXES | {".mp3", ".ogg", ".flac", ".opus", ".m4a"}
+_JSON_COLUMNS = ("notes", "errors", "metadata", "user_metadata", "provider_metadata")
+PUBLIC_KEYS = ("job_id", "provider", "status", "source_path", "remote_url", "dest_relative", "asset_type_hint",
+               "pin", "terms_acknowledged", "digest", "bytes", "bytes_done", "bytes_total", "staging_path",
+               "dedup_of", "existing_uid", "asset_uid", "notes", "error", "errors", "attempts", "metadata",
+               "project_id", "created_at", "updated_at", "expected_sha256", "filename", "next_attempt_at")
+
+__all__ = [
+    "DEFAULT_RATE_LIMIT",
+    "MAX_REMOTE_BYTES",
+    "STATE_VERSION",
+    "STATUSES",
+    "AssetIngestQueue",
+    "get_ingest_queue",
+]
+
+
+# ---------------------------------------------------------------------------- process identity
+def _proc_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks
+    except (OSError, IndexError):
+        return "?"
+
+
+_owner_cache: tuple[int, str] | None = None
+
+
+def process_owner() -> str:
+    """``host:pid:start`` of this process (what ``applying``/``downloading`` jobs record)."""
+    global _owner_cache
+    pid = os.getpid()
+    if _owner_cache is None or _owner_cache[0] != pid:
+        _owner_cache = (pid, f"{socket.gethostname()}:{pid}:{_proc_start(pid)}")
+    return _owner_cache[1]
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Is the process that claimed a job still running?  (Other hosts count as alive.)"""
+    if not owner:
+        return False
+    try:
+        host, pid_text, start = owner.rsplit(":", 2)
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start == "?" or _proc_start(pid) in (start, "?")
+
+
+def crash_point(name: str) -> None:
+    """Test hook: ``COMFYVN_INGEST_CRASH_AT=<name>`` SIGKILLs the process here (crash tests)."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------- helpers
+def safe_filename(name: str | None, fallback: str = "download.bin") -> str:
+    """A provider- or user-supplied file name reduced to one harmless path component."""
+    text = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    text = "".join(ch for ch in text if ch.isprintable() and ch not in '<>:"|?*').strip().lstrip(".")
+    return text[:200] or fallback
+
+
+def guess_asset_type(job: dict) -> str:
+    """``images`` / ``audio`` / ``models`` by suffix; remote model providers default to ``models``."""
+    suffix = Path(job.get("filename") or job.get("staging_path") or job.get("source_path") or "").suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "images"
+    if suffix in _AUDIO_SUFFIXES:
+        return "audio"
+    if suffix in _MODEL_SUFFIXES or job.get("provider") in ("civitai", "huggingface"):
+        return "models"
+    return "misc"
+
+
+def _check_type(value: str | None, what: str) -> None:
+    if value is not None and (not isinstance(value, str) or not _TYPE_RE.match(value)):
+        raise ValueError(f"{what} {value!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
+
+
+def _job_from_row(row) -> dict:
+    job = dict(row)
+    for key in _JSON_COLUMNS:
+        if key in job:
+            job[key] = json.loads(job[key]) if job[key] else ({} if key != "notes" and key != "errors" else [])
+    job["pin"] = bool(job.get("pin"))
+    job["terms_acknowledged"] = bool(job.get("terms_acknowledged"))
+    return job
+
+
+def public_job(job: dict) -> dict:
+    return {k: job.get(k) for k in PUBLIC_KEYS}
+
+
+def _event_payload(job: dict, **extra: Any) -> dict:
+    payload = {"job_id": job["job_id"], "provider": job["provider"], "status": job["status"],
+               "digest": job.get("digest"), "asset_type_hint": job.get("asset_type_hint"),
+               "notes": list(job.get("notes") or []), "project_id": job.get("project_id")}
+    for key in ("dedup_of", "existing_uid", "asset_uid", "error", "attempts"):
+        if job.get(key) is not None:
+            payload[key] = job[key]
+    payload.update(extra)
+    return payload
+
+
+# ---------------------------------------------------------------------------- the queue
+class AssetIngestQueue:
+    """The ingest queue of one workspace (see the module docstring)."""
+
+    def __init__(self, ws: Workspace | None = None, *, start_worker: bool = False, auto_worker: bool = False) -> None:
+        self.ws = (ws or workspace()).ensure()
+        setup_logging(self.ws.logs_dir)
+        self.staging_dir = self.ws.staging_dir
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        self.db: Database = get_database(self.ws.db_path)
+        self.limiter = RateLimiter(self.db, self.ws)
+        self.default_project = get_setting("registry.default_project", "default", self.ws)
+        self._registries: dict[str, AssetRegistry] = {}
+        self._registries_lock = threading.Lock()
+        self.auto_worker = auto_worker
+        from .worker import IngestWorker
+
+        self.worker = IngestWorker(self)
+        self.recover()
+        if start_worker:
+            self.start_worker()
+
+    # ------------------------------------------------------------------ plumbing
+    def registry(self, project_id: str | None = None) -> AssetRegistry:
+        project_id = project_id or self.default_project
+        with self._registries_lock:
+            reg = self._registries.get(project_id)
+            if reg is None:
+                reg = self._registries[project_id] = AssetRegistry(project_id, ws=self.ws)
+            return reg
+
+    def _row(self, conn, job_id: str) -> dict | None:
+        row = conn.execute("SELECT * FROM ingest_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return _job_from_row(row) if row else None
+
+    def _require(self, conn, job_id: str) -> dict:
+        job = self._row(conn, job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise JobNotFoundError(f"no ingest job {job_id!r}")
+        return job
+
+    def _update(self, conn, job: dict, topic: str | None, changes: dict[str, Any], **event_extra: Any) -> dict:
+        """Apply ``changes`` to a job row and emit ``topic`` in the caller's transaction."""
+        changes = {**changes, "updated_at": time.time()}
+        cols = ", ".join(f"{k} = ?" for k in changes)
+        values = [json.dumps(v, ensure_ascii=False, default=str) if k in _JSON_COLUMNS and v is not None else v
+                  for k, v in changes.items()]
+        conn.execute(f"UPDATE ingest_jobs SET {cols} WHERE job_id = ?", (*values, job["job_id"]))
+        new = {**job, **changes}
+        if topic:
+            emit(conn, topic, _event_payload(new, **event_extra), project_id=new.get("project_id"))
+        return new
+
+    def _insert(self, conn, job: dict, topic: str = "on_asset_ingest_enqueued") -> dict:
+        cols = ", ".join(job)
+        values = [json.dumps(v, ensure_ascii=False, default=str) if k in _JSON_COLUMNS and v is not None else v
+                  for k, v in job.items()]
+        conn.execute(f"INSERT INTO ingest_jobs({cols}) VALUES ({', '.join('?' * len(job))})", values)
+        emit(conn, topic, _event_payload(job), project_id=job.get("project_id"))
+        return job
+
+    def _poke(self) -> None:
+        get_hook_bus(self.db).poke()
+
+    def _new_job(self, **fields: Any) -> dict:
+        now = time.time()
+        job = {"job_id": secrets.token_hex(6), "project_id": self.default_project, "provider": "local",
+               "status": "queued", "source_path": None, "remote_url": None, "dest_relative": None,
+               "asset_type_hint": None, "pin": False, "terms_acknowledged": False, "digest": None,
+               "expected_sha256": None, "bytes": None, "bytes_done": 0, "bytes_total": None, "filename": None,
+               "staging_path": None, "dedup_of": None, "existing_uid": None, "asset_uid": None, "notes": [],
+               "error": None, "errors": [], "attempts": 1, "metadata": {}, "user_metadata": {},
+               "provider_metadata": None, "next_attempt_at": 0.0, "owner": None, "created_at": now,
+               "updated_at": now}
+        job.update(fields)
+        return job
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.staging_dir / job_id
+
+    def _remove_job_dir(self, job_id: str) -> None:
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    # ------------------------------------------------------------------ source checks
+    def allowed_source_roots(self) -> list[Path]:
+        roots = get_setting("ingest.allowed_source_roots", ["$COMFYVN_HOME", "~"], self.ws) or []
+        if isinstance(roots, str):
+            roots = [roots]
+        out: list[Path] = []
+        for raw in roots:
+            text = str(raw).replace("$COMFYVN_HOME", str(self.ws.root)).replace("${COMFYVN_HOME}", str(self.ws.root))
+            text = os.path.expandvars(os.path.expanduser(text))
+            if "$" in text:  # an unset variable: never widen access by accident
+                continue
+            path = Path(text)
+            if not path.is_absolute():
+                path = self.ws.root / path
+            out.append(path.resolve())
+        return out
+
+    def check_source(self, source_path: str | os.PathLike[str]) -> Path:
+        """The resolved source file, if it lies under ``ingest.allowed_source_roots``."""
+        raw = Path(os.fspath(source_path)).expanduser()
+        if not raw.is_absolute():
+            raw = Path.cwd() / raw
+        try:
+            resolved = raw.resolve(strict=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"source file {raw} does not exist") from None
+        roots = self.allowed_source_roots()
+        if not is_within(resolved, roots):
+            shown = ", ".join(str(r) for r in roots) or "(none configured)"
+            via = f" (symlink to {resolved})" if resolved != raw.absolute() else ""
+            raise SourceNotAllowedError(
+                f"source_path {raw}{via} is outside the folders ingest may read from: {shown}. Move the file "
+                f"into one of them or add its folder to ingest.allowed_source_roots in {self.ws.config_file}")
+        if not resolved.is_file():
+            raise IngestError(f"source_path {raw} is not a regular file", code="not_a_file")
+        return resolved
+
+    # ------------------------------------------------------------------ dedup
+    def _dedup(self, conn, project_id: str, digest: str, exclude: str | None = None) -> dict | None:
+        """The change that makes a job a duplicate of ``digest``, or None if it is new."""
+        row = conn.execute(
+            "SELECT job_id FROM ingest_jobs WHERE project_id = ? AND digest = ? AND status IN ('staged','applying')"
+            " AND job_id != ? LIMIT 1", (project_id, digest, exclude or "")).fetchone()
+        if row:
+            return {"status": "duplicate", "dedup_of": row[0], "note": "duplicate.staged"}
+        row = conn.execute("SELECT uid FROM assets WHERE project_id = ? AND hash = ? LIMIT 1",
+                           (project_id, digest)).fetchone()
+        if row:
+            return {"status": "duplicate", "existing_uid": row[0], "note": "duplicate.registry"}
+        return None
+
+    def _settle_staged(self, conn, job: dict, digest: str, size: int, staged: Path | None, *,
+                       insert: bool, topic: str, extra_notes: list[str] | None = None) -> dict:
+        """Record freshly staged bytes as ``staged``, or as a ``duplicate`` of what exists."""
+        notes = list(job.get("notes") or []) + list(extra_notes or [])
+        dup = self._dedup(conn, job["project_id"], digest, exclude=job["job_id"])
+        fields: dict[str, Any] = {"digest": digest, "bytes": size, "bytes_done": size, "owner": None}
+        if dup is None:
+            fields.update(status="staged", staging_path=str(staged) if staged else None, error=None)
+        else:
+            fields.update(status="duplicate", staging_path=None, pin=False, dedup_of=dup.get("dedup_of"),
+                          existing_uid=dup.get("existing_uid"), error=None)
+            notes.append(dup["note"])
+        fields["notes"] = list(dict.fromkeys(notes))
+        if insert:
+            return self._insert(conn, {**job, **fields}, topic)
+        return self._update(conn, job, topic, fields)
+
+    # ------------------------------------------------------------------ local staging
+    def stage_file(self, job_id: str, src: Path, filename: str) -> tuple[Path, str, int]:
+        """Copy ``src`` into the job's staging folder, hashing in the same pass (temp + rename)."""
+        folder = self.job_dir(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / filename
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                digest, size = copy_and_hash(src, fh)
+            os.replace(tmp_name, final)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        fsync_dir(folder)
+        return final, digest, size
+
+    # ------------------------------------------------------------------ enqueue
+    def enqueue(self, provider: str = "local", metadata: dict | None = None, *, source_path: Any = None,
+                remote_url: str | None = None, dest_relative: str | None = None,
+                asset_type_hint: str | None = None, pin: bool = False, terms_acknowledged: bool = False,
+                project_id: str | None = None, wait: bool = False) -> dict:
+        """Queue one file: a local ``source_path`` (staged now) or a ``remote_url`` (pulled by the worker).
+
+        Returns the job.  Local files come back ``staged`` or ``duplicate``; remote URLs come
+        back ``queued`` (or, with ``wait=True``, after the pull, raising
+        :class:`RateLimitedError` instead of sleeping when the provider's bucket is empty).
+        """
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError(f"metadata must be a JSON object (dict), got {type(metadata).__name__}")
+        if (source_path is None) == (remote_url is None):
+            raise ValueError("give exactly one of source_path (a local file) or remote_url")
+        if remote_url is not None and provider == "local":
+            provider = provider_for_url(remote_url) or "generic"
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; known providers: {', '.join(PROVIDERS)}")
+        _check_type(asset_type_hint, "asset_type_hint")
+        if dest_relative is not None:
+            dest_relative = str(safe_relative(dest_relative, what="dest_relative")) + (
+                "/" if str(dest_relative).endswith(("/", "\\")) else "")
+        project_id = project_id or self.default_project
+        fields = {"provider": provider, "project_id": project_id, "dest_relative": dest_relative,
+                  "asset_type_hint": asset_type_hint, "pin": bool(pin),
+                  "terms_acknowledged": bool(terms_acknowledged), "user_metadata": dict(metadata or {})}
+        if remote_url is not None:
+            return self._enqueue_remote(remote_url, fields, wait=wait)
+
+        src = self.check_source(source_path)
+        filename = safe_filename(src.name)
+        job = self._new_job(source_path=str(src), filename=filename, **fields)
+        job["metadata"] = normalise_metadata(provider, metadata, filename=filename)
+        staged, digest, size = self.stage_file(job["job_id"], src, filename)
+        try:
+            with self.db.transaction() as conn:
+                job = self._settle_staged(conn, job, digest, size, staged, insert=True,
+                                          topic="on_asset_ingest_enqueued")
+        except BaseException:
+            self._remove_job_dir(job["job_id"])
+            raise
+        if job["status"] == "duplicate":
+            self._remove_job_dir(job["job_id"])
+        self._poke()
+        return public_job(job)
+
+    def _enqueue_remote(self, url: str, fields: dict, *, wait: bool) -> dict:
+        provider = fields["provider"]
+        if provider not in REMOTE_PROVIDERS:
+            raise ValueError(f"provider {provider!r} cannot pull URLs; use one of {', '.join(REMOTE_PROVIDERS)}")
+        if not isinstance(url, str) or not url.strip():
+            raise ValueError("remote_url must be a non-empty URL")
+        url = url.strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"remote_url {url!r} must be an http(s) URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("remote_url may not carry credentials; tokens come from CIVITAI_API_TOKEN / HF_TOKEN")
+        if not is_host_allowed(parts.hostname, provider, self.ws):
+            raise IngestError(f"host {parts.hostname!r} is not on the {provider} allowlist; see "
+                              "_REMOTE_ALLOWLIST in comfyvn/ingest/mappers.py or ingest.extra_allowed_hosts",
+                              code="host_not_allowed")
+        if feature_enabled("require_remote_terms_ack", self.ws) and not fields["terms_acknowledged"]:
+            raise TermsNotAcknowledgedError(
+                f"remote pulls from {provider} need terms_acknowledged=true: confirm you accept the provider's "
+                "terms and the asset's licence (features.require_remote_terms_ack)")
+        job = self._new_job(remote_url=url, **fields)
+        job["metadata"] = normalise_metadata(provider, fields["user_metadata"])
+        with self.db.transaction() as conn:
+            active = conn.execute(
+                "SELECT job_id FROM ingest_jobs WHERE project_id = ? AND remote_url = ?"
+                " AND status IN ('queued','downloading') LIMIT 1", (job["project_id"], url)).fetchone()
+            if active:
+                job.update(status="duplicate", dedup_of=active[0], notes=["duplicate.queued"])
+                job = self._insert(conn, job)
+            else:
+                if wait:
+                    retry_after = self.limiter.try_acquire(provider, conn=conn)
+                    if retry_after > 0:
+                        raise RateLimitedError(
+                            f"{provider} rate limit reached; try again in {retry_after:.1f} s (or enqueue "
+                            "without wait and the worker pulls it when the bucket refills)",
+                            retry_after=retry_after)
+                    job.update(status="downloading", owner=process_owner())
+                job = self._insert(conn, job)
+        self._poke()
+        if job["status"] == "downloading":
+            return public_job(self.worker.process(job))
+        if job["status"] == "queued":
+            self.worker.wake(start=self.auto_worker)
+        return public_job(job)
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, job_ids: list[str] | None = None, asset_type_override: str | None = None) -> dict:
+        """Move staged files into the registry.  ``None`` = every staged job; ``[]`` = nothing.
+
+        Returns ``{"applied": [job], "failed": [job], "skipped": [job], "unknown": [id]}``.
+        """
+        _check_type(asset_type_override, "asset_type_override")
+        result: dict[str, list] = {"applied": [], "failed": [], "skipped": [], "unknown": []}
+        if job_ids is None:
+            ids = [r[0] for r in self.db.query("SELECT job_id FROM ingest_jobs WHERE status = 'staged' ORDER BY seq")]
+        elif isinstance(job_ids, str):
+            raise ValueError("job_ids must be a list of job ids, not a single string")
+        else:
+            ids = list(dict.fromkeys(job_ids))
+        for job_id in ids:
+            job = self.get(job_id) if isinstance(job_id, str) else None
+            if job is None:
+                result["unknown"].append(job_id)
+                continue
+            outcome, job = self._apply_one(job_id, asset_type_override)
+            result[outcome].append(job)
+        return result
+
+    def _apply_one(self, job_id: str, override: str | None) -> tuple[str, dict]:
+        with self.db.transaction() as conn:
+            job = self._require(conn, job_id)
+            if job["status"] != "staged":
+                return "skipped", public_job(job)
+            staged = Path(job["staging_path"] or "")
+            if not job["staging_path"] or not staged.is_file():
+                job = self._fail(conn, job, STAGING_MISSING)
+                return "failed", public_job(job)
+            dup = self._dedup(conn, job["project_id"], job["digest"], exclude=job_id)
+            if dup is not None:  # registered meanwhile by someone else
+                job = self._update(conn, job, "on_asset_ingest_updated", {
+                    "status": "duplicate", "existing_uid": dup.get("existing_uid"), "dedup_of": dup.get("dedup_of"),
+                    "pin": False, "staging_path": None, "notes": list(dict.fromkeys(job["notes"] + [dup["note"]]))})
+                drop = True
+            else:
+                job = self._update(conn, job, "on_asset_ingest_updated", {"status": "applying",
+                                                                          "owner": process_owner()})
+                drop = False
+        self._poke()
+        if drop:
+            self._remove_job_dir(job_id)
+            return "skipped", public_job(job)
+        crash_point("apply.claimed")
+        asset_type = override or job["asset_type_hint"] or guess_asset_type(job)
+        meta = {k: v for k, v in (job["metadata"] or {}).items()
+                if k not in ("tags", "license", "provider") and v not in (None, [], {})}
+        provenance = {"source": job["remote_url"] or job["source_path"], "provider": job["provider"],
+                      "digest": job["digest"], "terms_acknowledged": job["terms_acknowledged"],
+                      "job_id": job_id, "provider_metadata": job["provider_metadata"]}
+        try:
+            registry = self.registry(job["project_id"])
+            record = registry.register_file(
+                staged, asset_type, dest_relative=job["dest_relative"], metadata=meta, copy=False,
+                provenance=provenance, license_tag=(job["metadata"] or {}).get("license"),
+                tags=(job["metadata"] or {}).get("tags") or [], origin=job["provider"], digest=job["digest"])
+        except Exception as exc:
+            with self.db.transaction() as conn:
+                current = self._require(conn, job_id)
+                if not staged.is_file():  # a half move the registry undid without a trace
+                    current = {**current, "staging_path": None}
+                job = self._fail(conn, current, f"{type(exc).__name__}: {exc}",
+                                 keep_file=staged.is_file())
+            self._poke()
+            return "failed", public_job(job)
+        crash_point("apply.registered")
+        # the registry merged us into a row someone else made meanwhile: nothing was moved
+        merged = (record.get("provenance") or {}).get("job_id") != job_id
+        if staged.exists():  # merged, or the identical file already lay at the destination
+            staged.unlink()
+        with self.db.transaction() as conn:
+            current = self._require(conn, job_id)
+            if merged:
+                job = self._update(conn, current, "on_asset_ingest_updated", {
+                    "status": "duplicate", "existing_uid": record["uid"], "pin": False, "staging_path": None,
+                    "owner": None, "notes": list(dict.fromkeys(current["notes"] + ["duplicate.registry"]))})
+            else:
+                job = self._update(conn, current, "on_asset_ingest_applied", {
+                    "status": "applied", "asset_uid": record["uid"], "pin": False, "staging_path": None,
+                    "owner": None, "error": None}, path=record["abs_path"], sidecar=record["sidecar"])
+        self._poke()
+        crash_point("apply.committed")
+        self._remove_job_dir(job_id)
+        return ("skipped" if merged else "applied"), public_job(job)
+
+    def _fail(self, conn, job: dict, error: str, *, keep_file: bool = False, **extra: Any) -> dict:
+        errors = list(job.get("errors") or []) + [{"attempt": job["attempts"], "error": error,
+                                                  "at": time.time()}]
+        changes: dict[str, Any] = {"status": "failed", "error": error, "errors": errors, "owner": None,
+                                   "pin": False if not keep_file else job["pin"]}
+        if not keep_file:
+            changes["staging_path"] = None
+        changes.update(extra)
+        return self._update(conn, job, "on_asset_ingest_failed", changes)
+
+    # ------------------------------------------------------------------ other transitions
+    def release(self, job_id: str) -> dict:
+        """Drop a staged, duplicate or failed job: deletes its staging file and its dedup pin."""
+        with self.db.transaction() as conn:
+            job = self._require(conn, job_id)
+            if job["status"] == "released":
+                return public_job(job)
+            if job["status"] == "applied":
+                raise InvalidTransitionError(
+                    f"job {job_id} is applied: its file now belongs to asset {job['asset_uid']}; remove the "
+                    f"asset from the registry (AssetRegistry.remove_asset('{job['asset_uid']}')) instead")
+            if job["status"] not in ("staged", "duplicate", "failed"):
+                hint = {"queued": "cancel it instead", "downloading": "cancel it instead",
+                        "applying": "wait for apply() to finish", "cancelled": "it holds nothing any more"}
+                raise InvalidTransitionError(
+                    f"job {job_id} is {job['status']}: only staged, duplicate or failed jobs can be released "
+                    f"({hint.get(job['status'], '')})")
+            job = self._update(conn, job, "on_asset_ingest_updated",
+                               {"status": "released", "pin": False, "staging_path": None, "owner": None})
+        self._remove_job_dir(job_id)
+        self._poke()
+        return public_job(job)
+
+    def cancel(self, job_id: str) -> dict:
+        """Stop a queued, downloading or staged job (its partial or staged file is deleted)."""
+        with self.db.transaction() as conn:
+            job = self._require(conn, job_id)
+            if job["status"] == "cancelled":
+                return public_job(job)
+            if job["status"] not in ("queued", "downloading", "staged"):
+                raise InvalidTransitionError(
+                    f"job {job_id} is {job['status']}: only queued, downloading or staged jobs can be cancelled"
+                    + (" (release it instead)" if job["status"] in ("duplicate", "failed") else ""))
+            was = job["status"]
+            job = self._update(conn, job, "on_asset_ingest_updated",
+                               {"status": "cancelled", "pin": False, "staging_path": None})
+        if was != "downloading":  # a running download notices, stops and cleans up itself
+            self._remove_job_dir(job_id)
+        self._poke()
+        return public_job(job)
+
+    def retry(self, job_id: str) -> dict:
+        """Try a failed or cancelled job again (``attempts`` + 1)."""
+        with self.db.transaction() as conn:
+            job = self._require(conn, job_id)
+            if job["status"] not in ("failed", "cancelled"):
+                raise InvalidTransitionError(
+                    f"job {job_id} is {job['status']}: only failed or cancelled jobs can be retried")
+            staged = Path(job["staging_path"]) if job["staging_path"] else None
+            base = {"attempts": job["attempts"] + 1, "error": None, "owner": None, "next_attempt_at": 0.0,
+                    "notes": list(dict.fromkeys(job["notes"] + ["retried"]))}
+            if staged is not None and staged.is_file() and job["digest"]:
+                job = self._update(conn, job, None, base)
+                job = self._settle_staged(conn, job, job["digest"], job["bytes"] or 0, staged,
+                                          insert=False, topic="on_asset_ingest_updated")
+            else:
+                job = self._update(conn, job, "on_asset_ingest_updated",
+                                   {**base, "status": "queued", "staging_path": None, "bytes_done": 0})
+        if job["status"] == "duplicate":
+            self._remove_job_dir(job_id)
+        self._poke()
+        if job["status"] == "queued" and job["remote_url"] is None:
+            return public_job(self.worker.process_local(job))  # a local file is re-staged at once
+        if job["status"] == "queued":
+            self.worker.wake(start=self.auto_worker)
+        return public_job(self.get(job_id) or job)
+
+    # ------------------------------------------------------------------ reading
+    def get(self, job_id: str) -> dict | None:
+        job = self._row(self.db.conn, job_id) if isinstance(job_id, str) else None
+        return public_job(job) if job else None
+
+    def _filters(self, status: str | None, provider: str | None) -> tuple[str, list]:
+        where, params = [], []
+        if status is not None:
+            if status not in STATUSES:
+                raise ValueError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+            where.append("status = ?")
+            params.append(status)
+        if provider is not None:
+            where.append("provider = ?")
+            params.append(provider)
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    def page_jobs(self, limit: int = 50, status: str | None = None, provider: str | None = None,
+                  cursor: str | None = None) -> dict:
+        """Newest first: ``{"items": [job], "next_cursor": str | None}``."""
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValueError("limit must be an integer between 1 and 1000")
+        where, params = self._filters(status, provider)
+        if cursor is not None:
+            try:
+                before = int(cursor)
+            except (TypeError, ValueError):
+                raise ValueError(f"invalid cursor {cursor!r}") from None
+            where += (" AND " if where else " WHERE ") + "seq < ?"
+            params.append(before)
+        rows = self.db.query(f"SELECT * FROM ingest_jobs{where} ORDER BY seq DESC LIMIT ?", (*params, limit + 1))
+        items = [public_job(_job_from_row(r)) for r in rows[:limit]]
+        next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
+        return {"items": items, "next_cursor": next_cursor}
+
+    def list_jobs(self, limit: int = 50, status: str | None = None, provider: str | None = None) -> list[dict]:
+        """The newest ``limit`` jobs, optionally of one status / provider."""
+        return self.page_jobs(limit=limit, status=status, provider=provider)["items"]
+
+    def summary(self) -> dict:
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, n in self.db.query("SELECT status, COUNT(*) FROM ingest_jobs GROUP BY status"):
+            counts[status] = n
+        providers = {p: n for p, n in self.db.query("SELECT provider, COUNT(*) FROM ingest_jobs GROUP BY provider")}
+        staged_bytes, pinned = self.db.query_one(
+            "SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(pin), 0) FROM ingest_jobs"
+            " WHERE status IN ('staged','applying')")
+        rate_limits = {}
+        for provider in REMOTE_PROVIDERS:
+            try:
+                rate_limits[provider] = self.limiter.status(provider)
+            except IngestError as exc:
+                rate_limits[provider] = {"error": exc.message}
+        return {"counts": counts, "total": sum(counts.values()), "providers": providers,
+                "staged_bytes": staged_bytes, "pinned": pinned, "rate_limits": rate_limits,
+                "worker_running": self.worker.running, "state_version": STATE_VERSION,
+                "staging_dir": str(self.staging_dir)}
+
+    def dedup_snapshot(self) -> dict:
+        """``{digest: {...}}`` of the bytes that block duplicates now (staged/applying jobs)."""
+        rows = self.db.query(
+            "SELECT digest, job_id, status, pin, provider, project_id, staging_path, bytes, updated_at"
+            " FROM ingest_jobs WHERE status IN ('staged','applying') AND digest IS NOT NULL ORDER BY seq")
+        return {r["digest"]: {"job_id": r["job_id"], "status": r["status"], "pinned": bool(r["pin"]),
+                              "provider": r["provider"], "project_id": r["project_id"],
+                              "staging_path": r["staging_path"], "bytes": r["bytes"],
+                              "updated_at": r["updated_at"]} for r in rows}
+
+    def prune(self, older_than: float) -> list[dict]:
+        """Release unpinned staged jobs untouched for ``older_than`` seconds (pins keep theirs)."""
+        cutoff = time.time() - float(older_than)
+        ids = [r[0] for r in self.db.query("SELECT job_id FROM ingest_jobs WHERE status = 'staged' AND pin = 0"
+                                           " AND updated_at < ?", (cutoff,))]
+        out = []
+        for job_id in ids:
+            try:
+                out.append(self.release(job_id))
+            except InvalidTransitionError:  # applied meanwhile by someone else
+                continue
+        return out
+
+    # ------------------------------------------------------------------ state files
+    def export_state(self, path: str | os.PathLike[str] | None = None) -> dict:
+        from .state import export_state
+
+        return export_state(self, path)
+
+    def import_state(self, path_or_dict: Any, dedup_cache: Any = None) -> dict:
+        from .state import import_state
+
+        return import_state(self, path_or_dict, dedup_cache=dedup_cache)
+
+    # ------------------------------------------------------------------ worker
+    def start_worker(self) -> None:
+        """Start this process's background downloader (a daemon thread)."""
+        self.worker.start()
+
+    def stop_worker(self, timeout: float = 10.0) -> None:
+        self.worker.stop(timeout)
+
+    def run_pending(self, timeout: float | None = None) -> list[dict]:
+        """Process queued jobs in the calling thread until none is left (or ``timeout`` passes)."""
+        return [public_job(j) for j in self.worker.run_pending(timeout)]
+
+    # ------------------------------------------------------------------ recovery
+    def recover(self) -> dict[str, int]:
+        """Bring back the jobs of dead processes and sweep stale staging leftovers.
+
+        ``downloading`` -> ``queued`` (the partial file stays for a resumed download);
+        ``applying`` -> ``applied`` when the registry holds the bytes, else ``staged`` (the
+        registry's intent journal has put the file back), else ``failed``.
+        """
+        stats = {"requeued": 0, "applied": 0, "restaged": 0, "failed": 0, "swept": 0}
+        stuck = [j for j in (_job_from_row(r) for r in self.db.query(
+            "SELECT * FROM ingest_jobs WHERE status IN ('downloading','applying')")) if not owner_alive(j["owner"])]
+        projects_recovered: set[str] = set()
+        for job in stuck:
+            if job["status"] == "applying" and job["project_id"] not in projects_recovered:
+                projects_recovered.add(job["project_id"])
+                self.registry(job["project_id"]).recover()
+            with self.db.transaction() as conn:
+                current = self._row(conn, job["job_id"])
+                if current is None or current["status"] != job["status"] or current["owner"] != job["owner"]:
+                    continue
+                stats[self._recover_one(conn, current)] += 1
+        stats["swept"] = self._sweep_staging()
+        if any(stats.values()):
+            log.info("ingest recovery: %s", stats)
+            self._poke()
+        return stats
+
+    def _recover_one(self, conn, job: dict) -> str:
+        notes = list(job["notes"])
+        if job["status"] == "downloading":
+            self._update(conn, job, "on_asset_ingest_updated", {
+                "status": "queued", "owner": None, "notes": list(dict.fromkeys(notes + ["recovered.interrupted"]))})
+            return "requeued"
+        staged = Path(job["staging_path"]) if job["staging_path"] else None
+        asset = conn.execute("SELECT uid, path FROM assets WHERE project_id = ? AND hash = ?",
+                             (job["project_id"], job["digest"])).fetchone()
+        registry = self.registry(job["project_id"])
+        if asset is not None and (registry.assets_root / asset["path"]).is_file():
+            if staged is not None and staged.exists():  # the registry kept its own copy: ours is spare
+                staged.unlink(missing_ok=True)
+            self._update(conn, job, "on_asset_ingest_applied", {
+                "status": "applied", "asset_uid": asset["uid"], "pin": False, "staging_path": None, "owner": None,
+                "notes": list(dict.fromkeys(notes + ["recovered.applied"]))},
+                path=str(registry.assets_root / asset["path"]))
+            return "applied"
+        if staged is not None and staged.is_file():
+            self._update(conn, job, "on_asset_ingest_updated", {
+                "status": "staged", "owner": None, "notes": list(dict.fromkeys(notes + ["recovered.restaged"]))})
+            return "restaged"
+        self._fail(conn, job, STAGING_MISSING)
+        return "failed"
+
+    def _sweep_staging(self) -> int:
+        """Delete temp files and job folders nobody owns, once they are an hour old."""
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        swept = 0
+        try:
+            entries = list(os.scandir(self.staging_dir))
+        except FileNotFoundError:
+            return 0
+        keep_statuses = ("queued", "downloading", "staged", "applying", "failed")
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            row = self.db.query_one("SELECT status FROM ingest_jobs WHERE job_id = ?", (entry.name,))
+            if row is not None and row[0] in keep_statuses:
+                for sub in Path(entry.path).glob(".*.tmp") if entry.is_dir() else []:
+                    if sub.stat().st_mtime < cutoff:
+                        sub.unlink(missing_ok=True)
+                        swept += 1
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
+            swept += 1
+        return swept
+
+
+# ---------------------------------------------------------------------------- one per workspace
+_queues: dict[tuple[int, Path], AssetIngestQueue] = {}
+_queues_lock = threading.Lock()
+
+
+def get_ingest_queue(ws: Workspace | None = None) -> AssetIngestQueue:
+    """The process-wide queue of a workspace (default: the current one).
+
+    Its worker starts by itself when a remote job is queued.
+    """
+    ws = ws or workspace()
+    key = (os.getpid(), ws.root)
+    with _queues_lock:
+        queue = _queues.get(key)
+        if queue is None:
+            queue = _queues[key] = AssetIngestQueue(ws, auto_worker=True)
+        return queue
