@@ -1,0 +1,256 @@
+"""Address policy for remote pulls: which URLs the downloader may touch, and where it connects.
+
+Every URL a pull touches (the user's URL, each provider API call, every redirect hop) goes
+through :func:`check_url`, which
+
+1. allows ``https`` only, unless ``ingest.allow_insecure_http`` is true (tests);
+2. checks the host against the provider's allow-list (:func:`allowed_host_rules`):
+   ``comfyvn.ingest.mappers._REMOTE_ALLOWLIST`` when it exists, else :data:`DEFAULT_ALLOWLIST`,
+   plus the host of the configured ``ingest.providers.<name>.base_url`` and
+   ``ingest.extra_allowed_hosts``;
+3. resolves the host once (``ingest.host_overrides`` first, then DNS) and refuses loopback,
+   private, link-local, multicast and other non-global addresses unless
+   ``ingest.allow_private_addresses`` is true;
+4. returns a :class:`Target` whose ``connect_url`` names the checked IP address, so the
+   connection goes exactly where the check looked (no DNS rebinding between check and
+   connect); the original host travels in the ``Host`` header and, for https, as the TLS
+   server name (SNI and certificate check).
+
+Allow-list rules are host names (``civitai.com``), glob patterns (``*.hf.co``,
+``civitai-delivery-worker-prod.*.r2.cloudflarestorage.com``), optionally with ``:port`` to
+allow one port only (``127.0.0.1:8765``).  ``ingest.host_overrides`` maps a host name to
+``"ip"`` or ``"ip:port"``: a static resolver for local mirrors and for tests whose fake
+servers answer for real host names on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..config import Workspace, get_setting
+from .errors import RemoteError
+
+# Hosts each provider's downloads legitimately touch (API host, CDN / storage hosts).
+DEFAULT_ALLOWLIST: dict[str, tuple[str, ...]] = {
+    "civitai": (
+        "civitai.com",
+        "*.civitai.com",
+        "civitai.red",
+        "civitai-delivery-worker-prod.*.r2.cloudflarestorage.com",
+    ),
+    "huggingface": (
+        "huggingface.co",
+        "*.huggingface.co",
+        "hf.co",
+        "*.hf.co",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL and the address the connection is pinned to."""
+
+    url: str  # the URL as checked (original host name)
+    scheme: str
+    host: str  # lower-case host name or IP literal, without brackets
+    port: int
+    address: str  # the checked IP address to connect to
+    connect_url: str  # ``url`` with the host replaced by ``address`` (and the override port)
+    host_header: str  # value for the Host header
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+    def request_extensions(self) -> dict[str, Any]:
+        """httpx request extensions: TLS server name = the original host, not the IP."""
+        if self.scheme == "https" and not _is_ip(self.host):
+            return {"sni_hostname": self.host}
+        return {}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _split_rule(rule: str) -> tuple[str, int | None]:
+    rule = rule.strip().lower()
+    if rule.startswith("["):  # [v6]:port
+        end = rule.find("]")
+        host, rest = rule[1:end], rule[end + 1 :]
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+    if rule.count(":") == 1:
+        host, _, port = rule.partition(":")
+        if port.isdigit():
+            return host, int(port)
+    return rule, None
+
+
+def _rules_from_mappers(provider: str) -> Iterable[str] | None:
+    """The queue's allow-list (``mappers._REMOTE_ALLOWLIST``) for ``provider``, if it defines one."""
+    try:
+        from . import mappers  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - the mappers module may not exist (yet)
+        return None
+    table = getattr(mappers, "_REMOTE_ALLOWLIST", None)
+    if not isinstance(table, Mapping) or provider not in table:
+        return None
+    entry = table[provider]
+    if isinstance(entry, Mapping):  # e.g. {"hosts": [...]} or {"domains": [...]}
+        for key in ("hosts", "domains", "allowed_hosts"):
+            if key in entry:
+                entry = entry[key]
+                break
+        else:
+            return None
+    if isinstance(entry, str):
+        return [entry]
+    try:
+        return [str(x) for x in entry]
+    except TypeError:
+        return None
+
+
+def allowed_host_rules(provider: str, ws: Workspace | None = None) -> list[str]:
+    """Allow-list rules for ``provider``: shipped rules + configured base URL + extra hosts."""
+    rules: list[str] = []
+    from_mappers = _rules_from_mappers(provider)
+    rules.extend(from_mappers if from_mappers is not None else DEFAULT_ALLOWLIST.get(provider, ()))
+    base = get_setting(f"ingest.providers.{provider}.base_url", None, ws)
+    if isinstance(base, str) and base:
+        parts = urlsplit(base)
+        if parts.hostname:
+            default_port = 443 if parts.scheme == "https" else 80
+            host = parts.hostname.lower()
+            host = f"[{host}]" if ":" in host else host
+            rules.append(f"{host}:{parts.port or default_port}")
+    extra = get_setting("ingest.extra_allowed_hosts", [], ws) or []
+    if isinstance(extra, Mapping):  # per provider: {"civitai": [...], "*": [...]}
+        extra = list(extra.get(provider, [])) + list(extra.get("*", []))
+    rules.extend(str(x) for x in extra)
+    return rules
+
+
+def host_allowed(host: str, port: int, rules: Iterable[str]) -> bool:
+    host = host.lower().rstrip(".")
+    for rule in rules:
+        pattern, rule_port = _split_rule(rule)
+        if rule_port is not None and rule_port != port:
+            continue
+        if pattern == host or (("*" in pattern or "?" in pattern) and fnmatch.fnmatchcase(host, pattern)):
+            return True
+    return False
+
+
+def _address_is_public(addr: str) -> bool:
+    ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _resolve(host: str, port: int, ws: Workspace | None) -> tuple[list[str], int]:
+    """Addresses for ``host`` (override table first, then DNS) and the port to connect to."""
+    overrides = get_setting("ingest.host_overrides", {}, ws) or {}
+    if isinstance(overrides, Mapping):
+        mapped = overrides.get(host) or overrides.get(f"{host}:{port}")
+        if mapped:
+            addr, new_port = _split_rule(str(mapped))
+            return [addr], new_port or port
+    if _is_ip(host):
+        return [host], port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise RemoteError(
+            f"Cannot resolve host {host!r} ({exc.strerror or exc}); check the URL and your network.",
+            code="remote.dns", retryable=True,
+        ) from None
+    seen: list[str] = []
+    for info in infos:
+        addr = str(info[4][0])
+        if addr not in seen:
+            seen.append(addr)
+    return seen, port
+
+
+def check_url(url: str, *, provider: str, ws: Workspace | None = None, rules: list[str] | None = None) -> Target:
+    """Check ``url`` against the scheme, host and address policy; raise :class:`RemoteError` if refused."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise RemoteError(f"Not a valid URL: {exc}", code="remote.bad_url") from None
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower().rstrip(".")
+    if scheme not in ("http", "https") or not host:
+        raise RemoteError(
+            f"Not a downloadable URL (need https://host/...): {_display(url)}", code="remote.bad_url"
+        )
+    if parts.username or parts.password:
+        raise RemoteError("URLs with user:password@ credentials are refused; use the provider's token "
+                          "environment variable instead.", code="remote.bad_url")
+    if scheme == "http" and not get_setting("ingest.allow_insecure_http", False, ws):
+        raise RemoteError(
+            f"Refusing plain http:// for {host}: remote pulls use https only "
+            "(set ingest.allow_insecure_http for local test servers).",
+            code="remote.insecure_scheme",
+        )
+    port = port or (443 if scheme == "https" else 80)
+    rules = allowed_host_rules(provider, ws) if rules is None else rules
+    if not host_allowed(host, port, rules):
+        raise RemoteError(
+            f"Host {host}{'' if port in (80, 443) else f':{port}'} is not on the allow-list for "
+            f"provider {provider!r}; refusing to download from it.",
+            code="remote.host_not_allowed",
+        )
+    addresses, connect_port = _resolve(host, port, ws)
+    allow_private = bool(get_setting("ingest.allow_private_addresses", False, ws))
+    chosen = None
+    for addr in addresses:
+        try:
+            public = _address_is_public(addr)
+        except ValueError:
+            continue
+        if public or allow_private:
+            chosen = addr
+            break
+    if chosen is None:
+        raise RemoteError(
+            f"Host {host} resolves to a private, loopback or link-local address "
+            f"({', '.join(addresses)}); refused (set ingest.allow_private_addresses to allow).",
+            code="remote.private_address",
+        )
+    literal = f"[{chosen}]" if ":" in chosen else chosen
+    netloc = literal if connect_port == (443 if scheme == "https" else 80) else f"{literal}:{connect_port}"
+    connect_url = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    host_literal = f"[{host}]" if ":" in host else host
+    host_header = host_literal if parts.port is None else f"{host_literal}:{parts.port}"
+    return Target(url=urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, "")), scheme=scheme,
+                  host=host, port=port, address=chosen, connect_url=connect_url, host_header=host_header)
+
+
+def _display(url: str, limit: int = 200) -> str:
+    """A URL for messages: without query string (signed URLs carry credentials) and bounded."""
+    try:
+        parts = urlsplit(url)
+        shown = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    except ValueError:
+        shown = "<invalid URL>"
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+display_url = _display
+
+__all__ = ["DEFAULT_ALLOWLIST", "Target", "allowed_host_rules", "check_url", "display_url", "host_allowed"]

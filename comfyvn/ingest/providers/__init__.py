@@ -1,0 +1,66 @@
+"""Provider resolvers: a user's URL or id -> :class:`RemotePlan` via the provider's API.
+
+Adding a provider: a module with ``NAME``, ``plan(remote_url, metadata, ws)``, ``map_error``
+(and optionally ``on_redirect``), registered in :data:`PROVIDERS`, plus its hosts in the
+allow-list (``mappers._REMOTE_ALLOWLIST`` / ``netguard.DEFAULT_ALLOWLIST``).  Any other
+provider name gets the generic resolver: a direct https URL on a host allow-listed for that
+provider, checked against ``metadata["sha256"]`` / ``metadata["size"]`` when given.
+"""
+
+from __future__ import annotations
+
+import re
+from types import ModuleType
+from urllib.parse import unquote, urlsplit
+
+from ...config import Workspace
+from ..errors import RemoteError
+from ..netguard import allowed_host_rules, check_url
+from . import civitai, huggingface
+from .base import RemotePlan, safe_filename
+
+PROVIDERS: dict[str, ModuleType] = {civitai.NAME: civitai, huggingface.NAME: huggingface}
+ALIASES = {"hf": "huggingface", "hugging_face": "huggingface", "hugging-face": "huggingface", "civit": "civitai"}
+
+
+def canonical_provider(provider: str | None, remote_url: str = "") -> str:
+    """The provider key (aliases folded; ``None``/``"auto"`` guessed from the URL)."""
+    name = (provider or "").strip().lower()
+    name = ALIASES.get(name, name)
+    if name in ("", "auto", "remote"):
+        low = (remote_url or "").strip().lower()
+        host = (urlsplit(low).hostname or "") if "://" in low else ""
+        if low.startswith(("civitai:", "urn:air:")) or host in civitai.CANONICAL_HOSTS:
+            return civitai.NAME
+        if low.startswith("hf://") or host in huggingface.CANONICAL_HOSTS:
+            return huggingface.NAME
+        return "generic"
+    return name
+
+
+def get_provider(name: str) -> ModuleType | None:
+    return PROVIDERS.get(name)
+
+
+def plan_generic(provider: str, remote_url: str, metadata: dict | None, ws: Workspace | None) -> RemotePlan:
+    meta = metadata or {}
+    url = (remote_url or "").strip()
+    if not allowed_host_rules(provider, ws):
+        raise RemoteError(f"Remote pulls are not enabled for provider {provider!r}: it has no allow-listed hosts "
+                          "(add them to ingest.extra_allowed_hosts or mappers._REMOTE_ALLOWLIST).",
+                          code="remote.provider_unsupported")
+    check_url(url, provider=provider, ws=ws)  # scheme / allow-list / address, before anything else
+    sha = str(meta.get("sha256") or "").strip().lower() or None
+    if sha is not None and not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise RemoteError("metadata.sha256 must be 64 hex characters.", code="remote.bad_metadata")
+    size = meta.get("size")
+    try:
+        size = int(size) if size not in (None, "") else None
+    except (TypeError, ValueError):
+        raise RemoteError("metadata.size must be a whole number of bytes.", code="remote.bad_metadata") from None
+    name = meta.get("filename") or unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    return RemotePlan(provider=provider, source_url=url, download_url=url, filename=safe_filename(str(name)),
+                      expected_sha256=sha, expected_size=size, provider_metadata={}, headers={})
+
+
+__all__ = ["ALIASES", "PROVIDERS", "RemotePlan", "canonical_provider", "get_provider", "plan_generic"]
