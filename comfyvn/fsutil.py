@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import socket
 import tempfile
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -26,16 +29,27 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder, fsync, rename."""
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, (fsync,) rename.
+
+    Readers never see a half-written file under ``path``.  ``fsync=False`` keeps that
+    guarantee against a killed process but not against power loss (for derived files that
+    can be rebuilt, such as sidecars and thumbnails).  The temporary name carries the
+    writer's owner token (see :func:`owner_token`), so a sweeper can tell a dead writer's
+    leftovers from a live writer's file in progress.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_token()}.", suffix=".tmp", dir=path.parent)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_token()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -43,11 +57,82 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(path.parent)
+    if fsync:
+        fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, payload: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8"))
+def atomic_write_json(path: Path, payload: Any, *, fsync: bool = True) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8"),
+                       fsync=fsync)
+
+
+# -- owners: which process wrote a temporary file or journal entry, and is it still alive? ----
+@lru_cache(maxsize=1)
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (Linux ``/proc``), which tells a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    if fields and fields[0] == "Z":  # a zombie has finished running
+        return "zombie"
+    return fields[19] if len(fields) > 19 else None
+
+
+_OWNER: tuple[int, str] | None = None
+
+
+def owner_token() -> str:
+    """``<host>-<pid>-<start time>`` of this process (no dots, safe inside file names)."""
+    global _OWNER
+    pid = os.getpid()
+    if _OWNER is None or _OWNER[0] != pid:  # recomputed after fork
+        _OWNER = (pid, f"{_host_tag()}-{pid}-{_start_time(pid) or 0}")
+    return _OWNER[1]
+
+
+def owner_alive(token: str | None) -> bool:
+    """Whether the process named by an :func:`owner_token` may still be running.
+
+    Unknown formats and other hosts count as alive (never clean up what might be in use).
+    """
+    if not token:
+        return False
+    parts = token.split("-")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return True
+    host, pid_text, start = parts
+    if host != _host_tag():
+        return True
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return token == owner_token()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    now_start = _start_time(pid)
+    if now_start == "zombie":
+        return False
+    return now_start is None or start == "0" or now_start == start
+
+
+def temp_owner(name: str) -> str | None:
+    """The owner token inside a temporary file name made by this module, or None."""
+    if not name.endswith(".tmp"):
+        return None
+    pieces = name[:-4].split(".")
+    for piece in reversed(pieces):
+        if piece.count("-") == 2 and piece.split("-")[1].isdigit():
+            return piece
+    return None
 
 
 def is_temp_name(name: str) -> bool:

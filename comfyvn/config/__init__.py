@@ -97,6 +97,33 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return out
 
 
+def _type_name(value: Any) -> str:
+    return {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _check_types(path: Path, data: dict[str, Any], defaults: dict[str, Any], prefix: str) -> None:
+    """Settings that the shipped defaults know must keep their type (unknown keys are allowed)."""
+    for key, value in data.items():
+        if key not in defaults:
+            continue
+        default, where = defaults[key], f"{prefix}{key}"
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: '{where}' must be an object, got {json.dumps(value)}")
+            _check_types(path, value, default, where + ".")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: {where} must be true or false, got {json.dumps(value)}")
+        elif value is None or default is None:
+            continue
+        elif isinstance(default, int | float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{path}: {where} must be a number, got {json.dumps(value)}")
+        elif not isinstance(value, type(default)):
+            raise ConfigError(f"{path}: {where} must be {_type_name(default)}, got {json.dumps(value)}")
+
+
 def _validate(path: Path, data: Any) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object, got {type(data).__name__}")
@@ -108,10 +135,23 @@ def _validate(path: Path, data: Any) -> None:
             raise ConfigError(
                 f"{path}: features.{name} must be true or false, got {json.dumps(value)}"
             )
+    _check_types(path, data, _DEFAULTS, "")
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    """Parse and validate the workspace config file (ConfigError names the file and the problem)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    _validate(path, raw)
+    return raw
 
 
 _DEFAULTS: dict[str, Any] = json.loads(DEFAULTS_FILE.read_text(encoding="utf-8"))
-_cache: dict[Path, tuple[float, int, dict[str, Any]]] = {}
+_cache: dict[Path, tuple[tuple[int, int, int, int], dict[str, Any]]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -127,21 +167,16 @@ def load_config(ws: Workspace | None = None) -> dict[str, Any]:
         st = path.stat()
     except FileNotFoundError:
         return copy.deepcopy(_DEFAULTS)
-    key = (st.st_mtime_ns, st.st_size)
+    # an atomic replace changes the inode, an in-place edit the mtime/ctime or size
+    key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
     with _cache_lock:
         hit = _cache.get(path)
-        if hit and hit[:2] == key:
-            return copy.deepcopy(hit[2])
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    _validate(path, raw)
+        if hit and hit[0] == key:
+            return copy.deepcopy(hit[1])
+    raw = _read_file(path)
     merged = _deep_merge(_DEFAULTS, raw)
     with _cache_lock:
-        _cache[path] = (key[0], key[1], merged)
+        _cache[path] = (key, merged)
     return copy.deepcopy(merged)
 
 
@@ -169,10 +204,7 @@ def set_feature(name: str, value: bool, ws: Workspace | None = None) -> None:
 
     ws = ws or workspace()
     path = ws.config_file
-    current: dict[str, Any] = {}
-    if path.exists():
-        current = json.loads(path.read_text(encoding="utf-8"))
-        _validate(path, current)
+    current: dict[str, Any] = _read_file(path) if path.exists() else {}
     current.setdefault("features", {})[name] = bool(value)
     atomic_write_json(path, current)
 
@@ -183,8 +215,7 @@ def update_config(patch: dict[str, Any], ws: Workspace | None = None) -> None:
 
     ws = ws or workspace()
     path = ws.config_file
-    current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    _validate(path, current)
+    current = _read_file(path) if path.exists() else {}
     merged = _deep_merge(current, patch)
     _validate(path, merged)
     atomic_write_json(path, merged)

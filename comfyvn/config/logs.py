@@ -5,21 +5,46 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import threading
 from pathlib import Path
 
-_configured: set[Path] = set()
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"
+MAX_BYTES = 5 * 1024 * 1024
+BACKUPS = 5
+
+_handler: logging.handlers.RotatingFileHandler | None = None
+_lock = threading.Lock()
 
 
 def setup_logging(logs_dir: Path, level: str | None = None) -> logging.Logger:
-    """Attach a rotating ``server.log`` handler to the ``comfyvn`` logger (once per folder)."""
+    """Send the ``comfyvn`` loggers to ``<logs_dir>/server.log`` (rotating, 5 x 5 MiB).
+
+    The level comes from ``level``, else ``COMFYVN_LOG_LEVEL`` (e.g. ``DEBUG``), else INFO;
+    it is re-read on every call.  A process logs to one workspace at a time: opening
+    another workspace moves the file handler there instead of writing every line twice.
+    """
+    global _handler
     logger = logging.getLogger("comfyvn")
-    level_name = (level or os.environ.get("COMFYVN_LOG_LEVEL") or "INFO").upper()
-    logger.setLevel(getattr(logging, level_name, logging.INFO))
-    path = (logs_dir / "server.log").resolve()
-    if path not in _configured:
-        logs_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 1024 * 1024, backupCount=5, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"))
+    level_name = (level or os.environ.get("COMFYVN_LOG_LEVEL") or "INFO").strip().upper()
+    resolved = logging.getLevelName(level_name)
+    logger.setLevel(resolved if isinstance(resolved, int) else logging.INFO)
+    path = (Path(logs_dir) / "server.log").resolve()
+    with _lock:
+        if _handler is not None and Path(_handler.baseFilename) == path:
+            return logger
+        # delay=True: the file appears with the first line, not merely by opening a registry
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS,
+                                                       encoding="utf-8", delay=True)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        if _handler is not None:
+            logger.removeHandler(_handler)
+            _handler.close()
         logger.addHandler(handler)
-        _configured.add(path)
+        _handler = handler
     return logger
+
+
+def log_file() -> Path | None:
+    """The file the ``comfyvn`` loggers currently write to (None before :func:`setup_logging`)."""
+    return Path(_handler.baseFilename) if _handler is not None else None

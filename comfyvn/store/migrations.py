@@ -78,6 +78,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # who journalled a file move: recover() leaves a live process's intents alone
+        "registry.002_intent_owner",
+        """
+        ALTER TABLE file_intents ADD COLUMN owner TEXT;
+        CREATE INDEX file_intents_project ON file_intents(project_id, id);
+        CREATE INDEX thumbnails_unready ON thumbnails(project_id, status) WHERE status != 'ready';
+        """,
+    ),
     # --- ingest (issue 3) -----------------------------------------------------------------
     (
         "ingest.001_jobs",

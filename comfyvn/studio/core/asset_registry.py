@@ -10,6 +10,7 @@ file + sidecar" or "nothing", never half of it.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import logging
 import os
@@ -23,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from ...config import Workspace, get_setting, setup_logging, workspace
-from ...fsutil import UnsafePathError, atomic_write_json, confined_path, fsync_dir, safe_relative
+from ...fsutil import (
+    UnsafePathError,
+    atomic_write_json,
+    confined_path,
+    fsync_dir,
+    owner_alive,
+    owner_token,
+    safe_relative,
+    temp_owner,
+)
 from ...hashing import copy_and_hash, sha256_file
 from ...hooks import emit, get_hook_bus
 from ...hooks.events import utc_timestamp
@@ -33,6 +43,8 @@ from .thumbnails import WAVEFORM, get_thumbnailer, preview_kind, write_preview
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
 
 SIDECAR_SUFFIX = ".asset.json"
+INCOMING_DIR = ".incoming"  # copies in progress, inside the assets root (same file system)
+_DIGEST_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNSET: Any = object()
@@ -57,7 +69,7 @@ Hook = Callable[[dict], None]
 # listeners are shared by every registry instance of one (database, project) in this process
 _LISTENERS: dict[tuple[str, str], dict[str, list[Hook]]] = {}
 _LISTENERS_LOCK = threading.RLock()
-_RECOVERED: set[tuple[str, str]] = set()
+_RECOVERED: set[tuple[str, str, str]] = set()
 
 
 def normalise_tags(tags: Iterable[str] | str | None) -> list[str]:
@@ -123,12 +135,14 @@ class AssetRegistry:
     def __init__(self, project_id: str | None = None, *, workspace_root: str | os.PathLike[str] | None = None,
                  assets_root: str | os.PathLike[str] | None = None,
                  thumbnails_root: str | os.PathLike[str] | None = None,
-                 make_thumbnails: bool = True, ws: Workspace | None = None) -> None:
+                 make_thumbnails: bool = True, ws: Workspace | None = None, recover: bool = True) -> None:
+        """``recover=False`` skips the crash recovery a registry otherwise runs the first time a
+        process opens a project (the enforcer's ``--dry-run`` uses it to change nothing)."""
         self.ws: Workspace = ws or workspace(workspace_root)
         self.ws.ensure()
         setup_logging(self.ws.logs_dir)
         project_id = project_id or get_setting("registry.default_project", "default", self.ws)
-        if not _PROJECT_RE.match(project_id):
+        if not isinstance(project_id, str) or not _PROJECT_RE.match(project_id):
             raise ValueError(f"project_id {project_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
         self.project_id = project_id
         self.assets_root = Path(assets_root).resolve() if assets_root else (self.ws.assets_root / project_id)
@@ -136,11 +150,13 @@ class AssetRegistry:
                                 else self.ws.thumbnails_dir / project_id)
         self.assets_root.mkdir(parents=True, exist_ok=True)
         self.make_thumbnails = make_thumbnails
+        # fsync copies and sidecars before they count as written (registry.fsync in the config)
+        self.fsync = bool(get_setting("registry.fsync", True, self.ws))
         self.db: Database = get_database(self.ws.db_path)
         self._key = (str(self.db.path), project_id)
-        key = self._key
-        if key not in _RECOVERED:
-            _RECOVERED.add(key)
+        recovery_key = (str(self.db.path), project_id, str(self.assets_root))
+        if recover and recovery_key not in _RECOVERED:
+            _RECOVERED.add(recovery_key)
             self.recover()
 
     # ------------------------------------------------------------------ hooks
@@ -228,14 +244,15 @@ class AssetRegistry:
                       dest_relative: str | None = None, metadata: dict | None = None, copy: bool = True,
                       provenance: dict | None = None, license_tag: str | None = None,
                       tags: Iterable[str] | str | None = None, origin: str | None = None,
-                      digest: str | None = None) -> dict:
+                      digest: str | None = None, created_at: float | None = None) -> dict:
         """Register a file and return its asset record.
 
         ``copy=True`` copies the file into the assets root (hashing while copying);
         ``copy=False`` moves it there by rename, or registers it in place when it already
         lies at its destination.  The same bytes again return the existing uid, merge tags
         and metadata and copy nothing.  ``digest`` lets a caller that has just hashed the
-        file (the ingest queue) skip a second read.
+        file (the ingest queue) skip a second read; ``created_at`` (epoch seconds) keeps the
+        original registration time when a registry is rebuilt from sidecars.
         """
         source = Path(source_path)
         if not source.is_file():
@@ -244,96 +261,185 @@ class AssetRegistry:
             raise ValueError(f"asset_type {asset_type!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError("metadata must be a JSON object (dict)")
+        if provenance is not None and not isinstance(provenance, dict):
+            raise ValueError("provenance must be a JSON object (dict)")
+        if license_tag is not None and not isinstance(license_tag, str):
+            raise ValueError("license_tag must be a string or None")
+        if digest is not None and not _DIGEST_RE.match(str(digest)):
+            raise ValueError(f"digest {digest!r} must be 64 hexadecimal digits (SHA-256)")
         meta = dict(metadata or {})
         tag_list = normalise_tags(tags if tags is not None else meta.pop("tags", None))
         rel = self._dest_relative(source, asset_type, dest_relative)
         final = self._abs(rel)
-        final.parent.mkdir(parents=True, exist_ok=True)
         in_place = source.resolve() == final.resolve()
 
         tmp: Path | None = None
-        if copy and not in_place:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    digest, size = copy_and_hash(source, fh)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        elif digest is None:
-            digest, size = sha256_file(source)
-        else:
-            size = source.stat().st_size
-        digest = digest.lower()
-        uid = digest[:16]
         try:
+            if copy and not in_place:
+                tmp, digest, size = self._copy_in(source)
+            elif digest is None:
+                digest, size = sha256_file(source)
+            else:
+                size = source.stat().st_size
+            digest = digest.lower()
+            uid = digest[:16]
             existing = self._row(uid)
             if existing is not None:
-                if existing["hash"] != digest:
-                    raise AssetRegistryError(f"uid collision: {uid} already names a different file ({existing['path']})")
-                return self._merge_duplicate(existing, meta, tag_list, license_tag, provenance)
-            if final.exists() or final.is_symlink():
-                if in_place or sha256_file(final)[0] == digest:
-                    in_place, copy = True, False  # adopt the identical file already there
+                return self._duplicate(existing, digest, meta, tag_list, license_tag)
+            op = "adopt" if in_place else ("copy" if copy else "move")
+            if op != "adopt" and (final.exists() or final.is_symlink()):
+                if final.is_file() and not final.is_symlink() and sha256_file(final)[0] == digest:
+                    op = "adopt"  # the identical file is already there: register it where it lies
                 else:
                     raise AssetCollisionError(
                         f"a different file already exists at {rel!r}; choose another dest_relative")
             now = time.time()
             prov = dict(provenance or {})
             prov.setdefault("source", str(source.resolve()))
+            prov.setdefault("provider", origin or "local")
             prov.setdefault("digest", digest)
+            prov.setdefault("terms_acknowledged", False)
+            prov.setdefault("provider_metadata", {})
             record = {
                 "uid": uid, "type": asset_type, "path": rel, "hash": digest, "bytes": size, "tags": tag_list,
-                "license": license_tag, "origin": origin or prov.get("provider") or "local", "version": 1,
-                "created_at": now, "updated_at": now, "meta": meta, "preview": self._preview_for(uid, rel),
-                "provenance": prov,
+                "license": license_tag or None, "origin": origin or prov.get("provider") or "local", "version": 1,
+                "created_at": float(created_at) if created_at is not None else now, "updated_at": now,
+                "meta": meta, "preview": self._preview_for(uid, rel), "provenance": prov,
             }
-            # journal the file move, put the file in place, then commit row + events at once
-            src_for_intent = None if (copy or in_place) else str(source)
+            # 1) journal the file operation, 2) put the file in place, 3) commit row + events + sidecar
             with self.db.transaction() as conn:
                 intent = conn.execute(
-                    "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at) VALUES (?,?,?,?,?,?)",
-                    (self.project_id, uid, "move" if src_for_intent else ("adopt" if in_place else "copy"),
-                     src_for_intent, rel, now)).lastrowid
-            if not in_place:
-                self._place(tmp if tmp is not None else source, final, move=True)
-                tmp = None
-            fired: list[tuple[str, dict]] = []
-            with self.db.transaction() as conn:
-                self._insert_row(conn, record)
-                conn.execute("DELETE FROM file_intents WHERE id = ?", (intent,))
-                payload = self._payload(record, include_meta=True)
-                fired.append(self._emit(conn, self.HOOK_ASSET_REGISTERED, payload))
-                fired.append(self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(record)))
-                if record["preview"].get("kind"):
-                    self._mark_thumbnails(conn, record, "pending")
+                    "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (self.project_id, uid, op, str(source) if op == "move" else None, rel, now,
+                     owner_token())).lastrowid
+            placed = False
+            try:
+                if op != "adopt":
+                    placed = self._place(tmp if tmp is not None else source, final, digest,
+                                         from_source=tmp is None)
+                    tmp = None
+                    if not placed:
+                        op = "adopt"  # an identical file raced in at the destination
+                fired: list[tuple[str, dict]] = []
+                with self.db.transaction() as conn:
+                    clash = self._row(uid, conn)
+                    if clash is None:
+                        self._check_path_free(conn, rel)
+                        self._insert_row(conn, record)
+                        conn.execute("DELETE FROM file_intents WHERE id = ?", (intent,))
+                        fired.append(self._emit(conn, self.HOOK_ASSET_REGISTERED,
+                                                self._payload(record, include_meta=True)))
+                        fired.append(self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(record)))
+                        if record["preview"].get("kind"):
+                            self._mark_thumbnails(conn, record, "pending")
+                        # written under the write lock: no other writer can slip an older sidecar in after
+                        atomic_write_json(self.sidecar_path_for(rel), self.sidecar_document(record), fsync=self.fsync)
+            except BaseException:
+                self._undo_place(op if placed else "adopt", source, final)
+                self._drop_intent(intent)
+                raise
+            if clash is not None:  # another process registered the same bytes a moment ago
+                self._undo_place(op if placed else "adopt", source, final)
+                self._drop_intent(intent)
+                return self._duplicate(clash, digest, meta, tag_list, license_tag)
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
-        self._write_sidecar(record)
+        log.debug("registered %s as %s (%s, %d bytes)", rel, uid, op, size)
         self._run_hooks(fired)
         self._schedule_thumbnails(record)
         return self._public(record)
 
-    def _place(self, src: Path, final: Path, *, move: bool) -> None:
-        """Put ``src`` at ``final`` without ever overwriting (hard link + unlink, rename fallback)."""
+    def _copy_in(self, source: Path) -> tuple[Path, str, int]:
+        """Copy ``source`` into the registry's incoming folder, hashing it in the same pass."""
+        incoming = self.assets_root / INCOMING_DIR
+        try:
+            fd, name = tempfile.mkstemp(prefix=f"{owner_token()}.", suffix=".tmp", dir=incoming)
+        except FileNotFoundError:
+            incoming.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"{owner_token()}.", suffix=".tmp", dir=incoming)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                digest, size = copy_and_hash(source, fh, fsync=self.fsync)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp, digest, size
+
+    def _place(self, src: Path, final: Path, digest: str, *, from_source: bool) -> bool:
+        """Move ``src`` to ``final`` without ever overwriting anything there.
+
+        Returns False (and leaves ``src`` alone) when an identical file already sits at
+        ``final``; raises :class:`AssetCollisionError` when a different one does.
+        """
+        final.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(src, final)
         except FileExistsError:
-            raise AssetCollisionError(f"a file appeared at {final} while registering; nothing was overwritten") from None
-        except OSError:  # cross-device or no hard links: copy to a temp name, then rename
-            if final.exists():
+            if final.is_file() and sha256_file(final)[0] == digest:
+                return False
+            raise AssetCollisionError(f"a different file appeared at {final} while registering; "
+                                      "nothing was overwritten") from None
+        except OSError as exc:
+            if exc.errno == errno.EXDEV and from_source:  # moving across file systems: copy in first
+                tmp, copied, _ = self._copy_in(src)
+                try:
+                    if copied != digest:
+                        raise AssetRegistryError(f"{src} does not match the digest given for it") from None
+                    placed = self._place(tmp, final, digest, from_source=False)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                if placed:
+                    src.unlink()
+                return placed
+            # no hard links on this file system: reserve the name, then rename over the reservation
+            try:
+                os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            except FileExistsError:
                 raise AssetCollisionError(f"a file already exists at {final}") from None
-            tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, final)
-        if move:
+            os.replace(src, final)
+        else:
             src.unlink()
-        fsync_dir(final.parent)
+        if self.fsync:
+            fsync_dir(final.parent)
+        return True
 
-    def _merge_duplicate(self, row: dict, meta: dict, tags: list[str], license_tag: str | None,
-                         provenance: dict | None) -> dict:
+    def _undo_place(self, op: str, source: Path, final: Path) -> None:
+        """Take back a file this call put at ``final`` (best effort; recover() finishes the rest)."""
+        try:
+            if op == "copy":
+                final.unlink(missing_ok=True)
+            elif op == "move":
+                if source.exists():
+                    final.unlink(missing_ok=True)
+                elif final.exists():
+                    shutil.move(str(final), str(source))
+        except OSError:
+            log.exception("could not undo placing %s; recover() will retry", final)
+
+    def _drop_intent(self, intent: int) -> None:
+        try:
+            with self.db.transaction() as conn:
+                conn.execute("DELETE FROM file_intents WHERE id = ?", (intent,))
+        except Exception:
+            log.exception("could not clear file intent %s; recover() will retry", intent)
+
+    def _check_path_free(self, conn, rel: str) -> None:
+        other = conn.execute("SELECT uid FROM assets WHERE project_id = ? AND path = ?",
+                             (self.project_id, rel)).fetchone()
+        if other is not None:
+            raise AssetCollisionError(
+                f"{rel!r} is already registered as asset {other[0]} but its file now has different bytes; "
+                "run the enforcer (comfyvn-enforcer) to inspect it")
+
+    def _duplicate(self, row: dict, digest: str, meta: dict, tags: list[str], license_tag: str | None) -> dict:
+        if row["hash"] != digest:
+            raise AssetRegistryError(f"uid collision: {row['uid']} already names a different file ({row['path']})")
+        return self._merge_duplicate(row, meta, tags, license_tag)
+
+    def _merge_duplicate(self, row: dict, meta: dict, tags: list[str], license_tag: str | None) -> dict:
         patch_tags = [t for t in tags if t not in row["tags"]]
         changed = bool(patch_tags) or (meta and _deep_merge(row["meta"], meta) != row["meta"]) or (
             license_tag is not None and license_tag != row["license"])
@@ -360,7 +466,7 @@ class AssetRegistry:
         conn.execute(
             "INSERT INTO assets(project_id, uid, type, path, hash, bytes, tags, license, origin, version, created_at,"
             " updated_at, meta, preview, provenance, search_text, sidecar_pending)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
             (self.project_id, rec["uid"], rec["type"], rec["path"], rec["hash"], rec["bytes"], json.dumps(rec["tags"]),
              rec["license"], rec["origin"], rec["version"], rec["created_at"], rec["updated_at"],
              json.dumps(rec["meta"], ensure_ascii=False), json.dumps(rec["preview"]),
@@ -414,31 +520,58 @@ class AssetRegistry:
             "preview": rec["preview"], "provenance": rec["provenance"],
         }
 
-    def _write_sidecar(self, rec: dict) -> Path:
-        path = self.sidecar_path_for(rec["path"])
-        atomic_write_json(path, self.sidecar_document(rec))
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ? AND version = ?",
-                         (self.project_id, rec["uid"], rec["version"]))
-        return path
+    def _sync_sidecars(self, uids: Iterable[str], batch: int = 64) -> int:
+        """Write the sidecars of rows marked pending, from the row as committed *now*.
+
+        The write happens under the database write lock, so two processes updating one
+        asset can never leave the older version on disk.
+        """
+        written = 0
+        pending = list(uids)
+        for i in range(0, len(pending), batch):
+            with self.db.transaction() as conn:
+                for uid in pending[i:i + batch]:
+                    rec = self._row(uid, conn)
+                    if rec is None or not rec["sidecar_pending"] or not self._abs(rec["path"]).exists():
+                        continue
+                    atomic_write_json(self.sidecar_path_for(rec["path"]), self.sidecar_document(rec),
+                                      fsync=self.fsync)
+                    conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ?",
+                                 (self.project_id, uid))
+                    written += 1
+        return written
 
     def read_sidecar(self, uid: str) -> dict:
-        """The parsed sidecar of an asset (raises ValueError naming the file if it is corrupt)."""
+        """The parsed sidecar of an asset (raises AssetRegistryError naming the file if missing or corrupt)."""
         rec = self._require(uid)
         path = self.sidecar_path_for(rec["path"])
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise AssetRegistryError(f"sidecar {path} is missing; run the enforcer to rewrite it") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise AssetRegistryError(f"sidecar {path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise AssetRegistryError(f"sidecar {path} is not a JSON object")
+        return data
 
     def rewrite_sidecar(self, uid: str, *, reason: str = "rewrite") -> dict:
-        """Rewrite a sidecar from the database row (used by the enforcer); emits the sidecar hook."""
-        rec = self._require(uid)
+        """Rewrite a sidecar from the database row (the enforcer's fix).
+
+        The sidecar's contents change, so both ``asset_meta_updated`` and
+        ``asset_sidecar_written`` fire (with ``reason`` in the modder envelopes).
+        """
         with self.db.transaction() as conn:
-            fired = [self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), {"reason": reason})]
-        self._write_sidecar(rec)
+            rec = self._require(uid, conn)
+            if not self._abs(rec["path"]).exists():
+                raise AssetRegistryError(f"asset {uid}: file {self._abs(rec['path'])} is missing; "
+                                         "not writing a sidecar for it")
+            fired = [self._emit(conn, self.HOOK_ASSET_META_UPDATED, self._payload(rec, include_meta=True),
+                                {"tags": rec["tags"], "license": rec["license"], "reason": reason}),
+                     self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), {"reason": reason})]
+            atomic_write_json(self.sidecar_path_for(rec["path"]), self.sidecar_document(rec), fsync=self.fsync)
+            conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ?",
+                         (self.project_id, uid))
         self._run_hooks(fired)
         return self._public(rec)
 
@@ -628,24 +761,23 @@ class AssetRegistry:
                                         {"tags": new["tags"], "license": new["license"]}))
                 fired.append(self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(new)))
                 updated.append(new)
-        for rec in updated:
-            if rec["updated_at"] == now:
-                self._write_sidecar(rec)
+        self._sync_sidecars([r["uid"] for r in updated if r["updated_at"] == now])
         self._run_hooks(fired)
         return [self._public(r) for r in updated]
 
     # ------------------------------------------------------------------ removal
     def remove_asset(self, uid: str, delete_files: bool = False) -> dict:
-        """Remove an asset's row, thumbnails and provenance; its file and sidecar go to the
-        workspace trash folder, or are deleted when ``delete_files`` is true."""
+        """Remove an asset's row, tags, thumbnails and provenance; its file and sidecar go to the
+        workspace trash folder (``data/trash/<project>/<time>_<uid>/``), or are deleted when
+        ``delete_files`` is true."""
         fired: list[tuple[str, dict]] = []
         now = time.time()
         with self.db.transaction() as conn:
             rec = self._require(uid, conn)
             trash = None if delete_files else str(self._trash_dir(uid, now))
             intent = conn.execute(
-                "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at) VALUES (?,?,?,?,?,?)",
-                (self.project_id, uid, "remove", trash, rec["path"], now)).lastrowid
+                "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner) VALUES (?,?,?,?,?,?,?)",
+                (self.project_id, uid, "remove", trash, rec["path"], now, owner_token())).lastrowid
             conn.execute("DELETE FROM assets WHERE project_id = ? AND uid = ?", (self.project_id, uid))
             conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, uid))
             conn.execute("DELETE FROM thumbnails WHERE project_id = ? AND uid = ?", (self.project_id, uid))
@@ -654,8 +786,7 @@ class AssetRegistry:
             fired.append(self._emit(conn, self.HOOK_ASSET_REMOVED, payload,
                                     {"trashed_to": trash, "deleted_files": delete_files}))
         self._finish_remove(rec["uid"], rec["path"], trash)
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM file_intents WHERE id = ?", (intent,))
+        self._drop_intent(intent)
         self._run_hooks(fired)
         out = self._public(rec)
         out["trashed_to"] = trash
@@ -671,9 +802,9 @@ class AssetRegistry:
                 continue
             if trash:
                 Path(trash).mkdir(parents=True, exist_ok=True)
-                os.replace(path, Path(trash) / path.name)
+                shutil.move(str(path), str(Path(trash) / path.name))
             else:
-                path.unlink()
+                path.unlink(missing_ok=True)
         for thumb in self.thumbnails_root.glob(f"{uid[:2]}/{uid}_*"):
             thumb.unlink(missing_ok=True)
 
@@ -703,17 +834,23 @@ class AssetRegistry:
                 status, error = "failed", f"{type(exc).__name__}: {exc}"
                 log.warning("thumbnail %s for %s failed: %s", size, uid, error)
             with self.db.transaction() as conn:
-                conn.execute("UPDATE thumbnails SET status = ?, error = ?, updated_at = ? WHERE project_id = ?"
-                             " AND uid = ? AND size = ?", (status, error, time.time(), self.project_id, uid, size))
+                hit = conn.execute("UPDATE thumbnails SET status = ?, error = ?, updated_at = ? WHERE project_id = ?"
+                                   " AND uid = ? AND size = ?",
+                                   (status, error, time.time(), self.project_id, uid, size)).rowcount
+                if not hit:  # the asset was removed meanwhile: leave no orphan preview behind
+                    dest.unlink(missing_ok=True)
 
     def regenerate_thumbnails(self, uid: str) -> None:
+        """Make an asset's thumbnails (or waveform) again, off the caller's thread."""
         rec = self._require(uid)
+        if not rec["preview"].get("kind"):
+            return
         with self.db.transaction() as conn:
             self._mark_thumbnails(conn, rec, "pending")
-        if rec["preview"].get("kind"):
-            get_thumbnailer().submit(self._make_thumbnails, rec["uid"], rec["path"], rec["preview"])
+        get_thumbnailer().submit(self._make_thumbnails, rec["uid"], rec["path"], rec["preview"])
 
     def thumbnail_status(self, uid: str) -> dict[str, dict]:
+        """``{size: {"path", "status": pending|ready|failed, "error"}}`` for an asset."""
         rows = self.db.query("SELECT size, path, status, error FROM thumbnails WHERE project_id = ? AND uid = ?",
                              (self.project_id, uid))
         return {r["size"]: {"path": str(self.thumbnails_root / r["path"]), "status": r["status"],
@@ -735,45 +872,98 @@ class AssetRegistry:
 
     # ------------------------------------------------------------------ recovery
     def recover(self) -> dict[str, int]:
-        """Finish or undo what a killed process left: journalled file moves and unwritten sidecars."""
-        undone = finished = sidecars = 0
+        """Finish or undo what a killed process left behind.
+
+        * file operations journalled by a process that is no longer running: a registration
+          that never committed is undone (its file removed or moved back, its sidecar
+          removed), a committed one is kept, a removal is finished;
+        * temporary files of dead writers in the incoming folder and beside journalled files;
+        * sidecars whose row changed but whose file was not rewritten yet;
+        * thumbnails still marked pending are made again.
+
+        Operations of live processes (this one included) are left alone.
+        """
+        stats = {"undone": 0, "kept": 0, "finished": 0, "skipped_live": 0, "temp_files": 0, "sidecars": 0,
+                 "thumbnails": 0}
         intents = self.db.query("SELECT * FROM file_intents WHERE project_id = ? ORDER BY id", (self.project_id,))
         for intent in intents:
-            row = self._row(intent["uid"])
+            if owner_alive(intent["owner"]):
+                stats["skipped_live"] += 1
+                continue
+            claim = self.db.query_one("SELECT uid FROM assets WHERE project_id = ? AND path = ?",
+                                      (self.project_id, intent["dest"]))
+            final = self._abs(intent["dest"])
             if intent["op"] == "remove":
-                if row is None:
+                if claim is None:
                     self._finish_remove(intent["uid"], intent["dest"], intent["src"])
-                    finished += 1
-            elif row is None or row["path"] != intent["dest"]:
-                final = self._abs(intent["dest"])
-                if intent["op"] == "move" and intent["src"]:
-                    src = Path(intent["src"])
-                    if final.exists() and not src.exists():
+                stats["finished"] += 1
+            elif claim is not None and claim["uid"] == intent["uid"]:
+                stats["kept"] += 1  # the registration committed; only the journal entry was left
+            else:
+                if intent["op"] in ("copy", "move") and claim is None and self._is_ours(final, intent["uid"]):
+                    src = Path(intent["src"]) if intent["src"] else None
+                    if intent["op"] == "move" and src is not None and not src.exists():
                         src.parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(final, src)
-                    elif final.exists() and src.exists():
-                        final.unlink()
-                elif intent["op"] == "copy":
-                    final.unlink(missing_ok=True)
-                self.sidecar_path_for(intent["dest"]).unlink(missing_ok=True)
-                for stale in final.parent.glob(f".{final.name}.*.tmp") if final.parent.exists() else []:
-                    stale.unlink(missing_ok=True)
-                undone += 1
+                        shutil.move(str(final), str(src))
+                    else:
+                        final.unlink(missing_ok=True)
+                    sidecar = self.sidecar_path_for(intent["dest"])
+                    if _sidecar_uid(sidecar) == intent["uid"]:
+                        sidecar.unlink(missing_ok=True)
+                stats["undone"] += 1
+            stats["temp_files"] += _sweep_temp_files(final.parent, f".{final.name}")
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM file_intents WHERE id = ?", (intent["id"],))
-        for row in self.db.query("SELECT * FROM assets WHERE project_id = ? AND sidecar_pending = 1",
-                                 (self.project_id,)):
-            rec = self._decode(row)
-            if self._abs(rec["path"]).exists():
-                self._write_sidecar(rec)
-                sidecars += 1
+        stats["temp_files"] += _sweep_temp_files(self.assets_root / INCOMING_DIR, "")
+        pending = [r[0] for r in self.db.query("SELECT uid FROM assets WHERE project_id = ? AND sidecar_pending = 1",
+                                               (self.project_id,))]
+        stats["sidecars"] = self._sync_sidecars(pending)
         stuck = self.db.query("SELECT uid, path, preview FROM assets WHERE project_id = ? AND uid IN "
                               "(SELECT uid FROM thumbnails WHERE project_id = ? AND status = 'pending')",
                               (self.project_id, self.project_id))
-        for row in stuck:
-            if self.make_thumbnails:
+        if self.make_thumbnails:
+            for row in stuck:
                 get_thumbnailer().submit(self._make_thumbnails, row["uid"], row["path"], json.loads(row["preview"]))
-        if undone or finished or sidecars:
-            log.info("recovered project %s: %d moves undone, %d removals finished, %d sidecars rewritten",
-                     self.project_id, undone, finished, sidecars)
-        return {"undone": undone, "finished": finished, "sidecars": sidecars, "thumbnails": len(stuck)}
+            stats["thumbnails"] = len(stuck)
+        if any(v for k, v in stats.items() if k not in ("skipped_live", "thumbnails")):
+            log.info("recovered project %s: %s", self.project_id, stats)
+        return stats
+
+    def pending_recovery(self) -> list[dict]:
+        """Journalled file operations of processes that are no longer running (what recover() would fix)."""
+        rows = self.db.query("SELECT * FROM file_intents WHERE project_id = ? ORDER BY id", (self.project_id,))
+        return [dict(r) for r in rows if not owner_alive(r["owner"])]
+
+    @staticmethod
+    def _is_ours(final: Path, uid: str) -> bool:
+        try:
+            return final.is_file() and not final.is_symlink() and sha256_file(final)[0][:16] == uid
+        except OSError:
+            return False
+
+
+def _sidecar_uid(path: Path) -> str | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data.get("uid") if isinstance(data, dict) else None
+
+
+def _sweep_temp_files(folder: Path, prefix: str) -> int:
+    """Delete temporary files under ``folder`` (names starting with ``prefix``) whose writer is dead."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(prefix) or not entry.name.endswith(".tmp"):
+            continue
+        if not owner_alive(temp_owner(entry.name) or ""):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
