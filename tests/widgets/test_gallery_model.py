@@ -1,0 +1,171 @@
+"""GalleryModel: filters, paging, selection across pages, bulk edit on disk, export, detail."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from comfyvn_widgets.gallery_model import UNLICENSED, GalleryModel
+
+
+def names(model: GalleryModel) -> list[str]:
+    return [r["path"].rsplit("/", 1)[-1].removesuffix(".png") for r in model.items]
+
+
+def test_first_page_is_newest_first_with_total(registry, seeded):
+    m = GalleryModel(registry, page_size=4)
+    m.load()
+    assert m.total == 7 and m.pages == 2
+    assert names(m) == ["letter", "umbrella", "ren", "aoi"]
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"asset_type": "backgrounds"}, {"classroom", "rooftop", "station"}),
+    ({"tags": "school"}, {"classroom", "rooftop"}),
+    ({"tags": "school, day"}, {"rooftop"}),
+    ({"license": "cc-by-4.0"}, {"station", "aoi"}),
+    ({"license": UNLICENSED}, {"ren", "letter"}),
+    ({"text": "AMOUR"}, {"letter"}),
+    ({"text": "neutral"}, {"aoi"}),
+    ({"asset_type": "props", "license": "cc0"}, {"umbrella"}),
+])
+def test_filters_narrow_the_grid(registry, seeded, changes, expected):
+    m = GalleryModel(registry, page_size=48)
+    m.set_filter(**changes)
+    assert set(names(m)) == expected
+    assert m.total == len(expected)
+
+
+def test_sort_orders_and_bad_sort_is_a_clear_error(registry, seeded):
+    m = GalleryModel(registry)
+    m.set_filter(sort="name")
+    assert names(m) == ["classroom", "rooftop", "station", "aoi", "ren", "letter", "umbrella"]
+    with pytest.raises(ValueError, match="unknown sort"):
+        m.set_filter(sort="sideways")
+
+
+def test_paging_forward_back_and_jump_clamps(registry, seeded):
+    m = GalleryModel(registry, page_size=3)
+    m.load()
+    first = names(m)
+    m.next_page()
+    second = names(m)
+    m.next_page()
+    assert (m.page_index, len(m.items)) == (2, 1)
+    m.next_page()  # stays on the last page
+    assert m.page_index == 2
+    m.prev_page()
+    assert names(m) == second
+    m.goto_page(99)
+    assert m.page_index == 2
+    m.goto_page(0)
+    assert names(m) == first
+    assert len(set(first) | set(second)) == 6
+
+
+def test_filter_change_returns_to_page_one(registry, seeded):
+    m = GalleryModel(registry, page_size=2)
+    m.load()
+    m.next_page()
+    m.set_filter(tags="sprite")
+    assert m.page_index == 0 and set(names(m)) == {"aoi", "ren"}
+
+
+def test_a_page_emptied_by_deletions_clamps_to_the_last_page(registry, seeded):
+    m = GalleryModel(registry, page_size=3)
+    m.load()
+    m.goto_page(2)
+    gone = m.items[0]["uid"]
+    registry.remove_asset(gone)
+    m.apply_events([{"event": "on_asset_removed", "data": {"uid": gone, "project_id": "default"}}])
+    assert m.page_index == 1 and m.total == 6
+
+
+def test_select_page_and_all_matching_span_pages(registry, seeded):
+    m = GalleryModel(registry, page_size=2)
+    m.set_filter(license="cc0")
+    assert m.select_page() == 2
+    m.next_page()
+    m.click(m.page_uids[0], toggle=True)
+    assert len(m.selection) == 3
+    m.clear_selection()
+    assert m.select_all_matching() == 3
+    cc0 = {r["uid"] for r in seeded if r["license"] == "cc0"}
+    assert set(m.selection.selected) == cc0
+
+
+def test_bulk_edit_adds_removes_tags_and_sets_licence_in_sidecars_on_disk(registry, seeded):
+    m = GalleryModel(registry)
+    m.set_filter(asset_type="backgrounds")
+    m.click(m.page_uids[0])
+    m.click(m.page_uids[2], shift=True)
+    result = m.bulk_edit(add_tags="Final, reviewed", remove_tags="school", license_action="set",
+                         license_value="cc-by-sa-4.0")
+    assert (result.updated, result.requested) == (3, 3)
+    for uid in m.selection.selected:
+        side = json.loads(registry.sidecar_path_for(registry.get_asset(uid)["path"]).read_text("utf-8"))
+        assert {"final", "reviewed"} <= set(side["tags"])
+        assert "school" not in side["tags"]
+        assert side["license"] == "cc-by-sa-4.0"
+    untouched = [r for r in seeded if r["type"] != "backgrounds"]
+    assert all("final" not in registry.read_sidecar(r["uid"])["tags"] for r in untouched)
+    m.bulk_edit(license_action="clear")
+    assert all(registry.read_sidecar(uid)["license"] is None for uid in m.selection.selected)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({}, "Nothing to change"),
+    ({"license_action": "set", "license_value": "  "}, "Enter the licence"),
+    ({"add_tags": "x", "remove_tags": "X"}, "both added and removed"),
+    ({"license_action": "maybe"}, "license_action"),
+])
+def test_bulk_edit_rejects_unclear_requests(registry, seeded, kwargs, message):
+    m = GalleryModel(registry)
+    m.load()
+    m.select_page()
+    with pytest.raises(ValueError, match=message):
+        m.bulk_edit(**kwargs)
+
+
+def test_bulk_edit_without_selection_says_what_to_do(registry, seeded):
+    m = GalleryModel(registry)
+    m.load()
+    with pytest.raises(ValueError, match="Select at least one asset"):
+        m.bulk_edit(add_tags="x")
+
+
+def test_export_json_keeps_nested_metadata_and_unicode(registry, seeded):
+    m = GalleryModel(registry)
+    m.set_filter(asset_type="props")
+    m.select_page()
+    text = m.export_json()
+    assert "Lettre d'amour ✉" in text  # not \u-escaped
+    doc = json.loads(text.encode("utf-8").decode("utf-8"))
+    assert doc["count"] == 2 and doc["project_id"] == "default"
+    letter = next(a for a in doc["assets"] if a["path"].endswith("letter.png"))
+    assert letter["meta"]["note"] == {"lang": "fr", "ü": [1, 2]}
+    assert letter["sidecar"].endswith("letter.png.asset.json")
+    assert letter == {**registry.read_sidecar(letter["uid"]), "updated_at": letter["updated_at"],
+                      "abs_path": letter["abs_path"], "sidecar": letter["sidecar"]}
+
+
+def test_thumbnails_only_for_the_visible_page(registry, seeded):
+    m = GalleryModel(registry, page_size=3)
+    m.load()
+    uris, status = m.page_thumbnails()
+    assert set(uris) == set(m.page_uids) and set(status.values()) == {"ready"}
+    png = base64.b64decode(uris[m.page_uids[0]].split(",", 1)[1])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_detail_shows_sidecar_and_explains_a_missing_one(registry, seeded):
+    m = GalleryModel(registry)
+    aoi = next(r for r in seeded if r["path"].endswith("aoi.png"))
+    d = m.detail(aoi["uid"])
+    assert d["sidecar"]["meta"]["pose"] == {"mood": "neutral"}
+    assert d["thumbnail"].startswith("data:image/png;base64,")
+    registry.sidecar_path_for(aoi["path"]).unlink()
+    d = m.detail(aoi["uid"])
+    assert d["sidecar"] is None and "missing" in d["sidecar_error"]
+    assert m.detail("0" * 16)["missing"] is True

@@ -1,0 +1,43 @@
+"""Helpers for the widget tests: a second process acting on the workspace, and polling with a deadline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def register_in_subprocess(env: dict, src: Path, asset_type: str, dest: str, tags: str = "") -> str:
+    """Register a file from a second Python process; returns the new uid."""
+    code = textwrap.dedent(f"""
+        from comfyvn.studio.core.asset_registry import AssetRegistry
+        reg = AssetRegistry()
+        rec = reg.register_file({str(src)!r}, {asset_type!r}, dest_relative={dest!r}, tags={tags!r})
+        reg.wait_for_thumbnails(30)
+        print(rec["uid"])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+def run_in_subprocess(env: dict, code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    """Poll ``predicate`` until truthy or the deadline passes (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

@@ -1,0 +1,417 @@
+"""``AssetGallery``: the thumbnail grid dashboard (a thin widget tree over :class:`GalleryModel`)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import ipywidgets as W
+
+from comfyvn.studio.core.asset_registry import AssetRegistry
+
+from . import theme
+from .clipboard import ClipboardButton
+from .gallery_model import ANY, ASSET_TOPICS, PAGE_SIZE, SORTS, UNLICENSED, GalleryModel
+from .grid import ThumbGrid
+from .live import LiveUpdater
+from .theme import chip, esc, human_bytes
+
+_ANY_KEY, _NONE_KEY = "__any__", "__none__"
+COPY_LIMIT = 5000
+
+
+def _when(ts: Any) -> str:
+    if isinstance(ts, int | float):
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return esc(ts)
+
+
+def detail_html(detail: dict | None) -> str:
+    """The detail pane: preview, key facts, tags, provenance and the parsed sidecar."""
+    if not detail:
+        return ('<div class="cvn-empty">Click a tile to see its sidecar and provenance.<br>'
+                '<span class="cvn-muted">Shift-click selects a range, Ctrl/Cmd-click or the check mark toggles.</span>'
+                '</div>')
+    if detail.get("missing"):
+        return f'<div class="cvn-msg warn">Asset {esc(detail["uid"])} no longer exists (removed elsewhere).</div>'
+    rec = detail["record"]
+    img = (f'<img class="cvn-detail-img" src="{detail["thumbnail"]}" alt="">' if detail.get("thumbnail")
+           else f'<div class="cvn-empty">{esc(detail.get("thumbnail_status"))} preview</div>')
+    title = (rec.get("meta") or {}).get("title") if isinstance((rec.get("meta") or {}).get("title"), str) else None
+    rows = [("uid", f'<span class="cvn-mono">{esc(rec["uid"])}</span>'), ("type", esc(rec["type"])),
+            ("path", f'<span class="cvn-mono">{esc(rec["path"])}</span>'), ("size", human_bytes(rec.get("bytes"))),
+            ("sha-256", f'<span class="cvn-mono" title="{esc(rec["hash"])}">{esc(rec["hash"][:24])}…</span>'),
+            ("licence", chip(rec["license"], "ok") if rec.get("license") else chip("none", "warn")),
+            ("origin", esc(rec.get("origin"))), ("version", esc(rec.get("version"))),
+            ("created", _when(rec.get("created_at"))), ("updated", _when(rec.get("updated_at")))]
+    kv = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    tags = "".join(chip(t, "accent") for t in rec.get("tags") or []) or '<span class="cvn-muted">no tags</span>'
+    prov = rec.get("provenance") or {}
+    prov_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
+                        for k, v in prov.items()) or '<tr><td class="cvn-muted">none recorded</td></tr>'
+    if detail.get("sidecar_error"):
+        sidecar = f'<div class="cvn-msg warn">{esc(detail["sidecar_error"])}</div>'
+    else:
+        sidecar = theme.json_html(detail["sidecar"])
+    return (f'<div class="cvn-detail">{img}'
+            f'<div class="cvn-detail-title">{esc(title or PurePosixPath(rec["path"]).name)}</div>'
+            f'<table class="cvn-kv">{kv}</table>'
+            f'<div class="cvn-section">Tags</div><div>{tags}</div>'
+            f'<div class="cvn-section">Provenance</div><table class="cvn-kv">{prov_rows}</table>'
+            f'<details class="cvn-sidecar" open><summary class="cvn-section">Sidecar '
+            f'<span class="cvn-mono cvn-muted">{esc(PurePosixPath(rec["sidecar"]).name)}</span></summary>'
+            f'{sidecar}</details></div>')
+
+
+_DETAIL_CSS = """
+.cvn-detail-img { width: 100%; max-height: 260px; object-fit: contain; border-radius: 8px; background: #f3f4f6;
+  margin-bottom: 8px; display: block; }
+.cvn-detail-title { font-size: 15px; font-weight: 650; margin: 2px 0 6px 0; color: #111827; word-break: break-word; }
+.cvn-sidecar summary { cursor: pointer; margin-top: 8px; }
+.cvn-gallery .cvn-side { width: 360px; min-width: 300px; }
+.cvn-gallery .cvn-main { flex: 1 1 auto; min-width: 0; }
+.cvn-selbar { background: #eef2ff; border: 1px solid #c7d2fe; border-radius: 8px; padding: 2px 10px; }
+.cvn-pager-label { font-variant-numeric: tabular-nums; }
+"""
+
+
+class AssetGallery:
+    """The asset gallery dashboard.
+
+    ``AssetGallery()`` uses the current workspace (``COMFYVN_HOME``) and project; display
+    ``gallery.widget`` (or the object itself in a notebook).  ``live=True`` starts the worker
+    thread that follows changes made by any process.
+    """
+
+    def __init__(self, registry: AssetRegistry | None = None, *, project_id: str | None = None,
+                 page_size: int = PAGE_SIZE, live: bool = True) -> None:
+        self.registry = registry or AssetRegistry(project_id=project_id)
+        self.model = GalleryModel(self.registry, page_size=page_size)
+        self.status = theme.StatusBar()
+        self._syncing = False
+        self._pending_filter: dict[str, Any] = {}
+        self._pending_lock = threading.Lock()
+        self.updater: LiveUpdater | None = None
+        self._build()
+        self.model.load()
+        self._sync_facets()
+        self.render()
+        if live:
+            self.start_live()
+
+    # -- widget tree -----------------------------------------------------------------------
+    def _build(self) -> None:
+        g = theme.guarded(self.status)
+        self.header = theme.header("Asset gallery")
+        self.type_filter = W.Dropdown(description="Type", options=[("All types", "")], value="",
+                                      layout=W.Layout(width="200px"))
+        self.tag_filter = W.Combobox(description="Tags", placeholder="tag, tag", ensure_option=False,
+                                     continuous_update=True, layout=W.Layout(width="220px"))
+        self.license_filter = W.Dropdown(description="Licence", options=[("Any licence", _ANY_KEY)], value=_ANY_KEY,
+                                         layout=W.Layout(width="210px"))
+        self.search = W.Text(description="Search", placeholder="name, tag, metadata…", continuous_update=True,
+                             layout=W.Layout(width="260px"))
+        self.sort = W.Dropdown(description="Sort", options=[(v[2], k) for k, v in SORTS.items()], value="newest",
+                               layout=W.Layout(width="210px"))
+        self.reset_button = W.Button(description="Reset filters", layout=W.Layout(width="auto"))
+        for w, cls in ((self.type_filter, "type"), (self.tag_filter, "tags"), (self.license_filter, "license"),
+                       (self.search, "text"), (self.sort, "sort")):
+            w.style.description_width = "52px"
+            w.add_class(f"cvn-filter-{cls}")
+        self.type_filter.observe(g(lambda ch: self._filter_changed(asset_type=ch["new"] or None)), "value")
+        self.license_filter.observe(g(lambda ch: self._filter_changed(license=self._license_value(ch["new"]))), "value")
+        self.sort.observe(g(lambda ch: self._filter_changed(sort=ch["new"])), "value")
+        self.tag_filter.observe(g(lambda ch: self._filter_changed(debounce=True, tags=ch["new"])), "value")
+        self.search.observe(g(lambda ch: self._filter_changed(debounce=True, text=ch["new"])), "value")
+        self.reset_button.on_click(g(lambda _b: self.reset_filters()))
+        filters = W.HBox([self.type_filter, self.tag_filter, self.license_filter, self.search, self.sort,
+                          self.reset_button])
+        filters.add_class("cvn-toolbar")
+        filters.add_class("cvn-card")
+
+        self.selection_label = W.HTML()
+        self.select_page_button = W.Button(description="Select page", layout=W.Layout(width="auto"))
+        self.select_all_button = W.Button(description="Select all matching", layout=W.Layout(width="auto"))
+        self.clear_button = W.Button(description="Clear selection", layout=W.Layout(width="auto"))
+        self.copy_button = ClipboardButton(self._copy_text, on_result=self._copy_result,
+                                           on_error=lambda e: self.status.error(e, "Copy failed:"))
+        self.select_page_button.on_click(g(lambda _b: self._select_page()))
+        self.select_all_button.on_click(g(lambda _b: self._select_all()))
+        self.clear_button.on_click(g(lambda _b: self._clear()))
+        for w, cls in ((self.select_page_button, "select-page"), (self.select_all_button, "select-all"),
+                       (self.clear_button, "clear"), (self.copy_button, "copy")):
+            w.add_class(f"cvn-btn-{cls}")
+        selbar = W.HBox([self.selection_label, self.select_page_button, self.select_all_button, self.clear_button,
+                         self.copy_button])
+        selbar.add_class("cvn-toolbar")
+
+        self.grid = ThumbGrid()
+        self.grid.on_click(g(self._tile_clicked))
+        self.prev_button = W.Button(description="‹ Previous", layout=W.Layout(width="auto"))
+        self.next_button = W.Button(description="Next ›", layout=W.Layout(width="auto"))
+        self.page_label = W.HTML()
+        self.page_label.add_class("cvn-pager-label")
+        self.prev_button.on_click(g(lambda _b: self._page(-1)))
+        self.next_button.on_click(g(lambda _b: self._page(+1)))
+        self.prev_button.add_class("cvn-btn-prev")
+        self.next_button.add_class("cvn-btn-next")
+        pager = W.HBox([self.prev_button, self.page_label, self.next_button],
+                       layout=W.Layout(justify_content="center", margin="10px 0 0 0"))
+        pager.add_class("cvn-toolbar")
+        main = W.VBox([selbar, self.grid, pager])
+        main.add_class("cvn-main")
+
+        self.detail = W.HTML(detail_html(None))
+        self.detail.add_class("cvn-detail-w")
+        self.add_tags = W.Text(description="Add tags", placeholder="tag, tag")
+        self.remove_tags = W.Text(description="Remove", placeholder="tag, tag")
+        self.license_action = W.ToggleButtons(options=[("Keep licence", "keep"), ("Set", "set"), ("Clear", "clear")],
+                                              value="keep", style={"button_width": "auto"})
+        self.license_value = W.Combobox(description="Licence", placeholder="e.g. cc-by-4.0", ensure_option=False,
+                                        disabled=True)
+        self.license_action.observe(lambda ch: setattr(self.license_value, "disabled", ch["new"] != "set"), "value")
+        self.apply_button = W.Button(description="Apply to selection", button_style="primary",
+                                     layout=W.Layout(width="100%"))
+        self.apply_button.on_click(g(lambda _b: self.apply_bulk_edit()))
+        self.bulk_hint = W.HTML()
+        for w, cls in ((self.add_tags, "add-tags"), (self.remove_tags, "remove-tags"),
+                       (self.license_action, "license-action"), (self.license_value, "license-value"),
+                       (self.apply_button, "apply")):
+            w.add_class(f"cvn-bulk-{cls}")
+            if isinstance(w, W.Text | W.Combobox):
+                w.style.description_width = "64px"
+                w.layout.width = "100%"
+        bulk = W.VBox([theme.section("Bulk edit"), self.bulk_hint, self.add_tags, self.remove_tags,
+                       self.license_action, self.license_value, self.apply_button])
+        bulk.add_class("cvn-card")
+        detail_card = W.VBox([theme.section("Details"), self.detail])
+        detail_card.add_class("cvn-card")
+        side = W.VBox([bulk, detail_card], layout=W.Layout(gap="10px"))
+        side.add_class("cvn-side")
+        body = W.HBox([main, side], layout=W.Layout(gap="14px", margin="10px 0 0 0", align_items="flex-start"))
+        self.widget = theme.root_box([W.HTML(f"<style>{_DETAIL_CSS}</style>", layout=W.Layout(height="0px")),
+                                      self.header, filters, body, self.status.widget], "cvn-gallery")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:  # a notebook displays the widget tree
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # -- rendering (called from the kernel thread or the live worker) ----------------------
+    def render(self) -> None:
+        m = self.model
+        with m.lock:
+            tiles = m.tiles()
+            thumbs, status = m.page_thumbnails()
+            self.grid.status = status
+            self.grid.thumbs = thumbs
+            self.grid.tiles = tiles
+            self.grid.selected = m.selection.on(m.page_uids)
+            self.grid.focused = m.selection.focused or ""
+            self.grid.empty_text = (f"No assets match {m.filter.describe()}." if m.filter.describe() != "all assets"
+                                    else "No assets registered yet. Register files with AssetRegistry.register_file "
+                                         "or the ingest queue; they appear here at once.")
+            total_all = self.registry.count()
+            shown = f"{m.total:,} of {total_all:,} assets" if m.total != total_all else f"{total_all:,} assets"
+            theme.set_header(self.header, "Asset gallery", f"project {self.registry.project_id} · {shown}",
+                             live=self.updater is not None and self.updater.running)
+            first = m.page_index * m.page_size + 1 if m.items else 0
+            last = m.page_index * m.page_size + len(m.items)
+            self.page_label.value = (f'<span class="cvn-muted">Page</span> <b>{m.page_index + 1}</b> '
+                                     f'<span class="cvn-muted">of {m.pages} · {first:,}–{last:,} of {m.total:,}</span>')
+            self.prev_button.disabled = m.page_index == 0
+            self.next_button.disabled = m.page_index + 1 >= m.pages
+            n = len(m.selection)
+            on_page = len(self.grid.selected)
+            self.selection_label.value = (
+                f'<span class="cvn-selbar"><b>{n:,}</b> selected'
+                + (f' <span class="cvn-muted">({on_page} on this page)</span>' if n and on_page != n else "")
+                + "</span>")
+            self.clear_button.disabled = n == 0
+            self.copy_button.disabled = n == 0
+            self.apply_button.disabled = n == 0
+            self.bulk_hint.value = (f'<span class="cvn-muted">Applies to the <b>{n:,}</b> selected '
+                                    f'asset{"s" if n != 1 else ""}; sidecars are rewritten.</span>' if n else
+                                    '<span class="cvn-muted">Select assets in the grid first.</span>')
+            focused = m.selection.focused
+            self.detail.value = detail_html(m.detail(focused) if focused else None)
+
+    def _sync_facets(self) -> None:
+        """Refresh the filter drop-downs from the registry's facets without firing filter changes."""
+        facets = self.model.facets()
+        self._syncing = True
+        try:
+            types = [("All types", "")] + [(f"{t} ({n:,})", t) for t, n in facets["types"]]
+            current = self.type_filter.value
+            if current and current not in {v for _, v in types}:
+                types.append((f"{current} (0)", current))
+            if list(self.type_filter.options) != types:
+                self.type_filter.options = types
+                self.type_filter.value = current
+            lic = [("Any licence", _ANY_KEY), ("No licence", _NONE_KEY)] + [(f"{x} ({n:,})", x)
+                                                                             for x, n in facets["licenses"]]
+            current = self.license_filter.value
+            if current not in {v for _, v in lic}:
+                lic.append((current, current))
+            if list(self.license_filter.options) != lic:
+                self.license_filter.options = lic
+                self.license_filter.value = current
+            tag_names = [t for t, _ in facets["tags"][:200]]
+            if list(self.tag_filter.options) != tag_names:
+                self.tag_filter.options = tag_names
+            lic_names = [x for x, _ in facets["licenses"]]
+            if list(self.license_value.options) != lic_names:
+                self.license_value.options = lic_names
+        finally:
+            self._syncing = False
+
+    # -- filters ---------------------------------------------------------------------------
+    @staticmethod
+    def _license_value(key: str) -> str | None:
+        return ANY if key == _ANY_KEY else UNLICENSED if key == _NONE_KEY else key
+
+    def _filter_changed(self, debounce: bool = False, **changes: Any) -> None:
+        if self._syncing:
+            return
+        if debounce and self.updater is not None and self.updater.running:
+            with self._pending_lock:
+                self._pending_filter.update(changes)
+            self.updater.request()
+            return
+        self.set_filter(**changes)
+
+    def set_filter(self, **changes: Any) -> None:
+        """Change the filter (``asset_type``, ``tags``, ``license``, ``text``, ``sort``) and re-render."""
+        with self.model.lock:
+            self.model.set_filter(**changes)
+            self.status.clear()
+            self.render()
+
+    def reset_filters(self) -> None:
+        self._syncing = True
+        try:
+            self.type_filter.value = ""
+            self.tag_filter.value = ""
+            self.license_filter.value = _ANY_KEY
+            self.search.value = ""
+            self.sort.value = "newest"
+        finally:
+            self._syncing = False
+        with self._pending_lock:
+            self._pending_filter.clear()
+        self.set_filter(asset_type=None, tags=(), license=ANY, text="", sort="newest")
+
+    # -- selection and paging --------------------------------------------------------------
+    def _tile_clicked(self, uid: str, shift: bool, toggle: bool) -> None:
+        with self.model.lock:
+            self.model.click(uid, shift=shift, toggle=toggle)
+            self.render()
+
+    def _page(self, step: int) -> None:
+        with self.model.lock:
+            self.model.next_page() if step > 0 else self.model.prev_page()
+            self.render()
+
+    def _select_page(self) -> None:
+        with self.model.lock:
+            added = self.model.select_page()
+            self.render()
+        self.status.info(f"Selected the {len(self.model.items)} assets on this page ({added} newly).")
+
+    def _select_all(self) -> None:
+        total = self.model.total
+        self.status.info(f"Selecting all {total:,} matching assets…")
+        added = self.model.select_all_matching(
+            progress=lambda done, tot: self.status.info(f"Selecting all matching assets… {done:,} of {tot:,}")
+            if tot > 5000 else None)
+        self.render()
+        self.status.ok(f"Selected all {total:,} assets matching {self.model.filter.describe()} ({added:,} newly).")
+
+    def _clear(self) -> None:
+        with self.model.lock:
+            self.model.clear_selection()
+            self.render()
+        self.status.clear()
+
+    # -- bulk edit and export --------------------------------------------------------------
+    def apply_bulk_edit(self) -> None:
+        """Apply the bulk-edit form to the selection (tags add/remove, licence set/clear)."""
+        n = len(self.model.selection)
+        if n > 1000:
+            self.status.info(f"Updating {n:,} assets…")
+        result = self.model.bulk_edit(
+            self.add_tags.value, self.remove_tags.value, self.license_action.value, self.license_value.value,
+            progress=(lambda done, tot: self.status.info(f"Updating… {done:,} of {tot:,}")) if n > 1000 else None)
+        self.add_tags.value = ""
+        self.remove_tags.value = ""
+        self.model._facets = None
+        self._sync_facets()
+        self.render()
+        self.status.ok(result.message() + " Their sidecars were rewritten.")
+
+    def _copy_text(self) -> str:
+        n = len(self.model.selection)
+        if n == 0:
+            raise ValueError("Select assets first; Copy Debug JSON copies the selection.")
+        if n > COPY_LIMIT:
+            raise ValueError(f"{n:,} assets are selected; Copy Debug JSON is limited to {COPY_LIMIT:,}. "
+                             "Narrow the selection, or use AssetRegistry.to_dataframe() in a notebook.")
+        return self.model.export_json()
+
+    def _copy_result(self, ok: bool, detail: str) -> None:
+        n = len(self.model.selection)
+        size = len((self.copy_button.last_text or "").encode("utf-8"))
+        if ok:
+            self.status.ok(f"Copied JSON of {n:,} asset{'s' if n != 1 else ''} ({human_bytes(size)}, UTF-8) "
+                           "to the clipboard.")
+        else:
+            self.status.warn("The browser blocked the clipboard: the JSON is shown under the Copy button; "
+                             "press Ctrl+C to copy it.")
+
+    # -- live updates ----------------------------------------------------------------------
+    def start_live(self) -> None:
+        """Follow changes from every process (a worker thread; see :mod:`comfyvn_widgets.live`)."""
+        if self.updater is not None and self.updater.running:
+            return
+        self.updater = LiveUpdater(self.registry.db, self._on_live, topics=ASSET_TOPICS, tick=self._tick,
+                                   tick_wanted=self._has_pending_thumbs, on_error=self._live_error,
+                                   name="comfyvn-gallery-live")
+        self.updater.start(after_id=self.model.loaded_event_id)
+        self.render()
+
+    def stop_live(self) -> None:
+        if self.updater is not None:
+            self.updater.stop()
+        self.render()
+
+    def close(self) -> None:
+        self.stop_live()
+        self.widget.close()
+
+    def _on_live(self, batch: list[dict]) -> None:
+        with self._pending_lock:
+            pending, self._pending_filter = self._pending_filter, {}
+        with self.model.lock:
+            if pending:
+                self.model.set_filter(**pending)
+            if batch:
+                self.model.apply_events(batch)
+                self._sync_facets()
+            self.render()
+
+    def _has_pending_thumbs(self) -> bool:
+        return "pending" in self.grid.status.values()
+
+    def _tick(self) -> None:
+        with self.model.lock:
+            thumbs, status = self.model.page_thumbnails()
+            if status != self.grid.status or thumbs != self.grid.thumbs:
+                self.grid.status = status
+                self.grid.thumbs = thumbs
+                focused = self.model.selection.focused
+                if focused:
+                    self.detail.value = detail_html(self.model.detail(focused))
+
+    def _live_error(self, exc: BaseException) -> None:
+        self.status.error(exc, "Live update failed:")

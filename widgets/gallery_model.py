@@ -1,0 +1,398 @@
+"""The asset gallery's logic, without widgets: filters, paging, selection, bulk edit, export.
+
+``GalleryModel`` reads one page at a time through :meth:`AssetRegistry.query_assets` (keyset
+cursor for next/previous, offset for jumps, ``with_total`` for the pager), so 100,000 assets
+cost one indexed page query.  Thumbnails are read only for the visible page, from
+:meth:`AssetRegistry.resolve_thumbnail_path`, and cached by file modification time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+from typing import Any
+
+from comfyvn.hooks.events import utc_timestamp
+from comfyvn.studio.core.asset_registry import AssetRegistry, AssetRegistryError, normalise_tags
+
+from .selection import SelectionModel
+
+PAGE_SIZE = 48
+THUMB_SIZE = 256
+DETAIL_SIZE = 512
+BULK_BATCH = 500
+SORTS: dict[str, tuple[str, bool, str]] = {
+    "newest": ("created_at", True, "Newest first"),
+    "oldest": ("created_at", False, "Oldest first"),
+    "updated": ("updated_at", True, "Recently changed"),
+    "name": ("path", False, "Path A-Z"),
+    "largest": ("bytes", True, "Largest first"),
+    "type": ("type", False, "Type"),
+}
+ANY = None  # licence filter: any licence
+UNLICENSED = ""  # licence filter: assets without a licence
+ASSET_TOPICS = ["on_asset_registered", "on_asset_meta_updated", "on_asset_removed", "on_asset_sidecar_written"]
+
+
+@dataclass(frozen=True)
+class GalleryFilter:
+    """What the grid shows.  ``license=None`` is any licence, ``""`` means unlicensed."""
+
+    asset_type: str | None = None
+    tags: tuple[str, ...] = ()
+    license: str | None = ANY
+    text: str = ""
+    sort: str = "newest"
+
+    def query_kwargs(self) -> dict[str, Any]:
+        if self.sort not in SORTS:
+            raise ValueError(f"unknown sort {self.sort!r}; choose one of {', '.join(SORTS)}")
+        col, desc, _ = SORTS[self.sort]
+        return {"asset_type": self.asset_type or None, "tags": list(self.tags) or None, "tags_mode": "all",
+                "license": self.license, "text": self.text.strip() or None, "sort": col, "descending": desc}
+
+    def describe(self) -> str:
+        parts = []
+        if self.asset_type:
+            parts.append(f"type {self.asset_type}")
+        if self.tags:
+            parts.append("tags " + " + ".join(self.tags))
+        if self.license is not None:
+            parts.append(f"licence {self.license}" if self.license else "no licence")
+        if self.text.strip():
+            parts.append(f'"{self.text.strip()}"')
+        return ", ".join(parts) or "all assets"
+
+
+@dataclass
+class BulkResult:
+    updated: int
+    requested: int
+    uids: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        return f"Updated {self.updated} of {self.requested} selected asset{'s' if self.requested != 1 else ''}."
+
+
+def _data_uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def waveform_svg(doc: dict, width: int = 256, height: int = 256) -> bytes:
+    """A waveform preview (bars of the peak amplitudes) as a small SVG."""
+    peaks = [float(p) for p in doc.get("peaks", [])][:512] or [0.0]
+    step = max(1, math.ceil(len(peaks) / 96))
+    bars = [max(peaks[i:i + step]) for i in range(0, len(peaks), step)]
+    bw = width / len(bars)
+    mid = height / 2
+    rects = "".join(
+        f'<rect x="{i * bw + bw * 0.15:.2f}" y="{mid - max(1.0, p * mid * 0.9):.2f}" width="{bw * 0.7:.2f}" '
+        f'height="{max(2.0, p * height * 0.9):.2f}" rx="1"/>' for i, p in enumerate(bars))
+    secs = doc.get("duration_s")
+    label = f'<text x="8" y="{height - 10}" font-size="16" fill="#475569" font-family="sans-serif">' \
+            f'{float(secs):.1f} s</text>' if isinstance(secs, int | float) else ""
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}"><rect width="100%" height="100%" fill="#eef2ff"/>'
+            f'<g fill="#6366f1">{rects}</g>{label}</svg>').encode()
+
+
+class ThumbnailCache:
+    """Data URIs of thumbnails keyed by (uid, size), revalidated by file mtime; bounded LRU."""
+
+    def __init__(self, registry: AssetRegistry, capacity: int = 600) -> None:
+        self.registry = registry
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, rec: dict, size: int = THUMB_SIZE) -> tuple[str, str | None]:
+        """``(status, data_uri)``: status is ready, pending, failed or none (no preview for this type)."""
+        kind = (rec.get("preview") or {}).get("kind")
+        if kind not in ("image", "audio"):
+            return "none", None
+        key_size = "waveform" if kind == "audio" else str(size)
+        path = self.registry.resolve_thumbnail_path(rec["uid"], key_size)
+        if path is None and kind == "image" and size != THUMB_SIZE:
+            return self.get(rec, THUMB_SIZE)
+        if path is None:
+            info = self.registry.thumbnail_status(rec["uid"]).get(key_size)
+            if info and info["status"] == "failed":
+                return "failed", None
+            return ("pending", None) if info else ("none", None)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return "pending", None
+        key = (rec["uid"], key_size)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit and hit[0] == mtime:
+                self._items.move_to_end(key)
+                return "ready", hit[1]
+        data = path.read_bytes()
+        if kind == "audio":
+            uri = _data_uri("image/svg+xml", waveform_svg(json.loads(data)))
+        else:
+            uri = _data_uri("image/png", data)
+        with self._lock:
+            self._items[key] = (mtime, uri)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return "ready", uri
+
+
+class GalleryModel:
+    """Filter state, the current page, paging, the selection and the operations on it."""
+
+    def __init__(self, registry: AssetRegistry, page_size: int = PAGE_SIZE) -> None:
+        if not 1 <= page_size <= 1000:
+            raise ValueError("page_size must be between 1 and 1000")
+        self.registry = registry
+        self.page_size = page_size
+        self.filter = GalleryFilter()
+        self.page_index = 0
+        self.items: list[dict] = []
+        self.total = 0
+        self.selection = SelectionModel()
+        self.thumbs = ThumbnailCache(registry)
+        self._cursors: dict[int, str | None] = {0: None}
+        self._facets: dict[str, list[tuple[str, int]]] | None = None
+        self.loaded_event_id = 0
+        self.lock = threading.RLock()
+
+    # -- loading ---------------------------------------------------------------------------
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.page_size))
+
+    @property
+    def page_uids(self) -> list[str]:
+        return [r["uid"] for r in self.items]
+
+    def load(self) -> list[dict]:
+        """(Re)load the current page; clamps the page index when the result shrank."""
+        with self.lock:
+            from comfyvn.hooks import get_hook_bus
+
+            self.loaded_event_id = get_hook_bus(self.registry.db).last_id()
+            kwargs = self.filter.query_kwargs()
+            cursor = self._cursors.get(self.page_index) if self.page_index else None
+            if self.page_index and cursor is not None:
+                page = self.registry.query_assets(limit=self.page_size, cursor=cursor, with_total=True, **kwargs)
+            else:
+                page = self.registry.query_assets(limit=self.page_size, offset=self.page_index * self.page_size,
+                                                  with_total=True, **kwargs)
+            self.total = page["total"]
+            if not page["items"] and self.page_index > 0:  # the page emptied (deletions elsewhere)
+                self.page_index = min(self.page_index, self.pages - 1)
+                self._cursors = {0: None}
+                page = self.registry.query_assets(limit=self.page_size, offset=self.page_index * self.page_size,
+                                                  with_total=True, **kwargs)
+                self.total = page["total"]
+            self.items = page["items"]
+            self._cursors[self.page_index + 1] = page["next_cursor"]
+            return self.items
+
+    def set_filter(self, **changes: Any) -> list[dict]:
+        """Change filter fields (``asset_type``, ``tags``, ``license``, ``text``, ``sort``) and go to page 1."""
+        with self.lock:
+            if "tags" in changes:
+                changes["tags"] = tuple(normalise_tags(changes["tags"]))
+            if "asset_type" in changes and not changes["asset_type"]:
+                changes["asset_type"] = None
+            if "text" in changes and changes["text"] is None:
+                changes["text"] = ""
+            new = replace(self.filter, **changes)
+            new.query_kwargs()  # validates the sort
+            if new != self.filter:
+                self.filter = new
+                self.page_index = 0
+                self._cursors = {0: None}
+            return self.load()
+
+    def goto_page(self, index: int) -> list[dict]:
+        with self.lock:
+            self.page_index = max(0, min(int(index), self.pages - 1))
+            return self.load()
+
+    def next_page(self) -> list[dict]:
+        with self.lock:
+            if self.page_index + 1 < self.pages:
+                self.page_index += 1
+            return self.load()
+
+    def prev_page(self) -> list[dict]:
+        with self.lock:
+            self.page_index = max(0, self.page_index - 1)
+            return self.load()
+
+    def apply_events(self, envelopes: Iterable[dict]) -> dict[str, list[str]]:
+        """React to hook envelopes from any process: reload the page, drop removed assets from the selection."""
+        removed: list[str] = []
+        changed: list[str] = []
+        for env in envelopes:
+            data = env.get("data") or {}
+            if data.get("project_id") not in (None, self.registry.project_id):
+                continue
+            uid = data.get("uid")
+            if env.get("event") == "on_asset_removed" and uid:
+                removed.append(uid)
+            elif uid:
+                changed.append(uid)
+        with self.lock:
+            if removed:
+                self.selection.deselect_many(removed)
+                if self.selection.focused in removed:
+                    self.selection.focused = None
+            self._facets = None
+            self.load()
+        return {"removed": removed, "changed": changed}
+
+    def facets(self) -> dict[str, list[tuple[str, int]]]:
+        if self._facets is None:
+            self._facets = self.registry.facets()
+        return self._facets
+
+    # -- tiles -----------------------------------------------------------------------------
+    def tile(self, rec: dict) -> dict:
+        """What one grid tile shows (no image bytes: see :meth:`page_thumbnails`)."""
+        meta = rec.get("meta") or {}
+        title = meta.get("title") if isinstance(meta.get("title"), str) else None
+        name = PurePosixPath(rec["path"]).name
+        return {"uid": rec["uid"], "name": name, "title": title or name, "type": rec["type"],
+                "license": rec.get("license"), "tags": list(rec.get("tags") or []), "bytes": rec.get("bytes", 0),
+                "ext": PurePosixPath(name).suffix.lstrip(".").upper()[:6] or "FILE",
+                "kind": (rec.get("preview") or {}).get("kind")}
+
+    def tiles(self) -> list[dict]:
+        return [self.tile(r) for r in self.items]
+
+    def page_thumbnails(self) -> tuple[dict[str, str], dict[str, str]]:
+        """``(data_uris, statuses)`` for the visible page only."""
+        uris: dict[str, str] = {}
+        status: dict[str, str] = {}
+        for rec in self.items:
+            st, uri = self.thumbs.get(rec)
+            status[rec["uid"]] = st
+            if uri:
+                uris[rec["uid"]] = uri
+        return uris, status
+
+    # -- selection -------------------------------------------------------------------------
+    def click(self, uid: str, *, shift: bool = False, toggle: bool = False) -> None:
+        with self.lock:
+            self.selection.click(uid, self.page_uids, shift=shift, toggle=toggle)
+
+    def select_page(self) -> int:
+        with self.lock:
+            return self.selection.select_many(self.page_uids)
+
+    def deselect_page(self) -> int:
+        with self.lock:
+            return self.selection.deselect_many(self.page_uids)
+
+    def select_all_matching(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Select every asset matching the filter (all pages); returns how many were added."""
+        with self.lock:
+            kwargs = self.filter.query_kwargs()
+            total = self.total
+        uids: list[str] = []
+        cursor = None
+        while True:
+            page = self.registry.query_assets(limit=1000, cursor=cursor, **kwargs)
+            uids.extend(r["uid"] for r in page["items"])
+            if progress:
+                progress(len(uids), total)
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        with self.lock:
+            return self.selection.select_many(uids)
+
+    def clear_selection(self) -> None:
+        with self.lock:
+            self.selection.clear()
+
+    # -- operations on the selection -------------------------------------------------------
+    def bulk_edit(self, add_tags: Iterable[str] | str | None = None, remove_tags: Iterable[str] | str | None = None,
+                  license_action: str = "keep", license_value: str | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> BulkResult:
+        """Add/remove tags and set/clear the licence of the selection via ``bulk_update_tags``.
+
+        ``license_action`` is ``keep``, ``set`` (to ``license_value``) or ``clear``.  Large selections
+        are written in batches of 500 (one transaction each).
+        """
+        add, remove = normalise_tags(add_tags), normalise_tags(remove_tags)
+        if license_action not in ("keep", "set", "clear"):
+            raise ValueError("license_action must be keep, set or clear")
+        kwargs: dict[str, Any] = {"add_tags": add, "remove_tags": remove}
+        if license_action == "set":
+            value = (license_value or "").strip()
+            if not value:
+                raise ValueError("Enter the licence to set (for example cc-by-4.0), or choose 'clear'.")
+            kwargs["license_tag"] = value
+        elif license_action == "clear":
+            kwargs["license_tag"] = None
+        if overlap := sorted(set(add) & set(remove)):
+            raise ValueError(f"A tag cannot be both added and removed: {', '.join(overlap)}")
+        if not add and not remove and license_action == "keep":
+            raise ValueError("Nothing to change: enter tags to add or remove, or choose a licence action.")
+        uids = self.selection.selected
+        if not uids:
+            raise ValueError("Select at least one asset first (click a tile; Shift-click selects a range).")
+        updated: list[str] = []
+        for start in range(0, len(uids), BULK_BATCH):
+            chunk = uids[start:start + BULK_BATCH]
+            for rec in self.registry.bulk_update_tags(chunk, **kwargs):
+                updated.append(rec["uid"])
+            if progress:
+                progress(min(start + BULK_BATCH, len(uids)), len(uids))
+        with self.lock:
+            self._facets = None
+            self.load()
+        return BulkResult(updated=len(updated), requested=len(uids), uids=updated)
+
+    def selected_records(self, limit: int | None = None) -> list[dict]:
+        out = []
+        for uid in self.selection.selected[:limit]:
+            rec = self.registry.get_asset(uid)
+            if rec is not None:
+                out.append(rec)
+        return out
+
+    def export_selection(self, limit: int | None = None) -> dict:
+        """The selection as a JSON-ready document: each asset's sidecar fields, nested metadata intact."""
+        assets = []
+        for rec in self.selected_records(limit):
+            doc = self.registry.sidecar_document(rec)
+            doc["updated_at"] = utc_timestamp(rec["updated_at"])
+            doc["abs_path"] = rec["abs_path"]
+            doc["sidecar"] = rec["sidecar"]
+            assets.append(doc)
+        return {"project_id": self.registry.project_id, "exported_at": utc_timestamp(time.time()),
+                "filter": self.filter.describe(), "count": len(assets), "assets": assets}
+
+    def export_json(self, limit: int | None = None) -> str:
+        """UTF-8-safe JSON text of :meth:`export_selection` (non-ASCII kept as is)."""
+        return json.dumps(self.export_selection(limit), ensure_ascii=False, indent=2)
+
+    # -- detail ----------------------------------------------------------------------------
+    def detail(self, uid: str) -> dict:
+        """Everything the detail pane shows for one asset (sidecar errors become a message)."""
+        rec = self.registry.get_asset(uid)
+        if rec is None:
+            return {"uid": uid, "missing": True}
+        try:
+            sidecar, sidecar_error = self.registry.read_sidecar(uid), None
+        except AssetRegistryError as exc:
+            sidecar, sidecar_error = None, str(exc)
+        status, uri = self.thumbs.get(rec, DETAIL_SIZE)
+        return {"uid": uid, "missing": False, "record": rec, "sidecar": sidecar, "sidecar_error": sidecar_error,
+                "thumbnail": uri, "thumbnail_status": status}
