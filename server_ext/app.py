@@ -1,0 +1,52 @@
+"""The ``comfyvn_server_ext`` Jupyter server extension (an ``ExtensionApp``)."""
+
+from __future__ import annotations
+
+import os
+
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop
+from traitlets import Float, Int, Unicode
+
+from comfyvn.config import workspace
+
+from .routes import handlers
+from .services import ComfyvnServices
+
+
+class ComfyvnExtension(ExtensionApp):
+    """Serves the ingest, asset and modder-hook API of one comfyvn workspace."""
+
+    name = "comfyvn_server_ext"
+
+    workspace = Unicode("", config=True,
+                        help="Workspace folder (default: $COMFYVN_HOME, else the server's working folder).")
+    max_workers = Int(8, config=True, help="Threads for blocking work (SQLite, hashing, copies).")
+    max_json_bytes = Int(1024 * 1024, config=True, help="Largest JSON request body, in bytes (413 above).")
+    max_upload_bytes = Int(0, config=True,
+                           help="Largest streamed upload, in bytes; 0 uses the workspace's ingest.max_remote_bytes.")
+    ws_ping_seconds = Float(15.0, config=True,
+                            help="Seconds between {\"type\": \"ping\"} keep-alive messages on hook WebSockets.")
+    ws_max_pending = Int(10_000, config=True,
+                         help="Unsent messages after which a slow hook WebSocket client is disconnected.")
+
+    def initialize_settings(self) -> None:
+        root = self.workspace or os.environ.get("COMFYVN_HOME") or None
+        self.services = ComfyvnServices(
+            workspace(root), max_workers=self.max_workers, max_json_bytes=self.max_json_bytes,
+            max_upload_bytes=self.max_upload_bytes, ws_ping_seconds=self.ws_ping_seconds,
+            ws_max_pending=self.ws_max_pending)
+        self.settings["comfyvn_services"] = self.services
+        self.log.info("comfyvn: serving workspace %s", self.services.ws.root)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers())
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:  # noqa: ARG002
+        # the queue worker and webhook dispatcher start once the loop runs, off the loop
+        await IOLoop.current().run_in_executor(self.services.executor, self.services.start)
+
+    async def stop_extension(self) -> None:
+        services = getattr(self, "services", None)
+        if services is not None:
+            services.close()

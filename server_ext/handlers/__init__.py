@@ -1,0 +1,1 @@
+"""Tornado handlers of the comfyvn server extension, one module per area."""

@@ -1,0 +1,301 @@
+"""``/assets/*``: thin handlers over :class:`comfyvn.studio.core.asset_registry.AssetRegistry`.
+
+Every route takes ``?project=`` (default: ``registry.default_project``).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jupyter_server.auth.decorator import authorized
+from tornado import iostream, web
+
+from comfyvn.config import get_setting
+from comfyvn.hooks import HOOK_SPECS
+from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry
+from comfyvn.studio.core.thumbnails import WAVEFORM, preview_kind
+
+from .base import ApiError, ComfyvnAPIHandler, field, string_list
+from .uploads import StreamedUploadMixin
+
+AUTH_RESOURCE = "comfyvn:assets"
+CHUNK = 256 * 1024
+ASSET_TOPICS = [name for name, spec in HOOK_SPECS.items() if spec.category == "asset"]
+_DEFAULT_TYPES = {"image": "images", "audio": "audio"}
+
+
+class AssetsBase(ComfyvnAPIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    async def registry(self) -> AssetRegistry:
+        return await self.run(self.services.registry, self.q_str("project", max_len=64))
+
+    async def require(self, reg: AssetRegistry, uid: str) -> dict[str, Any]:
+        rec = await self.run(reg.get_asset, uid)
+        if rec is None:
+            raise ApiError(404, "asset_not_found", f"no asset {uid!r} in project {reg.project_id!r}")
+        return rec
+
+    async def stream_file(self, path: Path, content_type: str, *, download_name: str | None = None,
+                          etag: str | None = None) -> None:
+        """Send a file in chunks, each read in the worker pool."""
+        if etag:
+            self.set_header("ETag", f'"{etag}"')
+            if self.request.headers.get("If-None-Match", "").strip('"') == etag:
+                self.set_status(304)
+                self.finish(set_content_type=content_type)
+                return
+        def open_file() -> Any:
+            try:
+                return open(path, "rb")  # noqa: SIM115 - closed below
+            except OSError as exc:
+                raise ApiError(404, "file_missing", f"{path} cannot be read ({exc.strerror}); run the "
+                                                    "sidecar enforcer to audit the registry") from None
+
+        fh = await self.run(open_file)
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            self.set_header("Content-Type", content_type)
+            self.set_header("Content-Length", str(size))
+            self.set_header("X-Content-Type-Options", "nosniff")
+            if download_name:
+                self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(download_name)}")
+            while chunk := await self.run(fh.read, CHUNK):
+                self.write(chunk)
+                await self.flush()
+        except iostream.StreamClosedError:
+            return
+        finally:
+            self.services.executor.submit(fh.close)
+        self.finish(set_content_type=content_type)
+
+
+class AssetsHandler(AssetsBase):
+    """``GET /assets``: one page of assets with filters and a keyset cursor."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        sort = self.q_str("sort", "created_at", max_len=32)
+        if sort not in SORT_COLUMNS:
+            raise ApiError(400, "invalid_parameter", f"sort must be one of {', '.join(SORT_COLUMNS)}, got {sort!r}")
+        order = self.q_str("order", "desc", max_len=8)
+        if order not in ("asc", "desc"):
+            raise ApiError(400, "invalid_parameter", f"order must be asc or desc, got {order!r}")
+        tags_mode = self.q_str("tags_mode", "all", max_len=8)
+        if tags_mode not in ("all", "any"):
+            raise ApiError(400, "invalid_parameter", f"tags_mode must be all or any, got {tags_mode!r}")
+        filters = {
+            "asset_type": self.q_str("type", max_len=64), "tags": self.q_list("tags"), "tags_mode": tags_mode,
+            "license": self.q_str("license", max_len=128), "text": self.q_str("text", max_len=256),
+            "hash": self.q_str("hash", max_len=64), "limit": self.q_int("limit", 50, minimum=1, maximum=1000),
+            "cursor": self.q_str("cursor", max_len=512), "sort": sort, "descending": order == "desc",
+            "with_total": self.q_bool("total"),
+        }
+        reg = await self.registry()
+        page = await self.run(reg.query_assets, **filters)
+        page["project"] = reg.project_id
+        self.reply(page)
+
+
+class AssetHandler(AssetsBase):
+    """``GET`` one asset, ``PATCH`` its metadata/tags/licence, ``DELETE`` it (to the trash by default)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, uid: str) -> None:
+        reg = await self.registry()
+        rec = await self.require(reg, uid)
+        rec["thumbnails"] = await self.run(reg.thumbnail_status, uid)
+        self.reply(rec)
+
+    @web.authenticated
+    @authorized
+    async def patch(self, uid: str) -> None:
+        body = self.json_body(["metadata", "replace", "add_tags", "remove_tags", "license", "expected_version"])
+        kwargs: dict[str, Any] = {
+            "replace": field(body, "replace", bool, False),
+            "add_tags": string_list(body, "add_tags"), "remove_tags": string_list(body, "remove_tags"),
+            "expected_version": field(body, "expected_version", int, None, nullable=True),
+        }
+        metadata = field(body, "metadata", dict, None, nullable=True)
+        if "license" in body:  # null clears the licence; absent leaves it
+            kwargs["license_tag"] = field(body, "license", str, nullable=True)
+        if metadata is None and not any(body.get(k) for k in ("add_tags", "remove_tags")) and "license" not in body:
+            raise ApiError(400, "invalid_body", "nothing to update: give metadata, add_tags, remove_tags or license")
+        reg = await self.registry()
+        self.reply(await self.run(reg.update_asset_meta, uid, metadata, **kwargs))
+
+    @web.authenticated
+    @authorized
+    async def delete(self, uid: str) -> None:
+        delete_files = self.q_bool("delete_files")
+        reg = await self.registry()
+        self.reply(await self.run(reg.remove_asset, uid, delete_files=delete_files))
+
+
+class SidecarHandler(AssetsBase):
+    @web.authenticated
+    @authorized
+    async def get(self, uid: str) -> None:
+        reg = await self.registry()
+        rec = await self.require(reg, uid)
+        sidecar = await self.run(reg.read_sidecar, uid)
+        self.reply({"uid": uid, "path": rec["sidecar"], "sidecar": sidecar})
+
+
+class ThumbnailHandler(AssetsBase):
+    """``?size=256`` (a configured size) or ``?size=waveform`` (JSON peaks of a WAV file)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, uid: str) -> None:
+        size = self.q_str("size", "256", max_len=16)
+        sizes = [str(s) for s in get_setting("registry.thumbnail_sizes", [256, 512], self.services.ws)] + [WAVEFORM]
+        if size not in sizes:
+            raise ApiError(400, "invalid_parameter", f"size must be one of {', '.join(sizes)}, got {size!r}")
+        reg = await self.registry()
+        await self.require(reg, uid)
+        path = await self.run(reg.resolve_thumbnail_path, uid, size)
+        if path is None:
+            state = (await self.run(reg.thumbnail_status, uid)).get(size)
+            if state is None:
+                raise ApiError(404, "no_thumbnail", f"asset {uid} has no {size} preview (not an image/WAV file)")
+            if state["status"] == "pending":
+                raise ApiError(503, "thumbnail_pending", f"the {size} thumbnail of {uid} is being made; retry shortly",
+                               {"Retry-After": "1"})
+            raise ApiError(404, "thumbnail_failed", f"the {size} thumbnail of {uid} failed: {state['error']}")
+        await self.stream_file(path, "application/json" if size == WAVEFORM else "image/png",
+                               etag=f"{uid}-{size}-{int(path.stat().st_mtime_ns)}")
+
+
+class DownloadHandler(AssetsBase):
+    @web.authenticated
+    @authorized
+    async def get(self, uid: str) -> None:
+        reg = await self.registry()
+        rec = await self.require(reg, uid)
+        path = Path(rec["abs_path"])
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        await self.stream_file(path, mime, download_name=path.name, etag=rec["hash"])
+
+
+class UploadHandler(StreamedUploadMixin, AssetsBase):
+    """``POST /assets/upload?filename=...&asset_type=...``: the body is the file; registered at once."""
+
+    def validate_upload_params(self) -> None:
+        asset_type = self.q_str("asset_type", max_len=64) or _DEFAULT_TYPES.get(preview_kind(self.filename) or "")
+        if not asset_type:
+            raise ApiError(400, "invalid_parameter", f"asset_type is required for {self.filename!r} "
+                                                     "(e.g. ?asset_type=models)")
+        self.upload_options = {
+            "asset_type": asset_type, "dest_relative": self.q_str("dest_relative"),
+            "metadata": self.q_json_object("metadata"), "tags": self.q_list("tags"),
+            "license_tag": self.q_str("license", max_len=128),
+        }
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        opts = self.upload_options
+        user = getattr(self.current_user, "username", None)
+        try:
+            path = await self.finish_upload()
+            reg = await self.registry()
+            started = time.time()
+            rec = await self.run(reg.register_file, path, opts["asset_type"], dest_relative=opts["dest_relative"],
+                                 metadata=opts["metadata"], copy=False, license_tag=opts["license_tag"],
+                                 tags=opts["tags"], origin="upload", digest=self.upload_digest,
+                                 provenance={"source": f"upload:{self.filename}", "uploaded_by": user})
+        finally:
+            await self.discard_upload()  # moved into the assets root, or a duplicate: drop the rest
+        self.reply(rec, 201 if rec["created_at"] >= started else 200)
+
+
+class RegisterHandler(AssetsBase):
+    """``POST /assets/register``: a file already on the server, from an allowed folder only."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body(["path", "asset_type", "dest_relative", "metadata", "tags", "license", "copy"])
+        source = field(body, "path", str)
+        asset_type = field(body, "asset_type", str)
+        kwargs = {
+            "dest_relative": field(body, "dest_relative", str, None, nullable=True),
+            "metadata": field(body, "metadata", dict, None, nullable=True),
+            "tags": string_list(body, "tags"),
+            "license_tag": field(body, "license", str, None, nullable=True),
+            "copy": field(body, "copy", bool, True),
+        }
+        services = self.services
+
+        def register() -> tuple[dict[str, Any], bool]:
+            if not Path(os.path.expanduser(source)).is_absolute():
+                raise ApiError(400, "invalid_body", f"path {source!r} must be an absolute path on the server")
+            # the same check as ingest: resolved (symlinks followed) inside ingest.allowed_source_roots
+            path = services.queue().check_source(source)
+            reg = services.registry(project)
+            started = time.time()
+            rec = reg.register_file(path, asset_type, **kwargs)
+            return rec, rec["created_at"] >= started
+
+        project = self.q_str("project", max_len=64)
+        rec, created = await self.run(register)
+        self.reply(rec, 201 if created else 200)
+
+
+class BulkHandler(AssetsBase):
+    """``POST /assets/bulk``: add/remove tags and set/clear the licence of many assets at once."""
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body(["uids", "add_tags", "remove_tags", "license"])
+        uids = string_list(body, "uids")
+        if not uids:
+            raise ApiError(400, "invalid_body", "field 'uids' must list at least one asset uid")
+        kwargs: dict[str, Any] = {"add_tags": string_list(body, "add_tags"),
+                                  "remove_tags": string_list(body, "remove_tags")}
+        if "license" in body:
+            kwargs["license_tag"] = field(body, "license", str, nullable=True)
+        if not kwargs["add_tags"] and not kwargs["remove_tags"] and "license" not in body:
+            raise ApiError(400, "invalid_body", "nothing to update: give add_tags, remove_tags or license")
+        reg = await self.registry()
+        items = await self.run(reg.bulk_update_tags, uids, **kwargs)
+        self.reply({"items": items, "count": len(items)})
+
+
+class DebugHooksHandler(AssetsBase):
+    """In-process registry listeners of this server (``add_hook`` callbacks)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        reg = await self.registry()
+        self.reply({"project": reg.project_id, "hooks": reg.describe_hooks()})
+
+
+class DebugModderHooksHandler(AssetsBase):
+    """The asset hook specs of the modder bus, with their payload fields."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.reply({"hooks": self.services.bus.specs("asset")})
+
+
+class DebugHistoryHandler(AssetsBase):
+    """The newest asset envelopes (read by topic, so busy ingest events never push them out)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        limit = self.q_int("limit", 25, minimum=1, maximum=1000)
+        items = await self.run(self.services.bus.history, limit, ASSET_TOPICS)
+        self.reply({"items": items})

@@ -1,0 +1,313 @@
+"""Shared handler plumbing: JSON errors, auth, the worker pool, bounded bodies and validation.
+
+Every HTTP handler of the extension derives from :class:`ComfyvnAPIHandler`:
+
+* errors are JSON ``{"error": code, "message": text}`` (also Jupyter's own 403/404/405);
+* ``prepare`` authenticates *and* authorises before any request body is read, so an anonymous
+  or read-only client cannot stream a body to disk (methods keep the usual
+  ``@web.authenticated`` / ``@authorized`` decorators as well);
+* request bodies are streamed into a bounded buffer: a ``Content-Length`` over the limit is
+  refused with 413 before the body is read, a chunked body over it after;
+* :meth:`ComfyvnAPIHandler.run` runs blocking work (SQLite, hashing, copies) in the
+  extension's thread pool and turns core exceptions into clear HTTP errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable
+from http.client import responses
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+from tornado.ioloop import IOLoop
+
+from comfyvn.config import ConfigError
+from comfyvn.fsutil import UnsafePathError
+from comfyvn.hooks import UnknownHookError
+from comfyvn.studio.core.asset_registry import AssetCollisionError, AssetNotFoundError, AssetRegistryError
+
+if TYPE_CHECKING:
+    from ..services import ComfyvnServices
+
+log = logging.getLogger("comfyvn.server")
+T = TypeVar("T")
+
+#: error codes for HTTP errors raised outside our own code (Jupyter auth, Tornado routing)
+STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+                429: "rate_limited", 500: "internal_error", 502: "bad_gateway", 503: "unavailable"}
+_MISSING: Any = object()
+AUTH_REQUIRED = "authentication required: send 'Authorization: token <jupyter token>' (or ?token=)"
+
+
+class ApiError(web.HTTPError):
+    """An HTTP error with a machine-readable ``code`` and a message a person can act on."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, message.replace("%", "%%"))
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(status: int, exc: BaseException | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The JSON body and extra headers of an error response."""
+    if isinstance(exc, ApiError):
+        return {"error": exc.code, "message": exc.message}, exc.headers
+    if isinstance(exc, web.HTTPError):
+        try:
+            message = exc.log_message % exc.args if exc.log_message else ""
+        except Exception:
+            message = exc.log_message or ""
+        return {"error": STATUS_CODES.get(status, f"http_{status}"),
+                "message": message or exc.reason or responses.get(status, "error")}, {}
+    if exc is not None:
+        return {"error": "internal_error",
+                "message": f"unhandled {type(exc).__name__} in the comfyvn extension; see the server log"}, {}
+    return {"error": STATUS_CODES.get(status, f"http_{status}"), "message": responses.get(status, "error")}, {}
+
+
+class JsonErrorsMixin:
+    """``write_error`` answering ``{"error", "message"}`` JSON (mixed into every handler)."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = (kwargs.get("exc_info") or (None, None, None))[1]
+        body, headers = error_body(status_code, exc)
+        if status_code == 403 and body["error"] == "forbidden" and getattr(self, "_jupyter_current_user", None) is None:
+            body["message"] = AUTH_REQUIRED
+        for name, value in headers.items():
+            self.set_header(name, value)  # type: ignore[attr-defined]
+        self.set_header("Content-Type", "application/json")  # type: ignore[attr-defined]
+        self.finish(json.dumps(body))  # type: ignore[attr-defined]
+
+
+def map_exception(exc: BaseException) -> BaseException:
+    """Translate a core exception into an :class:`ApiError` (unknown ones pass through as 500s)."""
+    if isinstance(exc, web.HTTPError):
+        return exc
+    ingest = _ingest_errors()
+    if ingest is not None and isinstance(exc, ingest.IngestError):
+        # the ingest errors carry their own HTTP status and code (429 + retry_after, 404, 409, 502...)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else {}
+        if exc.http_status == 429 and not headers:
+            headers = {"Retry-After": "1"}
+        return ApiError(int(getattr(exc, "http_status", 400)), exc.code, exc.message, headers)
+    if isinstance(exc, UnknownHookError):
+        return ApiError(400, "unknown_hook", str(exc))
+    if isinstance(exc, AssetNotFoundError):
+        return ApiError(404, "asset_not_found", str(exc))
+    if isinstance(exc, AssetCollisionError):
+        return ApiError(409, "asset_collision", str(exc))
+    if isinstance(exc, AssetRegistryError):
+        return ApiError(409, "asset_conflict", str(exc))
+    if isinstance(exc, UnsafePathError):
+        return ApiError(400, "unsafe_path", str(exc))
+    if isinstance(exc, ConfigError):
+        return ApiError(500, "config_error", str(exc))
+    if isinstance(exc, FileNotFoundError):
+        return ApiError(400, "file_not_found", str(exc))
+    if isinstance(exc, (ValueError, TypeError)):
+        return ApiError(400, "invalid_request", str(exc))
+    return exc
+
+
+@functools.cache
+def _ingest_errors():
+    try:
+        from comfyvn.ingest import errors
+    except ImportError:  # the ingest package is optional for the asset and hook routes
+        return None
+    return errors
+
+
+@web.stream_request_body
+class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
+    """Base of every comfyvn HTTP handler (set ``auth_resource`` in subclasses)."""
+
+    auth_resource = "comfyvn"
+    #: routes whose bodies are files override :meth:`body_limit` / :meth:`data_received`
+    _body: bytearray
+    _too_large = False
+
+    @property
+    def services(self) -> ComfyvnServices:
+        return self.settings["comfyvn_services"]
+
+    # ------------------------------------------------------------------ request lifecycle
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._body = bytearray()
+        await super().prepare()
+        if self._finished or self.request.method == "OPTIONS":  # CORS preflight stays open, as in Jupyter
+            return
+        user = self.current_user
+        if user is None:
+            raise ApiError(403, "forbidden", AUTH_REQUIRED)
+        action = HTTP_METHOD_TO_AUTH_ACTION[self.request.method or "GET"]
+        allowed = await ensure_async(self.authorizer.is_authorized(self, user, action, self.auth_resource))
+        if not allowed:
+            raise ApiError(403, "forbidden", f"not authorized to {action} {self.auth_resource}")
+        await self.check_enabled()
+        length = self.request.headers.get("Content-Length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise ApiError(400, "bad_request", f"invalid Content-Length {length!r}") from None
+            if declared > self.body_limit():
+                raise ApiError(413, "payload_too_large",
+                               f"request body of {declared} bytes exceeds the limit of {self.body_limit()} bytes")
+        await self.start_body()
+
+    async def check_enabled(self) -> None:
+        """Hook for feature gates (the ingest routes check ``enable_asset_ingest``)."""
+
+    async def start_body(self) -> None:
+        """Called after auth, before the first body chunk (uploads open their temp file here)."""
+
+    def body_limit(self) -> int:
+        return self.services.max_json_bytes
+
+    def data_received(self, chunk: bytes) -> Any:
+        if self._finished or self._too_large:
+            return None
+        if len(self._body) + len(chunk) > self.body_limit():
+            self._too_large = True
+            self._body = bytearray()
+            return None
+        self._body.extend(chunk)
+        return None
+
+    # ------------------------------------------------------------------ helpers
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking ``fn`` in the extension's thread pool; core errors become HTTP errors."""
+        try:
+            return await IOLoop.current().run_in_executor(self.services.executor,
+                                                          functools.partial(fn, *args, **kwargs))
+        except Exception as exc:
+            mapped = map_exception(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    def reply(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(payload, default=str, ensure_ascii=False))
+
+    def json_body(self, allowed: Iterable[str], *, required: bool = True) -> dict[str, Any]:
+        """The request body as a JSON object whose keys are all in ``allowed``."""
+        if self._too_large:
+            raise ApiError(413, "payload_too_large", f"request body exceeds the limit of {self.body_limit()} bytes")
+        raw = bytes(self._body).strip()
+        if not raw:
+            if required:
+                raise ApiError(400, "invalid_body", "a JSON object body is required")
+            return {}
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_body", f"request body must be a JSON object, got {type(body).__name__}")
+        allowed = set(allowed)
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise ApiError(400, "invalid_body",
+                           f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        return body
+
+    # ------------------------------------------------------------------ validation
+    def q_str(self, name: str, default: str | None = None, *, max_len: int = 1024) -> str | None:
+        value = self.get_query_argument(name, None)
+        if value is None or value == "":
+            return default
+        if len(value) > max_len:
+            raise ApiError(400, "invalid_parameter", f"{name} is longer than {max_len} characters")
+        return value
+
+    def q_int(self, name: str, default: int | None, *, minimum: int = 0, maximum: int = 10_000) -> int | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ApiError(400, "invalid_parameter", f"{name} must be an integer, got {raw!r}") from None
+        if not minimum <= value <= maximum:
+            raise ApiError(400, "invalid_parameter", f"{name} must be between {minimum} and {maximum}, got {value}")
+        return value
+
+    def q_bool(self, name: str, default: bool = False) -> bool:
+        raw = self.get_query_argument(name, None)
+        return default if raw is None or raw == "" else parse_bool(name, raw)
+
+    def q_list(self, name: str) -> list[str] | None:
+        """A list from repeated (``?t=a&t=b``) and/or comma-separated (``?t=a,b``) arguments."""
+        values = [v.strip() for raw in self.get_query_arguments(name) for v in raw.split(",")]
+        values = [v for v in values if v]
+        return values or None
+
+    def q_json_object(self, name: str) -> dict[str, Any] | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return None
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ApiError(400, "invalid_parameter", f"{name} must be a JSON object: {exc}") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "invalid_parameter", f"{name} must be a JSON object, got {type(value).__name__}")
+        return value
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ApiError(400, "invalid_parameter", f"{name} must be true or false, got {raw!r}")
+
+
+def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = _MISSING, *,
+          nullable: bool = False) -> Any:
+    """A typed field of a JSON body (missing -> ``default``, or 400 when there is none)."""
+    if name not in body:
+        if default is _MISSING:
+            raise ApiError(400, "invalid_body", f"field {name!r} is required")
+        return default
+    value = body[name]
+    if value is None and nullable:
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if bool not in kinds and isinstance(value, bool) and int in kinds:
+        value = _MISSING  # JSON true is not an integer
+    if value is _MISSING or not isinstance(value, kinds):
+        names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds) + (" or null" if nullable else "")
+        raise ApiError(400, "invalid_body", f"field {name!r} must be {names}, got {json.dumps(body[name])[:80]}")
+    return value
+
+
+def string_list(body: dict[str, Any], name: str, *, max_items: int = 1000) -> list[str] | None:
+    """A list of strings (a comma-separated string is accepted too); missing/null -> None."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [v for v in (p.strip() for p in value.split(",")) if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, "invalid_body", f"field {name!r} must be a list of strings")
+    if len(value) > max_items:
+        raise ApiError(400, "invalid_body", f"field {name!r} has more than {max_items} items")
+    return value
+
+
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", dict: "a JSON object",
+               list: "a list", float: "a number"}
