@@ -343,7 +343,7 @@ def _map_civitai(raw: dict, out: dict[str, Any], **hints: Any) -> None:
         chosen = chosen or (versions[0] if versions else None)
         if chosen is not None:
             _civitai_version({**chosen, "modelId": raw.get("id")}, out, selection)
-    elif isinstance(raw.get("files"), list) or "modelId" in raw or "trainedWords" in raw:
+    elif isinstance(raw.get("files"), list) or "modelId" in raw:
         _civitai_version(raw, out, selection)  # model-version or by-hash
     elif "hashes" in raw or "sizeKB" in raw:  # a files[] entry on its own
         out["file"] = _civitai_file(raw)
@@ -356,10 +356,9 @@ def _map_civitai(raw: dict, out: dict[str, Any], **hints: Any) -> None:
         if src in raw:
             terms[dest] = to_bool(raw[src])
     out["license_terms"] = {**out["license_terms"], **terms}
-    api_keys = {"modelVersions", "files", "hashes", "sizeKB", "modelId", "trainedWords", "baseModel",
-                "allowCommercialUse", "allowDerivatives", "allowNoCredit", "allowDifferentLicense"}
-    if not api_keys & set(raw):
-        _map_generic(raw, out)  # a hand-written dict for a Civitai file
+    if not {"modelVersions", "files", "hashes", "sizeKB", "modelId"} & set(raw):
+        licence_keys = ("allowCommercialUse", "allowDerivatives", "allowNoCredit", "allowDifferentLicense")
+        _map_generic({k: v for k, v in raw.items() if k not in licence_keys}, out)  # a hand-written dict
     else:  # API JSON: only a person's explicit overrides on top
         _map_generic({k: raw[k] for k in ("license", "licence", "license_tag", "source_url") if k in raw}, out)
 
