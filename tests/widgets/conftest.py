@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from widget_helpers import make_png
 
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
@@ -21,14 +21,6 @@ SAMPLES = [
     ("props", "umbrella", "rain, item", "cc0", {"title": "Umbrella"}),
     ("props", "letter", "item, story", None, {"title": "Lettre d'amour ✉", "note": {"lang": "fr", "ü": [1, 2]}}),
 ]
-
-
-def make_png(path: Path, seed: int, size: tuple[int, int] = (96, 64)) -> Path:
-    """A small PNG whose bytes differ per seed (so each registers as a new asset)."""
-    im = Image.new("RGB", size, ((seed * 53) % 256, (seed * 97) % 256, (seed * 29 + 80) % 256))
-    im.putpixel((seed % size[0], 0), (255, 255, 255))
-    im.save(path, format="PNG")
-    return path
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from PIL import Image
+
 
 def register_in_subprocess(env: dict, src: Path, asset_type: str, dest: str, tags: str = "") -> str:
     """Register a file from a second Python process; returns the new uid."""
@@ -41,3 +43,11 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+def make_png(path: Path, seed: int, size: tuple[int, int] = (96, 64)) -> Path:
+    """A small PNG whose bytes differ per seed (so each registers as a new asset)."""
+    im = Image.new("RGB", size, ((seed * 53) % 256, (seed * 97) % 256, (seed * 29 + 80) % 256))
+    im.putpixel((seed % size[0], 0), (255, 255, 255))
+    im.save(path, format="PNG")
+    return path
