@@ -79,7 +79,7 @@ class RateLimiter:
     def _acquire(self, conn: sqlite3.Connection, key: str, cfg: BucketConfig, now: float) -> float:
         tokens, blocked_until = self._level(conn, key, cfg, now)
         if blocked_until > now:
-            return blocked_until - now
+            return blocked_until - now  # the row stays as block() left it
         if tokens >= 1.0:
             tokens -= 1.0
             wait = 0.0
@@ -93,14 +93,15 @@ class RateLimiter:
     def block(self, key: str, seconds: float, *, conn: sqlite3.Connection | None = None) -> None:
         """An upstream 429: nobody of this workspace pulls from ``key`` for ``seconds``."""
         until = time.time() + max(0.0, float(seconds))
-        sql = ("INSERT INTO ingest_rate_buckets(key, tokens, updated_at, blocked_until) VALUES (?, 0, ?, ?)"
-               " ON CONFLICT(key) DO UPDATE SET tokens = 0, updated_at = excluded.updated_at,"
+        # one token waits at the end of the pause; nothing accrues during it
+        sql = ("INSERT INTO ingest_rate_buckets(key, tokens, updated_at, blocked_until) VALUES (?, 1, ?, ?)"
+               " ON CONFLICT(key) DO UPDATE SET tokens = 1, updated_at = MAX(updated_at, excluded.updated_at),"
                " blocked_until = MAX(blocked_until, excluded.blocked_until)")
         if conn is None:
             with self.db.transaction() as own:
-                own.execute(sql, (key, time.time(), until))
+                own.execute(sql, (key, until, until))
         else:
-            conn.execute(sql, (key, time.time(), until))
+            conn.execute(sql, (key, until, until))
 
     def status(self, key: str) -> dict:
         """``{"rate", "burst", "tokens", "retry_after"}`` without taking a token."""
@@ -108,7 +109,7 @@ class RateLimiter:
         now = time.time()
         tokens, blocked_until = self._level(self.db.conn, key, cfg, now)
         if blocked_until > now:
-            retry_after = blocked_until - now
+            tokens, retry_after = 0.0, blocked_until - now
         else:
             retry_after = 0.0 if tokens >= 1.0 else (1.0 - tokens) / cfg.rate
         return {"rate": cfg.rate, "burst": cfg.burst, "tokens": round(tokens, 3),
