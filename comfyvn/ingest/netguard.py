@@ -5,9 +5,9 @@ through :func:`check_url`, which
 
 1. allows ``https`` only, unless ``ingest.allow_insecure_http`` is true (tests);
 2. checks the host against the provider's allow-list (:func:`allowed_host_rules`):
-   ``comfyvn.ingest.mappers._REMOTE_ALLOWLIST`` when it exists, else :data:`DEFAULT_ALLOWLIST`,
-   plus the host of the configured ``ingest.providers.<name>.base_url`` and
-   ``ingest.extra_allowed_hosts``;
+   ``comfyvn.ingest.mappers._REMOTE_ALLOWLIST``, plus the configured
+   ``ingest.providers.<name>.base_url`` (host and port), ``ingest.providers.<name>.allowed_hosts``
+   and ``ingest.extra_allowed_hosts``;
 3. resolves the host once (``ingest.host_overrides`` first, then DNS) and refuses loopback,
    private, link-local, multicast and other non-global addresses unless
    ``ingest.allow_private_addresses`` is true;
@@ -16,16 +16,15 @@ through :func:`check_url`, which
    connect); the original host travels in the ``Host`` header and, for https, as the TLS
    server name (SNI and certificate check).
 
-Allow-list rules are host names (``civitai.com``), glob patterns (``*.hf.co``,
-``civitai-delivery-worker-prod.*.r2.cloudflarestorage.com``), optionally with ``:port`` to
-allow one port only (``127.0.0.1:8765``).  ``ingest.host_overrides`` maps a host name to
+Allow-list rules are host names (``civitai.com``) or patterns whose ``*`` stays inside one DNS
+label (``civitai-delivery-worker-prod.*.r2.cloudflarestorage.com``), optionally with ``:port``
+to allow one port only (``127.0.0.1:8765``).  ``ingest.host_overrides`` maps a host name to
 ``"ip"`` or ``"ip:port"``: a static resolver for local mirrors and for tests whose fake
 servers answer for real host names on 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import ipaddress
 import socket
 from collections.abc import Iterable, Mapping
@@ -35,22 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..config import Workspace, get_setting
 from .errors import RemoteError
-
-# Hosts each provider's downloads legitimately touch (API host, CDN / storage hosts).
-DEFAULT_ALLOWLIST: dict[str, tuple[str, ...]] = {
-    "civitai": (
-        "civitai.com",
-        "*.civitai.com",
-        "civitai.red",
-        "civitai-delivery-worker-prod.*.r2.cloudflarestorage.com",
-    ),
-    "huggingface": (
-        "huggingface.co",
-        "*.huggingface.co",
-        "hf.co",
-        "*.hf.co",
-    ),
-}
+from .mappers import _REMOTE_ALLOWLIST, host_matches
 
 
 @dataclass(frozen=True)
@@ -97,36 +81,13 @@ def _split_rule(rule: str) -> tuple[str, int | None]:
     return rule, None
 
 
-def _rules_from_mappers(provider: str) -> Iterable[str] | None:
-    """The queue's allow-list (``mappers._REMOTE_ALLOWLIST``) for ``provider``, if it defines one."""
-    try:
-        from . import mappers  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - the mappers module may not exist (yet)
-        return None
-    table = getattr(mappers, "_REMOTE_ALLOWLIST", None)
-    if not isinstance(table, Mapping) or provider not in table:
-        return None
-    entry = table[provider]
-    if isinstance(entry, Mapping):  # e.g. {"hosts": [...]} or {"domains": [...]}
-        for key in ("hosts", "domains", "allowed_hosts"):
-            if key in entry:
-                entry = entry[key]
-                break
-        else:
-            return None
-    if isinstance(entry, str):
-        return [entry]
-    try:
-        return [str(x) for x in entry]
-    except TypeError:
-        return None
-
-
 def allowed_host_rules(provider: str, ws: Workspace | None = None) -> list[str]:
-    """Allow-list rules for ``provider``: shipped rules + configured base URL + extra hosts."""
-    rules: list[str] = []
-    from_mappers = _rules_from_mappers(provider)
-    rules.extend(from_mappers if from_mappers is not None else DEFAULT_ALLOWLIST.get(provider, ()))
+    """Allow-list rules for ``provider``.
+
+    ``mappers._REMOTE_ALLOWLIST[provider]`` + the configured base URL's ``host:port`` +
+    ``ingest.providers.<provider>.allowed_hosts`` + ``ingest.extra_allowed_hosts``.
+    """
+    rules: list[str] = list(_REMOTE_ALLOWLIST.get(provider, ()))
     base = get_setting(f"ingest.providers.{provider}.base_url", None, ws)
     if isinstance(base, str) and base:
         parts = urlsplit(base)
@@ -135,20 +96,23 @@ def allowed_host_rules(provider: str, ws: Workspace | None = None) -> list[str]:
             host = parts.hostname.lower()
             host = f"[{host}]" if ":" in host else host
             rules.append(f"{host}:{parts.port or default_port}")
-    extra = get_setting("ingest.extra_allowed_hosts", [], ws) or []
-    if isinstance(extra, Mapping):  # per provider: {"civitai": [...], "*": [...]}
-        extra = list(extra.get(provider, [])) + list(extra.get("*", []))
-    rules.extend(str(x) for x in extra)
-    return rules
+    for key in (f"ingest.providers.{provider}.allowed_hosts", "ingest.extra_allowed_hosts"):
+        extra = get_setting(key, None, ws) or []
+        if isinstance(extra, str):
+            extra = [extra]
+        if isinstance(extra, Mapping):  # {"civitai": [...], "*": [...]}
+            extra = list(extra.get(provider, [])) + list(extra.get("*", []))
+        rules.extend(str(x) for x in extra if x)
+    return list(dict.fromkeys(rules))
 
 
 def host_allowed(host: str, port: int, rules: Iterable[str]) -> bool:
-    host = host.lower().rstrip(".")
+    """``host:port`` matches a rule (``*`` stays inside one DNS label, as in ``mappers.host_matches``)."""
     for rule in rules:
-        pattern, rule_port = _split_rule(rule)
+        _pattern, rule_port = _split_rule(rule)
         if rule_port is not None and rule_port != port:
             continue
-        if pattern == host or (("*" in pattern or "?" in pattern) and fnmatch.fnmatchcase(host, pattern)):
+        if host_matches(host, rule):
             return True
     return False
 
@@ -253,4 +217,4 @@ def _display(url: str, limit: int = 200) -> str:
 
 display_url = _display
 
-__all__ = ["DEFAULT_ALLOWLIST", "Target", "allowed_host_rules", "check_url", "display_url", "host_allowed"]
+__all__ = ["Target", "allowed_host_rules", "check_url", "display_url", "host_allowed"]

@@ -151,8 +151,9 @@ class _Download:
     def _restart_file(self) -> None:
         self.offset = 0
         self.hasher = hashlib.sha256()
-        with open(self.part, "wb"):
-            pass
+        if self.part.exists():
+            with open(self.part, "r+b") as fh:
+                fh.truncate(0)
 
     def _fail_content(self, message: str, code: str) -> RemoteError:
         discard_partial(self.part)
@@ -269,7 +270,7 @@ class _Download:
         start = self.offset
         done = self.offset
         self._tick(done, shown_total, force=True)
-        fh = open(self.part, "r+b", buffering=CHUNK)  # noqa: SIM115 - closed in finally
+        fh = open(self.part, "r+b" if self.part.exists() else "w+b", buffering=CHUNK)  # noqa: SIM115
         try:
             fh.seek(self.offset)
             fh.truncate()

@@ -41,7 +41,7 @@ static resolver that sends those names to 127.0.0.1.  API JSON keeps its real
 
 Use in a test::
 
-    from tests.fakes.provider_server import provider_servers  # noqa: F401  (the fixture)
+    from tests.fakes.provider_server import provider_servers_fixture  # noqa: F401  (registers it)
 
     def test_pull(provider_servers, ws, monkeypatch):
         fp = provider_servers                      # started, and configured into ``ws``
@@ -232,7 +232,9 @@ class Fault:
     times: int | None = 1
     method: str | None = None
     params: dict = field(default_factory=dict)
+    skip: int = 0  # let this many matching requests through first
     hits: int = 0
+    seen: int = 0
 
     def matches(self, server: str, method: str, path: str) -> bool:
         if self.server != server or (self.times is not None and self.hits >= self.times):
@@ -267,6 +269,11 @@ class _Server(ThreadingHTTPServer):
         self.app = app
         self.role = role
         super().__init__(("127.0.0.1", 0), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return  # a client that hung up (cut tests, size limits): not the fake's fault
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -475,8 +482,12 @@ class FakeProviders:
         return self
 
     def stop(self) -> None:
+        stoppers = [threading.Thread(target=srv.shutdown) for srv in self.servers.values()]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(timeout=5)
         for srv in self.servers.values():
-            srv.shutdown()
             srv.server_close()
         for t in self._threads:
             t.join(timeout=5)
@@ -546,8 +557,9 @@ class FakeProviders:
 
     # -- faults & log
     def inject(self, server: str, path: str = "*", action: str = "status", *, times: int | None = 1,
-               method: str | None = None, **params: Any) -> Fault:
-        """Misbehave on the next ``times`` matching requests (``path`` is a glob on the decoded path).
+               method: str | None = None, skip: int = 0, **params: Any) -> Fault:
+        """Misbehave on the next ``times`` matching requests (``path`` is a glob on the decoded path),
+        after letting ``skip`` of them through unharmed.  Body actions only apply to GET.
 
         actions: ``status`` (status=, headers=, body=), ``case`` (name= of a case in
         download_behaviour.json / resolve_behaviour.json), ``redirect`` (location=, status=307),
@@ -564,7 +576,7 @@ class FakeProviders:
             params["response"] = cases[name]["response"]
         if action == "redirect" and params.get("location") == "evil":
             params["location"] = f"http://{EVIL_HOST}/model/payload.safetensors"
-        fault = Fault(server=server, path=path, action=action, times=times, method=method, params=params)
+        fault = Fault(server=server, path=path, action=action, times=times, method=method, params=params, skip=skip)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -574,8 +586,10 @@ class FakeProviders:
         with self._lock:
             for f in self._faults:
                 if f.action in actions and f.matches(server, method, path):
-                    f.hits += 1
-                    out.append(f)
+                    f.seen += 1
+                    if f.seen > f.skip:
+                        f.hits += 1
+                        out.append(f)
         return out
 
     def _record(self, rec: Recorded) -> None:
@@ -853,8 +867,8 @@ except ImportError:  # pragma: no cover - usable without pytest (benches)
 
 if pytest is not None:
 
-    @pytest.fixture
-    def provider_servers(ws):
+    @pytest.fixture(name="provider_servers")
+    def provider_servers_fixture(ws):
         """Fake providers started for one test and configured into the ``ws`` workspace."""
         with FakeProviders() as fp:
             fp.configure(ws)

@@ -2,7 +2,7 @@
 
 Adding a provider: a module with ``NAME``, ``plan(remote_url, metadata, ws)``, ``map_error``
 (and optionally ``on_redirect``), registered in :data:`PROVIDERS`, plus its hosts in the
-allow-list (``mappers._REMOTE_ALLOWLIST`` / ``netguard.DEFAULT_ALLOWLIST``).  Any other
+allow-list (``mappers._REMOTE_ALLOWLIST``).  Any other
 provider name gets the generic resolver: a direct https URL on a host allow-listed for that
 provider, checked against ``metadata["sha256"]`` / ``metadata["size"]`` when given.
 """
