@@ -1,0 +1,212 @@
+"""The modder hook bus: specs, envelopes, history, topic filters, cross-process subscribers, resume."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from comfyvn.hooks import HOOK_SPECS, UnknownHookError, emit, get_hook_bus, hook_spec, resolve_topics
+from comfyvn.store import get_database
+
+WAIT = 30  # seconds; a guard against hanging, never a speed assertion
+ASSET_TOPICS = ["on_asset_registered", "on_asset_saved", "on_asset_meta_updated", "on_asset_removed",
+                "on_asset_sidecar_written"]
+INGEST_TOPICS = ["on_asset_ingest_enqueued", "on_asset_ingest_progress", "on_asset_ingest_applied",
+                 "on_asset_ingest_failed", "on_asset_ingest_updated"]
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+class Collector:
+    """Thread-safe list of received envelopes with a wait-until-n helper."""
+
+    def __init__(self) -> None:
+        self.items: list[dict] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, env: dict) -> None:
+        with self.cond:
+            self.items.append(env)
+            self.cond.notify_all()
+
+    def wait_for(self, n: int) -> list[dict]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.items) >= n, timeout=WAIT), \
+                f"got {len(self.items)} of {n} events"
+            return list(self.items)
+
+
+@pytest.fixture
+def bus(ws):
+    return get_hook_bus(get_database(ws.db_path))
+
+
+def _emit(bus, topic: str, **data) -> dict:
+    with bus.db.transaction() as conn:
+        env = emit(conn, topic, data)
+    bus.poke()
+    return env
+
+
+def test_specs_describe_every_asset_and_ingest_topic_with_payloads(bus):
+    for name in ASSET_TOPICS + INGEST_TOPICS + ["on_modder_test"]:
+        assert name in HOOK_SPECS
+    assert hook_spec("on_asset_saved").alias_of == "on_asset_registered"
+    seed_fields = {
+        "on_asset_registered": {"uid", "type", "path", "meta", "sidecar"},
+        "on_asset_meta_updated": {"uid", "type", "meta", "path", "sidecar"},
+        "on_asset_removed": {"uid", "type", "path", "sidecar"},
+        "on_asset_sidecar_written": {"uid", "type", "sidecar", "rel_path"},
+    }
+    for name, fields in seed_fields.items():
+        payload = HOOK_SPECS[name].payload
+        assert fields | {"hook_event", "timestamp"} <= set(payload), name
+        assert all(isinstance(v, str) and v for v in payload.values())
+    asset_specs = bus.specs("asset")
+    assert {s["name"] for s in asset_specs} == set(ASSET_TOPICS)
+    assert all(s["ws_topic"] == "modder." + s["name"] for s in asset_specs)
+
+
+def test_envelopes_carry_hook_event_and_a_utc_timestamp(bus):
+    env = _emit(bus, "on_asset_removed", uid="u", type="t", path="/p", sidecar="/p.asset.json")
+    assert set(env) == {"id", "event", "ts", "data"}
+    stored = bus.history(limit=1)[0]
+    assert stored == env
+    assert stored["data"]["hook_event"] == "asset_removed"
+    assert ISO_UTC.match(stored["data"]["timestamp"])
+    assert isinstance(stored["ts"], float)
+
+
+def test_history_by_limit_topic_and_before_id(bus):
+    ids = [_emit(bus, "on_modder_test" if i % 2 else "on_asset_removed", n=i)["id"] for i in range(10)]
+    newest = bus.history(limit=3)
+    assert [e["id"] for e in newest] == ids[-3:]  # the newest N, oldest first
+    only_test = bus.history(limit=100, topics=["on_modder_test"])
+    assert [e["data"]["n"] for e in only_test] == [1, 3, 5, 7, 9]
+    earlier = bus.history(limit=2, topics=["modder.on_modder_test"], before_id=only_test[-2]["id"])
+    assert [e["data"]["n"] for e in earlier] == [3, 5]
+    assert [e["id"] for e in bus.events_after(ids[6])] == ids[7:]
+    with pytest.raises(ValueError):
+        bus.history(limit=0)
+
+
+def test_unknown_hook_names_are_clear_errors(bus):
+    for call in (lambda: bus.history(topics=["on_asset_teleported"]),
+                 lambda: bus.subscribe(lambda e: None, topics=["on_asset_teleported"]),
+                 lambda: bus.events_after(0, topics=["on_asset_teleported"]),
+                 lambda: resolve_topics(["on_asset_teleported"])):
+        with pytest.raises(UnknownHookError) as err:
+            call()
+        assert "on_asset_teleported" in str(err.value) and "on_asset_registered" in str(err.value)
+    with pytest.raises(UnknownHookError):
+        resolve_topics(["on_nothing_*"])
+    with pytest.raises(UnknownHookError):
+        _emit(bus, "on_asset_teleported", uid="x")
+    assert resolve_topics(["modder.on_asset_removed", "on_asset_removed"]) == ["on_asset_removed"]
+    assert set(resolve_topics(["on_asset_ingest_*"])) == set(INGEST_TOPICS)
+    assert resolve_topics(None) is None and resolve_topics([]) is None
+
+
+def test_subscribers_get_events_from_another_process_in_order(ws, bus, subprocess_env):
+    wanted, unwanted = Collector(), Collector()
+    sub = bus.subscribe(wanted, topics=["on_modder_test"])
+    sub_other = bus.subscribe(unwanted, topics=["on_asset_removed"])
+    code = """
+import sys
+from comfyvn.hooks import emit
+from comfyvn.store import get_database
+db = get_database(sys.argv[1])
+for i in range(60):
+    with db.transaction() as conn:
+        emit(conn, "on_modder_test", {"n": i})
+        emit(conn, "on_asset_ingest_progress", {"n": i})
+"""
+    try:
+        subprocess.run([sys.executable, "-c", code, str(ws.db_path)], env=subprocess_env, check=True)
+        got = wanted.wait_for(60)
+        assert [e["data"]["n"] for e in got] == list(range(60))
+        assert all(e["event"] == "on_modder_test" for e in got)
+        assert [e["id"] for e in got] == sorted(e["id"] for e in got)
+        assert sub.cursor >= got[-1]["id"]
+        assert unwanted.items == []
+    finally:
+        sub.close()
+        sub_other.close()
+
+
+def test_two_writer_processes_interleave_without_gaps(ws, bus, subprocess_env):
+    seen = Collector()
+    sub = bus.subscribe(seen)
+    code = """
+import sys
+from comfyvn.hooks import emit
+from comfyvn.store import get_database
+db = get_database(sys.argv[1])
+for i in range(100):
+    with db.transaction() as conn:
+        emit(conn, "on_modder_test", {"who": sys.argv[2], "n": i})
+"""
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(ws.db_path), w], env=subprocess_env)
+                 for w in "ab"]
+        assert [p.wait() for p in procs] == [0, 0]
+        got = seen.wait_for(200)
+        ids = [e["id"] for e in got]
+        assert ids == sorted(set(ids))
+        for who in "ab":  # each writer's events arrive in its own order, none lost
+            assert [e["data"]["n"] for e in got if e["data"]["who"] == who] == list(range(100))
+    finally:
+        sub.close()
+
+
+def test_resume_from_a_cursor_loses_nothing(bus):
+    first = Collector()
+    sub = bus.subscribe(first, topics=["on_modder_test"])
+    for i in range(3):
+        _emit(bus, "on_modder_test", n=i)
+    first.wait_for(3)
+    cursor = sub.cursor
+    sub.close()
+    for i in range(3, 8):  # while nobody listens
+        _emit(bus, "on_modder_test", n=i)
+    resumed = Collector()
+    sub2 = bus.subscribe(resumed, topics=["on_modder_test"], after_id=cursor)
+    try:
+        got = resumed.wait_for(5)
+        assert [e["data"]["n"] for e in got] == [3, 4, 5, 6, 7]
+        _emit(bus, "on_modder_test", n=8)
+        assert [e["data"]["n"] for e in resumed.wait_for(6)] == [3, 4, 5, 6, 7, 8]
+        assert first.items and len(first.items) == 3  # a closed subscription gets nothing more
+    finally:
+        sub2.close()
+
+
+def test_a_new_subscription_starts_from_now(bus):
+    _emit(bus, "on_modder_test", n="old")
+    got = Collector()
+    sub = bus.subscribe(got)
+    try:
+        _emit(bus, "on_modder_test", n="new")
+        assert [e["data"]["n"] for e in got.wait_for(1)] == ["new"]
+    finally:
+        sub.close()
+
+
+def test_a_failing_subscriber_does_not_starve_the_others(bus):
+    def broken(env):
+        raise RuntimeError("subscriber bug")
+
+    good = Collector()
+    bad = bus.subscribe(broken)
+    sub = bus.subscribe(good)
+    try:
+        for i in range(3):
+            _emit(bus, "on_modder_test", n=i)
+        assert [e["data"]["n"] for e in good.wait_for(3)] == [0, 1, 2]
+        assert bad.cursor >= good.items[-1]["id"]
+    finally:
+        bad.close()
+        sub.close()

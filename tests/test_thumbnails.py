@@ -1,0 +1,111 @@
+"""Thumbnail rendering (images), waveforms (WAV) and the worker pool."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+import wave
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from comfyvn.studio.core.thumbnails import (
+    WAVEFORM,
+    Thumbnailer,
+    preview_kind,
+    render_image_thumbnail,
+    render_waveform,
+    write_preview,
+)
+
+
+def _wav(path: Path, samples: list[int], *, width: int = 2, channels: int = 1, rate: int = 1000) -> Path:
+    fmt = {1: "B", 2: "h", 4: "i"}[width]
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(struct.pack(f"<{len(samples)}{fmt}", *samples))
+    return path
+
+
+def test_preview_kind_by_suffix():
+    assert preview_kind("a/b/Hero.PNG") == "image"
+    assert preview_kind("x.webp") == "image"
+    assert preview_kind("voice.wav") == "audio"
+    assert preview_kind("model.safetensors") is None
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "L", "CMYK"])
+def test_image_thumbnails_keep_the_aspect_ratio_and_are_png(tmp_path, mode):
+    src = tmp_path / f"in_{mode}.png" if mode != "CMYK" else tmp_path / "in.jpg"
+    Image.new(mode, (1000, 250)).save(src)
+    for size in (256, 512):
+        with Image.open(io.BytesIO(render_image_thumbnail(src, size))) as im:
+            assert im.format == "PNG" and im.size == (size, size // 4)
+            assert im.mode in ("RGB", "RGBA")
+
+
+def test_small_images_are_not_enlarged(tmp_path):
+    src = tmp_path / "tiny.png"
+    Image.new("RGB", (40, 30)).save(src)
+    with Image.open(io.BytesIO(render_image_thumbnail(src, 256))) as im:
+        assert im.size == (40, 30)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    src = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    Image.new("RGB", (400, 100)).save(src, exif=exif)
+    with Image.open(io.BytesIO(render_image_thumbnail(src, 256))) as im:
+        assert im.size[1] > im.size[0]
+
+
+def test_waveform_peaks_for_16_bit_8_bit_and_stereo(tmp_path):
+    data = json.loads(render_waveform(_wav(tmp_path / "a.wav", [0, 16384, -32768, 0] * 250), buckets=10))
+    assert data["sample_rate"] == 1000 and data["frames"] == 1000 and data["duration_s"] == 1.0
+    assert len(data["peaks"]) == 10 and all(p == 1.0 for p in data["peaks"])
+    quiet = json.loads(render_waveform(_wav(tmp_path / "b.wav", [128] * 100, width=1), buckets=5))
+    assert quiet["peaks"] == [0.0] * 5  # 8-bit WAV is unsigned: 128 is silence
+    stereo = json.loads(render_waveform(_wav(tmp_path / "c.wav", [0, 8192] * 100, channels=2), buckets=4))
+    assert stereo["channels"] == 2 and stereo["peaks"] == [0.25] * 4
+
+
+def test_broken_inputs_raise(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(Exception):  # noqa: B017  (Pillow's UnidentifiedImageError)
+        render_image_thumbnail(bad, 256)
+    notwav = tmp_path / "bad.wav"
+    notwav.write_bytes(b"RIFF....nope")
+    with pytest.raises((wave.Error, EOFError)):
+        render_waveform(notwav)
+    out = tmp_path / "thumbs" / "x.png"
+    with pytest.raises(Exception):  # noqa: B017
+        write_preview(bad, out, "256")
+    assert not out.exists()
+    assert not list(out.parent.glob(".*.tmp"))  # no half-written file either
+
+
+def test_write_preview_writes_atomically(tmp_path):
+    wav = _wav(tmp_path / "v.wav", [1000, -1000] * 50)
+    dest = tmp_path / "cache" / "ab" / "uid_waveform.json"
+    write_preview(wav, dest, WAVEFORM)
+    assert json.loads(dest.read_text())["frames"] == 100
+    assert [p.name for p in dest.parent.iterdir()] == [dest.name]
+
+
+def test_thumbnailer_wait_reports_pending_work():
+    pool = Thumbnailer(workers=1)
+    gate = threading.Event()
+    pool.submit(gate.wait, 30)
+    assert pool.pending() == 1
+    assert pool.wait(timeout=0.05) is False
+    gate.set()
+    assert pool.wait(timeout=30) is True and pool.pending() == 0
+    pool.submit(lambda: 1 / 0)  # a failing job counts as done
+    assert pool.wait(timeout=30) is True
