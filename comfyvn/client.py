@@ -121,6 +121,16 @@ def _clean(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _rewind(content: Any) -> bool:
+    """Can ``content`` be sent again? (bytes can; a seekable file is rewound; a generator cannot)"""
+    if content is None or isinstance(content, (bytes, bytearray, str)):
+        return True
+    if hasattr(content, "seek") and getattr(content, "seekable", lambda: False)():
+        content.seek(0)
+        return True
+    return False
+
+
 def _seg(value: str) -> str:
     return quote(str(value), safe="")
 
@@ -154,8 +164,9 @@ class ComfyvnClient:
     # -- plumbing ----------------------------------------------------------------------
     def request(self, method: str, path: str, *, params: dict[str, Any] | None = None, json_body: Any = None,
                 content: bytes | BinaryIO | Iterable[bytes] | None = None, headers: dict[str, str] | None = None,
-                timeout: float | None = None) -> httpx.Response:
-        """Send one request; raises the matching :class:`ApiError` for any non-2xx answer."""
+                timeout: float | None = None, check: bool = True) -> httpx.Response:
+        """Send one request; raises the matching :class:`ApiError` for a non-2xx answer (unless
+        ``check=False``, which returns any answer; transport failures always raise)."""
         kwargs: dict[str, Any] = {"params": _clean(params or {}), "headers": headers}
         if json_body is not None:
             kwargs["json"] = json_body
@@ -163,14 +174,21 @@ class ComfyvnClient:
             kwargs["content"] = content
         if timeout is not None:
             kwargs["timeout"] = timeout
-        try:
-            resp = self._http.request(method, path.lstrip("/"), **kwargs)
-        except httpx.TimeoutException as exc:
-            raise ServerUnreachable(0, "timeout", f"{method} {self.base_url}{path.lstrip('/')} timed out: {exc}") \
-                from exc
-        except httpx.TransportError as exc:
-            raise ServerUnreachable(0, "unreachable", f"cannot reach {self.base_url}: {exc}") from exc
-        if resp.status_code >= 400 or (300 <= resp.status_code < 400):
+        for attempt in (1, 2):
+            try:
+                resp = self._http.request(method, path.lstrip("/"), **kwargs)
+                break
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+                # A kept-alive connection the server closed just as we reused it (Tornado closes the
+                # connection after refusing a request whose body it did not read): send once more.
+                if attempt == 2 or not _rewind(content):
+                    raise ServerUnreachable(0, "unreachable", f"cannot reach {self.base_url}: {exc}") from exc
+            except httpx.TimeoutException as exc:
+                raise ServerUnreachable(0, "timeout", f"{method} {self.base_url}{path.lstrip('/')} timed out: "
+                                                      f"{exc}") from exc
+            except httpx.TransportError as exc:
+                raise ServerUnreachable(0, "unreachable", f"cannot reach {self.base_url}: {exc}") from exc
+        if check and resp.status_code >= 300:
             raise error_from_response(resp)
         return resp
 
@@ -522,16 +540,25 @@ class HookSubscription:
             return env
         return None  # ping, pong, or a message type this client does not know
 
-    def _await_ack(self, timeout: float | None) -> dict:
-        """Read until the next acknowledgement, keeping envelopes that arrive before it."""
-        self.ack = {}
+    def _await(self, kind: str, timeout: float | None) -> dict:
+        """Read until a ``kind`` control message, keeping envelopes that arrive before it."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.ack:
+        while True:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            env = self._handle(self._recv_raw(remaining))
+            msg = self._recv_raw(remaining)
+            env = self._handle(msg)
             if env is not None:
                 self._buffer.append(env)
-        return self.ack
+            elif msg.get("type") == kind:
+                return msg
+
+    def _await_ack(self, timeout: float | None) -> dict:
+        return self._await("ack", timeout)
+
+    def ping(self, timeout: float = 10.0) -> dict:
+        """Send ``{"type": "ping"}`` and wait for the server's ``{"type": "pong"}``."""
+        self._ws.send(json.dumps({"type": "ping"}))
+        return self._await("pong", timeout)
 
     def recv(self, timeout: float | None = None) -> dict:
         """The next envelope (``TimeoutError`` after ``timeout`` seconds without one)."""

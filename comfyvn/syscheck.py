@@ -1,0 +1,351 @@
+"""The system checker behind ``tools/check_current_system.py``.
+
+A profile is a list of checks run against a live server (through :mod:`comfyvn.client`) and
+against the shipped files:
+
+* **flag defaults**: the shipped ``config/comfyvn.json`` and ``comfyvn/config/defaults.json``
+  keep ``enable_asset_ingest = false`` and ``require_remote_terms_ack = true``;
+* **routes**: every route is *called* (a harmless GET, or a POST with an invalid body that
+  the handler must refuse) and must answer JSON from the comfyvn handler: a 2xx, or an
+  error ``{"error", "message"}`` such as 400 ``invalid_body``, 403 ``feature_disabled`` or
+  404 ``asset_not_found``.  A 404/405 from Jupyter or Tornado, an HTML page or a 5xx fails;
+  OPTIONS proves nothing and is not used;
+* **documentation coverage**: the Markdown files under ``docs/`` name every route and hook
+  of the profile.
+
+Profiles: ``p7_asset_ingest_cache`` (ingest queue + dedup cache), ``asset_gallery``
+(``/assets/*``), ``hook_bus`` (``/api/modder/hooks*`` incl. a WebSocket handshake) and
+``all``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .client import ApiError, BadRequest, ComfyvnClient
+from .hooks import HOOK_SPECS
+
+MISSING_ID = "syscheck-missing-0000"
+INVALID_BODY = b"[]"  # valid JSON, never a valid request object: a POST that cannot change anything
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Probe:
+    """One route and a harmless call that proves its handler is there."""
+
+    route: str  # as documented, e.g. /api/ingest/jobs/{job_id}
+    method: str = "GET"
+    body: bytes | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    validate: Callable[[Any], str | None] | None = None  # extra check of a 2xx JSON body
+
+    def path(self) -> str:
+        return re.sub(r"\{\w+\}", MISSING_ID, self.route)
+
+
+def _has(*keys: str) -> Callable[[Any], str | None]:
+    def check(body: Any) -> str | None:
+        missing = [k for k in keys if not isinstance(body, dict) or k not in body]
+        return f"answer lacks {', '.join(missing)}" if missing else None
+    return check
+
+
+def _lists_hooks(category: str | None) -> Callable[[Any], str | None]:
+    def check(body: Any) -> str | None:
+        names = {h.get("name") for h in (body or {}).get("hooks", []) if isinstance(h, dict)}
+        want = {n for n, s in HOOK_SPECS.items() if category is None or s.category == category}
+        missing = sorted(want - names)
+        return f"hook discovery lacks {', '.join(missing)}" if missing else None
+    return check
+
+
+INGEST_PROBES = [
+    Probe("/api/ingest/queue", "POST", INVALID_BODY),
+    Probe("/api/ingest/upload", "POST", b""),  # no ?filename=: refused before anything is stored
+    Probe("/api/ingest/status", params={"limit": 1, "include_cache": "true"}, validate=_has("summary", "cache")),
+    Probe("/api/ingest/jobs", params={"limit": 1}, validate=_has("items", "next_cursor")),
+    Probe("/api/ingest/jobs/{job_id}"),
+    Probe("/api/ingest/apply", "POST", INVALID_BODY),
+    Probe("/api/ingest/release", "POST", INVALID_BODY),
+    Probe("/api/ingest/retry", "POST", INVALID_BODY),
+    Probe("/api/ingest/cancel", "POST", INVALID_BODY),
+]
+ASSET_PROBES = [
+    Probe("/assets", params={"limit": 1}, validate=_has("items", "next_cursor")),
+    Probe("/assets/upload", "POST", b""),
+    Probe("/assets/register", "POST", INVALID_BODY),
+    Probe("/assets/bulk", "POST", INVALID_BODY),
+    Probe("/assets/debug/hooks", validate=_has("hooks")),
+    Probe("/assets/debug/modder-hooks", validate=_lists_hooks("asset")),
+    Probe("/assets/debug/history", params={"limit": 1}, validate=_has("items")),
+    Probe("/assets/{uid}"),
+    Probe("/assets/{uid}", "PATCH", INVALID_BODY),
+    Probe("/assets/{uid}", "DELETE"),  # an id that cannot exist: 404 asset_not_found
+    Probe("/assets/{uid}/sidecar"),
+    Probe("/assets/{uid}/thumbnail"),
+    Probe("/assets/{uid}/download"),
+]
+HOOK_PROBES = [
+    Probe("/api/modder/hooks", validate=_lists_hooks(None)),
+    Probe("/api/modder/hooks/history", params={"limit": 1}, validate=_has("items")),
+    Probe("/api/modder/hooks/webhooks", validate=_has("items")),
+    Probe("/api/modder/hooks/webhooks", "POST", INVALID_BODY),
+    Probe("/api/modder/hooks/webhooks/{webhook_id}"),
+    Probe("/api/modder/hooks/webhooks/{webhook_id}", "DELETE"),
+    Probe("/api/modder/hooks/webhooks/{webhook_id}/deliveries"),
+    Probe("/api/modder/hooks/test", "POST", INVALID_BODY),
+    Probe("/api/comfyvn/openapi.json", validate=_has("openapi", "paths")),
+]
+WS_ROUTES = ["/api/modder/hooks/ws", "/api/modder/hooks/stream"]
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "p7_asset_ingest_cache": {
+        "description": "ingest queue routes, dedup cache snapshot, flag defaults, ingest docs",
+        "probes": INGEST_PROBES, "ws": [], "hooks": [n for n, s in HOOK_SPECS.items() if s.category == "ingest"],
+        "flags": True,
+    },
+    "asset_gallery": {
+        "description": "asset registry routes the gallery uses, asset hook docs",
+        "probes": ASSET_PROBES, "ws": [], "hooks": [n for n, s in HOOK_SPECS.items() if s.category == "asset"],
+        "flags": False,
+    },
+    "hook_bus": {
+        "description": "hook discovery, history, WebSocket stream, webhooks, test event, OpenAPI",
+        "probes": HOOK_PROBES, "ws": WS_ROUTES, "hooks": list(HOOK_SPECS), "flags": False,
+    },
+}
+PROFILES["all"] = {
+    "description": "every profile",
+    "probes": INGEST_PROBES + ASSET_PROBES + HOOK_PROBES, "ws": WS_ROUTES, "hooks": list(HOOK_SPECS), "flags": True,
+}
+
+
+# ---------------------------------------------------------------------------- flag defaults
+EXPECTED_FLAGS = {"enable_asset_ingest": False, "require_remote_terms_ack": True}
+
+
+def check_flag_defaults(files: list[Path]) -> list[Check]:
+    checks = []
+    for path in files:
+        name = f"flag defaults: {path}"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            checks.append(Check(name, False, "file is missing"))
+            continue
+        except (OSError, ValueError) as exc:
+            checks.append(Check(name, False, f"cannot read it: {exc}"))
+            continue
+        flags = data.get("features", {}) if isinstance(data, dict) else {}
+        wrong = [f"features.{k} is {json.dumps(flags.get(k))}, expected {json.dumps(v)}"
+                 for k, v in EXPECTED_FLAGS.items() if flags.get(k) is not v]
+        checks.append(Check(name, not wrong, "; ".join(wrong) or
+                            ", ".join(f"{k}={json.dumps(v)}" for k, v in EXPECTED_FLAGS.items())))
+    return checks
+
+
+def check_ingest_constants() -> Check:
+    try:
+        from .ingest import queue
+    except Exception as exc:  # the checker reports a broken package instead of crashing
+        return Check("ingest constants", False, f"comfyvn.ingest.queue does not import: {exc}")
+    problems = []
+    if getattr(queue, "DEFAULT_RATE_LIMIT", None) != 0.33:
+        problems.append(f"DEFAULT_RATE_LIMIT is {getattr(queue, 'DEFAULT_RATE_LIMIT', None)!r}, expected 0.33")
+    if getattr(queue, "MAX_REMOTE_BYTES", None) != 200 * 1024 * 1024:
+        problems.append(f"MAX_REMOTE_BYTES is {getattr(queue, 'MAX_REMOTE_BYTES', None)!r}, expected 200 MiB")
+    if not isinstance(getattr(queue, "STATE_VERSION", None), int):
+        problems.append("STATE_VERSION is not an integer")
+    return Check("ingest constants", not problems, "; ".join(problems) or
+                 f"DEFAULT_RATE_LIMIT=0.33, MAX_REMOTE_BYTES=200 MiB, STATE_VERSION={queue.STATE_VERSION}")
+
+
+# ---------------------------------------------------------------------------- routes
+def _json(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def judge(probe: Probe, resp: httpx.Response) -> tuple[bool, str]:
+    """Did the comfyvn handler answer? (see the module docstring for the rule)"""
+    status = resp.status_code
+    body = _json(resp)
+    label = f"{probe.method} {probe.path()} -> {status}"
+    ours = isinstance(body, dict) and isinstance(body.get("error"), str) and isinstance(body.get("message"), str)
+    if 200 <= status < 300:
+        if body is None:
+            return False, f"{label}: answer is not JSON"
+        problem = probe.validate(body) if probe.validate else None
+        return (False, f"{label}: {problem}") if problem else (True, label)
+    if status == 405:
+        return False, f"{label}: method not implemented (405)"
+    if status >= 500:
+        return False, f"{label}: server error {(body or {}).get('message', resp.text[:200])!r}"
+    if not ours:
+        kind = "no route (Jupyter's own 404)" if status == 404 else "not an answer of the comfyvn handler"
+        return False, f"{label}: {kind}: {resp.text[:160]!r}"
+    if status in (401, 403) and body["error"] in ("forbidden", "unauthorized"):
+        return False, f"{label}: not authorised ({body['message']}); pass --token or set JUPYTER_TOKEN"
+    return True, f"{label} {body['error']}"
+
+
+def check_routes(client: ComfyvnClient, probes: list[Probe]) -> list[Check]:
+    checks = []
+    for probe in probes:
+        name = f"route {probe.method} {probe.route}"
+        headers = {"Content-Type": "application/json"} if probe.body else None
+        try:
+            resp = client.request(probe.method, probe.path(), params=probe.params, content=probe.body,
+                                  headers=headers, check=False)
+        except ApiError as exc:
+            checks.append(Check(name, False, str(exc)))
+            continue
+        ok, detail = judge(probe, resp)
+        checks.append(Check(name, ok, detail))
+    return checks
+
+
+def check_server(client: ComfyvnClient) -> Check:
+    """The server answers and accepts the token (Jupyter's own ``/api/status``)."""
+    try:
+        resp = client.request("GET", "api/status", check=False)
+    except ApiError as exc:
+        return Check("server reachable", False, str(exc))
+    if resp.status_code in (401, 403):
+        return Check("server reachable", False, f"{client.base_url} refused the token (HTTP {resp.status_code}); "
+                                                "pass --token or set JUPYTER_TOKEN")
+    if resp.status_code != 200:
+        return Check("server reachable", False, f"GET api/status answered HTTP {resp.status_code}; "
+                                                "is this a Jupyter server (check the base URL)?")
+    return Check("server reachable", True, f"{client.base_url} (authenticated)")
+
+
+def check_ingest_flag_state(client: ComfyvnClient) -> Check:
+    """Informational: whether this server has ingest on (either state passes)."""
+    resp = client.request("GET", "api/ingest/status", params={"limit": 1}, check=False)
+    body = _json(resp) or {}
+    if resp.status_code == 403 and body.get("error") == "feature_disabled":
+        return Check("ingest flag on this server", True, "enable_asset_ingest is off: /api/ingest/* answers 403 "
+                                                         "feature_disabled (the shipped default)")
+    if resp.status_code == 200:
+        return Check("ingest flag on this server", True, "enable_asset_ingest is on")
+    return Check("ingest flag on this server", False, f"GET /api/ingest/status answered HTTP {resp.status_code}")
+
+
+def check_websocket(client: ComfyvnClient, route: str) -> list[Check]:
+    name = f"websocket {route}"
+    try:
+        with client.subscribe(["on_modder_test"], path=route.lstrip("/"), open_timeout=10) as sub:
+            if sub.ack.get("type") != "ack" or sub.ack.get("topics") != ["on_modder_test"]:
+                return [Check(name, False, f"unexpected acknowledgement {sub.ack}")]
+            pong = sub.ping(timeout=10)
+    except (ApiError, OSError, TimeoutError) as exc:
+        return [Check(name, False, f"handshake failed: {exc}")]
+    checks = [Check(name, True, f"ack {json.dumps(sub.ack)}; ping answered with {pong.get('type')}")]
+    try:
+        client.subscribe(["on_syscheck_no_such_hook"], path=route.lstrip("/"), open_timeout=10).close()
+        checks.append(Check(f"{name} unknown topic", False, "an unknown topic was acknowledged"))
+    except BadRequest as exc:
+        checks.append(Check(f"{name} unknown topic", True, f"refused: {exc.message}"))
+    except (ApiError, OSError, TimeoutError) as exc:
+        checks.append(Check(f"{name} unknown topic", False, f"unexpected failure: {exc}"))
+    return checks
+
+
+def check_openapi_lists(client: ComfyvnClient, routes: list[str], *, exhaustive: bool = False) -> Check:
+    """The served OpenAPI document describes ``routes`` (and, when ``exhaustive``, nothing else)."""
+    resp = client.request("GET", "api/comfyvn/openapi.json", check=False)
+    body = _json(resp)
+    if resp.status_code != 200 or not isinstance(body, dict):
+        return Check("openapi lists the routes", False, f"GET /api/comfyvn/openapi.json answered {resp.status_code}")
+    paths = set(body.get("paths", {}))
+    missing = [r for r in routes if r not in paths]
+    extra = sorted(paths - set(routes)) if exhaustive else []
+    problems = ([f"missing: {', '.join(missing)}"] if missing else []) + (
+        [f"served but not checked by this tool (update comfyvn/syscheck.py): {', '.join(extra)}"] if extra else [])
+    return Check("openapi lists the routes", not problems, "; ".join(problems) or f"{len(routes)} routes described")
+
+
+# ---------------------------------------------------------------------------- docs coverage
+_PLACEHOLDER = r"(?:\{[^}/\s]+\}|<[^>/\s]+>|:[A-Za-z_]\w*|\$\{?[A-Za-z_]\w*\}?)"
+
+
+def route_pattern(route: str) -> re.Pattern[str]:
+    """``/assets/{uid}`` also matches ``/assets/<uid>``, ``/assets/{asset_uid}``, ``/assets/:uid``..."""
+    parts = re.split(r"\{\w+\}", route)
+    body = _PLACEHOLDER.join(re.escape(p) for p in parts)
+    return re.compile(body + r"(?![A-Za-z0-9_\-/{<])")
+
+
+def check_docs(docs_dir: Path, routes: list[str], hooks: list[str]) -> list[Check]:
+    files = sorted(docs_dir.glob("*.md")) if docs_dir.is_dir() else []
+    if not files:
+        return [Check("docs coverage", False, f"no Markdown files in {docs_dir}")]
+    text = "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
+    checks = []
+    missing_routes = [r for r in routes if not route_pattern(r).search(text)]
+    checks.append(Check("docs name every route", not missing_routes,
+                        f"not in {docs_dir}/*.md: {', '.join(missing_routes)}" if missing_routes
+                        else f"{len(routes)} routes named in {len(files)} files"))
+    missing_hooks = [h for h in hooks if not re.search(rf"(?<![\w]){re.escape(h)}(?!\w)", text)]
+    checks.append(Check("docs name every hook", not missing_hooks,
+                        f"not in {docs_dir}/*.md: {', '.join(missing_hooks)}" if missing_hooks
+                        else f"{len(hooks)} hooks named"))
+    return checks
+
+
+# ---------------------------------------------------------------------------- running a profile
+def run_profile(profile: str, base: str, token: str | None = None, *, docs_dir: Path | None = None,
+                config_files: list[Path] | None = None, timeout: float = 15.0) -> dict:
+    """Run every check of ``profile``; returns ``{"profile", "base", "ok", "checks": [...]}``."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    spec = PROFILES[profile]
+    checks: list[Check] = []
+    if spec["flags"]:
+        from .config import DEFAULTS_FILE
+
+        checks += check_flag_defaults([*(config_files or []), DEFAULTS_FILE])
+        checks.append(check_ingest_constants())
+    with ComfyvnClient(base, token=token, timeout=timeout) as client:
+        server = check_server(client)
+        checks.append(server)
+        if server.ok:
+            checks += check_routes(client, spec["probes"])
+            if any(p.route.startswith("/api/ingest/") for p in spec["probes"]):
+                checks.append(check_ingest_flag_state(client))
+            for route in spec["ws"]:
+                checks += check_websocket(client, route)
+            if profile in ("hook_bus", "all"):
+                checks.append(check_openapi_lists(client, all_routes("all"), exhaustive=profile == "all"))
+    if docs_dir is not None:
+        checks += check_docs(docs_dir, all_routes(profile), spec["hooks"])
+    return {"profile": profile, "base": base, "ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}
+
+
+def all_routes(profile: str) -> list[str]:
+    spec = PROFILES[profile]
+    return list(dict.fromkeys([p.route for p in spec["probes"]] + spec["ws"]))
+
+
+def format_report(report: dict) -> str:
+    lines = [f"profile {report['profile']} against {report['base']}: {'OK' if report['ok'] else 'FAILED'}"]
+    for c in report["checks"]:
+        lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
+    return "\n".join(lines)
