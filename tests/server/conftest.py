@@ -20,6 +20,7 @@ from comfyvn.config import set_feature
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "comfyvn(**settings): ComfyvnExtension settings for this test's server")
+    config.addinivalue_line("markers", "serverapp(**settings): extra ServerApp settings for this test's server")
 
 
 @pytest.fixture
@@ -28,11 +29,12 @@ def jp_server_config(ws, request):
     marker = request.node.get_closest_marker("comfyvn")
     if marker is not None:
         settings.update(marker.kwargs)
-    return Config({
-        "ServerApp": {"jpserver_extensions": {"comfyvn_server_ext": True, "jupyter_server_terminals": False},
-                      "allow_unauthenticated_access": False},
-        "ComfyvnExtension": settings,
-    })
+    server: dict[str, Any] = {"jpserver_extensions": {"comfyvn_server_ext": True, "jupyter_server_terminals": False},
+                              "allow_unauthenticated_access": False}
+    marker = request.node.get_closest_marker("serverapp")
+    if marker is not None:
+        server.update(marker.kwargs)
+    return Config({"ServerApp": server, "ComfyvnExtension": settings})
 
 
 @pytest.fixture
