@@ -29,7 +29,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -38,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Workspace, feature_enabled, get_setting, setup_logging, workspace
-from ..fsutil import fsync_dir, is_within, safe_relative
+from ..fsutil import fsync_dir, is_within, owner_alive, owner_token, safe_relative, temp_owner
 from ..hashing import copy_and_hash
 from ..hooks import emit, get_hook_bus
 from ..store import Database, get_database
@@ -85,50 +84,19 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------- process identity
-def _proc_start(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks
-    except (OSError, IndexError):
-        return "?"
-
-
-_owner_cache: tuple[int, str] | None = None
-
-
-def process_owner() -> str:
-    """``host:pid:start`` of this process (what ``applying``/``downloading`` jobs record)."""
-    global _owner_cache
-    pid = os.getpid()
-    if _owner_cache is None or _owner_cache[0] != pid:
-        _owner_cache = (pid, f"{socket.gethostname()}:{pid}:{_proc_start(pid)}")
-    return _owner_cache[1]
-
-
-def owner_alive(owner: str | None) -> bool:
-    """Is the process that claimed a job still running?  (Other hosts count as alive.)"""
-    if not owner:
-        return False
-    try:
-        host, pid_text, start = owner.rsplit(":", 2)
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return start == "?" or _proc_start(pid) in (start, "?")
+_crash_hits: dict[str, int] = {}
 
 
 def crash_point(name: str) -> None:
-    """Test hook: ``COMFYVN_INGEST_CRASH_AT=<name>`` SIGKILLs the process here (crash tests)."""
-    if os.environ.get(CRASH_ENV) == name:
+    """Test hook: ``COMFYVN_INGEST_CRASH_AT=<name>[#n]`` SIGKILLs the process at the n-th pass here."""
+    wanted = os.environ.get(CRASH_ENV)
+    if not wanted or not wanted.startswith(name):
+        return
+    target, _, nth = wanted.partition("#")
+    if target != name:
+        return
+    _crash_hits[name] = _crash_hits.get(name, 0) + 1
+    if _crash_hits[name] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -339,7 +307,7 @@ class AssetIngestQueue:
         folder = self.job_dir(job_id)
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / filename
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=folder)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.{owner_token()}.", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "wb") as fh:
                 digest, size = copy_and_hash(src, fh)
@@ -385,6 +353,7 @@ class AssetIngestQueue:
         job = self._new_job(source_path=str(src), filename=filename, **fields)
         job["metadata"] = normalise_metadata(provider, metadata, filename=filename)
         staged, digest, size = self.stage_file(job["job_id"], src, filename)
+        crash_point("enqueue.staged")
         try:
             with self.db.transaction() as conn:
                 job = self._settle_staged(conn, job, digest, size, staged, insert=True,
@@ -434,7 +403,7 @@ class AssetIngestQueue:
                             f"{provider} rate limit reached; try again in {retry_after:.1f} s (or enqueue "
                             "without wait and the worker pulls it when the bucket refills)",
                             retry_after=retry_after)
-                    job.update(status="downloading", owner=process_owner())
+                    job.update(status="downloading", owner=owner_token())
                 job = self._insert(conn, job)
         self._poke()
         if job["status"] == "downloading":
@@ -483,7 +452,7 @@ class AssetIngestQueue:
                 drop = True
             else:
                 job = self._update(conn, job, "on_asset_ingest_updated", {"status": "applying",
-                                                                          "owner": process_owner()})
+                                                                          "owner": owner_token()})
                 drop = False
         self._poke()
         if drop:
@@ -765,32 +734,30 @@ class AssetIngestQueue:
         return "failed"
 
     def _sweep_staging(self) -> int:
-        """Delete temp files and job folders nobody owns, once they are an hour old."""
+        """Delete what nobody will use: temp files of dead writers, folders of finished jobs,
+        and folders without a job once they are an hour old (an enqueue killed before it committed)."""
         cutoff = time.time() - STALE_TEMP_SECONDS
         swept = 0
         try:
-            entries = list(os.scandir(self.staging_dir))
+            entries = [e for e in os.scandir(self.staging_dir) if e.is_dir(follow_symlinks=False)]
         except FileNotFoundError:
             return 0
-        keep_statuses = ("queued", "downloading", "staged", "applying", "failed")
         for entry in entries:
-            try:
-                if entry.stat(follow_symlinks=False).st_mtime > cutoff:
-                    continue
-            except FileNotFoundError:
-                continue
             row = self.db.query_one("SELECT status FROM ingest_jobs WHERE job_id = ?", (entry.name,))
-            if row is not None and row[0] in keep_statuses:
-                for sub in Path(entry.path).glob(".*.tmp") if entry.is_dir() else []:
-                    if sub.stat().st_mtime < cutoff:
-                        sub.unlink(missing_ok=True)
+            if row is not None and row[0] in ("queued", "downloading", "staged", "applying", "failed"):
+                for sub in os.scandir(entry.path):
+                    token = temp_owner(sub.name)
+                    if sub.name.startswith(".") and token and not owner_alive(token):
+                        Path(sub.path).unlink(missing_ok=True)
                         swept += 1
                 continue
-            if entry.is_dir(follow_symlinks=False):
+            try:
+                old = entry.stat(follow_symlinks=False).st_mtime < cutoff
+            except FileNotFoundError:
+                continue
+            if row is not None or old:
                 shutil.rmtree(entry.path, ignore_errors=True)
-            else:
-                Path(entry.path).unlink(missing_ok=True)
-            swept += 1
+                swept += 1
         return swept
 
 

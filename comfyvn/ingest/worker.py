@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ..config import get_setting
-from ..fsutil import fsync_dir
+from ..fsutil import fsync_dir, owner_token
 from .errors import IngestError, RemoteError
 from .mappers import merge_metadata, normalise_metadata
 
@@ -112,7 +112,7 @@ class IngestWorker:
     # ------------------------------------------------------------------ claiming
     def claim_next(self) -> tuple[dict | None, float]:
         """Claim the oldest runnable queued job (taking its provider's token); else the wait."""
-        from .queue import _job_from_row, process_owner
+        from .queue import _job_from_row
 
         q = self.queue
         if not q.db.query_one("SELECT 1 FROM ingest_jobs WHERE status = 'queued' LIMIT 1"):
@@ -135,7 +135,7 @@ class IngestWorker:
                         wait = min(wait, pause)
                         continue
                 job = q._update(conn, job, "on_asset_ingest_updated",
-                                {"status": "downloading", "owner": process_owner()})
+                                {"status": "downloading", "owner": owner_token()})
                 break
             else:
                 return None, max(0.01, wait)
@@ -150,10 +150,8 @@ class IngestWorker:
         return self.remote_api or importlib.import_module("comfyvn.ingest.remote")
 
     def _still_mine(self, conn, job_id: str) -> dict | None:
-        from .queue import process_owner
-
         current = self.queue._row(conn, job_id)
-        if current is None or current["status"] != "downloading" or current["owner"] != process_owner():
+        if current is None or current["status"] != "downloading" or current["owner"] != owner_token():
             return None
         return current
 
@@ -165,8 +163,6 @@ class IngestWorker:
         return job or {"job_id": job_id, "status": "unknown"}
 
     def _claim_local(self, job: dict) -> dict | None:
-        from .queue import process_owner
-
         if job["status"] == "downloading":
             return job
         with self.queue.db.transaction() as conn:
@@ -174,7 +170,7 @@ class IngestWorker:
             if current is None or current["status"] != "queued":
                 return None
             job = self.queue._update(conn, current, "on_asset_ingest_updated",
-                                     {"status": "downloading", "owner": process_owner()})
+                                     {"status": "downloading", "owner": owner_token()})
         self.queue._poke()
         return job
 
@@ -267,12 +263,10 @@ class IngestWorker:
         return self.queue._row(self.queue.db.conn, job_id) or fallback
 
     def _callbacks(self, job: dict):
-        from .queue import process_owner
-
         q = self.queue
         job_id = job["job_id"]
         state = {"last": 0.0, "checked": 0.0, "cancelled": False}
-        owner = process_owner()
+        owner = owner_token()
 
         def progress(done: int, total: int | None) -> None:
             now = time.monotonic()

@@ -1,0 +1,142 @@
+"""A process SIGKILLed at any point of enqueue/apply leaves, after restart, every job applied
+(row + file + sidecar) or staged and re-appliable: no row without file, no file without row,
+no lost job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from comfyvn.hooks import get_hook_bus
+from comfyvn.ingest import AssetIngestQueue
+from comfyvn.ingest.queue import CRASH_ENV
+from comfyvn.studio.core.asset_registry import SIDECAR_SUFFIX, AssetRegistry
+
+# Points inside the registry are reached by wrapping its methods in the child (fault injection);
+# the queue's own points use COMFYVN_INGEST_CRASH_AT.  "#2" = on the second job of the batch.
+APPLY_CHILD = """
+import os, signal, sys
+from comfyvn.studio.core.asset_registry import AssetRegistry
+point = sys.argv[1]
+hits = {"n": 0}
+
+def kill_on_second(fn, before):
+    def wrapper(*args, **kwargs):
+        hits["n"] += 1
+        if before and hits["n"] == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        out = fn(*args, **kwargs)
+        if not before and hits["n"] == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    return wrapper
+
+if point == "registry.placed":          # file moved into the assets root, row not committed
+    AssetRegistry._place = kill_on_second(AssetRegistry._place, before=False)
+elif point == "registry.sidecar_written":  # sidecar written, row not committed yet
+    import comfyvn.studio.core.asset_registry as registry_module
+    registry_module.atomic_write_json = kill_on_second(registry_module.atomic_write_json, before=False)
+from comfyvn.ingest import get_ingest_queue
+get_ingest_queue().apply()
+print("survived")
+"""
+
+POINTS = ["apply.claimed#2", "registry.placed", "registry.sidecar_written", "apply.registered#2",
+          "apply.committed#2"]
+
+
+def stage_three(ws) -> tuple[AssetIngestQueue, dict[str, bytes]]:
+    q = AssetIngestQueue(ws)
+    contents = {}
+    for i in range(3):
+        data = os.urandom(64 * 1024 + i)
+        src = ws.root / "in" / f"sprite{i}.bin"
+        src.parent.mkdir(exist_ok=True)
+        src.write_bytes(data)
+        contents[q.enqueue(source_path=src, pin=True)["job_id"]] = data
+    return q, contents
+
+
+def kill_child(script: str, args: list[str], env: dict) -> None:
+    proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout, proc.stderr)
+
+
+def check_invariants(ws, q: AssetIngestQueue, contents: dict[str, bytes]) -> dict[str, str]:
+    reg = AssetRegistry(ws=ws)
+    statuses = {}
+    for job_id, data in contents.items():
+        job = q.get(job_id)
+        assert job is not None, f"lost job {job_id}"
+        statuses[job_id] = job["status"]
+        assert job["status"] in ("applied", "staged"), job
+        if job["status"] == "applied":
+            asset = reg.get_asset(job["asset_uid"])
+            assert asset is not None and Path(asset["abs_path"]).read_bytes() == data
+            assert reg.read_sidecar(asset["uid"])["hash"] == hashlib.sha256(data).hexdigest()
+        else:
+            assert Path(job["staging_path"]).read_bytes() == data
+            assert reg.find_by_hash(hashlib.sha256(data).hexdigest()) is None
+    rows = {a["path"] for a in reg.iter_assets()}
+    for a in reg.iter_assets():  # no row without file + sidecar
+        assert Path(a["abs_path"]).is_file() and Path(a["sidecar"]).is_file()
+    on_disk = {str(p.relative_to(reg.assets_root)) for p in reg.assets_root.rglob("*")
+               if p.is_file() and not p.name.endswith(SIDECAR_SUFFIX)}
+    assert on_disk == rows  # no file without row (and no stray temp file)
+    sidecars = {str(p.relative_to(reg.assets_root))[: -len(SIDECAR_SUFFIX)]
+                for p in reg.assets_root.rglob(f"*{SIDECAR_SUFFIX}")}
+    assert sidecars == rows
+    return statuses
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_during_apply_then_restart(ws, subprocess_env, point):
+    _, contents = stage_three(ws)
+    env = dict(subprocess_env)
+    if not point.startswith("registry."):
+        env[CRASH_ENV] = point
+    kill_child(APPLY_CHILD, [point], env)
+
+    q = AssetIngestQueue(ws)  # "restart": opening the queue recovers
+    statuses = check_invariants(ws, q, contents)
+    first, second, third = contents
+    assert statuses[first] == "applied" and statuses[third] == "staged"
+    expected_second = "applied" if point in ("apply.registered#2", "apply.committed#2") else "staged"
+    assert statuses[second] == expected_second
+    assert q.dedup_snapshot()[q.get(third)["digest"]]["pinned"] is True
+
+    result = q.apply()  # everything still staged is re-appliable
+    assert result["failed"] == []
+    assert set(check_invariants(ws, q, contents).values()) == {"applied"}
+    applied_events = get_hook_bus(ws.db_path).history(100, topics=["on_asset_ingest_applied"])
+    assert sorted(e["data"]["job_id"] for e in applied_events) == sorted(contents)  # each job once
+    assert all(q.get(j)["pin"] is False for j in contents)
+
+
+ENQUEUE_CHILD = """
+import sys
+from comfyvn.ingest import get_ingest_queue
+get_ingest_queue().enqueue(source_path=sys.argv[1])
+print("survived")
+"""
+
+
+def test_kill_during_enqueue_loses_no_job_and_blocks_nothing(ws, subprocess_env):
+    src = ws.root / "in" / "bg.png"
+    src.parent.mkdir()
+    src.write_bytes(os.urandom(10_000))
+    AssetIngestQueue(ws)
+    kill_child(ENQUEUE_CHILD, [str(src)], {**subprocess_env, CRASH_ENV: "enqueue.staged"})
+    q = AssetIngestQueue(ws)
+    assert q.list_jobs() == []  # the call never returned a job, and none half exists
+    job = q.enqueue(source_path=src)  # the orphan copy does not block the same bytes
+    assert job["status"] == "staged"
+    assert json.loads(json.dumps(q.apply()))["applied"][0]["status"] == "applied"
