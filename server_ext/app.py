@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 from jupyter_server.extension.application import ExtensionApp
-from tornado.ioloop import IOLoop
 from traitlets import Float, Int, Unicode
 
 from comfyvn.config import workspace
@@ -37,14 +36,12 @@ class ComfyvnExtension(ExtensionApp):
             max_upload_bytes=self.max_upload_bytes, ws_ping_seconds=self.ws_ping_seconds,
             ws_max_pending=self.ws_max_pending)
         self.settings["comfyvn_services"] = self.services
+        # the queue worker and webhook dispatcher start in a worker thread, not on the loop
+        self.services.executor.submit(self.services.start)
         self.log.info("comfyvn: serving workspace %s", self.services.ws.root)
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
-
-    async def _start_jupyter_server_extension(self, serverapp) -> None:  # noqa: ARG002
-        # the queue worker and webhook dispatcher start once the loop runs, off the loop
-        await IOLoop.current().run_in_executor(self.services.executor, self.services.start)
 
     async def stop_extension(self) -> None:
         services = getattr(self, "services", None)

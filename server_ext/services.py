@@ -44,6 +44,7 @@ class ComfyvnServices:
         self._webhooks: Any = None
         self._dispatcher: Any = None
         self._mirror: Subscription | None = None
+        self._closed = False
         self.uploads_dir = self.ws.data_dir / "uploads"
         self.default_project = str(get_setting("registry.default_project", "default", self.ws))
 
@@ -54,16 +55,21 @@ class ComfyvnServices:
         Runs in a worker thread after the server's loop started; a part that fails to start is
         logged and reported by the routes that need it.
         """
+        if mirror_log.isEnabledFor(logging.DEBUG):
+            self._mirror = self.bus.subscribe(self._mirror_event)
         for name, starter in (("asset registry", lambda: self.registry(None)), ("ingest queue", self.queue),
                               ("webhook dispatcher", self.dispatcher)):
+            if self._closed:
+                return
             try:
                 starter()
             except Exception:
                 log.exception("comfyvn: could not start the %s", name)
-        if mirror_log.isEnabledFor(logging.DEBUG):
-            self._mirror = self.bus.subscribe(self._mirror_event)
 
     def close(self) -> None:
+        self._closed = True
+        with self._build_lock:  # wait for a service being built, then build no more
+            pass
         if self._mirror is not None:
             self._mirror.close()
         dispatcher, queue = self._dispatcher, self._queue
@@ -99,6 +105,8 @@ class ComfyvnServices:
         if value is not None:
             return value
         with self._build_lock:
+            if self._closed:
+                raise RuntimeError("the comfyvn server extension is shutting down")
             value = getattr(self, attr)
             if value is None:
                 value = build()

@@ -10,9 +10,9 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from comfyvn.config import feature_enabled
+from comfyvn.config import ConfigError, feature_enabled
 
-from .base import ApiError, ComfyvnAPIHandler, field, string_list
+from .base import ApiError, ComfyvnAPIHandler, field, map_exception, string_list
 from .uploads import StreamedUploadMixin
 
 AUTH_RESOURCE = "comfyvn:ingest"
@@ -36,7 +36,11 @@ class IngestHandler(ComfyvnAPIHandler):
     auth_resource = AUTH_RESOURCE
 
     async def check_enabled(self) -> None:
-        if not feature_enabled(FLAG, self.services.ws):
+        try:
+            enabled = feature_enabled(FLAG, self.services.ws)
+        except ConfigError as exc:
+            raise map_exception(exc) from exc
+        if not enabled:
             raise ApiError(403, "feature_disabled",
                            f"{FLAG} disabled: set features.{FLAG} to true in {self.services.ws.config_file}")
 
