@@ -349,3 +349,37 @@ def format_report(report: dict) -> str:
     for c in report["checks"]:
         lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- hook reference (docs)
+HOOK_TABLE_BEGIN = "<!-- hook-reference:begin (generated from comfyvn.hooks.HOOK_SPECS) -->"
+HOOK_TABLE_END = "<!-- hook-reference:end -->"
+
+
+def hook_reference_markdown() -> str:
+    """The per-hook payload reference of docs/MODDER_HOOKS.md, generated from ``HOOK_SPECS``."""
+    out = [HOOK_TABLE_BEGIN, ""]
+    for spec in HOOK_SPECS.values():
+        extra = []
+        if spec.hook_event:
+            extra.append(f"`hook_event`: `{spec.hook_event}`")
+        if spec.alias_of:
+            extra.append(f"alias of `{spec.alias_of}`")
+        extra.append(f"WebSocket topic `{spec.name}` (or `modder.{spec.name}`)")
+        out += [f"#### `{spec.name}` ({spec.category})", "", spec.description + " " + "; ".join(extra) + ".", "",
+                "| field | type and meaning |", "|---|---|"]
+        out += [f"| `{name}` | {desc.replace('|', '&#124;')} |" for name, desc in spec.payload.items()]
+        out.append("")
+    out.append(HOOK_TABLE_END)
+    return "\n".join(out)
+
+
+def update_hook_reference(path: str | Path) -> bool:
+    """Rewrite the generated section of ``path``; returns True when it changed."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    start, end = text.index(HOOK_TABLE_BEGIN), text.index(HOOK_TABLE_END) + len(HOOK_TABLE_END)
+    new = text[:start] + hook_reference_markdown() + text[end:]
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text

@@ -15,7 +15,17 @@ import pytest
 from live_server import live_server, live_server_context  # noqa: F401
 
 from comfyvn.hooks import HOOK_SPECS
-from comfyvn.syscheck import PROFILES, Probe, judge, route_pattern
+from comfyvn.syscheck import (
+    HOOK_TABLE_BEGIN,
+    HOOK_TABLE_END,
+    PROFILES,
+    Probe,
+    all_routes,
+    check_docs,
+    hook_reference_markdown,
+    judge,
+    route_pattern,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOOL = REPO_ROOT / "tools" / "check_current_system.py"
@@ -195,3 +205,28 @@ def test_a_server_without_the_extension_fails_every_route(tmp_path):
     assert set(bad) == {f"route {p.method} {p.route}" for p in PROFILES["asset_gallery"]["probes"]}
     assert all("no route" in d or "not an answer of the comfyvn handler" in d for d in bad.values())
     assert code_text == 1 and "FAILED" in text and "[FAIL] websocket /api/modder/hooks/ws" in text
+
+
+# ------------------------------------------------------------------------------ docs/MODDER_HOOKS.md
+MODDER_HOOKS = REPO_ROOT / "docs" / "MODDER_HOOKS.md"
+
+
+def test_modder_hooks_reference_is_generated_from_the_hook_specs():
+    text = MODDER_HOOKS.read_text(encoding="utf-8")
+    start, end = text.index(HOOK_TABLE_BEGIN), text.index(HOOK_TABLE_END) + len(HOOK_TABLE_END)
+    assert text[start:end] == hook_reference_markdown(), (
+        "docs/MODDER_HOOKS.md is out of date: run python -c \"from comfyvn.syscheck import "
+        "update_hook_reference; update_hook_reference('docs/MODDER_HOOKS.md')\"")
+    for name, spec in HOOK_SPECS.items():
+        assert f"#### `{name}` ({spec.category})" in text
+        assert all(f"| `{field}` |" in text for field in spec.payload)
+
+
+def test_modder_hooks_doc_alone_covers_the_hook_bus_profile(tmp_path):
+    (tmp_path / "MODDER_HOOKS.md").write_text(MODDER_HOOKS.read_text(encoding="utf-8"))
+    checks = check_docs(tmp_path, all_routes("hook_bus"), PROFILES["hook_bus"]["hooks"])
+    assert [(c.name, c.ok) for c in checks] == [("docs name every route", True), ("docs name every hook", True)]
+    text = MODDER_HOOKS.read_text(encoding="utf-8")
+    for header in ("X-Comfyvn-Event", "X-Comfyvn-Delivery", "X-Comfyvn-Timestamp", "X-Comfyvn-Signature"):
+        assert f"`{header}`" in text
+    assert "at least once" in text.lower() and "last_event_id" in text

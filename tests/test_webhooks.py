@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -361,3 +362,46 @@ def test_secret_never_returned_or_logged(db, ws, receiver, dispatchers, caplog):
         handler.flush()
     server_log = (ws.logs_dir / "server.log").read_text()
     assert hook["id"] in server_log and SECRET not in server_log
+
+
+# ------------------------------------------------------------------------------ the documented receiver
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "MODDER_HOOKS.md"
+
+
+def load_doc_example() -> dict:
+    """Execute the verifier example of docs/MODDER_HOOKS.md (as a module, not as __main__)."""
+    text = DOCS.read_text(encoding="utf-8")
+    block = text.split("<!-- example: verifier -->", 1)[1].split("```python\n", 1)[1].split("\n```", 1)[0]
+    namespace: dict = {"__name__": "doc_example"}
+    exec(compile(block, str(DOCS), "exec"), namespace)
+    return namespace
+
+
+def test_the_documented_receiver_verifies_and_dedupes_real_deliveries(db, dispatchers):
+    ns = load_doc_example()
+    check = ns["verify_comfyvn_signature"]
+    body, ts = b'{"id":1}', str(int(time.time()))
+    assert check(b"s3cret", ts, body, sign("s3cret", ts, body))
+    assert not check(b"s3cret", ts, body, sign("other", ts, body))
+    old = str(int(time.time()) - 301)
+    assert not check(b"s3cret", old, body, sign("s3cret", old, body))
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ns["Receiver"])
+    server.RequestHandlerClass.log_message = lambda *a: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        mgr = WebhookManager(db)
+        good = mgr.register("on_modder_test", url, secret="s3cret")
+        bad = mgr.register("on_modder_test", url, secret="not-the-receivers-secret")
+        emit_events(db)
+        d = dispatchers(db)
+        d.run_once()
+        [ok] = mgr.deliveries(good["id"])
+        [refused] = mgr.deliveries(bad["id"])
+        assert ok["ok"] and ok["status_code"] == 204
+        assert not refused["ok"] and refused["status_code"] == 401
+        assert ns["seen_deliveries"] == {ok["delivery_id"]}
+    finally:
+        server.shutdown()
+        server.server_close()
