@@ -34,7 +34,9 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,6 +108,28 @@ class _Interrupted(Exception):
 
 class _StartOver(Exception):
     """The server's answer does not continue our partial file: truncate and ask again."""
+
+
+class _HashPipe:
+    """Feeds SHA-256 from a helper thread, so hashing overlaps the network reads (hashlib drops
+    the GIL on large buffers).  At most ``depth`` chunks (~64 KiB each) wait in between."""
+
+    def __init__(self, hasher, depth: int = 16) -> None:
+        self.hasher = hasher
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._run, name="comfyvn-sha256", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.queue.get()) is not None:
+            self.hasher.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self.queue.put(chunk)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
 
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -271,6 +295,7 @@ class _Download:
         done = self.offset
         self._tick(done, shown_total, force=True)
         fh = open(self.part, "r+b" if self.part.exists() else "w+b", buffering=CHUNK)  # noqa: SIM115
+        hashing = _HashPipe(self.hasher)
         try:
             fh.seek(self.offset)
             fh.truncate()
@@ -286,7 +311,7 @@ class _Download:
                         f"Download of {self.subject} sent more than the {expected} bytes the provider published; "
                         "refusing the file.", "remote.hash_mismatch")
                 fh.write(chunk)
-                self.hasher.update(chunk)
+                hashing.update(chunk)
                 self.offset = done
                 self._tick(done, shown_total)
         except httpx.TimeoutException:
@@ -298,6 +323,7 @@ class _Download:
                 f"Connection lost while downloading {self.subject} at {done} bytes ({type(exc).__name__}); "
                 "it will resume from there.", "remote.connection", retryable=True), progressed=done > start) from None
         finally:
+            hashing.close()  # every written byte is hashed before anyone reads the digest
             if not fh.closed:
                 fh.flush()
                 os.fsync(fh.fileno())

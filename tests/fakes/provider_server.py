@@ -139,12 +139,14 @@ class Payload:
             n -= take
         return bytes(out)
 
-    def iter_range(self, start: int, end: int) -> Iterator[bytes]:
-        """Chunks of bytes ``start..end`` (inclusive)."""
+    def iter_range(self, start: int, end: int) -> Iterator[bytes | memoryview]:
+        """Chunks of bytes ``start..end`` (inclusive), as zero-copy views where possible."""
         pos = start
+        view = memoryview(self.data if self.data is not None else self._block)
         while pos <= end:
             take = min(_CHUNK, end - pos + 1)
-            yield self.read(pos, take)
+            off = pos if self.data is not None else pos % len(self.seed)  # type: ignore[arg-type]
+            yield view[off : off + take]
             pos += take
 
     def all_bytes(self) -> bytes:
@@ -410,7 +412,7 @@ class _Handler(BaseHTTPRequestHandler):
                 pieces = [chunk]
             for piece in pieces:
                 if corrupt_at is not None and pos <= corrupt_at < pos + len(piece):
-                    b = bytearray(piece)
+                    b = bytearray(piece)  # a copy: the payload itself stays intact
                     b[corrupt_at - pos] ^= 0xFF
                     piece = bytes(b)
                 if cut_after is not None and sent + len(piece) > cut_after:
@@ -427,11 +429,11 @@ class _Handler(BaseHTTPRequestHandler):
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
 
-    def _write(self, data: bytes, chunked: bool) -> None:
+    def _write(self, data: bytes | memoryview, chunked: bool) -> None:
         if not data:
             return
         if chunked:
-            self.wfile.write(b"%x\r\n" % len(data) + data + b"\r\n")
+            self.wfile.write(b"%x\r\n" % len(data) + bytes(data) + b"\r\n")
         else:
             self.wfile.write(data)
 
