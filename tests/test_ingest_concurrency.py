@@ -7,36 +7,46 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from comfyvn.hooks import get_hook_bus
 from comfyvn.ingest import AssetIngestQueue
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
+# children say "ready", then all start at once when the parent creates the "go" file
+BARRIER = """
+import os, sys, time
+open(sys.argv[1] + ".ready." + str(os.getpid()), "w").close()
+while not os.path.exists(sys.argv[1] + ".go"):
+    time.sleep(0.0005)
+"""
+
 ENQUEUE = """
-import json, sys, time
+import json, sys
 from comfyvn.ingest import get_ingest_queue
 q = get_ingest_queue()
-start = float(sys.argv[2])
-while time.time() < start:
-    time.sleep(0.0005)
-print(json.dumps(q.enqueue(source_path=sys.argv[1])))
+""" + BARRIER + """
+print(json.dumps(q.enqueue(source_path=sys.argv[2])))
 """
 
 APPLY = """
-import json, sys, time
+import json, sys
 from comfyvn.ingest import get_ingest_queue
 q = get_ingest_queue()
-start = float(sys.argv[1])
-while time.time() < start:
-    time.sleep(0.0005)
+""" + BARRIER + """
 r = q.apply()
 print(json.dumps({k: [j["job_id"] if isinstance(j, dict) else j for j in v] for k, v in r.items()}))
 """
 
 
-def run_all(script: str, argv: list[list[str]], env: dict) -> list[dict]:
-    procs = [subprocess.Popen([sys.executable, "-c", script, *args], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for args in argv]
+def run_all(script: str, argv: list[list[str]], env: dict, barrier: Path) -> list[dict]:
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(barrier), *args], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args in argv]
+    deadline = time.monotonic() + 60
+    while len(list(barrier.parent.glob(barrier.name + ".ready.*"))) < len(procs):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a child never got ready"
+        time.sleep(0.01)
+    barrier.with_name(barrier.name + ".go").touch()
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=120)
@@ -45,7 +55,7 @@ def run_all(script: str, argv: list[list[str]], env: dict) -> list[dict]:
     return outs
 
 
-def test_processes_enqueueing_the_same_bytes_at_once_stage_it_exactly_once(ws, subprocess_env):
+def test_processes_enqueueing_the_same_bytes_at_once_stage_it_exactly_once(ws, subprocess_env, tmp_path):
     data = os.urandom(4 << 20)
     sources = []
     for i in range(4):
@@ -54,8 +64,7 @@ def test_processes_enqueueing_the_same_bytes_at_once_stage_it_exactly_once(ws, s
         path.write_bytes(data)
         sources.append(str(path))
     AssetIngestQueue(ws)  # migrate once up front so the children race on enqueue, not on schema
-    start = str(time.time() + 2.0)
-    jobs = run_all(ENQUEUE, [[s, start] for s in sources], subprocess_env)
+    jobs = run_all(ENQUEUE, [[s] for s in sources], subprocess_env, tmp_path / "barrier")
     staged = [j for j in jobs if j["status"] == "staged"]
     dups = [j for j in jobs if j["status"] == "duplicate"]
     assert len(staged) == 1 and len(dups) == 3
@@ -67,7 +76,7 @@ def test_processes_enqueueing_the_same_bytes_at_once_stage_it_exactly_once(ws, s
     assert sorted(e["data"]["status"] for e in enq) == ["duplicate"] * 3 + ["staged"]
 
 
-def test_processes_applying_the_same_queue_apply_each_job_once(ws, subprocess_env):
+def test_processes_applying_the_same_queue_apply_each_job_once(ws, subprocess_env, tmp_path):
     q = AssetIngestQueue(ws)
     ids = []
     for i in range(24):
@@ -75,8 +84,7 @@ def test_processes_applying_the_same_queue_apply_each_job_once(ws, subprocess_en
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(f"file {i}".encode() * 100)
         ids.append(q.enqueue(source_path=path)["job_id"])
-    start = str(time.time() + 2.0)
-    results = run_all(APPLY, [[start], [start]], subprocess_env)
+    results = run_all(APPLY, [[], []], subprocess_env, tmp_path / "barrier")
     applied = [j for r in results for j in r["applied"]]
     assert sorted(applied) == sorted(ids)  # every job once, none twice
     assert all(r["failed"] == [] and r["unknown"] == [] for r in results)
