@@ -1,0 +1,257 @@
+"""Event fan-out and API throughput against a real ``jupyter server`` process.
+
+1. **Fan-out**: one producer *process* commits ``on_modder_test`` events into the workspace
+   database through ``emit()`` (one transaction per event) at ``--rate`` events/s (1,000) for
+   ``--seconds``; ``--clients`` (20) WebSocket clients, spread over ``--client-procs`` processes,
+   subscribe to ``/api/modder/hooks/ws`` and time each event from just before its commit to its
+   arrival.  Reported: p50/p90/p99/max latency, the producer's achieved rate, and lost or
+   duplicated events (every client must get every event exactly once, in order).  The
+   baseline is the same run with one client: the ratio shows what fanning out to 20 costs.
+   Target: p99 < 100 ms with no event lost.
+2. **HTTP**: ``GET /api/ingest/status`` and ``GET /assets`` requests/s at ``--concurrency`` (16)
+   concurrent httpx async clients, against Jupyter's own ``GET /api/status`` as the baseline
+   (same server, same client, same concurrency).
+
+``--quick`` runs a short smoke version.  Results: ``bench/results/fanout.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import httpx  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "fanout.json"
+TOPIC = "on_modder_test"
+
+
+# ---------------------------------------------------------------------------- producer process
+def produce(ws_root: str, rate: float, count: int, go: mp.Event, out: mp.Queue) -> None:
+    """Commit ``count`` events at ``rate``/s, one transaction each (runs in its own process)."""
+    from comfyvn.config import workspace
+    from comfyvn.hooks import emit
+    from comfyvn.store import get_database
+
+    db = get_database(workspace(ws_root).db_path)
+    go.wait()
+    ids = []
+    start = time.perf_counter()
+    late = 0
+    for i in range(count):
+        due = start + i / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        elif pause < -0.01:
+            late += 1
+        with db.transaction() as conn:
+            ids.append(emit(conn, TOPIC, {"message": "bench", "seq": i, "t": time.time()})["id"])
+    elapsed = time.perf_counter() - start
+    out.put({"ids": ids, "elapsed": elapsed, "late": late})
+
+
+# ---------------------------------------------------------------------------- client processes
+async def _client(url: str, token: str, after: int, count: int, ready: mp.Queue, idle: float) -> dict:
+    from websockets.asyncio.client import connect
+
+    lat: list[float] = []
+    ids: list[int] = []
+    async with connect(f"{url}?topics={TOPIC}&last_event_id={after}", max_queue=None,
+                       additional_headers={"Authorization": f"token {token}"}, open_timeout=30) as ws:
+        while True:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if msg.get("type") == "ack":
+                break
+        ready.put(1)
+        while len(ids) < count:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), idle)
+            except TimeoutError:
+                break  # nothing for a while: whatever is missing is lost
+            now = time.time()
+            msg = json.loads(raw)
+            if msg.get("type") != "event":
+                continue
+            ids.append(msg["id"])
+            lat.append(now - msg["data"]["t"])
+    return {"ids": ids, "lat": lat}
+
+
+def clients_proc(url: str, token: str, n: int, after: int, count: int, ready: mp.Queue, out: mp.Queue,
+                 idle: float) -> None:
+    async def main() -> list[dict]:
+        return await asyncio.gather(*(_client(url, token, after, count, ready, idle) for _ in range(n)))
+
+    out.put(asyncio.run(main()))
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def fanout(server, *, clients: int, procs: int, rate: float, seconds: float) -> dict:
+    """One fan-out run: ``clients`` sockets, one producer process."""
+    from comfyvn.store import get_database
+
+    count = int(rate * seconds)
+    after = int(get_database(server.ws.db_path).query_one("SELECT COALESCE(MAX(id), 0) FROM events")[0])
+    ctx = mp.get_context("spawn")
+    ready, out, produced = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    go = ctx.Event()
+    procs = max(1, min(procs, clients))
+    split = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    url = server.ws_url("api/modder/hooks/ws")
+    workers = [ctx.Process(target=clients_proc, args=(url, server.token, n, after, count, ready, out, 10.0))
+               for n in split]
+    producer = ctx.Process(target=produce, args=(str(server.ws.root), rate, count, go, produced))
+    for p in (*workers, producer):
+        p.start()
+    for _ in range(clients):
+        ready.get(timeout=120)
+    go.set()
+    prod = produced.get(timeout=seconds * 10 + 120)
+    results = [r for _ in workers for r in out.get(timeout=seconds * 10 + 120)]
+    for p in (*workers, producer):
+        p.join(timeout=30)
+    expected = prod["ids"]
+    lat = [x for r in results for x in r["lat"]]
+    lost = sum(len(set(expected) - set(r["ids"])) for r in results)
+    dups = sum(len(r["ids"]) - len(set(r["ids"])) for r in results)
+    in_order = all(r["ids"] == sorted(r["ids"]) for r in results)
+    return {
+        "clients": clients, "client_processes": procs, "events": count, "rate_target": rate,
+        "rate_achieved": round(count / prod["elapsed"], 1), "producer_late_events": prod["late"],
+        "messages_received": len(lat), "messages_expected": count * clients, "lost": lost, "duplicates": dups,
+        "in_order": in_order,
+        "latency_ms": {k: round(pct(lat, p) * 1000, 2) for k, p in
+                       (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
+        "latency_mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else None,
+    }
+
+
+# ---------------------------------------------------------------------------- HTTP throughput
+async def _hammer(url: str, headers: dict, concurrency: int, seconds: float) -> dict:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
+        for _ in range(3):  # warm the connections and the handler
+            (await client.get(url)).raise_for_status()
+        done, errors, lat = 0, 0, []
+        stop = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done, errors
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                resp = await client.get(url)
+                lat.append(time.perf_counter() - t0)
+                if resp.status_code == 200:
+                    done += 1
+                else:
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return {"rps": round(done / elapsed, 1), "requests": done, "errors": errors,
+            "p50_ms": round(pct(lat, 50) * 1000, 2), "p99_ms": round(pct(lat, 99) * 1000, 2)}
+
+
+def http_throughput(server, *, concurrency: int, seconds: float) -> dict:
+    out = {"concurrency": concurrency, "seconds_per_route": seconds}
+    for name, path in (("baseline_api_status", "api/status"), ("ingest_status", "api/ingest/status"),
+                       ("assets", "assets")):
+        out[name] = asyncio.run(_hammer(server.url(path), server.headers, concurrency, seconds))
+    base = out["baseline_api_status"]["rps"] or float("nan")
+    out["ratio_vs_baseline"] = {k: round(out[k]["rps"] / base, 3) for k in ("ingest_status", "assets")}
+    return out
+
+
+# ---------------------------------------------------------------------------- setup
+def seed(ws, *, assets: int, jobs: int) -> None:
+    """Give the listing routes something to list: registered assets and staged ingest jobs."""
+    from comfyvn.ingest.queue import AssetIngestQueue
+    from comfyvn.studio.core.asset_registry import AssetRegistry
+
+    src = ws.root / "seed"
+    src.mkdir(exist_ok=True)
+    reg = AssetRegistry("default", ws=ws, make_thumbnails=False)
+    for i in range(assets):
+        f = src / f"asset_{i:04d}.bin"
+        f.write_bytes(f"asset {i}".encode() * 8)
+        reg.register_file(f, "models", tags=["bench", f"t{i % 7}"], license_tag="CC0-1.0")
+    queue = AssetIngestQueue(ws)
+    for i in range(jobs):
+        f = src / f"job_{i:04d}.bin"
+        f.write_bytes(f"job {i}".encode() * 8)
+        queue.enqueue("local", source_path=str(f), asset_type_hint="models")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--rate", type=float, default=1000.0, help="events per second (default %(default)s)")
+    parser.add_argument("--seconds", type=float, default=None, help="fan-out duration (default 10, quick 2)")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--client-procs", type=int, default=2, help="processes the WebSocket clients run in")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--http-seconds", type=float, default=None, help="per route (default 5, quick 1)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (2.0 if args.quick else 10.0)
+    http_seconds = args.http_seconds or (1.0 if args.quick else 5.0)
+
+    from live_server import live_server_context
+
+    with tempfile.TemporaryDirectory(prefix="comfyvn-bench-fanout-") as tmp:
+        config = {"features": {"enable_asset_ingest": True}}
+        with live_server_context(Path(tmp), config=config) as server:
+            seed(server.ws, assets=40 if args.quick else 200, jobs=10 if args.quick else 50)
+            print(f"server {server.base_url} ready; fan-out {args.rate:g} ev/s for {seconds:g} s", flush=True)
+            baseline = fanout(server, clients=1, procs=1, rate=args.rate, seconds=seconds)
+            print(f"  1 client : {json.dumps(baseline['latency_ms'])} lost={baseline['lost']}", flush=True)
+            fan = fanout(server, clients=args.clients, procs=args.client_procs, rate=args.rate, seconds=seconds)
+            print(f"  {args.clients} clients: {json.dumps(fan['latency_ms'])} lost={fan['lost']} "
+                  f"dups={fan['duplicates']} rate={fan['rate_achieved']}", flush=True)
+            http = http_throughput(server, concurrency=args.concurrency, seconds=http_seconds)
+            for k in ("baseline_api_status", "ingest_status", "assets"):
+                print(f"  GET {k}: {http[k]['rps']} req/s (p99 {http[k]['p99_ms']} ms, errors {http[k]['errors']})",
+                      flush=True)
+    p99 = fan["latency_ms"]["p99"]
+    report = {
+        "bench": "fanout", "quick": args.quick, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                                            "loadavg": os.getloadavg()},
+        "fanout": fan, "fanout_baseline_1_client": baseline,
+        "ratio_p99_fanout_vs_1_client": round(p99 / baseline["latency_ms"]["p99"], 3)
+        if baseline["latency_ms"]["p99"] else None,
+        "target": {"p99_ms": 100, "met": p99 < 100 and fan["lost"] == 0},
+        "http": http,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"p99 {p99} ms (target < 100 ms: {'met' if report['target']['met'] else 'MISSED'}); "
+          f"ingest/status {http['ratio_vs_baseline']['ingest_status']}x and /assets "
+          f"{http['ratio_vs_baseline']['assets']}x the /api/status baseline -> {args.out}")
+    lost = fan["lost"] + baseline["lost"] + fan["duplicates"] + baseline["duplicates"]
+    return 1 if lost or not (fan["in_order"] and baseline["in_order"]) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
