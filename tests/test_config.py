@@ -104,6 +104,7 @@ def test_unknown_flag_is_an_error(ws):
         ('{"ingest": {"rate_limit_rps": "fast"}}', 'ingest.rate_limit_rps must be a number, got "fast"'),
         ('{"ingest": {"allowed_source_roots": "/data"}}', "ingest.allowed_source_roots must be a list"),
         ('{"ingest": {"providers": {"civitai": "https://x"}}}', "'ingest.providers.civitai' must be an object"),
+        ('{"plugin": ' + '{"a": ' * 40 + "1" + "}" * 41, "nested deeper than 32 levels"),
     ],
 )
 def test_malformed_config_names_the_file_and_the_problem(ws, text, problem):

@@ -124,9 +124,23 @@ def _check_types(path: Path, data: dict[str, Any], defaults: dict[str, Any], pre
             raise ConfigError(f"{path}: {where} must be {_type_name(default)}, got {json.dumps(value)}")
 
 
+MAX_DEPTH = 32  # deeper nesting is no config anyone meant to write (and would overflow the stack)
+
+
+def _check_depth(path: Path, data: Any) -> None:
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
 def _validate(path: Path, data: Any) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object, got {type(data).__name__}")
+    _check_depth(path, data)
     for section in ("features", "ingest", "registry", "hooks"):
         if section in data and not isinstance(data[section], dict):
             raise ConfigError(f"{path}: '{section}' must be an object, got {type(data[section]).__name__}")
@@ -146,6 +160,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
     _validate(path, raw)
     return raw
 

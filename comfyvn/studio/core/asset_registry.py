@@ -150,7 +150,9 @@ class AssetRegistry:
                                 else self.ws.thumbnails_dir / project_id)
         self.assets_root.mkdir(parents=True, exist_ok=True)
         self.make_thumbnails = make_thumbnails
-        # fsync copies and sidecars before they count as written (registry.fsync in the config)
+        # registry.fsync (default true): an asset's bytes and its directory entry reach the disk
+        # before its row commits.  Sidecars and thumbnails are derived from the row, so they are
+        # only written atomically (rename), not fsynced: recover() and the enforcer rebuild them.
         self.fsync = bool(get_setting("registry.fsync", True, self.ws))
         self.db: Database = get_database(self.ws.db_path)
         self._key = (str(self.db.path), project_id)
@@ -334,7 +336,7 @@ class AssetRegistry:
                         if record["preview"].get("kind"):
                             self._mark_thumbnails(conn, record, "pending")
                         # written under the write lock: no other writer can slip an older sidecar in after
-                        atomic_write_json(self.sidecar_path_for(rel), self.sidecar_document(record), fsync=self.fsync)
+                        atomic_write_json(self.sidecar_path_for(rel), self.sidecar_document(record), fsync=False)
             except BaseException:
                 self._undo_place(op if placed else "adopt", source, final)
                 self._drop_intent(intent)
@@ -535,7 +537,7 @@ class AssetRegistry:
                     if rec is None or not rec["sidecar_pending"] or not self._abs(rec["path"]).exists():
                         continue
                     atomic_write_json(self.sidecar_path_for(rec["path"]), self.sidecar_document(rec),
-                                      fsync=self.fsync)
+                                      fsync=False)
                     conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ?",
                                  (self.project_id, uid))
                     written += 1
@@ -569,7 +571,7 @@ class AssetRegistry:
             fired = [self._emit(conn, self.HOOK_ASSET_META_UPDATED, self._payload(rec, include_meta=True),
                                 {"tags": rec["tags"], "license": rec["license"], "reason": reason}),
                      self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), {"reason": reason})]
-            atomic_write_json(self.sidecar_path_for(rec["path"]), self.sidecar_document(rec), fsync=self.fsync)
+            atomic_write_json(self.sidecar_path_for(rec["path"]), self.sidecar_document(rec), fsync=False)
             conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ?",
                          (self.project_id, uid))
         self._run_hooks(fired)

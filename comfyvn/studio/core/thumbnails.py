@@ -113,8 +113,9 @@ class Thumbnailer:
 
 
 def write_preview(src: Path, dest: Path, size: str) -> None:
+    """Render and write one preview atomically (no fsync: a lost preview is simply made again)."""
     data = render_waveform(src) if size == WAVEFORM else render_image_thumbnail(src, int(size))
-    atomic_write_bytes(dest, data)
+    atomic_write_bytes(dest, data, fsync=False)
 
 
 _thumbnailer: Thumbnailer | None = None
