@@ -171,7 +171,8 @@ def find_stuck_jobs(queue, *, stuck_minutes: float, now: float | None = None) ->
         for job in iter_jobs(queue, status):
             idle = now - (_epoch(job.get("updated_at")) or 0.0)
             if idle >= limit:
-                remedy = "cancel it: release_job -p cancel_active True" if status == "downloading" else \
+                remedy = f"cancel it: release_job -p job_id {job['job_id']} -p cancel_active True" \
+                    if status == "downloading" else \
                     "its process hangs: stop that process (the queue then recovers the job)"
                 stuck.append({**job, "stuck_reason": f"{status}, no update for {idle / 60:.1f} min; {remedy}"})
     for job in iter_jobs(queue, "staged"):
