@@ -581,3 +581,93 @@ def test_job_dict_has_the_agreed_keys(ws, q):
               "project_id", "created_at", "updated_at"}
     assert agreed <= set(job)
     json.dumps(job)  # every job is plain JSON
+
+
+# ---------------------------------------------------------------------------- real remote pulls
+# comfyvn.ingest.remote against the local fake Civitai / Hugging Face servers (tests/fakes).
+from tests.fakes.provider_server import provider_servers_fixture  # noqa: E402,F401
+
+
+@pytest.fixture
+def fp(provider_servers, ws, q, monkeypatch):
+    for name in ("CIVITAI_API_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    update_config({"ingest": {"rate_limit_rps": 1000, "rate_limit_burst": 1000, "retry_backoff_s": 0.2}}, ws)
+    return provider_servers
+
+
+def test_real_civitai_pull_through_the_queue_then_dedup_before_download(ws, q, fp):
+    page = fp.civitai_model_page()
+    job = q.enqueue("civitai", {"tags": "heroine"}, remote_url=page, terms_acknowledged=True)
+    [done] = q.run_pending(timeout=30)
+    payload = fp.civitai_file(1094417)
+    assert done["status"] == "staged" and done["digest"] == payload.sha256.lower()
+    assert done["bytes"] == payload.size and done["filename"] == "inkwashHeroine_v20.safetensors"
+    meta = done["metadata"]
+    assert meta["base_model"] == "SDXL 1.0" and meta["license"] is None
+    assert meta["trained_words"] == ["inkwash heroine", "ink wash"] and "heroine" in meta["tags"]
+    assert meta["file"]["sha256"] == done["digest"]
+    [applied] = q.apply()["applied"]
+    asset = AssetRegistry(ws=ws).get_asset(applied["asset_uid"])
+    assert asset["path"] == "models/inkwashHeroine_v20.safetensors"
+    assert Path(asset["abs_path"]).read_bytes() == payload.all_bytes()
+    assert asset["provenance"]["provider_metadata"]["id"] and asset["provenance"]["source"] == page
+    cdn_before = len(fp.requests("civitai_cdn"))
+    again = q.enqueue("civitai", remote_url=page, terms_acknowledged=True)
+    [dup] = q.run_pending(timeout=30)
+    assert dup["job_id"] == again["job_id"] and dup["status"] == "duplicate"
+    assert dup["existing_uid"] == asset["uid"] and "dedup.before_download" in dup["notes"]
+    assert len(fp.requests("civitai_cdn")) == cdn_before  # not one byte downloaded twice
+    assert job["job_id"] != again["job_id"]
+
+
+def test_real_429_with_retry_after_requeues_then_succeeds(ws, q, fp):
+    fp.inject("civitai_cdn", "/model/*", "status", status=429, headers={"Retry-After": "1"}, method="GET")
+    job = q.enqueue("civitai", remote_url=fp.civitai_model_page(), terms_acknowledged=True)
+    assert q.run_pending(timeout=0)[0]["status"] == "queued"
+    waiting = q.get(job["job_id"])
+    assert waiting["errors"][0]["retry_in"] == 1 and "429" in waiting["error"]
+    assert q.summary()["rate_limits"]["civitai"]["retry_after"] > 0
+    [done] = q.run_pending(timeout=30)  # the worker waits out Retry-After by itself
+    assert done["status"] == "staged" and done["attempts"] == 2
+
+
+def test_real_cut_connection_resumes_with_range_on_the_next_attempt(ws, q, fp):
+    from comfyvn.ingest.remote import INLINE_RESUMES
+
+    fp.inject("civitai_cdn", "/model/*", "cut", after=300_000, times=INLINE_RESUMES + 1, method="GET")
+    job = q.enqueue("civitai", remote_url=fp.civitai_model_page(), terms_acknowledged=True)
+    done = q.run_pending(timeout=30)
+    final = q.get(job["job_id"])
+    assert final["status"] == "staged" and final["digest"] == fp.civitai_file(1094417).sha256.lower()
+    assert [j["status"] for j in done] == ["queued", "staged"]  # one automatic retry after the cuts
+    ranges = [r.headers.get("range") for r in fp.requests("civitai_cdn")]
+    assert ranges[0] is None and all(r and r.startswith("bytes=") for r in ranges[1:])
+    assert ranges[-1] == f"bytes={300_000 * (INLINE_RESUMES + 1)}-"  # the kept prefix is never fetched again
+
+
+@pytest.mark.parametrize("fault, message", [
+    ({"action": "corrupt", "at": 1000}, "SHA-256"),
+    ({"action": "oversize", "extra": 10, "chunked": True}, "exceeds size limit"),
+])
+def test_real_bad_bodies_fail_the_job_and_leave_no_partial_file(ws, q, fp, fault, message):
+    if fault["action"] == "oversize":
+        update_config({"ingest": {"max_remote_bytes": fp.civitai_file(1094417).size}}, ws)
+    fp.inject("civitai_cdn", "/model/*", method="GET", **fault)
+    job = q.enqueue("civitai", remote_url=fp.civitai_model_page(), terms_acknowledged=True)
+    [done] = q.run_pending(timeout=30)
+    assert done["status"] == "failed" and message.lower() in done["error"].lower()
+    folder = q.job_dir(job["job_id"])
+    assert (sorted(p.name for p in folder.iterdir()) if folder.exists() else []) == []
+    assert events(ws, "on_asset_ingest_failed")[-1]["data"]["job_id"] == job["job_id"]
+
+
+def test_real_gated_huggingface_model_without_token_fails_with_advice(ws, q, fp):
+    from tests.fakes import HF_GATED_REPO
+
+    url = fp.hf_resolve_url("heroine_ckpt_v1.safetensors", repo=HF_GATED_REPO)
+    job = q.enqueue("huggingface", remote_url=url, terms_acknowledged=True)
+    [done] = q.run_pending(timeout=30)
+    assert done["job_id"] == job["job_id"] and done["status"] == "failed"
+    assert "HF_TOKEN" in done["error"]
+    assert events(ws, "on_asset_ingest_failed")[-1]["data"]["error"] == done["error"]

@@ -35,9 +35,9 @@ DEFAULT_MAX_AUTO_RETRIES = 5
 PART_NAME = ".download.part"
 
 
-def backoff_seconds(failures: int) -> float:
-    """5 s, 10 s, 20 s ... capped at 5 minutes."""
-    return float(min(300.0, 5.0 * 2 ** max(0, failures - 1)))
+def backoff_seconds(failures: int, base: float = 5.0) -> float:
+    """``base`` (``ingest.retry_backoff_s``, 5 s), doubled per failure in a row, capped at 5 minutes."""
+    return float(min(300.0, base * 2 ** max(0, failures - 1)))
 
 
 class IngestWorker:
@@ -319,7 +319,8 @@ class IngestWorker:
                 break
             streak += 1
         if exc.retryable and streak < limit:
-            delay = exc.retry_after if exc.retry_after is not None else backoff_seconds(streak + 1)
+            base = float(get_setting("ingest.retry_backoff_s", 5.0, q.ws))
+            delay = exc.retry_after if exc.retry_after is not None else backoff_seconds(streak + 1, base)
             if exc.status == 429 or exc.retry_after is not None:
                 q.limiter.block(job["provider"], delay, conn=conn)  # every process waits, not just us
             entry = {"attempt": job["attempts"], "error": exc.message, "code": exc.code, "at": time.time(),
