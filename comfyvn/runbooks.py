@@ -136,7 +136,7 @@ def jobs_frame(jobs: Sequence[dict], now: float | None = None) -> pd.DataFrame:
 
     now = time.time() if now is None else now
     columns = ["job_id", "status", "provider", "source", "dest_relative", "bytes", "attempts", "updated",
-               "idle_min", "asset_uid", "error"]
+               "idle_min", "asset_uid", "notes", "error"]
     rows = []
     for job in jobs:
         updated = _epoch(job.get("updated_at"))
@@ -146,7 +146,8 @@ def jobs_frame(jobs: Sequence[dict], now: float | None = None) -> pd.DataFrame:
             "bytes": job.get("bytes") or job.get("bytes_total"), "attempts": job.get("attempts"),
             "updated": pd.to_datetime(updated, unit="s", utc=True) if updated else pd.NaT,
             "idle_min": round((now - updated) / 60, 1) if updated else None,
-            "asset_uid": job.get("asset_uid") or job.get("existing_uid"), "error": job.get("error"),
+            "asset_uid": job.get("asset_uid") or job.get("existing_uid"), "notes": ", ".join(job.get("notes") or []),
+            "error": job.get("error"),
         })
     return pd.DataFrame(rows, columns=columns)
 
@@ -200,8 +201,15 @@ def inspect_queue(ws: Workspace, *, limit: int = 20, stuck_minutes: float = 15) 
     recovered = pd.DataFrame(
         [{"job_id": j["job_id"], "was": j["status"], "now": (queue.get(j["job_id"]) or {}).get("status"),
           "dead_process": j["owner"]} for j in interrupted], columns=["job_id", "was", "now", "dead_process"])
+    failed = list(iter_jobs(queue, "failed"))
+    reasons: dict[str, int] = {}
+    for job in failed:
+        reason = job.get("error") or "(no error recorded)"
+        reasons[reason] = reasons.get(reason, 0) + 1
+    limits = pd.DataFrame([{"provider": p, **v} for p, v in (summary.get("rate_limits") or {}).items()])
     total = summary["total"]
-    extra = [f"{counts['failed']} failed jobs (see the table; retry or release them)"] if counts.get("failed") else []
+    extra = [f"{plural(len(failed), 'failed job')}: " + "; ".join(f"{r} ({n})" for r, n in reasons.items())
+             + " (retry or release them)"] if failed else []
     if len(recovered):
         extra.append(f"{len(recovered)} jobs of dead processes were recovered when the queue opened")
     if stuck:
@@ -210,7 +218,8 @@ def inspect_queue(ws: Workspace, *, limit: int = 20, stuck_minutes: float = 15) 
     else:
         verdict = Verdict(True, f"{total} jobs, none stuck (threshold {stuck_minutes} min)", extra)
     return Report(verdict, {"counts": pd.DataFrame(sorted(counts.items()), columns=["status", "jobs"]),
-                            "recent": jobs_frame(recent, now), "stuck": stuck_frame, "recovered": recovered},
+                            "recent": jobs_frame(recent, now), "stuck": stuck_frame, "recovered": recovered,
+                            "failed": jobs_frame(failed, now), "rate_limits": limits},
                   {"summary": summary, "stuck": stuck, "interrupted": interrupted})
 
 
