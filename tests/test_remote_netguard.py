@@ -126,3 +126,20 @@ def test_dns_is_resolved_once_and_the_connection_pinned(provider_servers, ws, tm
     assert fp.requests("civitai_cdn")[-1].headers["host"] == f"{name}:{port}"
     # one lookup by plan_remote's check, one by download's check: httpx itself never resolved the name
     assert asked == [name, name]
+
+
+def test_https_end_to_end_with_pinned_addresses_and_verified_certificates(ws, tmp_path):
+    """Production mode: https only, real host names (pinned to 127.0.0.1), certificates checked."""
+    with FakeProviders(tls=True) as fp:
+        fp.configure(ws)
+        plan = plan_remote("civitai", FakeProviders.civitai_model_page(), None, ws)
+        assert plan.download_url == "https://civitai.com/api/download/models/1184630"
+        assert download(plan, tmp_path / "c.part", ws=ws, max_bytes=10**8) == (plan.expected_sha256, 2731337)
+        hf = plan_remote("huggingface", FakeProviders.hf_resolve_url(), None, ws)
+        assert download(hf, tmp_path / "h.part", ws=ws, max_bytes=10**8)[0] == hf.expected_sha256
+        assert fp.requests("civitai")[0].headers["host"] == "civitai.com"
+
+        update_config({"ingest": {"ca_bundle": None}}, ws)  # the fake's CA is not trusted any more
+        with pytest.raises(RemoteError) as err:
+            plan_remote("civitai", FakeProviders.civitai_model_page(), None, ws)
+        assert err.value.code == "remote.tls" and "civitai.com" in err.value.message

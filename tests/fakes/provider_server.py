@@ -51,7 +51,14 @@ Use in a test::
         fp.inject("civitai_cdn", "/model/*", "cut", after=100_000)   # next CDN GET dies after 100 kB
         assert fp.requests("civitai_cdn")[-1].headers["range"] == "bytes=100000-"
 
-or without pytest: ``with FakeProviders() as fp: fp.configure(ws); ...``.  From another
+or without pytest: ``with FakeProviders() as fp: fp.configure(ws); ...``.
+
+``FakeProviders(tls=True)`` is the production-like variant: every server speaks HTTPS with a
+certificate for the real names (made by ``trustme``), the base URLs are ``https://civitai.com``
+and ``https://huggingface.co`` themselves (mapped by ``ingest.host_overrides``),
+``ingest.allow_insecure_http`` stays false and ``ingest.ca_bundle`` trusts the throw-away CA.
+
+From another
 process (benches, server tests): ``python -m tests.fakes.provider_server [--file NAME:SIZE]``
 prints one JSON line (ports, URLs, ``config_patch``) and serves until stdin closes.
 
@@ -451,7 +458,7 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeProviders:
     """The five fake servers, their data, faults and request log.  A context manager."""
 
-    def __init__(self, fixtures_dir: Path | None = None) -> None:
+    def __init__(self, fixtures_dir: Path | None = None, *, tls: bool = False) -> None:
         if fixtures_dir is not None:
             global FIXTURES_DIR
             FIXTURES_DIR = Path(fixtures_dir)
@@ -471,17 +478,42 @@ class FakeProviders:
         self._lock = threading.Lock()
         self.servers: dict[str, _Server] = {}
         self._threads: list[threading.Thread] = []
+        # tls=True: every server speaks HTTPS with a certificate for the real host names, signed by
+        # a throw-away CA (``ca_file``); the config then uses https://civitai.com etc. and keeps
+        # ingest.allow_insecure_http off, like production.
+        self.tls = tls
+        self.scheme = "https" if tls else "http"
+        self.ca_file: Path | None = None
+        self._tmp: Any = None
 
     # -- lifecycle
     def start(self) -> FakeProviders:
+        ctx = self._tls_context() if self.tls else None
         for role in ROLES:
             srv = _Server(self, role)
+            if ctx is not None:
+                srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
             t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
                                  name=f"fake-{role}", daemon=True)
             t.start()
             self.servers[role] = srv
             self._threads.append(t)
         return self
+
+    def _tls_context(self) -> Any:
+        import ssl
+        import tempfile
+
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("civitai.com", "huggingface.co", CIVITAI_CDN_HOST, HF_CDN_HOST, EVIL_HOST, "127.0.0.1")
+        self._tmp = tempfile.TemporaryDirectory(prefix="fake-providers-ca-")
+        self.ca_file = Path(self._tmp.name) / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        cert.configure_cert(ctx)
+        return ctx
 
     def stop(self) -> None:
         stoppers = [threading.Thread(target=srv.shutdown) for srv in self.servers.values()]
@@ -495,6 +527,9 @@ class FakeProviders:
             t.join(timeout=5)
         self.servers.clear()
         self._threads.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def __enter__(self) -> FakeProviders:
         return self.start()
@@ -507,26 +542,33 @@ class FakeProviders:
         return self.servers[role].server_address[1]
 
     def url(self, role: str) -> str:
-        """``http://127.0.0.1:<port>`` of a server."""
-        return f"http://127.0.0.1:{self.port(role)}"
+        """``http(s)://127.0.0.1:<port>`` of a server."""
+        return f"{self.scheme}://127.0.0.1:{self.port(role)}"
 
     @property
     def civitai_base(self) -> str:
-        return self.url("civitai")
+        """The configured Civitai base URL (``https://civitai.com`` itself in TLS mode)."""
+        return "https://civitai.com" if self.tls else self.url("civitai")
 
     @property
     def hf_base(self) -> str:
-        return self.url("hf")
+        return "https://huggingface.co" if self.tls else self.url("hf")
 
     def config_patch(self) -> dict[str, Any]:
-        return {"ingest": {
-            "allow_insecure_http": True,
+        overrides = {CIVITAI_CDN_HOST: f"127.0.0.1:{self.port('civitai_cdn')}",
+                     HF_CDN_HOST: f"127.0.0.1:{self.port('hf_cdn')}",
+                     EVIL_HOST: f"127.0.0.1:{self.port('evil')}"}
+        ingest: dict[str, Any] = {
+            "allow_insecure_http": not self.tls,
             "allow_private_addresses": True,
             "providers": {"civitai": {"base_url": self.civitai_base}, "huggingface": {"base_url": self.hf_base}},
-            "host_overrides": {CIVITAI_CDN_HOST: f"127.0.0.1:{self.port('civitai_cdn')}",
-                               HF_CDN_HOST: f"127.0.0.1:{self.port('hf_cdn')}",
-                               EVIL_HOST: f"127.0.0.1:{self.port('evil')}"},
-        }}
+            "host_overrides": overrides,
+        }
+        if self.tls:
+            overrides.update({"civitai.com": f"127.0.0.1:{self.port('civitai')}",
+                              "huggingface.co": f"127.0.0.1:{self.port('hf')}"})
+            ingest["ca_bundle"] = str(self.ca_file)
+        return {"ingest": ingest}
 
     def configure(self, ws: Any) -> None:
         """Write :meth:`config_patch` into the workspace config (``comfyvn.config.update_config``)."""
@@ -555,7 +597,7 @@ class FakeProviders:
         if isinstance(payload, bytes):
             payload = Payload(data=payload, filename=name)
         self.files[name] = (payload, etag or f'"{hashlib.sha256(name.encode()).hexdigest()[:32]}-1"')
-        return f"http://{CIVITAI_CDN_HOST}/files/{quote(name)}"
+        return f"{self.scheme}://{CIVITAI_CDN_HOST}/files/{quote(name)}"
 
     # -- faults & log
     def inject(self, server: str, path: str = "*", action: str = "status", *, times: int | None = 1,
@@ -577,7 +619,7 @@ class FakeProviders:
             cases = {**self.fx["civitai_download"]["cases"], **self.fx["hf_resolve"]["cases"]}
             params["response"] = cases[name]["response"]
         if action == "redirect" and params.get("location") == "evil":
-            params["location"] = f"http://{EVIL_HOST}/model/payload.safetensors"
+            params["location"] = f"{self.scheme}://{EVIL_HOST}/model/payload.safetensors"
         fault = Fault(server=server, path=path, action=action, times=times, method=method, params=params, skip=skip)
         with self._lock:
             self._faults.append(fault)
@@ -707,7 +749,7 @@ class FakeProviders:
         query = urlencode({"X-Amz-Expires": "86400", "response-content-disposition": disp,
                            "X-Amz-Algorithm": "AWS4-HMAC-SHA256", "X-Amz-Date": date,
                            "X-Amz-SignedHeaders": "host", "X-Amz-Signature": self._sign(obj, date)}, quote_via=quote)
-        location = f"http://{CIVITAI_CDN_HOST}{quote(obj)}?{query}"
+        location = f"{self.scheme}://{CIVITAI_CDN_HOST}{quote(obj)}?{query}"
         h.send(307, {"Location": location, "Cache-Control": "no-store, max-age=0", "Server": "cloudflare",
                      "Access-Control-Allow-Origin": "*"}, b"")
 
@@ -833,7 +875,7 @@ class FakeProviders:
             disp = (f"inline; filename*=UTF-8''{payload.filename}; filename=\"{payload.filename}\";")
             query = urlencode({"Expires": date, "Signature": self._sign(obj, date), "Key-Pair-Id": "KFIXTURE0EXAMPLE",
                                "response-content-disposition": disp, "X-Xet-Cas-Uid": "public"}, quote_via=quote)
-            location = f"http://{HF_CDN_HOST}{obj}?{query}"
+            location = f"{self.scheme}://{HF_CDN_HOST}{obj}?{query}"
             body = f"Found. Redirecting to {location}"
             return h.send(302, {**common, "Location": location, "X-Linked-Size": str(payload.size),
                                 "X-Linked-Etag": f'"{payload.sha256}"', "ETag": f'"{xet}"', "X-Xet-Hash": xet,

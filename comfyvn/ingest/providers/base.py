@@ -16,12 +16,14 @@ import json
 import logging
 import os
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import certifi
 import httpx
 
 from ...config import Workspace, get_setting
@@ -251,7 +253,13 @@ class GuardedSession:
         self.secrets = secrets_of(self.auth)
         self.error_mapper = error_mapper
         read = read_timeout if read_timeout is not None else float(get_setting("ingest.remote_timeout_s", 60, ws))
+        verify: ssl.SSLContext | bool = True
+        extra_ca = get_setting("ingest.ca_bundle", None, ws)  # e.g. a studio proxy's or a test CA
+        if extra_ca:
+            verify = ssl.create_default_context(cafile=certifi.where())
+            verify.load_verify_locations(cafile=str(extra_ca))
         self.client = httpx.Client(
+            verify=verify,
             trust_env=False,  # no proxy / netrc surprises; we pin addresses ourselves
             follow_redirects=False,
             timeout=httpx.Timeout(connect=15.0, read=read, write=30.0, pool=15.0),
@@ -303,6 +311,10 @@ class GuardedSession:
                 raise remote_error(f"{subject}: {target.host} did not answer in time; try again later.",
                                    code="remote.timeout", retryable=True, secrets=self.secrets) from None
             except httpx.HTTPError as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+                    raise remote_error(f"{subject}: the TLS certificate of {target.host} could not be verified "
+                                       f"({exc}); if a proxy re-signs traffic, set ingest.ca_bundle to its CA file.",
+                                       code="remote.tls", secrets=self.secrets) from None
                 raise remote_error(f"{subject}: cannot connect to {target.host} ({type(exc).__name__}: {exc}).",
                                    code="remote.connection", retryable=True, secrets=self.secrets) from None
             location = resp.headers.get("location")
