@@ -107,6 +107,12 @@ def pct(values: list[float], p: float) -> float:
     return values[k]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fanout(server, *, clients: int, procs: int, rate: float, seconds: float) -> dict:
     """One fan-out run: ``clients`` sockets, one producer process."""
     from comfyvn.store import get_database
@@ -126,9 +132,11 @@ def fanout(server, *, clients: int, procs: int, rate: float, seconds: float) -> 
         p.start()
     for _ in range(clients):
         ready.get(timeout=120)
+    cpu0, t0 = cpu_seconds(server.proc.pid), time.perf_counter()
     go.set()
     prod = produced.get(timeout=seconds * 10 + 120)
     results = [r for _ in workers for r in out.get(timeout=seconds * 10 + 120)]
+    server_cpu = (cpu_seconds(server.proc.pid) - cpu0) / (time.perf_counter() - t0)
     for p in (*workers, producer):
         p.join(timeout=30)
     expected = prod["ids"]
@@ -144,6 +152,7 @@ def fanout(server, *, clients: int, procs: int, rate: float, seconds: float) -> 
         "latency_ms": {k: round(pct(lat, p) * 1000, 2) for k, p in
                        (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
         "latency_mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else None,
+        "server_cpu_cores": round(server_cpu, 2),  # CPU the jupyter server used while the run lasted
     }
 
 
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  1 client : {json.dumps(baseline['latency_ms'])} lost={baseline['lost']}", flush=True)
             fan = fanout(server, clients=args.clients, procs=args.client_procs, rate=args.rate, seconds=seconds)
             print(f"  {args.clients} clients: {json.dumps(fan['latency_ms'])} lost={fan['lost']} "
-                  f"dups={fan['duplicates']} rate={fan['rate_achieved']}", flush=True)
+                  f"dups={fan['duplicates']} rate={fan['rate_achieved']} server cpu={fan['server_cpu_cores']}", flush=True)
             http = http_throughput(server, concurrency=args.concurrency, seconds=http_seconds)
             for k in ("baseline_api_status", "ingest_status", "assets"):
                 print(f"  GET {k}: {http[k]['rps']} req/s (p99 {http[k]['p99_ms']} ms, errors {http[k]['errors']})",

@@ -145,6 +145,16 @@ def test_ingest_and_asset_round_trip(api, live_server, tmp_path):  # noqa: F811
             threading.Event().wait(0.05)
     assert thumb is not None and thumb.startswith(b"\x89PNG")
 
+    on_server = live_server.ws.root / "incoming" / "sidekick.png"
+    on_server.parent.mkdir(exist_ok=True)
+    on_server.write_bytes(png_bytes((0, 200, 0)))
+    registered = api.register_asset(on_server, "characters", tags=["sidekick"], license_tag="CC0-1.0")
+    assert registered["tags"] == ["sidekick"] and registered["license"] == "CC0-1.0"
+    assert on_server.exists()  # copied by default
+    with pytest.raises(AuthError, match="allowed_source_roots") as outside:
+        api.register_asset(art, "characters")  # exists, but outside the workspace and home
+    assert outside.value.code == "source_not_allowed"
+
     other = tmp_path / "villain.png"
     other.write_bytes(png_bytes((10, 10, 200)))
     direct = api.upload_asset(other, "characters", tags=["villain"])
@@ -166,6 +176,8 @@ def test_enqueue_cancel_retry_and_bad_input(api, live_server):  # noqa: F811
     assert api.cancel(job["job_id"])["status"] == "cancelled"
     assert api.retry(job["job_id"])["status"] == "staged"
     assert api.release(job["job_id"])["status"] == "released"
+    seen = [j["job_id"] for j in api.iter_jobs(page_size=1)]
+    assert job["job_id"] in seen and len(seen) == len(set(seen)) >= 2
     with pytest.raises(BadRequest, match="exactly one of"):
         api.enqueue()
     with pytest.raises(NotFoundError):
@@ -202,6 +214,16 @@ def test_hooks_history_test_event_and_websocket_resume(api):
     assert got == missed
     history = api.history(limit=3, topics=["on_modder_test"])["items"]
     assert [e["id"] for e in history] == missed
+    with api.subscribe(path="api/modder/hooks/stream") as stream:
+        assert stream.ack["topics"] is None
+        assert stream.ping()["type"] == "pong"
+        assert stream.resubscribe(["on_modder_test"], last_event_id=missed[0])["last_event_id"] == missed[0]
+        events = iter(stream)
+        assert [next(events)["id"], next(events)["id"]] == missed[1:]
+        with pytest.raises(BadRequest, match="unknown hook"):
+            stream.resubscribe(["on_nope"])
+        api.test_event("still subscribed")
+        assert stream.recv(timeout=10)["data"]["message"] == "still subscribed"
     with pytest.raises(BadRequest, match="unknown hook 'on_nope'"):
         api.subscribe(["on_nope"])
     with pytest.raises(BadRequest):
