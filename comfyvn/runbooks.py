@@ -762,6 +762,7 @@ def run_runbook(name: str, parameters: dict[str, Any] | None = None, *,
                          f"its parameters: {', '.join(info.parameters) or '(none)'}")
     ws = workspace(workspace_root if workspace_root is not None else params.get("workspace"))
     if "workspace" in info.parameters:
+        ws = open_workspace(ws.root)  # refuses a typo'd folder before anything is written there
         params["workspace"] = str(ws.root)
     out = Path(output) if output else default_output(ws, name)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -813,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_runbook(args.name, params, workspace_root=args.workspace, output=args.output,
                              directory=args.notebooks, log_output=args.log_output)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"comfyvn-runbook: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     if result.verdict:
