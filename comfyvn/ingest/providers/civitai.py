@@ -252,13 +252,15 @@ def plan(remote_url: str, metadata: dict | None, ws: Workspace | None) -> Remote
         download_url += ("&" if "?" in download_url else "?") + f"fileId={ref['file_id']}"
     sha = (file.get("hashes") or {}).get("SHA256")
     size_kb = file.get("sizeKB")
+    size = float(size_kb) * 1024 if isinstance(size_kb, int | float) and size_kb > 0 else None
     return RemotePlan(
         provider=NAME,
         source_url=_strip_token(remote_url),
         download_url=download_url,
         filename=safe_filename(str(file.get("name") or f"civitai_{vid}.bin")),
         expected_sha256=str(sha).lower() if sha and _HEX64.match(str(sha)) else None,
-        expected_size=int(round(float(size_kb) * 1024)) if isinstance(size_kb, int | float) and size_kb > 0 else None,
+        # sizeKB is bytes / 1024 as a float: trust it only when it names a whole number of bytes
+        expected_size=int(size) if size is not None and size.is_integer() else None,
         provider_metadata=version,
         headers=headers,
     )
