@@ -119,7 +119,7 @@ class ClipboardButton(anywidget.AnyWidget):
         self.on_error = on_error
         self.last_text: str | None = None
         self._seq = 0
-        self.on_msg(self._handle_msg)
+        self.on_msg(self._on_custom_msg)
 
     def copy(self) -> str | None:
         """Produce the text and send it to the browser (what a click does)."""
@@ -135,7 +135,7 @@ class ClipboardButton(anywidget.AnyWidget):
         self.send({"kind": "write", "text": text, "id": self._seq})
         return text
 
-    def _handle_msg(self, _widget, content: dict, _buffers) -> None:
+    def _on_custom_msg(self, _widget, content: dict, _buffers) -> None:
         if not isinstance(content, dict):
             return
         if content.get("kind") == "copy":

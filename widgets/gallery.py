@@ -183,15 +183,15 @@ class AssetGallery:
             w.add_class(f"cvn-bulk-{cls}")
             if isinstance(w, W.Text | W.Combobox):
                 w.style.description_width = "64px"
-                w.layout.width = "100%"
+                w.layout.width = "auto"
         bulk = W.VBox([theme.section("Bulk edit"), self.bulk_hint, self.add_tags, self.remove_tags,
                        self.license_action, self.license_value, self.apply_button])
         bulk.add_class("cvn-card")
         detail_card = W.VBox([theme.section("Details"), self.detail])
         detail_card.add_class("cvn-card")
-        side = W.VBox([bulk, detail_card], layout=W.Layout(gap="10px"))
+        side = W.VBox([bulk, detail_card], layout=W.Layout(grid_gap="10px"))
         side.add_class("cvn-side")
-        body = W.HBox([main, side], layout=W.Layout(gap="14px", margin="10px 0 0 0", align_items="flex-start"))
+        body = W.HBox([main, side], layout=W.Layout(grid_gap="14px", margin="10px 0 0 0", align_items="flex-start"))
         self.widget = theme.root_box([W.HTML(f"<style>{_DETAIL_CSS}</style>", layout=W.Layout(height="0px")),
                                       self.header, filters, body, self.status.widget], "cvn-gallery")
 

@@ -140,9 +140,9 @@ _CSS = r"""
 .cvn-tile.selected { border-color: #4f46e5; box-shadow: 0 0 0 2px #4f46e5; }
 .cvn-tile.focused:not(.selected) { border-color: #a5b4fc; }
 .cvn-thumb { position: relative; aspect-ratio: 1 / 1; display: flex; align-items: center; justify-content: center;
-  background-color: #f3f4f6;
-  background-image: linear-gradient(45deg, #e5e7eb 25%, transparent 25%), linear-gradient(-45deg, #e5e7eb 25%, transparent 25%),
-    linear-gradient(45deg, transparent 75%, #e5e7eb 75%), linear-gradient(-45deg, transparent 75%, #e5e7eb 75%);
+  background-color: #f8f9fa;
+  background-image: linear-gradient(45deg, #eceef1 25%, transparent 25%), linear-gradient(-45deg, #eceef1 25%, transparent 25%),
+    linear-gradient(45deg, transparent 75%, #eceef1 75%), linear-gradient(-45deg, transparent 75%, #eceef1 75%);
   background-size: 16px 16px; background-position: 0 0, 0 8px, 8px -8px, -8px 0; }
 .cvn-thumb img { max-width: 100%; max-height: 100%; object-fit: contain; display: block; }
 .cvn-ph { font: 600 13px/1.3 system-ui, sans-serif; color: #6b7280; text-align: center; padding: 8px;
@@ -185,7 +185,7 @@ class ThumbGrid(anywidget.AnyWidget):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._click_handlers: list[Callable[[str, bool, bool], None]] = []
-        self.on_msg(self._handle_msg)
+        self.on_msg(self._on_custom_msg)
 
     def on_click(self, callback: Callable[[str, bool, bool], None]) -> None:
         """``callback(uid, shift, toggle)`` for every tile click in the browser."""
@@ -196,6 +196,6 @@ class ThumbGrid(anywidget.AnyWidget):
         for cb in list(self._click_handlers):
             cb(uid, shift, toggle)
 
-    def _handle_msg(self, _widget, content: dict, _buffers) -> None:
+    def _on_custom_msg(self, _widget, content: dict, _buffers) -> None:
         if isinstance(content, dict) and content.get("kind") == "click" and isinstance(content.get("uid"), str):
             self.click(content["uid"], shift=bool(content.get("shift")), toggle=bool(content.get("toggle")))

@@ -68,7 +68,7 @@ class HookMonitor:
         left = W.VBox([self.table], layout=W.Layout(flex="1 1 auto", min_width="0"))
         right = W.VBox([theme.section("Payload"), self.inspector], layout=W.Layout(width="430px"))
         right.add_class("cvn-card")
-        body = W.HBox([left, right], layout=W.Layout(gap="14px", margin="10px 0 0 0", align_items="flex-start"))
+        body = W.HBox([left, right], layout=W.Layout(grid_gap="14px", margin="10px 0 0 0", align_items="flex-start"))
         self.widget = theme.root_box([self.header, bar, body, self.status.widget], "cvn-hooks")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -95,8 +95,8 @@ class HookMonitor:
             self.stats.value = (f'<span class="cvn-muted">{len(visible)} shown · {len(m.events)} buffered · '
                                 f'{m.received} live</span>')
             live = self.updater is not None and self.updater.running
-            theme.set_header(self.header, "Hook monitor", f"{self.db.path.parent.parent.name} · last event "
-                             f"#{m.last_id}" + (" · paused" if m.paused else ""), live=live)
+            theme.set_header(self.header, "Hook monitor", f"every process on {self.db.path.parent.parent} · "
+                             f"last event #{m.last_id}" + (" · paused" if m.paused else ""), live=live)
 
     def set_filter(self, topic: str | None = None, text: str | None = None) -> None:
         self.model.set_filter(topic=topic, text=text)

@@ -99,7 +99,7 @@ class QueueInspector:
         actions.add_class("cvn-toolbar")
         self.results = W.HTML()
         self.results.add_class("cvn-queue-results")
-        main = W.VBox([filters, self.table, actions, self.results], layout=W.Layout(gap="8px"))
+        main = W.VBox([filters, self.table, actions, self.results], layout=W.Layout(grid_gap="8px"))
         main.add_class("cvn-main")
 
         # enqueue form
@@ -124,7 +124,7 @@ class QueueInspector:
                        (self.dest_relative, "dest"), (self.enqueue_button, "submit")):
             w.add_class(f"cvn-enqueue-{cls}")
             if isinstance(w, W.Text | W.Combobox | W.Dropdown):
-                w.layout.width = "100%"
+                w.layout.width = "auto"
         self.local_box = _field("File path", self.source_path, self.field_errors["source_path"],
                                 "Files outside ingest.allowed_source_roots are refused.")
         self.remote_box = W.VBox([_field("URL", self.remote_url, self.field_errors["remote_url"]),
@@ -140,10 +140,10 @@ class QueueInspector:
         self.job_detail = W.HTML(self._job_html(None))
         detail = W.VBox([theme.section("Job"), self.job_detail])
         detail.add_class("cvn-card")
-        side = W.VBox([form, detail], layout=W.Layout(gap="10px"))
+        side = W.VBox([form, detail], layout=W.Layout(grid_gap="10px"))
         side.add_class("cvn-side")
         self._mode_changed("local")
-        body = W.HBox([main, side], layout=W.Layout(gap="14px", align_items="flex-start", margin="6px 0 0 0"))
+        body = W.HBox([main, side], layout=W.Layout(grid_gap="14px", align_items="flex-start", margin="6px 0 0 0"))
         self.widget = theme.root_box([W.HTML(f"<style>{_CSS}</style>", layout=W.Layout(height="0px")),
                                       self.header, self.flags, self.counts, body, self.status.widget], "cvn-queue")
 

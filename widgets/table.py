@@ -166,7 +166,7 @@ class DataTable(anywidget.AnyWidget):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._click_handlers: list[Callable[[str, bool, bool], None]] = []
-        self.on_msg(self._handle_msg)
+        self.on_msg(self._on_custom_msg)
 
     def on_click(self, callback: Callable[[str, bool, bool], None]) -> None:
         self._click_handlers.append(callback)
@@ -175,6 +175,6 @@ class DataTable(anywidget.AnyWidget):
         for cb in list(self._click_handlers):
             cb(row_id, shift, toggle)
 
-    def _handle_msg(self, _widget, content: dict, _buffers) -> None:
+    def _on_custom_msg(self, _widget, content: dict, _buffers) -> None:
         if isinstance(content, dict) and content.get("kind") == "click" and isinstance(content.get("id"), str):
             self.click(content["id"], shift=bool(content.get("shift")), toggle=bool(content.get("toggle")))

@@ -25,6 +25,8 @@ CSS = """
   color: #1f2937; font-size: 13px; line-height: 1.45; --cvn-accent: #4f46e5; --cvn-accent-soft: #eef2ff;
   --cvn-border: #e5e7eb; --cvn-muted: #6b7280; --cvn-bg: #f9fafb; max-width: 1400px; }
 .cvn-root .widget-label, .cvn-root .widget-html-content { font-family: inherit; }
+.cvn-root .widget-html-content { white-space: normal; line-height: 1.45; min-width: 0; }
+.cvn-root .widget-html { min-width: 0; }
 .cvn-header { display: flex; align-items: baseline; gap: 12px; padding: 4px 2px 10px 2px;
   border-bottom: 1px solid var(--cvn-border); margin-bottom: 10px; }
 .cvn-title { font-size: 20px; font-weight: 650; letter-spacing: -0.01em; color: #111827; }

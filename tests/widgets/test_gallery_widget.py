@@ -6,7 +6,7 @@ import json
 
 import pytest
 from comfyvn_widgets.gallery import AssetGallery
-from widget_helpers import register_in_subprocess, run_in_subprocess, wait_until
+from widget_helpers import from_browser, register_in_subprocess, run_in_subprocess, wait_until
 
 
 @pytest.fixture
@@ -39,13 +39,13 @@ def test_filter_widgets_narrow_the_grid_and_reset(gallery):
 
 def test_shift_click_selects_a_range_and_shows_the_detail(gallery):
     uids = [t["uid"] for t in gallery.grid.tiles]
-    gallery.grid.click(uids[0])
-    gallery.grid.click(uids[2], shift=True)
+    from_browser(gallery.grid, {"kind": "click", "uid": uids[0], "shift": False, "toggle": False})
+    from_browser(gallery.grid, {"kind": "click", "uid": uids[2], "shift": True, "toggle": False})
     assert gallery.grid.selected == uids[:3]
     assert "<b>3</b> selected" in gallery.selection_label.value
     assert gallery.grid.focused == uids[2]
     assert "Sidecar" in gallery.detail.value and uids[2] in gallery.detail.value
-    gallery.grid.click(uids[1], toggle=True)
+    from_browser(gallery.grid, {"kind": "click", "uid": uids[1], "shift": False, "toggle": True})
     assert gallery.grid.selected == [uids[0], uids[2]]
 
 
@@ -87,13 +87,13 @@ def test_copy_debug_json_sends_the_selection_as_utf8_json(gallery, registry):
     sent = []
     gallery.copy_button.send = lambda content, buffers=None: sent.append(content)
     gallery.grid.click(gallery.grid.tiles[0]["uid"])
-    gallery.copy_button._handle_msg(gallery.copy_button, {"kind": "copy"}, [])
+    from_browser(gallery.copy_button, {"kind": "copy"})
     assert sent and sent[0]["kind"] == "write"
     doc = json.loads(sent[0]["text"])
     assert doc["assets"][0]["meta"]["note"]["ü"] == [1, 2]
-    gallery.copy_button._handle_msg(gallery.copy_button, {"kind": "result", "ok": True, "how": "clipboard"}, [])
+    from_browser(gallery.copy_button, {"kind": "result", "ok": True, "how": "clipboard"})
     assert gallery.status.kind == "ok" and "Copied JSON of 1 asset" in gallery.status.text
-    gallery.copy_button._handle_msg(gallery.copy_button, {"kind": "result", "ok": False, "why": "denied"}, [])
+    from_browser(gallery.copy_button, {"kind": "result", "ok": False, "why": "denied"})
     assert gallery.status.kind == "warn" and "Ctrl+C" in gallery.status.text
 
 

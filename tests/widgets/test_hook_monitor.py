@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from comfyvn_widgets.hook_monitor import HookMonitor
 from comfyvn_widgets.hook_monitor_model import HookMonitorModel, summarise
-from widget_helpers import register_in_subprocess, wait_until
+from widget_helpers import from_browser, register_in_subprocess, wait_until
 
 from comfyvn.hooks import emit, get_hook_bus
 
@@ -80,7 +80,7 @@ def test_widget_streams_events_from_another_process_and_inspects_them(registry, 
         wait_until(lambda: len(mon.table.rows) == before + 1, what="the streamed event")
         top = mon.table.rows[0]
         assert top["cells"]["topic"][0] == "on_asset_registered" and f"uid={uid}" in top["cells"]["summary"]
-        mon.table.click(top["id"])
+        from_browser(mon.table, {"kind": "click", "id": top["id"], "shift": False, "toggle": False})
         assert uid in mon.inspector.value and "hook_event" in mon.inspector.value
         assert mon.table.selected == [top["id"]]
     finally:
