@@ -143,3 +143,30 @@ def test_https_end_to_end_with_pinned_addresses_and_verified_certificates(ws, tm
         with pytest.raises(RemoteError) as err:
             plan_remote("civitai", FakeProviders.civitai_model_page(), None, ws)
         assert err.value.code == "remote.tls" and "civitai.com" in err.value.message
+
+
+@pytest.mark.parametrize("headers, ratelimit, expected", [
+    ({"Retry-After": "120"}, True, 120.0),
+    ({"Retry-After": "1.5"}, True, 1.5),
+    ({"RateLimit": '"resolvers";r=0;t=55'}, True, 55.0),
+    ({"RateLimit": '"resolvers";r=0;t=55'}, False, None),  # a 5xx: the window reset is no back-off hint
+    ({}, True, None),
+])
+def test_retry_after_parsing(headers, ratelimit, expected):
+    import httpx
+
+    from comfyvn.ingest.providers.base import parse_retry_after
+
+    assert parse_retry_after(httpx.Headers(headers), ratelimit=ratelimit) == expected
+
+
+def test_retry_after_as_http_date():
+    import email.utils
+    import time
+
+    import httpx
+
+    from comfyvn.ingest.providers.base import parse_retry_after
+
+    when = email.utils.formatdate(time.time() + 90, usegmt=True)
+    assert 80 <= parse_retry_after(httpx.Headers({"Retry-After": when})) <= 91

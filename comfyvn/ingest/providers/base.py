@@ -124,8 +124,9 @@ def remote_error(message: str, *, code: str, secrets: Iterable[str] = (), retrya
 # ----------------------------------------------------------------------------- HTTP errors
 
 
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from ``Retry-After`` (seconds or HTTP date), else the draft ``RateLimit: ...;t=N``."""
+def parse_retry_after(headers: Mapping[str, str], *, ratelimit: bool = True) -> float | None:
+    """Seconds from ``Retry-After`` (seconds or HTTP date), else (``ratelimit``) the draft
+    ``RateLimit: "bucket";r=0;t=N`` header the Hugging Face Hub sends instead."""
     value = headers.get("retry-after")
     if value:
         value = value.strip()
@@ -137,9 +138,9 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
             when = None
         if when is not None:
             return max(0.0, when.timestamp() - time.time())
-    ratelimit = headers.get("ratelimit")
-    if ratelimit:
-        m = re.search(r"(?:^|;)\s*t=(\d+)", ratelimit)
+    draft = headers.get("ratelimit") if ratelimit else None
+    if draft:
+        m = re.search(r"(?:^|;)\s*t=(\d+)", draft)
         if m:
             return float(m.group(1))
     return None
@@ -186,7 +187,7 @@ def generic_http_error(f: HttpFailure, secrets: Iterable[str] = ()) -> RemoteErr
         return remote_error(f"{where}: rate limited by the provider (HTTP 429{detail}); retry in {wait:g} s ({how}).",
                             code="remote.rate_limited", retryable=True, retry_after=wait, status=429, secrets=secrets)
     if f.status >= 500:
-        after = parse_retry_after(f.headers)
+        after = parse_retry_after(f.headers, ratelimit=False)
         return remote_error(f"{where}: the provider failed with HTTP {f.status}{detail}; try again later.",
                             code="remote.server_error", retryable=True, retry_after=after, status=f.status,
                             secrets=secrets)
