@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import threading
@@ -200,6 +201,38 @@ def test_delivery_rechecks_target_when_private_targets_are_disallowed_again(db, 
     [attempt] = WebhookManager(db).deliveries(hook["id"])
     assert not attempt["ok"] and attempt["final"] and "private" in attempt["error"]
     assert rx.requests == []
+
+
+def test_delivery_connects_to_the_checked_address_not_a_second_lookup(db, ws, receiver, dispatchers,
+                                                                     monkeypatch):
+    """A public name is resolved once per delivery and the request goes to that address
+    (Host header kept); a name that now resolves to a private address (DNS rebinding) is refused."""
+    import comfyvn.hooks.webhooks as wh
+
+    rx = receiver()
+    port = rx.server.server_address[1]
+    answers = {"hooks.example.test": ["93.184.216.34"]}  # a public address
+    monkeypatch.setattr(wh, "_resolve", lambda host, p: [ipaddress.ip_address(a) for a in answers[host]])
+    update_config({"hooks": {"allow_private_webhook_targets": False, "webhook_max_attempts": 1}}, ws)
+    mgr = WebhookManager(db)
+    hook = mgr.register("on_modder_test", f"http://hooks.example.test:{port}/hook", secret=SECRET)
+    # deliver: the name now resolves to the receiver, which we let pass the public-address check once
+    answers["hooks.example.test"] = ["127.0.0.1"]
+    real_allowed = wh._ip_allowed
+    monkeypatch.setattr(wh, "_ip_allowed", lambda ip: str(ip) == "127.0.0.1" or real_allowed(ip))
+    emit_events(db)
+    d = dispatchers(db)
+    assert d.run_once() == 1
+    [attempt] = mgr.deliveries(hook["id"])
+    assert attempt["ok"], attempt
+    assert rx.requests[0]["headers"]["Host"] == f"hooks.example.test:{port}" and rx.requests[0]["valid"]
+    # rebinding to a private address is refused at delivery time, nothing is sent
+    monkeypatch.setattr(wh, "_ip_allowed", real_allowed)
+    emit_events(db)
+    assert d.run_once() == 1
+    latest = mgr.deliveries(hook["id"])[0]
+    assert not latest["ok"] and "resolves to private or reserved address(es) 127.0.0.1" in latest["error"]
+    assert len(rx.requests) == 1
 
 
 # ------------------------------------------------------------------------------- delivery

@@ -333,6 +333,7 @@ class WebhookDispatcher:
         self._inflight = 0
         self._inflight_lock = threading.Lock()
         self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
         self._last_prune = 0.0
 
     # -- settings (re-read each time so a config edit applies without a restart) --------
@@ -493,10 +494,11 @@ class WebhookDispatcher:
 
     # -- 3. deliver one claimed row ----------------------------------------------------------
     def _http(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(follow_redirects=False, trust_env=False,
-                                        headers={"User-Agent": USER_AGENT})
-        return self._client
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(follow_redirects=False, trust_env=False,
+                                            headers={"User-Agent": USER_AGENT})
+            return self._client
 
     def deliver(self, claim: _Claim) -> dict:
         """POST one claimed delivery and record the attempt; returns the attempt record."""
