@@ -40,11 +40,11 @@ class EnforcerModel:
         self.audit_event_id = 0  # event-log position the last audit reflects
         self.lock = threading.RLock()
 
-    def run(self) -> dict:
-        """A dry run: what is wrong, without touching any file."""
+    def run(self, fill_metadata: bool = False) -> dict:
+        """A dry run: what is wrong (and what ``fill_metadata`` would set), without touching any file."""
         from comfyvn.hooks import get_hook_bus
 
-        report = _audit()(self.registry, fix=False)
+        report = _audit()(self.registry, fix=False, fill_metadata=fill_metadata)
         with self.lock:
             self.report, self.ran_at, self.changes_since = report, time.time(), 0
             self.audit_event_id = get_hook_bus(self.registry.db).last_id()
@@ -78,19 +78,45 @@ class EnforcerModel:
         return len({f.get("uid") or f.get("path") for f in self.findings})
 
     def fix_plan(self, fill_metadata: bool, overwrite: bool) -> str:
-        """What a fix would do, in words, for the confirmation step."""
+        """What a fix would do with these options, in words, for the confirmation step."""
         if self.report is None:
             raise ValueError("Run the audit first: the fix applies to what the dry run found.")
-        n = len(self.findings)
-        if n == 0 and not overwrite and not fill_metadata:
+        c = self.counts()
+        if not c and not overwrite:
             raise ValueError("Nothing to fix: the last audit found no problems.")
-        parts = [f"repair {n} finding{'s' if n != 1 else ''} in {self.assets_affected()} asset"
-                 f"{'s' if self.assets_affected() != 1 else ''} (rewriting their sidecars from the registry)"]
-        if fill_metadata:
-            parts.append("fill missing tags and licences from folder and file names")
+        will: list[str] = []
+        wont: list[str] = []
+
+        def n(*kinds: str) -> int:
+            return sum(c.get(k, 0) for k in kinds)
+
+        if n("missing_sidecar"):
+            will.append(f"write {n('missing_sidecar')} missing sidecar(s) from the registry")
+        if n("invalid_sidecar", "sidecar_mismatch"):
+            (will if overwrite else wont).append(
+                f"{'rewrite' if overwrite else 'leave'} {n('invalid_sidecar', 'sidecar_mismatch')} invalid or "
+                f"disagreeing sidecar(s){'' if overwrite else ' (tick Overwrite to rewrite them)'}")
         if overwrite:
-            parts.append("rewrite every sidecar, even ones that look fine")
-        return "This will " + "; ".join(parts) + ". Files are written atomically; nothing is deleted."
+            will.append("rewrite every other sidecar from the registry")
+        if n("missing_thumbnail"):
+            will.append(f"remake thumbnails of {n('missing_thumbnail')} asset(s)")
+        if n("unregistered_file", "orphan_sidecar"):
+            will.append(f"register or tidy {n('unregistered_file', 'orphan_sidecar')} file(s) found without a "
+                        "registry row")
+        if n("stale_temp_file"):
+            will.append(f"delete {n('stale_temp_file')} stale temporary file(s)")
+        if n("interrupted_operation"):
+            will.append(f"finish or undo {n('interrupted_operation')} interrupted operation(s)")
+        if n("missing_tags", "missing_license"):
+            (will if fill_metadata else wont).append(
+                f"{'fill' if fill_metadata else 'leave'} {n('missing_tags', 'missing_license')} missing tag/licence "
+                f"field(s){' from folder and file names where they allow' if fill_metadata else ' (tick Fill)'}")
+        if n("missing_file", "file_changed"):
+            wont.append(f"{n('missing_file', 'file_changed')} missing or changed file(s) need a person")
+        text = ("This will " + "; ".join(will) + ".") if will else "With these options nothing would change."
+        if wont:
+            text += " Not fixed: " + "; ".join(wont) + "."
+        return text + " Sidecars are written atomically."
 
     # -- changing --------------------------------------------------------------------------
     def fix(self, fill_metadata: bool = False, overwrite: bool = False) -> dict:
@@ -100,7 +126,7 @@ class EnforcerModel:
         result = _audit()(self.registry, fix=True, fill_metadata=fill_metadata, overwrite=overwrite)
         with self.lock:
             self.last_fix = result
-        self.run()
+        self.run(fill_metadata=fill_metadata)
         return result
 
     def note_changes(self, envelopes: list[dict]) -> int:

@@ -64,7 +64,7 @@ class EnforcerReport:
                                    layout=W.Layout(width="auto"))
         self.fill_metadata = W.Checkbox(description="Fill missing tags/licences from folders and names", indent=False,
                                         layout=W.Layout(width="auto"))
-        self.overwrite = W.Checkbox(description="Rewrite every sidecar", indent=False, layout=W.Layout(width="auto"))
+        self.overwrite = W.Checkbox(description="Overwrite sidecars from the registry", indent=False, layout=W.Layout(width="auto"))
         self.fix_button = W.Button(description="Fix…", button_style="danger", layout=W.Layout(width="auto"))
         self.run_button.on_click(g(lambda _b: self.run_audit()))
         self.fix_button.on_click(g(lambda _b: self.ask_fix()))
@@ -158,7 +158,7 @@ class EnforcerReport:
     # -- actions ---------------------------------------------------------------------------
     def run_audit(self) -> dict:
         self.status.info("Auditing sidecars…")
-        report = self.model.run()
+        report = self.model.run(fill_metadata=self.fill_metadata.value)
         self._hide_confirm()
         self.render()
         n = len(self.model.findings)

@@ -179,7 +179,7 @@ class ThumbGrid(anywidget.AnyWidget):
     status = t.Dict().tag(sync=True)
     selected = t.List(t.Unicode()).tag(sync=True)
     focused = t.Unicode("").tag(sync=True)
-    tile_size = t.Int(150).tag(sync=True)
+    tile_size = t.Int(168).tag(sync=True)
     empty_text = t.Unicode("No assets match.").tag(sync=True)
 
     def __init__(self, **kwargs) -> None:
