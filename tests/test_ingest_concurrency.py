@@ -71,7 +71,7 @@ def test_processes_enqueueing_the_same_bytes_at_once_stage_it_exactly_once(ws, s
     assert {d["dedup_of"] for d in dups} == {staged[0]["job_id"]}
     assert all(d["notes"] == ["duplicate.staged"] for d in dups)
     leftovers = [p for p in ws.staging_dir.rglob("*") if p.is_file()]
-    assert leftovers == [ws.staging_dir / staged[0]["job_id"] / os.path.basename(staged[0]["source_path"])]
+    assert leftovers == [ws.staging_dir / f"{staged[0]['job_id']}-{os.path.basename(staged[0]['source_path'])}"]
     enq = get_hook_bus(ws.db_path).history(100, topics=["on_asset_ingest_enqueued"])
     assert sorted(e["data"]["status"] for e in enq) == ["duplicate"] * 3 + ["staged"]
 

@@ -72,7 +72,7 @@ def test_local_enqueue_stages_a_hashed_copy_and_emits_the_seed_payload(ws, q):
     assert job["status"] == "staged"
     assert job["digest"] == sha(data) and job["bytes"] == len(data)
     staged = Path(job["staging_path"])
-    assert staged.parent.parent == ws.staging_dir and staged.name == "hero.png"
+    assert staged.parent == ws.staging_dir and staged.name == f"{job['job_id']}-hero.png"
     assert staged.read_bytes() == data
     assert src.read_bytes() == data  # the source is left alone
     assert not [p for p in staged.parent.iterdir() if p.name.startswith(".")]  # no temp file left
@@ -141,7 +141,7 @@ def test_duplicate_of_a_staged_job(ws, q):
     second = q.enqueue("generic", source_path=write(ws.root / "copy.bin", data))
     assert second["status"] == "duplicate" and second["dedup_of"] == first["job_id"]
     assert second["notes"] == ["duplicate.staged"] and second["staging_path"] is None
-    assert not q.job_dir(second["job_id"]).exists()  # its copy was dropped
+    assert q.job_files(second["job_id"]) == []  # its copy was dropped
     enq = events(ws, "on_asset_ingest_enqueued")
     assert [e["data"]["status"] for e in enq] == ["staged", "duplicate"]  # duplicates announce too
     assert enq[1]["data"]["notes"] == ["duplicate.staged"]
@@ -185,7 +185,7 @@ def test_apply_moves_the_staged_file_by_rename_and_writes_row_sidecar_and_proven
     done = q.get(job["job_id"])
     assert done["status"] == "applied" and done["asset_uid"] == sha(data)[:16]
     assert done["pin"] is False and done["staging_path"] is None
-    assert not staged.exists() and not staged.parent.exists()
+    assert not staged.exists() and q.job_files(job["job_id"]) == []
     reg = AssetRegistry(ws=ws)
     asset = reg.get_asset(done["asset_uid"])
     final = Path(asset["abs_path"])
@@ -265,7 +265,7 @@ def test_release_deletes_staging_and_pin_and_refuses_applied(ws, q):
     assert q.dedup_snapshot()[job["digest"]]["pinned"] is True
     released = q.release(job["job_id"])
     assert released["status"] == "released" and released["pin"] is False
-    assert not q.job_dir(job["job_id"]).exists() and q.dedup_snapshot() == {}
+    assert q.job_files(job["job_id"]) == [] and q.dedup_snapshot() == {}
     assert q.release(job["job_id"])["status"] == "released"  # idempotent
     other = q.enqueue(source_path=write(ws.root / "b.bin", b"b"))
     q.apply([other["job_id"]])
@@ -282,7 +282,7 @@ def test_cancel_and_retry_of_a_local_job(ws, q):
     src = write(ws.root / "a.bin", b"cancel me")
     job = q.enqueue(source_path=src)
     cancelled = q.cancel(job["job_id"])
-    assert cancelled["status"] == "cancelled" and not q.job_dir(job["job_id"]).exists()
+    assert cancelled["status"] == "cancelled" and q.job_files(job["job_id"]) == []
     with pytest.raises(InvalidTransitionError, match="only failed or cancelled"):
         q.retry(q.enqueue(source_path=write(ws.root / "b.bin", b"b"))["job_id"])
     back = q.retry(job["job_id"])  # re-staged from source_path at once
@@ -411,7 +411,7 @@ def test_remote_enqueue_queues_without_sleeping_and_the_worker_stages_it(ws, q, 
     assert job["status"] == "queued" and job["remote_url"] == URL.format(1)
     [done] = q.run_pending(timeout=10)
     assert done["status"] == "staged" and done["digest"] == sha(body) and done["bytes"] == len(body)
-    assert Path(done["staging_path"]).read_bytes() == body and Path(done["staging_path"]).name == "1"
+    assert Path(done["staging_path"]).read_bytes() == body and Path(done["staging_path"]).name == f"{job['job_id']}-1"
     assert done["metadata"]["title"] == "Remote Model" and done["metadata"]["tags"] == ["lora"]
     assert done["metadata"]["base_model"] == "SDXL 1.0" and done["metadata"]["license"] is None
     assert done["metadata"]["license_terms"]["allow_commercial_use"] == ["Image", "Sell"]
@@ -557,7 +557,7 @@ def test_cancel_during_download_stops_it_and_cleans_up(ws, q, remote):
     remote.gate.set()
     runner.join(10)
     assert result and result[0]["status"] == "cancelled"
-    assert q.get(job["job_id"])["status"] == "cancelled" and not q.job_dir(job["job_id"]).exists()
+    assert q.get(job["job_id"])["status"] == "cancelled" and q.job_files(job["job_id"]) == []
 
 
 def test_background_worker_picks_up_queued_jobs(ws, remote, q):
@@ -657,8 +657,7 @@ def test_real_bad_bodies_fail_the_job_and_leave_no_partial_file(ws, q, fp, fault
     job = q.enqueue("civitai", remote_url=fp.civitai_model_page(), terms_acknowledged=True)
     [done] = q.run_pending(timeout=30)
     assert done["status"] == "failed" and message.lower() in done["error"].lower()
-    folder = q.job_dir(job["job_id"])
-    assert (sorted(p.name for p in folder.iterdir()) if folder.exists() else []) == []
+    assert q.job_files(job["job_id"]) == []
     assert events(ws, "on_asset_ingest_failed")[-1]["data"]["job_id"] == job["job_id"]
 
 

@@ -27,17 +27,16 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import signal
 import tempfile
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Workspace, feature_enabled, get_setting, setup_logging, workspace
-from ..fsutil import fsync_dir, is_within, owner_alive, owner_token, safe_relative, temp_owner
+from ..fsutil import is_within, owner_alive, owner_token, safe_relative, temp_owner
 from ..hashing import copy_and_hash
 from ..hooks import emit, get_hook_bus
 from ..store import Database, get_database
@@ -62,6 +61,7 @@ STATUSES = ("queued", "downloading", "staged", "applying", "applied", "duplicate
             "cancelled")
 ACTIVE_DIGEST_STATUSES = ("staged", "applying")  # the only jobs that block the same bytes
 STAGING_MISSING = "Staging file missing"
+PART_SUFFIX = ".download.part"
 STALE_TEMP_SECONDS = 3600.0
 CRASH_ENV = "COMFYVN_INGEST_CRASH_AT"  # test-only fault injection: SIGKILL this process at a named point
 
@@ -120,6 +120,18 @@ def guess_asset_type(job: dict) -> str:
     return "misc"
 
 
+def dest_for(job: dict, asset_type: str) -> str:
+    """Where a job's file goes in the registry: ``dest_relative`` as given (a folder ending in
+    ``/`` or without a suffix keeps the original file name), else ``<asset_type>/<file name>``."""
+    name = job.get("filename") or safe_filename(Path(job["staging_path"]).name.split("-", 1)[-1])
+    dest = job.get("dest_relative")
+    if not dest:
+        return f"{asset_type}/{name}"
+    if dest.endswith("/") or not PurePosixPath(dest).suffix:
+        return f"{dest.rstrip('/')}/{name}"
+    return dest
+
+
 def _check_type(value: str | None, what: str) -> None:
     if value is not None and (not isinstance(value, str) or not _TYPE_RE.match(value)):
         raise ValueError(f"{what} {value!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
@@ -165,6 +177,7 @@ class AssetIngestQueue:
         self._registries: dict[str, AssetRegistry] = {}
         self._registries_lock = threading.Lock()
         self.auto_worker = auto_worker
+        self._roots_cache: tuple[tuple, list[Path]] | None = None
         from .worker import IngestWorker
 
         self.worker = IngestWorker(self)
@@ -227,14 +240,40 @@ class AssetIngestQueue:
         job.update(fields)
         return job
 
+    # staging is one flat folder (no per-job folder to create and delete): ``<job_id>-<file name>``
+    # for staged files, ``.<job_id>.download.part`` (+ ``.json``) for a pull in progress
+    def staged_file(self, job_id: str, filename: str) -> Path:
+        return self.staging_dir / f"{job_id}-{filename}"
+
+    def part_file(self, job_id: str) -> Path:
+        return self.staging_dir / f".{job_id}{PART_SUFFIX}"
+
     def job_dir(self, job_id: str) -> Path:
+        """The per-job staging folder of earlier versions; no longer created (see :meth:`job_files`)."""
         return self.staging_dir / job_id
 
-    def _remove_job_dir(self, job_id: str) -> None:
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+    def job_files(self, job_id: str) -> list[Path]:
+        """Every file in staging that belongs to a job (scans the folder; for people and tests)."""
+        return sorted(p for p in self.staging_dir.iterdir() if p.name.startswith((f"{job_id}-", f".{job_id}")))
+
+    def _remove_job_files(self, job: dict, *, keep_part: bool = False) -> None:
+        paths = [self.staged_file(job["job_id"], job["filename"])] if job.get("filename") else []
+        if not keep_part:
+            part = self.part_file(job["job_id"])
+            paths += [part, part.with_name(part.name + ".json")]
+        for path in paths:
+            path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ source checks
     def allowed_source_roots(self) -> list[Path]:
+        """``ingest.allowed_source_roots`` expanded and resolved (re-read when the config file changes)."""
+        try:
+            st = self.ws.config_file.stat()
+            key: tuple = (st.st_mtime_ns, st.st_size, os.environ.get("HOME"))
+        except FileNotFoundError:
+            key = (None, None, os.environ.get("HOME"))
+        if self._roots_cache is not None and self._roots_cache[0] == key:
+            return list(self._roots_cache[1])
         roots = get_setting("ingest.allowed_source_roots", ["$COMFYVN_HOME", "~"], self.ws) or []
         if isinstance(roots, str):
             roots = [roots]
@@ -248,7 +287,8 @@ class AssetIngestQueue:
             if not path.is_absolute():
                 path = self.ws.root / path
             out.append(path.resolve())
-        return out
+        self._roots_cache = (key, out)
+        return list(out)
 
     def check_source(self, source_path: str | os.PathLike[str]) -> Path:
         """The resolved source file, if it lies under ``ingest.allowed_source_roots``."""
@@ -303,11 +343,10 @@ class AssetIngestQueue:
 
     # ------------------------------------------------------------------ local staging
     def stage_file(self, job_id: str, src: Path, filename: str) -> tuple[Path, str, int]:
-        """Copy ``src`` into the job's staging folder, hashing in the same pass (temp + rename)."""
-        folder = self.job_dir(job_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        final = folder / filename
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.{owner_token()}.", suffix=".tmp", dir=folder)
+        """Copy ``src`` into staging, hashing in the same pass (temp file + rename)."""
+        final = self.staged_file(job_id, filename)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{owner_token()}.", suffix=".tmp",
+                                        dir=self.staging_dir)
         try:
             with os.fdopen(fd, "wb") as fh:
                 digest, size = copy_and_hash(src, fh)
@@ -315,7 +354,8 @@ class AssetIngestQueue:
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        fsync_dir(folder)
+        # The bytes are fsynced (copy_and_hash) before the job may say "staged"; the rename is
+        # not: a lost rename shows up as "Staging file missing", never as wrong bytes.
         return final, digest, size
 
     # ------------------------------------------------------------------ enqueue
@@ -359,10 +399,10 @@ class AssetIngestQueue:
                 job = self._settle_staged(conn, job, digest, size, staged, insert=True,
                                           topic="on_asset_ingest_enqueued")
         except BaseException:
-            self._remove_job_dir(job["job_id"])
+            staged.unlink(missing_ok=True)
             raise
         if job["status"] == "duplicate":
-            self._remove_job_dir(job["job_id"])
+            staged.unlink(missing_ok=True)
         self._poke()
         return public_job(job)
 
@@ -427,11 +467,11 @@ class AssetIngestQueue:
         else:
             ids = list(dict.fromkeys(job_ids))
         for job_id in ids:
-            job = self.get(job_id) if isinstance(job_id, str) else None
-            if job is None:
+            try:
+                outcome, job = self._apply_one(job_id, asset_type_override)
+            except JobNotFoundError:
                 result["unknown"].append(job_id)
                 continue
-            outcome, job = self._apply_one(job_id, asset_type_override)
             result[outcome].append(job)
         return result
 
@@ -456,7 +496,7 @@ class AssetIngestQueue:
                 drop = False
         self._poke()
         if drop:
-            self._remove_job_dir(job_id)
+            self._remove_job_files(job)
             return "skipped", public_job(job)
         crash_point("apply.claimed")
         asset_type = override or job["asset_type_hint"] or guess_asset_type(job)
@@ -468,7 +508,7 @@ class AssetIngestQueue:
         try:
             registry = self.registry(job["project_id"])
             record = registry.register_file(
-                staged, asset_type, dest_relative=job["dest_relative"], metadata=meta, copy=False,
+                staged, asset_type, dest_relative=dest_for(job, asset_type), metadata=meta, copy=False,
                 provenance=provenance, license_tag=(job["metadata"] or {}).get("license"),
                 tags=(job["metadata"] or {}).get("tags") or [], origin=job["provider"], digest=job["digest"])
         except Exception as exc:
@@ -497,7 +537,6 @@ class AssetIngestQueue:
                     "owner": None, "error": None}, path=record["abs_path"], sidecar=record["sidecar"])
         self._poke()
         crash_point("apply.committed")
-        self._remove_job_dir(job_id)
         return ("skipped" if merged else "applied"), public_job(job)
 
     def _fail(self, conn, job: dict, error: str, *, keep_file: bool = False, **extra: Any) -> dict:
@@ -529,7 +568,7 @@ class AssetIngestQueue:
                     f"({hint.get(job['status'], '')})")
             job = self._update(conn, job, "on_asset_ingest_updated",
                                {"status": "released", "pin": False, "staging_path": None, "owner": None})
-        self._remove_job_dir(job_id)
+        self._remove_job_files(job)
         self._poke()
         return public_job(job)
 
@@ -547,7 +586,7 @@ class AssetIngestQueue:
             job = self._update(conn, job, "on_asset_ingest_updated",
                                {"status": "cancelled", "pin": False, "staging_path": None})
         if was != "downloading":  # a running download notices, stops and cleans up itself
-            self._remove_job_dir(job_id)
+            self._remove_job_files(job)
         self._poke()
         return public_job(job)
 
@@ -569,7 +608,7 @@ class AssetIngestQueue:
                 job = self._update(conn, job, "on_asset_ingest_updated",
                                    {**base, "status": "queued", "staging_path": None, "bytes_done": 0})
         if job["status"] == "duplicate":
-            self._remove_job_dir(job_id)
+            self._remove_job_files(job)
         self._poke()
         if job["status"] == "queued" and job["remote_url"] is None:
             return public_job(self.worker.process_local(job))  # a local file is re-staged at once
@@ -734,29 +773,33 @@ class AssetIngestQueue:
         return "failed"
 
     def _sweep_staging(self) -> int:
-        """Delete what nobody will use: temp files of dead writers, folders of finished jobs,
-        and folders without a job once they are an hour old (an enqueue killed before it committed)."""
+        """Delete what nobody will use: temp files of dead writers, files of finished jobs, and
+        files without a job once they are an hour old (an enqueue killed before it committed)."""
         cutoff = time.time() - STALE_TEMP_SECONDS
+        keep = {r[0] for r in self.db.query(
+            "SELECT job_id FROM ingest_jobs WHERE status IN ('queued','downloading','staged','applying','failed')")}
         swept = 0
         try:
-            entries = [e for e in os.scandir(self.staging_dir) if e.is_dir(follow_symlinks=False)]
+            entries = [e for e in os.scandir(self.staging_dir) if e.is_file(follow_symlinks=False)]
         except FileNotFoundError:
             return 0
         for entry in entries:
-            row = self.db.query_one("SELECT status FROM ingest_jobs WHERE job_id = ?", (entry.name,))
-            if row is not None and row[0] in ("queued", "downloading", "staged", "applying", "failed"):
-                for sub in os.scandir(entry.path):
-                    token = temp_owner(sub.name)
-                    if sub.name.startswith(".") and token and not owner_alive(token):
-                        Path(sub.path).unlink(missing_ok=True)
-                        swept += 1
-                continue
-            try:
-                old = entry.stat(follow_symlinks=False).st_mtime < cutoff
-            except FileNotFoundError:
-                continue
-            if row is not None or old:
-                shutil.rmtree(entry.path, ignore_errors=True)
+            name = entry.name
+            token = temp_owner(name)
+            if token is not None:  # ".<job>-<name>.<owner>.<random>.tmp"
+                drop = not owner_alive(token)
+            else:
+                job_id = name[1:13] if name.startswith(".") else name[:12]
+                if job_id in keep:
+                    continue
+                try:
+                    old = entry.stat(follow_symlinks=False).st_mtime < cutoff
+                except FileNotFoundError:
+                    continue
+                known = self.db.query_one("SELECT 1 FROM ingest_jobs WHERE job_id = ?", (job_id,))
+                drop = known is not None or old
+            if drop:
+                Path(entry.path).unlink(missing_ok=True)
                 swept += 1
         return swept
 

@@ -32,7 +32,6 @@ POLL_SECONDS = 1.0  # how often an idle worker looks for jobs other processes qu
 RECOVER_SECONDS = 30.0  # how often a running worker looks for jobs of dead processes
 PROGRESS_SECONDS = 0.5  # at most two progress events per second per job
 DEFAULT_MAX_AUTO_RETRIES = 5
-PART_NAME = ".download.part"
 
 
 def backoff_seconds(failures: int, base: float = 5.0) -> float:
@@ -159,7 +158,7 @@ class IngestWorker:
         """The job was cancelled (or taken over) meanwhile: drop our files, report its state."""
         job = self.queue._row(self.queue.db.conn, job_id)
         if job is not None and job["status"] in ("cancelled", "released"):
-            self.queue._remove_job_dir(job_id)
+            self.queue._remove_job_files(job)
         return job or {"job_id": job_id, "status": "unknown"}
 
     def _claim_local(self, job: dict) -> dict | None:
@@ -196,7 +195,7 @@ class IngestWorker:
             job = q._settle_staged(conn, current, digest, size, staged, insert=False,
                                    topic="on_asset_ingest_updated")
         if job["status"] == "duplicate":
-            q._remove_job_dir(job["job_id"])
+            q._remove_job_files(job)
         q._poke()
         return job
 
@@ -232,18 +231,16 @@ class IngestWorker:
                     job = q._update(conn, current, None, fields)
             q._poke()
             if job["status"] == "duplicate":
-                q._remove_job_dir(job_id)
+                q._remove_job_files(job)
                 return job
-            folder = q.job_dir(job_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            part = folder / PART_NAME
+            part = q.part_file(job_id)
             progress, cancelled = self._callbacks(job)
             max_bytes = int(get_setting("ingest.max_remote_bytes", None, q.ws) or _max_remote_bytes())
             digest, size = api.download(plan, part, ws=q.ws, max_bytes=max_bytes, progress=progress,
                                         cancelled=cancelled)
-            final = folder / filename
+            final = q.staged_file(job_id, filename)
             os.replace(part, final)
-            fsync_dir(folder)
+            fsync_dir(q.staging_dir)
         except RemoteError as exc:
             return self._remote_failed(job_id, exc)
         except (OSError, IngestError, ValueError) as exc:
@@ -255,7 +252,7 @@ class IngestWorker:
             job = q._settle_staged(conn, current, digest, size, final, insert=False,
                                    topic="on_asset_ingest_updated")
         if job["status"] == "duplicate":
-            q._remove_job_dir(job_id)
+            q._remove_job_files(job)
         q._poke()
         return job
 
@@ -307,7 +304,7 @@ class IngestWorker:
             return self._abandon(job_id)
         q._poke()
         if job["status"] == "failed" and not exc.retryable:
-            (q.job_dir(job_id) / PART_NAME).unlink(missing_ok=True)  # a bad body is no prefix to resume
+            q._remove_job_files({"job_id": job_id})  # a bad body is no prefix to resume
         return job
 
     def _record_failure(self, conn, job: dict, exc: RemoteError) -> dict:
