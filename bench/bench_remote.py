@@ -9,8 +9,9 @@ Each round downloads it twice into a temporary folder, alternating:
   manual redirects, streaming size cap, SHA-256 in the same pass, resume validators, fsync,
   verification against the published hash.
 
-Reported: best-of-N MiB/s of each and their ratio (the median ratio too, and the load average,
-since other work on a shared 2-core machine disturbs single runs), and the peak memory growth
+Reported: best-of-N MiB/s of each and their ratio (the median ratio too, the CPU seconds each
+used, and the load average, since other work on a shared 2-core machine disturbs wall-clock
+figures), and the peak memory growth
 of one download() in a fresh process (peak RSS above the RSS before it, via
 ``/proc/self/clear_refs``; tracemalloc's Python-heap peak as a second opinion; target < 64 MiB).
 Results go to ``bench/results/remote.json``.
@@ -112,27 +113,32 @@ def main(argv: list[str] | None = None) -> int:
         plan = RemotePlan(provider="civitai", source_url=url, download_url=url, filename="bench.bin",
                           expected_sha256=file_info["sha256"], expected_size=size)
 
+        cpu: dict[str, list[float]] = {"baseline": [], "download": []}
+
         def run_remote() -> float:
             part = tmp / "remote.part"
             part.unlink(missing_ok=True)
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             sha, n = download(plan, part, ws=ws, max_bytes=size + MiB)
             dt = time.perf_counter() - t
+            cpu["download"].append(time.process_time() - c)
             assert (sha, n) == (file_info["sha256"], size), "download() returned the wrong file"
             part.unlink()
             return dt
 
         def run_base() -> float:
             dest = tmp / "base.bin"
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             n = baseline(direct, host, dest)
             dt = time.perf_counter() - t
+            cpu["baseline"].append(time.process_time() - c)
             assert n == size
             dest.unlink()
             return dt
 
         run_base()  # warm both paths (imports, page cache, server)
         run_remote()
+        cpu = {"baseline": [], "download": []}
         base_t, remote_t = [], []
         for _ in range(rounds):
             base_t.append(run_base())
@@ -166,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             "throughput_ratio": round(remote_mibs / base_mibs, 3),
             "throughput_ratio_median": round(median_ratio, 3),
             "load_average_1m": round(os.getloadavg()[0], 2),
+            # CPU seconds of this process (all threads) per run: less disturbed by other load
+            "cpu_s_baseline_median": round(statistics.median(cpu["baseline"]), 3),
+            "cpu_s_download_median": round(statistics.median(cpu["download"]), 3),
+            "cpu_ratio_download_over_baseline": round(statistics.median(cpu["download"])
+                                                      / statistics.median(cpu["baseline"]), 3),
             "peak_rss_growth_mib": round(rss_growth_mib, 1),
             "peak_rss_method": "VmHWM after clear_refs" if have_hwm else "VmRSS after (no peak reset)",
             "tracemalloc_peak_mib": round(py_peak / MiB, 2),
@@ -183,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"remote pull of {result['size_mib']} MiB: download() {result['download_mib_s']} MiB/s vs plain httpx "
-          f"stream {result['baseline_httpx_stream_mib_s']} MiB/s -> ratio {result['throughput_ratio']}; peak memory "
+          f"stream {result['baseline_httpx_stream_mib_s']} MiB/s -> ratio {result['throughput_ratio']} (median "
+          f"{result['throughput_ratio_median']}, CPU {result['cpu_ratio_download_over_baseline']}x); peak memory "
           f"growth {result['peak_rss_growth_mib']} MiB RSS ({result['tracemalloc_peak_mib']} MiB Python heap); "
           f"wrote {out.relative_to(ROOT)}")
     return 0 if result["memory_ok"] else 1
