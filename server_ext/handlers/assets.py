@@ -64,7 +64,9 @@ class AssetsBase(ComfyvnAPIHandler):
             self.set_header("Content-Length", str(size))
             self.set_header("X-Content-Type-Options", "nosniff")
             if download_name:
-                self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(download_name)}")
+                fallback = download_name.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+                self.set_header("Content-Disposition",
+                                f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(download_name)}")
             while chunk := await self.run(fh.read, CHUNK):
                 self.write(chunk)
                 await self.flush()

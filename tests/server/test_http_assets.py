@@ -142,10 +142,16 @@ async def test_thumbnail_and_download(api, make_png, ws):
     r = await api("GET", f"/assets/{blob['uid']}/download")
     assert r.code == 200 and r.body == content
     assert r.headers["Content-Type"] == "application/octet-stream"
-    assert r.headers["Content-Disposition"] == "attachment; filename*=UTF-8''voice.bin"
+    assert r.headers["Content-Disposition"] == "attachment; filename=\"voice.bin\"; filename*=UTF-8''voice.bin"
     assert r.headers["ETag"] == f'"{blob["hash"]}"'
     r = await api("GET", f"/assets/{blob['uid']}/download", headers={"If-None-Match": f'"{blob["hash"]}"'})
     assert r.code == 304 and r.body == b""
+    accented = ws.root / "incoming" / "héros \"1\".bin"
+    accented.write_bytes(b"accented")
+    named = await register(api, accented, "models")
+    r = await api("GET", f"/assets/{named['uid']}/download")
+    assert r.headers["Content-Disposition"] == ("attachment; filename=\"h?ros _1_.bin\"; "
+                                                "filename*=UTF-8''h%C3%A9ros%20%221%22.bin")
     assert_error(await api("GET", f"/assets/{blob['uid']}/thumbnail"), 404, "no_thumbnail")
     assert_error(await api("GET", "/assets/0000000000000000/download"), 404, "asset_not_found")
     Path(blob["abs_path"]).unlink()

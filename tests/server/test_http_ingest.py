@@ -138,7 +138,7 @@ async def test_streamed_upload_is_staged(api, ingest_on, ws):
     job = r.json
     assert job["status"] == "staged" and job["pin"] is True and job["digest"] == hashlib.sha256(content).hexdigest()
     staged = Path(job["staging_path"])
-    assert staged.name == "lora v2.safetensors" and staged.read_bytes() == content
+    assert job["filename"] == "lora v2.safetensors" and staged.read_bytes() == content
     assert not any(p.is_file() for p in (ws.data_dir / "uploads").rglob("*"))  # the temporary copy is gone
     dup = await api("POST", "/api/ingest/upload", raw=content, params={"filename": "again.safetensors"})
     assert dup.code == 200 and dup.json["status"] == "duplicate" and dup.json["dedup_of"] == job["job_id"]
