@@ -234,8 +234,10 @@ class AssetRegistry:
         else:
             text = os.fspath(dest_relative).replace("\\", "/")
             pure = safe_relative(text, what="dest_relative")
-            # a folder ("characters/" or no suffix) keeps the original file name
-            rel = str(pure / source.name) if text.endswith("/") or not pure.suffix else str(pure)
+            # a folder ("characters/" or no suffix) keeps the original file name, unless it names
+            # the very file being registered in place
+            as_folder = text.endswith("/") or (not pure.suffix and self._abs(str(pure)).resolve() != source.resolve())
+            rel = str(pure / source.name) if as_folder else str(pure)
         if rel.endswith(SIDECAR_SUFFIX):
             raise UnsafePathError(f"dest_relative {rel!r} may not end with {SIDECAR_SUFFIX}")
         confined_path(self.assets_root, rel, what="dest_relative")
@@ -766,6 +768,38 @@ class AssetRegistry:
         self._sync_sidecars([r["uid"] for r in updated if r["updated_at"] == now])
         self._run_hooks(fired)
         return [self._public(r) for r in updated]
+
+    def relocate_asset(self, uid: str, new_relative: str) -> dict:
+        """Point an asset at the place its file was moved to by hand (the enforcer's fix).
+
+        The file must already be at ``new_relative`` (inside the assets root) with the
+        registered bytes; the sidecar is written there and the old one removed.
+        """
+        final = confined_path(self.assets_root, new_relative, what="new_relative")
+        rel = str(safe_relative(new_relative, what="new_relative"))
+        rec = self._require(uid)
+        if not final.is_file() or sha256_file(final)[0] != rec["hash"]:
+            raise AssetRegistryError(f"{rel!r} does not hold the bytes of asset {uid}; nothing changed")
+        old_rel = rec["path"]
+        if old_rel == rel:
+            return self._public(rec)
+        fired: list[tuple[str, dict]] = []
+        with self.db.transaction() as conn:
+            rec = self._require(uid, conn)
+            self._check_path_free(conn, rel)
+            new = {**rec, "path": rel, "version": rec["version"] + 1, "updated_at": time.time()}
+            conn.execute("UPDATE assets SET path = ?, version = ?, updated_at = ?, search_text = ?, sidecar_pending = 1"
+                         " WHERE project_id = ? AND uid = ?",
+                         (rel, new["version"], new["updated_at"], self._search_text(new), self.project_id, uid))
+            fired.append(self._emit(conn, self.HOOK_ASSET_META_UPDATED, self._payload(new, include_meta=True),
+                                    {"tags": new["tags"], "license": new["license"], "moved_from": old_rel}))
+            fired.append(self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(new)))
+        self._sync_sidecars([uid])
+        old_sidecar = self.sidecar_path_for(old_rel)
+        if _sidecar_uid(old_sidecar) == uid and not self._abs(old_rel).exists():
+            old_sidecar.unlink(missing_ok=True)
+        self._run_hooks(fired)
+        return self._public(new)
 
     # ------------------------------------------------------------------ removal
     def remove_asset(self, uid: str, delete_files: bool = False) -> dict:
