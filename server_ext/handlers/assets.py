@@ -172,8 +172,9 @@ class ThumbnailHandler(AssetsBase):
                 raise ApiError(503, "thumbnail_pending", f"the {size} thumbnail of {uid} is being made; retry shortly",
                                {"Retry-After": "1"})
             raise ApiError(404, "thumbnail_failed", f"the {size} thumbnail of {uid} failed: {state['error']}")
+        mtime = await self.run(lambda: path.stat().st_mtime_ns)
         await self.stream_file(path, "application/json" if size == WAVEFORM else "image/png",
-                               etag=f"{uid}-{size}-{int(path.stat().st_mtime_ns)}")
+                               etag=f"{uid}-{size}-{mtime}")
 
 
 class DownloadHandler(AssetsBase):

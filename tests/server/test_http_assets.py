@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import wave
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,18 @@ async def test_thumbnail_and_download(api, make_png, ws):
     assert_error(await api("GET", f"/assets/{uid}/thumbnail", params={"size": "100"}), 400, "invalid_parameter",
                  "256")
     assert_error(await api("GET", f"/assets/{uid}/thumbnail", params={"size": "waveform"}), 404, "no_thumbnail")
+
+    wav_path = ws.root / "incoming" / "voice.wav"
+    with wave.open(str(wav_path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"".join(int(i * 30).to_bytes(2, "little", signed=True) for i in range(-800, 800)))
+    voice = await register(api, wav_path, "audio")
+    assert AssetRegistry.wait_for_thumbnails(30)
+    r = await api("GET", f"/assets/{voice['uid']}/thumbnail", params={"size": "waveform"})
+    assert r.code == 200 and r.headers["Content-Type"] == "application/json"
+    assert r.json["sample_rate"] == 8000 and r.json["frames"] == 1600 and max(r.json["peaks"]) > 0.7
 
     get_database(ws.db_path).conn.execute("UPDATE thumbnails SET status = 'pending' WHERE uid = ?", (uid,))
     r = await api("GET", f"/assets/{uid}/thumbnail")
