@@ -170,3 +170,10 @@ def test_retry_after_as_http_date():
 
     when = email.utils.formatdate(time.time() + 90, usegmt=True)
     assert 80 <= parse_retry_after(httpx.Headers({"Retry-After": when})) <= 91
+
+
+def test_unreadable_ca_bundle_is_a_clear_error(ws, tmp_path):
+    update_config({"ingest": {"ca_bundle": str(tmp_path / "missing.pem")}}, ws)
+    with pytest.raises(RemoteError) as err:
+        plan_remote("civitai", "civitai:1184630", None, ws)
+    assert err.value.code == "remote.tls" and "missing.pem" in err.value.message

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -220,6 +221,33 @@ ErrorMapper = Callable[[HttpFailure], RemoteError | None]
 # ----------------------------------------------------------------------------- guarded session
 
 
+_tls_lock = threading.Lock()
+_tls_cache: dict[tuple, ssl.SSLContext] = {}
+
+
+def tls_context(extra_ca: str | None = None) -> ssl.SSLContext:
+    """A verifying client TLS context (certifi + ``extra_ca``), built once and shared.
+
+    Loading the CA bundle costs ~80 ms; a context is safe to share between connections/threads.
+    """
+    key: tuple = (certifi.where(),)
+    try:
+        if extra_ca:
+            st = os.stat(extra_ca)
+            key += (extra_ca, st.st_mtime_ns, st.st_size)
+        with _tls_lock:
+            ctx = _tls_cache.get(key)
+            if ctx is None:
+                ctx = ssl.create_default_context(cafile=certifi.where())
+                if extra_ca:
+                    ctx.load_verify_locations(cafile=extra_ca)
+                _tls_cache[key] = ctx
+            return ctx
+    except (OSError, ssl.SSLError) as exc:
+        raise RemoteError(f"ingest.ca_bundle {extra_ca!r} cannot be loaded ({exc}); point it at a PEM file "
+                          "of CA certificates, or remove the setting.", code="remote.tls") from None
+
+
 def _no_cookies() -> http.cookiejar.CookieJar:
     return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
@@ -254,13 +282,9 @@ class GuardedSession:
         self.secrets = secrets_of(self.auth)
         self.error_mapper = error_mapper
         read = read_timeout if read_timeout is not None else float(get_setting("ingest.remote_timeout_s", 60, ws))
-        verify: ssl.SSLContext | bool = True
         extra_ca = get_setting("ingest.ca_bundle", None, ws)  # e.g. a studio proxy's or a test CA
-        if extra_ca:
-            verify = ssl.create_default_context(cafile=certifi.where())
-            verify.load_verify_locations(cafile=str(extra_ca))
         self.client = httpx.Client(
-            verify=verify,
+            verify=tls_context(str(extra_ca) if extra_ca else None),
             trust_env=False,  # no proxy / netrc surprises; we pin addresses ourselves
             follow_redirects=False,
             timeout=httpx.Timeout(connect=15.0, read=read, write=30.0, pool=15.0),
