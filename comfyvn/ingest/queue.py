@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Workspace, feature_enabled, get_setting, setup_logging, workspace
-from ..fsutil import is_within, owner_alive, owner_token, safe_relative, temp_owner
+from ..fsutil import owner_alive, owner_token, safe_relative, temp_owner
 from ..hashing import copy_and_hash
 from ..hooks import emit, get_hook_bus
 from ..store import Database, get_database
@@ -299,8 +299,8 @@ class AssetIngestQueue:
             resolved = raw.resolve(strict=True)
         except FileNotFoundError:
             raise FileNotFoundError(f"source file {raw} does not exist") from None
-        roots = self.allowed_source_roots()
-        if not is_within(resolved, roots):
+        roots = self.allowed_source_roots()  # already resolved
+        if not any(resolved == r or r in resolved.parents for r in roots):
             shown = ", ".join(str(r) for r in roots) or "(none configured)"
             via = f" (symlink to {resolved})" if resolved != raw.absolute() else ""
             raise SourceNotAllowedError(
@@ -484,11 +484,13 @@ class AssetIngestQueue:
             if not job["staging_path"] or not staged.is_file():
                 job = self._fail(conn, job, STAGING_MISSING)
                 return "failed", public_job(job)
-            dup = self._dedup(conn, job["project_id"], job["digest"], exclude=job_id)
-            if dup is not None:  # registered meanwhile by someone else
+            # (no other staged job can hold this digest: the unique index on active digests)
+            existing = conn.execute("SELECT uid FROM assets WHERE project_id = ? AND hash = ? LIMIT 1",
+                                    (job["project_id"], job["digest"])).fetchone()
+            if existing is not None:  # registered meanwhile by someone else: do not touch that asset
                 job = self._update(conn, job, "on_asset_ingest_updated", {
-                    "status": "duplicate", "existing_uid": dup.get("existing_uid"), "dedup_of": dup.get("dedup_of"),
-                    "pin": False, "staging_path": None, "notes": list(dict.fromkeys(job["notes"] + [dup["note"]]))})
+                    "status": "duplicate", "existing_uid": existing[0], "pin": False, "staging_path": None,
+                    "notes": list(dict.fromkeys(job["notes"] + ["duplicate.registry"]))})
                 drop = True
             else:
                 job = self._update(conn, job, "on_asset_ingest_updated", {"status": "applying",
@@ -526,7 +528,7 @@ class AssetIngestQueue:
         if staged.exists():  # merged, or the identical file already lay at the destination
             staged.unlink()
         with self.db.transaction() as conn:
-            current = self._require(conn, job_id)
+            current = job  # an applying job of a live owner (us) is changed by nobody else
             if merged:
                 job = self._update(conn, current, "on_asset_ingest_updated", {
                     "status": "duplicate", "existing_uid": record["uid"], "pin": False, "staging_path": None,
