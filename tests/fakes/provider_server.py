@@ -58,14 +58,21 @@ certificate for the real names (made by ``trustme``), the base URLs are ``https:
 and ``https://huggingface.co`` themselves (mapped by ``ingest.host_overrides``),
 ``ingest.allow_insecure_http`` stays false and ``ingest.ca_bundle`` trusts the throw-away CA.
 
-From another
-process (benches, server tests): ``python -m tests.fakes.provider_server [--file NAME:SIZE]``
-prints one JSON line (ports, URLs, ``config_patch``) and serves until stdin closes.
+From another process (benches, a Jupyter server under test): run, from the repo root,
+``python -m tests.fakes.provider_server [--tls] [--file NAME:SIZE ...]``; it prints one JSON line
+(``ports``, ``config_patch``, ``files`` with URL / size / sha256) and serves until stdin closes.
+Apply ``config_patch`` with ``comfyvn.config.update_config(patch, ws)`` in the workspace the
+process under test uses (tokens go in that process's environment).
+
+Other hosts: ``fp.add_file(name, bytes_or_Payload)`` serves any bytes on the civitai storage
+host (allow-listed for ``civitai``); for a host of your own add ``"name:port"`` to
+``ingest.extra_allowed_hosts`` (and ``ingest.host_overrides`` if it is not 127.0.0.1).
 
 Misbehaviour on demand: :meth:`FakeProviders.inject` (``status``, ``case`` from
 ``download_behaviour.json`` / ``resolve_behaviour.json``, ``redirect``, ``cut``, ``corrupt``,
 ``oversize`` with or without Content-Length, ``slow``, ``ignore_range``, ``change_etag``), each
-for ``times`` requests (default 1; ``None`` = until :meth:`reset`).  Civitai access rules:
+for ``times`` requests (default 1; ``None`` = until :meth:`reset`), after ``skip`` unharmed ones.
+Civitai access rules:
 ``fp.civitai_require_auth`` / ``fp.civitai_disabled`` / ``fp.civitai_archived`` (sets of version
 ids) and ``fp.civitai_token``; Hugging Face tokens: ``fp.hf_token`` (granted on the gated repo),
 ``fp.hf_pending_token`` (valid, not approved).  Every request is recorded
@@ -926,10 +933,11 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description="Serve the fake Civitai / Hugging Face providers on 127.0.0.1.")
+    ap.add_argument("--tls", action="store_true", help="HTTPS with a throw-away CA (see FakeProviders(tls=True))")
     ap.add_argument("--file", action="append", default=[], metavar="NAME:SIZE",
                     help="also serve a generated file of SIZE bytes at /files/NAME on the CDN stand-in")
     args = ap.parse_args(argv)
-    with FakeProviders() as fp:
+    with FakeProviders(tls=args.tls) as fp:
         files = {}
         for spec in args.file:
             name, _, size = spec.rpartition(":")
