@@ -437,8 +437,22 @@ def test_remote_url_checks(ws, q, remote):
         q.enqueue("civitai", remote_url="https://evil.example/x", terms_acknowledged=True)
     with pytest.raises(ValueError, match="credentials"):
         q.enqueue("civitai", remote_url="https://user:pw@civitai.com/x", terms_acknowledged=True)
-    with pytest.raises(ValueError, match="http"):
+    with pytest.raises(IngestError, match="Not a Civitai URL") as err:
         q.enqueue("civitai", remote_url="ftp://civitai.com/x", terms_acknowledged=True)
+    assert err.value.code == "remote.bad_url" and err.value.http_status == 400
+    with pytest.raises(IngestError, match="not understood"):
+        q.enqueue("civitai", remote_url="https://civitai.com/images/123", terms_acknowledged=True)
+    with pytest.raises(ValueError, match="http"):
+        q.enqueue("generic", remote_url="gopher://example.com/x", terms_acknowledged=True)
+    short = q.enqueue("civitai", remote_url="civitai:1184630", terms_acknowledged=True)
+    assert short["status"] == "queued" and short["remote_url"] == "civitai:1184630"
+    hf = q.enqueue("hf", remote_url="hf://org/repo/model.safetensors", terms_acknowledged=True)
+    assert hf["provider"] == "huggingface"
+    secret = q.enqueue("civitai", remote_url="https://civitai.com/api/download/models/9?token=s3cret&type=Model",
+                       terms_acknowledged=True)
+    assert "s3cret" not in json.dumps(secret) and "url.token_removed" in secret["notes"]
+    assert secret["remote_url"] == "https://civitai.com/api/download/models/9?type=Model"
+    assert not any("s3cret" in json.dumps(e) for e in events(ws))
     with pytest.raises(IngestError, match="not on the generic allowlist"):
         q.enqueue(remote_url="https://evil.example/x")  # no provider claims the host
     job = q.enqueue(remote_url="https://huggingface.co/a/b/resolve/main/m.safetensors", terms_acknowledged=True)

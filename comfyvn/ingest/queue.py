@@ -33,7 +33,7 @@ import threading
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..config import Workspace, feature_enabled, get_setting, setup_logging, workspace
 from ..fsutil import owner_alive, owner_token, safe_relative, temp_owner
@@ -47,6 +47,7 @@ from .errors import (
     InvalidTransitionError,
     JobNotFoundError,
     RateLimitedError,
+    RemoteError,
     SourceNotAllowedError,
     TermsNotAcknowledgedError,
 )
@@ -373,8 +374,14 @@ class AssetIngestQueue:
             raise ValueError(f"metadata must be a JSON object (dict), got {type(metadata).__name__}")
         if (source_path is None) == (remote_url is None):
             raise ValueError("give exactly one of source_path (a local file) or remote_url")
-        if remote_url is not None and provider == "local":
-            provider = provider_for_url(remote_url) or "generic"
+        if remote_url is not None and provider in ("local", "auto", "remote", "hf", "civit"):
+            from .providers import canonical_provider
+
+            guess = provider_for_url(remote_url) if isinstance(remote_url, str) else None
+            provider = canonical_provider("auto" if provider in ("local", "remote") else provider,
+                                          str(remote_url))
+            if provider == "generic" and guess:
+                provider = guess
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; known providers: {', '.join(PROVIDERS)}")
         _check_type(asset_type_hint, "asset_type_hint")
@@ -412,28 +419,19 @@ class AssetIngestQueue:
             raise ValueError(f"provider {provider!r} cannot pull URLs; use one of {', '.join(REMOTE_PROVIDERS)}")
         if not isinstance(url, str) or not url.strip():
             raise ValueError("remote_url must be a non-empty URL")
-        url = url.strip()
-        parts = urlsplit(url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError(f"remote_url {url!r} must be an http(s) URL with a host")
-        if parts.username or parts.password:
-            raise ValueError("remote_url may not carry credentials; tokens come from CIVITAI_API_TOKEN / HF_TOKEN")
-        if not is_host_allowed(parts.hostname, provider, self.ws):
-            raise IngestError(f"host {parts.hostname!r} is not on the {provider} allowlist; see "
-                              "_REMOTE_ALLOWLIST in comfyvn/ingest/mappers.py or ingest.extra_allowed_hosts",
-                              code="host_not_allowed")
+        url, notes = self._check_remote_reference(provider, url.strip(), fields["user_metadata"])
         if feature_enabled("require_remote_terms_ack", self.ws) and not fields["terms_acknowledged"]:
             raise TermsNotAcknowledgedError(
                 f"remote pulls from {provider} need terms_acknowledged=true: confirm you accept the provider's "
                 "terms and the asset's licence (features.require_remote_terms_ack)")
-        job = self._new_job(remote_url=url, **fields)
+        job = self._new_job(remote_url=url, notes=notes, **fields)
         job["metadata"] = normalise_metadata(provider, fields["user_metadata"])
         with self.db.transaction() as conn:
             active = conn.execute(
                 "SELECT job_id FROM ingest_jobs WHERE project_id = ? AND remote_url = ?"
                 " AND status IN ('queued','downloading') LIMIT 1", (job["project_id"], url)).fetchone()
             if active:
-                job.update(status="duplicate", dedup_of=active[0], notes=["duplicate.queued"])
+                job.update(status="duplicate", dedup_of=active[0], notes=notes + ["duplicate.queued"])
                 job = self._insert(conn, job)
             else:
                 if wait:
@@ -451,6 +449,41 @@ class AssetIngestQueue:
         if job["status"] == "queued":
             self.worker.wake(start=self.auto_worker)
         return public_job(job)
+
+    def _check_remote_reference(self, provider: str, url: str, metadata: dict) -> tuple[str, list[str]]:
+        """Refuse a reference the provider cannot understand, before a job exists (no network).
+
+        Civitai and Hugging Face take their own forms (``civitai:VERSION``, ``hf://org/repo/file``
+        besides their URLs); other providers take https URLs on their allow-listed hosts.  A
+        ``token=`` query parameter is removed: tokens come from CIVITAI_API_TOKEN / HF_TOKEN.
+        """
+        from .providers import civitai, huggingface
+
+        notes: list[str] = []
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https"):
+            if not parts.hostname:
+                raise ValueError(f"remote_url {url!r} has no host")
+            if parts.username or parts.password:
+                raise ValueError("remote_url may not carry credentials; tokens come from CIVITAI_API_TOKEN / HF_TOKEN")
+            query = parse_qsl(parts.query, keep_blank_values=True)
+            if any(k.lower() == "token" for k, _ in query):
+                url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k.lower() != "token"])))
+                notes.append("url.token_removed")
+            if not is_host_allowed(parts.hostname, provider, self.ws):
+                raise IngestError(f"host {parts.hostname!r} is not on the {provider} allowlist; see "
+                                  "_REMOTE_ALLOWLIST in comfyvn/ingest/mappers.py or ingest.extra_allowed_hosts",
+                                  code="host_not_allowed")
+        elif provider not in ("civitai", "huggingface"):
+            raise ValueError(f"remote_url {url!r} must be an http(s) URL")
+        try:
+            if provider == "civitai":
+                civitai.parse_reference(url, metadata, self.ws)
+            elif provider == "huggingface":
+                huggingface.parse_reference(url, self.ws)
+        except RemoteError as exc:  # bad input, not an upstream failure
+            raise IngestError(exc.message, code=exc.code) from None
+        return url, notes
 
     # ------------------------------------------------------------------ apply
     def apply(self, job_ids: list[str] | None = None, asset_type_override: str | None = None) -> dict:
