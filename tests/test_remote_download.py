@@ -302,9 +302,9 @@ def test_cancel_stops_and_keeps_the_part_for_a_resume(provider_servers, ws, tmp_
 def test_read_timeout_is_retryable(provider_servers, ws, tmp_path, monkeypatch):
     fp = provider_servers
     monkeypatch.setattr(remote, "INLINE_RESUMES", 0)
-    update_config({"ingest": {"remote_timeout_s": 0.3}}, ws)
+    update_config({"ingest": {"remote_timeout_s": 1.0}}, ws)
     plan = civitai_plan(ws)
-    fp.inject("civitai_cdn", "/model/*", "slow", chunk=256 * 1024, delay=1.0)
+    fp.inject("civitai_cdn", "/model/*", "slow", chunk=256 * 1024, delay=3.0)  # one chunk, then silence
     with pytest.raises(RemoteError) as err:
         download(plan, tmp_path / "x.part", ws=ws, max_bytes=200 * MiB)
     assert (err.value.code, err.value.retryable) == ("remote.timeout", True)
