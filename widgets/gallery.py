@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
@@ -21,6 +22,7 @@ from .theme import chip, esc, human_bytes
 
 _ANY_KEY, _NONE_KEY = "__any__", "__none__"
 COPY_LIMIT = 5000
+FACETS_EVERY = 2.0  # seconds between recounts of the filter drop-downs during live updates
 
 
 def _when(ts: Any) -> str:
@@ -94,6 +96,7 @@ class AssetGallery:
         self._syncing = False
         self._pending_filter: dict[str, Any] = {}
         self._pending_lock = threading.Lock()
+        self._facets_at = 0.0
         self.updater: LiveUpdater | None = None
         self._build()
         self.model.load()
@@ -212,7 +215,7 @@ class AssetGallery:
             self.grid.empty_text = (f"No assets match {m.filter.describe()}." if m.filter.describe() != "all assets"
                                     else "No assets registered yet. Register files with AssetRegistry.register_file "
                                          "or the ingest queue; they appear here at once.")
-            total_all = self.registry.count()
+            total_all = m.count_all
             shown = f"{m.total:,} of {total_all:,} assets" if m.total != total_all else f"{total_all:,} assets"
             theme.set_header(self.header, "Asset gallery", f"project {self.registry.project_id} · {shown}",
                              live=self.updater is not None and self.updater.running)
@@ -237,9 +240,10 @@ class AssetGallery:
             focused = m.selection.focused
             self.detail.value = detail_html(m.detail(focused) if focused else None)
 
-    def _sync_facets(self) -> None:
+    def _sync_facets(self, refresh: bool = False) -> None:
         """Refresh the filter drop-downs from the registry's facets without firing filter changes."""
-        facets = self.model.facets()
+        facets = self.model.facets(refresh=refresh)
+        self._facets_at = time.monotonic()
         self._syncing = True
         try:
             types = [("All types", "")] + [(f"{t} ({n:,})", t) for t, n in facets["types"]]
@@ -345,8 +349,7 @@ class AssetGallery:
             progress=(lambda done, tot: self.status.info(f"Updating… {done:,} of {tot:,}")) if n > 1000 else None)
         self.add_tags.value = ""
         self.remove_tags.value = ""
-        self.model._facets = None
-        self._sync_facets()
+        self._sync_facets(refresh=True)
         self.render()
         self.status.ok(result.message() + " Their sidecars were rewritten.")
 
@@ -397,13 +400,17 @@ class AssetGallery:
                 self.model.set_filter(**pending)
             if batch:
                 self.model.apply_events(batch)
-                self._sync_facets()
             self.render()
+        # the drop-down counts follow at most every FACETS_EVERY seconds (they cost a scan of every asset)
+        if self.model.facets_stale and time.monotonic() - self._facets_at >= FACETS_EVERY:
+            self._sync_facets(refresh=True)
 
     def _has_pending_thumbs(self) -> bool:
-        return "pending" in self.grid.status.values()
+        return "pending" in self.grid.status.values() or self.model.facets_stale
 
     def _tick(self) -> None:
+        if self.model.facets_stale and time.monotonic() - self._facets_at >= FACETS_EVERY:
+            self._sync_facets(refresh=True)
         with self.model.lock:
             thumbs, status = self.model.page_thumbnails()
             if status != self.grid.status or thumbs != self.grid.thumbs:

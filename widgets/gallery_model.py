@@ -164,6 +164,8 @@ class GalleryModel:
         self.thumbs = ThumbnailCache(registry)
         self._cursors: dict[int, str | None] = {0: None}
         self._facets: dict[str, list[tuple[str, int]]] | None = None
+        self.facets_stale = False
+        self.count_all = 0  # assets of the project, whatever the filter (the header's "of N")
         self.loaded_event_id = 0
         self.lock = threading.RLock()
 
@@ -198,6 +200,10 @@ class GalleryModel:
                 self.total = page["total"]
             self.items = page["items"]
             self._cursors[self.page_index + 1] = page["next_cursor"]
+            if self.filter.describe() == "all assets":
+                self.count_all = self.total
+            elif not self.count_all:
+                self.count_all = self.registry.count()
             return self.items
 
     def set_filter(self, **changes: Any) -> list[dict]:
@@ -251,13 +257,17 @@ class GalleryModel:
                 self.selection.deselect_many(removed)
                 if self.selection.focused in removed:
                     self.selection.focused = None
-            self._facets = None
+            self.facets_stale = True  # recounted lazily: GROUP BYs over every asset are the slow part
             self.load()
+            if self.filter.describe() != "all assets":
+                self.count_all = self.registry.count()
         return {"removed": removed, "changed": changed}
 
-    def facets(self) -> dict[str, list[tuple[str, int]]]:
-        if self._facets is None:
+    def facets(self, refresh: bool = False) -> dict[str, list[tuple[str, int]]]:
+        """Types, licences and tags with counts (cached; ``refresh`` recounts)."""
+        if self._facets is None or refresh:
             self._facets = self.registry.facets()
+            self.facets_stale = False
         return self._facets
 
     # -- tiles -----------------------------------------------------------------------------
@@ -355,7 +365,7 @@ class GalleryModel:
             if progress:
                 progress(min(start + BULK_BATCH, len(uids)), len(uids))
         with self.lock:
-            self._facets = None
+            self.facets_stale = True
             self.load()
         return BulkResult(updated=len(updated), requested=len(uids), uids=updated)
 

@@ -12,7 +12,7 @@ from comfyvn.ingest.queue import STATUSES, AssetIngestQueue, get_ingest_queue
 
 from . import theme
 from .live import LiveUpdater
-from .queue_model import ACTIONS, EnqueueForm, FormError, QueueModel
+from .queue_model import ACTIONS, STATUS_TONES, EnqueueForm, FormError, QueueModel
 from .table import DataTable
 from .theme import chip, esc
 
@@ -160,7 +160,11 @@ class QueueInspector:
             return '<div class="cvn-empty">Click a job to see its notes, errors and metadata.</div>'
         keys = ("job_id", "status", "provider", "source_path", "remote_url", "digest", "bytes", "asset_uid",
                 "existing_uid", "dedup_of", "notes", "error", "errors", "attempts", "metadata")
-        return theme.json_html({k: job.get(k) for k in keys if job.get(k) not in (None, [], {})})
+        empty = (None, [], {}, "")
+        shown = {k: job.get(k) for k in keys if job.get(k) not in empty}
+        if isinstance(shown.get("metadata"), dict):  # the normalised metadata lists every field, mostly empty
+            shown["metadata"] = {k: v for k, v in shown["metadata"].items() if v not in empty} or None
+        return theme.json_html({k: v for k, v in shown.items() if v is not None})
 
     # -- rendering -------------------------------------------------------------------------
     def render(self) -> None:
@@ -169,7 +173,8 @@ class QueueInspector:
             counts = m.summary.get("counts", {})
             active = m.status
             self.counts.value = "".join(
-                f'<div class="cvn-stat{" active" if s == active else ""}"><span class="v">{counts.get(s, 0):,}</span>'
+                f'<div class="cvn-stat tone-{STATUS_TONES.get(s) or "plain"}{" active" if s == active else ""}'
+                f'{" zero" if not counts.get(s) else ""}"><span class="v">{counts.get(s, 0):,}</span>'
                 f'<span class="l">{s}</span></div>' for s in STATUSES)
             flags = m.flags()
             ingest_chip = (chip("HTTP ingest routes: enabled", "ok") if flags["enable_asset_ingest"]

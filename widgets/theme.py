@@ -68,7 +68,7 @@ CSS = """
 .cvn-pre .b { color: #f9a8d4; }
 .cvn-empty { color: var(--cvn-muted); padding: 18px; text-align: center; border: 1px dashed var(--cvn-border);
   border-radius: 10px; background: var(--cvn-bg); }
-.cvn-stat { display: inline-flex; flex-direction: column; min-width: 78px; padding: 6px 10px; margin: 0 6px 6px 0;
+.cvn-stat { display: inline-flex; flex-direction: column; min-width: 84px; padding: 5px 12px; margin: 0 6px 6px 0;
   border: 1px solid var(--cvn-border); border-radius: 10px; background: #fff; }
 .cvn-stat .v { font-size: 18px; font-weight: 650; color: #111827; font-variant-numeric: tabular-nums; }
 .cvn-stat .l { font-size: 11px; color: var(--cvn-muted); text-transform: uppercase; letter-spacing: .05em; }
@@ -78,7 +78,17 @@ CSS = """
 .cvn-bar-track { background: #f3f4f6; border-radius: 6px; }
 .cvn-form-label { font-size: 12px; color: #374151; font-weight: 550; margin-bottom: 2px; }
 .cvn-field-error { color: #b91c1c; font-size: 12px; min-height: 0; }
-.cvn-tab .lm-TabBar-tab, .cvn-tab .p-TabBar-tab { font-family: inherit; font-size: 13px; }
+.cvn-root .cvn-tab.jupyter-widget-tab > .lm-TabBar { min-height: 36px; }
+.cvn-root .cvn-tab.jupyter-widget-tab > .lm-TabBar .lm-TabBar-tab { font-family: inherit; font-size: 13px;
+  padding: 7px 18px; min-width: 150px; min-height: 36px; background: #f3f4f6; color: #4b5563;
+  border-color: var(--cvn-border); border-radius: 8px 8px 0 0; margin-right: 4px; }
+.cvn-root .cvn-tab.jupyter-widget-tab > .lm-TabBar .lm-TabBar-tab.lm-mod-current { background: #fff; color: #111827;
+  font-weight: 600; box-shadow: inset 0 2px 0 var(--cvn-accent); }
+.cvn-root .cvn-tab.jupyter-widget-tab > .widget-tab-contents { border-color: var(--cvn-border);
+  border-radius: 0 10px 10px 10px; padding: 14px 16px; }
+.cvn-stat.tone-ok .v { color: #047857; } .cvn-stat.tone-bad .v { color: #b91c1c; }
+.cvn-stat.tone-warn .v { color: #b45309; } .cvn-stat.tone-accent .v { color: #4338ca; }
+.cvn-stat.tone-info .v { color: #0369a1; } .cvn-stat.zero .v { color: #d1d5db; }
 """
 
 

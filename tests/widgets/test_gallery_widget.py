@@ -111,7 +111,7 @@ def test_live_refresh_shows_an_asset_registered_by_another_process(registry, see
         assert set(g.model.selection.selected) == set(keep)  # the person's selection is kept
         assert set(keep) <= set(g.grid.selected)
         wait_until(lambda: new_uid in g.grid.thumbs, what="its thumbnail")
-        assert "remote" in g.tag_filter.options
+        wait_until(lambda: "remote" in g.tag_filter.options, what="the tag drop-down to learn the new tag")
         assert "live" in g.header.value
     finally:
         g.close()

@@ -1,0 +1,288 @@
+"""Asset gallery benchmarks (figures go to bench/results/gallery.json).
+
+1. First render at N assets: ``AssetGallery(registry)`` = model page query with total + facets +
+   the widget tree + the first page's 48 thumbnails (real PNG thumbnails, read from disk).
+   Baseline, same run: one bare ``query_assets(limit=48, with_total=True)``.
+2. Filter change at N assets (type, tag, licence, free text): ``gallery.set_filter(...)`` (query,
+   count, tiles, thumbnails, selection state, pager) against the bare ``query_assets`` call with
+   the same filter.
+3. Select all matching (every asset of one type) against the same page walk without selecting.
+4. Live delay: a second process registers K images one by one; delay = event commit time (the
+   envelope's ``ts``) -> the gallery's grid showing the tile (its live worker re-renders).
+   Baselines: the same events' delivery to a bare hook-bus subscriber in this process (the bus
+   polls ``PRAGMA data_version`` every 25 ms), and a raw SQLite commit -> read in another
+   connection polled at the same interval.
+
+Rows beyond the real images are seeded with direct SQL in the registry's own schema
+(``bench_registry.seed_rows``), as register_file would write them.
+
+    python bench/bench_gallery.py            # 100,000 assets
+    python bench/bench_gallery.py --quick    # 5,000 assets (CI smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from bench_registry import seed_rows  # noqa: E402
+from comfyvn_widgets.gallery import AssetGallery  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from comfyvn.config import init_workspace, workspace  # noqa: E402
+from comfyvn.hooks import get_hook_bus  # noqa: E402
+from comfyvn.studio.core.asset_registry import AssetRegistry  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    """Median wall time (ms) of ``repeats`` calls, and the last result."""
+    samples, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples), result
+
+
+def make_png(path: Path, seed: int) -> Path:
+    rng = random.Random(seed)
+    im = Image.new("RGB", (640, 400), tuple(rng.randrange(256) for _ in range(3)))
+    for _ in range(12):
+        x, y = rng.randrange(600), rng.randrange(360)
+        im.paste(tuple(rng.randrange(256) for _ in range(3)), (x, y, x + 40, y + 40))
+    im.save(path, format="PNG")
+    return path
+
+
+def seed(root: Path, n: int, images: int) -> AssetRegistry:
+    ws = init_workspace(workspace(root))
+    registry = AssetRegistry("default", ws=ws)
+    seed_rows(registry, max(0, n - images), random.Random(7))
+    src = root / "src"
+    src.mkdir()
+    for i in range(images):  # newest: they fill the first page with real thumbnails
+        registry.register_file(make_png(src / f"picture_{i:03d}.png", i), "backgrounds",
+                               tags=["bench", "picture"], license_tag="cc0")
+    registry.wait_for_thumbnails(120)
+    return registry
+
+
+def bench_render(registry: AssetRegistry, repeats: int) -> dict:
+    base_ms, _ = timed(lambda: registry.query_assets(limit=48, with_total=True), repeats)
+    render_ms, gallery = timed(lambda: AssetGallery(registry, live=False), repeats)
+    thumbs = len(gallery.grid.thumbs)
+    return {"baseline_query_ms": round(base_ms, 2), "gallery_first_render_ms": round(render_ms, 2),
+            "ratio": round(render_ms / base_ms, 1), "thumbnails_on_first_page": thumbs,
+            "note": "first render = page query + total + facets + widget tree + 48 thumbnails"}
+
+
+def bench_filters(registry: AssetRegistry, repeats: int) -> dict:
+    gallery = AssetGallery(registry, live=False)
+    cases = {"type": {"asset_type": "sprites"}, "tag": {"tags": ["tag03"]}, "licence": {"license": "cc0"},
+             "text": {"text": "asset 4242"}, "type+tag+licence": {"asset_type": "audio", "tags": ["tag01"],
+                                                                   "license": "mit"}}
+    out = {}
+    for name, changes in cases.items():
+        kwargs = gallery.model.filter.__class__(**{k: tuple(v) if k == "tags" else v for k, v in changes.items()}
+                                                ).query_kwargs()
+        base_ms, page = timed(lambda kw=kwargs: registry.query_assets(limit=48, with_total=True, **kw), repeats)
+
+        def change(c=changes):
+            gallery.set_filter(asset_type=None, tags=(), license=None, text="")  # back to all assets
+            start = time.perf_counter()
+            gallery.set_filter(**c)
+            return (time.perf_counter() - start) * 1000
+
+        samples = [change() for _ in range(repeats)]
+        ms = statistics.median(samples)
+        out[name] = {"baseline_query_ms": round(base_ms, 2), "filter_change_ms": round(ms, 2),
+                     "ratio": round(ms / base_ms, 2), "matches": page["total"]}
+    return out
+
+
+def bench_select_all(registry: AssetRegistry) -> dict:
+    gallery = AssetGallery(registry, live=False)
+    gallery.set_filter(asset_type="sprites")
+    total = gallery.model.total
+
+    def walk():
+        cursor, n = None, 0
+        while True:
+            page = registry.query_assets(limit=1000, cursor=cursor, asset_type="sprites")
+            n += len(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return n
+
+    base_ms, _ = timed(walk, 1)
+    ms, added = timed(gallery.model.select_all_matching, 1)
+    return {"matching": total, "baseline_page_walk_ms": round(base_ms, 1), "select_all_ms": round(ms, 1),
+            "ratio": round(ms / base_ms, 2), "selected": added}
+
+
+def raw_commit_to_read(db_path: Path, k: int, interval: float) -> list[float]:
+    """Another process commits a row; a second connection polls data_version at the bus interval."""
+    code = textwrap.dedent(f"""
+        import sqlite3, time, sys
+        c = sqlite3.connect({str(db_path)!r}, isolation_level=None, timeout=30)
+        c.execute("CREATE TABLE IF NOT EXISTS bench_ping(t REAL)")
+        for _ in range({k}):
+            time.sleep(0.15)
+            c.execute("BEGIN IMMEDIATE"); c.execute("INSERT INTO bench_ping VALUES (?)", (time.time(),))
+            c.execute("COMMIT")
+    """)
+    reader = sqlite3.connect(db_path, isolation_level=None, timeout=30)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    delays: list[float] = []
+    seen = 0
+    version = None
+    deadline = time.monotonic() + 60
+    while len(delays) < k and time.monotonic() < deadline:
+        v = reader.execute("PRAGMA data_version").fetchone()[0]
+        if v != version:
+            version = v
+            try:
+                rows = reader.execute("SELECT t FROM bench_ping WHERE rowid > ?", (seen,)).fetchall()
+            except sqlite3.OperationalError:  # the table is not there yet
+                rows = []
+            now = time.time()
+            for (t,) in rows:
+                delays.append((now - t) * 1000)
+            seen += len(rows)
+        time.sleep(interval)
+    proc.wait(timeout=30)
+    reader.close()
+    return delays
+
+
+def bench_live(registry: AssetRegistry, k: int, root: Path) -> dict:
+    seen_at: dict[str, float] = {}
+    lock = threading.Lock()
+
+    class TimedGallery(AssetGallery):
+        def render(self) -> None:
+            super().render()
+            now = time.time()
+            with lock:
+                for tile in self.grid.tiles:
+                    seen_at.setdefault(tile["uid"], now)
+
+    bus_seen: dict[str, float] = {}
+    event_ts: dict[str, float] = {}
+
+    def on_event(env: dict) -> None:
+        uid = env["data"].get("uid")
+        if uid and env["event"] == "on_asset_registered":
+            bus_seen.setdefault(uid, time.time())
+            event_ts[uid] = env["ts"]
+
+    gallery = TimedGallery(registry, live=True)
+    sub = get_hook_bus(registry.db).subscribe(on_event, topics=["on_asset_registered"])
+    src = root / "live_src"
+    src.mkdir()
+    files = [make_png(src / f"live_{i:03d}.png", 1000 + i) for i in range(k)]
+    code = textwrap.dedent(f"""
+        import time
+        from comfyvn.studio.core.asset_registry import AssetRegistry
+        reg = AssetRegistry("default")
+        for path in {[str(f) for f in files]!r}:
+            time.sleep(0.15)
+            reg.register_file(path, "backgrounds", tags="live")
+        reg.wait_for_thumbnails(60)
+    """)
+    env = dict(os.environ, COMFYVN_HOME=str(registry.ws.root),
+               PYTHONPATH=str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with lock:
+            if len([u for u in event_ts if u in seen_at]) >= k:
+                break
+        time.sleep(0.02)
+    sub.close()
+    gallery.close()
+    with lock:
+        gallery_delays = [(seen_at[u] - event_ts[u]) * 1000 for u in event_ts if u in seen_at]
+    bus_delays = [(bus_seen[u] - event_ts[u]) * 1000 for u in event_ts]
+    raw = raw_commit_to_read(registry.ws.db_path, k, get_hook_bus(registry.db).poll_interval)
+
+    def stats(values: list[float]) -> dict:
+        return {"n": len(values), "p50_ms": round(percentile(values, 50), 1), "p95_ms": round(percentile(values, 95), 1),
+                "max_ms": round(max(values), 1)} if values else {"n": 0}
+
+    g, b, r = stats(gallery_delays), stats(bus_delays), stats(raw)
+    return {"gallery": g, "baseline_bus_subscriber": b, "baseline_raw_sqlite_commit_to_read": r,
+            "ratio_p50_vs_bus": round(g["p50_ms"] / max(b["p50_ms"], 0.1), 1) if g.get("n") else None,
+            "bus_poll_interval_ms": get_hook_bus(registry.db).poll_interval * 1000,
+            "note": "gallery delay includes the 80 ms debounce and a page query + count + facets at this size"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5,000 assets, fewer repeats (CI smoke run)")
+    parser.add_argument("--assets", type=int, default=None)
+    args = parser.parse_args(argv)
+    n = args.assets or (5_000 if args.quick else 100_000)
+    repeats, k = (3, 6) if args.quick else (7, 20)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="comfyvn-bench-gallery-") as tmp:
+        root = Path(tmp) / "ws"
+        os.environ["COMFYVN_HOME"] = str(root)
+        t0 = time.monotonic()
+        registry = seed(root, n, images=48)
+        seed_s = time.monotonic() - t0
+        results = {
+            "assets": registry.count(), "seed_s": round(seed_s, 1), "quick": args.quick,
+            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+            "first_render": bench_render(registry, repeats),
+            "filter_change": bench_filters(registry, repeats),
+            "select_all_matching": bench_select_all(registry),
+            "live_delay": bench_live(registry, k, Path(tmp)),
+        }
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    out = HERE / "results" / "gallery.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    fr, live = results["first_render"], results["live_delay"]
+    print(f"gallery bench at {results['assets']:,} assets (seeded in {results['seed_s']} s)")
+    print(f"  first render      {fr['gallery_first_render_ms']:8.1f} ms   bare page query {fr['baseline_query_ms']:.1f} ms"
+          f"  (x{fr['ratio']})")
+    for name, r in results["filter_change"].items():
+        print(f"  filter {name:<17}{r['filter_change_ms']:8.1f} ms   bare query {r['baseline_query_ms']:.1f} ms"
+              f"  (x{r['ratio']}, {r['matches']:,} matches)")
+    sa = results["select_all_matching"]
+    print(f"  select all {sa['matching']:,} {sa['select_all_ms']:8.1f} ms   page walk {sa['baseline_page_walk_ms']:.1f} ms")
+    g, b, r = live["gallery"], live["baseline_bus_subscriber"], live["baseline_raw_sqlite_commit_to_read"]
+    print(f"  live delay p50/p95  gallery {g.get('p50_ms')}/{g.get('p95_ms')} ms   bus subscriber "
+          f"{b.get('p50_ms')}/{b.get('p95_ms')} ms   raw sqlite {r.get('p50_ms')}/{r.get('p95_ms')} ms")
+    print(f"  -> {out} ({results['wall_s']} s)")
+    ok = g.get("n", 0) == k
+    if not ok:
+        print(f"live delay: only {g.get('n', 0)} of {k} registrations reached the gallery", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
