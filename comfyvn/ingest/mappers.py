@@ -176,17 +176,50 @@ def plain_text(value: Any) -> str | None:
     return text or None
 
 
+# API JSON changes shape over time and fields come with surprising types: every accessor
+# below returns the expected type or nothing, so no input makes a mapper crash.
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    """A string field: text stays (trimmed), numbers become text, anything else is nothing."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _id(value: Any) -> int | str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return _text(value)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value == value and abs(value) < 2**63:
+        return int(value)
+    return None
+
+
 def _first(raw: dict, *keys: str) -> Any:
     for key in keys:
-        value = raw.get(key)
-        if value not in (None, "", [], {}):
+        value = _text(raw.get(key))
+        if value is not None:
             return value
     return None
 
 
 def _str_list(value: Any) -> list[str]:
-    if value is None:
-        return []
     if isinstance(value, str):
         value = [value]
     out: list[str] = []
@@ -221,20 +254,24 @@ def _map_generic(raw: dict, out: dict[str, Any], **_: Any) -> None:
     used: set[str] = set()
     for target, keys in _GENERIC_KEYS.items():
         for key in keys:
-            if key in raw:
-                used.add(key)
-                if out.get(target) in (None, [], ""):
-                    value = raw[key]
-                    if target == "tags":
-                        value = to_tags(value)
-                    elif target == "nsfw":
-                        value = to_bool(value)
-                    elif target == "trained_words":
-                        value = _str_list(value.split(",") if isinstance(value, str) else value)
-                    elif target == "description":
-                        value = plain_text(value) if isinstance(value, str) and "<" in value else value
-                    if value not in (None, "", []):
-                        out[target] = value
+            if key not in raw:
+                continue
+            used.add(key)
+            if out.get(target) not in (None, [], ""):
+                continue
+            value = raw[key]
+            if target == "tags":
+                value = to_tags(value)
+            elif target == "nsfw":
+                value = to_bool(value)
+            elif target == "trained_words":
+                value = _str_list(value.split(",") if isinstance(value, str) else value)
+            elif target == "description":
+                value = plain_text(value) if isinstance(value, str) and "<" in value else _text(value)
+            else:
+                value = _text(value)
+            if value not in (None, "", []):
+                out[target] = value
     if "gated" in raw:
         used.add("gated")
         out["gated"] = _gated(raw["gated"])
@@ -247,107 +284,118 @@ def _map_generic(raw: dict, out: dict[str, Any], **_: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- civitai
+def _sha(value: Any) -> str | None:
+    return value.strip().lower() if isinstance(value, str) and value.strip() else None
+
+
 def _civitai_file(f: dict) -> dict[str, Any]:
-    hashes = {k: v for k, v in (f.get("hashes") or {}).items() if isinstance(v, str)}
-    sha = hashes.get("SHA256") or hashes.get("sha256")
+    hashes = {k: v for k, v in _dict(f.get("hashes")).items() if isinstance(v, str)}
     size_kb = f.get("sizeKB")
-    meta = f.get("metadata") or {}
+    size = None
+    if isinstance(size_kb, (int, float)) and not isinstance(size_kb, bool) and 0 <= size_kb < 2**53:
+        size = int(round(float(size_kb) * 1024))
+    meta = _dict(f.get("metadata"))
     return {
-        "id": f.get("id"), "name": f.get("name"), "type": f.get("type"),
-        "size": int(round(float(size_kb) * 1024)) if isinstance(size_kb, (int, float)) else None,
-        "sha256": sha.lower() if isinstance(sha, str) else None, "hashes": hashes,
-        "format": meta.get("format"), "fp": meta.get("fp"), "primary": bool(f.get("primary", False)),
-        "download_url": f.get("downloadUrl"),
-        "scan": {k: f.get(k) for k in ("pickleScanResult", "virusScanResult") if f.get(k) is not None},
+        "id": _id(f.get("id")), "name": _text(f.get("name")), "type": _text(f.get("type")), "size": size,
+        "sha256": _sha(hashes.get("SHA256") or hashes.get("sha256")), "hashes": hashes,
+        "format": _text(meta.get("format")), "fp": _text(meta.get("fp")), "primary": f.get("primary") is True,
+        "download_url": _text(f.get("downloadUrl")),
+        "scan": {k: f[k] for k in ("pickleScanResult", "virusScanResult") if isinstance(f.get(k), str)},
     }
 
 
-def _pick_file(files: list[dict], *, file_id: Any = None, sha256: str | None = None,
-               filename: str | None = None, file_type: str | None = None) -> dict | None:
-    files = [f for f in files if isinstance(f, dict)]
+def _file_sha(f: dict) -> str | None:
+    return _sha(_dict(f.get("hashes")).get("SHA256"))
+
+
+def _pick_file(files: Any, *, file_id: Any = None, sha256: Any = None, filename: Any = None,
+               file_type: Any = None, **_: Any) -> dict | None:
+    files = [f for f in _list(files) if isinstance(f, dict)]
     if not files:
         return None
-    for f in files:
-        if file_id is not None and str(f.get("id")) == str(file_id):
-            return f
-    if sha256:
+    if file_id is not None:
         for f in files:
-            sha = (f.get("hashes") or {}).get("SHA256")
-            if isinstance(sha, str) and sha.lower() == sha256.lower():
+            if str(f.get("id")) == str(file_id):
                 return f
-    if filename:
+    sha = _sha(sha256)
+    if sha:
+        for f in files:
+            if _file_sha(f) == sha:
+                return f
+    if isinstance(filename, str) and filename:
         for f in files:
             if f.get("name") == filename:
                 return f
-    if file_type:
+    if isinstance(file_type, str) and file_type:
         for f in files:
             if str(f.get("type", "")).lower() == file_type.lower():
                 return f
-    return next((f for f in files if f.get("primary")), files[0])
+    return next((f for f in files if f.get("primary") is True), files[0])
 
 
 def _civitai_version(v: dict, out: dict[str, Any], hints: dict) -> None:
-    model = v.get("model") if isinstance(v.get("model"), dict) else {}
-    out["title"] = out["title"] or model.get("name") or v.get("name")
-    out["model_type"] = out["model_type"] or model.get("type")
+    model = _dict(v.get("model"))
+    out["title"] = out["title"] or _text(model.get("name")) or _text(v.get("name"))
+    out["model_type"] = out["model_type"] or _text(model.get("type"))
     if out["nsfw"] is None and "nsfw" in model:
         out["nsfw"] = to_bool(model["nsfw"])
-    out["base_model"] = v.get("baseModel") or out["base_model"]  # a base model, never a licence
+    out["base_model"] = _text(v.get("baseModel")) or out["base_model"]  # a base model, never a licence
     out["trained_words"] = _str_list(v.get("trainedWords")) or out["trained_words"]
     if out["description"] is None:
         out["description"] = plain_text(v.get("description"))
-    out["version_id"] = v.get("id")
-    out["version_name"] = v.get("name")
-    model_id = v.get("modelId") or out.get("model_id")
+    version_id = _id(v.get("id"))
+    out["version_id"] = version_id
+    out["version_name"] = _text(v.get("name"))
+    model_id = _id(v.get("modelId")) or out.get("model_id")
     if model_id is not None:
         out["model_id"] = model_id
-    if v.get("air"):
-        out["air"] = v["air"]
-    if v.get("nsfwLevel") is not None:
-        out.setdefault("nsfw_level", v.get("nsfwLevel"))
-    if v.get("publishedAt"):
-        out["published_at"] = v["publishedAt"]
-    if model_id is not None and v.get("id") is not None:
-        out["source_url"] = f"https://civitai.com/models/{model_id}?modelVersionId={v['id']}"
-    picked = _pick_file(v.get("files") or [], **hints)
+    if _text(v.get("air")):
+        out["air"] = _text(v.get("air"))
+    if _int(v.get("nsfwLevel")) is not None:
+        out.setdefault("nsfw_level", _int(v.get("nsfwLevel")))
+    if _text(v.get("publishedAt")):
+        out["published_at"] = _text(v.get("publishedAt"))
+    if model_id is not None and version_id is not None:
+        out["source_url"] = f"https://civitai.com/models/{model_id}?modelVersionId={version_id}"
+    picked = _pick_file(v.get("files"), **hints)
     if picked is not None:
         out["file"] = _civitai_file(picked)
 
 
 def _map_civitai(raw: dict, out: dict[str, Any], **hints: Any) -> None:
-    selection = {"file_id": raw.get("file_id") or hints.get("file_id"),
-                 "sha256": hints.get("sha256"), "filename": hints.get("filename"),
-                 "file_type": raw.get("file_type") or hints.get("file_type")}
+    selection = {"file_id": raw.get("file_id") or hints.get("file_id"), "sha256": hints.get("sha256"),
+                 "filename": hints.get("filename"), "file_type": raw.get("file_type") or hints.get("file_type")}
     version_hint = raw.get("version_id") or raw.get("modelVersionId") or hints.get("version_id")
     if isinstance(raw.get("modelVersions"), list):  # GET /api/v1/models/{id}
-        out["title"] = raw.get("name")
+        out["title"] = _text(raw.get("name"))
         out["description"] = plain_text(raw.get("description"))
-        creator = raw.get("creator")
-        out["author"] = creator.get("username") if isinstance(creator, dict) else None
+        out["author"] = _text(_dict(raw.get("creator")).get("username"))
         out["tags"] = to_tags(raw.get("tags"))
-        out["nsfw"] = to_bool(raw.get("nsfw"))
-        out["model_type"] = raw.get("type")
-        out["model_id"] = raw.get("id")
-        if raw.get("nsfwLevel") is not None:
-            out["nsfw_level"] = raw["nsfwLevel"]
-        if raw.get("id") is not None:
-            out["source_url"] = f"https://civitai.com/models/{raw['id']}"
+        if "nsfw" in raw:
+            out["nsfw"] = to_bool(raw.get("nsfw"))
+        out["model_type"] = _text(raw.get("type"))
+        model_id = _id(raw.get("id"))
+        out["model_id"] = model_id
+        if _int(raw.get("nsfwLevel")) is not None:
+            out["nsfw_level"] = _int(raw.get("nsfwLevel"))
+        if model_id is not None:
+            out["source_url"] = f"https://civitai.com/models/{model_id}"
         versions = [v for v in raw["modelVersions"] if isinstance(v, dict)]
         chosen = None
         if version_hint is not None:
             chosen = next((v for v in versions if str(v.get("id")) == str(version_hint)), None)
-        if chosen is None and selection["sha256"]:
+        sha = _sha(selection["sha256"])
+        if chosen is None and sha:
             chosen = next((v for v in versions if any(
-                str((f.get("hashes") or {}).get("SHA256", "")).lower() == selection["sha256"].lower()
-                for f in v.get("files") or [] if isinstance(f, dict))), None)
+                _file_sha(f) == sha for f in _list(v.get("files")) if isinstance(f, dict))), None)
         chosen = chosen or (versions[0] if versions else None)
         if chosen is not None:
-            _civitai_version({**chosen, "modelId": raw.get("id")}, out, selection)
+            _civitai_version({**chosen, "modelId": model_id}, out, selection)
     elif isinstance(raw.get("files"), list) or "modelId" in raw:
         _civitai_version(raw, out, selection)  # model-version or by-hash
     elif "hashes" in raw or "sizeKB" in raw:  # a files[] entry on its own
         out["file"] = _civitai_file(raw)
-        out["title"] = raw.get("name")
+        out["title"] = _text(raw.get("name"))
     terms: dict[str, Any] = {}
     if "allowCommercialUse" in raw:
         terms["allow_commercial_use"] = commercial_use(raw["allowCommercialUse"])
@@ -377,50 +425,49 @@ def _map_huggingface(raw: dict, out: dict[str, Any], **hints: Any) -> None:
     if not api:
         _map_generic(raw, out)
         return
-    card = raw.get("cardData") if isinstance(raw.get("cardData"), dict) else {}
-    repo = raw.get("id") or raw.get("modelId")
+    card = _dict(raw.get("cardData"))
+    hub = [t for t in _list(raw.get("tags")) if isinstance(t, str)]
+    repo = _text(raw.get("id")) or _text(raw.get("modelId"))
     out["title"] = repo
-    out["author"] = raw.get("author") or (repo.split("/")[0] if isinstance(repo, str) and "/" in repo else None)
-    hub_tags = [t for t in raw.get("tags") or [] if isinstance(t, str) and ":" not in t]
-    out["tags"] = to_tags(list(card.get("tags") or []) + hub_tags)
-    licence = card.get("license")
+    out["author"] = _text(raw.get("author")) or (repo.split("/")[0] if repo and "/" in repo else None)
+    tags = to_tags(card.get("tags"))
+    out["tags"] = tags + [t for t in to_tags([t for t in hub if ":" not in t]) if t not in tags]
+    licence_raw = card.get("license")
+    if isinstance(licence_raw, list):
+        licence_raw = next((x for x in licence_raw if isinstance(x, str) and x.strip()), None)
+    licence = _text(licence_raw)
     if not licence:
-        licence = next((t.split(":", 1)[1] for t in raw.get("tags") or []
-                        if isinstance(t, str) and t.startswith("license:")), None)
-    if isinstance(licence, list):
-        licence = licence[0] if licence else None
+        licence = next((_text(t.split(":", 1)[1]) for t in hub if t.startswith("license:") and _text(t[8:])), None)
     terms: dict[str, Any] = {}
-    if card.get("license_name"):
-        terms["license_name"] = card["license_name"]
+    if _text(card.get("license_name")):
+        terms["license_name"] = _text(card.get("license_name"))
         if licence == "other":
-            licence = card["license_name"]
-    if card.get("license_link"):
-        terms["license_link"] = card["license_link"]
+            licence = terms["license_name"]
+    if _text(card.get("license_link")):
+        terms["license_link"] = _text(card.get("license_link"))
     out["license"] = licence
     out["license_terms"] = {**out["license_terms"], **terms}
     base = card.get("base_model")
-    out["base_model"] = base if isinstance(base, str) else (", ".join(base) if isinstance(base, list) else None)
-    if isinstance(card.get("instance_prompt"), str):
-        out["trained_words"] = _str_list(card["instance_prompt"])
+    out["base_model"] = _text(base) if not isinstance(base, list) else (", ".join(_str_list(base)) or None)
+    out["trained_words"] = _str_list(card.get("instance_prompt")) if isinstance(card.get("instance_prompt"), str) else []
     out["gated"] = _gated(raw.get("gated", False))
-    out["nsfw"] = "not-for-all-audiences" in (raw.get("tags") or [])
-    out["model_type"] = raw.get("pipeline_tag")
-    out["library"] = raw.get("library_name")
-    out["revision"] = raw.get("sha")
+    out["nsfw"] = "not-for-all-audiences" in hub
+    out["model_type"] = _text(raw.get("pipeline_tag"))
+    out["library"] = _text(raw.get("library_name"))
+    out["revision"] = _text(raw.get("sha"))
     out["repo_id"] = repo
     if repo:
         out["source_url"] = f"https://huggingface.co/{repo}"
-    wanted = hints.get("filename") or raw.get("filename")
-    sha = hints.get("sha256")
-    for sib in raw.get("siblings") or []:
+    wanted = hints.get("filename") if isinstance(hints.get("filename"), str) else _text(raw.get("filename"))
+    sha = _sha(hints.get("sha256"))
+    for sib in _list(raw.get("siblings")):
         if not isinstance(sib, dict):
             continue
-        lfs = sib.get("lfs") if isinstance(sib.get("lfs"), dict) else {}
-        sib_sha = lfs.get("sha256") or lfs.get("oid")
-        if (wanted and sib.get("rfilename") == wanted) or (sha and sib_sha and sib_sha.lower() == sha.lower()):
-            out["file"] = {"name": sib.get("rfilename"), "size": sib.get("size") or lfs.get("size"),
-                           "sha256": sib_sha.lower() if isinstance(sib_sha, str) else None,
-                           "blob_id": sib.get("blobId"), "lfs": bool(lfs)}
+        lfs = _dict(sib.get("lfs"))
+        sib_sha = _sha(lfs.get("sha256")) or _sha(lfs.get("oid"))
+        if (wanted and sib.get("rfilename") == wanted) or (sha and sib_sha == sha):
+            out["file"] = {"name": _text(sib.get("rfilename")), "size": _int(sib.get("size")) or _int(lfs.get("size")),
+                           "sha256": sib_sha, "blob_id": _text(sib.get("blobId")), "lfs": bool(lfs)}
             break
     _map_generic({k: raw[k] for k in ("license", "licence", "license_tag", "source_url") if k in raw}, out)
 
@@ -431,20 +478,21 @@ def _map_furaffinity(raw: dict, out: dict[str, Any], **_: Any) -> None:
     if not any(k in raw for k in ("keywords", "profile_name", "rating", "download", "full")):
         _map_generic(raw, out)
         return
-    out["title"] = raw.get("title")
+    out["title"] = _text(raw.get("title"))
     out["description"] = plain_text(raw.get("description"))
     out["author"] = _first(raw, "profile_name", "name")
     out["tags"] = to_tags(raw.get("keywords"))
-    rating = raw.get("rating")
-    if isinstance(rating, str):
+    rating = _text(raw.get("rating"))
+    if rating:
         out["rating"] = rating
-        out["nsfw"] = rating.strip().lower() in ("mature", "adult")
+        out["nsfw"] = rating.lower() in ("mature", "adult")
     for key in ("category", "theme", "species", "gender", "resolution", "posted_at"):
-        if raw.get(key):
-            out[key] = raw[key]
-    out["source_url"] = raw.get("link")
-    if raw.get("download"):
-        out["file"] = {"name": raw["download"].rsplit("/", 1)[-1], "download_url": raw["download"]}
+        if _text(raw.get(key)):
+            out[key] = _text(raw.get(key))
+    out["source_url"] = _text(raw.get("link"))
+    download = _text(raw.get("download"))
+    if download:
+        out["file"] = {"name": download.rsplit("/", 1)[-1], "download_url": download}
     _map_generic({k: raw[k] for k in ("license", "licence", "license_tag") if k in raw}, out)
 
 
