@@ -31,6 +31,7 @@ from tornado.ioloop import IOLoop
 from comfyvn.config import ConfigError
 from comfyvn.fsutil import UnsafePathError
 from comfyvn.hooks import UnknownHookError
+from comfyvn.ingest.errors import IngestError
 from comfyvn.studio.core.asset_registry import AssetCollisionError, AssetNotFoundError, AssetRegistryError
 
 if TYPE_CHECKING:
@@ -92,8 +93,7 @@ def map_exception(exc: BaseException) -> BaseException:
     """Translate a core exception into an :class:`ApiError` (unknown ones pass through as 500s)."""
     if isinstance(exc, web.HTTPError):
         return exc
-    ingest = _ingest_errors()
-    if ingest is not None and isinstance(exc, ingest.IngestError):
+    if isinstance(exc, IngestError):
         # the ingest errors carry their own HTTP status and code (429 + retry_after, 404, 409, 502...)
         retry_after = getattr(exc, "retry_after", None)
         headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else {}
@@ -114,18 +114,9 @@ def map_exception(exc: BaseException) -> BaseException:
         return ApiError(500, "config_error", str(exc))
     if isinstance(exc, FileNotFoundError):
         return ApiError(400, "file_not_found", str(exc))
-    if isinstance(exc, (ValueError, TypeError)):
+    if isinstance(exc, ValueError):  # the core's "bad input" error (TypeErrors are bugs: 500)
         return ApiError(400, "invalid_request", str(exc))
     return exc
-
-
-@functools.cache
-def _ingest_errors():
-    try:
-        from comfyvn.ingest import errors
-    except ImportError:  # the ingest package is optional for the asset and hook routes
-        return None
-    return errors
 
 
 @web.stream_request_body
