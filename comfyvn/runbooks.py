@@ -622,41 +622,40 @@ def plot_checks(frame: pd.DataFrame) -> Figure:
 # ---------------------------------------------------------------------------------------- enforce_sidecars
 def enforce_sidecars(ws: Workspace, *, project_id: str = "default", fix: bool = False,
                      fill_metadata: bool = False, overwrite: bool = False) -> Report:
-    """Audit sidecars (dry run) or fix them and audit again to prove the fix."""
+    """Audit sidecars (dry run) or fix them and audit again to prove the fix.
+
+    The enforcer opens the registry without recovering it first, so interrupted operations
+    are reported (and, with ``fix``, finished) rather than silently repaired.
+    """
     import pandas as pd
 
     from .registry.rebuild import audit_sidecars
-    from .studio.core.asset_registry import AssetRegistry
 
-    registry = AssetRegistry(project_id, ws=ws)
-    first = audit_sidecars(registry, fix=bool(fix), fill_metadata=bool(fill_metadata), overwrite=bool(overwrite))
-    findings = pd.DataFrame(first["findings"], columns=["kind", "uid", "path", "detail", "fixed"])
-    after = None
-    if fix:
-        registry.wait_for_thumbnails(120)
-        after = audit_sidecars(registry)
+    first = audit_sidecars(project_id, workspace_root=ws.root, fix=bool(fix), fill_metadata=bool(fill_metadata),
+                           overwrite=bool(overwrite))
+    after = audit_sidecars(project_id, workspace_root=ws.root) if fix else None
     final = after if after is not None else first
-    counts = {f["kind"]: 0 for f in first["findings"]}
-    for f in first["findings"]:
-        counts[f["kind"]] += 1
-    remaining = {f["kind"] for f in final["findings"]}
-    if final["ok"]:
+    findings = pd.DataFrame(first["findings"], columns=["kind", "uid", "path", "detail", "fixed"])
+    remaining = sorted({f["kind"] for f in final["findings"]})
+    details = [f"{k}: {n}" for k, n in final["counts"].items()]
+    details += [f"could not fill {u['field']} of {u['path']}: {u['reason']}" for u in final.get("unfilled") or []]
+    n_first, n_final = len(first["findings"]), len(final["findings"])
+    assets = plural(first["summary"]["assets"], "asset")
+    if final["ok"] and not n_final:
         if fix:
-            fixed = sum(1 for f in first["findings"] if f.get("fixed"))
-            verdict = Verdict(True, f"fixed {fixed} of {len(first['findings'])} findings; the audit is now clean")
+            fixed = sum(1 for f in first["findings"] if f["fixed"])
+            verdict = Verdict(True, f"fixed {fixed} of {plural(n_first, 'finding')} in {assets}; "
+                                    "the audit is now clean")
         else:
-            verdict = Verdict(True, f"{registry.count()} assets of project {project_id!r}: sidecars in order")
+            verdict = Verdict(True, f"{assets} of project {project_id!r}: sidecars, files, thumbnails and "
+                                    "metadata in order")
+    elif fix:
+        verdict = Verdict(False, f"{plural(n_final, 'finding')} remain after fixing {assets}", details)
     else:
-        n = len(final["findings"])
-        details = [f"{k}: {sum(1 for f in final['findings'] if f['kind'] == k)}" for k in sorted(remaining)]
-        details += [f"could not fill: {u}" for u in final.get("unfilled") or []][:10]
-        if fix:
-            verdict = Verdict(False, f"{n} findings remain after fixing", details)
-        else:
-            verdict = Verdict(False, f"{n} findings (dry run: nothing changed); rerun with -p fix True to fix",
-                              details)
-    return Report(verdict, {"findings": findings}, {"audit": first, "after_fix": after, "counts": counts,
-                                                    "remaining": sorted(remaining)})
+        verdict = Verdict(False, f"{plural(n_final, 'finding')} in {assets} (dry run: nothing changed); rerun "
+                                 "with -p fix True to fix", details)
+    return Report(verdict, {"findings": findings}, {"audit": first, "after_fix": after, "counts": first["counts"],
+                                                    "remaining": remaining})
 
 
 # ---------------------------------------------------------------------------------------- flags

@@ -73,7 +73,7 @@ def test_open_workspace_refuses_a_folder_that_is_not_one(tmp_path):
     assert not (tmp_path / "typo").exists()
 
 
-def test_cli_runs_a_runbook_keeps_the_notebook_and_exits_by_verdict(tmp_path, kernel_env):
+def test_cli_runs_a_runbook_keeps_the_notebook_and_exits_by_verdict(tmp_path, kernel_env, capsys):
     ws = new_workspace(tmp_path / "ws")
     q = AssetIngestQueue(ws)
     (src,) = make_images(ws.root / "incoming", ["lamp"])
@@ -89,20 +89,18 @@ def test_cli_runs_a_runbook_keeps_the_notebook_and_exits_by_verdict(tmp_path, ke
     assert len(kept) == 1 and f"executed notebook: {kept[0]}" in ok.stdout
     assert nbformat.read(kept[0], as_version=4).metadata["papermill"]["parameters"]["workspace"] == str(ws.root)
 
+    # the same entry point in-process (saves an interpreter start per case)
     out = tmp_path / "release.ipynb"
-    refused = subprocess.run([*CLI, "release_job", "-p", "job_id", applied["job_id"], "--output", str(out)],
-                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert f"VERDICT: FAIL — refused to release job {applied['job_id']} (applied)" in refused.stdout
-    assert out.is_file()
+    assert rb.main(["release_job", "-p", "job_id", applied["job_id"], "--workspace", str(ws.root),
+                    "--output", str(out)]) == 1
+    printed = capsys.readouterr()
+    assert f"VERDICT: FAIL — refused to release job {applied['job_id']} (applied)" in printed.out
+    assert out.is_file() and f"executed notebook: {out}" in printed.out
 
-    typo = subprocess.run([*CLI, "inspect_queue", "--workspace", str(tmp_path / "nowhere")],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert typo.returncode == 2, typo.stdout + typo.stderr
-    assert "is not a comfyvn workspace" in typo.stderr
+    assert rb.main(["inspect_queue", "--workspace", str(tmp_path / "nowhere")]) == 2
+    assert "is not a comfyvn workspace" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
 
-    broke = subprocess.run([*CLI, "inspect_queue", "-p", "stuck_minutes", "-1"],
-                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert broke.returncode == 3, broke.stdout + broke.stderr
-    assert "broke before its verdict: ValueError: stuck_minutes must be a positive number" in broke.stderr
+    assert rb.main(["inspect_queue", "-p", "stuck_minutes", "-1", "--workspace", str(ws.root)]) == 3
+    err = capsys.readouterr().err
+    assert "broke before its verdict: ValueError: stuck_minutes must be a positive number" in err
