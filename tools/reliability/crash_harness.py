@@ -25,6 +25,7 @@ Exit status 0 when every invariant held; the figures go to ``bench/results/relia
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import wave
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,27 @@ from comfyvn.config import workspace  # noqa: E402
 SHORT_KILLS, LONG_KILLS = 8, 50
 GENERIC_FILES = 40  # distinct remote files on the fake CDN (a few served slowly, so kills land mid-download)
 SLOW_FILES = 6
+
+
+def make_content(ext: str, rng: random.Random) -> bytes:
+    """Real images and sounds (thumbnails and waveforms must succeed), random bytes otherwise."""
+    if ext == ".png":
+        from PIL import Image
+
+        img = Image.new("RGB", (rng.randint(8, 300), rng.randint(8, 300)), tuple(rng.randbytes(3)))
+        img.putpixel((0, 0), tuple(rng.randbytes(3)))
+        out = io.BytesIO()
+        img.save(out, "PNG")
+        return out.getvalue()
+    if ext == ".wav":
+        out = io.BytesIO()
+        with wave.open(out, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(rng.randbytes(2 * rng.randint(800, 16000)))
+        return out.getvalue()
+    return rng.randbytes(rng.randint(200, 400_000))
 
 
 class Workload:
@@ -203,7 +226,7 @@ class Harness:
             n = self.file_seq
         ext = rng.choice([".png", ".bin", ".wav", ".safetensors", ".txt"])
         path = self.src_dir / f"src-{n:05d}{ext}"
-        path.write_bytes(rng.randbytes(rng.randint(200, 400_000)))
+        path.write_bytes(make_content(ext, rng))
         with self.lock:
             self.sources.append(path)
         return path
@@ -267,14 +290,17 @@ class Harness:
         self.server = relkit.restart_server(self.root, env=self.env)
 
     def settle(self, timeout: float = 120) -> list[dict]:
-        """Wait (polling the database only) until no job is queued, downloading or applying."""
+        """Wait (polling the database only) until no job is queued, downloading or applying and
+        no thumbnail is pending: the restarted server must resume all of it by itself."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pending = self.view.pending_jobs()
-            if not pending:
+            if not pending and not self.view.thumbnails_pending():
                 return []
             time.sleep(0.2)
-        return self.view.pending_jobs()
+        return self.view.pending_jobs() + ([{"job_id": "(thumbnails)", "status": "pending",
+                                             "error": f"{self.view.thumbnails_pending()} thumbnails"}]
+                                           if self.view.thumbnails_pending() else [])
 
     def check(self, cycle: int) -> list[str]:
         stuck = self.settle()

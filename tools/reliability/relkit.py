@@ -216,6 +216,9 @@ class WorkspaceView:
             out.setdefault(r["uid"], set()).add(r["tag"])
         return out
 
+    def thumbnails_pending(self) -> int:
+        return int(self.scalar("SELECT COUNT(*) FROM thumbnails WHERE status = 'pending'") or 0)
+
     def outbox_pending(self) -> int:
         if not self.has_table("webhook_outbox"):
             return 0
@@ -330,19 +333,23 @@ def run_enforcer(ws: Workspace, *, timeout: float = 120) -> tuple[bool, dict | s
         report = json.loads(proc.stdout)
     except ValueError:
         return False, f"exit {proc.returncode}: {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
-    return enforcer_clean(report), report
+    clean = enforcer_clean(report)
+    return clean, report if clean else {"integrity_findings": integrity_findings(report)[:20],
+                                        "counts": report.get("counts")}
+
+
+#: enforcer findings that mean lost or inconsistent data (missing tags/licences are metadata hygiene)
+HYGIENE_KINDS = {"missing_tags", "missing_license"}
+
+
+def integrity_findings(report: dict) -> list[dict]:
+    """The findings of an ``audit_sidecars`` report that are about integrity, not metadata hygiene."""
+    return [f for f in report["findings"] if f["kind"] not in HYGIENE_KINDS and not f.get("fixed")]
 
 
 def enforcer_clean(report: dict) -> bool:
-    """True when an ``audit_sidecars`` report lists no finding."""
-    if "clean" in report:
-        return bool(report["clean"])
-    findings = report.get("findings", report.get("issues"))
-    if isinstance(findings, list):
-        return not findings
-    if isinstance(findings, dict):
-        return not any(findings.values())
-    raise ValueError(f"unrecognised enforcer report keys: {sorted(report)}")
+    """True when an ``audit_sidecars`` report has no unfixed integrity finding."""
+    return not integrity_findings(report)
 
 
 # ---------------------------------------------------------------------------- figures
