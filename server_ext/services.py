@@ -80,6 +80,7 @@ class ComfyvnServices:
                     stop()
                 except Exception:
                     log.exception("comfyvn: stopping the %s failed", name)
+        self.bus.close()  # its tailer thread; a later subscriber in this process restarts it
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
