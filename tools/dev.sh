@@ -22,8 +22,10 @@ setup_python() {
   fi
   log "installing the pinned stack and the workbench (editable)"
   "$VENV/bin/uv" pip install --python "$PY" -q -e "$REPO[test]"
-  # an editable install does not install the auto-enable file under etc/jupyter: enable explicitly
-  "$VENV/bin/jupyter" server extension enable --sys-prefix comfyvn_server_ext >/dev/null 2>&1
+  # an editable install skips the wheel's data files: put the same auto-enable file where a
+  # regular install puts it ("jupyter server extension enable" only toggles known extensions)
+  mkdir -p "$VENV/etc/jupyter/jupyter_server_config.d"
+  cp "$REPO/etc/jupyter/jupyter_server_config.d/comfyvn_server_ext.json" "$VENV/etc/jupyter/jupyter_server_config.d/"
 }
 
 setup_browser() {
