@@ -219,6 +219,8 @@ def _read_json(path: Path) -> tuple[dict | None, str | None]:
         return None, f"unreadable: {exc}"
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+    except RecursionError:  # found by tests/reliability/test_fuzz_sidecars.py
+        return None, "not valid JSON (nested too deeply to parse)"
     if not isinstance(data, dict):
         return None, f"not a JSON object ({type(data).__name__})"
     return data, None
