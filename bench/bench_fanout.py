@@ -12,7 +12,10 @@
    concurrent httpx async clients, against Jupyter's own ``GET /api/status`` as the baseline
    (same server, same client, same concurrency).
 
-``--quick`` runs a short smoke version.  Results: ``bench/results/fanout.json``.
+The server, the producer and each client process run in their own sessions, as separate
+programs do (on a shared machine the kernel's per-session fair share would otherwise cap the
+whole bench at one program's share).  ``--quick`` runs a short smoke version.  Results:
+``bench/results/fanout.json``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def produce(ws_root: str, rate: float, count: int, go: mp.Event, out: mp.Queue) 
     from comfyvn.hooks import emit
     from comfyvn.store import get_database
 
+    os.setsid()
     db = get_database(workspace(ws_root).db_path)
     go.wait()
     ids = []
@@ -96,7 +100,11 @@ def clients_proc(url: str, token: str, n: int, after: int, count: int, ready: mp
     async def main() -> list[dict]:
         return await asyncio.gather(*(_client(url, token, after, count, ready, idle) for _ in range(n)))
 
-    out.put(asyncio.run(main()))
+    os.setsid()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    results = asyncio.run(main())
+    share = (time.process_time() - cpu0) / (time.perf_counter() - t0)
+    out.put([{**r, "proc_cpu": share} for r in results])
 
 
 def pct(values: list[float], p: float) -> float:
@@ -153,6 +161,8 @@ def fanout(server, *, clients: int, procs: int, rate: float, seconds: float) -> 
                        (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
         "latency_mean_ms": round(statistics.fmean(lat) * 1000, 2) if lat else None,
         "server_cpu_cores": round(server_cpu, 2),  # CPU the jupyter server used while the run lasted
+        "client_proc_cpu_cores": sorted({round(r["proc_cpu"], 2) for r in results}),
+        "loadavg_after": os.getloadavg()[0],
     }
 
 
@@ -222,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-procs", type=int, default=2, help="processes the WebSocket clients run in")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--http-seconds", type=float, default=None, help="per route (default 5, quick 1)")
+    parser.add_argument("--server-arg", action="append", default=[],
+                        help="extra jupyter server command-line argument (repeatable)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
@@ -231,14 +243,16 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="comfyvn-bench-fanout-") as tmp:
         config = {"features": {"enable_asset_ingest": True}}
-        with live_server_context(Path(tmp), config=config) as server:
+        with live_server_context(Path(tmp), config=config, extra_args=tuple(args.server_arg),
+                                 new_session=True) as server:
             seed(server.ws, assets=40 if args.quick else 200, jobs=10 if args.quick else 50)
             print(f"server {server.base_url} ready; fan-out {args.rate:g} ev/s for {seconds:g} s", flush=True)
             baseline = fanout(server, clients=1, procs=1, rate=args.rate, seconds=seconds)
             print(f"  1 client : {json.dumps(baseline['latency_ms'])} lost={baseline['lost']}", flush=True)
             fan = fanout(server, clients=args.clients, procs=args.client_procs, rate=args.rate, seconds=seconds)
             print(f"  {args.clients} clients: {json.dumps(fan['latency_ms'])} lost={fan['lost']} "
-                  f"dups={fan['duplicates']} rate={fan['rate_achieved']} server cpu={fan['server_cpu_cores']}", flush=True)
+                  f"dups={fan['duplicates']} rate={fan['rate_achieved']} server cpu={fan['server_cpu_cores']} "
+                  f"client cpu={fan['client_proc_cpu_cores']} load={fan['loadavg_after']}", flush=True)
             http = http_throughput(server, concurrency=args.concurrency, seconds=http_seconds)
             for k in ("baseline_api_status", "ingest_status", "assets"):
                 print(f"  GET {k}: {http[k]['rps']} req/s (p99 {http[k]['p99_ms']} ms, errors {http[k]['errors']})",

@@ -97,7 +97,8 @@ class LiveServer:
 
 def start_live_server(tmp_dir: Path, *, token: str = DEFAULT_TOKEN, config: dict[str, Any] | None = None,
                       extension: bool | None = True, others: bool = False, extra_args: tuple[str, ...] = (),
-                      env: dict[str, str] | None = None, timeout: float = 90) -> LiveServer:
+                      env: dict[str, str] | None = None, timeout: float = 90,
+                      new_session: bool = False) -> LiveServer:
     """Start ``jupyter server`` on a free 127.0.0.1 port and wait until it answers.
 
     ``config`` is deep-merged into the workspace's ``config/comfyvn.json`` first.
@@ -105,6 +106,8 @@ def start_live_server(tmp_dir: Path, *, token: str = DEFAULT_TOKEN, config: dict
     False disables it (a server without our routes), None relies on the installation alone.
     ``others=False`` switches the other installed extensions (JupyterLab, Voila, LSP...) off
     to halve the start-up time; True starts the server exactly as installed.
+    ``new_session`` starts it in its own session, as a server started from its own terminal
+    runs (benches use it: the kernel's fair-share scheduling then treats it as its own program).
     """
     tmp_dir = Path(tmp_dir)
     root = tmp_dir / "workspace"
@@ -137,7 +140,8 @@ def start_live_server(tmp_dir: Path, *, token: str = DEFAULT_TOKEN, config: dict
         args = [*cmd, "--allow-root", "--no-browser", "--ip=127.0.0.1", f"--ServerApp.port={port}",
                 "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", *extra_args]
         with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(args, cwd=ws.root, env=child_env, stdout=log_file, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(args, cwd=ws.root, env=child_env, stdout=log_file, stderr=subprocess.STDOUT,
+                                    start_new_session=new_session)
         server = LiveServer(proc, f"http://127.0.0.1:{port}/", token, ws, port, log_path, child_env)
         try:
             _wait_ready(server, timeout)
