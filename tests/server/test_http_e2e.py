@@ -195,6 +195,20 @@ def test_installed_server_ingests_applies_and_streams_events(server):
     anonymous = httpx.get(server.url("assets"), timeout=30)
     assert anonymous.status_code == 403 and anonymous.json()["error"] == "forbidden"
 
-# System checker: the hooks/client engineer adds a test here that runs
-# ``tools/check_current_system.py --profile p7_asset_ingest_cache --base <server.base>`` (token via
-# JUPYTER_TOKEN) against the same module-scoped ``server`` fixture and asserts a passing report.
+
+def test_system_checker_passes_against_the_installed_server(server):
+    """``tools/check_current_system.py`` as a user runs it (installed package, token from JUPYTER_TOKEN):
+    flag defaults of the shipped config, every route really answered, the WebSocket handshake and
+    the repository's docs naming every route and hook."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["JUPYTER_TOKEN"] = TOKEN
+    for profile in ("p7_asset_ingest_cache", "all"):
+        proc = subprocess.run([str(server.python), str(REPO / "tools" / "check_current_system.py"),
+                               "--profile", profile, "--base", server.base, "--json"],
+                              capture_output=True, text=True, env=env, cwd=server.ws.root, timeout=120)
+        report = json.loads(proc.stdout)
+        failed = [c for c in report["checks"] if not c["ok"]]
+        assert (proc.returncode, failed) == (0, []), proc.stderr[-2000:]
+        names = {c["name"] for c in report["checks"]}
+        assert {"route POST /api/ingest/queue", "route GET /api/ingest/status", "docs name every route",
+                "docs name every hook"} <= names
