@@ -23,6 +23,8 @@ COLUMNS = [
     {"key": "detail", "label": "Detail", "kind": "text"},
     {"key": "fixed", "label": "Fixed", "kind": "chip", "width": "70px"},
 ]
+AUTO_RUN_MAX = 2000  # larger projects audit on request: the dry run hashes every file
+
 _CSS = """
 .cvn-enforcer .cvn-chart { min-width: 320px; }
 .cvn-confirm { background: #fff7ed; border: 1px solid #fed7aa; border-radius: 10px; padding: 10px 12px; }
@@ -45,14 +47,19 @@ class EnforcerReport:
     """Audit sidecars against the registry; fix and export from the same place."""
 
     def __init__(self, registry: AssetRegistry | None = None, *, project_id: str | None = None, live: bool = True,
-                 run: bool = True) -> None:
+                 run: bool | None = None) -> None:
+        """``run``: audit at once (default: when the project has at most AUTO_RUN_MAX assets)."""
         self.registry = registry or AssetRegistry(project_id=project_id)
         self.model = EnforcerModel(self.registry)
         self.status = theme.StatusBar()
         self.updater: LiveUpdater | None = None
         self._build()
+        if run is None:
+            run = self.registry.count() <= AUTO_RUN_MAX
         if run:
             theme.guarded(self.status, "The audit failed:")(self.run_audit)()
+        else:
+            self.status.info(f"{self.registry.count():,} assets: press Run audit to check them (it reads every file).")
         self.render()
         if live:
             self.start_live()

@@ -129,3 +129,27 @@ def picture(path: Path, kind: str, colours: tuple[str, str], seed: int) -> Path:
 def save_shot(name: str) -> str:
     DOCS_IMG.mkdir(parents=True, exist_ok=True)
     return str(DOCS_IMG / f"{name}.png")
+
+
+class explain_failures:
+    """``async with explain_failures(page, folder):`` -- on failure, keep a screenshot and the page text.
+
+    The assertion then shows what the person would have seen (e.g. a readable error panel).
+    """
+
+    def __init__(self, page, folder: Path) -> None:
+        self.page, self.folder = page, Path(folder)
+
+    async def __aenter__(self):
+        return self.page
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        shot = self.folder / "failure.png"
+        try:
+            await self.page.screenshot(path=str(shot), full_page=True)
+            text = await self.page.evaluate("document.body ? document.body.innerText.slice(0, 3000) : ''")
+        except Exception as inner:  # the page itself may be gone
+            text = f"(page text unavailable: {inner})"
+        raise AssertionError(f"{type(exc).__name__}: {exc}\n--- page text ---\n{text}\n--- screenshot: {shot}") from exc

@@ -117,3 +117,16 @@ def test_changes_from_another_process_mark_the_report_stale(registry, seeded, su
         assert "since" not in report.summary.value
     finally:
         report.close()
+
+
+def test_without_an_automatic_run_the_report_waits_for_the_button(registry, seeded):
+    report = EnforcerReport(registry, live=False, run=False)
+    try:
+        assert report.model.report is None and report.fix_button.disabled and report.export_button.disabled
+        assert "press Run audit" in report.status.text
+        report.fix_button.click()  # disabled in the browser; from Python it explains itself
+        assert report.status.kind == "error" and "Run the audit first" in report.status.text
+        report.run_button.click()
+        assert report.model.report is not None and not report.fix_button.disabled
+    finally:
+        report.close()
