@@ -216,7 +216,7 @@ def inspect_queue(ws: Workspace, *, limit: int = 20, stuck_minutes: float = 15) 
         verdict = Verdict(False, f"{len(stuck)} of {total} jobs stuck",
                           [f"{j['job_id']}: {j['stuck_reason']}" for j in stuck] + extra)
     else:
-        verdict = Verdict(True, f"{total} jobs, none stuck (threshold {stuck_minutes} min)", extra)
+        verdict = Verdict(True, f"{plural(total, 'job')}, none stuck (threshold {stuck_minutes} min)", extra)
     return Report(verdict, {"counts": pd.DataFrame(sorted(counts.items()), columns=["status", "jobs"]),
                             "recent": jobs_frame(recent, now), "stuck": stuck_frame, "recovered": recovered,
                             "failed": jobs_frame(failed, now), "rate_limits": limits},
@@ -302,10 +302,11 @@ def snapshot_dedup_cache(ws: Workspace, *, base_url: str | None = None, token: s
     size = sum(r["bytes"] or 0 for r in rows)
     where = f"; written to {exported['dedup_cache_file']}" if exported else ""
     if problems:
-        verdict = Verdict(False, f"{plural(len(problems), 'problem')} in a cache of {plural(len(rows), 'entry', 'entries')}", problems)
+        verdict = Verdict(False, f"{plural(len(problems), 'problem')} in a cache of "
+                                 f"{plural(len(rows), 'entry', 'entries')}", problems)
     else:
         checked = " and matches the server" if server_cache is not None else ""
-        verdict = Verdict(True, f"{len(rows)} entries ({pinned} pinned, {size:,} bytes), every staging file "
+        verdict = Verdict(True, f"{plural(len(rows), 'entry', 'entries')} ({pinned} pinned, {size:,} bytes), every staging file "
                                 f"present{checked}{where}")
     return Report(verdict, {"entries": frame}, {"cache": cache, "server_cache": server_cache, "exported": exported})
 
@@ -459,7 +460,7 @@ def requeue_missing_staging(ws: Workspace, *, dry_run: bool = False) -> Report:
         verdict = Verdict(False, f"{len(rows) - len(bad)} of {len(rows)} jobs re-queued; {len(bad)} could not be",
                           [f"{r['job_id']}: {r['detail'] or r['now']}" for r in bad])
     else:
-        verdict = Verdict(True, f"re-queued {len(rows)} jobs from their original source",
+        verdict = Verdict(True, f"re-queued {plural(len(rows), 'job')} from their original source",
                           [f"{r['job_id']}: now {r['now']}" for r in rows])
     return Report(verdict, {"jobs": frame}, {"rows": rows})
 
@@ -540,7 +541,7 @@ def replay_archived_state(ws: Workspace, state_path: str | None, *, dedup_cache_
     else:
         ack = (f"; {len(unacked)} remote requests without terms_acknowledged replayed with "
                f"{TERMS_FLAG} off, flag restored to {flag_after}") if unacked and disable_terms_ack else ""
-        verdict = Verdict(True, f"imported {n_in} jobs, skipped {n_skip} already present ({origin}){ack}")
+        verdict = Verdict(True, f"imported {plural(n_in, 'job')}, skipped {n_skip} already present ({origin}){ack}")
     return Report(verdict, {"jobs": frame, "flags": flags},
                   {"result": result, "version": version, "unacknowledged": unacked})
 

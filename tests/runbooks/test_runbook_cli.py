@@ -84,7 +84,7 @@ def test_cli_runs_a_runbook_keeps_the_notebook_and_exits_by_verdict(tmp_path, ke
     ok = subprocess.run([*CLI, "inspect_queue"], env=env, cwd=tmp_path, capture_output=True, text=True,
                         timeout=300)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "VERDICT: OK — 1 jobs, none stuck" in ok.stdout
+    assert "VERDICT: OK — 1 job, none stuck" in ok.stdout
     kept = list((ws.logs_dir / "runbooks").glob("*_inspect_queue.ipynb"))
     assert len(kept) == 1 and f"executed notebook: {kept[0]}" in ok.stdout
     assert nbformat.read(kept[0], as_version=4).metadata["papermill"]["parameters"]["workspace"] == str(ws.root)

@@ -174,7 +174,7 @@ def test_replay_archived_state_with_the_terms_flag(runbooks, tmp_path):
 
     run = runbooks.ok("replay_archived_state", workspace=str(ws.root), state_path=str(archive),
                       disable_terms_ack=True)
-    assert "imported 1 jobs, skipped 1 already present" in run.verdict
+    assert "imported 1 job, skipped 1 already present" in run.verdict
     assert "replayed with require_remote_terms_ack off, flag restored to True" in run.verdict
     assert q.get("arch0remote1")["status"] == "queued"
     assert json.loads(ws.config_file.read_text())["features"]["require_remote_terms_ack"] is True
