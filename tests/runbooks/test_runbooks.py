@@ -58,9 +58,12 @@ def test_healthy_workspace_every_check_passes(server, runbooks):
     run = runbooks.ok("requeue_missing_staging", workspace=ws)
     assert run.verdict == "VERDICT: OK — no job lacks its staging file"
 
-    run = runbooks.ok("validate_system", base_url=server.base_url, token=server.token, check_docs=False)
-    assert "checks passed in 3 profiles" in run.verdict
+    run = runbooks.ok("validate_system", base_url=server.base_url, token=server.token)  # docs checked too
+    assert "checks passed in 3 profiles" in run.verdict and "not checked" not in run.text
     assert run.images == 1
+    checks = [o for c in run.nb.cells for o in c.get("outputs", []) if "docs name every route" in
+              o.get("data", {}).get("text/html", "")]
+    assert checks, "the table of every check lists the docs coverage checks"
 
 
 def test_validate_system_fails_on_a_wrong_token_and_on_a_server_without_routes(server, runbooks, tmp_path):
