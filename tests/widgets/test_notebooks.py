@@ -1,0 +1,54 @@
+"""The dashboard notebooks run in a real kernel (as in JupyterLab or Voila) and fail readably."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def execute(name: str, tmp_path: Path) -> nbformat.NotebookNode:
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    for var, sub in (("JUPYTER_RUNTIME_DIR", "rt"), ("IPYTHONDIR", "ipy")):
+        (tmp_path / sub).mkdir(exist_ok=True)
+        os.environ[var] = str(tmp_path / sub)
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute()
+    return nb
+
+
+def widget_texts(nb: nbformat.NotebookNode) -> str:
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    return json.dumps([m.get("state", {}) for m in state.values()], ensure_ascii=False)
+
+
+def test_workbench_notebook_renders_the_four_dashboards(registry, seeded, tmp_path, monkeypatch):
+    nb = execute("workbench", tmp_path)
+    outputs = [o for cell in nb.cells for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error" or o.get("name") == "stderr"]
+    assert any(WIDGET_VIEW in o.get("data", {}) for o in outputs)
+    texts = widget_texts(nb)
+    for title in ("Asset gallery", "Ingest queue", "Sidecar enforcer", "Hook monitor"):
+        assert title in texts
+    assert "could not start" not in texts
+    assert "Lettre d'amour" in texts  # a tile of the seeded workspace
+
+
+def test_a_broken_config_becomes_readable_messages_and_the_rest_still_works(ws, tmp_path):
+    ws.config_file.write_text('{"features": {"enable_asset_ingest": "yes"}}', encoding="utf-8")
+    nb = execute("workbench", tmp_path)
+    outputs = [o for cell in nb.cells for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    texts = widget_texts(nb)
+    for title in ("asset gallery", "ingest queue", "sidecar enforcer"):
+        assert f"The {title} could not start." in texts
+    assert texts.count("features.enable_asset_ingest must be true or false") == 3
+    assert "Traceback" not in texts
+    assert "Hook monitor" in texts and "The hook monitor could not start" not in texts  # needs no config
