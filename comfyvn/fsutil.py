@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import socket
-import tempfile
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,6 +29,28 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_temp_counter = itertools.count()
+
+
+def open_temp(folder: Path | str, stem: str) -> tuple[int, str]:
+    """Create a new, empty temporary file ``<folder>/<stem>.<owner>.<n>.tmp`` (O_EXCL).
+
+    Returns ``(fd, path)``.  The name carries this process's :func:`owner_token`, so a
+    sweeper can tell a dead writer's leftovers from a live writer's file in progress; the
+    mode is 0666 minus the umask, like any file the user creates.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    folder = os.fspath(folder)
+    owner = owner_token()
+    for _ in range(1000):
+        path = os.path.join(folder, f"{stem}.{owner}.{next(_temp_counter)}.tmp")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:  # a leftover of an earlier process that had our pid and start time
+            continue
+    raise FileExistsError(f"could not create a temporary file in {folder}")
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder, (fsync,) rename.
 
@@ -40,10 +62,10 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_token()}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = open_temp(path.parent, f".{path.name}")
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_token()}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = open_temp(path.parent, f".{path.name}")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -38,6 +38,34 @@ def emit(conn: sqlite3.Connection, topic: str, data: dict[str, Any], *, project_
     return {"id": cur.lastrowid, "event": spec.name, "ts": ts, "data": payload}
 
 
+def emit_many(conn: sqlite3.Connection, items: list[tuple[str, dict[str, Any]]], *,
+              project_id: str | None = None) -> list[dict]:
+    """:func:`emit` for several events of one change (one statement, one timestamp); returns envelopes."""
+    if not conn.in_transaction:
+        raise RuntimeError("emit_many() must run inside Database.transaction() so the events commit with their change")
+    ts = time.time()
+    stamp = utc_timestamp(ts)
+    rows, envelopes = [], []
+    bodies: dict[tuple[int, str], str] = {}  # an alias carries the same data: encode it once
+    for topic, data in items:
+        spec = hook_spec(topic)
+        payload = dict(data)
+        payload.setdefault("hook_event", spec.hook_event or spec.name)
+        payload.setdefault("timestamp", stamp)
+        key = (id(data), payload["hook_event"])
+        if key not in bodies:
+            bodies[key] = json.dumps(payload, ensure_ascii=False, default=str)
+        rows.append((spec.name, ts, project_id, bodies[key]))
+        envelopes.append({"id": None, "event": spec.name, "ts": ts, "data": payload})
+    if rows:
+        conn.executemany("INSERT INTO events(topic, ts, project_id, data) VALUES (?, ?, ?, ?)", rows)
+        # one writer at a time (BEGIN IMMEDIATE) and AUTOINCREMENT: the ids are consecutive
+        last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        for offset, env in enumerate(envelopes):
+            env["id"] = last - len(rows) + 1 + offset
+    return envelopes
+
+
 def envelope_from_row(row: sqlite3.Row | tuple) -> dict:
     event_id, topic, ts, _project, data = tuple(row)[:5]
     return {"id": event_id, "event": topic, "ts": ts, "data": json.loads(data)}

@@ -87,6 +87,23 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX thumbnails_unready ON thumbnails(project_id, status) WHERE status != 'ready';
         """,
     ),
+    (
+        # covering indexes for list_assets: type/licence filters in created_at order with the uid
+        # tie-break (keyset cursors) and the tag probe answered from the index alone; hash
+        # lookups go through the primary key (uid = first 16 hex digits of the hash)
+        "registry.003_query_indexes",
+        """
+        DROP INDEX IF EXISTS file_intents_project;
+        DROP INDEX IF EXISTS assets_hash;
+        DROP INDEX IF EXISTS assets_type_created;
+        DROP INDEX IF EXISTS assets_license_created;
+        DROP INDEX IF EXISTS assets_created;
+        CREATE INDEX assets_type_created ON assets(project_id, type, created_at, uid);
+        CREATE INDEX assets_license_created ON assets(project_id, license, created_at, uid);
+        CREATE INDEX assets_type_license_created ON assets(project_id, type, license, created_at, uid);
+        CREATE INDEX assets_created ON assets(project_id, created_at, uid);
+        """,
+    ),
     # --- ingest (issue 3) -----------------------------------------------------------------
     (
         "ingest.001_jobs",

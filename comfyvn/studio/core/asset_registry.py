@@ -16,7 +16,8 @@ import logging
 import os
 import re
 import shutil
-import tempfile
+import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -27,16 +28,16 @@ from ...config import Workspace, get_setting, setup_logging, workspace
 from ...fsutil import (
     UnsafePathError,
     atomic_write_json,
-    confined_path,
     fsync_dir,
+    open_temp,
     owner_alive,
     owner_token,
     safe_relative,
     temp_owner,
 )
 from ...hashing import copy_and_hash, sha256_file
-from ...hooks import emit, get_hook_bus
-from ...hooks.events import utc_timestamp
+from ...hooks import get_hook_bus
+from ...hooks.events import emit_many, utc_timestamp
 from ...store import Database, get_database
 from .thumbnails import WAVEFORM, get_thumbnailer, preview_kind, write_preview
 
@@ -149,6 +150,8 @@ class AssetRegistry:
         self.thumbnails_root = (Path(thumbnails_root).resolve() if thumbnails_root
                                 else self.ws.thumbnails_dir / project_id)
         self.assets_root.mkdir(parents=True, exist_ok=True)
+        self._root_real = os.path.realpath(self.assets_root)
+        self._root_str = str(self.assets_root)
         self.make_thumbnails = make_thumbnails
         # registry.fsync (default true): an asset's bytes and its directory entry reach the disk
         # before its row commits.  Sidecars and thumbnails are derived from the row, so they are
@@ -213,35 +216,67 @@ class AssetRegistry:
 
     def _emit(self, conn, event: str, payload: dict, extra: dict | None = None) -> tuple[str, dict]:
         """Write the modder envelope(s) for ``event`` and return the in-process hook call."""
-        data = {**payload, **(extra or {}), "project_id": self.project_id}
-        for topic in self.MODDER_TOPICS[event]:
-            env = emit(conn, topic, data, project_id=self.project_id)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("hook %s %s", topic, json.dumps(env["data"], ensure_ascii=False, default=str))
-        return event, payload
+        return self._emit_all(conn, [(event, payload, extra)])[0]
+
+    def _emit_all(self, conn, calls: list[tuple[str, dict, dict | None]]) -> list[tuple[str, dict]]:
+        """Write the modder envelopes of several hook calls in one statement (same transaction)."""
+        items = []
+        for event, payload, extra in calls:
+            data = {**payload, **(extra or {}), "project_id": self.project_id}
+            items.extend((topic, data) for topic in self.MODDER_TOPICS[event])
+        envelopes = emit_many(conn, items, project_id=self.project_id)
+        if log.isEnabledFor(logging.DEBUG):
+            for env in envelopes:
+                log.debug("hook %s %s", env["event"], json.dumps(env["data"], ensure_ascii=False, default=str))
+        return [(event, payload) for event, payload, _ in calls]
 
     # ------------------------------------------------------------------ paths
     def _abs(self, rel: str) -> Path:
-        return self.assets_root / rel
+        return Path(self._abs_str(rel))
+
+    def _abs_str(self, rel: str) -> str:
+        return self._root_str + os.sep + rel
 
     def sidecar_path_for(self, rel: str) -> Path:
-        p = self._abs(rel)
-        return p.with_name(p.name + SIDECAR_SUFFIX)
+        """Where the sidecar of the asset at ``rel`` (relative to the assets root) lives."""
+        return Path(self._root_str + os.sep + rel + SIDECAR_SUFFIX)
 
-    def _dest_relative(self, source: Path, asset_type: str, dest_relative: str | None) -> str:
+    def _confine(self, rel: str, what: str) -> Path:
+        """The resolved ``assets_root / rel``; refuses anything that leaves the assets root.
+
+        ``rel`` has passed :func:`safe_relative` (no ``..``, not absolute), so only a symlink
+        can lead out: walk the components and resolve fully only when one is a link.
+        """
+        path = self._root_real
+        for part in rel.split("/"):
+            path = path + os.sep + part
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                return Path(self._root_real + os.sep + rel)  # nothing below exists: no link to follow
+            if stat.S_ISLNK(mode):
+                candidate = os.path.realpath(self._root_real + os.sep + rel)
+                if not candidate.startswith(self._root_real + os.sep):
+                    raise UnsafePathError(f"{what} {rel!r} escapes {self._root_real} (symlink or traversal)")
+                return Path(candidate)
+        return Path(path)
+
+    def _dest_relative(self, source: Path, source_real: Path, asset_type: str,
+                       dest_relative: str | None) -> tuple[str, Path]:
+        """``(rel, resolved destination)`` for a registration, validated against the assets root."""
         if dest_relative is None:
-            rel = f"{asset_type}/{source.name}"
+            rel = str(safe_relative(f"{asset_type}/{source.name}", what="dest_relative"))
         else:
             text = os.fspath(dest_relative).replace("\\", "/")
             pure = safe_relative(text, what="dest_relative")
             # a folder ("characters/" or no suffix) keeps the original file name, unless it names
             # the very file being registered in place
-            as_folder = text.endswith("/") or (not pure.suffix and self._abs(str(pure)).resolve() != source.resolve())
+            as_folder = text.endswith("/") or (not pure.suffix and self._confine(str(pure), "dest_relative")
+                                               != source_real)
             rel = str(pure / source.name) if as_folder else str(pure)
         if rel.endswith(SIDECAR_SUFFIX):
             raise UnsafePathError(f"dest_relative {rel!r} may not end with {SIDECAR_SUFFIX}")
-        confined_path(self.assets_root, rel, what="dest_relative")
-        return rel
+        return rel, self._confine(rel, "dest_relative")
 
     # ------------------------------------------------------------------ register
     def register_file(self, source_path: str | os.PathLike[str], asset_type: str, *,
@@ -273,9 +308,10 @@ class AssetRegistry:
             raise ValueError(f"digest {digest!r} must be 64 hexadecimal digits (SHA-256)")
         meta = dict(metadata or {})
         tag_list = normalise_tags(tags if tags is not None else meta.pop("tags", None))
-        rel = self._dest_relative(source, asset_type, dest_relative)
+        source_real = source.resolve()
+        rel, final_real = self._dest_relative(source, source_real, asset_type, dest_relative)
         final = self._abs(rel)
-        in_place = source.resolve() == final.resolve()
+        in_place = source_real == final_real
 
         tmp: Path | None = None
         try:
@@ -291,7 +327,7 @@ class AssetRegistry:
             if existing is not None:
                 return self._duplicate(existing, digest, meta, tag_list, license_tag)
             op = "adopt" if in_place else ("copy" if copy else "move")
-            if op != "adopt" and (final.exists() or final.is_symlink()):
+            if op != "adopt" and os.path.lexists(final):
                 if final.is_file() and not final.is_symlink() and sha256_file(final)[0] == digest:
                     op = "adopt"  # the identical file is already there: register it where it lies
                 else:
@@ -299,7 +335,7 @@ class AssetRegistry:
                         f"a different file already exists at {rel!r}; choose another dest_relative")
             now = time.time()
             prov = dict(provenance or {})
-            prov.setdefault("source", str(source.resolve()))
+            prov.setdefault("source", str(source_real))
             prov.setdefault("provider", origin or "local")
             prov.setdefault("digest", digest)
             prov.setdefault("terms_acknowledged", False)
@@ -310,13 +346,11 @@ class AssetRegistry:
                 "created_at": float(created_at) if created_at is not None else now, "updated_at": now,
                 "meta": meta, "preview": self._preview_for(uid, rel), "provenance": prov,
             }
-            # 1) journal the file operation, 2) put the file in place, 3) commit row + events + sidecar
-            with self.db.transaction() as conn:
-                intent = conn.execute(
-                    "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    (self.project_id, uid, op, str(source) if op == "move" else None, rel, now,
-                     owner_token())).lastrowid
+            # 1) journal the file operation (committed on its own: one statement in autocommit mode),
+            # 2) put the file in place, 3) commit row + events + sidecar together
+            intent = self.db.conn.execute(
+                "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner) VALUES (?,?,?,?,?,?,?)",
+                (self.project_id, uid, op, str(source) if op == "move" else None, rel, now, owner_token())).lastrowid
             placed = False
             try:
                 if op != "adopt":
@@ -327,14 +361,19 @@ class AssetRegistry:
                         op = "adopt"  # an identical file raced in at the destination
                 fired: list[tuple[str, dict]] = []
                 with self.db.transaction() as conn:
-                    clash = self._row(uid, conn)
-                    if clash is None:
-                        self._check_path_free(conn, rel)
+                    try:
                         self._insert_row(conn, record)
+                        clash = None
+                    except sqlite3.IntegrityError:  # the uid or the path is taken (by another process)
+                        clash = self._row(uid, conn)
+                        if clash is None:
+                            self._check_path_free(conn, rel)
+                            raise
+                    if clash is None:
                         conn.execute("DELETE FROM file_intents WHERE id = ?", (intent,))
-                        fired.append(self._emit(conn, self.HOOK_ASSET_REGISTERED,
-                                                self._payload(record, include_meta=True)))
-                        fired.append(self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(record)))
+                        fired = self._emit_all(conn, [
+                            (self.HOOK_ASSET_REGISTERED, self._payload(record, include_meta=True), None),
+                            (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(record), None)])
                         if record["preview"].get("kind"):
                             self._mark_thumbnails(conn, record, "pending")
                         # written under the write lock: no other writer can slip an older sidecar in after
@@ -357,12 +396,12 @@ class AssetRegistry:
 
     def _copy_in(self, source: Path) -> tuple[Path, str, int]:
         """Copy ``source`` into the registry's incoming folder, hashing it in the same pass."""
-        incoming = self.assets_root / INCOMING_DIR
+        incoming = self._root_str + os.sep + INCOMING_DIR
         try:
-            fd, name = tempfile.mkstemp(prefix=f"{owner_token()}.", suffix=".tmp", dir=incoming)
+            fd, name = open_temp(incoming, "copy")
         except FileNotFoundError:
-            incoming.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f"{owner_token()}.", suffix=".tmp", dir=incoming)
+            os.makedirs(incoming, exist_ok=True)
+            fd, name = open_temp(incoming, "copy")
         tmp = Path(name)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -378,15 +417,22 @@ class AssetRegistry:
         Returns False (and leaves ``src`` alone) when an identical file already sits at
         ``final``; raises :class:`AssetCollisionError` when a different one does.
         """
-        final.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(src, final)
+            try:
+                os.link(src, final)
+            except FileNotFoundError:
+                if not src.exists():
+                    raise
+                final.parent.mkdir(parents=True, exist_ok=True)  # first file in a new folder
+                os.link(src, final)
         except FileExistsError:
             if final.is_file() and sha256_file(final)[0] == digest:
                 return False
             raise AssetCollisionError(f"a different file appeared at {final} while registering; "
                                       "nothing was overwritten") from None
         except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise
             if exc.errno == errno.EXDEV and from_source:  # moving across file systems: copy in first
                 tmp, copied, _ = self._copy_in(src)
                 try:
@@ -475,8 +521,9 @@ class AssetRegistry:
              rec["license"], rec["origin"], rec["version"], rec["created_at"], rec["updated_at"],
              json.dumps(rec["meta"], ensure_ascii=False), json.dumps(rec["preview"]),
              json.dumps(rec["provenance"], ensure_ascii=False), self._search_text(rec)))
-        conn.executemany("INSERT OR IGNORE INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
-                         [(self.project_id, rec["uid"], t) for t in rec["tags"]])
+        if rec["tags"]:
+            conn.executemany("INSERT OR IGNORE INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
+                             [(self.project_id, rec["uid"], t) for t in rec["tags"]])
 
     @staticmethod
     def _search_text(rec: dict) -> str:
@@ -499,19 +546,20 @@ class AssetRegistry:
     def _public(self, rec: dict) -> dict:
         out = {k: v for k, v in rec.items() if k not in ("sidecar_pending", "project_id")}
         out["project_id"] = self.project_id
-        out["abs_path"] = str(self._abs(rec["path"]))
-        out["sidecar"] = str(self.sidecar_path_for(rec["path"]))
+        out["abs_path"] = abs_path = self._abs_str(rec["path"])
+        out["sidecar"] = abs_path + SIDECAR_SUFFIX
         return out
 
     def _payload(self, rec: dict, *, include_meta: bool) -> dict:
-        payload = {"uid": rec["uid"], "type": rec["type"], "path": str(self._abs(rec["path"]))}
+        abs_path = self._abs_str(rec["path"])
+        payload = {"uid": rec["uid"], "type": rec["type"], "path": abs_path}
         if include_meta:
             payload["meta"] = rec["meta"]
-        payload["sidecar"] = str(self.sidecar_path_for(rec["path"]))
+        payload["sidecar"] = abs_path + SIDECAR_SUFFIX
         return payload
 
     def _sidecar_payload(self, rec: dict) -> dict:
-        return {"uid": rec["uid"], "type": rec["type"], "sidecar": str(self.sidecar_path_for(rec["path"])),
+        return {"uid": rec["uid"], "type": rec["type"], "sidecar": self._abs_str(rec["path"]) + SIDECAR_SUFFIX,
                 "rel_path": rec["path"]}
 
     # ------------------------------------------------------------------ sidecars
@@ -570,9 +618,10 @@ class AssetRegistry:
             if not self._abs(rec["path"]).exists():
                 raise AssetRegistryError(f"asset {uid}: file {self._abs(rec['path'])} is missing; "
                                          "not writing a sidecar for it")
-            fired = [self._emit(conn, self.HOOK_ASSET_META_UPDATED, self._payload(rec, include_meta=True),
-                                {"tags": rec["tags"], "license": rec["license"], "reason": reason}),
-                     self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), {"reason": reason})]
+            fired = self._emit_all(conn, [
+                (self.HOOK_ASSET_META_UPDATED, self._payload(rec, include_meta=True),
+                 {"tags": rec["tags"], "license": rec["license"], "reason": reason}),
+                (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), {"reason": reason})])
             atomic_write_json(self.sidecar_path_for(rec["path"]), self.sidecar_document(rec), fsync=False)
             conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ?",
                          (self.project_id, uid))
@@ -591,8 +640,9 @@ class AssetRegistry:
         return rec
 
     def find_by_hash(self, digest: str) -> dict | None:
-        row = self.db.query_one("SELECT * FROM assets WHERE project_id = ? AND hash = ?",
-                                (self.project_id, digest.lower()))
+        digest = digest.lower()  # the uid is the digest's first 16 digits: a primary-key lookup
+        row = self.db.query_one("SELECT * FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
+                                (self.project_id, digest[:16], digest))
         return self._public(self._decode(row)) if row else None
 
     def query_assets(self, *, asset_type: str | None = None, tags: Iterable[str] | str | None = None,
@@ -618,8 +668,8 @@ class AssetRegistry:
                 where.append("a.license = ?")
                 params.append(license)
         if hash:
-            where.append("a.hash = ?")
-            params.append(hash.lower())
+            where.append("a.uid = ? AND a.hash = ?")  # primary key: uid = first 16 hex digits
+            params.extend([hash.lower()[:16], hash.lower()])
         tag_list = normalise_tags(tags)
         if tag_list:
             marks = ",".join("?" * len(tag_list))
@@ -641,8 +691,8 @@ class AssetRegistry:
         if cursor:
             value, uid = _decode_cursor(cursor)
             op = "<" if descending else ">"
-            where.append(f"(a.{col} {op} ? OR (a.{col} = ? AND a.uid {op} ?))")
-            params.extend([value, value, uid])
+            where.append(f"(a.{col}, a.uid) {op} (?, ?)")  # a row value: an index range, not a filter
+            params.extend([value, uid])
         sql = (f"SELECT a.* FROM assets a WHERE {' AND '.join(where)} ORDER BY a.{col} {order}, a.uid {order}"
                f" LIMIT ? OFFSET ?")
         rows = self.db.query(sql, (*params, int(limit) + 1, 0 if cursor else int(offset)))
@@ -728,6 +778,7 @@ class AssetRegistry:
             license_tag = None
         updated: list[dict] = []
         fired: list[tuple[str, dict]] = []
+        calls: list[tuple[str, dict, dict | None]] = []
         now = time.time()
         with self.db.transaction() as conn:
             records = []
@@ -761,10 +812,12 @@ class AssetRegistry:
                 conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, rec["uid"]))
                 conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
                                  [(self.project_id, rec["uid"], t) for t in new["tags"]])
-                fired.append(self._emit(conn, self.HOOK_ASSET_META_UPDATED, self._payload(new, include_meta=True),
-                                        {"tags": new["tags"], "license": new["license"]}))
-                fired.append(self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(new)))
+                calls.append((self.HOOK_ASSET_META_UPDATED, self._payload(new, include_meta=True),
+                              {"tags": new["tags"], "license": new["license"]}))
+                calls.append((self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(new), None))
                 updated.append(new)
+            if calls:
+                fired = self._emit_all(conn, calls)
         self._sync_sidecars([r["uid"] for r in updated if r["updated_at"] == now])
         self._run_hooks(fired)
         return [self._public(r) for r in updated]
@@ -775,8 +828,8 @@ class AssetRegistry:
         The file must already be at ``new_relative`` (inside the assets root) with the
         registered bytes; the sidecar is written there and the old one removed.
         """
-        final = confined_path(self.assets_root, new_relative, what="new_relative")
         rel = str(safe_relative(new_relative, what="new_relative"))
+        final = self._confine(rel, "new_relative")
         rec = self._require(uid)
         if not final.is_file() or sha256_file(final)[0] != rec["hash"]:
             raise AssetRegistryError(f"{rel!r} does not hold the bytes of asset {uid}; nothing changed")
@@ -791,9 +844,10 @@ class AssetRegistry:
             conn.execute("UPDATE assets SET path = ?, version = ?, updated_at = ?, search_text = ?, sidecar_pending = 1"
                          " WHERE project_id = ? AND uid = ?",
                          (rel, new["version"], new["updated_at"], self._search_text(new), self.project_id, uid))
-            fired.append(self._emit(conn, self.HOOK_ASSET_META_UPDATED, self._payload(new, include_meta=True),
-                                    {"tags": new["tags"], "license": new["license"], "moved_from": old_rel}))
-            fired.append(self._emit(conn, self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(new)))
+            fired = self._emit_all(conn, [
+                (self.HOOK_ASSET_META_UPDATED, self._payload(new, include_meta=True),
+                 {"tags": new["tags"], "license": new["license"], "moved_from": old_rel}),
+                (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(new), None)])
         self._sync_sidecars([uid])
         old_sidecar = self.sidecar_path_for(old_rel)
         if _sidecar_uid(old_sidecar) == uid and not self._abs(old_rel).exists():
