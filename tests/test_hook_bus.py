@@ -210,3 +210,22 @@ def test_a_failing_subscriber_does_not_starve_the_others(bus):
     finally:
         bad.close()
         sub.close()
+
+
+def test_emit_many_writes_one_change_s_events_together(bus):
+    from comfyvn.hooks.events import emit_many
+
+    with pytest.raises(RuntimeError, match="inside Database.transaction"):
+        emit_many(bus.db.conn, [("on_modder_test", {"n": 0})])
+    with bus.db.transaction() as conn:
+        envs = emit_many(conn, [("on_asset_registered", {"uid": "u"}), ("on_asset_saved", {"uid": "u"}),
+                                ("modder.on_modder_test", {"n": 1})], project_id="p")
+    stored = bus.events_after(envs[0]["id"] - 1)
+    assert [e["id"] for e in stored] == [e["id"] for e in envs]
+    assert [e["event"] for e in stored] == ["on_asset_registered", "on_asset_saved", "on_modder_test"]
+    assert stored[0]["data"]["hook_event"] == stored[1]["data"]["hook_event"] == "asset_registered"
+    assert len({e["data"]["timestamp"] for e in stored}) == 1
+    with pytest.raises(UnknownHookError):
+        with bus.db.transaction() as conn:
+            emit_many(conn, [("on_modder_test", {"n": 2}), ("on_nothing", {})])
+    assert bus.last_id() == envs[-1]["id"]  # the failed batch left nothing
