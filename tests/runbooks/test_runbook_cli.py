@@ -27,6 +27,8 @@ def test_every_runbook_has_parameters_a_verdict_and_a_failing_last_cell():
         nb = nbformat.read(book.path, as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, book.name
+        assigned = [ln.split("=")[0].strip() for ln in tagged[0].source.splitlines() if "=" in ln]
+        assert list(book.parameters) == assigned, f"papermill cannot read every parameter of {book.name}"
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert code[-1].source.strip().endswith("report.verdict.raise_if_failed()"), book.name
         assert all(not c.get("outputs") for c in code), f"{book.name} is committed with outputs"
