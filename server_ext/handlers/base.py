@@ -203,7 +203,7 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
             return {}
         try:
             body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # too deep: tests/reliability
             raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_body", f"request body must be a JSON object, got {type(body).__name__}")
@@ -251,7 +251,7 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
             return None
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise ApiError(400, "invalid_parameter", f"{name} must be a JSON object: {exc}") from None
         if not isinstance(value, dict):
             raise ApiError(400, "invalid_parameter", f"{name} must be a JSON object, got {type(value).__name__}")

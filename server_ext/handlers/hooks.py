@@ -184,7 +184,7 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
     async def on_message(self, message: str | bytes) -> None:
         try:
             request = json.loads(message)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             self._send({"type": "error", "message": f"messages must be JSON objects: {exc}"})
             return
         if not isinstance(request, dict):
