@@ -49,3 +49,81 @@ def copy_and_hash(src: Path, dest_fh, *, fsync: bool = True) -> tuple[str, int]:
     if fsync:
         os.fsync(dest_fh.fileno())
     return h.hexdigest(), size
+
+
+# -- big files: hashing overlapped with copying --------------------------------------------
+LARGE_FILE = 16 * CHUNK  # below this, copy_and_hash's simple loop is as fast
+_PIPE_CHUNK = 8 * CHUNK
+_PIPE_DEPTH = 4
+
+
+def _writeback_starter():
+    """``start(fd, offset, length)``: begin writing a range to disk without waiting (Linux
+    ``sync_file_range(SYNC_FILE_RANGE_WRITE)``), so a closing fsync has little left to do."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+        fn.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
+    except (AttributeError, OSError, TypeError):
+        return lambda fd, offset, length: None
+    return lambda fd, offset, length: fn(fd, offset, length, 2)
+
+
+_start_writeback = _writeback_starter()
+
+
+def copy_and_hash_large(src: Path, dest_fh, *, fsync: bool = True) -> tuple[str, int]:
+    """:func:`copy_and_hash` for big files: same result, one pass, less waiting.
+
+    This thread reads and writes 8 MiB chunks while a helper thread hashes them (hashlib
+    releases the GIL), and write-back of every written chunk starts at once instead of all at
+    the closing fsync.  Files under :data:`LARGE_FILE` take :func:`copy_and_hash`.
+    """
+    if os.stat(src).st_size < LARGE_FILE:
+        return copy_and_hash(src, dest_fh, fsync=fsync)
+    import queue
+
+    h = hashlib.sha256()
+    free: queue.Queue = queue.Queue()
+    todo: queue.Queue = queue.Queue()
+    for _ in range(_PIPE_DEPTH):
+        free.put(bytearray(_PIPE_CHUNK))
+    failure: list[BaseException] = []
+
+    def hasher() -> None:
+        while (item := todo.get()) is not None:
+            buf, n = item
+            try:
+                h.update(memoryview(buf)[:n])
+            except BaseException as exc:  # pragma: no cover - hashlib does not fail on bytes
+                failure.append(exc)
+            free.put(buf)
+
+    worker = threading.Thread(target=hasher, name="comfyvn-sha256", daemon=True)
+    worker.start()
+    dest_fh.flush()
+    fd = dest_fh.fileno()
+    size = 0
+    try:
+        with open(src, "rb", buffering=0) as fh:
+            while True:
+                buf = free.get()
+                n = fh.readinto(buf)
+                if not n:
+                    break
+                view = memoryview(buf)[:n]
+                written = 0
+                while written < n:
+                    written += os.write(fd, view[written:])
+                _start_writeback(fd, size, n)
+                size += n
+                todo.put((buf, n))
+    finally:
+        todo.put(None)
+        worker.join()
+    if failure:
+        raise failure[0]
+    if fsync:
+        os.fsync(fd)
+    return h.hexdigest(), size

@@ -85,6 +85,15 @@ def test_local_enqueue_stages_a_hashed_copy_and_emits_the_seed_payload(ws, q):
         "asset_type_hint": "characters", "notes": []}
 
 
+def test_a_big_file_is_staged_byte_exact_with_its_digest(ws, q):
+    from comfyvn.hashing import LARGE_FILE
+
+    data = os.urandom(LARGE_FILE + 3 * 1024 * 1024 + 17)  # takes the pipelined copy
+    job = q.enqueue(source_path=write(ws.root / "big.safetensors", data))
+    assert job["digest"] == sha(data) and job["bytes"] == len(data)
+    assert Path(job["staging_path"]).read_bytes() == data
+
+
 def test_source_outside_allowed_roots_is_refused(ws, q, tmp_path):
     outside = write(tmp_path / "outside" / "secret.png", b"nope")
     with pytest.raises(SourceNotAllowedError) as err:

@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..config import Workspace, feature_enabled, get_setting, setup_logging, workspace
 from ..fsutil import owner_alive, owner_token, safe_relative, temp_owner
-from ..hashing import copy_and_hash
+from ..hashing import copy_and_hash_large
 from ..hooks import emit, get_hook_bus
 from ..store import Database, get_database
 from ..studio.core.asset_registry import AssetRegistry
@@ -350,7 +350,7 @@ class AssetIngestQueue:
                                         dir=self.staging_dir)
         try:
             with os.fdopen(fd, "wb") as fh:
-                digest, size = copy_and_hash(src, fh)
+                digest, size = copy_and_hash_large(src, fh)  # copy_and_hash, pipelined for big files
             os.replace(tmp_name, final)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
