@@ -16,6 +16,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import iostream, web
 
 from comfyvn.config import get_setting
+from comfyvn.fsutil import confined_path
 from comfyvn.hooks import HOOK_SPECS
 from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry
 from comfyvn.studio.core.thumbnails import WAVEFORM, preview_kind
@@ -184,6 +185,8 @@ class DownloadHandler(AssetsBase):
         reg = await self.registry()
         rec = await self.require(reg, uid)
         path = Path(rec["abs_path"])
+        # never serve a file swapped for a symlink out of the assets root (tests/reliability/test_security_paths.py)
+        await self.run(confined_path, reg.assets_root, rec["path"], what="asset file")
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         await self.stream_file(path, mime, download_name=path.name, etag=rec["hash"])
 
