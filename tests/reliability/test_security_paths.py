@@ -119,7 +119,6 @@ def test_dest_relative_traversal_is_refused(env, dest):
     resp = http.post("assets/upload", params={"filename": "u.bin", "asset_type": "misc", "dest_relative": dest},
                      content=b"upload dest attack " + dest.encode("utf-8", "replace"))
     if resp.status_code in (200, 201):  # Tornado turns control characters in query values into spaces
-        assert "\x00" not in repr(dest) or " " in resp.json()["path"]
         _confined(server, resp.json())
     else:
         _refused(resp, 400)
