@@ -148,6 +148,12 @@ def _job_from_row(row) -> dict:
     return job
 
 
+def _registered(conn, project_id: str, digest: str):
+    """The registry row ``(uid, path)`` holding ``digest`` (a primary-key lookup: uid = digest[:16])."""
+    return conn.execute("SELECT uid, path FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
+                        (project_id, digest[:16], digest)).fetchone()
+
+
 def public_job(job: dict) -> dict:
     return {k: job.get(k) for k in PUBLIC_KEYS}
 
@@ -319,8 +325,7 @@ class AssetIngestQueue:
             " AND job_id != ? LIMIT 1", (project_id, digest, exclude or "")).fetchone()
         if row:
             return {"status": "duplicate", "dedup_of": row[0], "note": "duplicate.staged"}
-        row = conn.execute("SELECT uid FROM assets WHERE project_id = ? AND hash = ? LIMIT 1",
-                           (project_id, digest)).fetchone()
+        row = _registered(conn, project_id, digest)
         if row:
             return {"status": "duplicate", "existing_uid": row[0], "note": "duplicate.registry"}
         return None
@@ -518,8 +523,7 @@ class AssetIngestQueue:
                 job = self._fail(conn, job, STAGING_MISSING)
                 return "failed", public_job(job)
             # (no other staged job can hold this digest: the unique index on active digests)
-            existing = conn.execute("SELECT uid FROM assets WHERE project_id = ? AND hash = ? LIMIT 1",
-                                    (job["project_id"], job["digest"])).fetchone()
+            existing = _registered(conn, job["project_id"], job["digest"])
             if existing is not None:  # registered meanwhile by someone else: do not touch that asset
                 job = self._update(conn, job, "on_asset_ingest_updated", {
                     "status": "duplicate", "existing_uid": existing[0], "pin": False, "staging_path": None,
@@ -789,8 +793,7 @@ class AssetIngestQueue:
                 "status": "queued", "owner": None, "notes": list(dict.fromkeys(notes + ["recovered.interrupted"]))})
             return "requeued"
         staged = Path(job["staging_path"]) if job["staging_path"] else None
-        asset = conn.execute("SELECT uid, path FROM assets WHERE project_id = ? AND hash = ?",
-                             (job["project_id"], job["digest"])).fetchone()
+        asset = _registered(conn, job["project_id"], job["digest"]) if job["digest"] else None
         registry = self.registry(job["project_id"])
         if asset is not None and (registry.assets_root / asset["path"]).is_file():
             if staged is not None and staged.exists():  # the registry kept its own copy: ours is spare
