@@ -83,7 +83,8 @@ def test_queue_inspector_enqueue_form_to_applied(voila_env, seeded_ws, tmp_path)
                     """)
                     await wait_js(page, "document.querySelectorAll('.cvn-table tbody tr').length === 5")
                     await page.click(".cvn-table tbody tr:nth-child(2)")
-                    await page.wait_for_selector(".cvn-queue-results")
+                    await page.wait_for_selector(".cvn-table tbody tr:nth-child(2).selected")
+                    await page.wait_for_selector(".cvn-pre :text('released')")
                     await page.screenshot(path=save_shot("queue"), full_page=True)
                 await browser.close()
 
@@ -124,7 +125,9 @@ def test_hook_monitor_streams_filters_and_inspects(voila_env, seeded_ws, tmp_pat
                         for a in r.list_assets(limit=2):
                             r.update_asset_meta(a["uid"], metadata={"reviewed": True})
                     """)
-                    await page.wait_for_selector(".cvn-hooks-pause:has-text('Resume (')")
+                    await wait_js(page, "/Resume \\(([1-9][0-9]*) new\\)/.test("
+                                        "document.querySelector('.cvn-hooks-pause').textContent)")
+                    assert await page.eval_on_selector_all(".cvn-table tbody tr", "r => r.length") == len(ASSETS) + 1
                     await page.select_option(".cvn-hooks-topic select", index=0)
                     await page.click(".cvn-hooks-pause")
                     await wait_js(page, "document.querySelector('.cvn-table tbody tr').textContent"

@@ -92,6 +92,22 @@ def test_gallery_in_voila(voila_env, seeded_ws, tmp_path):
                     assert mika["meta"]["title"] == "Mika – überrascht ★"
                     assert all("reviewed" in a["tags"] for a in copied["assets"])
 
+                    # a browser that refuses the clipboard gets the JSON in a visible, selected text box
+                    await page.evaluate("""() => {
+                      navigator.clipboard.writeText = () => Promise.reject(new Error('denied by policy'));
+                      document.execCommand = () => false;
+                    }""")
+                    await page.click(".cvn-clip-btn")
+                    box = page.locator(".cvn-clip-fallback textarea")
+                    await box.wait_for(state="visible")
+                    shown = json.loads(await box.input_value())
+                    assert sorted(a["uid"] for a in shown["assets"]) == sorted(uids)
+                    assert await page.evaluate("document.activeElement.tagName") == "TEXTAREA"
+                    await page.wait_for_function(
+                        "document.querySelector('.cvn-status').textContent.includes('Ctrl+C')")
+                    await page.click(".cvn-clip-close")
+                    await box.wait_for(state="hidden")
+
                     # 5. an asset registered by another process appears without a reload
                     src = picture(tmp_path / "newcomer.png", "characters", ("#ff006e", "#fb5607"), 42)
                     code = textwrap.dedent(f"""
