@@ -5,7 +5,7 @@
    the files (in shuffled order), so all see the same disk and machine load; wall time and
    this process's CPU time are both recorded.
    * all N files with ``registry.fsync = false`` against the baseline (neither fsyncs);
-   * N/5 files with the default ``registry.fsync = true`` (a copy's bytes and directory entry
+   * N/10 files with the default ``registry.fsync = true`` (a copy's bytes and directory entry
      reach the disk before its row commits) against the baseline and against a baseline that
      fsyncs its copies too (the like-for-like comparison).
 2. ``list_assets`` with a type + tag + licence filter, a page of 50, on M assets (rows seeded
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="comfyvn-bench-") as tmp:
         work = Path(tmp)
-        register = bench_register(n, max(100, n // 5), rounds=10, work=work, rng=rng)
+        register = bench_register(n, max(100, n // 10), rounds=10, work=work, rng=rng)
         queries = bench_queries(m, args.queries, work, rng)
     result = {"bench": "registry", "quick": args.quick, "python": platform.python_version(),
               "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus",
