@@ -156,6 +156,11 @@ def test_a_trusted_digest_skips_hashing_but_must_be_well_formed(reg, src, monkey
     monkeypatch.setattr(regmod, "sha256_file", no_hashing)
     rec = reg.register_file(source, "models", copy=False, digest=digest.upper())
     assert rec["hash"] == digest
+    copy_of_it = make_file(src, "again.bin", b"staged bytes")
+    before = files_under(reg.assets_root)
+    monkeypatch.setattr(regmod, "copy_and_hash", no_hashing)  # a known duplicate is not even read
+    again = reg.register_file(copy_of_it, "models", digest=digest, tags=["dup"])
+    assert again["uid"] == rec["uid"] and again["tags"] == ["dup"] and files_under(reg.assets_root) == before
     with pytest.raises(ValueError, match="64 hexadecimal"):
         reg.register_file(make_file(src, "x.bin", b"x"), "models", digest="abc")
 

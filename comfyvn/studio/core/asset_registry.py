@@ -313,6 +313,10 @@ class AssetRegistry:
         final = self._abs(rel)
         in_place = source_real == final_real
 
+        if digest is not None:  # a known digest finds a duplicate before any byte is read or copied
+            known = self._row(digest.lower()[:16])
+            if known is not None and known["hash"] == digest.lower():
+                return self._duplicate(known, known["hash"], meta, tag_list, license_tag)
         tmp: Path | None = None
         try:
             if copy and not in_place:
