@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -53,6 +54,7 @@ class EnforcerReport:
         self.model = EnforcerModel(self.registry)
         self.status = theme.StatusBar()
         self.updater: LiveUpdater | None = None
+        self._sync = threading.local()
         self._build()
         if run is None:
             run = self.registry.count() <= AUTO_RUN_MAX
@@ -142,10 +144,12 @@ class EnforcerReport:
                 self.chart.value = chart_html(groups)
             options = [("All findings", "")] + [(f'{gr["label"]} ({gr["count"]:,})', gr["kind"]) for gr in groups]
             if list(self.kind_filter.options) != options:
-                self.kind_filter.unobserve_all("value")
-                self.kind_filter.options = options
-                self.kind_filter.value = m.kind or ""
-                self.kind_filter.observe(theme.guarded(self.status)(lambda ch: self._kind_changed(ch["new"])), "value")
+                self._sync.active = True  # our own rewrite: not a choice of the person
+                try:
+                    self.kind_filter.options = options
+                    self.kind_filter.value = m.kind or ""
+                finally:
+                    self._sync.active = False
             self.table.rows = [self._row(i, f) for i, f in enumerate(m.visible())]
             self.fix_button.disabled = m.report is None
             self.export_button.disabled = m.report is None
@@ -176,6 +180,8 @@ class EnforcerReport:
         return report
 
     def _kind_changed(self, kind: str) -> None:
+        if getattr(self._sync, "active", False):
+            return
         self.model.set_kind(kind or None)
         self.render()
 

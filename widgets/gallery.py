@@ -93,7 +93,7 @@ class AssetGallery:
         self.registry = registry or AssetRegistry(project_id=project_id)
         self.model = GalleryModel(self.registry, page_size=page_size)
         self.status = theme.StatusBar()
-        self._syncing = False
+        self._sync = threading.local()  # set while *this thread* rewrites the filter widgets
         self._pending_filter: dict[str, Any] = {}
         self._pending_lock = threading.Lock()
         self._facets_at = 0.0
@@ -242,9 +242,13 @@ class AssetGallery:
 
     def _sync_facets(self, refresh: bool = False) -> None:
         """Refresh the filter drop-downs from the registry's facets without firing filter changes."""
-        facets = self.model.facets(refresh=refresh)
-        self._facets_at = time.monotonic()
-        self._syncing = True
+        with self.model.lock:
+            facets = self.model.facets(refresh=refresh)
+            self._facets_at = time.monotonic()
+            self._rewrite_filter_widgets(facets)
+
+    def _rewrite_filter_widgets(self, facets: dict) -> None:
+        self._sync.active = True
         try:
             types = [("All types", "")] + [(f"{t} ({n:,})", t) for t, n in facets["types"]]
             current = self.type_filter.value
@@ -268,7 +272,7 @@ class AssetGallery:
             if list(self.license_value.options) != lic_names:
                 self.license_value.options = lic_names
         finally:
-            self._syncing = False
+            self._sync.active = False
 
     # -- filters ---------------------------------------------------------------------------
     @staticmethod
@@ -276,7 +280,7 @@ class AssetGallery:
         return ANY if key == _ANY_KEY else UNLICENSED if key == _NONE_KEY else key
 
     def _filter_changed(self, debounce: bool = False, **changes: Any) -> None:
-        if self._syncing:
+        if getattr(self._sync, "active", False):  # our own rewrite, not the person (other threads pass)
             return
         if debounce and self.updater is not None and self.updater.running:
             with self._pending_lock:
@@ -293,7 +297,7 @@ class AssetGallery:
             self.render()
 
     def reset_filters(self) -> None:
-        self._syncing = True
+        self._sync.active = True
         try:
             self.type_filter.value = ""
             self.tag_filter.value = ""
@@ -301,7 +305,7 @@ class AssetGallery:
             self.search.value = ""
             self.sort.value = "newest"
         finally:
-            self._syncing = False
+            self._sync.active = False
         with self._pending_lock:
             self._pending_filter.clear()
         self.set_filter(asset_type=None, tags=(), license=ANY, text="", sort="newest")
