@@ -281,3 +281,23 @@ def test_openapi_lists_every_route(api):
     for route in ("/api/ingest/queue", "/api/ingest/jobs/{job_id}", "/assets/{uid}/thumbnail",
                   "/api/modder/hooks/webhooks/{webhook_id}/deliveries", "/api/modder/hooks/test"):
         assert route in paths
+
+
+def test_a_burst_from_another_process_arrives_complete_and_in_order(api, live_server):  # noqa: F811
+    """Events committed together reach the socket as one batch of frames: none lost, none reordered."""
+    from comfyvn.hooks import emit
+    from comfyvn.store.db import Database
+
+    sizes = [0, 1000, 70_000]  # frames with 16-bit and 64-bit payload lengths
+    with api.subscribe(["on_modder_test"]) as sub:
+        db = Database(live_server.ws.db_path)  # as another process (a kernel, a CLI) writes
+        try:
+            with db.transaction() as conn:
+                ids = [emit(conn, "on_modder_test", {"message": f"burst {i}", "blob": "x" * sizes[i % 3]})["id"]
+                       for i in range(400)]
+        finally:
+            db.close()
+        got = [sub.recv(timeout=30) for _ in ids]
+    assert [e["id"] for e in got] == ids
+    assert [e["data"]["message"] for e in got] == [f"burst {i}" for i in range(400)]
+    assert [len(e["data"]["blob"]) for e in got] == [sizes[i % 3] for i in range(400)]
