@@ -10,8 +10,9 @@ Life of a job::
     remote URL ──> queued ──(worker, rate limited)──> downloading ──> staged ...
                    any step may end in duplicate, failed, released or cancelled
 
-* Staging: ``data/ingest/staging/<job_id>/<file name>``, written to a temporary name and
-  renamed, so nothing half-written ever carries a final name.
+* Staging: ``data/ingest/staging/<job_id>-<file name>`` (``.<job_id>.download.part`` while a
+  pull runs), written under a temporary name and renamed, so nothing half-written ever carries
+  a final name.
 * Dedup: a staged/applying job with the same digest (``duplicate.staged``), or a registry
   row with that hash (``duplicate.registry``).  A partial UNIQUE index on active digests
   makes "two processes stage the same bytes at once" impossible.
@@ -60,7 +61,6 @@ log = logging.getLogger("comfyvn.ingest.queue")
 MAX_REMOTE_BYTES = 200 * 1024 * 1024
 STATUSES = ("queued", "downloading", "staged", "applying", "applied", "duplicate", "failed", "released",
             "cancelled")
-ACTIVE_DIGEST_STATUSES = ("staged", "applying")  # the only jobs that block the same bytes
 STAGING_MISSING = "Staging file missing"
 PART_SUFFIX = ".download.part"
 STALE_TEMP_SECONDS = 3600.0
