@@ -100,10 +100,14 @@ class AssetGallery:
         self.updater: LiveUpdater | None = None
         self._build()
         self.model.load()
-        self._sync_facets()
-        self.render()
-        if live:
+        if live:  # the grid first; the drop-down counts (a scan of every asset) follow from the worker
+            self.model.facets_stale = True
+            self.render()
             self.start_live()
+            self.updater.request()
+        else:
+            self._sync_facets()
+            self.render()
 
     # -- widget tree -----------------------------------------------------------------------
     def _build(self) -> None:
