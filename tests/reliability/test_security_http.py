@@ -270,3 +270,28 @@ def test_deeply_nested_websocket_message_gets_an_error_and_the_socket_stays_usab
         assert reply["type"] == "error" and reply["message"], reply
         ws.send(json.dumps({"topics": ["on_modder_test"]}))  # still answering
         assert json.loads(ws.recv(timeout=15))["type"] == "ack"
+
+
+@pytest.mark.parametrize("body", [
+    {"event": "*", "url": "http://127.0.0.1:8888/api/contents"},
+    {"event": "*", "url": "http://169.254.169.254/latest/meta-data/"},
+    {"event": "*", "url": "http://localhost/hook"},
+], ids=["loopback", "metadata", "localhost"])
+def test_webhook_registration_to_the_local_network_is_a_400_over_http(server, body):
+    count("attacks.ssrf")
+    with httpx.Client(base_url=server.base_url, headers=server.headers, timeout=30) as http:
+        resp = http.post("api/modder/hooks/webhooks", json=body)
+        assert resp.status_code == 400, (resp.status_code, resp.text[:300])
+        assert resp.json()["message"]
+        assert http.get("api/modder/hooks/webhooks").json() in ([], {"items": []}, {"webhooks": []})
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8888/x.safetensors", "https://169.254.169.254/x",
+                                 "https://civitai.com.evil.example/x"])
+def test_remote_pull_of_a_local_or_foreign_url_is_a_4xx_over_http(server, url):
+    count("attacks.ssrf")
+    with httpx.Client(base_url=server.base_url, headers=server.headers, timeout=30) as http:
+        resp = http.post("api/ingest/queue", json={"provider": "generic", "remote_url": url,
+                                                   "terms_acknowledged": True})
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:300])
+    assert resp.json()["message"]

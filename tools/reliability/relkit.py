@@ -99,6 +99,7 @@ class WebhookReceiver:
         self.secret = secret
         self.deliveries: list[Delivery] = []
         self.raw_bodies: list[bytes] = []
+        self.raw_requests: list[tuple[dict[str, str], bytes]] = []  # (headers, body) as received
         self._lock = threading.Lock()
         receiver = self
 
@@ -118,6 +119,7 @@ class WebhookReceiver:
                                                         int(self.headers.get("X-Comfyvn-Attempt") or 0), ok,
                                                         time.time()))
                     receiver.raw_bodies.append(body)
+                    receiver.raw_requests.append((dict(self.headers.items()), body))
                 self.send_response(200 if ok else 401)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
