@@ -9,8 +9,9 @@
    baseline is the same run with one client: the ratio shows what fanning out to 20 costs.
    Target: p99 < 100 ms with no event lost.
 2. **HTTP**: ``GET /api/ingest/status`` and ``GET /assets`` requests/s at ``--concurrency`` (16)
-   concurrent httpx async clients, against Jupyter's own ``GET /api/status`` as the baseline
-   (same server, same client, same concurrency).
+   concurrent httpx async clients (spread over ``--http-procs`` processes so the client is not
+   the bottleneck), against Jupyter's own ``GET /api/status`` as the baseline (same server,
+   same clients, same concurrency).
 
 The server, the producer and each client process run in their own sessions, as separate
 programs do (on a shared machine the kernel's per-session fair share would otherwise cap the
@@ -167,37 +168,65 @@ def fanout(server, *, clients: int, procs: int, rate: float, seconds: float) -> 
 
 
 # ---------------------------------------------------------------------------- HTTP throughput
-async def _hammer(url: str, headers: dict, concurrency: int, seconds: float) -> dict:
+async def _hammer(url: str, headers: dict, concurrency: int, until: float) -> dict:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
         for _ in range(3):  # warm the connections and the handler
             (await client.get(url)).raise_for_status()
         done, errors, lat = 0, 0, []
-        stop = time.perf_counter() + seconds
 
         async def worker() -> None:
             nonlocal done, errors
-            while time.perf_counter() < stop:
+            while time.time() < until:
                 t0 = time.perf_counter()
                 resp = await client.get(url)
+                if time.time() > until:
+                    break  # finished after the window: not counted
                 lat.append(time.perf_counter() - t0)
                 if resp.status_code == 200:
                     done += 1
                 else:
                     errors += 1
 
-        start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    return {"rps": round(done / elapsed, 1), "requests": done, "errors": errors,
-            "p50_ms": round(pct(lat, 50) * 1000, 2), "p99_ms": round(pct(lat, 99) * 1000, 2)}
+    return {"requests": done, "errors": errors, "lat": lat}
 
 
-def http_throughput(server, *, concurrency: int, seconds: float) -> dict:
-    out = {"concurrency": concurrency, "seconds_per_route": seconds}
+def hammer_proc(url: str, headers: dict, concurrency: int, start: float, until: float, out: mp.Queue) -> None:
+    os.setsid()
+    time.sleep(max(0.0, start - time.time()))
+    out.put(asyncio.run(_hammer(url, headers, concurrency, until)))
+
+
+def http_route(server, path: str, *, concurrency: int, seconds: float, procs: int) -> dict:
+    """``concurrency`` concurrent requests in a loop for ``seconds``, spread over ``procs`` processes."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    split = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    start = time.time() + 3.0  # every process imports and connects before the clock starts
+    until = start + seconds
+    workers = [ctx.Process(target=hammer_proc, args=(server.url(path), server.headers, n, start, until, out))
+               for n in split]
+    for w in workers:
+        w.start()
+    time.sleep(max(0.0, start - time.time()))
+    cpu0 = cpu_seconds(server.proc.pid)
+    parts = [out.get(timeout=seconds + 120) for _ in workers]
+    server_cpu = (cpu_seconds(server.proc.pid) - cpu0) / max(1e-9, time.time() - start)
+    for w in workers:
+        w.join(timeout=30)
+    lat = [x for part in parts for x in part["lat"]]
+    done = sum(part["requests"] for part in parts)
+    return {"rps": round(done / seconds, 1), "requests": done, "errors": sum(part["errors"] for part in parts),
+            "p50_ms": round(pct(lat, 50) * 1000, 2), "p99_ms": round(pct(lat, 99) * 1000, 2),
+            "server_cpu_cores": round(server_cpu, 2)}
+
+
+def http_throughput(server, *, concurrency: int, seconds: float, procs: int) -> dict:
+    out: dict = {"concurrency": concurrency, "client_processes": procs, "seconds_per_route": seconds}
     for name, path in (("baseline_api_status", "api/status"), ("ingest_status", "api/ingest/status"),
                        ("assets", "assets")):
-        out[name] = asyncio.run(_hammer(server.url(path), server.headers, concurrency, seconds))
+        out[name] = http_route(server, path, concurrency=concurrency, seconds=seconds, procs=procs)
     base = out["baseline_api_status"]["rps"] or float("nan")
     out["ratio_vs_baseline"] = {k: round(out[k]["rps"] / base, 3) for k in ("ingest_status", "assets")}
     return out
@@ -231,9 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--client-procs", type=int, default=2, help="processes the WebSocket clients run in")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--http-procs", type=int, default=2, help="processes the HTTP clients run in")
     parser.add_argument("--http-seconds", type=float, default=None, help="per route (default 5, quick 1)")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra jupyter server command-line argument (repeatable)")
+    parser.add_argument("--server-config", type=Path, default=None,
+                        help="a jupyter_server_config.py for the server (e.g. to try a patch)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
@@ -244,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="comfyvn-bench-fanout-") as tmp:
         config = {"features": {"enable_asset_ingest": True}}
         with live_server_context(Path(tmp), config=config, extra_args=tuple(args.server_arg),
-                                 new_session=True) as server:
+                                 new_session=True, python_config=args.server_config.read_text()
+                                 if args.server_config else None) as server:
             seed(server.ws, assets=40 if args.quick else 200, jobs=10 if args.quick else 50)
             print(f"server {server.base_url} ready; fan-out {args.rate:g} ev/s for {seconds:g} s", flush=True)
             baseline = fanout(server, clients=1, procs=1, rate=args.rate, seconds=seconds)
@@ -253,10 +286,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {args.clients} clients: {json.dumps(fan['latency_ms'])} lost={fan['lost']} "
                   f"dups={fan['duplicates']} rate={fan['rate_achieved']} server cpu={fan['server_cpu_cores']} "
                   f"client cpu={fan['client_proc_cpu_cores']} load={fan['loadavg_after']}", flush=True)
-            http = http_throughput(server, concurrency=args.concurrency, seconds=http_seconds)
+            http = http_throughput(server, concurrency=args.concurrency, seconds=http_seconds,
+                                   procs=max(1, min(args.http_procs, args.concurrency)))
             for k in ("baseline_api_status", "ingest_status", "assets"):
-                print(f"  GET {k}: {http[k]['rps']} req/s (p99 {http[k]['p99_ms']} ms, errors {http[k]['errors']})",
-                      flush=True)
+                print(f"  GET {k}: {http[k]['rps']} req/s (p99 {http[k]['p99_ms']} ms, errors {http[k]['errors']}, "
+                      f"server cpu {http[k]['server_cpu_cores']})", flush=True)
     p99 = fan["latency_ms"]["p99"]
     report = {
         "bench": "fanout", "quick": args.quick, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
