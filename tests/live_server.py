@@ -98,7 +98,7 @@ class LiveServer:
 def start_live_server(tmp_dir: Path, *, token: str = DEFAULT_TOKEN, config: dict[str, Any] | None = None,
                       extension: bool | None = True, others: bool = False, extra_args: tuple[str, ...] = (),
                       env: dict[str, str] | None = None, timeout: float = 90,
-                      new_session: bool = False) -> LiveServer:
+                      new_session: bool = False, python_config: str | None = None) -> LiveServer:
     """Start ``jupyter server`` on a free 127.0.0.1 port and wait until it answers.
 
     ``config`` is deep-merged into the workspace's ``config/comfyvn.json`` first.
@@ -108,6 +108,7 @@ def start_live_server(tmp_dir: Path, *, token: str = DEFAULT_TOKEN, config: dict
     to halve the start-up time; True starts the server exactly as installed.
     ``new_session`` starts it in its own session, as a server started from its own terminal
     runs (benches use it: the kernel's fair-share scheduling then treats it as its own program).
+    ``python_config`` is written as ``jupyter_server_config.py`` into the server's config folder.
     """
     tmp_dir = Path(tmp_dir)
     root = tmp_dir / "workspace"
@@ -124,6 +125,8 @@ def start_live_server(tmp_dir: Path, *, token: str = DEFAULT_TOKEN, config: dict
     if toggles:
         (dirs["config"] / "jupyter_server_config.json").write_text(
             json.dumps({"ServerApp": {"jpserver_extensions": toggles}}))
+    if python_config is not None:
+        (dirs["config"] / "jupyter_server_config.py").write_text(python_config)
     child_env = dict(os.environ)
     for var in ("JUPYTER_TOKEN", "JUPYTER_CONFIG_PATH", "JUPYTER_PATH"):
         child_env.pop(var, None)
