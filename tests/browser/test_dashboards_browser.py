@@ -12,7 +12,9 @@ import pytest
 from browser_helpers import ASSETS, explain_failures, open_browser, picture, save_shot, voila_server
 from playwright.async_api import async_playwright
 
+from comfyvn.hooks import get_hook_bus
 from comfyvn.ingest.queue import AssetIngestQueue
+from comfyvn.store import get_database
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 pytestmark = pytest.mark.browser
@@ -130,9 +132,12 @@ def test_hook_monitor_streams_filters_and_inspects(voila_env, seeded_ws, tmp_pat
                     assert await page.eval_on_selector_all(".cvn-table tbody tr", "r => r.length") == len(ASSETS) + 1
                     await page.select_option(".cvn-hooks-topic select", index=0)
                     await page.click(".cvn-hooks-pause")
-                    await wait_js(page, "document.querySelector('.cvn-table tbody tr').textContent"
-                                        ".includes('on_asset_sidecar_written')")
+                    newest = get_hook_bus(get_database(seeded_ws.db_path)).last_id()
+                    await wait_js(page, "document.querySelector('.cvn-table tbody tr td').textContent"
+                                        f" === '{newest}'")  # everything held while paused is shown
+                    assert "on_asset_sidecar_written" in await first.text_content()
                     await first.click()
+                    await page.wait_for_selector(f".cvn-hooks :text('#{newest} ·')")
                     await page.screenshot(path=save_shot("hooks"), full_page=True)
                 await browser.close()
 
