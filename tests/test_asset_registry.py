@@ -672,3 +672,26 @@ def test_remove_asset_with_delete_files(ws, reg, src):
     assert not Path(rec["abs_path"]).exists() and not Path(rec["sidecar"]).exists()
     assert not ws.trash_dir.exists() or not any(ws.trash_dir.rglob("bye.wav"))
     assert files_under(reg.thumbnails_root) == []
+
+
+def test_recover_sweeps_a_dead_writers_temporary_sidecar_and_rewrites_it(ws, src, subprocess_env):
+    import subprocess
+    import sys
+
+    reg = AssetRegistry(project_id="sweep", ws=ws)
+    rec = reg.register_file(make_file(src, "note.txt", "hello"), "docs")
+    sidecar = Path(rec["sidecar"])
+    # a process that died while writing the sidecar: its temporary file, and the row still pending
+    code = ("import os, sys; from comfyvn.fsutil import open_temp; "
+            "fd, p = open_temp(sys.argv[1], sys.argv[2]); os.write(fd, b'{\"half'); print(p)")
+    out = subprocess.run([sys.executable, "-c", code, str(sidecar.parent), f".{sidecar.name}"], env=subprocess_env,
+                         capture_output=True, text=True, check=True)
+    leftover = Path(out.stdout.strip())
+    assert leftover.exists()
+    sidecar.unlink()
+    with reg.db.transaction() as conn:
+        conn.execute("UPDATE assets SET sidecar_pending = 1 WHERE project_id = ? AND uid = ?", ("sweep", rec["uid"]))
+    stats = reg.recover()
+    assert not leftover.exists()
+    assert stats["temp_files"] >= 1 and stats["sidecars"] == 1
+    assert json.loads(sidecar.read_text())["uid"] == rec["uid"]

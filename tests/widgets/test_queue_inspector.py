@@ -9,7 +9,7 @@ from widget_helpers import run_in_subprocess, wait_until
 
 from comfyvn.config import set_feature
 from comfyvn.ingest.queue import AssetIngestQueue
-from conftest import make_png
+from widget_helpers import make_png
 
 
 @pytest.fixture

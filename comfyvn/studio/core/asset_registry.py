@@ -1009,9 +1009,12 @@ class AssetRegistry:
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM file_intents WHERE id = ?", (intent["id"],))
         stats["temp_files"] += _sweep_temp_files(self.assets_root / INCOMING_DIR, "")
-        pending = [r[0] for r in self.db.query("SELECT uid FROM assets WHERE project_id = ? AND sidecar_pending = 1",
-                                               (self.project_id,))]
-        stats["sidecars"] = self._sync_sidecars(pending)
+        pending_rows = self.db.query("SELECT uid, path FROM assets WHERE project_id = ? AND sidecar_pending = 1",
+                                     (self.project_id,))
+        for row in pending_rows:  # a writer killed mid-sidecar leaves its temporary file beside it
+            sidecar = self.sidecar_path_for(row["path"])
+            stats["temp_files"] += _sweep_temp_files(sidecar.parent, f".{sidecar.name}")
+        stats["sidecars"] = self._sync_sidecars([r["uid"] for r in pending_rows])
         stuck = self.db.query("SELECT uid, path, preview FROM assets WHERE project_id = ? AND uid IN "
                               "(SELECT uid FROM thumbnails WHERE project_id = ? AND status = 'pending')",
                               (self.project_id, self.project_id))
