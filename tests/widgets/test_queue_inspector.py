@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 from comfyvn_widgets.queue_inspector import QueueInspector
 from comfyvn_widgets.queue_model import EnqueueForm, QueueModel, progress_of
-from widget_helpers import run_in_subprocess, wait_until
+from widget_helpers import make_png, run_in_subprocess, wait_until
 
 from comfyvn.config import set_feature
 from comfyvn.ingest.queue import AssetIngestQueue
-from widget_helpers import make_png
 
 
 @pytest.fixture
