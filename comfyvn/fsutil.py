@@ -196,3 +196,23 @@ def is_within(path: Path, roots: list[Path]) -> bool:
         if resolved == r or r in resolved.parents:
             return True
     return False
+
+
+def read_json_object(path: Path) -> tuple[dict | None, str | None]:
+    """Parse a JSON object file: ``(data, None)``, or ``(None, problem)`` with a readable problem.
+
+    Never raises for bad content (invalid UTF-8 or JSON, nesting too deep to parse, not an object).
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"unreadable: {exc}"
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+    except RecursionError:
+        return None, "not valid JSON (nested too deeply to parse)"
+    if not isinstance(data, dict):
+        return None, f"not a JSON object ({type(data).__name__})"
+    return data, None

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..config import ConfigError, get_setting, workspace
-from ..fsutil import owner_alive, temp_owner
+from ..fsutil import owner_alive, read_json_object, temp_owner
 from ..hashing import sha256_file
 from ..studio.core.asset_registry import (
     _TYPE_RE,
@@ -212,18 +212,7 @@ def _scan(reg: AssetRegistry) -> _Scan:
     return scan
 
 
-def _read_json(path: Path) -> tuple[dict | None, str | None]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"unreadable: {exc}"
-    except json.JSONDecodeError as exc:
-        return None, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-    except RecursionError:  # found by tests/reliability/test_fuzz_sidecars.py
-        return None, "not valid JSON (nested too deeply to parse)"
-    if not isinstance(data, dict):
-        return None, f"not a JSON object ({type(data).__name__})"
-    return data, None
+
 
 
 def _parse_time(value: Any) -> float | None:
@@ -282,7 +271,7 @@ def _plan_disk(reg: AssetRegistry, scan: _Scan, rows_by_path: dict[str, dict]) -
         if rel in rows_by_path:
             continue
         sidecar_path = scan.sidecars.get(rel)
-        sidecar, sidecar_error = _read_json(sidecar_path) if sidecar_path else (None, None)
+        sidecar, sidecar_error = read_json_object(sidecar_path) if sidecar_path else (None, None)
         try:
             digest, size = sha256_file(path)
         except OSError as exc:
@@ -519,7 +508,7 @@ def _audit_sidecar(reg: AssetRegistry, row: dict, report: _Report, *, fix: bool,
             report.rewritten += 1
             finding["fixed"], finding["detail"] = True, finding["detail"] + "; rewritten from the database"
         return finding["fixed"]
-    data, error = _read_json(path)
+    data, error = read_json_object(path)
     if error:
         finding = report.add("invalid_sidecar", uid, rel, f"{path.name} is {error}")
     elif data != expected:

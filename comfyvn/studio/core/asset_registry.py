@@ -32,6 +32,7 @@ from ...fsutil import (
     open_temp,
     owner_alive,
     owner_token,
+    read_json_object,
     safe_relative,
     temp_owner,
 )
@@ -601,14 +602,11 @@ class AssetRegistry:
         """The parsed sidecar of an asset (raises AssetRegistryError naming the file if missing or corrupt)."""
         rec = self._require(uid)
         path = self.sidecar_path_for(rec["path"])
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise AssetRegistryError(f"sidecar {path} is missing; run the enforcer to rewrite it") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise AssetRegistryError(f"sidecar {path} is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise AssetRegistryError(f"sidecar {path} is not a JSON object")
+        data, problem = read_json_object(path)
+        if problem == "missing":
+            raise AssetRegistryError(f"sidecar {path} is missing; run the enforcer to rewrite it")
+        if data is None:
+            raise AssetRegistryError(f"sidecar {path} is {problem}")
         return data
 
     def rewrite_sidecar(self, uid: str, *, reason: str = "rewrite") -> dict:
