@@ -212,9 +212,6 @@ def _scan(reg: AssetRegistry) -> _Scan:
     return scan
 
 
-
-
-
 def _parse_time(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
