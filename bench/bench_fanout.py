@@ -4,7 +4,8 @@
    database through ``emit()`` (one transaction per event) at ``--rate`` events/s (1,000) for
    ``--seconds``; ``--clients`` (20) WebSocket clients, spread over ``--client-procs`` processes,
    subscribe to ``/api/modder/hooks/ws`` and time each event from just before its commit to its
-   arrival.  Reported: p50/p90/p99/max latency, the producer's achieved rate, and lost or
+   arrival.  The clients are minimal frame readers by default, so they cost little next to the
+   server (``--client-impl websockets`` uses the asyncio ``websockets`` library instead).  Reported: p50/p90/p99/max latency, the producer's achieved rate, and lost or
    duplicated events (every client must get every event exactly once, in order).  The
    baseline is the same run with one client: the ratio shows what fanning out to 20 costs.
    Target: p99 < 100 ms with no event lost.
@@ -23,15 +24,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import multiprocessing as mp
 import os
 import platform
+import selectors
+import socket
 import statistics
+import struct
 import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -96,8 +102,108 @@ async def _client(url: str, token: str, after: int, count: int, ready: mp.Queue,
     return {"ids": ids, "lat": lat}
 
 
+class RawSocket:
+    """A minimal WebSocket reader (RFC 6455) for the bench: it only subscribes (query parameters),
+    answers pings and reads text frames, so the client costs little next to the server."""
+
+    def __init__(self, url: str, token: str) -> None:
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.sock.sendall((f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                           f"Authorization: token {token}\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(head.decode(errors="replace"))
+        self.sock.setblocking(False)
+
+    def messages(self) -> list[bytes]:
+        """Complete text messages in the buffer (control frames handled here)."""
+        out, buf, pos = [], self.buf, 0
+        while len(buf) - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            n, head = b1 & 0x7F, 2
+            if n == 126:
+                if len(buf) - pos < 4:
+                    break
+                n, head = struct.unpack_from("!H", buf, pos + 2)[0], 4
+            elif n == 127:
+                if len(buf) - pos < 10:
+                    break
+                n, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
+            if len(buf) - pos < head + n:
+                break
+            payload = buf[pos + head:pos + head + n]
+            pos += head + n
+            opcode = b0 & 0x0F
+            if opcode == 0x1:
+                out.append(payload)
+            elif opcode == 0x9:  # ping -> masked pong
+                mask = os.urandom(4)
+                masked = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+                self.sock.setblocking(True)
+                self.sock.sendall(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
+                self.sock.setblocking(False)
+            elif opcode == 0x8:
+                raise ConnectionError("closed by the server")
+        self.buf = buf[pos:]
+        return out
+
+
+def raw_clients_proc(url: str, token: str, n: int, after: int, count: int, ready: mp.Queue, out: mp.Queue,
+                     idle: float) -> None:
+    """``n`` raw sockets in one thread (selectors): subscribe, then time every event."""
+    os.setsid()
+    sockets = [RawSocket(f"{url}?topics={TOPIC}&last_event_id={after}", token) for _ in range(n)]
+    sel = selectors.DefaultSelector()
+    state = []
+    for i, ws in enumerate(sockets):
+        sel.register(ws.sock, selectors.EVENT_READ, i)
+        state.append({"ids": [], "lat": [], "acked": False})
+    acked = 0
+    cpu0 = t0 = None
+    while True:
+        if acked == n and cpu0 is None:
+            cpu0, t0 = time.process_time(), time.perf_counter()
+        if all(len(st["ids"]) >= count for st in state):
+            break
+        ready_keys = sel.select(timeout=idle if acked == n else 30)
+        if not ready_keys:
+            break  # nothing for a while: whatever is missing is lost
+        for key, _ in ready_keys:
+            ws, st = sockets[key.data], state[key.data]
+            chunk = ws.sock.recv(1 << 20)
+            if not chunk:
+                raise ConnectionError("server closed the socket")
+            ws.buf += chunk
+            now = time.time()
+            for raw in ws.messages():
+                msg = json.loads(raw)
+                kind = msg.get("type")
+                if kind == "ack" and not st["acked"]:
+                    st["acked"] = True
+                    acked += 1
+                    ready.put(1)
+                elif kind == "event":
+                    st["ids"].append(msg["id"])
+                    st["lat"].append(now - msg["data"]["t"])
+    share = (time.process_time() - cpu0) / (time.perf_counter() - t0) if cpu0 is not None else 0.0
+    for ws in sockets:
+        ws.sock.close()
+    out.put([{**st, "proc_cpu": share} for st in state])
+
+
 def clients_proc(url: str, token: str, n: int, after: int, count: int, ready: mp.Queue, out: mp.Queue,
                  idle: float) -> None:
+    """``n`` clients of the ``websockets`` library (asyncio), as a typical Python subscriber."""
     async def main() -> list[dict]:
         return await asyncio.gather(*(_client(url, token, after, count, ready, idle) for _ in range(n)))
 
@@ -122,7 +228,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def fanout(server, *, clients: int, procs: int, rate: float, seconds: float) -> dict:
+def fanout(server, *, clients: int, procs: int, rate: float, seconds: float, client_impl: str = "raw") -> dict:
     """One fan-out run: ``clients`` sockets, one producer process."""
     from comfyvn.store import get_database
 
@@ -134,7 +240,8 @@ def fanout(server, *, clients: int, procs: int, rate: float, seconds: float) -> 
     procs = max(1, min(procs, clients))
     split = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     url = server.ws_url("api/modder/hooks/ws")
-    workers = [ctx.Process(target=clients_proc, args=(url, server.token, n, after, count, ready, out, 10.0))
+    target = raw_clients_proc if client_impl == "raw" else clients_proc
+    workers = [ctx.Process(target=target, args=(url, server.token, n, after, count, ready, out, 10.0))
                for n in split]
     producer = ctx.Process(target=produce, args=(str(server.ws.root), rate, count, go, produced))
     for p in (*workers, producer):
@@ -154,7 +261,7 @@ def fanout(server, *, clients: int, procs: int, rate: float, seconds: float) -> 
     dups = sum(len(r["ids"]) - len(set(r["ids"])) for r in results)
     in_order = all(r["ids"] == sorted(r["ids"]) for r in results)
     return {
-        "clients": clients, "client_processes": procs, "events": count, "rate_target": rate,
+        "clients": clients, "client_processes": procs, "client_impl": client_impl, "events": count, "rate_target": rate,
         "rate_achieved": round(count / prod["elapsed"], 1), "producer_late_events": prod["late"],
         "messages_received": len(lat), "messages_expected": count * clients, "lost": lost, "duplicates": dups,
         "in_order": in_order,
@@ -259,9 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None, help="fan-out duration (default 10, quick 2)")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--client-procs", type=int, default=2, help="processes the WebSocket clients run in")
+    parser.add_argument("--client-impl", choices=["raw", "websockets"], default="raw",
+                        help="raw: a minimal frame reader (measures the server); websockets: the asyncio "
+                             "client library, as a typical Python subscriber (default %(default)s)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--http-procs", type=int, default=2, help="processes the HTTP clients run in")
-    parser.add_argument("--http-seconds", type=float, default=None, help="per route (default 5, quick 1)")
+    parser.add_argument("--http-seconds", type=float, default=None, help="per route (default 5, quick 2)")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra jupyter server command-line argument (repeatable)")
     parser.add_argument("--server-config", type=Path, default=None,
@@ -269,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
-    http_seconds = args.http_seconds or (1.0 if args.quick else 5.0)
+    http_seconds = args.http_seconds or (2.0 if args.quick else 5.0)
 
     from live_server import live_server_context
 
@@ -280,9 +390,11 @@ def main(argv: list[str] | None = None) -> int:
                                  if args.server_config else None) as server:
             seed(server.ws, assets=40 if args.quick else 200, jobs=10 if args.quick else 50)
             print(f"server {server.base_url} ready; fan-out {args.rate:g} ev/s for {seconds:g} s", flush=True)
-            baseline = fanout(server, clients=1, procs=1, rate=args.rate, seconds=seconds)
+            baseline = fanout(server, clients=1, procs=1, rate=args.rate, seconds=seconds,
+                              client_impl=args.client_impl)
             print(f"  1 client : {json.dumps(baseline['latency_ms'])} lost={baseline['lost']}", flush=True)
-            fan = fanout(server, clients=args.clients, procs=args.client_procs, rate=args.rate, seconds=seconds)
+            fan = fanout(server, clients=args.clients, procs=args.client_procs, rate=args.rate, seconds=seconds,
+                         client_impl=args.client_impl)
             print(f"  {args.clients} clients: {json.dumps(fan['latency_ms'])} lost={fan['lost']} "
                   f"dups={fan['duplicates']} rate={fan['rate_achieved']} server cpu={fan['server_cpu_cores']} "
                   f"client cpu={fan['client_proc_cpu_cores']} load={fan['loadavg_after']}", flush=True)
