@@ -13,7 +13,7 @@ from comfyvn.studio.core.asset_registry import AssetRegistry
 from . import theme
 from .enforcer_model import EnforcerModel, humanise
 from .gallery_model import ASSET_TOPICS
-from .live import LiveUpdater
+from .live import LiveDashboard, LiveUpdater
 from .table import DataTable
 from .theme import esc
 
@@ -44,7 +44,7 @@ def chart_html(groups: list[dict]) -> str:
     return f'<div class="cvn-bars">{rows}</div>'
 
 
-class EnforcerReport:
+class EnforcerReport(LiveDashboard):
     """Audit sidecars against the registry; fix and export from the same place."""
 
     def __init__(self, registry: AssetRegistry | None = None, *, project_id: str | None = None, live: bool = True,
@@ -218,15 +218,6 @@ class EnforcerReport:
                                    name="comfyvn-enforcer-live")
         self.updater.start(after_id=get_hook_bus(self.registry.db).last_id())
         self.render()
-
-    def stop_live(self) -> None:
-        if self.updater is not None:
-            self.updater.stop()
-        self.render()
-
-    def close(self) -> None:
-        self.stop_live()
-        self.widget.close()
 
     def _on_live(self, batch: list[dict]) -> None:
         """Registry changes make the report stale; say so instead of re-auditing on every commit."""

@@ -17,7 +17,7 @@ from . import theme
 from .clipboard import ClipboardButton
 from .gallery_model import ANY, ASSET_TOPICS, PAGE_SIZE, SORTS, UNLICENSED, GalleryModel
 from .grid import ThumbGrid
-from .live import LiveUpdater
+from .live import LiveDashboard, LiveUpdater
 from .theme import chip, esc, human_bytes
 
 _ANY_KEY, _NONE_KEY = "__any__", "__none__"
@@ -80,7 +80,7 @@ _DETAIL_CSS = """
 """
 
 
-class AssetGallery:
+class AssetGallery(LiveDashboard):
     """The asset gallery dashboard.
 
     ``AssetGallery()`` uses the current workspace (``COMFYVN_HOME``) and project; display
@@ -390,15 +390,6 @@ class AssetGallery:
                                    name="comfyvn-gallery-live")
         self.updater.start(after_id=self.model.loaded_event_id)
         self.render()
-
-    def stop_live(self) -> None:
-        if self.updater is not None:
-            self.updater.stop()
-        self.render()
-
-    def close(self) -> None:
-        self.stop_live()
-        self.widget.close()
 
     def _on_live(self, batch: list[dict]) -> None:
         with self._pending_lock:

@@ -12,7 +12,7 @@ from comfyvn.store import Database, get_database
 
 from . import theme
 from .hook_monitor_model import HookMonitorModel, topic_options
-from .live import LiveUpdater
+from .live import LiveDashboard, LiveUpdater
 from .table import DataTable
 
 COLUMNS = [
@@ -23,7 +23,7 @@ COLUMNS = [
 ]
 
 
-class HookMonitor:
+class HookMonitor(LiveDashboard):
     """Shows the newest events of the event log, then streams new ones as any process commits them."""
 
     def __init__(self, db: Database | None = None, *, ws: Workspace | None = None, history: int = 100,
@@ -131,15 +131,6 @@ class HookMonitor:
                                    name="comfyvn-hook-monitor")
         self.updater.start(after_id=self.model.last_id)
         self.render()
-
-    def stop_live(self) -> None:
-        if self.updater is not None:
-            self.updater.stop()
-        self.render()
-
-    def close(self) -> None:
-        self.stop_live()
-        self.widget.close()
 
     def _on_live(self, batch: list[dict]) -> None:
         self.model.receive(batch)

@@ -126,3 +126,22 @@ class LiveUpdater:
                         self.tick()
                 except Exception as exc:
                     self._report(exc)
+
+
+class LiveDashboard:
+    """What every dashboard does with its :class:`LiveUpdater`: stop following, and close.
+
+    Subclasses set ``self.updater`` in their ``start_live()`` and provide ``widget`` and ``render()``.
+    """
+
+    updater: LiveUpdater | None = None
+
+    def stop_live(self) -> None:
+        if self.updater is not None:
+            self.updater.stop()
+        self.render()
+
+    def close(self) -> None:
+        """Stop the worker thread and close the widget tree (call before re-running a cell)."""
+        self.stop_live()
+        self.widget.close()

@@ -11,7 +11,7 @@ from comfyvn.ingest.mappers import PROVIDERS, REMOTE_PROVIDERS
 from comfyvn.ingest.queue import STATUSES, AssetIngestQueue, get_ingest_queue
 
 from . import theme
-from .live import LiveUpdater
+from .live import LiveDashboard, LiveUpdater
 from .queue_model import ACTIONS, STATUS_TONES, EnqueueForm, FormError, QueueModel
 from .table import DataTable
 from .theme import chip, esc
@@ -48,7 +48,7 @@ def _field(label: str, widget: W.Widget, error: W.HTML, help_text: str = "") -> 
     return W.VBox(parts, layout=W.Layout(margin="0 0 6px 0"))
 
 
-class QueueInspector:
+class QueueInspector(LiveDashboard):
     """Jobs of the workspace's ingest queue, updated live from every process."""
 
     def __init__(self, queue: AssetIngestQueue | None = None, *, ws: Workspace | None = None, live: bool = True) -> None:
@@ -274,15 +274,6 @@ class QueueInspector:
                                    name="comfyvn-queue-live")
         self.updater.start(after_id=get_hook_bus(self.queue.db).last_id())
         self.refresh()
-
-    def stop_live(self) -> None:
-        if self.updater is not None:
-            self.updater.stop()
-        self.render()
-
-    def close(self) -> None:
-        self.stop_live()
-        self.widget.close()
 
     def _on_live(self, _batch: list[dict]) -> None:
         self.refresh()
