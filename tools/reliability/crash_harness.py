@@ -365,15 +365,20 @@ class Harness:
     def finish(self, started: float, kills: int) -> dict[str, Any]:
         """Drain webhooks, then compare deliveries with every event committed before the last kill."""
         must = max(self.kill_event_ids)
-        deadline = time.monotonic() + 150  # interrupted deliveries wait out their lease
-        expected: set[int] = set()
-        while time.monotonic() < deadline:
-            expected = {r["id"] for r in self.view.rows("SELECT id FROM events WHERE id > ? AND id <= ?",
-                                                        (self.webhook_after, must))}
+        expected = {r["id"] for r in self.view.rows("SELECT id FROM events WHERE id > ? AND id <= ?",
+                                                    (self.webhook_after, must))}
+        # deliveries go one at a time per webhook: wait while the backlog shrinks; an interrupted
+        # delivery waits out its lease (3 x webhook_timeout_s + 30 s) before it is sent again
+        drain_started = last_progress = time.monotonic()
+        delivered = -1
+        while time.monotonic() - last_progress < 120:
             stats = self.receiver.stats(expected)
             if stats["missing"] == 0:
                 break
+            if stats["delivered"] != delivered:
+                delivered, last_progress = stats["delivered"], time.monotonic()
             time.sleep(0.5)
+        drain_seconds = time.monotonic() - drain_started
         stats = self.receiver.stats(expected)
         jobs = self.view.jobs()
         logs = "\n".join(self.server_logs)
@@ -390,6 +395,7 @@ class Harness:
             "assets": len(self.view.assets()),
             "tag_edits_acknowledged": self.counters["tag_edits_acked"],
             "events_committed_before_kills": len(expected),
+            "webhook_drain_seconds_after_last_kill": round(drain_seconds, 1),
             "webhook": stats,
             "delivery_semantics": "at-least-once (receivers dedupe by X-Comfyvn-Delivery)",
             "http_5xx": len(self.errors),
