@@ -90,7 +90,7 @@ async def _client(url: str, token: str, after: int, count: int, ready: mp.Queue,
         ready.put(1)
         while len(ids) < count:
             try:
-                raw = await asyncio.wait_for(ws.recv(), idle)
+                raw = await asyncio.wait_for(ws.recv(), idle if ids else 60)  # idle counts from the first event
             except TimeoutError:
                 break  # nothing for a while: whatever is missing is lost
             now = time.time()
@@ -175,7 +175,9 @@ def raw_clients_proc(url: str, token: str, n: int, after: int, count: int, ready
             cpu0, t0 = time.process_time(), time.perf_counter()
         if all(len(st["ids"]) >= count for st in state):
             break
-        ready_keys = sel.select(timeout=idle if acked == n else 30)
+        # the idle limit starts with the first event: a producer that starts late is not a loss
+        started = acked == n and any(st["ids"] for st in state)
+        ready_keys = sel.select(timeout=idle if started else 60)
         if not ready_keys:
             break  # nothing for a while: whatever is missing is lost
         for key, _ in ready_keys:
