@@ -185,6 +185,7 @@ class Harness:
         self.file_seq = 0
         self.kill_event_ids: list[int] = []
         self.cycle_seconds: list[float] = []
+        self.quick_kills = 0
 
     # -- shared state (workload threads)
     def count(self, name: str, n: int = 1) -> None:
@@ -334,6 +335,7 @@ class Harness:
                 t0 = time.monotonic()
                 quick = cycle > 1 and self.rng.random() < 0.15
                 if quick:  # kill again while the restarted server is still recovering
+                    self.quick_kills += 1
                     time.sleep(self.rng.uniform(0.0, 0.6))
                 else:
                     load = Workload(self, self.server, self.rng).start()
@@ -385,6 +387,7 @@ class Harness:
         figures = {
             "seed": self.seed,
             "kills": kills,
+            "kills_during_recovery": self.quick_kills,
             "seconds": round(time.monotonic() - started, 1),
             "cycle_seconds_mean": round(sum(self.cycle_seconds) / max(1, len(self.cycle_seconds)), 2),
             "jobs_acknowledged": len(self.acked_jobs),
