@@ -13,6 +13,8 @@ For any bytes in a sidecar:
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 
 import pytest
@@ -120,26 +122,34 @@ def test_enforcer_overwrite_repairs_any_corrupted_sidecar(registry, data):
             registry.sidecar_document(registry._row(rec["uid"]))))
 
 
+_LOOSE = itertools.count()
+
+
 @fuzz_settings(40)
 @given(data=st.data())
 def test_rebuild_from_disk_with_corrupted_sidecar_beside_an_unregistered_file(registry, data):
     count("sidecars.rebuild")
-    n = data.draw(st.integers(0, 10**9))
-    target = registry.assets_root / "loose" / f"loose-{n}.bin"
+    n = next(_LOOSE)  # a fresh file per example: nothing carries over from a failed one
+    target = registry.assets_root / "loose" / f"loose-{n:06d}.bin"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(f"loose file {n}\n".encode())
-    template = {"uid": "0" * 16, "type": "misc", "path": f"loose/loose-{n}.bin", "hash": "0" * 64, "bytes": 1,
+    template = {"uid": "0" * 16, "type": "misc", "path": f"loose/loose-{n:06d}.bin", "hash": "0" * 64, "bytes": 1,
                 "tags": ["x"], "license": None, "origin": "local", "version": 1,
                 "created_at": "2025-01-01T00:00:00.000Z", "meta": {}, "preview": {"kind": None}, "provenance": {}}
-    target.with_name(target.name + ".asset.json").write_bytes(data.draw(corrupted(template)))
-    rebuild_from_disk(registry)
-    import hashlib
-
+    sidecar = target.with_name(target.name + ".asset.json")
+    sidecar.write_bytes(data.draw(corrupted(template)))
     uid = hashlib.sha256(target.read_bytes()).hexdigest()[:16]
-    rec = registry.get_asset(uid)
-    assert rec is not None and rec["path"] == f"loose/loose-{n}.bin", "the unregistered file was not registered"
-    assert isinstance(registry.read_sidecar(uid), dict)
-    registry.remove_asset(uid, delete_files=True)
+    try:
+        rebuild_from_disk(registry)
+        rec = registry.get_asset(uid)
+        assert rec is not None and rec["path"] == f"loose/loose-{n:06d}.bin", "the unregistered file was not registered"
+        doc = registry.read_sidecar(uid)
+        assert doc["uid"] == uid and doc["hash"] == rec["hash"], doc  # rewritten from the new row
+    finally:
+        if registry.get_asset(uid) is not None:
+            registry.remove_asset(uid, delete_files=True)
+        target.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
 
 
 def _loads_or_none(raw: bytes):
