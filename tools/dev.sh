@@ -52,14 +52,15 @@ cmd_test() {
   export PYTHONDONTWRITEBYTECODE=1
   log "ruff"
   "$VENV/bin/ruff" check "$REPO"
-  log "unit, server, widget and runbook tests"
-  "$PY" -m pytest -q -p no:cacheprovider -m "not browser" "$@"
+  log "benchmarks (quick settings; full figures in docs/BENCHMARKS.md)"
+  "$PY" bench/run_all.py --quick
   log "documentation notebooks (nbval)"
   "$PY" -m pytest -q -p no:cacheprovider --nbval-lax notebooks/docs
   log "browser tests (Voila + Debian chromium via Playwright)"
   "$PY" -m pytest -q -p no:cacheprovider -m browser tests/browser
-  log "benchmarks (quick settings)"
-  "$PY" bench/run_all.py --quick
+  # the main suite runs last, so its summary line closes the run
+  log "unit, server, widget, runbook and reliability tests"
+  "$PY" -m pytest -q -p no:cacheprovider -m "not browser" "$@"
 }
 
 case "${1:-}" in
