@@ -8,10 +8,10 @@ Tiles are reconciled by uid, so a live refresh never rebuilds the grid or loses 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import anywidget
 import traitlets as t
+
+from .clicks import ClickSource
 
 _ESM = r"""
 function el(tag, cls, text) {
@@ -171,7 +171,8 @@ _CSS = r"""
 """
 
 
-class ThumbGrid(anywidget.AnyWidget):
+class ThumbGrid(ClickSource, anywidget.AnyWidget):
+    _click_key = "uid"
     _esm = _ESM
     _css = _CSS
     tiles = t.List(t.Dict()).tag(sync=True)
@@ -182,20 +183,3 @@ class ThumbGrid(anywidget.AnyWidget):
     tile_size = t.Int(168).tag(sync=True)
     empty_text = t.Unicode("No assets match.").tag(sync=True)
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._click_handlers: list[Callable[[str, bool, bool], None]] = []
-        self.on_msg(self._on_custom_msg)
-
-    def on_click(self, callback: Callable[[str, bool, bool], None]) -> None:
-        """``callback(uid, shift, toggle)`` for every tile click in the browser."""
-        self._click_handlers.append(callback)
-
-    def click(self, uid: str, *, shift: bool = False, toggle: bool = False) -> None:
-        """Simulate a click from Python (tests, keyboard shortcuts)."""
-        for cb in list(self._click_handlers):
-            cb(uid, shift, toggle)
-
-    def _on_custom_msg(self, _widget, content: dict, _buffers) -> None:
-        if isinstance(content, dict) and content.get("kind") == "click" and isinstance(content.get("uid"), str):
-            self.click(content["uid"], shift=bool(content.get("shift")), toggle=bool(content.get("toggle")))

@@ -9,10 +9,10 @@ Clicks send ``{"kind": "click", "id", "shift", "toggle"}``; selection is owned b
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import anywidget
 import traitlets as t
+
+from .clicks import ClickSource
 
 _ESM = r"""
 function mk(tag, cls, text) {
@@ -153,7 +153,8 @@ _CSS = r"""
 """
 
 
-class DataTable(anywidget.AnyWidget):
+class DataTable(ClickSource, anywidget.AnyWidget):
+    _click_key = "id"
     _esm = _ESM
     _css = _CSS
     columns = t.List(t.Dict()).tag(sync=True)
@@ -163,18 +164,3 @@ class DataTable(anywidget.AnyWidget):
     empty_text = t.Unicode("Nothing to show.").tag(sync=True)
     max_height = t.Int(420).tag(sync=True)
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._click_handlers: list[Callable[[str, bool, bool], None]] = []
-        self.on_msg(self._on_custom_msg)
-
-    def on_click(self, callback: Callable[[str, bool, bool], None]) -> None:
-        self._click_handlers.append(callback)
-
-    def click(self, row_id: str, *, shift: bool = False, toggle: bool = False) -> None:
-        for cb in list(self._click_handlers):
-            cb(row_id, shift, toggle)
-
-    def _on_custom_msg(self, _widget, content: dict, _buffers) -> None:
-        if isinstance(content, dict) and content.get("kind") == "click" and isinstance(content.get("id"), str):
-            self.click(content["id"], shift=bool(content.get("shift")), toggle=bool(content.get("toggle")))
