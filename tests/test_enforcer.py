@@ -402,3 +402,27 @@ def test_bad_configuration_and_usage_exit_2(ws, capsys):
 
 def test_owner_token_names_this_process():
     assert str(os.getpid()) in owner_token().split("-")
+
+
+def test_rebuild_leaves_a_file_another_process_is_registering_alone(ws):
+    """A file placed by a live writer whose row has not committed yet is in flight, not unregistered."""
+    import time as _time
+
+    from comfyvn.fsutil import owner_token
+    from comfyvn.registry.rebuild import rebuild_from_disk
+    from comfyvn.studio.core.asset_registry import AssetRegistry
+
+    reg = AssetRegistry(project_id="inflight", ws=ws)
+    placed = reg.assets_root / "models" / "item.bin"
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(b"bytes a live writer just linked into place")
+    with reg.db.transaction() as conn:
+        conn.execute("INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner)"
+                     " VALUES (?,?,?,?,?,?,?)", ("inflight", "0" * 16, "copy", None, "models/item.bin",
+                                                 _time.time(), owner_token()))
+    rebuild_from_disk(reg)
+    assert reg.count() == 0 and placed.exists()
+    with reg.db.transaction() as conn:
+        conn.execute("DELETE FROM file_intents WHERE project_id = 'inflight'")
+    rebuild_from_disk(reg)
+    assert reg.count() == 1

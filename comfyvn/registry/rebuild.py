@@ -263,9 +263,11 @@ class _Report:
 def _plan_disk(reg: AssetRegistry, scan: _Scan, rows_by_path: dict[str, dict]) -> list[dict]:
     """What to do with files and sidecars that have no row: register, relocate, report."""
     rows_missing_file = {r["hash"]: r for r in rows_by_path.values() if not Path(r["abs_path"]).exists()}
+    # files another process is registering or removing right now (journalled, row not yet committed)
+    in_flight = {r[0] for r in reg.db.query("SELECT dest FROM file_intents WHERE project_id = ?", (reg.project_id,))}
     plans: list[dict] = []
     for rel, path in scan.files.items():
-        if rel in rows_by_path:
+        if rel in rows_by_path or rel in in_flight:
             continue
         sidecar_path = scan.sidecars.get(rel)
         sidecar, sidecar_error = read_json_object(sidecar_path) if sidecar_path else (None, None)
@@ -285,7 +287,7 @@ def _plan_disk(reg: AssetRegistry, scan: _Scan, rows_by_path: dict[str, dict]) -
         plans.append({"action": "register", "rel": rel, "path": path, "digest": digest, "bytes": size,
                       "sidecar": sidecar, "sidecar_path": sidecar_path, "sidecar_error": sidecar_error})
     for rel, sidecar_path in scan.sidecars.items():
-        if rel not in rows_by_path and rel not in scan.files:
+        if rel not in rows_by_path and rel not in scan.files and rel not in in_flight:
             plans.append({"action": "orphan", "rel": rel, "sidecar_path": sidecar_path})
     return plans
 
