@@ -6,11 +6,13 @@
    ``sha256sum`` lacks the SHA instructions here, openssl uses them).  Rounds alternate which
    runs first; the source is in the page cache for both; ``sync`` runs (untimed) between runs so
    one run's write-back does not land in the next.  Target: ratio ours / baseline <= 1.0.
-2. **Small files** (5,000 x 2 KiB, 500 with ``--quick``): every file enqueued, then every job
-   applied (``apply([id])``, so each job's cost is measured), while the queue and the registry
-   grow.  Baseline in the same run: ``shutil.copyfile`` + ``sha256_file`` of the copy per file.
-   Targets: >= 300 files/s for enqueue + apply, and the cost of the last 100 jobs over the first
-   100 about 1 (flat as the queue and registry grow; medians, means reported too).
+2. **Small files** (5,000 x 2 KiB, 500 with ``--quick``): every file enqueued (one call each,
+   as a notebook loop does), then the jobs applied 100 at a time (``apply(ids[i:i+100])``: one
+   group commit each, and a cost per job for every hundred) while the queue and the registry
+   grow.  A job's cost = its enqueue call + its share of its hundred's apply.  Baseline in the
+   same run: ``shutil.copyfile`` + ``sha256_file`` of the copy per file.  Targets: >= 300
+   files/s for enqueue + apply, and the cost of the last 100 jobs over the first 100 about 1
+   (flat as the queue and registry grow; medians, means reported too).
 
 The load average is recorded: other work on a shared 2-core machine slows fsync-heavy runs.
 Results: ``bench/results/ingest.json``.
@@ -38,6 +40,7 @@ from comfyvn.hashing import copy_and_hash_large, sha256_file  # noqa: E402
 from comfyvn.ingest import AssetIngestQueue  # noqa: E402
 
 MiB = 1024 * 1024
+APPLY_GROUP = 100  # jobs per apply() call in the small-file run
 
 
 def make_big_file(path: Path, mib: int) -> None:
@@ -140,11 +143,13 @@ def bench_small(tmp: Path, n: int, size: int) -> dict:
         t = time.perf_counter()
         ids.append(q.enqueue(source_path=path)["job_id"])
         enqueue_s.append(time.perf_counter() - t)
-    for job_id in ids:
+    for start in range(0, n, APPLY_GROUP):
+        group = ids[start:start + APPLY_GROUP]
         t = time.perf_counter()
-        result = q.apply([job_id])
-        apply_s.append(time.perf_counter() - t)
-        assert len(result["applied"]) == 1, result
+        result = q.apply(group)
+        elapsed = time.perf_counter() - t
+        assert len(result["applied"]) == len(group), result
+        apply_s.extend([elapsed / len(group)] * len(group))  # each job's share of its group commit
     cpu_s = time.process_time() - cpu_start
     total_s = sum(enqueue_s) + sum(apply_s)
     per_job = [e + a for e, a in zip(enqueue_s, apply_s, strict=True)]
@@ -164,7 +169,7 @@ def bench_small(tmp: Path, n: int, size: int) -> dict:
         "median_job_ms": round(statistics.median(per_job) * 1000, 3),
         "cpu_ms_per_job": round(cpu_s / n * 1000, 3),  # this process only (fsync waits excluded)
         "cpu_bound_files_per_s": round(n / cpu_s, 1),
-        "target_files_per_s": 300, "target_last_over_first": 1.0,
+        "apply_group": APPLY_GROUP, "target_files_per_s": 300, "target_last_over_first": 1.0,
     }
 
 

@@ -29,6 +29,27 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@lru_cache(maxsize=1)
+def boot_id() -> str | None:
+    """This boot of the machine (Linux ``boot_id``), or None where the kernel does not say.
+
+    Data written without fsync survives a killed process but maybe not a power loss; a boot
+    id recorded with it tells, later, whether the machine has restarted since."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def fsync_file(path: Path | str) -> None:
+    """Flush a file's bytes to disk (cheap when write-back already finished)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 _temp_counter = itertools.count()
 
 

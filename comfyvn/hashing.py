@@ -73,6 +73,11 @@ def _writeback_starter():
 _start_writeback = _writeback_starter()
 
 
+def start_writeback(fd: int) -> None:
+    """Begin writing a whole file to disk without waiting for it (a later fsync is then cheap)."""
+    _start_writeback(fd, 0, 0)
+
+
 def copy_and_hash_large(src: Path, dest_fh, *, fsync: bool = True) -> tuple[str, int]:
     """:func:`copy_and_hash` for big files: same result, one pass, less waiting.
 

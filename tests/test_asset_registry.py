@@ -195,6 +195,31 @@ def test_same_bytes_again_return_the_same_uid_merge_and_copy_nothing(reg, src):
     assert reg.count() == 1
 
 
+def test_register_files_is_one_group_commit_and_reports_each_item(reg, src):
+    make_file(reg.assets_root / "docs", "taken.txt", "somebody else's")
+    twin_a, twin_b = make_file(src, "twin_a.txt", "same bytes"), make_file(src, "twin_b.txt", "same bytes")
+    items = [
+        {"source_path": make_file(src, "one.txt", "one"), "asset_type": "docs", "tags": ["a"]},
+        {"source_path": src / "missing.txt", "asset_type": "docs"},
+        {"source_path": make_file(src, "taken.txt", "mine"), "asset_type": "docs"},
+        {"source_path": twin_a, "asset_type": "docs", "tags": ["first"]},
+        {"source_path": twin_b, "asset_type": "docs", "tags": ["second"]},  # same bytes, same batch
+        {"source_path": make_file(src, "two.txt", "two"), "asset_type": "BAD TYPE"},
+    ]
+    committed: list[int] = []
+    out = reg.register_files(items, on_commit=lambda conn, index, record: committed.append(index))
+    assert out[0]["path"] == "docs/one.txt" and out[0]["tags"] == ["a"]
+    assert isinstance(out[1], FileNotFoundError) and isinstance(out[2], AssetCollisionError)
+    assert isinstance(out[5], ValueError)
+    assert out[3]["uid"] == out[4]["uid"] and sorted(out[4]["tags"]) == ["first", "second"]  # merged
+    assert committed == [0, 3]  # on_commit runs for rows inserted by this call only
+    assert reg.count() == 2 and reg.pending_recovery() == []
+    assert reg.db.query("SELECT * FROM file_intents") == []
+    assert sorted(p.name for p in (reg.assets_root / "docs").iterdir()) == [
+        "one.txt", "one.txt.asset.json", "taken.txt", "twin_a.txt", "twin_a.txt.asset.json"]
+    assert not (reg.assets_root / ".incoming").exists() or list((reg.assets_root / ".incoming").iterdir()) == []
+
+
 def test_original_file_name_is_kept(reg, src):
     rec = reg.register_file(make_file(src, "Hero Portrait (final) v2.txt", "x"), "docs")
     assert rec["path"] == "docs/Hero Portrait (final) v2.txt"

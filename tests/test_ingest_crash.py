@@ -20,11 +20,15 @@ from comfyvn.ingest.queue import CRASH_ENV
 from comfyvn.studio.core.asset_registry import SIDECAR_SUFFIX, AssetRegistry
 
 # Points inside the registry are reached by wrapping its methods in the child (fault injection);
-# the queue's own points use COMFYVN_INGEST_CRASH_AT.  "#2" = on the second job of the batch.
+# the queue's own points use COMFYVN_INGEST_CRASH_AT.  apply() commits jobs in groups of
+# APPLY_BATCH: with a batch of 1, "#2" = on the second job; with one batch for all three jobs, a
+# kill before the group commit leaves all three staged and a kill after it all three applied.
 APPLY_CHILD = """
 import os, signal, sys
+import comfyvn.ingest.queue as queue_module
 from comfyvn.studio.core.asset_registry import AssetRegistry
 point = sys.argv[1]
+queue_module.APPLY_BATCH = int(sys.argv[2])
 hits = {"n": 0}
 
 def kill_on_second(fn, before):
@@ -48,8 +52,13 @@ get_ingest_queue().apply()
 print("survived")
 """
 
-POINTS = ["apply.claimed#2", "registry.placed", "registry.sidecar_written", "apply.registered#2",
-          "apply.committed#2"]
+S, A = "staged", "applied"
+POINTS = [  # (crash point, APPLY_BATCH, statuses of the three jobs after the restart)
+    ("apply.claimed#2", 1, (A, S, S)), ("apply.registered#2", 1, (A, A, S)), ("apply.committed#2", 1, (A, A, S)),
+    ("apply.claimed", 128, (S, S, S)), ("registry.placed", 128, (S, S, S)),  # killed after the 2nd file moved
+    ("registry.sidecar_written", 128, (S, S, S)),  # killed after the 2nd sidecar, inside the group commit
+    ("apply.registered", 128, (A, A, A)), ("apply.committed", 128, (A, A, A)),
+]
 
 
 def stage_three(ws) -> tuple[AssetIngestQueue, dict[str, bytes]]:
@@ -97,21 +106,20 @@ def check_invariants(ws, q: AssetIngestQueue, contents: dict[str, bytes]) -> dic
     return statuses
 
 
-@pytest.mark.parametrize("point", POINTS)
-def test_kill_during_apply_then_restart(ws, subprocess_env, point):
+@pytest.mark.parametrize(("point", "batch", "expected"), POINTS, ids=[f"{p}-batch{b}" for p, b, _ in POINTS])
+def test_kill_during_apply_then_restart(ws, subprocess_env, point, batch, expected):
     _, contents = stage_three(ws)
     env = dict(subprocess_env)
     if not point.startswith("registry."):
         env[CRASH_ENV] = point
-    kill_child(APPLY_CHILD, [point], env)
+    kill_child(APPLY_CHILD, [point, str(batch)], env)
 
     q = AssetIngestQueue(ws)  # "restart": opening the queue recovers
     statuses = check_invariants(ws, q, contents)
-    first, second, third = contents
-    assert statuses[first] == "applied" and statuses[third] == "staged"
-    expected_second = "applied" if point in ("apply.registered#2", "apply.committed#2") else "staged"
-    assert statuses[second] == expected_second
-    assert q.dedup_snapshot()[q.get(third)["digest"]]["pinned"] is True
+    assert tuple(statuses[j] for j in contents) == expected
+    for job_id in contents:  # a job still staged keeps its pin
+        if statuses[job_id] == "staged":
+            assert q.dedup_snapshot()[q.get(job_id)["digest"]]["pinned"] is True
 
     result = q.apply()  # everything still staged is re-appliable
     assert result["failed"] == []

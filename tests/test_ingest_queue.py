@@ -693,3 +693,74 @@ def test_real_gated_huggingface_model_without_token_fails_with_advice(ws, q, fp)
     assert done["job_id"] == job["job_id"] and done["status"] == "failed"
     assert "HF_TOKEN" in done["error"]
     assert events(ws, "on_asset_ingest_failed")[-1]["data"]["error"] == done["error"]
+
+
+# ---------------------------------------------------------------------------- group commit, write-behind
+def test_staged_bytes_are_written_behind_and_made_durable_by_apply(ws, q, monkeypatch):
+    import comfyvn.ingest.queue as queue_module
+    from comfyvn.fsutil import boot_id
+
+    synced: list[str] = []
+    monkeypatch.setattr(queue_module, "fsync_file", lambda path: synced.append(str(path)))
+    job = q.enqueue(source_path=write(ws.root / "a.bin", b"sprite"))
+    assert q._row(q.db.conn, job["job_id"])["staged_boot"] == boot_id() is not None
+    assert synced == []  # enqueue did not wait for the disk
+    [applied] = q.apply()["applied"]
+    assert synced == [job["staging_path"]]  # the bytes reached the disk before the row committed
+    assert Path(AssetRegistry(ws=ws).get_asset(applied["asset_uid"])["abs_path"]).read_bytes() == b"sprite"
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_after_a_machine_restart_staged_bytes_are_hashed_again(ws, q, damaged):
+    data = b"staged before the power went out"
+    job = q.enqueue(source_path=write(ws.root / "a.bin", data), pin=True)
+    with q.db.transaction() as conn:  # as if written in an earlier boot of the machine
+        conn.execute("UPDATE ingest_jobs SET staged_boot = 'an-earlier-boot' WHERE job_id = ?", (job["job_id"],))
+    if damaged:  # the page cache never reached the disk
+        Path(job["staging_path"]).write_bytes(b"\0" * len(data))
+    result = q.apply()
+    if not damaged:
+        assert [j["job_id"] for j in result["applied"]] == [job["job_id"]]
+        return
+    [failed] = result["failed"]
+    assert failed["error"].startswith("Staged bytes no longer match their digest") and failed["pin"] is False
+    assert not Path(job["staging_path"]).exists() and AssetRegistry(ws=ws).count() == 0
+    [env] = events(ws, "on_asset_ingest_failed")
+    assert env["data"]["job_id"] == job["job_id"]
+    assert q.enqueue(source_path=ws.root / "a.bin")["status"] == "staged"  # never blocks the same bytes
+
+
+def test_apply_is_a_group_commit_with_one_folder_fsync_per_batch(ws, q, monkeypatch):
+    import comfyvn.ingest.queue as queue_module
+    import comfyvn.studio.core.asset_registry as registry_module
+
+    folder_syncs: list[str] = []
+    monkeypatch.setattr(registry_module, "fsync_dir", lambda path: folder_syncs.append(str(path)))
+    monkeypatch.setattr(queue_module, "APPLY_BATCH", 50)
+    ids = [q.enqueue(source_path=write(ws.root / "in" / f"s{i:03d}.bin", os.urandom(64)))["job_id"]
+           for i in range(120)]
+    begun = q.db.query_one("SELECT COUNT(*) FROM events")[0]
+    result = q.apply()
+    assert [j["job_id"] for j in result["applied"]] == ids
+    assert len(folder_syncs) == 3  # 3 batches into one folder: 3 fsyncs, not 120
+    reg = AssetRegistry(ws=ws)
+    assert reg.count() == 120 and all(Path(a["sidecar"]).is_file() for a in reg.iter_assets())
+    applied_events = q.db.query("SELECT data FROM events WHERE id > ? AND topic = 'on_asset_ingest_applied'",
+                                (begun,))
+    assert len(applied_events) == 120
+
+
+def test_one_bad_job_in_a_batch_fails_alone(ws, q):
+    reg = AssetRegistry(ws=ws)
+    write(reg.assets_root / "misc" / "clash.txt", b"somebody else's file")
+    good = [q.enqueue(source_path=write(ws.root / f"ok{i}.txt", f"fine {i}".encode()))["job_id"] for i in range(3)]
+    bad = q.enqueue(source_path=write(ws.root / "clash.txt", b"mine"))["job_id"]
+    gone = q.enqueue(source_path=write(ws.root / "gone.txt", b"gone"))
+    Path(gone["staging_path"]).unlink()
+    result = q.apply([good[0], bad, good[1], gone["job_id"], good[2], "nope"])
+    assert [j["job_id"] for j in result["applied"]] == good
+    assert {j["job_id"]: j["error"].split(":")[0] for j in result["failed"]} == {
+        bad: "AssetCollisionError", gone["job_id"]: "Staging file missing"}
+    assert result["unknown"] == ["nope"]
+    assert Path(q.get(bad)["staging_path"]).read_bytes() == b"mine"  # kept for a retry
+    assert reg.count() == 3 and reg.pending_recovery() == [] and q.db.query("SELECT * FROM file_intents") == []

@@ -177,3 +177,15 @@ def test_bad_entries_are_refused_one_by_one(ws, q, tmp_path):
         q.import_state(broken)
     with pytest.raises(IngestError, match="does not exist"):
         q.import_state(tmp_path / "missing.json")
+
+
+def test_imported_staged_bytes_are_checked_against_their_digest_before_apply(ws, q):
+    job = q.enqueue(source_path=write(ws.root / "a.bin", b"the real bytes"))
+    q.export_state()
+    with q.db.transaction() as conn:
+        conn.execute("DELETE FROM ingest_jobs")
+    Path(job["staging_path"]).write_bytes(b"other bytes!!!")  # the state file vouches for a digest
+    q.import_state(ws.queue_state_file)
+    [failed] = q.apply()["failed"]
+    assert failed["job_id"] == job["job_id"] and "no longer match their digest" in failed["error"]
+    assert AssetRegistry(ws=ws).count() == 0 and not Path(job["staging_path"]).exists()

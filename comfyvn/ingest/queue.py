@@ -37,8 +37,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..config import Workspace, feature_enabled, get_setting, setup_logging, workspace
-from ..fsutil import owner_alive, owner_token, safe_relative, temp_owner
-from ..hashing import copy_and_hash_large
+from ..fsutil import boot_id, fsync_file, owner_alive, owner_token, safe_relative, temp_owner
+from ..hashing import copy_and_hash_large, sha256_file, start_writeback
 from ..hooks import emit, get_hook_bus
 from ..store import Database, get_database
 from ..studio.core.asset_registry import AssetRegistry
@@ -62,6 +62,10 @@ MAX_REMOTE_BYTES = 200 * 1024 * 1024
 STATUSES = ("queued", "downloading", "staged", "applying", "applied", "duplicate", "failed", "released",
             "cancelled")
 STAGING_MISSING = "Staging file missing"
+STAGING_DAMAGED = ("Staged bytes no longer match their digest: the machine restarted before they reached the "
+                   "disk. Enqueue the source again")
+UNKNOWN_BOOT = "unknown"  # staged_boot of bytes whose durability nobody vouches for (imported state)
+APPLY_BATCH = 128  # jobs per group commit in apply()
 PART_SUFFIX = ".download.part"
 STALE_TEMP_SECONDS = 3600.0
 CRASH_ENV = "COMFYVN_INGEST_CRASH_AT"  # test-only fault injection: SIGKILL this process at a named point
@@ -242,8 +246,8 @@ class AssetIngestQueue:
                "expected_sha256": None, "bytes": None, "bytes_done": 0, "bytes_total": None, "filename": None,
                "staging_path": None, "dedup_of": None, "existing_uid": None, "asset_uid": None, "notes": [],
                "error": None, "errors": [], "attempts": 1, "metadata": {}, "user_metadata": {},
-               "provider_metadata": None, "next_attempt_at": 0.0, "owner": None, "created_at": now,
-               "updated_at": now}
+               "provider_metadata": None, "next_attempt_at": 0.0, "owner": None, "staged_boot": None,
+               "created_at": now, "updated_at": now}
         job.update(fields)
         return job
 
@@ -331,11 +335,15 @@ class AssetIngestQueue:
         return None
 
     def _settle_staged(self, conn, job: dict, digest: str, size: int, staged: Path | None, *,
-                       insert: bool, topic: str, extra_notes: list[str] | None = None) -> dict:
-        """Record freshly staged bytes as ``staged``, or as a ``duplicate`` of what exists."""
+                       insert: bool, topic: str, extra_notes: list[str] | None = None,
+                       staged_boot: str | None = None) -> dict:
+        """Record freshly staged bytes as ``staged``, or as a ``duplicate`` of what exists.
+        ``staged_boot``: the boot the bytes were written behind in (None: already fsynced)."""
         notes = list(job.get("notes") or []) + list(extra_notes or [])
         dup = self._dedup(conn, job["project_id"], digest, exclude=job["job_id"])
         fields: dict[str, Any] = {"digest": digest, "bytes": size, "bytes_done": size, "owner": None}
+        if staged is not None:
+            fields["staged_boot"] = staged_boot
         if dup is None:
             fields.update(status="staged", staging_path=str(staged) if staged else None, error=None)
         else:
@@ -348,21 +356,30 @@ class AssetIngestQueue:
         return self._update(conn, job, topic, fields)
 
     # ------------------------------------------------------------------ local staging
-    def stage_file(self, job_id: str, src: Path, filename: str) -> tuple[Path, str, int]:
-        """Copy ``src`` into staging, hashing in the same pass (temp file + rename)."""
+    def stage_file(self, job_id: str, src: Path, filename: str) -> tuple[Path, str, int, str | None]:
+        """Copy ``src`` into staging, hashing in the same pass (temp file + rename).
+
+        Returns ``(path, digest, size, staged_boot)``.  The bytes are written behind: their
+        write-back starts at once but nobody waits for it; ``staged_boot`` (this boot's id)
+        lets apply() fsync them in this boot, or re-hash them after the machine restarted, so a
+        power loss shows up as a failed job, never as wrong bytes in the registry.  Where the
+        kernel has no boot id the copy is fsynced here instead (``staged_boot`` None).
+        """
         final = self.staged_file(job_id, filename)
+        boot = boot_id()
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{owner_token()}.", suffix=".tmp",
                                         dir=self.staging_dir)
         try:
             with os.fdopen(fd, "wb") as fh:
-                digest, size = copy_and_hash_large(src, fh)  # copy_and_hash, pipelined for big files
+                digest, size = copy_and_hash_large(src, fh, fsync=boot is None)  # pipelined for big files
+                if boot is not None:
+                    start_writeback(fh.fileno())
             os.replace(tmp_name, final)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        # The bytes are fsynced (copy_and_hash) before the job may say "staged"; the rename is
-        # not: a lost rename shows up as "Staging file missing", never as wrong bytes.
-        return final, digest, size
+        # A lost rename shows up as "Staging file missing", never as wrong bytes.
+        return final, digest, size, boot
 
     # ------------------------------------------------------------------ enqueue
     def enqueue(self, provider: str = "local", metadata: dict | None = None, *, source_path: Any = None,
@@ -404,12 +421,12 @@ class AssetIngestQueue:
         filename = safe_filename(src.name)
         job = self._new_job(source_path=str(src), filename=filename, **fields)
         job["metadata"] = normalise_metadata(provider, metadata, filename=filename)
-        staged, digest, size = self.stage_file(job["job_id"], src, filename)
+        staged, digest, size, boot = self.stage_file(job["job_id"], src, filename)
         crash_point("enqueue.staged")
         try:
             with self.db.transaction() as conn:
                 job = self._settle_staged(conn, job, digest, size, staged, insert=True,
-                                          topic="on_asset_ingest_enqueued")
+                                          topic="on_asset_ingest_enqueued", staged_boot=boot)
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
@@ -494,6 +511,9 @@ class AssetIngestQueue:
     def apply(self, job_ids: list[str] | None = None, asset_type_override: str | None = None) -> dict:
         """Move staged files into the registry.  ``None`` = every staged job; ``[]`` = nothing.
 
+        Jobs are applied in group commits of :data:`APPLY_BATCH`: one transaction claims them,
+        their files are fsynced and renamed into place with one fsync per folder, and one
+        transaction commits every asset row together with its job's ``applied`` status.
         Returns ``{"applied": [job], "failed": [job], "skipped": [job], "unknown": [id]}``.
         """
         _check_type(asset_type_override, "asset_type_override")
@@ -504,79 +524,121 @@ class AssetIngestQueue:
             raise ValueError("job_ids must be a list of job ids, not a single string")
         else:
             ids = list(dict.fromkeys(job_ids))
-        for job_id in ids:
-            try:
-                outcome, job = self._apply_one(job_id, asset_type_override)
-            except JobNotFoundError:
-                result["unknown"].append(job_id)
-                continue
-            result[outcome].append(job)
+        for start in range(0, len(ids), APPLY_BATCH):
+            self._apply_batch(ids[start:start + APPLY_BATCH], asset_type_override, result)
         return result
 
-    def _apply_one(self, job_id: str, override: str | None) -> tuple[str, dict]:
+    def _claim_for_apply(self, ids: list, result: dict) -> list[dict]:
+        """Mark the staged jobs among ``ids`` ``applying`` (ours) in one transaction; sort the rest
+        into ``result``.  Returns the claimed jobs."""
+        claimed, dropped = [], []
         with self.db.transaction() as conn:
-            job = self._require(conn, job_id)
-            if job["status"] != "staged":
-                return "skipped", public_job(job)
-            staged = Path(job["staging_path"] or "")
-            if not job["staging_path"] or not staged.is_file():
-                job = self._fail(conn, job, STAGING_MISSING)
-                return "failed", public_job(job)
-            # (no other staged job can hold this digest: the unique index on active digests)
-            existing = _registered(conn, job["project_id"], job["digest"])
-            if existing is not None:  # registered meanwhile by someone else: do not touch that asset
-                job = self._update(conn, job, "on_asset_ingest_updated", {
-                    "status": "duplicate", "existing_uid": existing[0], "pin": False, "staging_path": None,
-                    "notes": list(dict.fromkeys(job["notes"] + ["duplicate.registry"]))})
-                drop = True
-            else:
-                job = self._update(conn, job, "on_asset_ingest_updated", {"status": "applying",
-                                                                          "owner": owner_token()})
-                drop = False
+            for job_id in ids:
+                job = self._row(conn, job_id) if isinstance(job_id, str) else None
+                if job is None:
+                    result["unknown"].append(job_id)
+                elif job["status"] != "staged":
+                    result["skipped"].append(public_job(job))
+                elif not job["staging_path"] or not os.path.isfile(job["staging_path"]):
+                    result["failed"].append(public_job(self._fail(conn, job, STAGING_MISSING)))
+                elif (existing := _registered(conn, job["project_id"], job["digest"])) is not None:
+                    # registered meanwhile by someone else: do not touch that asset
+                    job = self._update(conn, job, "on_asset_ingest_updated", {
+                        "status": "duplicate", "existing_uid": existing[0], "pin": False, "staging_path": None,
+                        "notes": list(dict.fromkeys(job["notes"] + ["duplicate.registry"]))})
+                    dropped.append(job)
+                    result["skipped"].append(public_job(job))
+                else:  # (no other staged job can hold this digest: the unique index on active digests)
+                    claimed.append(self._update(conn, job, "on_asset_ingest_updated",
+                                                {"status": "applying", "owner": owner_token()}))
         self._poke()
-        if drop:
+        for job in dropped:
             self._remove_job_files(job)
-            return "skipped", public_job(job)
-        crash_point("apply.claimed")
+        return claimed
+
+    def _staged_bytes_problem(self, job: dict) -> str | None:
+        """Make a job's written-behind staged bytes durable (this boot; unless ``registry.fsync``
+        is off), or check them again (after a restart of the machine, or bytes imported from a
+        state file).  Returns the error that fails the job, or None."""
+        boot, path = job.get("staged_boot"), job["staging_path"]
+        try:
+            if boot is None:
+                return None  # fsynced when staged
+            if boot == boot_id():
+                if self.registry(job["project_id"]).fsync:
+                    fsync_file(path)
+                return None
+            return None if sha256_file(Path(path))[0] == job["digest"] else STAGING_DAMAGED
+        except FileNotFoundError:
+            return STAGING_MISSING
+
+    def _registration(self, job: dict, override: str | None) -> dict:
+        """The registry item (see :meth:`AssetRegistry.register_files`) that applies a job."""
         asset_type = override or job["asset_type_hint"] or guess_asset_type(job)
         meta = {k: v for k, v in (job["metadata"] or {}).items()
                 if k not in ("tags", "license", "provider") and v not in (None, [], {})}
         provenance = {"source": job["remote_url"] or job["source_path"], "provider": job["provider"],
                       "digest": job["digest"], "terms_acknowledged": job["terms_acknowledged"],
-                      "job_id": job_id, "provider_metadata": job["provider_metadata"]}
-        try:
-            registry = self.registry(job["project_id"])
-            record = registry.register_file(
-                staged, asset_type, dest_relative=dest_for(job, asset_type), metadata=meta, copy=False,
-                provenance=provenance, license_tag=(job["metadata"] or {}).get("license"),
-                tags=(job["metadata"] or {}).get("tags") or [], origin=job["provider"], digest=job["digest"])
-        except Exception as exc:
-            with self.db.transaction() as conn:
-                current = self._require(conn, job_id)
-                if not staged.is_file():  # a half move the registry undid without a trace
-                    current = {**current, "staging_path": None}
-                job = self._fail(conn, current, f"{type(exc).__name__}: {exc}",
-                                 keep_file=staged.is_file())
-            self._poke()
-            return "failed", public_job(job)
-        crash_point("apply.registered")
-        # the registry merged us into a row someone else made meanwhile: nothing was moved
-        merged = (record.get("provenance") or {}).get("job_id") != job_id
-        if staged.exists():  # merged, or the identical file already lay at the destination
-            staged.unlink()
-        with self.db.transaction() as conn:
-            current = job  # an applying job of a live owner (us) is changed by nobody else
-            if merged:
-                job = self._update(conn, current, "on_asset_ingest_updated", {
-                    "status": "duplicate", "existing_uid": record["uid"], "pin": False, "staging_path": None,
-                    "owner": None, "notes": list(dict.fromkeys(current["notes"] + ["duplicate.registry"]))})
+                      "job_id": job["job_id"], "provider_metadata": job["provider_metadata"]}
+        return {"source_path": job["staging_path"], "asset_type": asset_type,
+                "dest_relative": dest_for(job, asset_type), "metadata": meta, "copy": False,
+                "provenance": provenance, "license_tag": (job["metadata"] or {}).get("license"),
+                "tags": (job["metadata"] or {}).get("tags") or [], "origin": job["provider"],
+                "digest": job["digest"]}
+
+    def _apply_batch(self, ids: list, override: str | None, result: dict) -> None:
+        claimed = self._claim_for_apply(ids, result)
+        if not claimed:
+            return
+        crash_point("apply.claimed")
+        ready: list[dict] = []
+        failures: list[tuple[dict, str]] = []
+        for job in claimed:
+            problem = self._staged_bytes_problem(job)
+            if problem is None:
+                ready.append(job)
             else:
-                job = self._update(conn, current, "on_asset_ingest_applied", {
+                failures.append((job, problem))
+        applied: dict[str, dict] = {}  # job id -> job, updated inside the registry's transaction
+        outcomes: dict[str, Any] = {}
+        by_project: dict[str, list[dict]] = {}
+        for job in ready:
+            by_project.setdefault(job["project_id"], []).append(job)
+        for project_id, jobs in by_project.items():
+            def mark_applied(conn, index: int, record: dict, jobs: list[dict] = jobs) -> None:
+                job = jobs[index]
+                applied[job["job_id"]] = self._update(conn, job, "on_asset_ingest_applied", {
                     "status": "applied", "asset_uid": record["uid"], "pin": False, "staging_path": None,
                     "owner": None, "error": None}, path=record["abs_path"], sidecar=record["sidecar"])
+            try:
+                items = [self._registration(job, override) for job in jobs]
+                found = self.registry(project_id).register_files(items, on_commit=mark_applied)
+            except Exception as exc:  # the group commit failed as a whole: nothing of it registered
+                found = [exc] * len(jobs)
+            outcomes.update((job["job_id"], out) for job, out in zip(jobs, found, strict=True))
+        crash_point("apply.registered")
+        with self.db.transaction() as conn:
+            for job, problem in failures:
+                result["failed"].append(public_job(self._fail(conn, job, problem)))
+            for job in ready:
+                staged = Path(job["staging_path"])
+                outcome = outcomes[job["job_id"]]
+                if isinstance(outcome, BaseException):
+                    current = job if staged.is_file() else {**job, "staging_path": None}
+                    result["failed"].append(public_job(self._fail(
+                        conn, current, f"{type(outcome).__name__}: {outcome}", keep_file=staged.is_file())))
+                    continue
+                staged.unlink(missing_ok=True)  # merged, or the identical file already lay at the destination
+                if job["job_id"] in applied and isinstance(outcome, dict):
+                    result["applied"].append(public_job(applied[job["job_id"]]))
+                else:  # the registry merged us into a row someone else made meanwhile: nothing was moved
+                    result["skipped"].append(public_job(self._update(conn, job, "on_asset_ingest_updated", {
+                        "status": "duplicate", "existing_uid": outcome["uid"], "pin": False, "staging_path": None,
+                        "owner": None, "notes": list(dict.fromkeys(job["notes"] + ["duplicate.registry"]))})))
+        for job, _ in failures:
+            self._remove_job_files(job)
         self._poke()
         crash_point("apply.committed")
-        return ("skipped" if merged else "applied"), public_job(job)
 
     def _fail(self, conn, job: dict, error: str, *, keep_file: bool = False, **extra: Any) -> dict:
         errors = list(job.get("errors") or []) + [{"attempt": job["attempts"], "error": error,
@@ -642,7 +704,8 @@ class AssetIngestQueue:
             if staged is not None and staged.is_file() and job["digest"]:
                 job = self._update(conn, job, None, base)
                 job = self._settle_staged(conn, job, job["digest"], job["bytes"] or 0, staged,
-                                          insert=False, topic="on_asset_ingest_updated")
+                                          insert=False, topic="on_asset_ingest_updated",
+                                          staged_boot=job.get("staged_boot"))
             else:
                 job = self._update(conn, job, "on_asset_ingest_updated",
                                    {**base, "status": "queued", "staging_path": None, "bytes_done": 0})

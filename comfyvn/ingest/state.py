@@ -162,6 +162,7 @@ def import_state(queue: AssetIngestQueue, source: Any, *, dedup_cache: Any = Non
     while ``features.require_remote_terms_ack`` is on (turn it off to replay them).
     """
     from .mappers import PROVIDERS, normalise_metadata
+    from .queue import UNKNOWN_BOOT
 
     doc, original = migrate_state(_load(source, "queue state"))
     pins: dict[str, bool] = {}
@@ -197,8 +198,10 @@ def import_state(queue: AssetIngestQueue, source: Any, *, dedup_cache: Any = Non
                 continue
             job = _replayed_job(queue, entry, pins, normalise_metadata)
             if job["status"] == "staged":
+                # bytes nobody here wrote: apply() checks them against the digest before use
                 job = queue._settle_staged(conn, job, job["digest"], job["bytes"] or 0,
-                                           Path(job["staging_path"]), insert=True, topic="on_asset_ingest_enqueued")
+                                           Path(job["staging_path"]), insert=True, topic="on_asset_ingest_enqueued",
+                                           staged_boot=UNKNOWN_BOOT)
             else:
                 job = queue._insert(conn, job)
         result["imported"].append({"job_id": job_id, "status": job["status"]})

@@ -185,7 +185,8 @@ class IngestWorker:
             src = q.check_source(job["source_path"])
             from .queue import safe_filename
 
-            staged, digest, size = q.stage_file(job["job_id"], src, job["filename"] or safe_filename(src.name))
+            staged, digest, size, boot = q.stage_file(job["job_id"], src,
+                                                      job["filename"] or safe_filename(src.name))
         except (OSError, IngestError) as exc:
             return self._finish_failed(job, str(exc))
         with q.db.transaction() as conn:
@@ -193,7 +194,7 @@ class IngestWorker:
             if current is None:
                 return self._abandon(job["job_id"])
             job = q._settle_staged(conn, current, digest, size, staged, insert=False,
-                                   topic="on_asset_ingest_updated")
+                                   topic="on_asset_ingest_updated", staged_boot=boot)
         if job["status"] == "duplicate":
             q._remove_job_files(job)
         q._poke()

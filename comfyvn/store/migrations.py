@@ -156,6 +156,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # staged bytes written behind (no fsync at enqueue): the boot they were written in.  apply()
+        # fsyncs them in that boot, and re-hashes them after a restart of the machine.
+        "ingest.002_staged_boot",
+        "ALTER TABLE ingest_jobs ADD COLUMN staged_boot TEXT;",
+    ),
     # --- hooks / webhooks (issue 4) ---------------------------------------------------------
     (
         "hooks.001_webhooks",

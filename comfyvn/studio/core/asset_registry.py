@@ -294,6 +294,54 @@ class AssetRegistry:
         file (the ingest queue) skip a second read; ``created_at`` (epoch seconds) keeps the
         original registration time when a registry is rebuilt from sidecars.
         """
+        [outcome] = self.register_files([{
+            "source_path": source_path, "asset_type": asset_type, "dest_relative": dest_relative,
+            "metadata": metadata, "copy": copy, "provenance": provenance, "license_tag": license_tag,
+            "tags": tags, "origin": origin, "digest": digest, "created_at": created_at}])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def register_files(self, items: list[dict], *,
+                       on_commit: Callable[[sqlite3.Connection, int, dict], None] | None = None
+                       ) -> list[dict | Exception]:
+        """Register many files as one group commit: one journal transaction, one fsync per
+        folder, one transaction for every row, event and sidecar.
+
+        Each item holds :meth:`register_file`'s arguments (``source_path`` and ``asset_type``
+        required).  The result lists, in the items' order, the asset record or the exception of
+        that item; one bad item never stops the others.  ``on_commit(conn, index, record)`` runs
+        inside the commit transaction for each item whose row is inserted there, so a caller's
+        own bookkeeping (the ingest queue's job status) commits atomically with the row.
+        """
+        results: list[dict | Exception | None] = [None] * len(items)
+        plans: list[dict] = []
+        try:
+            for index, item in enumerate(items):
+                try:
+                    plan = self._plan_registration(**item)
+                except Exception as exc:
+                    results[index] = exc
+                    continue
+                if "result" in plan:
+                    results[index] = plan["result"]
+                else:
+                    plans.append({**plan, "index": index})
+            if plans:
+                self._commit_registrations(plans, results, on_commit)
+        finally:
+            for plan in plans:
+                if plan.get("tmp") is not None:
+                    plan["tmp"].unlink(missing_ok=True)
+        return results  # type: ignore[return-value]
+
+    def _plan_registration(self, source_path: str | os.PathLike[str], asset_type: str, *,
+                           dest_relative: str | None = None, metadata: dict | None = None, copy: bool = True,
+                           provenance: dict | None = None, license_tag: str | None = None,
+                           tags: Iterable[str] | str | None = None, origin: str | None = None,
+                           digest: str | None = None, created_at: float | None = None) -> dict:
+        """Check one registration and read its bytes: ``{"result": record}`` when nothing is
+        to be placed (a duplicate), else the plan :meth:`_commit_registrations` carries out."""
         source = Path(source_path)
         if not source.is_file():
             raise FileNotFoundError(f"source file {source} does not exist or is not a regular file")
@@ -313,12 +361,14 @@ class AssetRegistry:
         rel, final_real = self._dest_relative(source, source_real, asset_type, dest_relative)
         final = self._abs(rel)
         in_place = source_real == final_real
+        merge = {"meta": meta, "tags": tag_list, "license_tag": license_tag}
 
         if digest is not None:  # a known digest finds a duplicate before any byte is read or copied
             known = self._row(digest.lower()[:16])
             if known is not None and known["hash"] == digest.lower():
-                return self._duplicate(known, known["hash"], meta, tag_list, license_tag)
+                return {"result": self._duplicate(known, known["hash"], meta, tag_list, license_tag)}
         tmp: Path | None = None
+        keep_tmp = False
         try:
             if copy and not in_place:
                 tmp, digest, size = self._copy_in(source)
@@ -330,7 +380,7 @@ class AssetRegistry:
             uid = digest[:16]
             existing = self._row(uid)
             if existing is not None:
-                return self._duplicate(existing, digest, meta, tag_list, license_tag)
+                return {"result": self._duplicate(existing, digest, meta, tag_list, license_tag)}
             op = "adopt" if in_place else ("copy" if copy else "move")
             if op != "adopt" and os.path.lexists(final):
                 if final.is_file() and not final.is_symlink() and sha256_file(final)[0] == digest:
@@ -338,66 +388,146 @@ class AssetRegistry:
                 else:
                     raise AssetCollisionError(
                         f"a different file already exists at {rel!r}; choose another dest_relative")
-            now = time.time()
-            prov = dict(provenance or {})
-            prov.setdefault("source", str(source_real))
-            prov.setdefault("provider", origin or "local")
-            prov.setdefault("digest", digest)
-            prov.setdefault("terms_acknowledged", False)
-            prov.setdefault("provider_metadata", {})
-            record = {
-                "uid": uid, "type": asset_type, "path": rel, "hash": digest, "bytes": size, "tags": tag_list,
-                "license": license_tag or None, "origin": origin or prov.get("provider") or "local", "version": 1,
-                "created_at": float(created_at) if created_at is not None else now, "updated_at": now,
-                "meta": meta, "preview": self._preview_for(uid, rel), "provenance": prov,
-            }
-            # 1) journal the file operation (committed on its own: one statement in autocommit mode),
-            # 2) put the file in place, 3) commit row + events + sidecar together
-            intent = self.db.conn.execute(
-                "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner) VALUES (?,?,?,?,?,?,?)",
-                (self.project_id, uid, op, str(source) if op == "move" else None, rel, now, owner_token())).lastrowid
-            placed = False
-            try:
-                if op != "adopt":
-                    placed = self._place(tmp if tmp is not None else source, final, digest,
-                                         from_source=tmp is None)
-                    tmp = None
-                    if not placed:
-                        op = "adopt"  # an identical file raced in at the destination
-                fired: list[tuple[str, dict]] = []
-                with self.db.transaction() as conn:
-                    try:
-                        self._insert_row(conn, record)
-                        clash = None
-                    except sqlite3.IntegrityError:  # the uid or the path is taken (by another process)
-                        clash = self._row(uid, conn)
-                        if clash is None:
-                            self._check_path_free(conn, rel)
-                            raise
-                    if clash is None:
-                        conn.execute("DELETE FROM file_intents WHERE id = ?", (intent,))
-                        fired = self._emit_all(conn, [
-                            (self.HOOK_ASSET_REGISTERED, self._payload(record, include_meta=True), None),
-                            (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(record), None)])
-                        if record["preview"].get("kind"):
-                            self._mark_thumbnails(conn, record, "pending")
-                        # written under the write lock: no other writer can slip an older sidecar in after
-                        atomic_write_json(self.sidecar_path_for(rel), self.sidecar_document(record), fsync=False)
-            except BaseException:
-                self._undo_place(op if placed else "adopt", source, final)
-                self._drop_intent(intent)
-                raise
-            if clash is not None:  # another process registered the same bytes a moment ago
-                self._undo_place(op if placed else "adopt", source, final)
-                self._drop_intent(intent)
-                return self._duplicate(clash, digest, meta, tag_list, license_tag)
+            keep_tmp = True  # the plan owns it now
         finally:
-            if tmp is not None:
+            if tmp is not None and not keep_tmp:
                 tmp.unlink(missing_ok=True)
-        log.debug("registered %s as %s (%s, %d bytes)", rel, uid, op, size)
+        now = time.time()
+        prov = dict(provenance or {})
+        prov.setdefault("source", str(source_real))
+        prov.setdefault("provider", origin or "local")
+        prov.setdefault("digest", digest)
+        prov.setdefault("terms_acknowledged", False)
+        prov.setdefault("provider_metadata", {})
+        record = {
+            "uid": uid, "type": asset_type, "path": rel, "hash": digest, "bytes": size, "tags": tag_list,
+            "license": license_tag or None, "origin": origin or prov.get("provider") or "local", "version": 1,
+            "created_at": float(created_at) if created_at is not None else now, "updated_at": now,
+            "meta": meta, "preview": self._preview_for(uid, rel), "provenance": prov,
+        }
+        return {"record": record, "op": op, "source": source, "final": final, "tmp": tmp, "merge": merge,
+                "placed": False}
+
+    def _commit_registrations(self, plans: list[dict], results: list, on_commit) -> None:
+        """1) journal every file operation, 2) put the files in place and fsync their folders
+        once, 3) commit rows + events + sidecars (+ ``on_commit``) in one transaction.  A
+        process killed anywhere leaves journal entries :meth:`recover` finishes or undoes."""
+        now, owner = time.time(), owner_token()
+        with self.db.transaction() as conn:
+            for plan in plans:
+                rec, op = plan["record"], plan["op"]
+                plan["intent"] = conn.execute(
+                    "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner) VALUES (?,?,?,?,?,?,?)",
+                    (self.project_id, rec["uid"], op, str(plan["source"]) if op == "move" else None, rec["path"],
+                     now, owner)).lastrowid
+        folders: set[str] = set()
+        undo: list[dict] = []  # plans whose placement is to be taken back (and journal entry dropped)
+        live: list[dict] = []
+        try:
+            for plan in plans:
+                if plan["op"] == "adopt":
+                    live.append(plan)
+                    continue
+                src = plan["tmp"] if plan["tmp"] is not None else plan["source"]
+                try:
+                    plan["placed"] = self._place(src, plan["final"], plan["record"]["hash"],
+                                                 from_source=plan["tmp"] is None, folders=folders)
+                except Exception as exc:
+                    results[plan["index"]] = exc
+                    undo.append(plan)
+                    continue
+                if plan["placed"]:
+                    plan["tmp"] = None  # moved into place
+                else:
+                    plan["op"] = "adopt"  # an identical file raced in at the destination
+                live.append(plan)
+            if self.fsync:
+                for folder in folders:
+                    fsync_dir(Path(folder))
+            fired: list[tuple[str, dict]] = []
+            committed: list[dict] = []
+            with self.db.transaction() as conn:
+                for plan in live:
+                    outcome = self._commit_one(conn, plan, on_commit)
+                    if isinstance(outcome, list):
+                        fired.extend(outcome)
+                        committed.append(plan)
+                    else:
+                        undo.append(plan)
+                        if isinstance(outcome, BaseException):
+                            results[plan["index"]] = outcome
+        except BaseException as exc:  # the commit itself failed: nothing of this batch is registered
+            for plan in live:
+                if plan not in undo:
+                    undo.append(plan)
+                    results[plan["index"]] = exc if isinstance(exc, Exception) else None
+            committed = []
+            self._undo_all(undo)
+            raise
+        self._undo_all(undo)
+        for plan in undo:
+            if results[plan["index"]] is None:  # another process registered the same bytes a moment ago
+                clash = plan["clash"]
+                merge = plan["merge"]
+                try:
+                    results[plan["index"]] = self._duplicate(clash, plan["record"]["hash"], merge["meta"],
+                                                             merge["tags"], merge["license_tag"])
+                except Exception as exc:
+                    results[plan["index"]] = exc
         self._run_hooks(fired)
-        self._schedule_thumbnails(record)
-        return self._public(record)
+        for plan in committed:
+            log.debug("registered %s as %s (%s, %d bytes)", plan["record"]["path"], plan["record"]["uid"],
+                      plan["op"], plan["record"]["bytes"])
+            self._schedule_thumbnails(plan["record"])
+            results[plan["index"]] = self._public(plan["record"])
+
+    def _commit_one(self, conn, plan: dict, on_commit) -> list[tuple[str, dict]] | BaseException | None:
+        """Insert one planned row inside the group transaction (under a savepoint, so a clash
+        or a failed sidecar undoes only this item).  Returns the hook calls to run, or the
+        item's exception, or None when another process holds the same bytes (``plan["clash"]``)."""
+        rec = plan["record"]
+        conn.execute("SAVEPOINT register_one")
+        try:
+            try:
+                self._insert_row(conn, rec)
+            except sqlite3.IntegrityError:  # the uid or the path is taken (by another process)
+                conn.execute("ROLLBACK TO register_one")
+                plan["clash"] = self._row(rec["uid"], conn)
+                if plan["clash"] is not None:
+                    return None
+                self._check_path_free(conn, rec["path"])
+                raise
+            conn.execute("DELETE FROM file_intents WHERE id = ?", (plan["intent"],))
+            fired = self._emit_all(conn, [
+                (self.HOOK_ASSET_REGISTERED, self._payload(rec, include_meta=True), None),
+                (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), None)])
+            if rec["preview"].get("kind"):
+                self._mark_thumbnails(conn, rec, "pending")
+            if on_commit is not None:
+                on_commit(conn, plan["index"], self._public(rec))
+            # written under the write lock: no other writer can slip an older sidecar in after
+            atomic_write_json(self.sidecar_path_for(rec["path"]), self.sidecar_document(rec), fsync=False)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO register_one")
+            conn.execute("RELEASE register_one")
+            return exc
+        conn.execute("RELEASE register_one")
+        return fired
+
+    def _undo_all(self, plans: list[dict]) -> None:
+        """Take back the placements of items that did not commit and drop their journal entries."""
+        for plan in plans:
+            self._undo_place(plan["op"] if plan["placed"] else "adopt", plan["source"], plan["final"])
+        self._drop_intents([p["intent"] for p in plans])
+
+    def _drop_intents(self, intents: list[int]) -> None:
+        if not intents:
+            return
+        try:
+            with self.db.transaction() as conn:
+                conn.executemany("DELETE FROM file_intents WHERE id = ?", [(i,) for i in intents])
+        except Exception:
+            log.exception("could not clear file intents %s; recover() will retry", intents)
 
     def _copy_in(self, source: Path) -> tuple[Path, str, int]:
         """Copy ``source`` into the registry's incoming folder, hashing it in the same pass."""
@@ -416,11 +546,12 @@ class AssetRegistry:
             raise
         return tmp, digest, size
 
-    def _place(self, src: Path, final: Path, digest: str, *, from_source: bool) -> bool:
+    def _place(self, src: Path, final: Path, digest: str, *, from_source: bool, folders: set[str]) -> bool:
         """Move ``src`` to ``final`` without ever overwriting anything there.
 
         Returns False (and leaves ``src`` alone) when an identical file already sits at
-        ``final``; raises :class:`AssetCollisionError` when a different one does.
+        ``final``; raises :class:`AssetCollisionError` when a different one does.  The folder
+        to fsync (once per group commit) is added to ``folders``.
         """
         try:
             try:
@@ -443,7 +574,7 @@ class AssetRegistry:
                 try:
                     if copied != digest:
                         raise AssetRegistryError(f"{src} does not match the digest given for it") from None
-                    placed = self._place(tmp, final, digest, from_source=False)
+                    placed = self._place(tmp, final, digest, from_source=False, folders=folders)
                 finally:
                     tmp.unlink(missing_ok=True)
                 if placed:
@@ -457,8 +588,7 @@ class AssetRegistry:
             os.replace(src, final)
         else:
             src.unlink()
-        if self.fsync:
-            fsync_dir(final.parent)
+        folders.add(str(final.parent))
         return True
 
     def _undo_place(self, op: str, source: Path, final: Path) -> None:
@@ -473,13 +603,6 @@ class AssetRegistry:
                     shutil.move(str(final), str(source))
         except OSError:
             log.exception("could not undo placing %s; recover() will retry", final)
-
-    def _drop_intent(self, intent: int) -> None:
-        try:
-            with self.db.transaction() as conn:
-                conn.execute("DELETE FROM file_intents WHERE id = ?", (intent,))
-        except Exception:
-            log.exception("could not clear file intent %s; recover() will retry", intent)
 
     def _check_path_free(self, conn, rel: str) -> None:
         other = conn.execute("SELECT uid FROM assets WHERE project_id = ? AND path = ?",
@@ -878,7 +1001,7 @@ class AssetRegistry:
             fired.append(self._emit(conn, self.HOOK_ASSET_REMOVED, payload,
                                     {"trashed_to": trash, "deleted_files": delete_files}))
         self._finish_remove(rec["uid"], rec["path"], trash)
-        self._drop_intent(intent)
+        self._drop_intents([intent])
         self._run_hooks(fired)
         out = self._public(rec)
         out["trashed_to"] = trash
