@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import mmap
 import os
+import queue
 import threading
 from pathlib import Path
 
@@ -79,16 +82,82 @@ def start_writeback(fd: int) -> None:
 
 
 def copy_and_hash_large(src: Path, dest_fh, *, fsync: bool = True) -> tuple[str, int]:
-    """:func:`copy_and_hash` for big files: same result, one pass, less waiting.
+    """:func:`copy_and_hash` for big files: same result, one pass over user space, less waiting.
 
-    This thread reads and writes 8 MiB chunks while a helper thread hashes them (hashlib
-    releases the GIL), and write-back of every written chunk starts at once instead of all at
-    the closing fsync.  Files under :data:`LARGE_FILE` take :func:`copy_and_hash`.
+    The kernel copies ``src`` into ``dest_fh`` (``copy_file_range``, no trip through Python
+    buffers) in 32 MiB chunks while a helper thread hashes each chunk of the *destination*
+    as soon as it lands (from the page cache, mapped: no extra copy), so the digest is always
+    that of the bytes written, whatever happens to the source meanwhile.  Write-back of every
+    chunk starts at once instead of at the closing fsync.  Where ``copy_file_range`` cannot
+    be used, :func:`_copy_and_hash_pipelined` does the copy.  Files under
+    :data:`LARGE_FILE` take :func:`copy_and_hash`.
     """
     if os.stat(src).st_size < LARGE_FILE:
         return copy_and_hash(src, dest_fh, fsync=fsync)
-    import queue
+    dest_fh.flush()
+    fd = dest_fh.fileno()
+    with open(src, "rb", buffering=0) as fh:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:  # cannot read back what lands
+            return _copy_and_hash_pipelined(fh, fd, fsync=fsync)
+        try:
+            first = os.copy_file_range(fh.fileno(), fd, _KERNEL_CHUNK)
+        except (AttributeError, OSError):  # another file system, an old kernel: copy through Python
+            fh.seek(0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            return _copy_and_hash_pipelined(fh, fd, fsync=fsync)
+        h = hashlib.sha256()
+        todo: queue.Queue = queue.Queue()
+        worker = threading.Thread(target=_hash_ranges, args=(fd, h, todo), name="comfyvn-sha256", daemon=True)
+        worker.start()
+        size, n = 0, first
+        try:
+            while n:
+                _start_writeback(fd, size, n)
+                todo.put((size, n))
+                size += n
+                n = os.copy_file_range(fh.fileno(), fd, _KERNEL_CHUNK)
+        finally:
+            todo.put(None)
+            worker.join()
+    if todo.qsize():  # the hasher stopped early: it left its exception
+        raise todo.get()
+    if fsync:
+        os.fsync(fd)
+    return h.hexdigest(), size
 
+
+_KERNEL_CHUNK = 32 * CHUNK
+
+
+def _hash_ranges(fd: int, h, todo: queue.Queue) -> None:
+    """Hash ``(offset, length)`` ranges of ``fd`` in order, read through a read-only mapping
+    (``pread`` where the file cannot be mapped).  An exception is left in ``todo``."""
+    gran = mmap.ALLOCATIONGRANULARITY
+    try:
+        while (item := todo.get()) is not None:
+            offset, length = item
+            start = offset - offset % gran
+            try:
+                with mmap.mmap(fd, length + offset - start, prot=mmap.PROT_READ, offset=start) as mapped:
+                    h.update(memoryview(mapped)[offset - start:])
+            except (OSError, ValueError):  # a file system without mmap: read the range instead
+                while length:
+                    data = os.pread(fd, min(length, CHUNK), offset)
+                    if not data:
+                        raise OSError(f"file descriptor {fd} shrank while being hashed") from None
+                    h.update(data)
+                    offset += len(data)
+                    length -= len(data)
+    except BaseException as exc:
+        while todo.get() is not None:  # let the copier finish
+            pass
+        todo.put(exc)
+
+
+def _copy_and_hash_pipelined(fh, fd: int, *, fsync: bool) -> tuple[str, int]:
+    """Read and write 8 MiB chunks in this thread while a helper thread hashes them (hashlib
+    releases the GIL); write-back of every written chunk starts at once."""
     h = hashlib.sha256()
     free: queue.Queue = queue.Queue()
     todo: queue.Queue = queue.Queue()
@@ -107,23 +176,20 @@ def copy_and_hash_large(src: Path, dest_fh, *, fsync: bool = True) -> tuple[str,
 
     worker = threading.Thread(target=hasher, name="comfyvn-sha256", daemon=True)
     worker.start()
-    dest_fh.flush()
-    fd = dest_fh.fileno()
     size = 0
     try:
-        with open(src, "rb", buffering=0) as fh:
-            while True:
-                buf = free.get()
-                n = fh.readinto(buf)
-                if not n:
-                    break
-                view = memoryview(buf)[:n]
-                written = 0
-                while written < n:
-                    written += os.write(fd, view[written:])
-                _start_writeback(fd, size, n)
-                size += n
-                todo.put((buf, n))
+        while True:
+            buf = free.get()
+            n = fh.readinto(buf)
+            if not n:
+                break
+            view = memoryview(buf)[:n]
+            written = 0
+            while written < n:
+                written += os.write(fd, view[written:])
+            _start_writeback(fd, size, n)
+            size += n
+            todo.put((buf, n))
     finally:
         todo.put(None)
         worker.join()

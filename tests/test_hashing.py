@@ -1,0 +1,78 @@
+"""One-pass copy + SHA-256 of big files: the kernel copy, its fallbacks, and what the digest covers."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+import comfyvn.hashing as hashing
+from comfyvn.hashing import LARGE_FILE, copy_and_hash, copy_and_hash_large, sha256_file
+
+SIZE = LARGE_FILE + 5 * 1024 * 1024 + 4097  # not a multiple of any chunk or page
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("big") / "model.safetensors"
+    data = os.urandom(SIZE)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def copy(src: Path, dest: Path, mode: str = "w+b") -> tuple[str, int]:
+    with open(dest, mode) as fh:
+        return copy_and_hash_large(src, fh, fsync=False)
+
+
+def test_kernel_copy_gives_the_digest_of_the_bytes_written(big, tmp_path):
+    src, digest = big
+    assert copy(src, tmp_path / "out") == (digest, SIZE)
+    assert sha256_file(tmp_path / "out") == (digest, SIZE)
+
+
+def test_short_kernel_copies_leave_unaligned_ranges_hashed_right(big, tmp_path, monkeypatch):
+    real = os.copy_file_range
+    calls = []
+
+    def short(src_fd, dst_fd, count, *args):
+        calls.append(count)
+        return real(src_fd, dst_fd, min(count, 3 * 1024 * 1024 + 123), *args)
+
+    monkeypatch.setattr(hashing.os, "copy_file_range", short)
+    assert copy(big[0], tmp_path / "out") == (big[1], SIZE)
+    assert len(calls) > 5  # many ranges, none page-aligned after the first
+
+
+@pytest.mark.parametrize("err", [errno.EXDEV, errno.ENOSYS, errno.EINVAL])
+def test_without_copy_file_range_the_pipelined_copy_takes_over(big, tmp_path, monkeypatch, err):
+    def refuse(*args):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(hashing.os, "copy_file_range", refuse)
+    assert copy(big[0], tmp_path / "out") == (big[1], SIZE)
+    assert (tmp_path / "out").read_bytes() == big[0].read_bytes()
+
+
+def test_a_write_only_destination_takes_the_pipelined_copy(big, tmp_path, monkeypatch):
+    monkeypatch.setattr(hashing.os, "copy_file_range", None)  # must not be reached
+    assert copy(big[0], tmp_path / "out", mode="wb") == (big[1], SIZE)  # O_WRONLY: cannot be read back
+
+
+def test_an_unmappable_destination_is_hashed_by_reading_it(big, tmp_path, monkeypatch):
+    def no_mmap(*args, **kwargs):
+        raise OSError(errno.ENODEV, "no mmap here")
+
+    monkeypatch.setattr(hashing.mmap, "mmap", no_mmap)
+    assert copy(big[0], tmp_path / "out") == (big[1], SIZE)
+
+
+def test_small_files_take_the_simple_loop(tmp_path):
+    src = tmp_path / "small.bin"
+    src.write_bytes(b"tiny" * 100)
+    with open(tmp_path / "out", "wb") as fh:
+        assert copy_and_hash_large(src, fh, fsync=False) == copy_and_hash(src, open(os.devnull, "wb"), fsync=False)
+    assert (tmp_path / "out").read_bytes() == src.read_bytes()
