@@ -220,6 +220,25 @@ def test_register_files_is_one_group_commit_and_reports_each_item(reg, src):
     assert not (reg.assets_root / ".incoming").exists() or list((reg.assets_root / ".incoming").iterdir()) == []
 
 
+class Interrupted(BaseException):
+    """Not an Exception: escapes the per-item savepoint like a KeyboardInterrupt would."""
+
+
+def test_a_group_commit_that_fails_as_a_whole_leaves_nothing_behind(reg, src):
+    sources = [make_file(src, f"s{i}.txt", f"bytes {i}") for i in range(3)]
+
+    def interrupt_on_last(conn, index, record):
+        if index == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        reg.register_files([{"source_path": p, "asset_type": "docs", "copy": False} for p in sources],
+                           on_commit=interrupt_on_last)
+    assert reg.count() == 0 and reg.db.query("SELECT * FROM file_intents") == []
+    assert [p.read_text() for p in sources] == ["bytes 0", "bytes 1", "bytes 2"]  # moved back
+    assert [p for p in files_under(reg.assets_root)] == []  # no file, no sidecar, no temp file
+
+
 def test_original_file_name_is_kept(reg, src):
     rec = reg.register_file(make_file(src, "Hero Portrait (final) v2.txt", "x"), "docs")
     assert rec["path"] == "docs/Hero Portrait (final) v2.txt"

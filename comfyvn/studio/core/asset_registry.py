@@ -461,7 +461,8 @@ class AssetRegistry:
                 if plan not in undo:
                     undo.append(plan)
                     results[plan["index"]] = exc if isinstance(exc, Exception) else None
-            committed = []
+                if plan.get("sidecar_written"):  # written for a row that never committed
+                    self.sidecar_path_for(plan["record"]["path"]).unlink(missing_ok=True)
             self._undo_all(undo)
             raise
         self._undo_all(undo)
@@ -491,9 +492,10 @@ class AssetRegistry:
             try:
                 self._insert_row(conn, rec)
             except sqlite3.IntegrityError:  # the uid or the path is taken (by another process)
-                conn.execute("ROLLBACK TO register_one")
                 plan["clash"] = self._row(rec["uid"], conn)
                 if plan["clash"] is not None:
+                    conn.execute("ROLLBACK TO register_one")
+                    conn.execute("RELEASE register_one")
                     return None
                 self._check_path_free(conn, rec["path"])
                 raise
@@ -507,6 +509,7 @@ class AssetRegistry:
                 on_commit(conn, plan["index"], self._public(rec))
             # written under the write lock: no other writer can slip an older sidecar in after
             atomic_write_json(self.sidecar_path_for(rec["path"]), self.sidecar_document(rec), fsync=False)
+            plan["sidecar_written"] = True
         except Exception as exc:
             conn.execute("ROLLBACK TO register_one")
             conn.execute("RELEASE register_one")
