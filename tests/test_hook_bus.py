@@ -229,3 +229,77 @@ def test_emit_many_writes_one_change_s_events_together(bus):
         with bus.db.transaction() as conn:
             emit_many(conn, [("on_modder_test", {"n": 2}), ("on_nothing", {})])
     assert bus.last_id() == envs[-1]["id"]  # the failed batch left nothing
+
+
+# ---------------------------------------------------------------------------- retention
+def _age(bus, ids: list[int], days: float) -> None:
+    import time
+
+    with bus.db.transaction() as conn:
+        conn.executemany("UPDATE events SET ts = ? WHERE id = ?", [(time.time() - days * 86400, i) for i in ids])
+
+
+def test_prune_drops_old_events_but_keeps_the_newest_and_young_ones(bus):
+    from comfyvn.hooks import prune_events
+
+    ids = [_emit(bus, "on_modder_test", n=i)["id"] for i in range(30)]
+    _age(bus, ids[:25], days=10)  # 25 old, 5 young
+    assert prune_events(bus.db, keep_last=10, max_age_s=7 * 86400, batch=4) == 20  # old beyond the newest 10
+    assert [e["id"] for e in bus.events_after(0)] == ids[20:]
+    assert bus.oldest_id() == ids[20]
+    assert prune_events(bus.db, keep_last=1, max_age_s=7 * 86400) == 5  # the rest of the old ones
+    assert [e["id"] for e in bus.events_after(0)] == ids[25:]  # young events stay whatever keep_last says
+    assert _emit(bus, "on_modder_test")["id"] == ids[-1] + 1  # ids are never reused
+    with pytest.raises(ValueError, match="max_age_s"):
+        prune_events(bus.db, keep_last=1, max_age_s=0)
+
+
+def test_prune_keeps_what_webhooks_still_owe(ws, bus):
+    import time
+
+    from comfyvn.hooks import prune_events
+    from comfyvn.hooks.webhooks import WebhookManager
+
+    WebhookManager(bus.db, ws).register("on_modder_test", "https://hooks.example.com/x")
+    ids = [_emit(bus, "on_modder_test", n=i)["id"] for i in range(10)]
+    _age(bus, ids, days=30)
+    now = time.time()
+    with bus.db.transaction() as conn:  # fanned out up to ids[6]; ids[3] is still being retried
+        conn.execute("UPDATE webhook_cursor SET last_event_id = ?", (ids[6],))
+        conn.execute("INSERT INTO webhook_outbox(webhook_id, event_id, delivery_id, status, attempts, next_attempt_at,"
+                     " created_at, updated_at) SELECT id, ?, 'd1', 'pending', 1, ?, ?, ? FROM webhooks",
+                     (ids[3], now, now, now))
+    assert prune_events(bus.db, keep_last=1, max_age_s=86400) == 3
+    assert bus.oldest_id() == ids[3]
+    with bus.db.transaction() as conn:
+        conn.execute("UPDATE webhook_outbox SET status = 'delivered'")
+    assert prune_events(bus.db, keep_last=1, max_age_s=86400) == 4  # up to the fan-out cursor
+    with bus.db.transaction() as conn:
+        conn.execute("DELETE FROM webhooks")  # nobody left to deliver to: the cursor pins nothing
+    assert prune_events(bus.db, keep_last=1, max_age_s=86400) == 2
+    assert [e["id"] for e in bus.events_after(0)] == ids[-1:]
+
+
+def test_retention_policy_comes_from_the_config(ws, bus):
+    from comfyvn.config import update_config
+    from comfyvn.hooks import apply_retention
+
+    ids = [_emit(bus, "on_modder_test", n=i)["id"] for i in range(6)]
+    _age(bus, ids, days=8)
+    update_config({"hooks": {"history_retention_days": 0}}, ws)
+    assert apply_retention(bus.db, ws) == 0  # 0 keeps everything
+    update_config({"hooks": {"history_retention_days": 7, "history_limit": 2}}, ws)
+    assert apply_retention(bus.db, ws) == 4
+    assert [e["id"] for e in bus.events_after(0)] == ids[-2:]
+
+
+def test_the_webhook_dispatcher_applies_the_retention_policy(ws, bus):
+    from comfyvn.config import update_config
+    from comfyvn.hooks.webhooks import WebhookDispatcher
+
+    update_config({"hooks": {"history_limit": 2}}, ws)
+    ids = [_emit(bus, "on_modder_test", n=i)["id"] for i in range(5)]
+    _age(bus, ids[:3], days=8)
+    dispatcher = WebhookDispatcher(bus.db, ws=ws)
+    dispatcher._maybe_prune()  # the server's dispatcher thread calls this every 10 minutes
+    assert bus.oldest_id() == ids[3]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..store import Database, get_database
-from .events import last_event_id, read_events, recent_events
+from .events import last_event_id, oldest_event_id, read_events, recent_events
 from .specs import HOOK_SPECS, resolve_topics
 
 log = logging.getLogger("comfyvn.hooks.bus")
@@ -70,6 +70,10 @@ class ModderHookBus:
 
     def last_id(self) -> int:
         return last_event_id(self.db.conn)
+
+    def oldest_id(self) -> int:
+        """The oldest event still in the log (older ones were pruned; 0 when the log is empty)."""
+        return oldest_event_id(self.db.conn)
 
     # -- subscribing -------------------------------------------------------------------
     def subscribe(self, callback: Callback, topics: list[str] | None = None, after_id: int | None = None) -> Subscription:

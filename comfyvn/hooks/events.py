@@ -107,3 +107,51 @@ def recent_events(conn: sqlite3.Connection, *, limit: int = 25, topics: list[str
 def last_event_id(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT MAX(id) FROM events").fetchone()
     return int(row[0] or 0)
+
+
+def oldest_event_id(conn: sqlite3.Connection) -> int:
+    """The id of the oldest event still in the log (0 when it is empty)."""
+    row = conn.execute("SELECT MIN(id) FROM events").fetchone()
+    return int(row[0] or 0)
+
+
+def prune_events(db, *, keep_last: int, max_age_s: float, now: float | None = None, batch: int = 5000) -> int:
+    """Delete events older than ``max_age_s`` seconds, except the newest ``keep_last`` (at least
+    one) and every event a webhook has still to deliver.  Returns how many were deleted.
+
+    ``db`` is a :class:`~comfyvn.store.Database`.  Deletes ``batch`` rows per transaction, so other
+    writers never wait long.  AUTOINCREMENT ids are never reused: a subscriber's cursor stays valid.
+    """
+    if max_age_s <= 0:
+        raise ValueError("max_age_s must be positive")
+    cutoff = (time.time() if now is None else now) - max_age_s
+    deleted = 0
+    while True:
+        with db.transaction() as conn:
+            # the first id to keep: newest keep_last, the webhook fan-out cursor, undelivered rows
+            keep_from = conn.execute(
+                "SELECT MIN(x) FROM (SELECT MAX(id) - ? + 1 AS x FROM events"
+                " UNION ALL SELECT last_event_id + 1 FROM webhook_cursor WHERE EXISTS (SELECT 1 FROM webhooks)"
+                " UNION ALL SELECT MIN(event_id) FROM webhook_outbox WHERE status = 'pending')",
+                (max(1, int(keep_last)),)).fetchone()[0]
+            if keep_from is None:
+                return deleted
+            n = conn.execute("DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < ? AND ts < ?"
+                             " ORDER BY id LIMIT ?)", (keep_from, cutoff, batch)).rowcount
+        deleted += n
+        if n < batch:
+            if deleted:
+                log.info("event log: pruned %d events older than %.1f days", deleted, max_age_s / 86400)
+            return deleted
+
+
+def apply_retention(db, ws) -> int:
+    """Prune the event log by the workspace's policy: events older than
+    ``hooks.history_retention_days`` (7; 0 keeps everything) go, except the newest
+    ``hooks.history_limit`` (10,000) and what webhooks still owe.  Returns how many went."""
+    from ..config import get_setting
+
+    days = float(get_setting("hooks.history_retention_days", 7, ws) or 0)
+    if days <= 0:
+        return 0
+    return prune_events(db, keep_last=int(get_setting("hooks.history_limit", 10_000, ws)), max_age_s=days * 86400)

@@ -42,6 +42,7 @@ import httpx
 
 from ..config import Workspace, get_setting, workspace
 from ..store import Database
+from .events import apply_retention
 from .specs import UnknownHookError, hook_spec, resolve_topics
 
 log = logging.getLogger("comfyvn.hooks.webhooks")
@@ -599,6 +600,7 @@ class WebhookDispatcher:
             conn.execute("DELETE FROM webhook_outbox WHERE status IN ('delivered', 'failed') AND updated_at < ?",
                          (now - _RETENTION_S,))
             conn.execute("DELETE FROM webhook_deliveries WHERE at < ?", (now - _RETENTION_S,))
+        apply_retention(self.db, self.ws)  # the event log itself (after the outbox rows that pin it)
 
 
 __all__ = [

@@ -4,8 +4,9 @@ WebSocket protocol (``/api/modder/hooks/ws`` and ``/api/modder/hooks/stream``):
 
 * subscribe with ``?topics=a,b&last_event_id=N`` and/or by sending
   ``{"topics": [...], "last_event_id": N}`` at any time (a new message replaces the filter);
-* each subscription is acknowledged: ``{"type": "ack", "topics": [...] | null, "last_event_id": N}``,
-  then every matching event after ``N`` arrives as
+* each subscription is acknowledged: ``{"type": "ack", "topics": [...] | null, "last_event_id": N}``
+  (plus ``"missed": {"first_id", "last_id", "message"}`` when events after ``N`` have been pruned
+  from the log by its retention policy), then every matching event after ``N`` arrives as
   ``{"type": "event", "id", "event", "ts", "data"}`` in commit order;
 * ``{"type": "ping", "ts", "last_event_id"}`` every few seconds (plus WebSocket pings); a client
   may send ``{"type": "ping"}`` and gets ``{"type": "pong"}``;
@@ -258,9 +259,17 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
             self._send({"type": "error", "message": str(exc)})
             return
         bus = self.services.bus
+        ack: dict[str, Any] = {"type": "ack", "topics": resolved}
         if after is None:
             after = self._position if self._sub is not None else await self.loop.run_in_executor(
                 self.services.executor, bus.last_id)
+        else:
+            oldest = await self.loop.run_in_executor(self.services.executor, bus.oldest_id)
+            if oldest and after < oldest - 1:  # the client was away longer than the log keeps events
+                ack["missed"] = {"first_id": after + 1, "last_id": oldest - 1,
+                                 "message": f"events {after + 1}-{oldest - 1} were pruned from the event log "
+                                            "(hooks.history_retention_days); resync from the REST API"}
+        ack["last_event_id"] = after
         old, self._sub = self._sub, None
         if old is not None:
             old.close()
@@ -268,7 +277,7 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         generation = self._generation
         self._position = after
         # the ack is queued before the subscription exists, so it precedes every envelope
-        self._send({"type": "ack", "topics": resolved, "last_event_id": after})
+        self._send(ack)
 
         def deliver(env: dict) -> None:  # runs on the bus thread
             self._outbox.append((generation, env["id"], event_text(env)))

@@ -119,6 +119,28 @@ async def test_ws_resume_from_last_event_id_without_gap_or_duplicate(api, jp_ws_
     conn.close()
 
 
+async def test_ws_resume_across_pruned_events_says_what_was_missed(api, jp_ws_fetch, ws):
+    from comfyvn.hooks import prune_events
+    from comfyvn.store import get_database
+
+    ids = [(await api("POST", "/api/modder/hooks/test", body={"message": f"m{i}"})).json["id"] for i in range(4)]
+    db = get_database(ws.db_path)
+    with db.transaction() as conn:  # everything up to ids[2] is older than the retention period
+        conn.execute("UPDATE events SET ts = 0 WHERE id <= ?", (ids[2],))
+    assert prune_events(db, keep_last=1, max_age_s=86400) >= 3
+    conn = await jp_ws_fetch("api", "modder", "hooks", "stream",
+                             params={"topics": "on_modder_test", "last_event_id": str(ids[0])})
+    ack = await recv_type(conn, "ack")
+    assert ack["last_event_id"] == ids[0]
+    assert (ack["missed"]["first_id"], ack["missed"]["last_id"]) == (ids[0] + 1, ids[3] - 1)
+    assert "hooks.history_retention_days" in ack["missed"]["message"]
+    assert (await recv_type(conn, "event"))["id"] == ids[3]  # what is left still arrives
+    conn.close()
+    conn = await jp_ws_fetch("api", "modder", "hooks", "stream", params={"last_event_id": str(ids[3] - 1)})
+    assert "missed" not in await recv_type(conn, "ack")  # not behind the log: nothing was missed
+    conn.close()
+
+
 async def test_ws_errors_keep_the_socket_usable(api, jp_ws_fetch):
     conn = await jp_ws_fetch("api", "modder", "hooks", "ws", params={"topics": "on_nothing"})
     err = await recv_type(conn, "error")
