@@ -156,3 +156,35 @@ for i in range(150):
     counts = {tag: db.query_one("SELECT COUNT(*) FROM events WHERE data LIKE ?", (f'%"message": "{tag}%',))[0]
               for tag in "abc"}
     assert counts == {"a": 150, "b": 150, "c": 150}
+
+
+def test_close_leaves_the_connections_of_other_live_threads_alone(tmp_path):
+    db = Database(tmp_path / "x.sqlite3")
+    mine = db.conn
+    started, stop, errors, reads = threading.Event(), threading.Event(), [], [0]
+
+    def reader() -> None:  # a dispatcher or tailer thread in the middle of its work
+        try:
+            db.conn.execute("SELECT 1").fetchone()
+            started.set()
+            while not stop.is_set():
+                db.conn.execute("SELECT COUNT(*) FROM events").fetchone()
+                reads[0] += 1
+        except Exception as exc:  # pragma: no cover - the failure this test guards against
+            errors.append(exc)
+
+    worker = threading.Thread(target=reader)
+    worker.start()
+    assert started.wait(10)
+    db.close()  # used to close the reader's connection under a running statement (a segfault)
+    before = reads[0]
+    while reads[0] < before + 100 and worker.is_alive():
+        pass
+    stop.set()
+    worker.join(10)
+    assert errors == [] and reads[0] >= before + 100
+    with pytest.raises(sqlite3.ProgrammingError):
+        mine.execute("SELECT 1")  # this thread's own connection is closed
+    assert db.conn.execute("SELECT 1").fetchone()[0] == 1  # and a new one opens on demand
+    db.close()  # the reader has ended: its connection goes too
+    assert db._all == []

@@ -356,6 +356,7 @@ def test_two_dispatchers_on_one_database_never_double_deliver(db, ws, receiver, 
         assert seen == ids  # each event once, in log order
     assert len({r["headers"]["X-Comfyvn-Delivery"] for r in rx.requests}) == 2 * len(ids)
     assert all(r["valid"] for r in rx.requests)
+    b.stop()  # its thread uses other_db
     other_db.close()
 
 

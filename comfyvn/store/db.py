@@ -29,7 +29,7 @@ class Database:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []  # (opened by, connection)
         self._all_lock = threading.Lock()
         self._pid = os.getpid()
         self.migrate()
@@ -44,7 +44,7 @@ class Database:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         with self._all_lock:
-            self._all.append(conn)
+            self._all.append((threading.current_thread(), conn))
         return conn
 
     @property
@@ -100,14 +100,23 @@ class Database:
         return self.conn.execute(sql, params).fetchone()
 
     def close(self) -> None:
+        """Close this thread's connection and those of threads that have ended.
+
+        A connection another live thread opened is left to it: closing it under a running
+        statement would crash the process (SQLite frees what the statement still uses)."""
+        me = threading.current_thread()
         with self._all_lock:
-            for conn in self._all:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
-            self._all.clear()
-        self._local = threading.local()
+            keep = []
+            for thread, conn in self._all:
+                if thread is me or not thread.is_alive():
+                    try:
+                        conn.close()
+                    except sqlite3.Error:
+                        pass
+                else:
+                    keep.append((thread, conn))
+            self._all = keep
+        self._local.conn = None
 
     # -- migrations ----------------------------------------------------------------------
     def migrate(self) -> list[str]:
