@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import mmap
 import os
@@ -97,7 +96,7 @@ def copy_and_hash_large(src: Path, dest_fh, *, fsync: bool = True) -> tuple[str,
     dest_fh.flush()
     fd = dest_fh.fileno()
     with open(src, "rb", buffering=0) as fh:
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:  # cannot read back what lands
+        if not _readable(fd):  # what lands cannot be read back: hash the buffers on their way
             return _copy_and_hash_pipelined(fh, fd, fsync=fsync)
         try:
             first = os.copy_file_range(fh.fileno(), fd, _KERNEL_CHUNK)
@@ -128,6 +127,15 @@ def copy_and_hash_large(src: Path, dest_fh, *, fsync: bool = True) -> tuple[str,
 
 
 _KERNEL_CHUNK = 32 * CHUNK
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` was opened for reading (False where the platform cannot tell)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no copy_file_range either
+        return False
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_WRONLY
 
 
 def _hash_ranges(fd: int, h, todo: queue.Queue) -> None:
