@@ -62,8 +62,8 @@ MAX_REMOTE_BYTES = 200 * 1024 * 1024
 STATUSES = ("queued", "downloading", "staged", "applying", "applied", "duplicate", "failed", "released",
             "cancelled")
 STAGING_MISSING = "Staging file missing"
-STAGING_DAMAGED = ("Staged bytes no longer match their digest: the machine restarted before they reached the "
-                   "disk. Enqueue the source again")
+STAGING_DAMAGED = ("Staged bytes no longer match their digest (the machine restarted before they reached the "
+                   "disk, or the staging file was changed); retry the job to copy the source again")
 UNKNOWN_BOOT = "unknown"  # staged_boot of bytes whose durability nobody vouches for (imported state)
 APPLY_BATCH = 128  # jobs per group commit in apply()
 PART_SUFFIX = ".download.part"
