@@ -107,7 +107,9 @@ def copy_and_hash_large(src: Path, dest_fh, *, fsync: bool = True) -> tuple[str,
             return _copy_and_hash_pipelined(fh, fd, fsync=fsync)
         h = hashlib.sha256()
         todo: queue.Queue = queue.Queue()
-        worker = threading.Thread(target=_hash_ranges, args=(fd, h, todo), name="comfyvn-sha256", daemon=True)
+        failure: list[BaseException] = []
+        worker = threading.Thread(target=_hash_ranges, args=(fd, h, todo, failure), name="comfyvn-sha256",
+                                  daemon=True)
         worker.start()
         size, n = 0, first
         try:
@@ -119,8 +121,8 @@ def copy_and_hash_large(src: Path, dest_fh, *, fsync: bool = True) -> tuple[str,
         finally:
             todo.put(None)
             worker.join()
-    if todo.qsize():  # the hasher stopped early: it left its exception
-        raise todo.get()
+    if failure:
+        raise failure[0]
     if fsync:
         os.fsync(fd)
     return h.hexdigest(), size
@@ -138,9 +140,9 @@ def _readable(fd: int) -> bool:
     return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_WRONLY
 
 
-def _hash_ranges(fd: int, h, todo: queue.Queue) -> None:
+def _hash_ranges(fd: int, h, todo: queue.Queue, failure: list[BaseException]) -> None:
     """Hash ``(offset, length)`` ranges of ``fd`` in order, read through a read-only mapping
-    (``pread`` where the file cannot be mapped).  An exception is left in ``todo``."""
+    (``pread`` where the file cannot be mapped).  An exception goes to ``failure``."""
     gran = mmap.ALLOCATIONGRANULARITY
     try:
         while (item := todo.get()) is not None:
@@ -158,9 +160,9 @@ def _hash_ranges(fd: int, h, todo: queue.Queue) -> None:
                     offset += len(data)
                     length -= len(data)
     except BaseException as exc:
+        failure.append(exc)
         while todo.get() is not None:  # let the copier finish
             pass
-        todo.put(exc)
 
 
 def _copy_and_hash_pipelined(fh, fd: int, *, fsync: bool) -> tuple[str, int]:

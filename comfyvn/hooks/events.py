@@ -25,24 +25,15 @@ def utc_timestamp(ts: float | None = None) -> str:
 
 def emit(conn: sqlite3.Connection, topic: str, data: dict[str, Any], *, project_id: str | None = None) -> dict:
     """Insert one event row inside the caller's transaction and return its envelope."""
-    spec = hook_spec(topic)
-    if not conn.in_transaction:
-        raise RuntimeError("emit() must run inside Database.transaction() so the event commits with its change")
-    ts = time.time()
-    payload = dict(data)
-    payload.setdefault("hook_event", spec.hook_event or spec.name)
-    payload.setdefault("timestamp", utc_timestamp(ts))
-    body = json.dumps(payload, ensure_ascii=False, default=str)
-    cur = conn.execute("INSERT INTO events(topic, ts, project_id, data) VALUES (?, ?, ?, ?)",
-                       (spec.name, ts, project_id, body))
-    return {"id": cur.lastrowid, "event": spec.name, "ts": ts, "data": payload}
+    return emit_many(conn, [(topic, data)], project_id=project_id)[0]
 
 
 def emit_many(conn: sqlite3.Connection, items: list[tuple[str, dict[str, Any]]], *,
               project_id: str | None = None) -> list[dict]:
-    """:func:`emit` for several events of one change (one statement, one timestamp); returns envelopes."""
+    """Insert the events of one change in the caller's transaction (one statement, one
+    timestamp) and return their envelopes."""
     if not conn.in_transaction:
-        raise RuntimeError("emit_many() must run inside Database.transaction() so the events commit with their change")
+        raise RuntimeError("emit() must run inside Database.transaction() so the events commit with their change")
     ts = time.time()
     stamp = utc_timestamp(ts)
     rows, envelopes = [], []
@@ -115,7 +106,7 @@ def oldest_event_id(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def prune_events(db, *, keep_last: int, max_age_s: float, now: float | None = None, batch: int = 5000) -> int:
+def prune_events(db, *, keep_last: int, max_age_s: float, batch: int = 5000) -> int:
     """Delete events older than ``max_age_s`` seconds, except the newest ``keep_last`` (at least
     one) and every event a webhook has still to deliver.  Returns how many were deleted.
 
@@ -124,7 +115,7 @@ def prune_events(db, *, keep_last: int, max_age_s: float, now: float | None = No
     """
     if max_age_s <= 0:
         raise ValueError("max_age_s must be positive")
-    cutoff = (time.time() if now is None else now) - max_age_s
+    cutoff = time.time() - max_age_s
     deleted = 0
     while True:
         with db.transaction() as conn:

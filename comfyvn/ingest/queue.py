@@ -629,7 +629,7 @@ class AssetIngestQueue:
                         conn, current, f"{type(outcome).__name__}: {outcome}", keep_file=staged.is_file())))
                     continue
                 staged.unlink(missing_ok=True)  # merged, or the identical file already lay at the destination
-                if job["job_id"] in applied and isinstance(outcome, dict):
+                if job["job_id"] in applied:
                     result["applied"].append(public_job(applied[job["job_id"]]))
                 else:  # the registry merged us into a row someone else made meanwhile: nothing was moved
                     result["skipped"].append(public_job(self._update(conn, job, "on_asset_ingest_updated", {

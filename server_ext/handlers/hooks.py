@@ -303,9 +303,7 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
             frames.append(text)
         if not frames or self._closed or self.ws_connection is None or self.ws_connection.is_closing():
             return
-        if self._pending + len(frames) > self.services.ws_max_pending:
-            self._closed = True
-            self.close(1013, f"client too slow; reconnect with last_event_id={self._position}")
+        if self._too_slow(len(frames)):
             return
         stream = getattr(self.ws_connection, "stream", None)
         if stream is None or getattr(self.ws_connection, "_compressor", None) is not None:
@@ -319,15 +317,21 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._pending += len(frames)
         fut.add_done_callback(lambda f, n=len(frames): self._written(f, n))
 
+    def _too_slow(self, more: int) -> bool:
+        """Close the socket (1013) when ``more`` messages would overflow what the client has not read yet."""
+        if self._pending + more <= self.services.ws_max_pending:
+            return False
+        self._closed = True
+        self.close(1013, f"client too slow; reconnect with last_event_id={self._position}")
+        return True
+
     def _send(self, message: dict[str, Any]) -> None:
         self._write(json.dumps(message, default=str))
 
     def _write(self, text: str) -> None:
         if self._closed or self.ws_connection is None:
             return
-        if self._pending >= self.services.ws_max_pending:
-            self._closed = True
-            self.close(1013, f"client too slow; reconnect with last_event_id={self._position}")
+        if self._too_slow(1):
             return
         try:
             fut = self.write_message(text)
