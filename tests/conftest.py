@@ -10,7 +10,6 @@ import pytest
 from comfyvn.config import Workspace, init_workspace, workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "providers"
 
 
 @pytest.fixture

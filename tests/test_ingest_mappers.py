@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
 
@@ -20,12 +19,11 @@ from comfyvn.ingest.mappers import (
     provider_for_url,
     to_bool,
 )
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "providers"
+from tests.fakes.provider_server import FIXTURES_DIR
 
 
 def fixture(name: str) -> dict:
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    return json.loads((FIXTURES_DIR / name).read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------- civitai

@@ -1,6 +1,6 @@
 """Local fake Civitai and Hugging Face servers that answer like the real ones (tests, benches, demos).
 
-Built from ``../shared/fixtures/providers`` (see its README): the fixture JSON is served
+Built from ``tests/fixtures/providers`` (see its README): the fixture JSON is served
 verbatim and file bodies are made from ``payloads.json``'s recipes, so sizes and SHA-256s
 match what the API advertises.  Five threaded ``http.server`` instances on 127.0.0.1, random
 ports:
@@ -103,7 +103,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES_DIR = Path(os.environ.get("COMFYVN_PROVIDER_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures" / "providers"))
+# the shape-faithful provider responses (a copy of ../shared/fixtures/providers, so a bare clone tests)
+FIXTURES_DIR = Path(os.environ.get("COMFYVN_PROVIDER_FIXTURES", REPO_ROOT / "tests" / "fixtures" / "providers"))
 
 CIVITAI_CDN_HOST = "civitai-delivery-worker-prod.0f1e2d3c4b5a69788796a5b4c3d2e1f0.r2.cloudflarestorage.com"
 HF_CDN_HOST = "cas-bridge.xethub.hf.co"

@@ -7,17 +7,16 @@ types in every field, and (c) the real-shaped provider fixtures with random valu
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from comfyvn.ingest.mappers import normalise_metadata
+from tests.fakes.provider_server import FIXTURES_DIR
 
 from .fuzzkit import count, fuzz_settings
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "providers"
 PROVIDERS = ["local", "civitai", "huggingface", "furaffinity", "generic"]
 SHAPE_KEYS = {"provider", "title", "description", "author", "tags", "license", "license_terms", "nsfw",
               "base_model", "trained_words", "model_type", "source_url", "gated", "file"}
@@ -55,7 +54,7 @@ def _fixture_docs() -> list[tuple[str, dict]]:
     for provider, name in (("civitai", "civitai/model.json"), ("civitai", "civitai/model_version.json"),
                            ("civitai", "civitai/by_hash.json"), ("huggingface", "huggingface/model_info.json"),
                            ("huggingface", "huggingface/model_info_gated.json")):
-        path = FIXTURES / name
+        path = FIXTURES_DIR / name
         if path.is_file():
             docs.append((provider, json.loads(path.read_text(encoding="utf-8"))))
     return docs or list(_FALLBACK_DOCS.items())
