@@ -62,19 +62,6 @@ def open_confined(root: str | os.PathLike[str], rel: str | os.PathLike[str], *,
         raise
 
 
-def read_confined(root: str | os.PathLike[str], rel: str | os.PathLike[str], *, max_bytes: int,
-                  what: str = "file") -> bytes:
-    """The whole content of a small confined file (:class:`ValueError` when over ``max_bytes``)."""
-    fh, st = open_confined(root, rel, what=what)
-    with fh:
-        if st.st_size > max_bytes:
-            raise ValueError(f"{what} {os.fspath(rel)!r} is {st.st_size} bytes, over the limit of {max_bytes}")
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ValueError(f"{what} {os.fspath(rel)!r} grew over the limit of {max_bytes} bytes while read")
-    return data
-
-
 def _why(exc: OSError, dir_fd: int, part: str, what: str, shown: str) -> OSError:
     """The error to raise for a failed open of ``part`` inside ``dir_fd``."""
     if exc.errno == errno.ENOENT:
