@@ -57,7 +57,7 @@ AUTH_REQUIRED = "authentication required: send 'Authorization: token <jupyter to
 #: a refused request body up to this size is read and discarded, so the connection stays usable
 DRAIN_BYTES = 64 * 1024
 #: a refused body being discarded must arrive within this time (else the connection is closed)
-DRAIN_SECONDS = 10.0
+DRAIN_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,9 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
                 self._watchdog.stop()
                 return
             now = time.monotonic()
-            if now - started > policy.max_seconds:
+            if now - started > policy.max_seconds and self._refusal is not None:
+                self.cut_body(self._refusal)  # a refused body that is not worth waiting for
+            elif now - started > policy.max_seconds:
                 self.cut_body(ApiError(408, "request_timeout",
                                        f"the request body was not complete within {policy.max_seconds:g} s "
                                        f"({self._received} bytes received); send it faster or in smaller parts"))

@@ -274,3 +274,25 @@ def test_thirty_slow_uploads_keep_descriptors_bounded_and_the_server_responsive(
     assert 1 <= figures["answers"].get("408", 0) and figures["answers"].get("503", 0) >= 30 - 3 * LIMIT, figures
     assert figures["status_checks"] >= 2, figures  # /api/status answered 200 every time it was asked
     assert not list((server.ws.data_dir / "uploads").glob(".upload-*"))
+
+
+def test_a_refused_body_that_never_arrives_is_not_waited_for(env):
+    """A small refused body is read and dropped to keep the connection; one that never comes
+    must not hold the connection open: after DRAIN_SECONDS the refusal is sent and it is closed."""
+    count("attacks.slow_upload")
+    from comfyvn_server_ext.handlers.base import DRAIN_SECONDS
+
+    server, _, _ = env
+    url = urlsplit(server.base_url)
+    with socket.create_connection((url.hostname, url.port)) as s:
+        s.sendall((f"POST {url.path.rstrip('/')}/assets/upload?filename=x.bin HTTP/1.1\r\n"
+                   f"Host: {url.hostname}:{url.port}\r\nAuthorization: token {server.token}\r\n"
+                   f"Content-Length: 1000\r\n\r\n").encode() + b"only a little")
+        s.settimeout(DRAIN_SECONDS + 20)
+        started = time.monotonic()
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+        assert time.monotonic() - started >= DRAIN_SECONDS - 1  # it did wait for the body first
+    assert answer.startswith(b"HTTP/1.1 400") and b"invalid_parameter" in answer, answer[:300]
+    assert b"Connection: close" in answer
