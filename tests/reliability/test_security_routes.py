@@ -296,3 +296,35 @@ def test_a_refused_body_that_never_arrives_is_not_waited_for(env):
         assert time.monotonic() - started >= DRAIN_SECONDS - 1  # it did wait for the body first
     assert answer.startswith(b"HTTP/1.1 400") and b"invalid_parameter" in answer, answer[:300]
     assert b"Connection: close" in answer
+
+
+def test_the_confined_reader_itself(tmp_path):
+    """``open_confined`` on every shape a planted path can take (no server needed)."""
+    from comfyvn.confined import RefusedFileError, open_confined
+    from comfyvn.fsutil import UnsafePathError
+
+    root = tmp_path / "root"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "ok.png").write_bytes(b"inside")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "ok.png").write_bytes(SECRET)
+    (root / "a" / "link.png").symlink_to(outside / "ok.png")
+    (root / "a" / "rel-link.png").symlink_to("b/ok.png")  # even a link that stays inside is refused
+    (root / "dirlink").symlink_to(outside, target_is_directory=True)
+    (root / "loop").symlink_to(root / "loop")
+    os.mkfifo(root / "a" / "fifo")
+    fds_before = len(os.listdir("/proc/self/fd"))
+    fh, st = open_confined(root, "a/b/ok.png")
+    with fh:
+        assert fh.read() == b"inside" and st.st_size == 6
+    for rel in ("a/link.png", "a/rel-link.png", "dirlink/ok.png", "loop", "loop/x", "a/fifo", "a", "a/b"):
+        with pytest.raises(RefusedFileError):
+            open_confined(root, rel)
+    for rel in ("a/missing.png", "a/b/ok.png/x", "nowhere/x.png"):
+        with pytest.raises(FileNotFoundError):
+            open_confined(root, rel)
+    for rel in ("../outside/ok.png", "/etc/passwd", "a/../../outside/ok.png", ""):
+        with pytest.raises(UnsafePathError):
+            open_confined(root, rel)
+    assert len(os.listdir("/proc/self/fd")) == fds_before  # no descriptor left open by a refusal
