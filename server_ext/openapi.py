@@ -46,8 +46,10 @@ def _body(schema: dict, example: dict | None = None) -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "Invalid input", 403: "Not authenticated/authorised, or the feature is disabled",
-            404: "Not found", 409: "Conflict with the current state", 413: "Body too large",
-            429: "Rate limited (see Retry-After)", 502: "Remote provider error", 503: "Not ready yet (see Retry-After)"}
+            404: "Not found", 408: "Body too slow or unfinished in time (uploads.*); connection closed",
+            409: "Conflict with the current state", 413: "Body too large",
+            429: "Rate limited (see Retry-After)", 502: "Remote provider error",
+            503: "Not ready yet, or too many uploads in progress (see Retry-After)"}
     return {str(c): {"$ref": "#/components/responses/Error"} if c == 403 else _json(_ref("Error"), text[c])
             for c in codes}
 
@@ -55,8 +57,12 @@ def _errors(*codes: int) -> dict:
 _PROJECT = _q("project", "Registry project (default: registry.default_project)")
 _JOB_ID_BODY = _body({"type": "object", "required": ["job_id"], "properties": {"job_id": {"type": "string"}}},
                      {"job_id": "3f2a9c1e7b4d"})
-_UPLOAD_BODY = {"required": True, "content": {"application/octet-stream": {"schema": {
-    "type": "string", "contentMediaType": "application/octet-stream"}}}}
+_UPLOAD_BODY = {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "contentMediaType": "application/octet-stream",
+                 "description": "exactly one part (curl -F file=@picture.png); its filename is used "
+                                "when ?filename= is not given"}}}}}}
 _OBJ = {"type": "object"}
 _STRINGS = {"type": "array", "items": {"type": "string"}}
 _STRINGS_OR_CSV = {"oneOf": [_STRINGS, {"type": "string", "description": "comma-separated"}]}
@@ -78,14 +84,14 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
         "responses": {"201": _json(_ref("Job"), "Staged job"), "200": _json(_ref("Job"), "Duplicate job"),
                       "202": _json(_ref("Job"), "Remote pull queued"), **_errors(400, 403, 413, 429, 502)}}},
     "/api/ingest/upload": {"post": {
-        "tags": ["ingest"], "summary": "Stream a file from the client and enqueue it (raw body = file bytes)",
-        "parameters": [_q("filename", "File name (sanitised; required)"),
+        "tags": ["ingest"], "summary": "Stream a file from the client and enqueue it (raw body or one multipart part)",
+        "parameters": [_q("filename", "File name (sanitised; required unless a multipart part names the file)"),
                        _q("asset_type_hint", "Requested asset type"), _q("dest_relative", "Destination path"),
                        _q("metadata", "JSON object"), _q("pin", "Pin in the dedup cache", "boolean"),
                        _q("project_id", "Registry project")],
         "requestBody": _UPLOAD_BODY,
         "responses": {"201": _json(_ref("Job"), "Staged job"), "200": _json(_ref("Job"), "Duplicate job"),
-                      **_errors(400, 403, 413, 429)}}},
+                      **_errors(400, 403, 408, 413, 429, 503)}}},
     "/api/ingest/status": {"get": {
         "tags": ["ingest"], "summary": "Queue summary and recent jobs, or one job; optionally the dedup cache",
         "parameters": [_q("job_id", "One job instead of the summary"), _LIMIT,
@@ -137,14 +143,14 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "items": {"type": "array", "items": _ref("Asset")}, "next_cursor": {"type": ["string", "null"]},
             "total": {"type": "integer"}, "project": {"type": "string"}}}, "One page"), **_errors(400, 403)}}},
     "/assets/upload": {"post": {
-        "tags": ["assets"], "summary": "Stream a file from the client and register it (raw body = file bytes)",
-        "parameters": [_q("filename", "File name (sanitised; required)"),
+        "tags": ["assets"], "summary": "Stream a file from the client and register it (raw body or one multipart part)",
+        "parameters": [_q("filename", "File name (sanitised; required unless a multipart part names the file)"),
                        _q("asset_type", "Asset type (default images/audio by extension)"),
                        _q("dest_relative", "Path under the project's assets root"), _q("tags", "Comma-separated"),
                        _q("license", "Licence"), _q("metadata", "JSON object"), _PROJECT],
         "requestBody": _UPLOAD_BODY,
         "responses": {"201": _json(_ref("Asset"), "Registered"), "200": _json(_ref("Asset"), "Already registered"),
-                      **_errors(400, 403, 409, 413)}}},
+                      **_errors(400, 403, 408, 409, 413, 503)}}},
     "/assets/register": {"post": {
         "tags": ["assets"], "summary": "Register a file already on the server (inside the allowed roots)",
         "parameters": [_PROJECT],

@@ -17,7 +17,7 @@ from typing import Any
 from comfyvn.config import Workspace, get_setting, init_workspace, setup_logging
 from comfyvn.hooks import ModderHookBus, Subscription, get_hook_bus
 from comfyvn.store import Database, get_database
-from comfyvn.studio.core.asset_registry import AssetRegistry
+from comfyvn.studio.core.asset_registry import _PROJECT_RE, AssetRegistry
 
 log = logging.getLogger("comfyvn.server")
 #: every event of the log is mirrored here at DEBUG (COMFYVN_LOG_LEVEL=DEBUG), as the seed says
@@ -46,6 +46,7 @@ class ComfyvnServices:
         self._mirror: Subscription | None = None
         self._closed = False
         self.uploads_dir = self.ws.data_dir / "uploads"
+        self._uploads_in_progress = 0  # changed on the server's event loop only
         self.default_project = str(get_setting("registry.default_project", "default", self.ws))
 
     # ------------------------------------------------------------------ start / stop
@@ -100,6 +101,23 @@ class ComfyvnServices:
                 reg = self._registries.setdefault(name, reg)
         return reg
 
+    def existing_registry(self, project: str | None) -> AssetRegistry | None:
+        """The registry of ``project`` if the project exists (has its folder or rows), else None.
+
+        Read routes use this: a read of a project nobody wrote to creates no folder and no row.
+        """
+        name = project or self.default_project
+        with self._lock:
+            reg = self._registries.get(name)
+        if reg is not None:
+            return reg
+        if not isinstance(name, str) or not _PROJECT_RE.match(name):
+            raise ValueError(f"project {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if not (self.ws.assets_root / name).is_dir() and self.db.query_one(
+                "SELECT 1 FROM assets WHERE project_id = ? LIMIT 1", (name,)) is None:
+            return None
+        return self.registry(name)
+
     def _once(self, attr: str, build) -> Any:
         """Build a shared service once (a failed build is retried on the next use)."""
         value = getattr(self, attr)
@@ -141,6 +159,28 @@ class ComfyvnServices:
             dispatcher.start()
             return dispatcher
         return self._once("_dispatcher", build)
+
+    def upload_limits(self) -> dict[str, float]:
+        """``uploads.*`` of the workspace config: concurrency and slow-body limits."""
+        section = get_setting("uploads", {}, self.ws) or {}
+        return {"max_concurrent": max(1, int(section.get("max_concurrent", 8))),
+                "min_bytes_per_s": max(0.0, float(section.get("min_bytes_per_s", 1024))),
+                "slow_window_s": max(0.1, float(section.get("slow_window_s", 30))),
+                "max_seconds": max(0.1, float(section.get("max_seconds", 3600)))}
+
+    def acquire_upload_slot(self) -> bool:
+        """Count one more upload in progress, unless ``uploads.max_concurrent`` are running (call on the loop)."""
+        if self._uploads_in_progress >= self.upload_limits()["max_concurrent"]:
+            return False
+        self._uploads_in_progress += 1
+        return True
+
+    def release_upload_slot(self) -> None:
+        self._uploads_in_progress = max(0, self._uploads_in_progress - 1)
+
+    @property
+    def uploads_in_progress(self) -> int:
+        return self._uploads_in_progress
 
     def max_upload_bytes(self) -> int:
         """Upload size limit: the extension's setting, else the workspace's ``ingest.max_remote_bytes``."""

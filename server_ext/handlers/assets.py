@@ -5,27 +5,33 @@ Every route takes ``?project=`` (default: ``registry.default_project``).
 
 from __future__ import annotations
 
+import json
+import logging
 import mimetypes
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from tornado import iostream, web
 
 from comfyvn.config import get_setting
-from comfyvn.fsutil import confined_path
+from comfyvn.confined import open_confined
 from comfyvn.hooks import HOOK_SPECS
-from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry
+from comfyvn.studio.core.asset_registry import SIDECAR_SUFFIX, SORT_COLUMNS, AssetRegistry
+from comfyvn.studio.core.asset_registry import _decode_cursor as decode_cursor
+from comfyvn.studio.core.asset_registry import _encode_cursor as encode_cursor
 from comfyvn.studio.core.thumbnails import WAVEFORM, preview_kind
 
 from .base import ApiError, ComfyvnAPIHandler, field, string_list
 from .uploads import StreamedUploadMixin
 
+log = logging.getLogger("comfyvn.server")
 AUTH_RESOURCE = "comfyvn:assets"
 CHUNK = 256 * 1024
+MAX_SIDECAR_BYTES = 16 * 1024 * 1024
 ASSET_TOPICS = [name for name, spec in HOOK_SPECS.items() if spec.category == "asset"]
 _DEFAULT_TYPES = {"image": "images", "audio": "audio"}
 
@@ -34,7 +40,20 @@ class AssetsBase(ComfyvnAPIHandler):
     auth_resource = AUTH_RESOURCE
 
     async def registry(self) -> AssetRegistry:
+        """The project's registry, created on first use (write routes)."""
         return await self.run(self.services.registry, self.q_str("project", max_len=64))
+
+    async def existing_registry(self) -> AssetRegistry | None:
+        """The project's registry, or None for a project never written to (read routes create nothing)."""
+        return await self.run(self.services.existing_registry, self.q_str("project", max_len=64))
+
+    async def require_asset(self, uid: str) -> tuple[AssetRegistry, dict[str, Any]]:
+        """The registry and record of an existing asset (404 otherwise, creating nothing)."""
+        reg = await self.existing_registry()
+        if reg is None:
+            project = self.q_str("project", max_len=64) or self.services.default_project
+            raise ApiError(404, "asset_not_found", f"no asset {uid!r} in project {project!r} (no such project)")
+        return reg, await self.require(reg, uid)
 
     async def require(self, reg: AssetRegistry, uid: str) -> dict[str, Any]:
         rec = await self.run(reg.get_asset, uid)
@@ -42,33 +61,44 @@ class AssetsBase(ComfyvnAPIHandler):
             raise ApiError(404, "asset_not_found", f"no asset {uid!r} in project {reg.project_id!r}")
         return rec
 
-    async def stream_file(self, path: Path, content_type: str, *, download_name: str | None = None,
-                          etag: str | None = None) -> None:
-        """Send a file in chunks, each read in the worker pool."""
-        if etag:
-            self.set_header("ETag", f'"{etag}"')
-            if self.request.headers.get("If-None-Match", "").strip('"') == etag:
-                self.set_status(304)
-                self.finish(set_content_type=content_type)
-                return
-        def open_file() -> Any:
-            try:
-                return open(path, "rb")  # noqa: SIM115 - closed below
-            except OSError as exc:
-                raise ApiError(404, "file_missing", f"{path} cannot be read ({exc.strerror}); run the "
-                                                    "sidecar enforcer to audit the registry") from None
+    async def open_file(self, root: Path, rel: str, what: str) -> tuple[BinaryIO, os.stat_result]:
+        """Open a workspace file for a response through the one confined reader.
 
-        fh = await self.run(open_file)
+        A symlink anywhere below ``root`` or a non-regular file is refused with 403
+        ``file_refused``; a missing file is 404 ``file_missing``."""
         try:
-            size = os.fstat(fh.fileno()).st_size
+            return await self.run(open_confined, root, rel, what=what)
+        except ApiError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                raise ApiError(404, "file_missing", f"{exc.__cause__.strerror}; run the sidecar enforcer to "
+                                                    "audit the registry") from None
+            raise
+
+    async def stream_file(self, fh: BinaryIO, st: os.stat_result, content_type: str, *,
+                          download_name: str | None = None, etag: str | None = None) -> None:
+        """Send an open file (from :meth:`open_file`) in chunks, each read in the worker pool."""
+        try:
+            if etag:
+                self.set_header("ETag", f'"{etag}"')
+                if self.request.headers.get("If-None-Match", "").strip('"') == etag:
+                    self.set_status(304)
+                    self.finish(set_content_type=content_type)
+                    return
+            remaining = st.st_size
             self.set_header("Content-Type", content_type)
-            self.set_header("Content-Length", str(size))
+            self.set_header("Content-Length", str(remaining))
             self.set_header("X-Content-Type-Options", "nosniff")
             if download_name:
                 fallback = download_name.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
                 self.set_header("Content-Disposition",
                                 f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(download_name)}")
-            while chunk := await self.run(fh.read, CHUNK):
+            while remaining > 0:
+                chunk = await self.run(fh.read, min(CHUNK, remaining))
+                if not chunk:  # truncated while sent: the promised length cannot be kept
+                    log.warning("comfyvn: %s shrank while it was sent; closing the connection", fh.name)
+                    self.request.connection.close()
+                    return
+                remaining -= len(chunk)
                 self.write(chunk)
                 await self.flush()
         except iostream.StreamClosedError:
@@ -97,13 +127,36 @@ class AssetsHandler(AssetsBase):
             "asset_type": self.q_str("type", max_len=64), "tags": self.q_list("tags"), "tags_mode": tags_mode,
             "license": self.q_str("license", max_len=128), "text": self.q_str("text", max_len=256),
             "hash": self.q_str("hash", max_len=64), "limit": self.q_int("limit", 50, minimum=1, maximum=1000),
-            "cursor": self.q_str("cursor", max_len=512), "sort": sort, "descending": order == "desc",
+            "cursor": asset_cursor(self.q_str("cursor", max_len=512)), "sort": sort, "descending": order == "desc",
             "with_total": self.q_bool("total"),
         }
-        reg = await self.registry()
+        reg = await self.existing_registry()
+        if reg is None:  # a project nobody wrote to: empty, and nothing is created for the read
+            page: dict[str, Any] = {"items": [], "next_cursor": None}
+            if filters["with_total"]:
+                page["total"] = 0
+            page["project"] = self.q_str("project", max_len=64)
+            self.reply(page)
+            return
         page = await self.run(reg.query_assets, **filters)
         page["project"] = reg.project_id
         self.reply(page)
+
+
+def asset_cursor(cursor: str | None) -> str | None:
+    """400 unless ``cursor`` is one the asset list handed out: ``[scalar sort value, uid]``."""
+    if cursor is None:
+        return None
+    try:
+        value, uid = decode_cursor(cursor)
+    except ValueError:
+        value = uid = ...  # refused below
+    if isinstance(value, bool) or not isinstance(value, str | int | float | None) or (
+            isinstance(value, int) and not -(2**63) <= value < 2**63) or (
+            encode_cursor(value, uid) != cursor.rstrip("=")):  # only the registry's own [value, uid] form
+        raise ApiError(400, "invalid_parameter", f"invalid cursor {cursor[:80]!r}: pass next_cursor from the "
+                                                 "previous page unchanged")
+    return cursor
 
 
 class AssetHandler(AssetsBase):
@@ -112,8 +165,7 @@ class AssetHandler(AssetsBase):
     @web.authenticated
     @authorized
     async def get(self, uid: str) -> None:
-        reg = await self.registry()
-        rec = await self.require(reg, uid)
+        reg, rec = await self.require_asset(uid)
         rec["thumbnails"] = await self.run(reg.thumbnail_status, uid)
         self.reply(rec)
 
@@ -131,14 +183,14 @@ class AssetHandler(AssetsBase):
             kwargs["license_tag"] = field(body, "license", str, nullable=True)
         if metadata is None and not any(body.get(k) for k in ("add_tags", "remove_tags")) and "license" not in body:
             raise ApiError(400, "invalid_body", "nothing to update: give metadata, add_tags, remove_tags or license")
-        reg = await self.registry()
+        reg, _ = await self.require_asset(uid)
         self.reply(await self.run(reg.update_asset_meta, uid, metadata, **kwargs))
 
     @web.authenticated
     @authorized
     async def delete(self, uid: str) -> None:
         delete_files = self.q_bool("delete_files")
-        reg = await self.registry()
+        reg, _ = await self.require_asset(uid)
         self.reply(await self.run(reg.remove_asset, uid, delete_files=delete_files))
 
 
@@ -146,9 +198,32 @@ class SidecarHandler(AssetsBase):
     @web.authenticated
     @authorized
     async def get(self, uid: str) -> None:
-        reg = await self.registry()
-        rec = await self.require(reg, uid)
-        sidecar = await self.run(reg.read_sidecar, uid)
+        reg, rec = await self.require_asset(uid)
+        rel = rec["path"] + SIDECAR_SUFFIX
+        try:
+            fh, _ = await self.open_file(reg.assets_root, rel, "sidecar")
+        except ApiError as exc:
+            if exc.code != "file_missing":
+                raise
+            raise ApiError(409, "asset_conflict", f"sidecar {rel} is missing; run the enforcer to rewrite it") from None
+
+        def parse() -> dict[str, Any]:
+            with fh:
+                raw = fh.read(MAX_SIDECAR_BYTES + 1)
+            if len(raw) > MAX_SIDECAR_BYTES:
+                raise ApiError(409, "asset_conflict", f"sidecar {rel} is over {MAX_SIDECAR_BYTES} bytes; "
+                                                      "run the enforcer to rewrite it")
+            try:
+                data = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+                raise ApiError(409, "asset_conflict", f"sidecar {rel} is not valid JSON ({exc}); "
+                                                      "run the enforcer to rewrite it") from None
+            if not isinstance(data, dict):
+                raise ApiError(409, "asset_conflict", f"sidecar {rel} is not a JSON object; "
+                                                      "run the enforcer to rewrite it")
+            return data
+
+        sidecar = await self.run(parse)
         self.reply({"uid": uid, "path": rec["sidecar"], "sidecar": sidecar})
 
 
@@ -162,48 +237,50 @@ class ThumbnailHandler(AssetsBase):
         sizes = [str(s) for s in get_setting("registry.thumbnail_sizes", [256, 512], self.services.ws)] + [WAVEFORM]
         if size not in sizes:
             raise ApiError(400, "invalid_parameter", f"size must be one of {', '.join(sizes)}, got {size!r}")
-        reg = await self.registry()
-        await self.require(reg, uid)
-        path = await self.run(reg.resolve_thumbnail_path, uid, size)
-        if path is None:
-            state = (await self.run(reg.thumbnail_status, uid)).get(size)
-            if state is None:
-                raise ApiError(404, "no_thumbnail", f"asset {uid} has no {size} preview (not an image/WAV file)")
-            if state["status"] == "pending":
-                raise ApiError(503, "thumbnail_pending", f"the {size} thumbnail of {uid} is being made; retry shortly",
-                               {"Retry-After": "1"})
+        reg, _ = await self.require_asset(uid)
+        state = (await self.run(reg.thumbnail_status, uid)).get(size)
+        if state is None:
+            raise ApiError(404, "no_thumbnail", f"asset {uid} has no {size} preview (not an image/WAV file)")
+        if state["status"] == "pending":
+            raise ApiError(503, "thumbnail_pending", f"the {size} thumbnail of {uid} is being made; retry shortly",
+                           {"Retry-After": "1"})
+        if state["status"] != "ready":
             raise ApiError(404, "thumbnail_failed", f"the {size} thumbnail of {uid} failed: {state['error']}")
-        mtime = await self.run(lambda: path.stat().st_mtime_ns)
-        await self.stream_file(path, "application/json" if size == WAVEFORM else "image/png",
-                               etag=f"{uid}-{size}-{mtime}")
+        rel = os.path.relpath(state["path"], reg.thumbnails_root)
+        fh, st = await self.open_file(reg.thumbnails_root, rel, "thumbnail")
+        await self.stream_file(fh, st, "application/json" if size == WAVEFORM else "image/png",
+                               etag=f"{uid}-{size}-{st.st_mtime_ns}")
 
 
 class DownloadHandler(AssetsBase):
     @web.authenticated
     @authorized
     async def get(self, uid: str) -> None:
-        reg = await self.registry()
-        rec = await self.require(reg, uid)
-        path = Path(rec["abs_path"])
-        # never serve a file swapped for a symlink out of the assets root (tests/reliability/test_security_paths.py)
-        await self.run(confined_path, reg.assets_root, rec["path"], what="asset file")
-        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        await self.stream_file(path, mime, download_name=path.name, etag=rec["hash"])
+        reg, rec = await self.require_asset(uid)
+        # never through a symlink, never a FIFO or device (tests/reliability/test_security_routes.py)
+        fh, st = await self.open_file(reg.assets_root, rec["path"], "asset file")
+        name = Path(rec["path"]).name
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        await self.stream_file(fh, st, mime, download_name=name, etag=rec["hash"])
 
 
 class UploadHandler(StreamedUploadMixin, AssetsBase):
     """``POST /assets/upload?filename=...&asset_type=...``: the body is the file; registered at once."""
 
     def validate_upload_params(self) -> None:
-        asset_type = self.q_str("asset_type", max_len=64) or _DEFAULT_TYPES.get(preview_kind(self.filename) or "")
-        if not asset_type:
-            raise ApiError(400, "invalid_parameter", f"asset_type is required for {self.filename!r} "
-                                                     "(e.g. ?asset_type=models)")
         self.upload_options = {
-            "asset_type": asset_type, "dest_relative": self.q_str("dest_relative"),
+            "asset_type": self.asset_type() if self.filename else None, "dest_relative": self.q_str("dest_relative"),
             "metadata": self.q_json_object("metadata"), "tags": self.q_list("tags"),
             "license_tag": self.q_str("license", max_len=128),
         }
+
+    def asset_type(self) -> str:
+        """``?asset_type=``, else images/audio from the file name (400 when neither)."""
+        asset_type = self.q_str("asset_type", max_len=64) or _DEFAULT_TYPES.get(preview_kind(self.filename or "") or "")
+        if not asset_type:
+            raise ApiError(400, "invalid_parameter", f"asset_type is required for {self.filename!r} "
+                                                     "(e.g. ?asset_type=models)")
+        return asset_type
 
     @web.authenticated
     @authorized
@@ -212,9 +289,10 @@ class UploadHandler(StreamedUploadMixin, AssetsBase):
         user = getattr(self.current_user, "username", None)
         try:
             path = await self.finish_upload()
+            asset_type = opts["asset_type"] or self.asset_type()  # a multipart part named the file
             reg = await self.registry()
             started = time.time()
-            rec = await self.run(reg.register_file, path, opts["asset_type"], dest_relative=opts["dest_relative"],
+            rec = await self.run(reg.register_file, path, asset_type, dest_relative=opts["dest_relative"],
                                  metadata=opts["metadata"], copy=False, license_tag=opts["license_tag"],
                                  tags=opts["tags"], origin="upload", digest=self.upload_digest,
                                  provenance={"source": f"upload:{self.filename}", "uploaded_by": user})
@@ -283,7 +361,10 @@ class DebugHooksHandler(AssetsBase):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        reg = await self.registry()
+        reg = await self.existing_registry()
+        if reg is None:
+            self.reply({"project": self.q_str("project", max_len=64), "hooks": {}})
+            return
         self.reply({"project": reg.project_id, "hooks": reg.describe_hooks()})
 
 

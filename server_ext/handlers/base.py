@@ -8,6 +8,11 @@ Every HTTP handler of the extension derives from :class:`ComfyvnAPIHandler`:
   ``@web.authenticated`` / ``@authorized`` decorators as well);
 * request bodies are streamed into a bounded buffer: a ``Content-Length`` over the limit is
   refused with 413 before the body is read, a chunked body over it after;
+* a refusal decided before the body was read (403, 413, feature disabled, bad query
+  parameters, the upload limit's 503) keeps the connection usable: a body of at most
+  :data:`DRAIN_BYTES` is read and discarded first, then the answer is sent on a kept-alive
+  connection; a larger or chunked body is answered at once with ``Connection: close``;
+* a body that arrives too slowly (see :class:`BodyPolicy`) is cut with 408 and ``Connection: close``;
 * :meth:`ComfyvnAPIHandler.run` runs blocking work (SQLite, hashing, copies) in the
   extension's thread pool and turns core exceptions into clear HTTP errors.
 """
@@ -18,7 +23,9 @@ import functools
 import json
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from http.client import responses
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,9 +33,10 @@ from jupyter_core.utils import ensure_async
 from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 from comfyvn.config import ConfigError
+from comfyvn.confined import RefusedFileError
 from comfyvn.fsutil import UnsafePathError
 from comfyvn.hooks import UnknownHookError
 from comfyvn.ingest.errors import IngestError
@@ -42,20 +50,36 @@ T = TypeVar("T")
 
 #: error codes for HTTP errors raised outside our own code (Jupyter auth, Tornado routing)
 STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+                405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 413: "payload_too_large",
                 429: "rate_limited", 500: "internal_error", 502: "bad_gateway", 503: "unavailable"}
 _MISSING: Any = object()
 AUTH_REQUIRED = "authentication required: send 'Authorization: token <jupyter token>' (or ?token=)"
+#: a refused request body up to this size is read and discarded, so the connection stays usable
+DRAIN_BYTES = 64 * 1024
+#: a refused body being discarded must arrive within this time (else the connection is closed)
+DRAIN_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class BodyPolicy:
+    """How slowly a request body may arrive: at least ``min_bytes_per_s`` over every
+    ``window_s`` seconds, and all of it within ``max_seconds`` (else 408, connection closed)."""
+
+    min_bytes_per_s: float
+    window_s: float
+    max_seconds: float
 
 
 class ApiError(web.HTTPError):
     """An HTTP error with a machine-readable ``code`` and a message a person can act on."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None, *,
+                 drain: bool = True) -> None:
         super().__init__(status, message.replace("%", "%%"))
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.drain = drain  # False: answer at once (Connection: close), never read a refused body
 
 
 def error_body(status: int, exc: BaseException | None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -70,6 +94,9 @@ def error_body(status: int, exc: BaseException | None) -> tuple[dict[str, Any], 
         return {"error": STATUS_CODES.get(status, f"http_{status}"),
                 "message": message or exc.reason or responses.get(status, "error")}, {}
     if exc is not None:
+        mapped = map_exception(exc)
+        if mapped is not exc:  # a core error raised outside run() (e.g. a ConfigError in prepare)
+            return error_body(status, mapped)
         return {"error": "internal_error",
                 "message": f"unhandled {type(exc).__name__} in the comfyvn extension; see the server log"}, {}
     return {"error": STATUS_CODES.get(status, f"http_{status}"), "message": responses.get(status, "error")}, {}
@@ -80,7 +107,13 @@ class JsonErrorsMixin:
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = (kwargs.get("exc_info") or (None, None, None))[1]
+        mapped = map_exception(exc) if exc is not None else None
+        if isinstance(mapped, web.HTTPError) and mapped is not exc:
+            status_code = mapped.status_code
+            self.set_status(status_code)  # type: ignore[attr-defined]
         body, headers = error_body(status_code, exc)
+        if not body_read(self):  # answered before the body was read: do not reuse the connection
+            self.set_header("Connection", "close")  # type: ignore[attr-defined]
         if status_code == 403 and body["error"] == "forbidden" and getattr(self, "_jupyter_current_user", None) is None:
             body["message"] = AUTH_REQUIRED
         for name, value in headers.items():
@@ -108,6 +141,9 @@ def map_exception(exc: BaseException) -> BaseException:
         return ApiError(409, "asset_collision", str(exc))
     if isinstance(exc, AssetRegistryError):
         return ApiError(409, "asset_conflict", str(exc))
+    if isinstance(exc, RefusedFileError):
+        return ApiError(403, "file_refused", f"{exc}; the server serves only regular files inside the "
+                                             "workspace, never through a symlink")
     if isinstance(exc, UnsafePathError):
         return ApiError(400, "unsafe_path", str(exc))
     if isinstance(exc, ConfigError):
@@ -133,8 +169,24 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
         return self.settings["comfyvn_services"]
 
     # ------------------------------------------------------------------ request lifecycle
+    _refusal: BaseException | None = None
+    _received = 0
+    _watchdog: Any = None
+
     async def prepare(self) -> None:  # type: ignore[override]
         self._body = bytearray()
+        try:
+            await self.admit()
+        except Exception as exc:
+            if self._finished:
+                raise
+            self.refuse(map_exception(exc))
+            return
+        if not self._finished:
+            self.watch_body(self.body_policy())
+
+    async def admit(self) -> None:
+        """Authenticate, authorise and check the request before any body byte is read."""
         await super().prepare()
         if self._finished or self.request.method == "OPTIONS":  # CORS preflight stays open, as in Jupyter
             return
@@ -146,16 +198,45 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
         if not allowed:
             raise ApiError(403, "forbidden", f"not authorized to {action} {self.auth_resource}")
         await self.check_enabled()
-        length = self.request.headers.get("Content-Length")
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                raise ApiError(400, "bad_request", f"invalid Content-Length {length!r}") from None
-            if declared > self.body_limit():
-                raise ApiError(413, "payload_too_large",
-                               f"request body of {declared} bytes exceeds the limit of {self.body_limit()} bytes")
+        declared = self.declared_length()
+        if declared is not None and declared > self.body_limit():
+            raise ApiError(413, "payload_too_large",
+                           f"request body of {declared} bytes exceeds the limit of {self.body_limit()} bytes")
         await self.start_body()
+
+    def declared_length(self) -> int | None:
+        """The request's ``Content-Length`` (None for a chunked body or none given)."""
+        length = self.request.headers.get("Content-Length")
+        if length is None:
+            return None
+        try:
+            return int(length)
+        except ValueError:
+            raise ApiError(400, "bad_request", f"invalid Content-Length {length!r}") from None
+
+    def refuse(self, exc: BaseException) -> None:
+        """Answer ``exc`` without reading a large body, or after discarding a small one.
+
+        A body of at most :data:`DRAIN_BYTES` (or none) is read and thrown away first, so the
+        client's connection stays usable for its next request; anything larger, chunked or
+        unknown is answered now with ``Connection: close`` (see ``write_error``)."""
+        chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        try:
+            declared = self.declared_length()
+        except ApiError:
+            declared = None
+            chunked = True
+        drain = not chunked and (declared or 0) <= DRAIN_BYTES and getattr(exc, "drain", True)
+        if not drain:
+            raise exc
+        self._refusal = exc
+        method = (self.request.method or "get").lower()
+        setattr(self, method, self._answer_refusal)  # runs once the (small) body was read and dropped
+        self.watch_body(BodyPolicy(min_bytes_per_s=0, window_s=DRAIN_SECONDS, max_seconds=DRAIN_SECONDS))
+
+    async def _answer_refusal(self, *args: Any, **kwargs: Any) -> None:
+        assert self._refusal is not None
+        raise self._refusal
 
     async def check_enabled(self) -> None:
         """Hook for feature gates (the ingest routes check ``enable_asset_ingest``)."""
@@ -166,7 +247,20 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
     def body_limit(self) -> int:
         return self.services.max_json_bytes
 
+    def body_policy(self) -> BodyPolicy | None:
+        """How slowly this route's body may arrive (None: no limit; uploads set one)."""
+        return None
+
     def data_received(self, chunk: bytes) -> Any:
+        self._received += len(chunk)
+        if self._refusal is not None:
+            if self._received > DRAIN_BYTES:  # more than declared: stop reading, answer and close
+                self.cut_body(self._refusal)
+            return None
+        return self.body_chunk(chunk)
+
+    def body_chunk(self, chunk: bytes) -> Any:
+        """One chunk of an accepted body (uploads override this to stream to disk)."""
         if self._finished or self._too_large:
             return None
         if len(self._body) + len(chunk) > self.body_limit():
@@ -175,6 +269,68 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
             return None
         self._body.extend(chunk)
         return None
+
+    # ------------------------------------------------------------------ slow bodies
+    def watch_body(self, policy: BodyPolicy | None) -> None:
+        """Cut the request with 408 if its body arrives slower than ``policy`` allows."""
+        if policy is None or body_read(self) or not self.expects_body():
+            return
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        started = time.monotonic()
+        window = {"start": started, "bytes": self._received}
+
+        def check() -> None:
+            if self._finished or body_read(self):
+                self._watchdog.stop()
+                return
+            now = time.monotonic()
+            if now - started > policy.max_seconds and self._refusal is not None:
+                self.cut_body(self._refusal)  # a refused body that is not worth waiting for
+            elif now - started > policy.max_seconds:
+                self.cut_body(ApiError(408, "request_timeout",
+                                       f"the request body was not complete within {policy.max_seconds:g} s "
+                                       f"({self._received} bytes received); send it faster or in smaller parts"))
+            elif now - window["start"] >= policy.window_s:
+                rate = (self._received - window["bytes"]) / (now - window["start"])
+                if rate < policy.min_bytes_per_s:
+                    self.cut_body(ApiError(408, "request_timeout",
+                                           f"the request body arrived at {rate:.0f} bytes/s over the last "
+                                           f"{now - window['start']:.0f} s, below the minimum of "
+                                           f"{policy.min_bytes_per_s:g} bytes/s"))
+                else:
+                    window.update(start=now, bytes=self._received)
+
+        tick = max(0.05, min(1.0, policy.window_s / 4, policy.max_seconds / 4)) * 1000
+        self._watchdog = PeriodicCallback(check, tick)
+        self._watchdog.start()
+
+    def expects_body(self) -> bool:
+        return bool(self.declared_length_or_none()) or "chunked" in self.request.headers.get(
+            "Transfer-Encoding", "").lower()
+
+    def declared_length_or_none(self) -> int | None:
+        try:
+            return self.declared_length()
+        except ApiError:
+            return None
+
+    def cut_body(self, exc: BaseException) -> None:
+        """Answer now, while the body is still arriving (the connection is then closed)."""
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        if self._finished:
+            return
+        self.on_body_cut()
+        self.send_error(getattr(exc, "status_code", 500), exc_info=(type(exc), exc, None))
+
+    def on_body_cut(self) -> None:
+        """Called when the body is cut short (uploads drop their temporary file here)."""
+
+    def on_finish(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        super().on_finish()
 
     # ------------------------------------------------------------------ helpers
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -256,6 +412,12 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
         if not isinstance(value, dict):
             raise ApiError(400, "invalid_parameter", f"{name} must be a JSON object, got {type(value).__name__}")
         return value
+
+
+def body_read(handler: Any) -> bool:
+    """Whether the whole request body has been received (always true for non-streamed handlers)."""
+    future = getattr(handler.request, "_body_future", None)  # Tornado's streamed-body future
+    return future is None or future.done()
 
 
 def parse_bool(name: str, raw: str) -> bool:

@@ -150,9 +150,10 @@ class JobsHandler(IngestHandler):
             raise ApiError(400, "invalid_parameter", f"status must be one of {', '.join(STATUSES)}, got {status!r}")
         provider = self.q_str("provider", max_len=64)
         limit = self.q_int("limit", 50, minimum=1, maximum=500)
-        cursor = self.q_str("cursor", max_len=512)
+        cursor = self.q_int("cursor", None, minimum=0, maximum=2**63 - 1)  # next_cursor of the previous page
         queue = await self.queue()
-        page = await self.run(queue.page_jobs, limit=limit, status=status, provider=provider, cursor=cursor)
+        page = await self.run(queue.page_jobs, limit=limit, status=status, provider=provider,
+                              cursor=None if cursor is None else str(cursor))
         self.reply(page)
 
 

@@ -91,7 +91,7 @@ async def test_job_listing_filters_and_cursor(api, ingest_on, make_png):
     assert (await api("GET", "/api/ingest/jobs", params={"provider": "civitai"})).json["items"] == []
     assert_error(await api("GET", "/api/ingest/jobs", params={"status": "done"}), 400, "invalid_parameter", "status")
     assert_error(await api("GET", "/api/ingest/jobs", params={"limit": "0"}), 400, "invalid_parameter", "limit")
-    assert_error(await api("GET", "/api/ingest/jobs", params={"cursor": "x"}), 400, "invalid_request", "cursor")
+    assert_error(await api("GET", "/api/ingest/jobs", params={"cursor": "x"}), 400, "invalid_parameter", "cursor")
     assert_error(await api("GET", "/api/ingest/jobs/nope"), 404, "job_not_found")
     assert_error(await api("GET", "/api/ingest/status", params={"job_id": "nope"}), 404, "job_not_found")
     assert_error(await api("GET", "/api/ingest/status", params={"include_cache": "sure"}), 400, "invalid_parameter")
