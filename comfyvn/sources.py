@@ -204,7 +204,7 @@ def _refusal(real: str, ws: Workspace, roots: list[Path] | None, assets_root: Pa
         if uploads_ok and is_handoff_file(real, ws):
             return None
     if in_own_assets:  # the registry checks what it holds itself (registered paths, sidecars)
-        bad = sensitive_name(_parts_below(real, own_assets))
+        bad = next((p for p in _parts_below(real, own_assets) if p.startswith(".")), None)
         return None if bad is None else SourceRefusedError(
             f"{real}: {bad!r} is a hidden or sensitive name (the registry's own temporary files live there)")
     bases = [str(r) for r in roots] if roots is not None else [ws_root, os.path.expanduser("~")]
@@ -353,15 +353,15 @@ def open_source(source_path: str | os.PathLike[str], ws: Workspace, *, confined:
                 uploads_ok: bool = False) -> Iterator[OpenedSource]:
     """Open a caller-named source once and check the descriptor (see the module docstring).
 
-    ``confined``: apply ``ingest.allowed_source_roots`` (default: True for a :class:`SourcePath`
-    or a plain string, False for other ``os.PathLike`` objects passed by Python code is *not*
-    assumed: pass it explicitly).  ``assets_root``: the caller's own project's assets root
-    (the one part of ``data/`` that may be read).  ``limit``: most bytes (default
-    :func:`source_limit` without a destination).  ``uploads_ok``: an upload body handed on by
-    the upload route may be read.
+    ``confined``: apply ``ingest.allowed_source_roots`` (default True; the registry passes False
+    for paths Python code gives it directly, True for a :class:`SourcePath`).  ``assets_root``:
+    the caller's own project's assets root, the one part of ``data/`` that may be read (None:
+    any project's, for a check that does not know the project yet).  ``limit``: most bytes
+    (default :func:`source_limit` without a destination).  ``uploads_ok``: an upload's body
+    handed on by the upload route (``data/uploads/.upload-*/<name>``) may be read.
     """
     if confined is None:
-        confined = bool(getattr(source_path, "confined", True))
+        confined = True
     roots = allowed_source_roots(ws) if confined else None
     raw = _absolute(source_path)
     resolved = _resolve(raw)
