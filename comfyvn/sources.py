@@ -212,7 +212,7 @@ def _refusal(real: str, ws: Workspace, roots: list[Path] | None, assets_root: Pa
     if roots is not None and not containing:
         shown = ", ".join(bases) or "(none configured)"
         return SourceNotAllowedError(
-            f"{real} is outside the folders sources may be read from: {shown}. Move the file into one of them "
+            f"{real} is outside the folders ingest may read from: {shown}. Move the file into one of them "
             f"or add its folder to ingest.allowed_source_roots in {ws.config_file}")
     checks = [sensitive_name(_parts_below(real, b)) for b in containing] or [sensitive_name(real.split(os.sep))]
     if all(bad is not None for bad in checks):
