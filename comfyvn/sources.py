@@ -177,7 +177,7 @@ def is_handoff_file(path: str | os.PathLike[str], ws: Workspace) -> bool:
     a staged ingest file (``data/ingest/staging/<job>-<name>``) or an upload's body
     (``data/uploads/.upload-*/<name>``).  Only these may be *moved* into a registry."""
     text = os.fspath(path)
-    staging, uploads = str(ws.staging_dir), str(uploads_dir(ws))
+    staging, uploads = os.path.realpath(ws.staging_dir), os.path.realpath(uploads_dir(ws))
     if _inside(text, staging):
         parts = _parts_below(text, staging)
         return len(parts) == 1 and not parts[0].startswith(".")
@@ -191,18 +191,16 @@ def _refusal(real: str, ws: Workspace, roots: list[Path] | None, assets_root: Pa
              uploads_ok: bool) -> Exception | None:
     """Why ``real`` (a fully resolved path) may not be read, or None."""
     ws_root = str(ws.root)
-    own_assets = str(assets_root) if assets_root is not None else str(ws.assets_root)
+    own_assets = os.path.realpath(assets_root if assets_root is not None else ws.assets_root)
     in_own_assets = _inside(real, own_assets) and real != own_assets
-    if _inside(real, ws_root) and not in_own_assets:
-        parts = _parts_below(real, ws_root)
-        if parts and parts[0] in WORKSPACE_INTERNALS and not (uploads_ok and is_handoff_file(real, ws)
-                                                               and _inside(real, str(uploads_dir(ws)))):
-            where = "/".join(parts[:3])
-            return SourceRefusedError(
-                f"{real} is inside the workspace's own files ({where}...): the database, config, logs, cache, "
-                "staging, trash, uploads and other projects' assets are never read as sources")
-        if uploads_ok and is_handoff_file(real, ws):
+    # compared by real path, so a workspace whose data/ is a symlink to another disk is covered too
+    internal = next((name for name in WORKSPACE_INTERNALS if _inside(real, os.path.realpath(ws.root / name))), None)
+    if internal is not None and not in_own_assets:
+        if uploads_ok and _inside(real, os.path.realpath(uploads_dir(ws))) and is_handoff_file(real, ws):
             return None
+        return SourceRefusedError(
+            f"{real} is inside the workspace's own files ({internal}/): the database, config, logs, cache, "
+            "staging, trash, uploads and other projects' assets are never read as sources")
     if in_own_assets:  # the registry checks what it holds itself (registered paths, sidecars)
         bad = next((p for p in _parts_below(real, own_assets) if p.startswith(".")), None)
         return None if bad is None else SourceRefusedError(

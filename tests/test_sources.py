@@ -407,3 +407,27 @@ def test_hidden_names_are_not_valid_destinations(ws, reg, dest):
 def test_the_queue_delegates_its_roots_to_the_one_policy(ws, q):
     assert q.allowed_source_roots() == sources.allowed_source_roots(ws) == [ws.root, Path("~").expanduser().resolve()]
     assert isinstance(q.check_source(write(ws.root / "a.png")), sources.SourcePath)
+
+
+def test_internals_are_recognised_when_the_data_folder_is_a_symlink_to_another_disk(tmp_path, monkeypatch):
+    from comfyvn.config import init_workspace, workspace
+
+    root = tmp_path / "ws"
+    (tmp_path / "big-disk" / "data").mkdir(parents=True)
+    root.mkdir()
+    (root / "data").symlink_to(tmp_path / "big-disk" / "data", target_is_directory=True)
+    monkeypatch.setenv("COMFYVN_HOME", str(root))
+    ws = init_workspace(workspace(root))
+    queue = AssetIngestQueue(ws)
+    try:
+        registry = AssetRegistry(ws=ws, make_thumbnails=False)
+        trash = write(tmp_path / "big-disk" / "data" / "trash" / "default" / "x" / "old.txt", b"old")
+        for path in (ws.db_path, trash):
+            with pytest.raises(SourceRefusedError):
+                queue.enqueue(source_path=path)
+            with pytest.raises(SourceRefusedError):
+                registry.register_file(path, "misc")
+        job = queue.enqueue(source_path=write(root / "incoming" / "a.png", b"through the symlinked data"))
+        assert queue.apply([job["job_id"]])["applied"]  # the staging hand-off still moves in
+    finally:
+        queue.stop_worker()
