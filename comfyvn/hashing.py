@@ -20,16 +20,59 @@ def _buffer() -> bytearray:
     return buf
 
 
-def sha256_file(path: Path) -> tuple[str, int]:
-    """``(hex digest, size)`` of a file, read in 1 MiB chunks."""
+class LimitExceededError(Exception):
+    """The source offered more bytes than the copy's ``limit`` (the copy is incomplete)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} bytes")
+        self.limit = limit
+
+
+def _bounded(buf_view: memoryview, size: int, limit: int | None) -> memoryview:
+    """The part of the buffer to read into next: never more than one byte past ``limit``."""
+    if limit is None:
+        return buf_view
+    return buf_view[:max(1, min(len(buf_view), limit + 1 - size))]
+
+
+def _hash_fh(fh, limit: int | None) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
-    buf = _buffer()
-    view = memoryview(buf)
+    view = memoryview(_buffer())
+    while n := fh.readinto(_bounded(view, size, limit)):
+        h.update(view[:n])
+        size += n
+        if limit is not None and size > limit:
+            raise LimitExceededError(limit)
+    return h.hexdigest(), size
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """``(hex digest, size)`` of a file, read in 1 MiB chunks."""
     with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-            size += n
+        return _hash_fh(fh, None)
+
+
+def sha256_fd(fd: int, *, limit: int | None = None) -> tuple[str, int]:
+    """``(hex digest, size)`` of an open file from its start; :class:`LimitExceededError` past ``limit``."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    with open(fd, "rb", buffering=0, closefd=False) as fh:
+        return _hash_fh(fh, limit)
+
+
+def _copy_fh(fh, dest_fh, *, fsync: bool, limit: int | None) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    view = memoryview(_buffer())
+    while n := fh.readinto(_bounded(view, size, limit)):
+        size += n
+        if limit is not None and size > limit:
+            raise LimitExceededError(limit)
+        h.update(view[:n])
+        dest_fh.write(view[:n])
+    dest_fh.flush()
+    if fsync:
+        os.fsync(dest_fh.fileno())
     return h.hexdigest(), size
 
 
@@ -38,19 +81,21 @@ def copy_and_hash(src: Path, dest_fh, *, fsync: bool = True) -> tuple[str, int]:
 
     ``fsync=True`` (default) flushes the copy to disk before returning.
     """
-    h = hashlib.sha256()
-    size = 0
-    buf = _buffer()
-    view = memoryview(buf)
     with open(src, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-            dest_fh.write(view[:n])
-            size += n
-    dest_fh.flush()
-    if fsync:
-        os.fsync(dest_fh.fileno())
-    return h.hexdigest(), size
+        return _copy_fh(fh, dest_fh, fsync=fsync, limit=None)
+
+
+def copy_and_hash_fd(src_fd: int, dest_fh, *, fsync: bool = True, limit: int | None = None) -> tuple[str, int]:
+    """:func:`copy_and_hash_large` from an open file descriptor (read from its start).
+
+    Never copies more than ``limit`` bytes: a source that offers more (it grew while being
+    read) raises :class:`LimitExceededError`; the caller discards the partial copy.
+    """
+    os.lseek(src_fd, 0, os.SEEK_SET)
+    with open(src_fd, "rb", buffering=0, closefd=False) as fh:
+        if os.fstat(src_fd).st_size < LARGE_FILE:
+            return _copy_fh(fh, dest_fh, fsync=fsync, limit=limit)
+        return _copy_large(fh, dest_fh, fsync=fsync, limit=limit)
 
 
 # -- big files: hashing overlapped with copying --------------------------------------------
@@ -93,34 +138,45 @@ def copy_and_hash_large(src: Path, dest_fh, *, fsync: bool = True) -> tuple[str,
     """
     if os.stat(src).st_size < LARGE_FILE:
         return copy_and_hash(src, dest_fh, fsync=fsync)
+    with open(src, "rb", buffering=0) as fh:
+        return _copy_large(fh, dest_fh, fsync=fsync, limit=None)
+
+
+def _copy_large(fh, dest_fh, *, fsync: bool, limit: int | None) -> tuple[str, int]:
     dest_fh.flush()
     fd = dest_fh.fileno()
-    with open(src, "rb", buffering=0) as fh:
-        if not _readable(fd):  # what lands cannot be read back: hash the buffers on their way
-            return _copy_and_hash_pipelined(fh, fd, fsync=fsync)
-        try:
-            first = os.copy_file_range(fh.fileno(), fd, _KERNEL_CHUNK)
-        except (AttributeError, OSError):  # another file system, an old kernel: copy through Python
-            fh.seek(0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.ftruncate(fd, 0)
-            return _copy_and_hash_pipelined(fh, fd, fsync=fsync)
-        h = hashlib.sha256()
-        todo: queue.Queue = queue.Queue()
-        failure: list[BaseException] = []
-        worker = threading.Thread(target=_hash_ranges, args=(fd, h, todo, failure), name="comfyvn-sha256",
-                                  daemon=True)
-        worker.start()
-        size, n = 0, first
-        try:
-            while n:
-                _start_writeback(fd, size, n)
-                todo.put((size, n))
-                size += n
-                n = os.copy_file_range(fh.fileno(), fd, _KERNEL_CHUNK)
-        finally:
-            todo.put(None)
-            worker.join()
+    start = fh.tell()
+
+    def chunk(size: int) -> int:
+        return _KERNEL_CHUNK if limit is None else max(1, min(_KERNEL_CHUNK, limit + 1 - size))
+
+    if not _readable(fd):  # what lands cannot be read back: hash the buffers on their way
+        return _copy_and_hash_pipelined(fh, fd, fsync=fsync, limit=limit)
+    try:
+        first = os.copy_file_range(fh.fileno(), fd, chunk(0))
+    except (AttributeError, OSError):  # another file system, an old kernel: copy through Python
+        fh.seek(start)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        return _copy_and_hash_pipelined(fh, fd, fsync=fsync, limit=limit)
+    h = hashlib.sha256()
+    todo: queue.Queue = queue.Queue()
+    failure: list[BaseException] = []
+    worker = threading.Thread(target=_hash_ranges, args=(fd, h, todo, failure), name="comfyvn-sha256",
+                              daemon=True)
+    worker.start()
+    size, n = 0, first
+    try:
+        while n:
+            _start_writeback(fd, size, n)
+            todo.put((size, n))
+            size += n
+            if limit is not None and size > limit:
+                raise LimitExceededError(limit)
+            n = os.copy_file_range(fh.fileno(), fd, chunk(size))
+    finally:
+        todo.put(None)
+        worker.join()
     if failure:
         raise failure[0]
     if fsync:
@@ -165,7 +221,7 @@ def _hash_ranges(fd: int, h, todo: queue.Queue, failure: list[BaseException]) ->
             pass
 
 
-def _copy_and_hash_pipelined(fh, fd: int, *, fsync: bool) -> tuple[str, int]:
+def _copy_and_hash_pipelined(fh, fd: int, *, fsync: bool, limit: int | None = None) -> tuple[str, int]:
     """Read and write 8 MiB chunks in this thread while a helper thread hashes them (hashlib
     releases the GIL); write-back of every written chunk starts at once."""
     h = hashlib.sha256()
@@ -190,9 +246,11 @@ def _copy_and_hash_pipelined(fh, fd: int, *, fsync: bool) -> tuple[str, int]:
     try:
         while True:
             buf = free.get()
-            n = fh.readinto(buf)
+            n = fh.readinto(_bounded(memoryview(buf), size, limit))
             if not n:
                 break
+            if limit is not None and size + n > limit:
+                raise LimitExceededError(limit)
             view = memoryview(buf)[:n]
             written = 0
             while written < n:

@@ -16,6 +16,7 @@ import comfyvn.studio.core.asset_registry as regmod
 import comfyvn.studio.core.thumbnails as thumbmod
 from comfyvn.fsutil import UnsafePathError
 from comfyvn.hooks import get_hook_bus
+from comfyvn.ingest.errors import IngestError
 from comfyvn.studio.core.asset_registry import (
     AssetCollisionError,
     AssetNotFoundError,
@@ -136,8 +137,9 @@ def test_uid_is_the_first_16_hex_digits_of_sha256_and_bytes_are_unchanged(reg, s
     assert source.exists() and sha(source) == digest  # copy=True keeps the source
 
 
-def test_copy_false_moves_the_file_by_rename(reg, src):
-    source = make_file(src, "big.bin", os.urandom(50_000))
+def test_copy_false_moves_only_a_hand_off_file_by_rename(reg, src):
+    """A staged ingest file (the workspace's own hand-off) is moved; anything else never is."""
+    source = make_file(reg.ws.staging_dir, "0123456789ab-big.bin", os.urandom(50_000))
     digest = sha(source)
     inode = source.stat().st_ino
     rec = reg.register_file(source, "models", copy=False)
@@ -146,11 +148,34 @@ def test_copy_false_moves_the_file_by_rename(reg, src):
     assert sha(rec["abs_path"]) == digest
 
 
+def test_copy_false_outside_the_assets_root_is_refused_and_nothing_moves(reg, src):
+    from comfyvn.sources import CopyRequiredError
+
+    source = make_file(src, "elsewhere.bin", b"stays where it is")
+    with pytest.raises(CopyRequiredError, match="copy=true") as err:
+        reg.register_file(source, "models", copy=False)
+    assert err.value.http_status == 400 and err.value.code == "copy_required"
+    assert source.read_bytes() == b"stays where it is" and reg.count() == 0
+    assert [p for p in files_under(reg.assets_root)] == []
+
+
+def test_copy_false_inside_the_assets_root_registers_in_place_and_never_moves(reg):
+    from comfyvn.sources import CopyRequiredError
+
+    placed = make_file(reg.assets_root, "art/hero.bin", b"already here")
+    inode = placed.stat().st_ino
+    with pytest.raises(CopyRequiredError, match="dest_relative"):  # would be a move inside the root
+        reg.register_file(placed, "models", copy=False, dest_relative="models/moved.bin")
+    rec = reg.register_file(placed, "models", copy=False)
+    assert rec["path"] == "art/hero.bin" and placed.stat().st_ino == inode
+    assert sorted(p.name for p in (reg.assets_root / "art").iterdir()) == ["hero.bin", "hero.bin.asset.json"]
+
+
 def test_a_trusted_digest_skips_hashing_but_must_be_well_formed(reg, src, monkeypatch):
-    source = make_file(src, "staged.bin", b"staged bytes")
+    source = make_file(reg.ws.staging_dir, "0123456789ab-staged.bin", b"staged bytes")
     digest = sha(source)
 
-    def no_hashing(path):
+    def no_hashing(*args, **kwargs):
         raise AssertionError("hashed again")
 
     monkeypatch.setattr(regmod, "sha256_file", no_hashing)
@@ -225,7 +250,7 @@ class Interrupted(BaseException):
 
 
 def test_a_group_commit_that_fails_as_a_whole_leaves_nothing_behind(reg, src):
-    sources = [make_file(src, f"s{i}.txt", f"bytes {i}") for i in range(3)]
+    sources = [make_file(reg.ws.staging_dir, f"0123456789a{i}-s{i}.txt", f"bytes {i}") for i in range(3)]
 
     def interrupt_on_last(conn, index, record):
         if index == 2:
@@ -283,9 +308,9 @@ def test_a_different_file_at_the_destination_is_never_overwritten(reg, src):
         reg.register_file(make_file(src, "b/logo.txt", "logo two"), "docs")
     assert Path(first["abs_path"]).read_text() == "logo one"
     assert reg.count() == 1
-    moved = make_file(src, "c/logo.txt", "logo three")
+    moved = make_file(reg.ws.staging_dir, "0123456789ab-logo.txt", "logo three")
     with pytest.raises(AssetCollisionError):
-        reg.register_file(moved, "docs", copy=False)
+        reg.register_file(moved, "docs", copy=False, dest_relative="docs/logo.txt")
     assert moved.read_text() == "logo three"  # a refused move leaves the source where it was
     assert not any((reg.assets_root / ".incoming").glob("*"))  # no copy left half-way
 
@@ -306,8 +331,9 @@ def test_registering_a_file_in_place(reg):
 def test_bad_inputs_are_clear_errors(reg, src):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         reg.register_file(src / "missing.png", "sprites")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(IngestError, match="not a regular file") as err:
         reg.register_file(src, "sprites")  # a folder
+    assert err.value.code == "not_a_file" and err.value.http_status == 400
     source = make_file(src, "ok.txt", "ok")
     for bad_type in ("", "Sprites", "a/b", "../x", 3):
         with pytest.raises(ValueError, match="asset_type"):
@@ -505,13 +531,13 @@ def test_a_failing_hook_does_not_undo_the_change(reg, src):
 def test_a_failure_half_way_leaves_no_row_event_file_or_sidecar(reg, src, monkeypatch):
     bus = get_hook_bus(reg.db)
     start = bus.last_id()
-    source = make_file(src, "half.txt", "half")
-
     def disk_full(path, payload, fsync=True):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(regmod, "atomic_write_json", disk_full)
-    for copy in (True, False):
+    for copy in (True, False):  # a copy from anywhere, a move of a hand-off (staged) file
+        source = make_file(src if copy else reg.ws.staging_dir, "half.txt" if copy else "0123456789ab-half.txt",
+                           "half")
         with pytest.raises(OSError, match="No space"):
             reg.register_file(source, "docs", copy=copy)
         assert source.read_text() == "half"  # a move is put back

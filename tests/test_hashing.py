@@ -76,3 +76,43 @@ def test_small_files_take_the_simple_loop(tmp_path):
     with open(tmp_path / "out", "wb") as fh:
         assert copy_and_hash_large(src, fh, fsync=False) == copy_and_hash(src, open(os.devnull, "wb"), fsync=False)
     assert (tmp_path / "out").read_bytes() == src.read_bytes()
+
+
+# -- copying from an open descriptor, never past a limit (comfyvn.sources) --------------------
+def copy_fd(src: Path, dest: Path, limit: int | None, mode: str = "w+b") -> tuple[str, int]:
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        with open(dest, mode) as fh:
+            return hashing.copy_and_hash_fd(fd, fh, fsync=False, limit=limit)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("path", ["kernel", "pipelined", "small"])
+def test_a_descriptor_copy_stops_one_byte_past_its_limit(big, tmp_path, monkeypatch, path):
+    src, digest = big
+    if path == "pipelined":
+        monkeypatch.setattr(hashing.os, "copy_file_range", lambda *a: (_ for _ in ()).throw(OSError(errno.EXDEV, "x")))
+    if path == "small":
+        src = tmp_path / "small.bin"
+        src.write_bytes(os.urandom(300_000))
+        digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    size = src.stat().st_size
+    assert copy_fd(src, tmp_path / "exact", limit=size) == (digest, size)  # exactly the limit is fine
+    with pytest.raises(hashing.LimitExceededError):
+        copy_fd(src, tmp_path / "over", limit=size - 1000)
+    assert (tmp_path / "over").stat().st_size <= size - 1000 + 1  # never copies more than limit + 1 bytes
+
+
+def test_sha256_fd_hashes_from_the_start_and_honours_its_limit(tmp_path):
+    path = tmp_path / "f.bin"
+    data = os.urandom(100_000)
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.read(fd, 10)  # the offset is rewound
+        assert hashing.sha256_fd(fd) == (hashlib.sha256(data).hexdigest(), len(data))
+        with pytest.raises(hashing.LimitExceededError):
+            hashing.sha256_fd(fd, limit=99_999)
+    finally:
+        os.close(fd)

@@ -50,6 +50,51 @@ class SourceNotAllowedError(IngestError):
     http_status = 403
 
 
+class SourceRefusedError(SourceNotAllowedError):
+    """The source lies inside an allowed root but is never readable: the workspace's own files
+    (database, config, logs, cache, staging, trash, uploads, other projects' assets) or a
+    sensitive name (dot-files and dot-folders, keys, credentials).  See :mod:`comfyvn.sources`."""
+
+    code = "source_refused"
+
+
+class SourceUnreadableError(SourceNotAllowedError):
+    """The operating system refused to open the source (permissions)."""
+
+    code = "source_unreadable"
+
+
+class SourceNotRegularError(IngestError):
+    """The source is a folder, FIFO, device or socket, not a regular file."""
+
+    code = "not_a_file"
+
+
+class SourceTooLargeError(IngestError):
+    """The source is bigger than ``ingest.max_source_bytes`` or the free disk space allows."""
+
+    code = "source_too_large"
+
+
+class SourcePathError(IngestError):
+    """The source path cannot be resolved (symlink loop, name too long, not a folder on the way)."""
+
+    code = "bad_source_path"
+
+
+class SourceChangedError(IngestError):
+    """The source was replaced (e.g. by a symlink) between resolving and opening it."""
+
+    code = "source_changed"
+    http_status = 409
+
+
+class CopyRequiredError(IngestError):
+    """``copy=False`` names a file outside the project's assets root (it would be moved)."""
+
+    code = "copy_required"
+
+
 class JobNotFoundError(IngestError, KeyError):
     """No job with that id."""
 
@@ -92,11 +137,18 @@ class RemoteError(IngestError):
 
 
 __all__ = [
+    "CopyRequiredError",
     "IngestError",
     "InvalidTransitionError",
     "JobNotFoundError",
     "RateLimitedError",
     "RemoteError",
+    "SourceChangedError",
     "SourceNotAllowedError",
+    "SourceNotRegularError",
+    "SourcePathError",
+    "SourceRefusedError",
+    "SourceTooLargeError",
+    "SourceUnreadableError",
     "TermsNotAcknowledgedError",
 ]

@@ -36,9 +36,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .. import sources
 from ..config import Workspace, feature_enabled, get_setting, setup_logging, workspace
 from ..fsutil import boot_id, fsync_file, owner_alive, owner_token, safe_relative, temp_owner
-from ..hashing import copy_and_hash_large, sha256_file, start_writeback
+from ..hashing import sha256_file, start_writeback
 from ..hooks import emit, get_hook_bus
 from ..store import Database, get_database
 from ..studio.core.asset_registry import AssetRegistry
@@ -49,7 +50,6 @@ from .errors import (
     JobNotFoundError,
     RateLimitedError,
     RemoteError,
-    SourceNotAllowedError,
     TermsNotAcknowledgedError,
 )
 from .mappers import PROVIDERS, REMOTE_PROVIDERS, is_host_allowed, normalise_metadata, provider_for_url
@@ -188,7 +188,6 @@ class AssetIngestQueue:
         self._registries: dict[str, AssetRegistry] = {}
         self._registries_lock = threading.Lock()
         self.auto_worker = auto_worker
-        self._roots_cache: tuple[tuple, list[Path]] | None = None
         from .worker import IngestWorker
 
         self.worker = IngestWorker(self)
@@ -277,49 +276,19 @@ class AssetIngestQueue:
 
     # ------------------------------------------------------------------ source checks
     def allowed_source_roots(self) -> list[Path]:
-        """``ingest.allowed_source_roots`` expanded and resolved (re-read when the config file changes)."""
-        try:
-            st = self.ws.config_file.stat()
-            key: tuple = (st.st_mtime_ns, st.st_size, os.environ.get("HOME"))
-        except FileNotFoundError:
-            key = (None, None, os.environ.get("HOME"))
-        if self._roots_cache is not None and self._roots_cache[0] == key:
-            return list(self._roots_cache[1])
-        roots = get_setting("ingest.allowed_source_roots", ["$COMFYVN_HOME", "~"], self.ws) or []
-        if isinstance(roots, str):
-            roots = [roots]
-        out: list[Path] = []
-        for raw in roots:
-            text = str(raw).replace("$COMFYVN_HOME", str(self.ws.root)).replace("${COMFYVN_HOME}", str(self.ws.root))
-            text = os.path.expandvars(os.path.expanduser(text))
-            if "$" in text:  # an unset variable: never widen access by accident
-                continue
-            path = Path(text)
-            if not path.is_absolute():
-                path = self.ws.root / path
-            out.append(path.resolve())
-        self._roots_cache = (key, out)
-        return list(out)
+        """``ingest.allowed_source_roots`` expanded and resolved (see :func:`comfyvn.sources.allowed_source_roots`)."""
+        return sources.allowed_source_roots(self.ws)
 
     def check_source(self, source_path: str | os.PathLike[str]) -> Path:
-        """The resolved source file, if it lies under ``ingest.allowed_source_roots``."""
-        raw = Path(os.fspath(source_path)).expanduser()
-        if not raw.is_absolute():
-            raw = Path.cwd() / raw
-        try:
-            resolved = raw.resolve(strict=True)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"source file {raw} does not exist") from None
-        roots = self.allowed_source_roots()  # already resolved
-        if not any(resolved == r or r in resolved.parents for r in roots):
-            shown = ", ".join(str(r) for r in roots) or "(none configured)"
-            via = f" (symlink to {resolved})" if resolved != raw.absolute() else ""
-            raise SourceNotAllowedError(
-                f"source_path {raw}{via} is outside the folders ingest may read from: {shown}. Move the file "
-                f"into one of them or add its folder to ingest.allowed_source_roots in {self.ws.config_file}")
-        if not resolved.is_file():
-            raise IngestError(f"source_path {raw} is not a regular file", code="not_a_file")
-        return resolved
+        """The resolved source file if the source policy lets it be read (see :mod:`comfyvn.sources`).
+
+        The result is a :class:`comfyvn.sources.SourcePath`: whoever opens it later (the registry,
+        :meth:`stage_file`) checks the opened file against the same rules again.
+        """
+        return sources.check_source(source_path, self.ws)
+
+    def _project_assets_root(self, project_id: str | None) -> Path:
+        return self.ws.assets_root / (project_id or self.default_project)
 
     # ------------------------------------------------------------------ dedup
     def _dedup(self, conn, project_id: str, digest: str, exclude: str | None = None) -> dict | None:
@@ -359,19 +328,31 @@ class AssetIngestQueue:
     def stage_file(self, job_id: str, src: Path, filename: str) -> tuple[Path, str, int, str | None]:
         """Copy ``src`` into staging, hashing in the same pass (temp file + rename).
 
+        The source is opened once and checked by :func:`comfyvn.sources.open_source` (allowed
+        roots, refused names, regular file, size cap), and copied from that descriptor.
         Returns ``(path, digest, size, staged_boot)``.  The bytes are written behind: their
         write-back starts at once but nobody waits for it; ``staged_boot`` (this boot's id)
         lets apply() fsync them in this boot, or re-hash them after the machine restarted, so a
         power loss shows up as a failed job, never as wrong bytes in the registry.  Where the
         kernel has no boot id the copy is fsynced here instead (``staged_boot`` None).
         """
+        row = self.db.query_one("SELECT project_id FROM ingest_jobs WHERE job_id = ?", (job_id,))
+        with self._open_source(src, row[0] if row else None) as source:
+            return self._stage_opened(job_id, source, filename)
+
+    def _open_source(self, src: Any, project_id: str | None, *, uploads_ok: bool = False):
+        return sources.open_source(src, self.ws, confined=True, assets_root=self._project_assets_root(project_id),
+                                   limit=sources.source_limit(self.ws, self.staging_dir), uploads_ok=uploads_ok)
+
+    def _stage_opened(self, job_id: str, source: sources.OpenedSource,
+                      filename: str) -> tuple[Path, str, int, str | None]:
         final = self.staged_file(job_id, filename)
         boot = boot_id()
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{owner_token()}.", suffix=".tmp",
                                         dir=self.staging_dir)
         try:
             with os.fdopen(fd, "wb") as fh:
-                digest, size = copy_and_hash_large(src, fh, fsync=boot is None)  # pipelined for big files
+                digest, size = source.copy_into(fh, fsync=boot is None)  # pipelined for big files
                 if boot is not None:
                     start_writeback(fh.fileno())
             os.replace(tmp_name, final)
@@ -417,11 +398,12 @@ class AssetIngestQueue:
         if remote_url is not None:
             return self._enqueue_remote(remote_url, fields, wait=wait)
 
-        src = self.check_source(source_path)
-        filename = safe_filename(src.name)
-        job = self._new_job(source_path=str(src), filename=filename, **fields)
-        job["metadata"] = normalise_metadata(provider, metadata, filename=filename)
-        staged, digest, size, boot = self.stage_file(job["job_id"], src, filename)
+        # opened once and checked as opened; an upload's body handed on by the upload route may be read
+        with self._open_source(source_path, project_id, uploads_ok=True) as source:
+            filename = safe_filename(source.path.name)
+            job = self._new_job(source_path=str(source.path), filename=filename, **fields)
+            job["metadata"] = normalise_metadata(provider, metadata, filename=filename)
+            staged, digest, size, boot = self._stage_opened(job["job_id"], source, filename)
         crash_point("enqueue.staged")
         try:
             with self.db.transaction() as conn:

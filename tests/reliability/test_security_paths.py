@@ -225,3 +225,155 @@ def test_rebuild_does_not_register_symlinks_out_of_the_assets_root(env):
     reg = AssetRegistry(ws=server.ws, make_thumbnails=False, recover=False)
     rebuild_from_disk(reg, dry_run=False)
     assert all("secret-link" not in a["path"] for a in reg.iter_assets())
+
+
+# ---------------------------------------------------------------------------- the source policy (comfyvn.sources)
+def _internal_files(server) -> dict[str, Path]:
+    ws = server.ws
+    logs = sorted(p for p in ws.logs_dir.rglob("*") if p.is_file()) or [ws.logs_dir / "server.log"]
+    if not logs[0].exists():
+        logs[0].write_bytes(b"log line\n")
+    cache = ws.cache_dir / "probe.bin"
+    cache.write_bytes(b"cache probe")
+    trash = ws.trash_dir / "default" / "20260101T000000_0123456789abcdef" / "old.txt"
+    trash.parent.mkdir(parents=True, exist_ok=True)
+    trash.write_bytes(b"in the trash")
+    staging = ws.staging_dir / "0123456789ab-staged.png"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    staging.write_bytes(b"staged by a job")
+    upload = ws.data_dir / "uploads" / ".upload-probe" / "u.png"
+    upload.parent.mkdir(parents=True, exist_ok=True)
+    upload.write_bytes(b"an upload in flight")
+    return {"db": ws.db_path, "db-wal": Path(str(ws.db_path) + "-wal"), "db-shm": Path(str(ws.db_path) + "-shm"),
+            "config": ws.config_file, "log": logs[0], "cache": cache, "trash": trash, "staging": staging,
+            "upload": upload}
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_the_workspace_internals_cannot_be_registered_or_queued(env, copy):
+    """Registering the live database with copy=false moved it into the assets folder (the workspace
+    was empty after a restart); its -wal leaked a webhook secret through register + download."""
+    count("attacks.source_internals")
+    server, http, _ = env
+    db_inode = server.ws.db_path.stat().st_ino
+    for name, path in _internal_files(server).items():
+        assert path.exists(), name
+        before = path.read_bytes() if name not in ("db", "db-wal", "db-shm") else None
+        body = _refused(http.post("assets/register", json={"path": str(path), "asset_type": "misc", "copy": copy}),
+                        403)
+        assert body["error"] == "source_refused", (name, body)
+        if name != "upload":  # an upload's body is the ingest upload route's own hand-off (see docs)
+            body = _refused(http.post("api/ingest/queue", json={"source_path": str(path)}), 403)
+            assert body["error"] == "source_refused", (name, body)
+        assert path.exists(), f"{name} was moved"
+        if before is not None:
+            assert path.read_bytes() == before, name
+    assert server.ws.db_path.stat().st_ino == db_inode  # the live database never left its place
+    assert http.get("assets").status_code == 200  # and keeps working
+    ok = server.ws.root / "incoming" / f"after-internals-{copy}.bin"
+    ok.parent.mkdir(exist_ok=True)
+    ok.write_bytes(b"a normal file after the attacks " + str(copy).encode())
+    assert http.post("assets/register", json={"path": str(ok), "asset_type": "misc"}).status_code == 201
+
+
+def test_another_projects_asset_cannot_be_registered(env):
+    count("attacks.source_internals")
+    server, http, _ = env
+    src = server.ws.root / "incoming" / "theirs.bin"
+    src.parent.mkdir(exist_ok=True)
+    src.write_bytes(b"belongs to project other")
+    theirs = http.post("assets/register", params={"project": "other"}, json={"path": str(src), "asset_type": "misc"})
+    assert theirs.status_code in (200, 201), theirs.text
+    path = theirs.json()["abs_path"]
+    for copy in (True, False):
+        body = _refused(http.post("assets/register", json={"path": path, "asset_type": "misc", "copy": copy}), 403)
+        assert body["error"] == "source_refused"
+    _refused(http.post("api/ingest/queue", json={"source_path": path}), 403)
+    assert Path(path).read_bytes() == b"belongs to project other"
+
+
+@pytest.mark.parametrize("name", [".ssh/id_rsa", ".aws/credentials", ".env", "keys/server.pem", "keys/tls.key",
+                                  "deploy/id_ed25519", ".git/config", "gcloud/credentials.json"])
+def test_secrets_under_an_allowed_root_cannot_be_registered(env, name):
+    count("attacks.source_secret")
+    server, http, _ = env
+    path = server.ws.root / "home-like" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"-----BEGIN PRIVATE KEY----- " + name.encode())
+    for copy in (True, False):
+        body = _refused(http.post("assets/register", json={"path": str(path), "asset_type": "misc", "copy": copy}),
+                        403)
+        assert body["error"] == "source_refused" and b"PRIVATE KEY" not in http.get("assets").content
+    _refused(http.post("api/ingest/queue", json={"source_path": str(path)}), 403)
+    assert path.exists()
+
+
+SOURCE_ROUTES = {("assets/register", "path"): {"asset_type": "misc"}, ("api/ingest/queue", "source_path"): {}}
+
+
+def test_endless_and_blocking_sources_are_refused_at_once(env):
+    """A FIFO hung every worker thread (and every route with them); /dev/zero streamed forever."""
+    count("attacks.source_special")
+    server, http, _ = env
+    folder = server.ws.root / "special"
+    folder.mkdir(exist_ok=True)
+    fifo = folder / "pipe.png"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    zero = folder / "zero.bin"
+    if not zero.is_symlink():
+        zero.symlink_to("/dev/zero")
+    short = httpx.Client(base_url=str(http.base_url), headers=http.headers, timeout=15)
+    try:
+        for route, key in SOURCE_ROUTES:
+            body = _refused(short.post(route, json={key: str(fifo), **SOURCE_ROUTES[route, key]}), 400)
+            assert body["error"] == "not_a_file" and "FIFO" in body["message"]
+            _refused(short.post(route, json={key: str(zero), **SOURCE_ROUTES[route, key]}), 400, 403)
+    finally:
+        short.close()
+    assert http.get("assets").status_code == 200  # no worker thread is stuck
+
+
+def test_symlink_loops_and_overlong_names_are_4xx_not_500(env):
+    count("attacks.source_special")
+    server, http, _ = env
+    a, b = server.ws.root / "loop-a.png", server.ws.root / "loop-b.png"
+    if not a.is_symlink():
+        a.symlink_to(b)
+        b.symlink_to(a)
+    for path in (str(a), str(server.ws.root / ("n" * 4000 + ".png"))):
+        for route, key in SOURCE_ROUTES:
+            body = _refused(http.post(route, json={key: path, **SOURCE_ROUTES[route, key]}), 400)
+            assert body["error"] == "bad_source_path", body
+
+
+def test_copy_false_never_moves_a_file_into_the_assets_root(env):
+    """copy=false registers a file of the assets root where it lies; anything else needs copy=true."""
+    count("attacks.source_move")
+    server, http, _ = env
+    src = server.ws.root / "incoming" / "stay-here.png"
+    src.parent.mkdir(exist_ok=True)
+    src.write_bytes(b"do not move me")
+    body = _refused(http.post("assets/register", json={"path": str(src), "asset_type": "images", "copy": False}), 400)
+    assert body["error"] == "copy_required" and "copy=true" in body["message"]
+    assert src.read_bytes() == b"do not move me"
+    placed = server.ws.assets_root / "default" / "art" / "in-place.png"
+    placed.parent.mkdir(parents=True, exist_ok=True)
+    placed.write_bytes(b"already in the assets root")
+    inode = placed.stat().st_ino
+    resp = http.post("assets/register", json={"path": str(placed), "asset_type": "images", "copy": False})
+    assert resp.status_code == 201 and resp.json()["path"] == "art/in-place.png", resp.text
+    assert placed.stat().st_ino == inode  # registered in place, not moved or rewritten
+
+
+@pytest.mark.parametrize("dest", [".incoming/x.bin", ".ssh/authorized_keys", "a/.hidden.bin"])
+def test_hidden_destinations_are_refused(env, dest):
+    count("attacks.path_traversal")
+    server, http, _ = env
+    src = server.ws.root / "incoming" / "hidden-dest.bin"
+    src.parent.mkdir(exist_ok=True)
+    src.write_bytes(b"hidden dest " + dest.encode())
+    body = _refused(http.post("assets/register", json={"path": str(src), "asset_type": "misc",
+                                                       "dest_relative": dest}), 400)
+    assert body["error"] == "unsafe_path" and "hidden" in body["message"]
+    assert not list((server.ws.assets_root / "default").rglob("hidden-dest.bin"))

@@ -36,7 +36,8 @@ from ...fsutil import (
     safe_relative,
     temp_owner,
 )
-from ...hashing import copy_and_hash, sha256_file
+from ...hashing import copy_and_hash as _copy_path_and_hash
+from ...hashing import sha256_file
 from ...hooks import get_hook_bus
 from ...hooks.events import emit_many, utc_timestamp
 from ...store import Database, get_database
@@ -52,6 +53,14 @@ _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNSET: Any = object()
 SORT_COLUMNS = {"created_at": "created_at", "updated_at": "updated_at", "path": "path", "bytes": "bytes",
                 "type": "type", "uid": "uid"}
+
+
+def copy_and_hash(source: Any, dest_fh, *, fsync: bool = True) -> tuple[str, int]:
+    """Copy and hash ``source`` into ``dest_fh``: an opened, checked source (read from its
+    descriptor, never past its size limit) or a path of the registry's own hand-off files."""
+    if isinstance(source, str | os.PathLike):
+        return _copy_path_and_hash(source, dest_fh, fsync=fsync)
+    return source.copy_into(dest_fh, fsync=fsync)
 
 
 class AssetRegistryError(Exception):
@@ -277,6 +286,10 @@ class AssetRegistry:
             rel = str(pure / source.name) if as_folder else str(pure)
         if rel.endswith(SIDECAR_SUFFIX):
             raise UnsafePathError(f"dest_relative {rel!r} may not end with {SIDECAR_SUFFIX}")
+        hidden = next((part for part in rel.split("/") if part.startswith(".")), None)
+        if hidden is not None:  # dot-files/folders, and the registry's own temporary folder (.incoming)
+            raise UnsafePathError(f"dest_relative {rel!r} may not contain a hidden name ({hidden!r}): dot-files and "
+                                  f"dot-folders, such as the registry's own {INCOMING_DIR}, are not valid destinations")
         return rel, self._confine(rel, "dest_relative")
 
     # ------------------------------------------------------------------ register
@@ -287,9 +300,17 @@ class AssetRegistry:
                       digest: str | None = None, created_at: float | None = None) -> dict:
         """Register a file and return its asset record.
 
+        The source obeys :mod:`comfyvn.sources`: it is opened once and checked as opened (never
+        the workspace's own files, dot-names, keys or credentials; a regular file within
+        ``ingest.max_source_bytes``), and read from that descriptor.  A path that came through
+        ``check_source`` (a remote caller) must also lie inside ``ingest.allowed_source_roots``.
+
         ``copy=True`` copies the file into the assets root (hashing while copying);
-        ``copy=False`` moves it there by rename, or registers it in place when it already
-        lies at its destination.  The same bytes again return the existing uid, merge tags
+        ``copy=False`` registers a file that already lies inside this project's assets root
+        where it lies (never moved; a ``dest_relative`` naming another place is refused), and
+        refuses anything outside it (:class:`comfyvn.sources.CopyRequiredError`: use
+        ``copy=True``).  Only the workspace's own hand-off files (a staged ingest file, an
+        upload's body) are moved in by rename.  The same bytes again return the existing uid, merge tags
         and metadata and copy nothing.  ``digest`` lets a caller that has just hashed the
         file (the ingest queue) skip a second read; ``created_at`` (epoch seconds) keeps the
         original registration time when a registry is rebuilt from sidecars.
@@ -341,10 +362,15 @@ class AssetRegistry:
                            tags: Iterable[str] | str | None = None, origin: str | None = None,
                            digest: str | None = None, created_at: float | None = None) -> dict:
         """Check one registration and read its bytes: ``{"result": record}`` when nothing is
-        to be placed (a duplicate), else the plan :meth:`_commit_registrations` carries out."""
-        source = Path(source_path)
-        if not source.is_file():
-            raise FileNotFoundError(f"source file {source} does not exist or is not a regular file")
+        to be placed (a duplicate), else the plan :meth:`_commit_registrations` carries out.
+
+        The source obeys :mod:`comfyvn.sources` (opened once, checked as opened, read from that
+        descriptor).  ``copy=False`` registers a file of this project's assets root where it
+        lies; the only files it moves are the workspace's own hand-offs (a staged ingest file,
+        an upload's body), never a file a caller named elsewhere.
+        """
+        from ... import sources  # not at the top: comfyvn.ingest (which sources imports) imports this module
+
         if not isinstance(asset_type, str) or not _TYPE_RE.match(asset_type):
             raise ValueError(f"asset_type {asset_type!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
         if metadata is not None and not isinstance(metadata, dict):
@@ -357,12 +383,68 @@ class AssetRegistry:
             raise ValueError(f"digest {digest!r} must be 64 hexadecimal digits (SHA-256)")
         meta = dict(metadata or {})
         tag_list = normalise_tags(tags if tags is not None else meta.pop("tags", None))
-        source_real = source.resolve()
-        rel, final_real = self._dest_relative(source, source_real, asset_type, dest_relative)
+        merge = {"meta": meta, "tags": tag_list, "license_tag": license_tag}
+        confined = isinstance(source_path, sources.SourcePath)  # named by a remote caller (check_source)
+        args = {"asset_type": asset_type, "dest_relative": dest_relative, "merge": merge, "provenance": provenance,
+                "origin": origin, "created_at": created_at}
+        if not copy and not confined and (handoff := self._handoff_source(source_path)) is not None:
+            return self._plan_bytes(Path(os.fspath(source_path)), handoff, None, op="move", digest=digest, **args)
+        limit = sources.source_limit(self.ws, self.assets_root if copy else None)
+        with sources.open_source(source_path, self.ws, confined=confined, assets_root=self.assets_root,
+                                 limit=limit) as opened:
+            return self._plan_bytes(Path(os.fspath(source_path)), opened.path, opened, op="copy" if copy else "adopt",
+                                    digest=digest, **args)
+
+    def _handoff_source(self, source_path: str | os.PathLike[str]) -> Path | None:
+        """The resolved path of a hand-off file (see :func:`comfyvn.sources.is_handoff_file`), else None."""
+        from ... import sources
+
+        raw = Path(os.fspath(source_path))
+        try:
+            mode = os.lstat(raw).st_mode
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(mode):  # a symlink is never a hand-off
+            return None
+        real = Path(os.path.realpath(raw))
+        return real if sources.is_handoff_file(real, self.ws) else None
+
+    def _in_place_relative(self, source: Path, source_real: Path, asset_type: str,
+                           dest_relative: str | None) -> tuple[str, Path]:
+        """``(rel, path)`` of a ``copy=False`` registration: the file's own place in the assets root."""
+        from ... import sources
+
+        real = str(source_real)
+        if not real.startswith(self._root_real + os.sep):
+            raise sources.CopyRequiredError(
+                f"copy=false registers a file where it lies, so it must already be inside this project's assets "
+                f"root ({self._root_real}); {source} is not. Use copy=true to copy it in (the original is left alone)")
+        rel = real[len(self._root_real) + 1:].replace(os.sep, "/")
+        if rel.endswith(SIDECAR_SUFFIX):
+            raise UnsafePathError(f"{rel!r} is a sidecar, not an asset")
+        if dest_relative is not None and self._dest_relative(source, source_real, asset_type,
+                                                             dest_relative)[1] != source_real:
+            raise sources.CopyRequiredError(
+                f"copy=false registers {rel!r} where it lies (it is never moved), but dest_relative "
+                f"{dest_relative!r} names another place: omit dest_relative, or use copy=true to copy it there")
+        return rel, source_real
+
+    def _plan_bytes(self, source: Path, source_real: Path, opened: Any, *, op: str, asset_type: str,
+                    dest_relative: str | None, merge: dict, digest: str | None, provenance: dict | None,
+                    origin: str | None, created_at: float | None) -> dict:
+        """Read (copy or hash) the bytes of a checked source and plan its placement.
+
+        ``op``: ``copy`` (from ``opened``), ``adopt`` (``copy=False``: in place, hashed from
+        ``opened``) or ``move`` (a hand-off file, by path)."""
+        meta, tag_list, license_tag = merge["meta"], merge["tags"], merge["license_tag"]
+        if op == "adopt":
+            rel, final_real = self._in_place_relative(source, source_real, asset_type, dest_relative)
+        else:
+            rel, final_real = self._dest_relative(source, source_real, asset_type, dest_relative)
         final = self._abs(rel)
         in_place = source_real == final_real
-        merge = {"meta": meta, "tags": tag_list, "license_tag": license_tag}
-
+        if in_place:
+            op = "adopt"
         if digest is not None:  # a known digest finds a duplicate before any byte is read or copied
             known = self._row(digest.lower()[:16])
             if known is not None and known["hash"] == digest.lower():
@@ -370,18 +452,18 @@ class AssetRegistry:
         tmp: Path | None = None
         keep_tmp = False
         try:
-            if copy and not in_place:
-                tmp, digest, size = self._copy_in(source)
+            if op == "copy":
+                tmp, digest, size = self._copy_in(opened)
             elif digest is None:
-                digest, size = sha256_file(source)
+                digest, size = opened.sha256() if opened is not None else sha256_file(source_real)
             else:
-                size = source.stat().st_size
+                size = opened.size if opened is not None else source_real.stat().st_size
             digest = digest.lower()
             uid = digest[:16]
+            self._check_not_another_asset(source_real, digest)
             existing = self._row(uid)
             if existing is not None:
                 return {"result": self._duplicate(existing, digest, meta, tag_list, license_tag)}
-            op = "adopt" if in_place else ("copy" if copy else "move")
             if op != "adopt" and os.path.lexists(final):
                 if final.is_file() and not final.is_symlink() and sha256_file(final)[0] == digest:
                     op = "adopt"  # the identical file is already there: register it where it lies
@@ -405,8 +487,22 @@ class AssetRegistry:
             "created_at": float(created_at) if created_at is not None else now, "updated_at": now,
             "meta": meta, "preview": self._preview_for(uid, rel), "provenance": prov,
         }
-        return {"record": record, "op": op, "source": source, "final": final, "tmp": tmp, "merge": merge,
+        return {"record": record, "op": op, "source": source_real, "final": final, "tmp": tmp, "merge": merge,
                 "placed": False}
+
+    def _check_not_another_asset(self, source_real: Path, digest: str) -> None:
+        """Refuse a source that is the registered file of another asset whose bytes it no longer holds."""
+        real = str(source_real)
+        if not real.startswith(self._root_real + os.sep):
+            return
+        rel = real[len(self._root_real) + 1:].replace(os.sep, "/")
+        row = self.db.query_one("SELECT uid, hash FROM assets WHERE project_id = ? AND path = ?", (self.project_id, rel))
+        if row is not None and row["hash"] != digest:
+            from ... import sources
+
+            raise sources.SourceRefusedError(
+                f"{rel!r} is the registered file of asset {row['uid']} but no longer holds its bytes; run the "
+                "enforcer (comfyvn-enforcer) to inspect it instead of registering it again")
 
     def _commit_registrations(self, plans: list[dict], results: list, on_commit) -> None:
         """1) journal every file operation, 2) put the files in place and fsync their folders
@@ -532,8 +628,9 @@ class AssetRegistry:
         except Exception:
             log.exception("could not clear file intents %s; recover() will retry", intents)
 
-    def _copy_in(self, source: Path) -> tuple[Path, str, int]:
-        """Copy ``source`` into the registry's incoming folder, hashing it in the same pass."""
+    def _copy_in(self, source: Any) -> tuple[Path, str, int]:
+        """Copy ``source`` (a path, or an opened :class:`comfyvn.sources.OpenedSource`) into the
+        registry's incoming folder, hashing it in the same pass."""
         incoming = self._root_str + os.sep + INCOMING_DIR
         try:
             fd, name = open_temp(incoming, "copy")
