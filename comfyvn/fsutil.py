@@ -200,6 +200,15 @@ def safe_relative(rel: str | os.PathLike[str], *, what: str = "path") -> PurePos
     return PurePosixPath(*parts)
 
 
+def refuse_hidden(rel: str | PurePosixPath, *, what: str = "dest_relative") -> None:
+    """Refuse a destination with a hidden part: dot-files and dot-folders (the registry's own
+    temporary folder among them) are never places a caller may write to."""
+    hidden = next((part for part in str(rel).replace("\\", "/").split("/") if part.startswith(".")), None)
+    if hidden is not None:
+        raise UnsafePathError(f"{what} {str(rel)!r} may not contain a hidden name ({hidden!r}): dot-files and "
+                              "dot-folders, such as the registry's own temporary folder, are not valid destinations")
+
+
 def confined_path(root: Path, rel: str | os.PathLike[str], *, what: str = "path") -> Path:
     """``root / rel`` after checking it stays inside ``root`` once symlinks are resolved."""
     pure = safe_relative(rel, what=what)

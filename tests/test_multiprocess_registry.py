@@ -127,8 +127,8 @@ CRASH_POINTS = [
 
 @pytest.mark.parametrize(("point", "action", "expect"), CRASH_POINTS, ids=[f"{a}-{p}" for p, a, _ in CRASH_POINTS])
 def test_sigkill_during_register_then_recover(ws, subprocess_env, tmp_path, point, action, expect):
-    source = tmp_path / "src" / "crash me.txt"
-    source.parent.mkdir()
+    source = (ws.staging_dir if action == "move" else tmp_path / "src") / "crash me.txt"  # moves: hand-offs only
+    source.parent.mkdir(parents=True, exist_ok=True)
     source.write_bytes(os.urandom(4096))
     digest = sha(source)
     result = run_child(subprocess_env, point, action, str(source))
@@ -141,7 +141,7 @@ def test_sigkill_during_register_then_recover(ws, subprocess_env, tmp_path, poin
     assert_all_or_nothing(reg, source, digest, moved=action == "move", expect=expect)
     assert reg.recover() == {k: 0 for k in stats}  # nothing left to do
     if expect == "nothing":  # and the file can be registered normally afterwards
-        rec = reg.register_file(source, "docs")
+        rec = reg.register_file(source, "docs", copy=action == "copy")
         assert rec["uid"] == digest[:16] and sha(rec["abs_path"]) == digest
 
 

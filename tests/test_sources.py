@@ -431,3 +431,20 @@ def test_internals_are_recognised_when_the_data_folder_is_a_symlink_to_another_d
         assert queue.apply([job["job_id"]])["applied"]  # the staging hand-off still moves in
     finally:
         queue.stop_worker()
+
+
+def test_an_upload_body_is_read_only_when_the_upload_route_hands_it_on(ws, q):
+    body = write(ws.data_dir / "uploads" / ".upload-guessed" / "u.png", b"someone else's upload in flight")
+    with pytest.raises(SourceRefusedError):
+        q.enqueue(source_path=str(body))  # a caller naming it, as POST /api/ingest/queue would
+    assert leftovers(ws) == []
+    job = q.enqueue(source_path=str(body), handoff=True)  # the upload route's own body
+    assert job["status"] == "staged" and body.exists()  # copied, never moved
+
+
+@pytest.mark.parametrize("dest", [".hidden/x.png", "a/.incoming/x.png", ".x.png"])
+def test_hidden_destinations_are_refused_at_enqueue(ws, q, dest):
+    src = write(ws.root / "incoming" / "pic.png", b"picture")
+    with pytest.raises(UnsafePathError, match="hidden name"):
+        q.enqueue(source_path=str(src), dest_relative=dest)
+    assert q.list_jobs() == []

@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import sources
 from ..config import Workspace, feature_enabled, get_setting, setup_logging, workspace
-from ..fsutil import boot_id, fsync_file, owner_alive, owner_token, safe_relative, temp_owner
+from ..fsutil import boot_id, fsync_file, owner_alive, owner_token, refuse_hidden, safe_relative, temp_owner
 from ..hashing import sha256_file, start_writeback
 from ..hooks import emit, get_hook_bus
 from ..store import Database, get_database
@@ -366,8 +366,11 @@ class AssetIngestQueue:
     def enqueue(self, provider: str = "local", metadata: dict | None = None, *, source_path: Any = None,
                 remote_url: str | None = None, dest_relative: str | None = None,
                 asset_type_hint: str | None = None, pin: bool = False, terms_acknowledged: bool = False,
-                project_id: str | None = None, wait: bool = False) -> dict:
+                project_id: str | None = None, wait: bool = False, handoff: bool = False) -> dict:
         """Queue one file: a local ``source_path`` (staged now) or a ``remote_url`` (pulled by the worker).
+
+        ``handoff=True`` is for the upload route only: its own body file under ``data/uploads``
+        may be read; a path from a request never may.
 
         Returns the job.  Local files come back ``staged`` or ``duplicate``; remote URLs come
         back ``queued`` (or, with ``wait=True``, after the pull, raising
@@ -389,7 +392,9 @@ class AssetIngestQueue:
             raise ValueError(f"unknown provider {provider!r}; known providers: {', '.join(PROVIDERS)}")
         _check_type(asset_type_hint, "asset_type_hint")
         if dest_relative is not None:
-            dest_relative = str(safe_relative(dest_relative, what="dest_relative")) + (
+            pure = safe_relative(dest_relative, what="dest_relative")
+            refuse_hidden(pure)
+            dest_relative = str(pure) + (
                 "/" if str(dest_relative).endswith(("/", "\\")) else "")
         project_id = project_id or self.default_project
         fields = {"provider": provider, "project_id": project_id, "dest_relative": dest_relative,
@@ -399,7 +404,7 @@ class AssetIngestQueue:
             return self._enqueue_remote(remote_url, fields, wait=wait)
 
         # opened once and checked as opened; an upload's body handed on by the upload route may be read
-        with self._open_source(source_path, project_id, uploads_ok=True) as source:
+        with self._open_source(source_path, project_id, uploads_ok=handoff) as source:
             filename = safe_filename(source.path.name)
             job = self._new_job(source_path=str(source.path), filename=filename, **fields)
             job["metadata"] = normalise_metadata(provider, metadata, filename=filename)

@@ -107,7 +107,7 @@ class UploadHandler(StreamedUploadMixin, IngestHandler):
             queue = await self.queue()
             job = await self.run(queue.enqueue, "local", opts["metadata"], source_path=str(path),
                                  dest_relative=opts["dest_relative"], asset_type_hint=opts["asset_type_hint"],
-                                 pin=opts["pin"], project_id=opts["project_id"])
+                                 pin=opts["pin"], project_id=opts["project_id"], handoff=True)
         finally:
             await self.discard_upload()  # the queue copied it into staging
         self.reply(job, enqueue_status(job))

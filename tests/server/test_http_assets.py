@@ -221,9 +221,10 @@ async def test_body_limits(api, ws, make_png):
 
 async def test_register_only_from_allowed_roots(api, make_png, ws, tmp_path):
     path = make_png()
-    r = await api("POST", "/assets/register", body={"path": str(path), "asset_type": "images",
-                                                    "tags": "a, b", "copy": False})
-    assert r.code == 201 and r.json["tags"] == ["a", "b"] and not path.exists()  # moved, not copied
+    assert_error(await api("POST", "/assets/register", body={"path": str(path), "asset_type": "images",
+                                                             "copy": False}), 400, "copy_required", "copy=true")
+    r = await api("POST", "/assets/register", body={"path": str(path), "asset_type": "images", "tags": "a, b"})
+    assert r.code == 201 and r.json["tags"] == ["a", "b"] and path.exists()  # copied; copy=false never moves it
     again = make_png("again.png", color=(9, 9, 9))
     first = await api("POST", "/assets/register", body={"path": str(again), "asset_type": "images"})
     dup = await api("POST", "/assets/register", body={"path": str(again), "asset_type": "images"})

@@ -33,6 +33,7 @@ from ...fsutil import (
     owner_alive,
     owner_token,
     read_json_object,
+    refuse_hidden,
     safe_relative,
     temp_owner,
 )
@@ -286,10 +287,7 @@ class AssetRegistry:
             rel = str(pure / source.name) if as_folder else str(pure)
         if rel.endswith(SIDECAR_SUFFIX):
             raise UnsafePathError(f"dest_relative {rel!r} may not end with {SIDECAR_SUFFIX}")
-        hidden = next((part for part in rel.split("/") if part.startswith(".")), None)
-        if hidden is not None:  # dot-files/folders, and the registry's own temporary folder (.incoming)
-            raise UnsafePathError(f"dest_relative {rel!r} may not contain a hidden name ({hidden!r}): dot-files and "
-                                  f"dot-folders, such as the registry's own {INCOMING_DIR}, are not valid destinations")
+        refuse_hidden(rel)
         return rel, self._confine(rel, "dest_relative")
 
     # ------------------------------------------------------------------ register
