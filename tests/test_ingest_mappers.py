@@ -32,8 +32,7 @@ def test_civitai_model_shape_picks_the_newest_version_and_its_primary_file():
     assert meta["provider"] == "civitai" and meta["title"] == "Inkwash Heroine Style"
     assert meta["author"] == "fixture_inkmaker" and meta["model_type"] == "LORA"
     assert meta["tags"] == ["style", "anime", "ink wash", "character", "visual novel"]
-    # a Civitai model is published under its base model's licence plus its own permissions
-    assert meta["base_model"] == "SDXL 1.0" and meta["license"] == "openrail++"
+    assert meta["base_model"] == "SDXL 1.0" and meta["license"] is None  # a base model is no licence
     assert meta["trained_words"] == ["inkwash heroine", "ink wash"]
     assert meta["license_terms"] == {"allow_commercial_use": ["Image", "RentCivit"], "allow_derivatives": True,
                                      "allow_no_credit": True, "allow_different_license": False,
@@ -69,7 +68,8 @@ def test_civitai_model_version_and_by_hash_shapes():
     assert version["air"] == "urn:air:sdxl:lora:civitai:913572@1184630"
     assert version["file"]["sha256"].startswith("5aa7e63d") and version["file"]["fp"] == "fp16"
     # no model permissions in a bare version body: only the base model's licence is known
-    assert version["license"] == "openrail++" and version["license_terms"]["source"] == "base-model"
+    assert version["license"] is None and version["license_terms"]["source"] == "base-model"
+    assert version["license_terms"]["base_model_license"] == "openrail++"
     assert version["license_terms"]["commercial_use"] is None
     by_hash = normalise_metadata("civitai", fixture("civitai/by_hash.json"))
     assert by_hash["version_id"] == 1021947 and by_hash["description"] is None

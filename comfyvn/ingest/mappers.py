@@ -162,6 +162,8 @@ class _TextExtractor(HTMLParser):
 
     def _break(self) -> None:
         line = re.sub(r"\s+", " ", "".join(self.current)).strip()
+        if line == "-":  # a list item whose text is still to come (<li><p>...)
+            return
         if line:
             self.lines.append(line)
         self.current = []
@@ -194,7 +196,8 @@ class _TextExtractor(HTMLParser):
 
     def text(self) -> str:
         self._break()
-        return "\n".join(line for line in self.lines if line != "-")
+        self.current = []
+        return "\n".join(self.lines)
 
 
 def plain_text(value: Any) -> str | None:
@@ -471,9 +474,9 @@ def _civitai_rights(model: dict, out: dict[str, Any]) -> None:
                       ("allowDifferentLicense", "allow_different_license")):
         if src in model:
             legacy[dest] = to_bool(model[src])
+    # Civitai names no licence of its own: ``license`` stays unset (a base model is no licence);
+    # the permissions above and the base model's licence are the structured terms
     out["license_terms"] = {**out["license_terms"], **legacy, **terms}
-    # a Civitai model is published under its base model's licence plus the permissions above
-    out["license"] = out["license"] or terms["base_model_license"]
 
 
 def _map_civitai(raw: dict, out: dict[str, Any], **hints: Any) -> None:
@@ -542,6 +545,8 @@ def _gated(value: Any) -> bool | str | None:
 
 
 def _map_huggingface(raw: dict, out: dict[str, Any], **hints: Any) -> None:
+    if _is_error_body(raw):
+        raise ValueError(f"Hugging Face answered with an error, not metadata: {str(raw.get('error'))[:200]!r}")
     # full model info, or an ``?expand=`` partial body (``_id`` + ``id`` + the expanded keys)
     api = any(k in raw for k in ("siblings", "cardData", "modelId", "pipeline_tag", "library_name", "_id"))
     if not api:
