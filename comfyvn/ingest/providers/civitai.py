@@ -279,8 +279,13 @@ def plan(remote_url: str, metadata: dict | None, ws: Workspace | None) -> Remote
         model_id = version.get("modelId") or ref["model_id"]
         if model is None and model_id is not None:  # licence terms, creator and tags live on the model
             subject = f"Civitai model {model_id}"
-            model = _check_body(s.get_json(f"{base}/api/v1/models/{_int(model_id, 'model id')}",
-                                           subject=subject), subject)
+            try:
+                model = _check_body(s.get_json(f"{base}/api/v1/models/{_int(model_id, 'model id')}",
+                                               subject=subject), subject)
+            except RemoteError as exc:
+                if exc.code != "remote.not_found":
+                    raise
+                model = None  # a hidden/unlisted model: the version is still pullable, its terms unknown
     vid = version.get("id", ref["version_id"])
     subject = f"Civitai model version {vid}"
     file = choose_file(version, ref, subject)

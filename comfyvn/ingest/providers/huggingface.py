@@ -128,17 +128,21 @@ def plan(remote_url: str, metadata: dict | None, ws: Workspace | None) -> Remote
     base = base_url(NAME, ws, DEFAULT_BASE)
     subject = f"Hugging Face file {repo}/{path}"
     with GuardedSession(NAME, ws, auth=headers, error_mapper=map_error) as s:
-        info_url = f"{base}/api/models/{repo}" + ("" if rev == "main" else f"/revision/{quote(rev, safe='')}")
-        info = s.get_json(info_url + "?blobs=true", subject=f"Hugging Face repo {repo}")
+        def model_info(repo_id: str) -> dict:
+            url = f"{base}/api/models/{repo_id}" + ("" if rev == "main" else f"/revision/{quote(rev, safe='')}")
+            return s.get_json(url + "?blobs=true", subject=f"Hugging Face repo {repo_id}")
+
+        info = model_info(repo)
+        canonical = str(info.get("id") or "")  # "gpt2" is "openai-community/gpt2" today
+        if canonical != repo and canonical.count("/") == 1 and all(_NAME_RE.match(p) for p in canonical.split("/")):
+            repo = canonical  # the Hub's redirect drops ?blobs=true: ask the canonical repo again
+            info = model_info(repo)
         siblings = {str(x.get("rfilename")): x for x in info.get("siblings") or [] if isinstance(x, dict)}
         if siblings and path not in siblings:
             raise RemoteError(f"{subject}: the repo has no file {path!r} at revision {rev!r}.",
                               code="remote.not_found")
         sibling = siblings.get(path, {})
         commit = str(info.get("sha") or rev)
-        canonical = str(info.get("id") or "")  # "gpt2" is "openai-community/gpt2" today
-        if canonical.count("/") == 1 and all(_NAME_RE.match(p) for p in canonical.split("/")):
-            repo = canonical
         resolve_url = f"{base}/{repo}/resolve/{quote(commit, safe='')}/{quote(path)}"
         resp, _target, hops = s.open("HEAD", resolve_url, subject=subject, follow="relative",
                                      ok=(200, 301, 302, 303, 307, 308))
