@@ -9,6 +9,7 @@ import pytest
 
 from comfyvn.config import update_config
 from comfyvn.hooks import get_hook_bus
+from comfyvn.ingest.errors import IngestError
 from comfyvn.ingest.queue import AssetIngestQueue
 from comfyvn.studio.core.asset_registry import AssetRegistry
 from tests.fakes import CIVITAI_VERSION_ID, HF_GATED_REPO, FakeProviders, Payload
@@ -154,3 +155,17 @@ def test_hugging_face_repo_without_organisation_pulls_from_the_canonical_repo(q,
     assert any("/google-bert/bert-base-uncased/resolve/" in r.path for r in fp.requests("hf"))
     asset = _apply(q, job["job_id"], ws)
     assert Path(asset["abs_path"]).read_bytes() == payload.all_bytes()
+
+
+@pytest.mark.parametrize("provider, url, words", [
+    ("civitai", "https://civitai.com:0/api/download/models/1", "invalid port"),
+    ("civitai", "https://civitai.com:65536/api/download/models/1", "invalid port"),
+    ("huggingface", "https://huggingface.co:abc/org/repo/resolve/main/x.safetensors", "invalid port"),
+    ("civitai", "https://civitai.com/models/1?q=" + "a" * 2100, "the limit is 2048"),
+    ("huggingface", "https://huggingface.co/org/repo/resolve/main/" + "a" * 2100, "the limit is 2048"),
+])
+def test_bad_ports_and_overlong_urls_are_refused_at_enqueue(q, provider, url, words):
+    with pytest.raises(IngestError, match=words) as err:
+        q.enqueue(provider, remote_url=url, terms_acknowledged=True)
+    assert err.value.code == "remote.bad_url" and err.value.http_status == 400
+    assert q.list_jobs() == []  # nothing half-made
