@@ -241,3 +241,23 @@ def test_every_provider_has_an_allowlist_entry_and_urls_map_to_providers():
     assert provider_for_url("https://d.furaffinity.net/art/x.png") == "furaffinity"
     assert provider_for_url("https://example.com/x") is None
     assert host_matches("cdn-lfs.hf.co", "cdn-lfs*.hf.co") and not host_matches("x.cdn-lfs.hf.co", "cdn-lfs*.hf.co")
+
+
+def test_description_html_keeps_headings_list_items_and_cells_apart_and_drops_scripts():
+    html_text = ("<h3>Settings</h3><ul><li><p>pp</p></li><li>storybook</li></ul><table><tr><td>Strength:</td>"
+                 "<td>0.8</td></tr></table><p>Tip&amp;trick<br>next</p><script>alert(1)</script>"
+                 "<p><img src='https://image.civitai.com/x.jpeg'></p><style>p{}</style>")
+    meta = normalise_metadata("civitai", {**fixture("civitai/model.json"), "description": html_text})
+    assert meta["description"].splitlines() == ["Settings", "- pp", "- storybook", "Strength: 0.8", "Tip&trick",
+                                                "next"]
+
+
+def test_version_level_creator_is_the_author_when_no_model_names_one():
+    raw = {**fixture("civitai/model_version.json"), "creator": {"username": "version_author"}}
+    assert normalise_metadata("civitai", raw)["author"] == "version_author"
+
+
+def test_partial_expand_body_from_hugging_face_still_names_the_repo():
+    meta = normalise_metadata("huggingface", {"_id": "x", "id": "org/name", "xetEnabled": False})
+    assert meta["title"] == "org/name" and meta["source_url"] == "https://huggingface.co/org/name"
+    assert meta["gated"] is None and meta["nsfw"] is None  # a partial body does not say
