@@ -471,7 +471,8 @@ class FakeProviders:
             global FIXTURES_DIR
             FIXTURES_DIR = Path(fixtures_dir)
             load_fixtures.cache_clear()
-        self.fx = load_fixtures()
+        self.fx = {**load_fixtures()}
+        self.fx["hf_files"] = dict(self.fx["hf_files"])  # add_real_hf_repo adds to this instance only
         self.secret = os.urandom(16)
         self.link_ttl = 86400  # seconds a signed CDN link stays valid (negative: already expired)
         self.civitai_token = "civitai-fixture-token-7f3a9c"
