@@ -291,3 +291,28 @@ def test_bad_ports_and_overlong_urls_are_refused_before_any_request(url):
     with pytest.raises(RemoteError) as err:
         civitai.parse_reference(url, None, None)
     assert err.value.code == "remote.bad_url" and ("port" in err.value.message or "limit" in err.value.message)
+
+
+def _all_versions() -> list[tuple[str, dict]]:
+    out = []
+    for path in sorted((REAL / "civitai").glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        out += [(f"{path.name}:{v['id']}", v) for v in doc.get("modelVersions") or [doc]]
+    return out
+
+
+def test_every_real_version_resolves_names_to_the_primary_twin_and_keeps_every_size():
+    """134 versions, 213 files: 72 sizes are not whole bytes in the JSON, 33 versions have same-named
+    twins and in 24 of them the first same-named file is not the primary one."""
+    twins = rounded = 0
+    for label, version in _all_versions():
+        for f in version["files"]:
+            meta = normalise_metadata("civitai", {**version, "modelId": 1}, filename=f["name"])
+            same = [x for x in version["files"] if x["name"] == f["name"]]
+            primary = next((x for x in same if x.get("primary")), same[0])
+            assert meta["file"]["id"] == primary["id"], label
+            by_id = normalise_metadata("civitai", {**version, "modelId": 1}, file_id=f["id"])
+            assert by_id["file"]["size"] == round(f["sizeKB"] * 1024) > 0, label
+            twins += len(same) > 1 and same[0] is not primary
+            rounded += not float(f["sizeKB"] * 1024).is_integer()
+    assert twins > 0 and rounded > 0  # the corpus really has both shapes
