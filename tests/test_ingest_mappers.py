@@ -35,7 +35,11 @@ def test_civitai_model_shape_picks_the_newest_version_and_its_primary_file():
     assert meta["base_model"] == "SDXL 1.0" and meta["license"] is None  # a base model is no licence
     assert meta["trained_words"] == ["inkwash heroine", "ink wash"]
     assert meta["license_terms"] == {"allow_commercial_use": ["Image", "RentCivit"], "allow_derivatives": True,
-                                     "allow_no_credit": True, "allow_different_license": False}
+                                     "allow_no_credit": True, "allow_different_license": False,
+                                     "commercial_use": "rent-civit", "credit_required": False,
+                                     "derivatives_allowed": True, "relicense_allowed": False,
+                                     "source": "provider", "base_model_license": "openrail++"}
+    assert meta["asset_type"] == "lora" and meta["folder"] == "loras"
     assert meta["nsfw"] is False and meta["model_id"] == 913572 and meta["version_id"] == 1184630
     assert meta["file"]["name"] == "inkwashHeroine_v20.safetensors" and meta["file"]["primary"] is True
     assert meta["file"]["sha256"] == "5aa7e63d24217f0d43de816446389fe5e45ae125274f8f0702638689470e5cc9"
@@ -63,7 +67,10 @@ def test_civitai_model_version_and_by_hash_shapes():
     assert version["model_type"] == "LORA" and version["base_model"] == "SDXL 1.0"
     assert version["air"] == "urn:air:sdxl:lora:civitai:913572@1184630"
     assert version["file"]["sha256"].startswith("5aa7e63d") and version["file"]["fp"] == "fp16"
-    assert version["license"] is None and version["license_terms"] == {}
+    # no model permissions in a bare version body: only the base model's licence is known
+    assert version["license"] is None and version["license_terms"]["source"] == "base-model"
+    assert version["license_terms"]["base_model_license"] == "openrail++"
+    assert version["license_terms"]["commercial_use"] is None
     by_hash = normalise_metadata("civitai", fixture("civitai/by_hash.json"))
     assert by_hash["version_id"] == 1021947 and by_hash["description"] is None
     assert by_hash["file"]["sha256"] == "49f1527441d0d29bf9bc874ebeb8033cb5ccf850f80ab55e57db3417e90bd4f5"
@@ -77,7 +84,9 @@ def test_civitai_files_entry_on_its_own():
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("Sell", ["Sell"]),
+    ("Sell", ["Image", "RentCivit", "Rent", "Sell"]),  # Civitai's migration ladder
+    ("Rent", ["Image", "RentCivit", "Rent"]),
+    ("Image", ["Image"]),
     ("None", []),
     (["Image", "RentCivit"], ["Image", "RentCivit"]),
     ("{Image,RentCivit}", ["Image", "RentCivit"]),
@@ -129,7 +138,9 @@ def test_huggingface_gated_model_and_other_licence():
     meta = normalise_metadata("huggingface", fixture("huggingface/model_info_gated.json"))
     assert meta["gated"] == "manual"
     assert meta["license"] == "fixture-community-license"
-    assert meta["license_terms"] == {"license_name": "fixture-community-license", "license_link": "LICENSE.md"}
+    assert meta["license_terms"]["license_name"] == "fixture-community-license"
+    assert meta["license_terms"]["license_link"] == "LICENSE.md"
+    assert meta["license_terms"]["commercial_use"] is None  # an unknown licence settles nothing
     assert meta["file"] is None  # siblings without blobs carry no hashes
 
 
@@ -166,7 +177,8 @@ def test_generic_metadata_tags_string_false_strings_and_custom_keys():
     meta = normalise_metadata("generic", {"title": "Sky", "tags": " Sky,  night ,sky,", "nsfw": "False",
                                           "licence": "CC0", "pose": "standing"})
     assert meta["tags"] == ["sky", "night"] and meta["nsfw"] is False
-    assert meta["license"] == "CC0" and meta["pose"] == "standing"
+    assert meta["license"] == "cc0-1.0" and meta["pose"] == "standing"
+    assert meta["license_terms"]["source"] == "user" and meta["license_terms"]["credit_required"] is False
     assert normalise_metadata("local", {"nsfw": "0"})["nsfw"] is False
     assert normalise_metadata("local", None)["tags"] == []
     with pytest.raises(ValueError, match="unknown provider"):
@@ -229,3 +241,23 @@ def test_every_provider_has_an_allowlist_entry_and_urls_map_to_providers():
     assert provider_for_url("https://d.furaffinity.net/art/x.png") == "furaffinity"
     assert provider_for_url("https://example.com/x") is None
     assert host_matches("cdn-lfs.hf.co", "cdn-lfs*.hf.co") and not host_matches("x.cdn-lfs.hf.co", "cdn-lfs*.hf.co")
+
+
+def test_description_html_keeps_headings_list_items_and_cells_apart_and_drops_scripts():
+    html_text = ("<h3>Settings</h3><ul><li><p>pp</p></li><li>storybook</li></ul><table><tr><td>Strength:</td>"
+                 "<td>0.8</td></tr></table><p>Tip&amp;trick<br>next</p><script>alert(1)</script>"
+                 "<p><img src='https://image.civitai.com/x.jpeg'></p><style>p{}</style>")
+    meta = normalise_metadata("civitai", {**fixture("civitai/model.json"), "description": html_text})
+    assert meta["description"].splitlines() == ["Settings", "- pp", "- storybook", "Strength: 0.8", "Tip&trick",
+                                                "next"]
+
+
+def test_version_level_creator_is_the_author_when_no_model_names_one():
+    raw = {**fixture("civitai/model_version.json"), "creator": {"username": "version_author"}}
+    assert normalise_metadata("civitai", raw)["author"] == "version_author"
+
+
+def test_partial_expand_body_from_hugging_face_still_names_the_repo():
+    meta = normalise_metadata("huggingface", {"_id": "x", "id": "org/name", "xetEnabled": False})
+    assert meta["title"] == "org/name" and meta["source_url"] == "https://huggingface.co/org/name"
+    assert meta["gated"] is None and meta["nsfw"] is None  # a partial body does not say

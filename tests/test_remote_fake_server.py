@@ -84,3 +84,29 @@ def test_faults_cut_chunked_and_skip(fp, client):
     assert "content-length" not in r.headers and len(r.content) == 10_005
     assert hashlib.sha256(client.get(url).content).hexdigest() == payload.sha256  # faults are one-shot
     assert [x.path for x in fp.requests("civitai_cdn")] == ["/files/f.bin"] * 4
+
+
+def test_real_shapes_are_served_like_the_captures(fp, client):
+    import json
+    from pathlib import Path
+
+    real = Path(__file__).parent / "fixtures" / "providers" / "real"
+    capture = json.loads((real / "huggingface" / "redirect-bert-base-uncased.json").read_text(encoding="utf-8"))
+    info = json.loads((real / "huggingface" / "model-google-bert-bert-base-uncased.json").read_text(encoding="utf-8"))
+    fp.add_real_hf_repo(info, {"model.safetensors": Payload(data=b"w" * 1000, filename="model.safetensors")},
+                        alias="bert-base-uncased")
+    r = client.get(f"{fp.hf_base}/api/models/bert-base-uncased")
+    assert (r.status_code, r.headers["location"], r.text) == (capture["status"], capture["headers"]["Location"],
+                                                             capture["body"])
+    blobs = client.get(f"{fp.hf_base}/api/models/google-bert/bert-base-uncased?blobs=true").json()
+    sib = next(s for s in blobs["siblings"] if s["rfilename"] == "model.safetensors")
+    assert sib["lfs"]["sha256"] == hashlib.sha256(b"w" * 1000).hexdigest() and blobs["id"] == info["id"]
+    model = json.loads((real / "civitai" / "model-4468-checkpoint-2024.json").read_text(encoding="utf-8"))
+    made = fp.add_real_civitai_model(model)
+    served = client.get(f"{fp.civitai_base}/api/v1/models/4468").json()
+    assert served["allowCommercialUse"] == model["allowCommercialUse"] and served["creator"] == model["creator"]
+    version = client.get(f"{fp.civitai_base}/api/v1/model-versions/57618").json()
+    assert version["modelId"] == 4468 and version["model"]["type"] == "Checkpoint"
+    loc = client.get(f"{fp.civitai_base}/api/download/models/57618").headers["location"]
+    body = client.get(loc.replace(f"http://{CIVITAI_CDN_HOST}", fp.url("civitai_cdn"))).content
+    assert body == made[41079].all_bytes()  # the primary fp16 twin, not its same-named fp32 sibling

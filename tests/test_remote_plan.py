@@ -50,8 +50,17 @@ def test_civitai_references_resolve_to_the_published_file(provider_servers, ws, 
 
 
 def test_civitai_plan_keeps_raw_model_version_json(provider_servers, ws):
+    fp = provider_servers
     plan = plan_remote("civitai", FakeProviders.civitai_model_page(), None, ws)
-    assert plan.provider_metadata == load_fixtures()["civitai_versions"][CIVITAI_VERSION_ID]
+    raw = load_fixtures()["civitai_versions"][CIVITAI_VERSION_ID]
+    assert {k: v for k, v in plan.provider_metadata.items() if k != "model"} == {
+        k: v for k, v in raw.items() if k != "model"}
+    # licence terms, creator and tags live on /models/{modelId}: fetched and merged into "model"
+    model = plan.provider_metadata["model"]
+    assert model["name"] == raw["model"]["name"] and model["allowCommercialUse"] == ["Image", "RentCivit"]
+    assert model["creator"]["username"] == "fixture_inkmaker" and "style" in model["tags"]
+    assert [r.path for r in fp.requests("civitai")] == [f"/api/v1/model-versions/{CIVITAI_VERSION_ID}",
+                                                        "/api/v1/models/913572"]
     assert plan.provider_metadata["files"][0]["hashes"]["SHA256"].startswith("5AA7E63D")  # untouched, upper-case
     assert plan.source_url == FakeProviders.civitai_model_page()
 

@@ -155,6 +155,11 @@ class _Download:
         self.last_tick = 0.0
 
     # -- helpers
+    def _size_ok(self, size: int) -> bool:
+        """Does ``size`` match the published size (within the plan's tolerance)?"""
+        expected = self.plan.expected_size
+        return expected is None or abs(size - expected) <= max(0, int(self.plan.size_tolerance or 0))
+
     def _err(self, message: str, code: str, **kw) -> RemoteError:
         return remote_error(message, code=code, secrets=self.secrets, **kw)
 
@@ -204,7 +209,8 @@ class _Download:
         if size_on_disk <= 0:
             self._restart_file()
             return None
-        if not usable and not (self.plan.expected_sha256 and size_on_disk == self.plan.expected_size):
+        if not usable and not (self.plan.expected_sha256 and self.plan.expected_size is not None
+                               and self._size_ok(size_on_disk)):
             log.info("discarding %d bytes of %s: no matching resume validators", size_on_disk, self.part.name)
             self._restart_file()
             return None
@@ -216,7 +222,7 @@ class _Download:
             while chunk := fh.read(CHUNK):
                 self.hasher.update(chunk)
         self.offset = size_on_disk
-        if (self.plan.expected_sha256 and size_on_disk == self.plan.expected_size
+        if (self.plan.expected_sha256 and self.plan.expected_size is not None and self._size_ok(size_on_disk)
                 and self.hasher.hexdigest() == self.plan.expected_sha256):
             return self.hasher.hexdigest(), size_on_disk  # finished earlier, not yet moved
         if not usable:
@@ -285,7 +291,7 @@ class _Download:
         if total is not None and total > self.max_bytes:
             discard_partial(self.part)
             raise size_limit_error(total, self.max_bytes, self.subject)
-        if total is not None and expected is not None and total != expected:
+        if total is not None and not self._size_ok(total):
             raise self._fail_content(
                 f"Download of {self.subject} does not match the provider: the server offers {total} bytes, "
                 f"the provider published {expected}; refusing the file.", "remote.hash_mismatch")
@@ -305,7 +311,7 @@ class _Download:
                     fh.close()
                     discard_partial(self.part)
                     raise size_limit_error(None, self.max_bytes, self.subject)
-                if expected is not None and done > expected:
+                if expected is not None and done > expected + self.plan.size_tolerance:
                     fh.close()
                     raise self._fail_content(
                         f"Download of {self.subject} sent more than the {expected} bytes the provider published; "
@@ -336,7 +342,7 @@ class _Download:
 
     def _finish(self, done: int) -> tuple[str, int]:
         expected = self.plan.expected_size
-        if expected is not None and done != expected:
+        if not self._size_ok(done):
             raise self._fail_content(
                 f"Download of {self.subject} has {done} bytes but the provider published {expected}; the partial "
                 "file was deleted.", "remote.hash_mismatch")

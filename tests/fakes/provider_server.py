@@ -471,7 +471,8 @@ class FakeProviders:
             global FIXTURES_DIR
             FIXTURES_DIR = Path(fixtures_dir)
             load_fixtures.cache_clear()
-        self.fx = load_fixtures()
+        self.fx = {**load_fixtures()}
+        self.fx["hf_files"] = dict(self.fx["hf_files"])  # add_real_hf_repo adds to this instance only
         self.secret = os.urandom(16)
         self.link_ttl = 86400  # seconds a signed CDN link stays valid (negative: already expired)
         self.civitai_token = "civitai-fixture-token-7f3a9c"
@@ -481,6 +482,12 @@ class FakeProviders:
         self.hf_token = "hf_fixtureGrantedToken0123456789abcdef"
         self.hf_pending_token = "hf_fixturePendingToken0123456789abcdef"
         self.files: dict[str, tuple[Payload, str]] = {}  # name -> (payload, etag) served by /files/
+        # real API bodies (tests/fixtures/providers/real) served beside the invented fixtures
+        self.real_models: dict[int, dict] = {}
+        self.real_versions: dict[int, dict] = {}
+        self.real_files: dict[int, Payload] = {}  # Civitai file id -> bytes
+        self.hf_real: dict[str, dict] = {}  # repo id -> model info (blobs=true view)
+        self.hf_aliases: dict[str, str] = {}  # "bert-base-uncased" -> "google-bert/bert-base-uncased"
         self._faults: list[Fault] = []
         self._log: list[Recorded] = []
         self._lock = threading.Lock()
@@ -608,6 +615,63 @@ class FakeProviders:
         return f"{self.scheme}://{CIVITAI_CDN_HOST}/files/{quote(name)}"
 
     # -- faults & log
+    # -- real shapes
+    def add_real_civitai_model(self, model: dict, sizes: dict[int, int] | None = None) -> dict[int, Payload]:
+        """Serve a real ``/api/v1/models/{id}`` body and its versions as ``/model-versions/{id}``.
+
+        Real files are gigabytes, so each file gets synthetic bytes (``sizes[file_id]`` bytes,
+        default 64 KiB + its id) and its ``sizeKB`` / ``hashes`` are rewritten to match: ``sizeKB``
+        rounded to two decimals as Civitai's JSON rounds it, ``SHA256`` upper-case.  Everything
+        else (names, twins, primary flags, permissions, creator, tags) stays as captured.
+        """
+        model = copy.deepcopy(model)
+        made: dict[int, Payload] = {}
+        for version in model.get("modelVersions", []):
+            for f in version.get("files", []):
+                fid = int(f["id"])
+                size = (sizes or {}).get(fid, 65_536 + fid % 4096)
+                payload = Payload(seed=f"real-shape civitai file {fid} {f['name']}\n".encode(), size=size,
+                                  filename=f["name"])
+                f["sizeKB"] = round(size / 1024, 2)
+                f["hashes"] = {**(f.get("hashes") or {}), "SHA256": payload.sha256.upper(),
+                               "AutoV2": payload.sha256.upper()[:10]}
+                made[fid] = payload
+            self.real_versions[int(version["id"])] = {**version, "modelId": model["id"],
+                                                     "model": {k: model[k] for k in ("name", "type", "nsfw", "poi")
+                                                               if k in model}}
+        self.real_models[int(model["id"])] = model
+        self.real_files.update(made)
+        return made
+
+    def add_real_civitai_version(self, version: dict, size: int = 70_000) -> Payload:
+        """Serve a real version body alone (its model then answers 404, as a hidden model does)."""
+        version = copy.deepcopy(version)
+        f = next(x for x in version["files"] if x.get("primary")) if version.get("files") else None
+        payload = Payload(seed=f"real-shape civitai version {version['id']}\n".encode(), size=size,
+                          filename=f["name"] if f else "file.bin")
+        if f is not None:
+            f["sizeKB"] = round(size / 1024, 2)
+            f["hashes"] = {**(f.get("hashes") or {}), "SHA256": payload.sha256.upper()}
+            self.real_files[int(f["id"])] = payload
+        self.real_versions[int(version["id"])] = version
+        return payload
+
+    def add_real_hf_repo(self, info: dict, files: dict[str, Payload], alias: str | None = None) -> None:
+        """Serve a real ``model_info`` body; ``files`` become LFS files with their ``lfs`` blobs
+        (what ``?blobs=true`` adds); ``alias`` is a legacy id without organisation that redirects."""
+        info = copy.deepcopy(info)
+        repo = info["id"]
+        for sib in info.get("siblings", []):
+            p = files.get(sib["rfilename"])
+            if p is not None:
+                sib.update(size=p.size, lfs={"sha256": p.sha256, "size": p.size, "pointerSize": 134})
+        self.hf_real[repo] = info
+        for path, p in files.items():
+            self.fx["hf_files"][(repo, path)] = (p, {"size": p.size, "lfs": True, "sha256": p.sha256,
+                                                     "git_blob_sha1": _git_sha1(p.all_bytes())})
+        if alias:
+            self.hf_aliases[alias] = repo
+
     def inject(self, server: str, path: str = "*", action: str = "status", *, times: int | None = 1,
                method: str | None = None, skip: int = 0, **params: Any) -> Fault:
         """Misbehave on the next ``times`` matching requests (``path`` is a glob on the decoded path),
@@ -682,7 +746,7 @@ class FakeProviders:
 
     # -- Civitai API
     def _civitai_versions(self) -> dict[int, dict]:
-        return self.fx["civitai_versions"]
+        return {**self.fx["civitai_versions"], **self.real_versions}
 
     def _route_civitai(self, h: _Handler) -> None:
         path = h.req_path.rstrip("/")
@@ -695,6 +759,8 @@ class FakeProviders:
                 return h.send(400, cache, {"error": f"Invalid input: expected number, received {mid!r}"})
             if int(mid) == CIVITAI_MODEL_ID:
                 return h.send(200, cache, self.fx["civitai_model"])
+            if int(mid) in self.real_models:
+                return h.send(200, cache, self.real_models[int(mid)])
             return h.send(404, cache, {"error": f"No model with id {mid}"})
         if path.startswith("/api/v1/model-versions/by-hash/") and len(seg) == 6:
             wanted = seg[5].upper()
@@ -752,7 +818,8 @@ class FakeProviders:
             return self._civitai_case(h, "not_found")
         fid = int(chosen["id"])
         date = f"{time.time():.3f}"
-        obj = f"/model/{7730000 + fid % 10000}/{chosen['name']}"
+        obj = (f"/model/real-{fid}/{chosen['name']}" if fid in self.real_files
+               else f"/model/{7730000 + fid % 10000}/{chosen['name']}")
         disp = f'attachment; filename="{chosen["name"]}"'
         query = urlencode({"X-Amz-Expires": "86400", "response-content-disposition": disp,
                            "X-Amz-Algorithm": "AWS4-HMAC-SHA256", "X-Amz-Date": date,
@@ -775,7 +842,11 @@ class FakeProviders:
         if not self._signed_ok(h, "X-Amz-Date"):
             return self._denied(h)
         name = h.req_path.rsplit("/", 1)[-1]
-        payload = next((p for p in self.fx["civitai_files"].values() if p.filename == name), None)
+        folder = h.req_path.split("/")[2]
+        if folder.startswith("real-") and folder[5:].isdigit():  # twins share a name: the id decides
+            payload = self.real_files.get(int(folder[5:]))
+        else:
+            payload = next((p for p in self.fx["civitai_files"].values() if p.filename == name), None)
         if payload is None:
             return h.send(404, {"Content-Type": "application/xml"}, "<Error><Code>NoSuchKey</Code></Error>")
         disp = h.query.get("response-content-disposition", f'attachment; filename="{name}"')
@@ -784,6 +855,8 @@ class FakeProviders:
 
     # -- Hugging Face Hub
     def _hf_repo(self, repo: str) -> dict | None:
+        if repo in self.hf_real:
+            return self.hf_real[repo]
         if repo == HF_REPO:
             return self.fx["hf_info"]
         if repo == HF_GATED_REPO:
@@ -820,8 +893,15 @@ class FakeProviders:
         state = self._hf_token_state(h)
         if state == "invalid":
             return self._hf_error(h, 401, None, "Invalid credentials in Authorization header")
+        first = path.strip("/").split("/", 1)
+        if first[0] in self.hf_aliases and len(first) == 2 and first[1].startswith("resolve/"):
+            return h.send(307, self._hf_headers({"Location": f"/{self.hf_aliases[first[0]]}/{first[1]}"}), b"")
         if path.startswith("/api/models/"):
             rest = path[len("/api/models/"):].strip("/").split("/")
+            if rest[0] in self.hf_aliases:  # the Hub's answer, as in huggingface_hub's cassettes
+                target = f"/api/models/{self.hf_aliases[rest[0]]}"
+                return h.send(307, self._hf_headers({"Location": target, "Content-Type": "text/plain; charset=utf-8"}),
+                              f"Temporary Redirect. Redirecting to {target}")
             repo = "/".join(rest[:2])
             info = self._hf_repo(repo)
             if info is None:

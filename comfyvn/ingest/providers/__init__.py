@@ -17,7 +17,7 @@ from ...config import Workspace
 from ..errors import RemoteError
 from ..netguard import allowed_host_rules, check_url
 from . import civitai, huggingface
-from .base import RemotePlan, safe_filename
+from .base import RemotePlan, check_reference_url, safe_filename
 
 PROVIDERS: dict[str, ModuleType] = {civitai.NAME: civitai, huggingface.NAME: huggingface}
 ALIASES = {"hf": "huggingface", "hugging_face": "huggingface", "hugging-face": "huggingface", "civit": "civitai"}
@@ -45,6 +45,7 @@ def get_provider(name: str) -> ModuleType | None:
 def plan_generic(provider: str, remote_url: str, metadata: dict | None, ws: Workspace | None) -> RemotePlan:
     meta = metadata or {}
     url = (remote_url or "").strip()
+    check_reference_url(url)
     if not allowed_host_rules(provider, ws):
         raise RemoteError(f"Remote pulls are not enabled for provider {provider!r}: it has no allow-listed hosts "
                           "(add them to ingest.extra_allowed_hosts or mappers._REMOTE_ALLOWLIST).",

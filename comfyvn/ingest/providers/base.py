@@ -77,6 +77,8 @@ class RemotePlan:
     expected_size: int | None = None
     provider_metadata: dict = field(default_factory=dict, repr=False)  # raw API JSON
     headers: dict = field(default_factory=_RedactedHeaders, repr=False)
+    # bytes the published size may be off by (Civitai publishes kilobytes as a rounded float)
+    size_tolerance: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.headers, _RedactedHeaders):
@@ -93,6 +95,7 @@ class RemotePlan:
             "filename": self.filename,
             "expected_sha256": self.expected_sha256,
             "expected_size": self.expected_size,
+            "size_tolerance": self.size_tolerance,
         }
 
     def secrets(self) -> list[str]:
@@ -120,6 +123,27 @@ def remote_error(message: str, *, code: str, secrets: Iterable[str] = (), retrya
                  retry_after: float | None = None, status: int | None = None) -> RemoteError:
     return RemoteError(redact(message, secrets), code=code, retryable=retryable,
                        retry_after=retry_after, status=status)
+
+
+def check_reference_url(url: str) -> None:
+    """Refuse, before any job exists, a remote URL longer than a webhook URL may be or with a
+    port that is no port (0, above 65535, not a number)."""
+    from ...hooks.webhooks import MAX_URL_LENGTH  # one cap for every URL the server will call
+
+    if len(url) > MAX_URL_LENGTH:
+        raise RemoteError(f"remote_url is {len(url)} characters long; the limit is {MAX_URL_LENGTH}.",
+                          code="remote.bad_url")
+    if "://" not in url:
+        return
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port <= 65535:
+        shown = parts.netloc.rsplit(":", 1)[-1][:20]
+        raise RemoteError(f"remote_url has an invalid port {shown!r}: use a number from 1 to 65535 or none.",
+                          code="remote.bad_url")
 
 
 # ----------------------------------------------------------------------------- HTTP errors

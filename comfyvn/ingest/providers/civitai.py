@@ -26,12 +26,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from ...config import Workspace
 from ..errors import RemoteError
+from ..mappers import civitai_size
 from .base import (
     GuardedSession,
     HttpFailure,
     RemotePlan,
     auth_headers,
     base_url,
+    check_reference_url,
     env_token,
     error_text,
     remote_error,
@@ -41,7 +43,11 @@ from .base import (
 NAME = "civitai"
 DEFAULT_BASE = "https://civitai.com"
 TOKEN_ENV = "CIVITAI_API_TOKEN"
-CANONICAL_HOSTS = {"civitai.com", "www.civitai.com", "civitai.red", "www.civitai.red"}
+CANONICAL_HOSTS = {"civitai.com", "www.civitai.com", "api.civitai.com", "civitai.red", "www.civitai.red"}
+# model-level fields a version body lacks; merged into its ``model`` object on every pull
+MODEL_FIELDS = ("name", "type", "description", "creator", "tags", "nsfw", "nsfwLevel", "allowNoCredit",
+                "allowCommercialUse", "allowDerivatives", "allowDifferentLicense", "availability", "poi", "minor")
+SIZE_TOLERANCE = 1024  # sizeKB is a rounded float: published sizes are good to one KiB
 PREF_KEYS = ("type", "format", "size", "fp")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -65,6 +71,7 @@ def parse_reference(remote_url: str, metadata: dict | None, ws: Workspace | None
     ref: dict[str, Any] = {"model_id": None, "version_id": None, "file_id": None, "sha256": None,
                            "prefs": {}, "token": None}
     text = (remote_url or "").strip()
+    check_reference_url(text)
     meta = metadata or {}
     low = text.lower()
     if low.startswith("urn:air:"):
@@ -223,26 +230,62 @@ def choose_file(version: dict, ref: dict, subject: str) -> dict:
     return files[0]
 
 
+def _check_body(doc: dict, subject: str) -> dict:
+    """A ``{"error": ...}`` body is an answer that failed, never metadata."""
+    if "error" in doc and "id" not in doc:
+        raise RemoteError(f"{subject}: Civitai answered with an error: {str(doc.get('error'))[:300]}",
+                          code="remote.not_found" if "not found" in str(doc.get("error")).lower()
+                          else "remote.bad_response")
+    return doc
+
+
+def merge_model(version: dict, model: dict) -> dict:
+    """The version body with the model's own fields (licence terms, creator, tags, NSFW level)
+    merged into its ``model`` object, where Civitai itself puts the model's name and type."""
+    merged = dict(version)
+    merged["model"] = {**{k: model[k] for k in MODEL_FIELDS if k in model}, **(version.get("model") or {}),
+                       "id": model.get("id", version.get("modelId"))}
+    for key in ("allowNoCredit", "allowCommercialUse", "allowDerivatives", "allowDifferentLicense",
+                "creator", "tags", "nsfwLevel"):  # the model's values win over a version's summary
+        if key in model:
+            merged["model"][key] = model[key]
+    return merged
+
+
 def plan(remote_url: str, metadata: dict | None, ws: Workspace | None) -> RemotePlan:
     ref = parse_reference(remote_url, metadata, ws)
     token = _token() or ref["token"]
     headers = auth_headers(token)
     base = base_url(NAME, ws, DEFAULT_BASE)
+    model: dict | None = None
     with GuardedSession(NAME, ws, auth=headers, error_mapper=map_error) as s:
         if ref["version_id"] is None and ref["sha256"]:
-            version = s.get_json(f"{base}/api/v1/model-versions/by-hash/{ref['sha256'].upper()}",
-                                 subject=f"Civitai file with SHA256 {ref['sha256'][:12]}…")
+            subject = f"Civitai file with SHA256 {ref['sha256'][:12]}…"
+            version = _check_body(s.get_json(f"{base}/api/v1/model-versions/by-hash/{ref['sha256'].upper()}",
+                                             subject=subject), subject)
         else:
             if ref["version_id"] is None:
-                model = s.get_json(f"{base}/api/v1/models/{ref['model_id']}",
-                                   subject=f"Civitai model {ref['model_id']}")
+                subject = f"Civitai model {ref['model_id']}"
+                model = _check_body(s.get_json(f"{base}/api/v1/models/{ref['model_id']}", subject=subject),
+                                    subject)
                 versions = [v for v in model.get("modelVersions") or [] if isinstance(v, dict) and v.get("id")]
                 if not versions:
                     raise RemoteError(f"Civitai model {ref['model_id']} has no published versions.",
                                       code="remote.not_found")
                 ref["version_id"] = int(versions[0]["id"])
-            version = s.get_json(f"{base}/api/v1/model-versions/{ref['version_id']}",
-                                 subject=f"Civitai model version {ref['version_id']}")
+            subject = f"Civitai model version {ref['version_id']}"
+            version = _check_body(s.get_json(f"{base}/api/v1/model-versions/{ref['version_id']}",
+                                             subject=subject), subject)
+        model_id = version.get("modelId") or ref["model_id"]
+        if model is None and model_id is not None:  # licence terms, creator and tags live on the model
+            subject = f"Civitai model {model_id}"
+            try:
+                model = _check_body(s.get_json(f"{base}/api/v1/models/{_int(model_id, 'model id')}",
+                                               subject=subject), subject)
+            except RemoteError as exc:
+                if exc.code != "remote.not_found":
+                    raise
+                model = None  # a hidden/unlisted model: the version is still pullable, its terms unknown
     vid = version.get("id", ref["version_id"])
     subject = f"Civitai model version {vid}"
     file = choose_file(version, ref, subject)
@@ -251,18 +294,17 @@ def plan(remote_url: str, metadata: dict | None, ws: Workspace | None) -> Remote
     if ref.get("file_id") is not None and "fileId=" not in download_url:
         download_url += ("&" if "?" in download_url else "?") + f"fileId={ref['file_id']}"
     sha = (file.get("hashes") or {}).get("SHA256")
-    size_kb = file.get("sizeKB")
-    size = float(size_kb) * 1024 if isinstance(size_kb, int | float) and size_kb > 0 else None
+    size = civitai_size(file.get("sizeKB"))
     return RemotePlan(
         provider=NAME,
         source_url=_strip_token(remote_url),
         download_url=download_url,
         filename=safe_filename(str(file.get("name") or f"civitai_{vid}.bin")),
         expected_sha256=str(sha).lower() if sha and _HEX64.match(str(sha)) else None,
-        # sizeKB is bytes / 1024 as a float: trust it only when it names a whole number of bytes
-        expected_size=int(size) if size is not None and size.is_integer() else None,
-        provider_metadata=version,
+        expected_size=size,
+        provider_metadata=merge_model(version, model) if model else version,
         headers=headers,
+        size_tolerance=SIZE_TOLERANCE if size is not None else 0,
     )
 
 

@@ -28,6 +28,7 @@ from .base import (
     RemotePlan,
     auth_headers,
     base_url,
+    check_reference_url,
     env_token,
     error_text,
     read_limited,
@@ -48,8 +49,9 @@ def _token() -> str | None:
 
 
 def _check_repo(repo: str, text: str) -> str:
+    """``org/name``, or a legacy id without organisation (``gpt2``) that the Hub redirects."""
     parts = repo.split("/")
-    if len(parts) != 2 or not all(_NAME_RE.match(p) for p in parts):
+    if len(parts) not in (1, 2) or not all(_NAME_RE.match(p) for p in parts):
         raise RemoteError(f"Not a Hugging Face model repo id ('org/name'): {repo!r} in {text[:120]!r}",
                           code="remote.bad_url")
     return repo
@@ -58,6 +60,7 @@ def _check_repo(repo: str, text: str) -> str:
 def parse_reference(remote_url: str, ws: Workspace | None) -> tuple[str, str, str]:
     """``(repo_id, revision, path_in_repo)`` from a user's URL."""
     text = (remote_url or "").strip()
+    check_reference_url(text)
     if text.lower().startswith("hf://"):
         rest = text[5:].strip("/")
         if rest.startswith(("datasets/", "spaces/")):
@@ -78,7 +81,8 @@ def parse_reference(remote_url: str, ws: Workspace | None) -> tuple[str, str, st
         raise RemoteError(f"Not a Hugging Face file URL: {text[:120]!r}. Paste "
                           "https://huggingface.co/ORG/REPO/resolve/main/FILE or hf://ORG/REPO/FILE.",
                           code="remote.bad_url")
-    m = re.fullmatch(r"/([^/]+/[^/]+)/(?:resolve|blob)/([^/]+)/(.+)", parts.path)
+    m = (re.fullmatch(r"/([^/]+/[^/]+)/(?:resolve|blob)/([^/]+)/(.+)", parts.path)
+         or re.fullmatch(r"/([^/]+)/(?:resolve|blob)/([^/]+)/(.+)", parts.path))  # gpt2/resolve/main/x
     if not m:
         if parts.path.startswith(("/datasets/", "/spaces/")):
             raise RemoteError("Only model repos are supported (not datasets or spaces).", code="remote.bad_url")
@@ -124,8 +128,15 @@ def plan(remote_url: str, metadata: dict | None, ws: Workspace | None) -> Remote
     base = base_url(NAME, ws, DEFAULT_BASE)
     subject = f"Hugging Face file {repo}/{path}"
     with GuardedSession(NAME, ws, auth=headers, error_mapper=map_error) as s:
-        info_url = f"{base}/api/models/{repo}" + ("" if rev == "main" else f"/revision/{quote(rev, safe='')}")
-        info = s.get_json(info_url + "?blobs=true", subject=f"Hugging Face repo {repo}")
+        def model_info(repo_id: str) -> dict:
+            url = f"{base}/api/models/{repo_id}" + ("" if rev == "main" else f"/revision/{quote(rev, safe='')}")
+            return s.get_json(url + "?blobs=true", subject=f"Hugging Face repo {repo_id}")
+
+        info = model_info(repo)
+        canonical = str(info.get("id") or "")  # "gpt2" is "openai-community/gpt2" today
+        if canonical != repo and canonical.count("/") == 1 and all(_NAME_RE.match(p) for p in canonical.split("/")):
+            repo = canonical  # the Hub's redirect drops ?blobs=true: ask the canonical repo again
+            info = model_info(repo)
         siblings = {str(x.get("rfilename")): x for x in info.get("siblings") or [] if isinstance(x, dict)}
         if siblings and path not in siblings:
             raise RemoteError(f"{subject}: the repo has no file {path!r} at revision {rev!r}.",
