@@ -632,7 +632,7 @@ def test_real_civitai_pull_through_the_queue_then_dedup_before_download(ws, q, f
     assert meta["file"]["sha256"] == done["digest"]
     [applied] = q.apply()["applied"]
     asset = AssetRegistry(ws=ws).get_asset(applied["asset_uid"])
-    assert asset["path"] == "models/inkwashHeroine_v20.safetensors"
+    assert asset["path"] == "models/loras/inkwashHeroine_v20.safetensors" and asset["type"] == "lora"  # ComfyUI layout
     assert Path(asset["abs_path"]).read_bytes() == payload.all_bytes()
     assert asset["provenance"]["provider_metadata"]["id"] and asset["provenance"]["source"] == page
     cdn_before = len(fp.requests("civitai_cdn"))

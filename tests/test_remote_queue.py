@@ -163,6 +163,8 @@ def test_hugging_face_repo_without_organisation_pulls_from_the_canonical_repo(q,
     ("huggingface", "https://huggingface.co:abc/org/repo/resolve/main/x.safetensors", "invalid port"),
     ("civitai", "https://civitai.com/models/1?q=" + "a" * 2100, "the limit is 2048"),
     ("huggingface", "https://huggingface.co/org/repo/resolve/main/" + "a" * 2100, "the limit is 2048"),
+    ("generic", "https://civitai.com:99999/file.bin", "invalid port"),  # every provider, not only the two named
+    ("auto", "https://huggingface.co:0/org/repo/resolve/main/x.bin", "invalid port"),
 ])
 def test_bad_ports_and_overlong_urls_are_refused_at_enqueue(q, provider, url, words):
     with pytest.raises(IngestError, match=words) as err:

@@ -127,11 +127,13 @@ def guess_asset_type(job: dict) -> str:
 
 def dest_for(job: dict, asset_type: str) -> str:
     """Where a job's file goes in the registry: ``dest_relative`` as given (a folder ending in
-    ``/`` or without a suffix keeps the original file name), else ``<asset_type>/<file name>``."""
+    ``/`` or without a suffix keeps the original file name), else ``models/<folder>/<file name>``
+    for a pulled model whose metadata names its folder, else ``<asset_type>/<file name>``."""
     name = job.get("filename") or safe_filename(Path(job["staging_path"]).name.split("-", 1)[-1])
     dest = job.get("dest_relative")
     if not dest:
-        return f"{asset_type}/{name}"
+        folder = (job.get("metadata") or {}).get("folder")  # a pulled model's ComfyUI folder (loras, vae...)
+        return f"models/{folder}/{name}" if folder else f"{asset_type}/{name}"
     if dest.endswith("/") or not PurePosixPath(dest).suffix:
         return f"{dest.rstrip('/')}/{name}"
     return dest
@@ -467,7 +469,12 @@ class AssetIngestQueue:
         ``token=`` query parameter is removed: tokens come from CIVITAI_API_TOKEN / HF_TOKEN.
         """
         from .providers import civitai, huggingface
+        from .providers.base import check_reference_url
 
+        try:
+            check_reference_url(url)  # the webhook URL length cap; ports 1-65535
+        except RemoteError as exc:
+            raise IngestError(exc.message, code=exc.code) from None
         notes: list[str] = []
         parts = urlsplit(url)
         if parts.scheme in ("http", "https"):
@@ -561,7 +568,8 @@ class AssetIngestQueue:
 
     def _registration(self, job: dict, override: str | None) -> dict:
         """The registry item (see :meth:`AssetRegistry.register_files`) that applies a job."""
-        asset_type = override or job["asset_type_hint"] or guess_asset_type(job)
+        asset_type = (override or job["asset_type_hint"] or (job.get("metadata") or {}).get("asset_type")
+                      or guess_asset_type(job))
         meta = {k: v for k, v in (job["metadata"] or {}).items()
                 if k not in ("tags", "license", "provider") and v not in (None, [], {})}
         provenance = {"source": job["remote_url"] or job["source_path"], "provider": job["provider"],
