@@ -50,6 +50,10 @@ _DIGEST_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNSET: Any = object()
+# keys of a metadata dict that are the asset's own fields (the original registry kept them in meta)
+FIELD_KEYS = ("tags", "license", "origin", "version")
+# keys the registry derives and shows inside ``meta`` (never stored there)
+DERIVED_META_KEYS = ("preview", "thumbnails")
 SORT_COLUMNS = {"created_at": "created_at", "updated_at": "updated_at", "path": "path", "bytes": "bytes",
                 "type": "type", "uid": "uid"}
 
@@ -88,6 +92,38 @@ def normalise_tags(tags: Iterable[str] | str | None) -> list[str]:
         if clean and clean not in out:
             out.append(clean)
     return out
+
+
+def split_metadata(metadata: dict | None) -> tuple[dict, dict]:
+    """``(free-form meta, fields)``: ``tags``, ``license``, ``origin`` and ``version`` inside a
+    metadata dict are the asset's fields, not free-form keys (``preview``/``thumbnails`` are
+    derived and dropped).  ``fields`` holds only the keys present: tags normalised (``None``
+    clears them), an empty licence as ``""`` (clears it), origin as a string, version as an int."""
+    meta = dict(metadata or {})
+    fields: dict[str, Any] = {}
+    for key in DERIVED_META_KEYS:
+        meta.pop(key, None)
+    if "tags" in meta:
+        fields["tags"] = normalise_tags(meta.pop("tags"))
+    if "license" in meta:
+        value = meta.pop("license")
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"metadata license must be a string or null, got {value!r}")
+        fields["license"] = (value or "").strip()
+    if "origin" in meta:
+        value = meta.pop("origin")
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"metadata origin must be a string or null, got {value!r}")
+        if value and value.strip():
+            fields["origin"] = value.strip()
+    if "version" in meta:
+        value = meta.pop("version")
+        if value is not None:
+            try:
+                fields["version"] = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"metadata version must be an integer, got {value!r}") from None
+    return meta, fields
 
 
 def _deep_merge(base: dict, patch: dict) -> dict:
@@ -355,8 +391,11 @@ class AssetRegistry:
             raise ValueError("license_tag must be a string or None")
         if digest is not None and not _DIGEST_RE.match(str(digest)):
             raise ValueError(f"digest {digest!r} must be 64 hexadecimal digits (SHA-256)")
-        meta = dict(metadata or {})
-        tag_list = normalise_tags(tags if tags is not None else meta.pop("tags", None))
+        meta, fields = split_metadata(metadata)  # tags/license/origin inside metadata are the fields
+        tag_list = normalise_tags([*normalise_tags(tags), *fields.get("tags", [])])
+        if license_tag is None and "license" in fields:
+            license_tag = fields["license"]  # "" clears the licence of a duplicate; a new asset gets none
+        origin = origin or fields.get("origin")
         source_real = source.resolve()
         rel, final_real = self._dest_relative(source, source_real, asset_type, dest_relative)
         final = self._abs(rel)
@@ -679,13 +718,41 @@ class AssetRegistry:
         out["project_id"] = self.project_id
         out["abs_path"] = abs_path = self._abs_str(rec["path"])
         out["sidecar"] = abs_path + SIDECAR_SUFFIX
+        out["meta"] = meta = self.meta_view(rec)
+        # the original registry's keys: id, thumb (relative to THUMB_ROOT) and links (relative paths)
+        preview = meta["preview"]
+        out["id"] = rec["uid"]
+        out["thumb"] = preview.get("default")
+        links: dict[str, Any] = {"file": rec["path"], "sidecar": rec["path"] + SIDECAR_SUFFIX}
+        if out["thumb"]:
+            links["thumbnail"] = out["thumb"]
+        if preview.get("paths"):
+            links["thumbnails"] = dict(preview["paths"])
+        out["links"] = links
         return out
+
+    def meta_view(self, rec: dict) -> dict:
+        """An asset's ``meta`` as records, hook payloads and sidecars show it: the free-form
+        metadata with the asset's fields (``tags``, ``license``, ``origin``, ``version``) and its
+        ``preview`` (``paths`` ``{"256": ..., "512": ...}`` relative to the thumbnail root, and
+        the ``default`` one) inside, as the original registry kept them."""
+        view = dict(rec["meta"])
+        view.update(tags=list(rec["tags"]), license=rec["license"], origin=rec["origin"], version=rec["version"])
+        preview = dict(rec["preview"])
+        if preview.get("thumbnails"):
+            preview["paths"] = dict(preview["thumbnails"])
+            preview["default"] = next(iter(preview["paths"].values()))
+            view["thumbnails"] = dict(preview["paths"])
+        elif preview.get("waveform"):
+            preview["path"] = preview["default"] = preview["waveform"]
+        view["preview"] = preview
+        return view
 
     def _payload(self, rec: dict, *, include_meta: bool) -> dict:
         abs_path = self._abs_str(rec["path"])
         payload = {"uid": rec["uid"], "type": rec["type"], "path": abs_path}
         if include_meta:
-            payload["meta"] = rec["meta"]
+            payload["meta"] = self.meta_view(rec)
         payload["sidecar"] = abs_path + SIDECAR_SUFFIX
         return payload
 
@@ -699,7 +766,7 @@ class AssetRegistry:
         return {
             "uid": rec["uid"], "type": rec["type"], "path": rec["path"], "hash": rec["hash"],
             "bytes": rec["bytes"], "tags": rec["tags"], "license": rec["license"], "origin": rec["origin"],
-            "version": rec["version"], "created_at": utc_timestamp(rec["created_at"]), "meta": rec["meta"],
+            "version": rec["version"], "created_at": utc_timestamp(rec["created_at"]), "meta": self.meta_view(rec),
             "preview": rec["preview"], "provenance": rec["provenance"],
         }
 
@@ -882,6 +949,12 @@ class AssetRegistry:
                           license_tag: Any = _UNSET, expected_version: int | None = None) -> dict:
         """Merge ``metadata`` into an asset (``replace=True`` swaps it); preview and thumbnails stay.
 
+        ``tags``, ``license``, ``origin`` and ``version`` inside ``metadata`` are the asset's
+        fields: ``tags`` sets the tag list (then ``add_tags``/``remove_tags`` apply), ``license``
+        sets the licence (empty or null clears it; ``license_tag`` wins when both are given),
+        ``origin`` sets the origin and ``version`` is the version the caller read (as
+        ``expected_version``), so a record's ``meta`` can be edited and sent back as it is.
+
         ``expected_version`` makes the update conditional (optimistic concurrency): a row
         changed meanwhile by someone else raises instead of silently losing their edit.
         """
@@ -900,6 +973,16 @@ class AssetRegistry:
 
     def _update_many(self, uids: list[str], *, metadata: dict | None, replace: bool, add_tags: list[str],
                      remove_tags: list[str], license_tag: Any, expected_version: int | None = None) -> list[dict]:
+        fields: dict[str, Any] = {}
+        if metadata is not None:
+            metadata, fields = split_metadata(metadata)
+        if license_tag is _UNSET and "license" in fields:
+            license_tag = fields["license"]
+        if "version" in fields:
+            if expected_version is not None and expected_version != fields["version"]:
+                raise ValueError(f"metadata version {fields['version']} disagrees with expected_version "
+                                 f"{expected_version}")
+            expected_version = fields["version"]
         if license_tag is not _UNSET and license_tag is not None and not isinstance(license_tag, str):
             raise ValueError("license_tag must be a string, or None to clear it")
         if license_tag == "":
@@ -923,20 +1006,23 @@ class AssetRegistry:
                 new = dict(rec)
                 if metadata is not None:
                     new["meta"] = dict(metadata) if replace else _deep_merge(rec["meta"], metadata)
-                new["tags"] = [t for t in rec["tags"] if t not in remove_tags] + [
-                    t for t in add_tags if t not in rec["tags"] and t not in remove_tags]
+                base_tags = fields.get("tags", rec["tags"])
+                new["tags"] = [t for t in base_tags if t not in remove_tags] + [
+                    t for t in add_tags if t not in base_tags and t not in remove_tags]
                 if license_tag is not _UNSET:
                     new["license"] = license_tag
-                if (new["meta"], new["tags"], new["license"]) == (rec["meta"], rec["tags"], rec["license"]):
+                new["origin"] = fields.get("origin", rec["origin"])
+                if (new["meta"], new["tags"], new["license"], new["origin"]) == (
+                        rec["meta"], rec["tags"], rec["license"], rec["origin"]):
                     updated.append(rec)
                     continue
                 new["version"] = rec["version"] + 1
                 new["updated_at"] = now
                 conn.execute(
-                    "UPDATE assets SET meta = ?, tags = ?, license = ?, version = ?, updated_at = ?, search_text = ?,"
-                    " sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
+                    "UPDATE assets SET meta = ?, tags = ?, license = ?, origin = ?, version = ?, updated_at = ?,"
+                    " search_text = ?, sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
                     (json.dumps(new["meta"], ensure_ascii=False), json.dumps(new["tags"]), new["license"],
-                     new["version"], now, self._search_text(new), self.project_id, rec["uid"]))
+                     new["origin"], new["version"], now, self._search_text(new), self.project_id, rec["uid"]))
                 conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, rec["uid"]))
                 conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
                                  [(self.project_id, rec["uid"], t) for t in new["tags"]])
