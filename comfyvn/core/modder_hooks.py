@@ -16,6 +16,7 @@ asset and ingest event of every process, exactly as our bus subscribers do.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -142,7 +143,9 @@ _feeds: dict[Path, _Feed] = {}
 def _default_db() -> Database:
     from ..config import workspace
 
-    return get_database(workspace().db_path)
+    ws = workspace()
+    ws.ensure()
+    return get_database(ws.db_path)
 
 
 def watch_database(db: Database) -> None:
@@ -235,7 +238,10 @@ def history(limit: int = 20) -> list[dict[str, Any]]:
     dbs = {db.path: db for db in [_default_db(), *(f.db for f in list(_feeds.values()))]}
     envelopes: list[dict] = []
     for db in dbs.values():
-        envelopes.extend(get_hook_bus(db).history(limit))
+        try:
+            envelopes.extend(get_hook_bus(db).history(limit))
+        except sqlite3.Error as exc:  # a database that went away (a deleted test folder)
+            log.warning("modder hook history: skipping %s: %s", db.path, exc)
     envelopes.sort(key=lambda env: env["ts"])
     return [legacy_envelope(env) for env in envelopes[-limit:]]
 

@@ -26,6 +26,7 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from comfyvn.core import modder_hooks
+from comfyvn.hooks import get_hook_bus
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 from ..openapi import _PROJECT, _body, _errors, _json, _path, _q, _ref
@@ -57,7 +58,7 @@ def hooks_debug_document(reg: AssetRegistry, history_limit: int = 25) -> dict[st
     and the original's (``ok``, ``registry_hooks``: callback descriptors per event,
     ``modder_hooks``: ``events`` (specs) and ``history`` (asset envelopes, epoch ``timestamp``))."""
     snapshot = reg.iter_hooks()
-    history = [env for env in modder_hooks.history(limit=history_limit * 4) if env["event"] in ASSET_EVENTS]
+    history = [modder_hooks.legacy_envelope(env) for env in get_hook_bus(reg.db).history(history_limit, ASSET_TOPICS)]
     return {
         "ok": True,
         "project": reg.project_id,
@@ -67,7 +68,7 @@ def hooks_debug_document(reg: AssetRegistry, history_limit: int = 25) -> dict[st
             "events": [{"name": spec.name, "description": spec.description, "ws_topic": spec.ws_topic,
                         "rest_event": spec.rest_event, "payload": dict(spec.payload_fields)}
                        for spec in (modder_hooks.HOOK_SPECS[name] for name in ASSET_EVENTS)],
-            "history": history[-history_limit:],
+            "history": history,
         },
     }
 
