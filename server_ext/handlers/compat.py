@@ -64,13 +64,15 @@ def hooks_debug_document(reg: AssetRegistry, history_limit: int = 25) -> dict[st
         "project": reg.project_id,
         "hooks": reg.describe_hooks(),
         "registry_hooks": {event: [describe_callback(cb) for cb in cbs] for event, cbs in snapshot.items()},
-        "modder_hooks": {
-            "events": [{"name": spec.name, "description": spec.description, "ws_topic": spec.ws_topic,
-                        "rest_event": spec.rest_event, "payload": dict(spec.payload_fields)}
-                       for spec in (modder_hooks.HOOK_SPECS[name] for name in ASSET_EVENTS)],
-            "history": history,
-        },
+        "modder_hooks": {"events": asset_event_specs(), "history": history},
     }
+
+
+def asset_event_specs() -> list[dict[str, Any]]:
+    """The asset hook specs as the original's debug route listed them."""
+    return [{"name": spec.name, "description": spec.description, "ws_topic": spec.ws_topic,
+             "rest_event": spec.rest_event, "payload": dict(spec.payload_fields)}
+            for spec in (modder_hooks.HOOK_SPECS[name] for name in ASSET_EVENTS)]
 
 
 def _metadata(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -87,7 +89,15 @@ def _metadata(body: dict[str, Any]) -> dict[str, Any] | None:
     return value
 
 
-class RegisterHandler(AssetsBase):
+class CompatBase(AssetsBase):
+    async def read_registry(self) -> AssetRegistry | None:
+        """The registry for a read route: ``None`` for a project never written to where the
+        server creates nothing on reads (``existing_registry``), else the project's registry."""
+        existing = getattr(AssetsBase, "existing_registry", None)
+        return await (existing(self) if existing is not None else self.registry())
+
+
+class RegisterHandler(CompatBase):
     """``POST /api/assets/register``: the original's register call (201 when created, 200 for a duplicate)."""
 
     @web.authenticated
@@ -115,7 +125,7 @@ class RegisterHandler(AssetsBase):
         self.reply({"ok": True, "asset_id": rec["uid"], "asset": original_asset(rec)}, 201 if created else 200)
 
 
-class SearchHandler(AssetsBase):
+class SearchHandler(CompatBase):
     """``GET /api/assets/search``: ``q`` (text over path, tags, licence and metadata), ``type``,
     ``tags``/``tag`` (all required, case-insensitive), ``license``, ``limit`` (default 200)."""
 
@@ -126,40 +136,47 @@ class SearchHandler(AssetsBase):
         filters = {"asset_type": self.q_str("type", max_len=64), "tags": tags or None,
                    "license": self.q_str("license", max_len=128), "text": self.q_str("q", max_len=256)}
         limit = self.q_int("limit", None, minimum=1, maximum=1000)
-        reg = await self.registry()
-        page = await self.run(reg.query_assets, **filters, limit=limit or 200, with_total=True)
+        reg = await self.read_registry()
+        page = (await self.run(reg.query_assets, **filters, limit=limit or 200, with_total=True) if reg is not None
+                else {"items": [], "total": 0})
         answer: dict[str, Any] = {
             "ok": True, "total": page["total"], "items": [original_asset(r) for r in page["items"]],
             "filters": {"type": filters["asset_type"], "tags": tags, "license": filters["license"],
                         "q": filters["text"], "limit": limit},
             "debug": None,
         }
-        if self.q_bool("include_debug"):
+        if self.q_bool("include_debug") and reg is not None:
             answer["debug"] = {"hooks": {e: [repr(cb) for cb in cbs] for e, cbs in reg.iter_hooks().items()},
                                "assets_root": str(reg.ASSETS_ROOT), "thumb_root": str(reg.THUMB_ROOT),
                                "project_id": reg.project_id}
         self.reply(answer)
 
 
-class AssetHandler(AssetsBase):
+class AssetHandler(CompatBase):
     """``GET /api/assets/{id}``."""
 
     @web.authenticated
     @authorized
     async def get(self, uid: str) -> None:
-        reg = await self.registry()
+        reg = await self.read_registry()
+        if reg is None:
+            raise ApiError(404, "asset_not_found", f"no asset {uid!r} (no such project)")
         rec = await self.require(reg, uid)
         self.reply({"ok": True, "asset": original_asset(rec)})
 
 
-class DebugHooksHandler(AssetsBase):
+class DebugHooksHandler(CompatBase):
     """``GET /assets/debug/hooks``: see :func:`hooks_debug_document` (``?limit=`` history entries)."""
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
         limit = self.q_int("limit", 25, minimum=1, maximum=200)
-        reg = await self.registry()
+        reg = await self.read_registry()
+        if reg is None:  # a project nobody wrote to: nothing attached, nothing happened
+            self.reply({"ok": True, "project": self.q_str("project", max_len=64), "hooks": {}, "registry_hooks": {},
+                        "modder_hooks": {"events": asset_event_specs(), "history": []}})
+            return
         self.reply(await self.run(hooks_debug_document, reg, limit))
 
 
