@@ -98,6 +98,9 @@ ASSET_PROBES = [
     Probe("/assets/{uid}/sidecar"),
     Probe("/assets/{uid}/thumbnail"),
     Probe("/assets/{uid}/download"),
+    Probe("/api/assets/register", "POST", INVALID_BODY),
+    Probe("/api/assets/search", params={"q": "x", "limit": 1}, validate=_has("items", "total")),
+    Probe("/api/assets/{uid}"),
 ]
 HOOK_PROBES = [
     Probe("/api/modder/hooks", validate=_lists_hooks(None)),

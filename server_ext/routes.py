@@ -11,7 +11,7 @@ import re
 
 from tornado.web import RequestHandler
 
-from .handlers import assets, hooks, ingest
+from .handlers import assets, compat, hooks, ingest
 from .openapi import OpenAPIHandler
 
 ROUTES: list[tuple[str, type[RequestHandler]]] = [
@@ -30,13 +30,17 @@ ROUTES: list[tuple[str, type[RequestHandler]]] = [
     ("/assets/upload", assets.UploadHandler),
     ("/assets/register", assets.RegisterHandler),
     ("/assets/bulk", assets.BulkHandler),
-    ("/assets/debug/hooks", assets.DebugHooksHandler),
+    ("/assets/debug/hooks", compat.DebugHooksHandler),  # ours + the original's registry_hooks, modder_hooks
     ("/assets/debug/modder-hooks", assets.DebugModderHooksHandler),
     ("/assets/debug/history", assets.DebugHistoryHandler),
     ("/assets/{uid}", assets.AssetHandler),
     ("/assets/{uid}/sidecar", assets.SidecarHandler),
     ("/assets/{uid}/thumbnail", assets.ThumbnailHandler),
     ("/assets/{uid}/download", assets.DownloadHandler),
+    # the original comfyvn's asset API (comfyvn:assets; docs/MIGRATING.md)
+    ("/api/assets/register", compat.RegisterHandler),
+    ("/api/assets/search", compat.SearchHandler),
+    ("/api/assets/{uid}", compat.AssetHandler),
     # modder hooks (comfyvn:hooks)
     ("/api/modder/hooks", hooks.HooksHandler),
     ("/api/modder/hooks/history", hooks.HistoryHandler),

@@ -38,6 +38,7 @@ GET /api/ingest/jobs, GET /api/ingest/jobs/<job_id>, POST /api/ingest/apply, /ap
 GET /assets?type=, /assets/{asset_uid}, /assets/{uid}/sidecar, /assets/:uid/thumbnail,
 /assets/{uid}/download, POST /assets/upload, /assets/register, /assets/bulk,
 /assets/debug/hooks, /assets/debug/modder-hooks, /assets/debug/history?limit=25.
+POST /api/assets/register, GET /api/assets/search?q=, GET /api/assets/{id}.
 /api/modder/hooks, /api/modder/hooks/history, ws://host/api/modder/hooks/ws, /api/modder/hooks/stream,
 POST /api/modder/hooks/webhooks, DELETE /api/modder/hooks/webhooks/{id},
 GET /api/modder/hooks/webhooks/{id}/deliveries, POST /api/modder/hooks/test, /api/comfyvn/openapi.json.

@@ -222,12 +222,31 @@ def _parse_time(value: Any) -> float | None:
 
 
 def _open(registry_or_project: AssetRegistry | str | None, workspace_root: str | os.PathLike | None,
-          *, recover: bool) -> AssetRegistry:
+          *, recover: bool, **roots: Any) -> AssetRegistry:
+    roots = {k: v for k, v in roots.items() if v is not None}
     if isinstance(registry_or_project, AssetRegistry):
+        if roots:
+            raise ValueError(f"give either a registry or {', '.join(roots)}, not both")
         return registry_or_project
     ws = workspace(workspace_root)
     project = registry_or_project or get_setting("registry.default_project", "default", ws)
-    return AssetRegistry(project, ws=ws, recover=recover)
+    return AssetRegistry(project, ws=ws, recover=recover, **roots)
+
+
+class RebuildSummary(dict):
+    """:func:`rebuild_from_disk`'s report; also the original's ``.processed`` (files registered
+    or followed to where they were moved) and ``.removed`` (stale rows removed) counts."""
+
+    @property
+    def processed(self) -> int:
+        return sum(1 for key in ("registered", "relocated") for item in self[key] if item.get("done"))
+
+    @property
+    def removed(self) -> int:
+        return len(self.get("removed_stale", []))
+
+    def as_dict(self) -> dict:
+        return {**self, "processed": self.processed, "removed": self.removed}
 
 
 class _Report:
@@ -385,7 +404,10 @@ def _apply_disk_plans(reg: AssetRegistry, plans: list[dict], report: _Report, *,
 
 
 def rebuild_from_disk(registry_or_project: AssetRegistry | str | None = None, *, dry_run: bool = False,
-                      fill_metadata: bool = False, workspace_root: str | os.PathLike | None = None) -> dict:
+                      fill_metadata: bool = False, workspace_root: str | os.PathLike | None = None,
+                      project_id: str | None = None, assets_root: str | os.PathLike | None = None,
+                      db_path: str | os.PathLike | None = None, thumbs_root: str | os.PathLike | None = None,
+                      remove_stale: bool = False, wait_for_thumbs: bool = False) -> RebuildSummary:
     """Register the files under the assets root that have no row, where they lie.
 
     A valid sidecar beside a file supplies its type, tags, licence, metadata, provenance,
@@ -393,13 +415,30 @@ def rebuild_from_disk(registry_or_project: AssetRegistry | str | None = None, *,
     the bytes of an asset whose file is missing was moved by hand: the row is pointed at the
     new place.  A second copy of a registered asset is reported, not registered.  Sidecars
     with neither a row nor a file go to the trash folder.  ``dry_run`` only reports.
+
+    The original's keywords: ``project_id`` (as the first argument), ``assets_root``,
+    ``db_path``, ``thumbs_root`` (roots of the registry opened), ``remove_stale`` (remove the
+    rows whose file is still missing; their sidecars go to the trash) and ``wait_for_thumbs``.
     """
-    reg = _open(registry_or_project, workspace_root, recover=not dry_run)
+    if project_id is not None:
+        if registry_or_project is not None:
+            raise ValueError("give the project either as the first argument or as project_id, not both")
+        registry_or_project = project_id
+    reg = _open(registry_or_project, workspace_root, recover=not dry_run, assets_root=assets_root,
+                db_path=db_path, thumbnails_root=thumbs_root)
     report = _Report(reg, fix=not dry_run)
     rows_by_path = {r["path"]: r for r in reg.iter_assets()}
     plans = _plan_disk(reg, _scan(reg), rows_by_path)
     done = _apply_disk_plans(reg, plans, report, fix=not dry_run, fill_metadata=fill_metadata)
-    return {"project": reg.project_id, "dry_run": dry_run, **done}
+    stale: list[dict] = []
+    if remove_stale and not dry_run:
+        for row in list(reg.iter_assets()):
+            if not Path(row["abs_path"]).exists():
+                reg.remove_asset(row["uid"])
+                stale.append({"uid": row["uid"], "path": row["path"]})
+    if wait_for_thumbs and not dry_run:
+        reg.wait_for_thumbnails(300)
+    return RebuildSummary({"project": reg.project_id, "dry_run": dry_run, **done, "removed_stale": stale})
 
 
 # ------------------------------------------------------------------------------ audit

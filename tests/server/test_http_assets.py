@@ -15,7 +15,7 @@ from server_helpers import assert_error, png_bytes
 
 from comfyvn.hooks import emit, get_hook_bus
 from comfyvn.store import get_database
-from comfyvn.studio.core.asset_registry import AssetRegistry
+from comfyvn.studio.core.asset_registry import AssetRegistry, split_metadata
 
 
 async def register(api, path: Path, asset_type: str = "images", **extra) -> dict:
@@ -78,10 +78,10 @@ async def test_get_patch_delete(api, make_png, ws):
     r = await api("PATCH", f"/assets/{uid}", body={"metadata": {"artist": "mika"}, "add_tags": ["Hero"],
                                                     "license": "cc0", "expected_version": 1})
     assert r.code == 200, r.body
-    assert (r.json["version"], r.json["meta"], r.json["tags"], r.json["license"]) == (2, {"artist": "mika"},
+    assert (r.json["version"], split_metadata(r.json["meta"])[0], r.json["tags"], r.json["license"]) == (2, {"artist": "mika"},
                                                                                        ["hero"], "cc0")
     sidecar = (await api("GET", f"/assets/{uid}/sidecar")).json
-    assert sidecar["uid"] == uid and sidecar["sidecar"]["meta"] == {"artist": "mika"}
+    assert sidecar["uid"] == uid and split_metadata(sidecar["sidecar"]["meta"])[0] == {"artist": "mika"}
     assert sidecar["sidecar"]["license"] == "cc0"
 
     assert_error(await api("PATCH", f"/assets/{uid}", body={"add_tags": ["x"], "expected_version": 1}),
@@ -181,7 +181,7 @@ async def test_upload_streams_and_registers(api, ws):
     rec = r.json
     assert rec["path"] == "images/evil_na_me.png" and rec["type"] == "images"
     assert rec["hash"] == hashlib.sha256(content).hexdigest()
-    assert rec["tags"] == ["hero", "red"] and rec["license"] == "cc0" and rec["meta"] == {"artist": "mika"}
+    assert rec["tags"] == ["hero", "red"] and rec["license"] == "cc0" and split_metadata(rec["meta"])[0] == {"artist": "mika"}
     assert rec["origin"] == "upload" and rec["provenance"]["source"] == "upload:evil_na_me.png"
     assert Path(rec["abs_path"]).read_bytes() == content
 

@@ -59,6 +59,7 @@ def sample(path: str, method: str, s: dict[str, Any]) -> dict[str, Any]:
         ("/api/ingest/cancel", "POST"): {"body": {"job_id": jobs["cancel"]}},
         ("/assets/upload", "POST"): {"raw": png_bytes((2, 2, 2)), "params": {"filename": "up2.png"}},
         ("/assets/register", "POST"): {"body": {"path": str(s["png"]()), "asset_type": "images"}},
+        ("/api/assets/register", "POST"): {"body": {"path": str(s["png"]()), "asset_type": "images"}},
         ("/assets/bulk", "POST"): {"body": {"uids": [s["uid"]], "add_tags": ["auth"]}},
         ("/assets/{uid}", "PATCH"): {"body": {"metadata": {"checked": True}}},
         ("/api/modder/hooks/webhooks", "POST"): {"body": {"event": "on_modder_test", "url": "http://127.0.0.1:9/n"}},
@@ -71,7 +72,7 @@ def sample(path: str, method: str, s: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_every_http_route_requires_the_token(api, seeded, ws):
-    assert len(HTTP_ROUTES) == 31 and len(WS_ROUTES) == 2
+    assert len(HTTP_ROUTES) == 34 and len(WS_ROUTES) == 2
     problems = []
     for path, method in HTTP_ROUTES:
         req = sample(path, method, seeded)

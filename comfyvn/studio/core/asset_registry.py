@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config import Workspace, get_setting, setup_logging, workspace
+from ...core import modder_hooks
 from ...fsutil import (
     UnsafePathError,
     atomic_write_json,
@@ -52,6 +53,10 @@ _DIGEST_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNSET: Any = object()
+# keys of a metadata dict that are the asset's own fields (the original registry kept them in meta)
+FIELD_KEYS = ("tags", "license", "origin", "version")
+# keys the registry derives and shows inside ``meta`` (never stored there)
+DERIVED_META_KEYS = ("preview", "thumbnails")
 SORT_COLUMNS = {"created_at": "created_at", "updated_at": "updated_at", "path": "path", "bytes": "bytes",
                 "type": "type", "uid": "uid"}
 
@@ -100,6 +105,38 @@ def normalise_tags(tags: Iterable[str] | str | None) -> list[str]:
     return out
 
 
+def split_metadata(metadata: dict | None) -> tuple[dict, dict]:
+    """``(free-form meta, fields)``: ``tags``, ``license``, ``origin`` and ``version`` inside a
+    metadata dict are the asset's fields, not free-form keys (``preview``/``thumbnails`` are
+    derived and dropped).  ``fields`` holds only the keys present: tags normalised (``None``
+    clears them), an empty licence as ``""`` (clears it), origin as a string, version as an int."""
+    meta = dict(metadata or {})
+    fields: dict[str, Any] = {}
+    for key in DERIVED_META_KEYS:
+        meta.pop(key, None)
+    if "tags" in meta:
+        fields["tags"] = normalise_tags(meta.pop("tags"))
+    if "license" in meta:
+        value = meta.pop("license")
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"metadata license must be a string or null, got {value!r}")
+        fields["license"] = (value or "").strip()
+    if "origin" in meta:
+        value = meta.pop("origin")
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"metadata origin must be a string or null, got {value!r}")
+        if value and value.strip():
+            fields["origin"] = value.strip()
+    if "version" in meta:
+        value = meta.pop("version")
+        if value is not None:
+            try:
+                fields["version"] = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"metadata version must be an integer, got {value!r}") from None
+    return meta, fields
+
+
 def _deep_merge(base: dict, patch: dict) -> dict:
     out = dict(base)
     for key, value in patch.items():
@@ -129,7 +166,12 @@ class AssetRegistry:
     """Registry of one project's assets inside a workspace.
 
     ``AssetRegistry(project_id="modding")`` uses the current workspace (``COMFYVN_HOME``);
-    ``assets_root`` / ``thumbnails_root`` / ``workspace`` override the defaults.
+    ``assets_root`` / ``thumbnails_root`` (alias ``thumb_root``) / ``db_path`` / ``workspace_root``
+    override the defaults.  Without ``assets_root``/``thumbnails_root``, the environment
+    variables ``COMFYVN_ASSETS_ROOT`` / ``COMFYVN_THUMBS_ROOT`` (the original's) replace the
+    workspace's ``data/assets`` / thumbnail folder; the project's folder is created beneath.
+    ``meta_root`` (a folder outside the assets root) also writes the original's legacy mirror
+    sidecars ``<meta_root>/<path without suffix>.json``; ``None``/``False`` writes none.
     """
 
     HOOK_ASSET_REGISTERED = "asset_registered"
@@ -147,7 +189,9 @@ class AssetRegistry:
     def __init__(self, project_id: str | None = None, *, workspace_root: str | os.PathLike[str] | None = None,
                  assets_root: str | os.PathLike[str] | None = None,
                  thumbnails_root: str | os.PathLike[str] | None = None,
-                 make_thumbnails: bool = True, ws: Workspace | None = None, recover: bool = True) -> None:
+                 make_thumbnails: bool = True, ws: Workspace | None = None, recover: bool = True,
+                 db_path: str | os.PathLike[str] | None = None, thumb_root: str | os.PathLike[str] | None = None,
+                 meta_root: str | os.PathLike[str] | bool | None = None) -> None:
         """``recover=False`` skips the crash recovery a registry otherwise runs the first time a
         process opens a project (the enforcer's ``--dry-run`` uses it to change nothing)."""
         self.ws: Workspace = ws or workspace(workspace_root)
@@ -157,9 +201,15 @@ class AssetRegistry:
         if not isinstance(project_id, str) or not _PROJECT_RE.match(project_id):
             raise ValueError(f"project_id {project_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
         self.project_id = project_id
-        self.assets_root = Path(assets_root).resolve() if assets_root else (self.ws.assets_root / project_id)
+        thumbnails_root = thumbnails_root or thumb_root
+        env_assets, env_thumbs = os.environ.get("COMFYVN_ASSETS_ROOT"), os.environ.get("COMFYVN_THUMBS_ROOT")
+        self.assets_root = (Path(assets_root).resolve() if assets_root
+                            else Path(env_assets).expanduser().resolve() / project_id if env_assets
+                            else self.ws.assets_root / project_id)
         self.thumbnails_root = (Path(thumbnails_root).resolve() if thumbnails_root
+                                else Path(env_thumbs).expanduser().resolve() / project_id if env_thumbs
                                 else self.ws.thumbnails_dir / project_id)
+        self.meta_root = self._legacy_meta_root(meta_root)
         self.assets_root.mkdir(parents=True, exist_ok=True)
         self._root_real = os.path.realpath(self.assets_root)
         self._root_str = str(self.assets_root)
@@ -168,25 +218,59 @@ class AssetRegistry:
         # before its row commits.  Sidecars and thumbnails are derived from the row, so they are
         # only written atomically (rename), not fsynced: recover() and the enforcer rebuild them.
         self.fsync = bool(get_setting("registry.fsync", True, self.ws))
-        self.db: Database = get_database(self.ws.db_path)
+        self.db: Database = get_database(Path(db_path).resolve() if db_path else self.ws.db_path)
         self._key = (str(self.db.path), project_id)
+        modder_hooks.watch_database(self.db)  # listeners of comfyvn.core.modder_hooks see this database
         recovery_key = (str(self.db.path), project_id, str(self.assets_root))
         if recover and recovery_key not in _RECOVERED:
             _RECOVERED.add(recovery_key)
             self.recover()
 
+    def _legacy_meta_root(self, meta_root: str | os.PathLike[str] | bool | None) -> Path | None:
+        if meta_root is None or meta_root is False:
+            return None
+        if meta_root is True:
+            raise ValueError("meta_root must be a folder, or None/False for no legacy mirror")
+        path = Path(meta_root).expanduser().resolve()
+        inside = path == self.assets_root or self.assets_root in path.parents
+        if inside and not any(part.startswith(".") for part in path.relative_to(self.assets_root).parts):
+            raise ValueError(f"meta_root {path} lies inside the assets root {self.assets_root}: the enforcer and "
+                             "rebuild would register the mirror files as assets; use a folder outside it "
+                             "(or a dot-folder such as assets_root/'.meta')")
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # the original registry's attribute names
+    @property
+    def ASSETS_ROOT(self) -> Path:  # noqa: N802
+        return self.assets_root
+
+    @property
+    def THUMB_ROOT(self) -> Path:  # noqa: N802
+        return self.thumbnails_root
+
+    @property
+    def META_ROOT(self) -> Path | None:  # noqa: N802
+        return self.meta_root
+
+    @property
+    def db_path(self) -> Path:
+        return self.db.path
+
     # ------------------------------------------------------------------ hooks
     def add_hook(self, event: str, callback: Hook) -> None:
-        """Call ``callback(payload)`` synchronously after every ``event`` made in this process."""
+        """Call ``callback(payload)`` synchronously after every ``event`` made in this process
+        (attaching the same callback twice attaches it once)."""
         self._check_event(event)
         if not callable(callback):
             raise TypeError("callback must be callable")
         with _LISTENERS_LOCK:
-            _LISTENERS.setdefault(self._key, {}).setdefault(event, []).append(callback)
+            listeners = _LISTENERS.setdefault(self._key, {}).setdefault(event, [])
+            if callback not in listeners:
+                listeners.append(callback)
 
     def remove_hook(self, event: str, callback: Hook) -> bool:
-        """Detach a callback; returns False when it was not attached."""
-        self._check_event(event)
+        """Detach a callback; returns False (and raises nothing) when it was not attached."""
         with _LISTENERS_LOCK:
             listeners = _LISTENERS.get(self._key, {}).get(event, [])
             if callback in listeners:
@@ -194,20 +278,19 @@ class AssetRegistry:
                 return True
         return False
 
-    def iter_hooks(self) -> Iterator[tuple[str, Hook]]:
-        """``(event, callback)`` pairs currently attached for this project in this process."""
+    def iter_hooks(self, event: str | None = None) -> dict[str, tuple[Hook, ...]]:
+        """``{event: (callback, ...)}`` attached for this project in this process: every event,
+        or only ``event`` (``ValueError`` for an unknown one)."""
+        if event is not None:
+            self._check_event(event)
         with _LISTENERS_LOCK:
-            snapshot = {e: list(cbs) for e, cbs in _LISTENERS.get(self._key, {}).items()}
-        for event in self.HOOK_EVENTS:
-            for cb in snapshot.get(event, []):
-                yield event, cb
+            snapshot = {e: tuple(cbs) for e, cbs in _LISTENERS.get(self._key, {}).items()}
+        return {e: snapshot.get(e, ()) for e in ((event,) if event is not None else self.HOOK_EVENTS)}
 
     def describe_hooks(self) -> dict[str, list[str]]:
         """Listener names per event, as ``GET /assets/debug/hooks`` shows them."""
-        out: dict[str, list[str]] = {e: [] for e in self.HOOK_EVENTS}
-        for event, cb in self.iter_hooks():
-            out[event].append(f"{getattr(cb, '__module__', '?')}.{getattr(cb, '__qualname__', repr(cb))}")
-        return out
+        return {event: [f"{getattr(cb, '__module__', '?')}.{getattr(cb, '__qualname__', repr(cb))}" for cb in cbs]
+                for event, cbs in self.iter_hooks().items()}
 
     def _check_event(self, event: str) -> None:
         if event not in self.HOOK_EVENTS:
@@ -224,6 +307,7 @@ class AssetRegistry:
                     log.exception("registry hook %r failed for %s", cb, event)
         if fired:
             get_hook_bus(self.db).poke()
+            modder_hooks.deliver_pending(self.db)
 
     def _emit(self, conn, event: str, payload: dict, extra: dict | None = None) -> tuple[str, dict]:
         """Write the modder envelope(s) for ``event`` and return the in-process hook call."""
@@ -379,8 +463,11 @@ class AssetRegistry:
             raise ValueError("license_tag must be a string or None")
         if digest is not None and not _DIGEST_RE.match(str(digest)):
             raise ValueError(f"digest {digest!r} must be 64 hexadecimal digits (SHA-256)")
-        meta = dict(metadata or {})
-        tag_list = normalise_tags(tags if tags is not None else meta.pop("tags", None))
+        meta, fields = split_metadata(metadata)  # tags/license/origin inside metadata are the fields
+        tag_list = normalise_tags([*normalise_tags(tags), *fields.get("tags", [])])
+        if license_tag is None and "license" in fields:
+            license_tag = fields["license"]  # "" clears the licence of a duplicate; a new asset gets none
+        origin = origin or fields.get("origin")
         merge = {"meta": meta, "tags": tag_list, "license_tag": license_tag}
         confined = isinstance(source_path, sources.SourcePath)  # named by a remote caller (check_source)
         args = {"asset_type": asset_type, "dest_relative": dest_relative, "merge": merge, "provenance": provenance,
@@ -595,14 +682,14 @@ class AssetRegistry:
                 raise
             conn.execute("DELETE FROM file_intents WHERE id = ?", (plan["intent"],))
             fired = self._emit_all(conn, [
-                (self.HOOK_ASSET_REGISTERED, self._payload(rec, include_meta=True), None),
+                (self.HOOK_ASSET_REGISTERED, self._payload(rec, include_meta=True), {"bytes": rec["bytes"]}),
                 (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), None)])
             if rec["preview"].get("kind"):
                 self._mark_thumbnails(conn, rec, "pending")
             if on_commit is not None:
                 on_commit(conn, plan["index"], self._public(rec))
             # written under the write lock: no other writer can slip an older sidecar in after
-            atomic_write_json(self.sidecar_path_for(rec["path"]), self.sidecar_document(rec), fsync=False)
+            self._write_sidecar(rec)
             plan["sidecar_written"] = True
         except Exception as exc:
             conn.execute("ROLLBACK TO register_one")
@@ -774,13 +861,41 @@ class AssetRegistry:
         out["project_id"] = self.project_id
         out["abs_path"] = abs_path = self._abs_str(rec["path"])
         out["sidecar"] = abs_path + SIDECAR_SUFFIX
+        out["meta"] = meta = self.meta_view(rec)
+        # the original registry's keys: id, thumb (relative to THUMB_ROOT) and links (relative paths)
+        preview = meta["preview"]
+        out["id"] = rec["uid"]
+        out["thumb"] = preview.get("default")
+        links: dict[str, Any] = {"file": rec["path"], "sidecar": rec["path"] + SIDECAR_SUFFIX}
+        if out["thumb"]:
+            links["thumbnail"] = out["thumb"]
+        if preview.get("paths"):
+            links["thumbnails"] = dict(preview["paths"])
+        out["links"] = links
         return out
+
+    def meta_view(self, rec: dict) -> dict:
+        """An asset's ``meta`` as records, hook payloads and sidecars show it: the free-form
+        metadata with the asset's fields (``tags``, ``license``, ``origin``, ``version``) and its
+        ``preview`` (``paths`` ``{"256": ..., "512": ...}`` relative to the thumbnail root, and
+        the ``default`` one) inside, as the original registry kept them."""
+        view = dict(rec["meta"])
+        view.update(tags=list(rec["tags"]), license=rec["license"], origin=rec["origin"], version=rec["version"])
+        preview = dict(rec["preview"])
+        if preview.get("thumbnails"):
+            preview["paths"] = dict(preview["thumbnails"])
+            preview["default"] = next(iter(preview["paths"].values()))
+            view["thumbnails"] = dict(preview["paths"])
+        elif preview.get("waveform"):
+            preview["path"] = preview["default"] = preview["waveform"]
+        view["preview"] = preview
+        return view
 
     def _payload(self, rec: dict, *, include_meta: bool) -> dict:
         abs_path = self._abs_str(rec["path"])
         payload = {"uid": rec["uid"], "type": rec["type"], "path": abs_path}
         if include_meta:
-            payload["meta"] = rec["meta"]
+            payload["meta"] = self.meta_view(rec)
         payload["sidecar"] = abs_path + SIDECAR_SUFFIX
         return payload
 
@@ -794,7 +909,7 @@ class AssetRegistry:
         return {
             "uid": rec["uid"], "type": rec["type"], "path": rec["path"], "hash": rec["hash"],
             "bytes": rec["bytes"], "tags": rec["tags"], "license": rec["license"], "origin": rec["origin"],
-            "version": rec["version"], "created_at": utc_timestamp(rec["created_at"]), "meta": rec["meta"],
+            "version": rec["version"], "created_at": utc_timestamp(rec["created_at"]), "meta": self.meta_view(rec),
             "preview": rec["preview"], "provenance": rec["provenance"],
         }
 
@@ -812,8 +927,7 @@ class AssetRegistry:
                     rec = self._row(uid, conn)
                     if rec is None or not rec["sidecar_pending"] or not self._abs(rec["path"]).exists():
                         continue
-                    atomic_write_json(self.sidecar_path_for(rec["path"]), self.sidecar_document(rec),
-                                      fsync=False)
+                    self._write_sidecar(rec)
                     conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ?",
                                  (self.project_id, uid))
                     written += 1
@@ -845,16 +959,46 @@ class AssetRegistry:
                 (self.HOOK_ASSET_META_UPDATED, self._payload(rec, include_meta=True),
                  {"tags": rec["tags"], "license": rec["license"], "reason": reason}),
                 (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), {"reason": reason})])
-            atomic_write_json(self.sidecar_path_for(rec["path"]), self.sidecar_document(rec), fsync=False)
+            self._write_sidecar(rec)
             conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ?",
                          (self.project_id, uid))
         self._run_hooks(fired)
         return self._public(rec)
 
+    def ensure_sidecar(self, uid: str, *, overwrite: bool = False) -> Path:
+        """The asset's sidecar path, writing it from the database when missing (or when
+        ``overwrite``; that fires ``asset_meta_updated`` and ``asset_sidecar_written``)."""
+        rec = self._require(uid)
+        path = self.sidecar_path_for(rec["path"])
+        if overwrite or not path.is_file():
+            self.rewrite_sidecar(uid, reason="ensure_sidecar")
+        return path
+
+    def _write_sidecar(self, rec: dict) -> None:
+        """Write the sidecar (atomically) and, with ``meta_root``, the original's legacy mirror."""
+        doc = self.sidecar_document(rec)
+        atomic_write_json(self.sidecar_path_for(rec["path"]), doc, fsync=False)
+        mirror = self.legacy_sidecar_path(rec["path"])
+        if mirror is not None:
+            try:  # a derived copy for old tooling: its failure never undoes the change
+                mirror.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(mirror, {"id": rec["uid"], **doc}, fsync=False)
+            except OSError:
+                log.exception("could not write the legacy sidecar mirror %s", mirror)
+
+    def legacy_sidecar_path(self, rel: str) -> Path | None:
+        """``<meta_root>/<rel without suffix>.json`` (the original's mirror), or None without meta_root."""
+        return (self.meta_root / rel).with_suffix(".json") if self.meta_root is not None else None
+
     # ------------------------------------------------------------------ queries
     def get_asset(self, uid: str) -> dict | None:
         rec = self._row(uid)
         return self._public(rec) if rec else None
+
+    def resolve_path(self, uid: str) -> Path | None:
+        """The absolute path of an asset's file, or None for an unknown uid."""
+        rec = self._row(uid)
+        return self._abs(rec["path"]) if rec else None
 
     def _require(self, uid: str, conn=None) -> dict:
         rec = self._row(uid, conn)
@@ -928,9 +1072,27 @@ class AssetRegistry:
             page["total"] = self.db.query_one(f"SELECT COUNT(*) FROM assets a WHERE {filter_sql}", filter_params)[0]
         return page
 
-    def list_assets(self, asset_type: str | None = None, **filters: Any) -> list[dict]:
-        """Assets matching the filters of :meth:`query_assets` (one page; default 50)."""
-        return self.query_assets(asset_type=asset_type, **filters)["items"]
+    def list_assets(self, asset_type: str | None = None, *, hash_value: str | None = None,
+                    tags: Iterable[str] | str | None = None, text: str | None = None, limit: int | None = None,
+                    **filters: Any) -> list[dict]:
+        """Assets matching the filters of :meth:`query_assets` (``hash_value`` is ``hash``).
+
+        ``limit=None`` returns every match (read in pages of 1000), as the original did."""
+        if hash_value is not None:
+            filters["hash"] = hash_value
+        if limit is not None:
+            return self.query_assets(asset_type=asset_type, tags=tags, text=text, limit=limit, **filters)["items"]
+        if filters.get("offset") or filters.get("cursor"):
+            raise ValueError("offset/cursor need a limit (or use query_assets)")
+        items: list[dict] = []
+        cursor = None
+        while True:
+            page = self.query_assets(asset_type=asset_type, tags=tags, text=text, limit=1000, cursor=cursor,
+                                     **filters)
+            items.extend(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return items
 
     def iter_assets(self, batch: int = 500) -> Iterator[dict]:
         """Every asset of the project, in path order, read in batches."""
@@ -977,6 +1139,12 @@ class AssetRegistry:
                           license_tag: Any = _UNSET, expected_version: int | None = None) -> dict:
         """Merge ``metadata`` into an asset (``replace=True`` swaps it); preview and thumbnails stay.
 
+        ``tags``, ``license``, ``origin`` and ``version`` inside ``metadata`` are the asset's
+        fields: ``tags`` sets the tag list (then ``add_tags``/``remove_tags`` apply), ``license``
+        sets the licence (empty or null clears it; ``license_tag`` wins when both are given),
+        ``origin`` sets the origin and ``version`` is the version the caller read (as
+        ``expected_version``), so a record's ``meta`` can be edited and sent back as it is.
+
         ``expected_version`` makes the update conditional (optimistic concurrency): a row
         changed meanwhile by someone else raises instead of silently losing their edit.
         """
@@ -995,6 +1163,16 @@ class AssetRegistry:
 
     def _update_many(self, uids: list[str], *, metadata: dict | None, replace: bool, add_tags: list[str],
                      remove_tags: list[str], license_tag: Any, expected_version: int | None = None) -> list[dict]:
+        fields: dict[str, Any] = {}
+        if metadata is not None:
+            metadata, fields = split_metadata(metadata)
+        if license_tag is _UNSET and "license" in fields:
+            license_tag = fields["license"]
+        if "version" in fields:
+            if expected_version is not None and expected_version != fields["version"]:
+                raise ValueError(f"metadata version {fields['version']} disagrees with expected_version "
+                                 f"{expected_version}")
+            expected_version = fields["version"]
         if license_tag is not _UNSET and license_tag is not None and not isinstance(license_tag, str):
             raise ValueError("license_tag must be a string, or None to clear it")
         if license_tag == "":
@@ -1018,20 +1196,23 @@ class AssetRegistry:
                 new = dict(rec)
                 if metadata is not None:
                     new["meta"] = dict(metadata) if replace else _deep_merge(rec["meta"], metadata)
-                new["tags"] = [t for t in rec["tags"] if t not in remove_tags] + [
-                    t for t in add_tags if t not in rec["tags"] and t not in remove_tags]
+                base_tags = fields.get("tags", rec["tags"])
+                new["tags"] = [t for t in base_tags if t not in remove_tags] + [
+                    t for t in add_tags if t not in base_tags and t not in remove_tags]
                 if license_tag is not _UNSET:
                     new["license"] = license_tag
-                if (new["meta"], new["tags"], new["license"]) == (rec["meta"], rec["tags"], rec["license"]):
+                new["origin"] = fields.get("origin", rec["origin"])
+                if (new["meta"], new["tags"], new["license"], new["origin"]) == (
+                        rec["meta"], rec["tags"], rec["license"], rec["origin"]):
                     updated.append(rec)
                     continue
                 new["version"] = rec["version"] + 1
                 new["updated_at"] = now
                 conn.execute(
-                    "UPDATE assets SET meta = ?, tags = ?, license = ?, version = ?, updated_at = ?, search_text = ?,"
-                    " sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
+                    "UPDATE assets SET meta = ?, tags = ?, license = ?, origin = ?, version = ?, updated_at = ?,"
+                    " search_text = ?, sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
                     (json.dumps(new["meta"], ensure_ascii=False), json.dumps(new["tags"]), new["license"],
-                     new["version"], now, self._search_text(new), self.project_id, rec["uid"]))
+                     new["origin"], new["version"], now, self._search_text(new), self.project_id, rec["uid"]))
                 conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, rec["uid"]))
                 conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
                                  [(self.project_id, rec["uid"], t) for t in new["tags"]])
@@ -1079,10 +1260,14 @@ class AssetRegistry:
         return self._public(new)
 
     # ------------------------------------------------------------------ removal
-    def remove_asset(self, uid: str, delete_files: bool = False) -> dict:
+    def remove_asset(self, uid: str, *, delete_files: bool = False) -> dict:
         """Remove an asset's row, tags, thumbnails and provenance; its file and sidecar go to the
         workspace trash folder (``data/trash/<project>/<time>_<uid>/``), or are deleted when
-        ``delete_files`` is true."""
+        ``delete_files`` is true.  Never left in place: an unregistered file in the assets root
+        is what the enforcer reports and rebuild registers again.
+
+        Returns the removed record (truthy, with ``trashed_to``, ``trashed`` and ``removed``);
+        an unknown uid raises :class:`AssetNotFoundError` (a ``KeyError``)."""
         fired: list[tuple[str, dict]] = []
         now = time.time()
         with self.db.transaction() as conn:
@@ -1097,12 +1282,16 @@ class AssetRegistry:
             payload = {"uid": uid, "type": rec["type"], "path": str(self._abs(rec["path"])),
                        "sidecar": str(self.sidecar_path_for(rec["path"]))}
             fired.append(self._emit(conn, self.HOOK_ASSET_REMOVED, payload,
-                                    {"trashed_to": trash, "deleted_files": delete_files}))
+                                    {"trashed_to": trash, "deleted_files": delete_files, "bytes": rec["bytes"],
+                                     "meta": self.meta_view(rec)}))
         self._finish_remove(rec["uid"], rec["path"], trash)
         self._drop_intents([intent])
+        mirror = self.legacy_sidecar_path(rec["path"])
+        if mirror is not None:
+            mirror.unlink(missing_ok=True)
         self._run_hooks(fired)
         out = self._public(rec)
-        out["trashed_to"] = trash
+        out.update(trashed_to=trash, trashed=trash is not None, removed=True)
         return out
 
     def _trash_dir(self, uid: str, now: float) -> Path:

@@ -1,0 +1,1 @@
+"""Compatibility names of the original comfyvn (``comfyvn.core.modder_hooks``)."""
