@@ -1,0 +1,188 @@
+"""Persistent hash cache: (device, inode, size, mtime_ns) -> every hash form of the file.
+
+A rescan of an unchanged library then costs one ``stat`` per file and no read.  Rows live in the
+workspace database (table ``library_hash_cache``, migration ``library.001_hash_cache``), so every
+process of a workspace shares them.
+
+Rules:
+
+* A key is valid only while all four parts match; any change (new content written in place, a
+  file replaced by a rename, another disk) is a miss, and the new hashes replace the row.
+* A file is hashed through one descriptor and ``fstat``-ed before and after: if it changed while
+  being read, :class:`FileChangedError` is raised and nothing is stored.
+* "Racy" files are hashed but not stored: a file modified less than :data:`RACY_WINDOW_NS` before
+  its read started could be modified again within the same timestamp tick (ext4 stamps with a
+  coarse clock, FAT with 2 s) without its mtime changing, which would make a stale row look valid.
+  They are stored by a later scan once they are old enough (as git does for its index).
+* Tools that restore an old mtime after rewriting a file of the same size defeat any stat cache;
+  a full re-hash (``HashCache.hash_file(path, refresh=True)``) is the way out.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from ..hashforms import HashForms, hash_fd, is_safetensors_name
+from ..store import Database, get_database
+from .schema import LIBRARY_MIGRATIONS
+
+RACY_WINDOW_NS = 2_000_000_000
+_BATCH = 400  # (dev, ino) pairs per query in lookup_many (800 bound parameters)
+_COLUMNS = "dev, ino, size, mtime_ns, sha256, blake3, crc32, autov1, autov3"
+
+Key = tuple[int, int, int, int]
+
+
+class FileChangedError(OSError):
+    """The file changed while it was being hashed; nothing was stored.  Hash it again later."""
+
+
+def cache_key(st: os.stat_result) -> Key:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def ensure_schema(db: Database) -> None:
+    """Apply the library migrations to ``db`` (listing them in the store's migrations if the store
+    does not list them itself yet: :meth:`Database.migrate` applies each name once)."""
+    from ..store import migrations
+
+    for entry in LIBRARY_MIGRATIONS:
+        if entry not in migrations.MIGRATIONS:
+            migrations.MIGRATIONS.append(entry)
+    applied = set(db.applied_migrations())
+    if any(name not in applied for name, _ in LIBRARY_MIGRATIONS):
+        db.migrate()
+
+
+class HashCache:
+    """Hash forms of files, remembered by (device, inode, size, mtime_ns).
+
+    ``hits``, ``misses``, ``files_read``, ``bytes_read`` and ``not_stored_racy`` count what this
+    instance did (tests assert "no file read" through them).
+    """
+
+    def __init__(self, db: Database | str | os.PathLike | None = None, *,
+                 racy_window_ns: int = RACY_WINDOW_NS) -> None:
+        if db is None:
+            from ..config import workspace
+
+            db = workspace().db_path
+        self.db = db if isinstance(db, Database) else get_database(Path(db))
+        ensure_schema(self.db)
+        self.racy_window_ns = racy_window_ns
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.files_read = 0
+        self.bytes_read = 0
+        self.not_stored_racy = 0
+
+    # -- lookups ---------------------------------------------------------------------------
+    def lookup(self, st: os.stat_result) -> HashForms | None:
+        """The cached forms of the file ``st`` describes, or None (never cached, or changed)."""
+        row = self.db.query_one(f"SELECT {_COLUMNS} FROM library_hash_cache WHERE dev = ? AND ino = ?",
+                                (st.st_dev, st.st_ino))
+        forms = _valid(row, cache_key(st))
+        self._count(forms is not None)
+        return forms
+
+    def lookup_many(self, stats: Sequence[os.stat_result]) -> list[HashForms | None]:
+        """:meth:`lookup` of many files, a few hundred per query (a rescan's fast path)."""
+        keys = [cache_key(st) for st in stats]
+        found: dict[tuple[int, int], tuple] = {}
+        for start in range(0, len(keys), _BATCH):
+            batch = keys[start:start + _BATCH]
+            marks = ",".join(["(?, ?)"] * len(batch))
+            params = [v for key in batch for v in key[:2]]
+            for row in self.db.query(f"SELECT {_COLUMNS} FROM library_hash_cache WHERE (dev, ino) IN "
+                                     f"(VALUES {marks})", tuple(params)):
+                found[(row[0], row[1])] = tuple(row)
+        out = [_valid(found.get(key[:2]), key) for key in keys]
+        hits = sum(forms is not None for forms in out)
+        with self._lock:
+            self.hits += hits
+            self.misses += len(out) - hits
+        return out
+
+    # -- stores ----------------------------------------------------------------------------
+    def store(self, st: os.stat_result, forms: HashForms) -> None:
+        """Remember ``forms`` for the file ``st`` describes (replacing what its inode had)."""
+        self.store_many([(st, forms)])
+
+    def store_many(self, items: Iterable[tuple[os.stat_result, HashForms]]) -> None:
+        rows = []
+        now = time.time()
+        for st, forms in items:
+            if forms.size != st.st_size:
+                raise ValueError(f"hash forms of {forms.size} bytes do not describe a file of {st.st_size} bytes")
+            rows.append((*cache_key(st), forms.sha256, forms.blake3, forms.crc32, forms.autov1, forms.autov3, now))
+        if not rows:
+            return
+        with self.db.transaction() as conn:
+            conn.executemany(f"INSERT OR REPLACE INTO library_hash_cache({_COLUMNS}, hashed_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    # -- hashing through the cache -------------------------------------------------------------
+    def hash_file(self, path: str | os.PathLike, *, safetensors: bool | None = None, refresh: bool = False,
+                  on_bytes: Callable[[int], None] | None = None) -> HashForms:
+        """Every hash form of the file at ``path``: from the cache after one ``stat`` when its key
+        is unchanged, else read once (and stored unless racy).  ``refresh=True`` re-reads anyway."""
+        st = os.stat(path)
+        _require_regular(path, st)  # before open(): opening a FIFO would block
+        if not refresh:
+            cached = self.lookup(st)
+            if cached is not None:
+                return cached
+        if safetensors is None:
+            safetensors = is_safetensors_name(path)
+        # O_NONBLOCK: a FIFO swapped in after the stat cannot block the open (no effect on files)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+        try:
+            before = os.fstat(fd)
+            _require_regular(path, before)
+            started_ns = time.time_ns()
+            forms = hash_fd(fd, safetensors=safetensors, on_bytes=on_bytes)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        with self._lock:
+            self.files_read += 1
+            self.bytes_read += forms.size
+        if cache_key(after) != cache_key(before) or forms.size != after.st_size:
+            raise FileChangedError(f"{os.fspath(path)} changed while it was being hashed "
+                                   f"({before.st_size} -> {after.st_size} bytes); hash it again once it is complete")
+        if after.st_mtime_ns >= started_ns - self.racy_window_ns:
+            with self._lock:
+                self.not_stored_racy += 1
+        else:
+            self.store(after, forms)
+        return forms
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return {"hits": self.hits, "misses": self.misses, "files_read": self.files_read,
+                    "bytes_read": self.bytes_read, "not_stored_racy": self.not_stored_racy}
+
+    def _count(self, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+
+
+def _valid(row, key: Key) -> HashForms | None:
+    if row is None or (row[0], row[1], row[2], row[3]) != key:
+        return None
+    return HashForms(size=row[2], sha256=row[4], blake3=row[5], crc32=row[6], autov1=row[7], autov3=row[8])
+
+
+def _require_regular(path: str | os.PathLike, st: os.stat_result) -> None:
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise IsADirectoryError(f"{os.fspath(path)} is not a regular file") if stat_mod.S_ISDIR(st.st_mode) \
+            else OSError(f"{os.fspath(path)} is not a regular file")
