@@ -202,3 +202,34 @@ def test_autov3_none_round_trips(cache, tmp_path):
     assert st_forms.autov3 == hashlib.sha256(b"t" * 64).hexdigest()
     assert HashCache(cache.db).lookup(os.stat(st_path)) == st_forms
     assert isinstance(st_forms, HashForms)
+
+
+def test_batch_groups_stores_and_writes_them_all(cache, tmp_path, monkeypatch):
+    import comfyvn.library.hashcache as hc
+
+    monkeypatch.setattr(hc, "FLUSH_EVERY", 4)
+    transactions = []
+    real = cache.store_many
+
+    def counting(items):
+        items = list(items)
+        transactions.append(len(items))
+        real(items)
+
+    monkeypatch.setattr(cache, "store_many", counting)
+    paths = [make(tmp_path / f"s{i}.bin", bytes([i]) * 50) for i in range(10)]
+    with cache.batch():
+        for path in paths:
+            cache.hash_file(path)
+        assert transactions == [4, 4]  # two full groups written, two rows pending
+    assert transactions == [4, 4, 2]
+    fresh = HashCache(cache.db)
+    assert all(fresh.lookup(os.stat(p)) is not None for p in paths)
+
+
+def test_batch_writes_pending_rows_when_the_block_raises(cache, tmp_path):
+    path = make(tmp_path / "a.bin", b"a" * 10)
+    with pytest.raises(RuntimeError), cache.batch():
+        cache.hash_file(path)
+        raise RuntimeError("scan interrupted")
+    assert HashCache(cache.db).lookup(os.stat(path)) is not None

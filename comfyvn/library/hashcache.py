@@ -24,7 +24,8 @@ import os
 import stat as stat_mod
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..hashforms import HashForms, hash_fd, is_safetensors_name
@@ -33,6 +34,7 @@ from .schema import LIBRARY_MIGRATIONS
 
 RACY_WINDOW_NS = 2_000_000_000
 _BATCH = 400  # (dev, ino) pairs per query in lookup_many (800 bound parameters)
+FLUSH_EVERY = 500  # rows per write transaction inside batch()
 _COLUMNS = "dev, ino, size, mtime_ns, sha256, blake3, crc32, autov1, autov3"
 
 Key = tuple[int, int, int, int]
@@ -81,6 +83,8 @@ class HashCache:
         self.files_read = 0
         self.bytes_read = 0
         self.not_stored_racy = 0
+        self._batching = 0
+        self._pending: list[tuple[os.stat_result, HashForms]] = []
 
     # -- lookups ---------------------------------------------------------------------------
     def lookup(self, st: os.stat_result) -> HashForms | None:
@@ -111,8 +115,33 @@ class HashCache:
 
     # -- stores ----------------------------------------------------------------------------
     def store(self, st: os.stat_result, forms: HashForms) -> None:
-        """Remember ``forms`` for the file ``st`` describes (replacing what its inode had)."""
-        self.store_many([(st, forms)])
+        """Remember ``forms`` for the file ``st`` describes (replacing what its inode had).
+
+        Inside :meth:`batch` the row is written with others, :data:`FLUSH_EVERY` per transaction."""
+        with self._lock:
+            if self._batching:
+                self._pending.append((st, forms))
+                if len(self._pending) < FLUSH_EVERY:
+                    return
+                items, self._pending = self._pending, []
+            else:
+                items = [(st, forms)]
+        self.store_many(items)
+
+    @contextmanager
+    def batch(self) -> Iterator[HashCache]:
+        """Group the stores made inside (a scan of many small files: one transaction per
+        :data:`FLUSH_EVERY` files instead of one per file).  Rows still pending are written on
+        exit, also when the block raises: each row is a fact about one file on its own."""
+        with self._lock:
+            self._batching += 1
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._batching -= 1
+                items, self._pending = (self._pending, []) if not self._batching else ([], self._pending)
+            self.store_many(items)
 
     def store_many(self, items: Iterable[tuple[os.stat_result, HashForms]]) -> None:
         rows = []
