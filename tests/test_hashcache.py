@@ -117,12 +117,15 @@ def test_every_key_part_invalidates(cache, tmp_path):
         changed = os.stat_result(values, ns)
         assert cache_key(changed) != cache_key(st)
         assert cache.lookup(changed) is None, name
+        assert cache.known_many([st, changed]) == [True, False], name
     assert cache.lookup_many([st, os.stat_result(base, {"st_mtime_ns": st.st_mtime_ns + 1})]) == [forms, None]
 
 
 def test_lookup_many_across_batches(cache, tmp_path):
+    import comfyvn.library.hashcache as hc
+
     stats, expected = [], []
-    for i in range(450):
+    for i in range(2 * hc._BATCH + 100):  # three queries
         path = make(tmp_path / f"f{i}.bin", i.to_bytes(4, "little"))
         st = os.stat(path)
         stats.append(st)
@@ -133,7 +136,11 @@ def test_lookup_many_across_batches(cache, tmp_path):
         else:
             expected.append(None)
     assert cache.lookup_many(stats) == expected
-    assert cache.hits == 300 and cache.misses == 150
+    cached = sum(e is not None for e in expected)
+    assert cache.hits == cached and cache.misses == len(stats) - cached
+    assert cache.known_many(stats) == [e is not None for e in expected]
+    changed = [os.stat_result(list(st[:10]), {"st_mtime_ns": st.st_mtime_ns + 1}) for st in stats]
+    assert cache.known_many(changed) == [False] * len(stats)
 
 
 def test_a_fresh_file_is_hashed_but_not_stored(cache, tmp_path):

@@ -33,7 +33,7 @@ from ..store import Database, get_database
 from .schema import LIBRARY_MIGRATIONS
 
 RACY_WINDOW_NS = 2_000_000_000
-_BATCH = 400  # (dev, ino) pairs per query in lookup_many (800 bound parameters)
+_BATCH = 500  # inodes per query in lookup_many (SQLite's old default limit is 999 parameters)
 FLUSH_EVERY = 500  # rows per write transaction inside batch()
 _COLUMNS = "dev, ino, size, mtime_ns, sha256, blake3, crc32, autov1, autov3"
 
@@ -96,22 +96,49 @@ class HashCache:
         return forms
 
     def lookup_many(self, stats: Sequence[os.stat_result]) -> list[HashForms | None]:
-        """:meth:`lookup` of many files, a few hundred per query (a rescan's fast path)."""
-        keys = [cache_key(st) for st in stats]
+        """:meth:`lookup` of many files, a few hundred per query."""
+        rows = self._rows(stats, _COLUMNS)
+        out = [_valid(rows.get((st.st_dev, st.st_ino)), cache_key(st)) for st in stats]
+        self._count_many(sum(forms is not None for forms in out), len(out))
+        return out
+
+    def known_many(self, stats: Sequence[os.stat_result]) -> list[bool]:
+        """Whether each file is cached under its current key (a rescan's fast path: the forms
+        are not fetched nor built, only each inode's size and mtime compared)."""
+        rows = self._rows(stats, "dev, ino, size, mtime_ns")
+        out = []
+        for st in stats:
+            row = rows.get((st.st_dev, st.st_ino))
+            out.append(row is not None and row[2] == st.st_size and row[3] == st.st_mtime_ns)
+        self._count_many(sum(out), len(out))
+        return out
+
+    def _rows(self, stats: Sequence[os.stat_result], columns: str) -> dict[tuple[int, int], tuple]:
+        """The rows of the inodes of ``stats`` by (dev, ino): one ``dev = ? AND ino IN (...)`` query
+        per device and :data:`_BATCH` inodes, so SQLite seeks the primary key for each (a
+        row-value ``(dev, ino) IN (VALUES ...)`` would scan the whole table instead)."""
+        by_dev: dict[int, list[int]] = {}
+        for st in stats:
+            by_dev.setdefault(st.st_dev, []).append(st.st_ino)
         found: dict[tuple[int, int], tuple] = {}
-        for start in range(0, len(keys), _BATCH):
-            batch = keys[start:start + _BATCH]
-            marks = ",".join(["(?, ?)"] * len(batch))
-            params = [v for key in batch for v in key[:2]]
-            for row in self.db.query(f"SELECT {_COLUMNS} FROM library_hash_cache WHERE (dev, ino) IN "
-                                     f"(VALUES {marks})", tuple(params)):
-                found[(row[0], row[1])] = tuple(row)
-        out = [_valid(found.get(key[:2]), key) for key in keys]
-        hits = sum(forms is not None for forms in out)
+        cur = self.db.conn.cursor()
+        cur.row_factory = None  # plain tuples: a rescan fetches one per file
+        try:
+            for dev, inos in by_dev.items():
+                for start in range(0, len(inos), _BATCH):
+                    batch = inos[start:start + _BATCH]
+                    cur.execute(f"SELECT {columns} FROM library_hash_cache WHERE dev = ? AND ino IN "
+                                f"({','.join('?' * len(batch))})", (dev, *batch))
+                    for row in cur:
+                        found[(row[0], row[1])] = row
+        finally:
+            cur.close()
+        return found
+
+    def _count_many(self, hits: int, total: int) -> None:
         with self._lock:
             self.hits += hits
-            self.misses += len(out) - hits
-        return out
+            self.misses += total - hits
 
     # -- stores ----------------------------------------------------------------------------
     def store(self, st: os.stat_result, forms: HashForms) -> None:
