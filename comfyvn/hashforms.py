@@ -35,6 +35,7 @@ import hashlib
 import os
 import queue
 import re
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -153,7 +154,8 @@ def hash_path(path: str | os.PathLike, *, safetensors: bool | None = None,
     unless ``safetensors`` says otherwise)."""
     if safetensors is None:
         safetensors = is_safetensors_name(path)
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    # O_NONBLOCK: opening a FIFO must not block (hash_fd then refuses it); no effect on files
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
     try:
         return hash_fd(fd, safetensors=safetensors, on_bytes=on_bytes)
     finally:
@@ -171,7 +173,10 @@ def hash_fd(fd: int, *, safetensors: bool = False, on_bytes: Callable[[int], Non
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     except (AttributeError, OSError):  # not Linux, or a pipe: hints only
         pass
-    size_hint = os.fstat(fd).st_size
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"file descriptor {fd} is not a regular file")
+    size_hint = st.st_size
     state = _State(safetensors)
     if size_hint < THREADED_FROM:
         _hash_inline(fd, state, on_bytes)

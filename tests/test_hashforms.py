@@ -165,8 +165,11 @@ def test_one_read_pass_in_big_chunks(tmp_path, monkeypatch):
 def test_unreadable_file_raises(tmp_path):
     with pytest.raises(FileNotFoundError):
         hash_path(tmp_path / "missing.safetensors")
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(OSError, match="not a regular file"):
         hash_path(tmp_path)
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(OSError, match="not a regular file"):  # refused, not blocked on the open
+        hash_path(tmp_path / "pipe")
 
 
 def test_civitai_shape_and_aliases():

@@ -104,12 +104,21 @@ class HashCache:
 
     def known_many(self, stats: Sequence[os.stat_result]) -> list[bool]:
         """Whether each file is cached under its current key (a rescan's fast path: the forms
-        are not fetched nor built, only each inode's size and mtime compared)."""
-        rows = self._rows(stats, "dev, ino, size, mtime_ns")
-        out = []
-        for st in stats:
-            row = rows.get((st.st_dev, st.st_ino))
-            out.append(row is not None and row[2] == st.st_size and row[3] == st.st_mtime_ns)
+        are neither fetched nor built; the rows' (ino, size, mtime_ns) triples are matched)."""
+        cur = self.db.conn.cursor()
+        cur.row_factory = None
+        rows: dict[int, set[tuple]] = {}
+        try:
+            for dev, inos in _by_device(stats).items():
+                found = rows[dev] = set()
+                for start in range(0, len(inos), _BATCH):
+                    batch = inos[start:start + _BATCH]
+                    cur.execute("SELECT ino, size, mtime_ns FROM library_hash_cache WHERE dev = ? AND ino IN "
+                                f"({','.join('?' * len(batch))})", (dev, *batch))
+                    found.update(cur.fetchall())
+        finally:
+            cur.close()
+        out = [(st.st_ino, st.st_size, st.st_mtime_ns) in rows[st.st_dev] for st in stats]
         self._count_many(sum(out), len(out))
         return out
 
@@ -117,14 +126,11 @@ class HashCache:
         """The rows of the inodes of ``stats`` by (dev, ino): one ``dev = ? AND ino IN (...)`` query
         per device and :data:`_BATCH` inodes, so SQLite seeks the primary key for each (a
         row-value ``(dev, ino) IN (VALUES ...)`` would scan the whole table instead)."""
-        by_dev: dict[int, list[int]] = {}
-        for st in stats:
-            by_dev.setdefault(st.st_dev, []).append(st.st_ino)
         found: dict[tuple[int, int], tuple] = {}
         cur = self.db.conn.cursor()
         cur.row_factory = None  # plain tuples: a rescan fetches one per file
         try:
-            for dev, inos in by_dev.items():
+            for dev, inos in _by_device(stats).items():
                 for start in range(0, len(inos), _BATCH):
                     batch = inos[start:start + _BATCH]
                     cur.execute(f"SELECT {columns} FROM library_hash_cache WHERE dev = ? AND ino IN "
@@ -230,6 +236,13 @@ class HashCache:
                 self.hits += 1
             else:
                 self.misses += 1
+
+
+def _by_device(stats: Sequence[os.stat_result]) -> dict[int, list[int]]:
+    by_dev: dict[int, list[int]] = {}
+    for st in stats:
+        by_dev.setdefault(st.st_dev, []).append(st.st_ino)
+    return by_dev
 
 
 def _valid(row, key: Key) -> HashForms | None:
