@@ -240,3 +240,20 @@ def test_batch_writes_pending_rows_when_the_block_raises(cache, tmp_path):
         cache.hash_file(path)
         raise RuntimeError("scan interrupted")
     assert HashCache(cache.db).lookup(os.stat(path)) is not None
+
+
+def test_device_and_inode_numbers_with_the_top_bit_set(cache, tmp_path):
+    """st_dev / st_ino are unsigned 64-bit; SQLite integers are signed."""
+    st = os.stat(make(tmp_path / "a.bin", b"n" * 10))
+    forms = hash_bytes(b"n" * 10)
+    base = list(st[:10])
+    high = []
+    for dev, ino in ((2**64 - 1, 2**64 - 5), (2**63, 2**63 + 1), (7, 2**63 - 1)):
+        values = base[:]
+        values[1], values[2] = ino, dev  # st_ino, st_dev
+        high.append(os.stat_result(values, {"st_mtime_ns": st.st_mtime_ns}))
+    for s in high[:2]:
+        cache.store(s, forms)
+    assert [cache.lookup(s) for s in high] == [forms, forms, None]
+    assert cache.lookup_many(high) == [forms, forms, None]
+    assert cache.known_many(high) == [True, True, False]

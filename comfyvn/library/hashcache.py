@@ -38,6 +38,7 @@ FLUSH_EVERY = 500  # rows per write transaction inside batch()
 _COLUMNS = "dev, ino, size, mtime_ns, sha256, blake3, crc32, autov1, autov3"
 
 Key = tuple[int, int, int, int]
+_S64, _U64 = 1 << 63, 1 << 64
 
 
 class FileChangedError(OSError):
@@ -45,7 +46,10 @@ class FileChangedError(OSError):
 
 
 def cache_key(st: os.stat_result) -> Key:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    """(device, inode, size, mtime_ns) as SQLite stores them: device and inode numbers are
+    unsigned 64-bit (some network and FUSE file systems use the top bit), SQLite integers signed."""
+    dev, ino = st.st_dev, st.st_ino
+    return (dev - _U64 if dev >= _S64 else dev, ino - _U64 if ino >= _S64 else ino, st.st_size, st.st_mtime_ns)
 
 
 def ensure_schema(db: Database) -> None:
@@ -89,27 +93,29 @@ class HashCache:
     # -- lookups ---------------------------------------------------------------------------
     def lookup(self, st: os.stat_result) -> HashForms | None:
         """The cached forms of the file ``st`` describes, or None (never cached, or changed)."""
-        row = self.db.query_one(f"SELECT {_COLUMNS} FROM library_hash_cache WHERE dev = ? AND ino = ?",
-                                (st.st_dev, st.st_ino))
-        forms = _valid(row, cache_key(st))
+        key = cache_key(st)
+        row = self.db.query_one(f"SELECT {_COLUMNS} FROM library_hash_cache WHERE dev = ? AND ino = ?", key[:2])
+        forms = _valid(row, key)
         self._count(forms is not None)
         return forms
 
     def lookup_many(self, stats: Sequence[os.stat_result]) -> list[HashForms | None]:
         """:meth:`lookup` of many files, a few hundred per query."""
-        rows = self._rows(stats, _COLUMNS)
-        out = [_valid(rows.get((st.st_dev, st.st_ino)), cache_key(st)) for st in stats]
+        keys = [cache_key(st) for st in stats]
+        rows = self._rows(keys, _COLUMNS)
+        out = [_valid(rows.get(key[:2]), key) for key in keys]
         self._count_many(sum(forms is not None for forms in out), len(out))
         return out
 
     def known_many(self, stats: Sequence[os.stat_result]) -> list[bool]:
         """Whether each file is cached under its current key (a rescan's fast path: the forms
         are neither fetched nor built; the rows' (ino, size, mtime_ns) triples are matched)."""
+        keys = [cache_key(st) for st in stats]
         cur = self.db.conn.cursor()
         cur.row_factory = None
         rows: dict[int, set[tuple]] = {}
         try:
-            for dev, inos in _by_device(stats).items():
+            for dev, inos in _by_device(keys).items():
                 found = rows[dev] = set()
                 for start in range(0, len(inos), _BATCH):
                     batch = inos[start:start + _BATCH]
@@ -118,19 +124,19 @@ class HashCache:
                     found.update(cur.fetchall())
         finally:
             cur.close()
-        out = [(st.st_ino, st.st_size, st.st_mtime_ns) in rows[st.st_dev] for st in stats]
+        out = [key[1:] in rows[key[0]] for key in keys]
         self._count_many(sum(out), len(out))
         return out
 
-    def _rows(self, stats: Sequence[os.stat_result], columns: str) -> dict[tuple[int, int], tuple]:
-        """The rows of the inodes of ``stats`` by (dev, ino): one ``dev = ? AND ino IN (...)`` query
+    def _rows(self, keys: Sequence[Key], columns: str) -> dict[tuple[int, int], tuple]:
+        """The rows of the inodes of ``keys`` by (dev, ino): one ``dev = ? AND ino IN (...)`` query
         per device and :data:`_BATCH` inodes, so SQLite seeks the primary key for each (a
         row-value ``(dev, ino) IN (VALUES ...)`` would scan the whole table instead)."""
         found: dict[tuple[int, int], tuple] = {}
         cur = self.db.conn.cursor()
         cur.row_factory = None  # plain tuples: a rescan fetches one per file
         try:
-            for dev, inos in _by_device(stats).items():
+            for dev, inos in _by_device(keys).items():
                 for start in range(0, len(inos), _BATCH):
                     batch = inos[start:start + _BATCH]
                     cur.execute(f"SELECT {columns} FROM library_hash_cache WHERE dev = ? AND ino IN "
@@ -238,10 +244,10 @@ class HashCache:
                 self.misses += 1
 
 
-def _by_device(stats: Sequence[os.stat_result]) -> dict[int, list[int]]:
+def _by_device(keys: Sequence[Key]) -> dict[int, list[int]]:
     by_dev: dict[int, list[int]] = {}
-    for st in stats:
-        by_dev.setdefault(st.st_dev, []).append(st.st_ino)
+    for key in keys:
+        by_dev.setdefault(key[0], []).append(key[1])
     return by_dev
 
 
