@@ -28,8 +28,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock
+
 from ..hashforms import HashForms, hash_fd, is_safetensors_name
 from ..store import Database, get_database
+from ..store.db import _split_sql
 from .schema import LIBRARY_MIGRATIONS
 
 RACY_WINDOW_NS = 2_000_000_000
@@ -53,16 +56,25 @@ def cache_key(st: os.stat_result) -> Key:
 
 
 def ensure_schema(db: Database) -> None:
-    """Apply the library migrations to ``db`` (listing them in the store's migrations if the store
-    does not list them itself yet: :meth:`Database.migrate` applies each name once)."""
-    from ..store import migrations
+    """Apply the library migrations :mod:`comfyvn.store.migrations` does not list (yet).
 
-    for entry in LIBRARY_MIGRATIONS:
-        if entry not in migrations.MIGRATIONS:
-            migrations.MIGRATIONS.append(entry)
+    Same bookkeeping as :meth:`Database.migrate`: its file lock, one transaction per migration,
+    the name recorded in ``schema_migrations``, so each applies once per database whichever
+    process or code path comes first.  The global migration list is left alone (child processes
+    and other databases see exactly what the store declares)."""
     applied = set(db.applied_migrations())
-    if any(name not in applied for name, _ in LIBRARY_MIGRATIONS):
-        db.migrate()
+    todo = [(name, sql) for name, sql in LIBRARY_MIGRATIONS if name not in applied]
+    if not todo:
+        return
+    with FileLock(str(db.path) + ".migrate.lock", timeout=120):
+        done = {r[0] for r in db.query("SELECT name FROM schema_migrations")}
+        for name, sql in todo:
+            if name in done:
+                continue
+            with db.transaction() as conn:
+                for statement in _split_sql(sql):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations(name, applied_at) VALUES (?, ?)", (name, time.time()))
 
 
 class HashCache:
