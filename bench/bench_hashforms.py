@@ -191,10 +191,13 @@ def walk_only(root: Path) -> float:
     return time.perf_counter() - start
 
 
-def find_baseline(root: Path) -> float:
-    start = time.perf_counter()
+def find_baseline(root: Path, cpu: list[float] | None = None) -> float:
+    cpu0, start = cpu_s(resource.RUSAGE_CHILDREN), time.perf_counter()
     subprocess.run(["find", str(root), "-printf", r"%i %s %T@\n"], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    if cpu is not None:
+        cpu.append(cpu_s(resource.RUSAGE_CHILDREN) - cpu0)
+    return elapsed
 
 
 def bench_rescan(tmp: Path, n: int, rounds: int) -> dict:
@@ -210,14 +213,16 @@ def bench_rescan(tmp: Path, n: int, rounds: int) -> dict:
     assert cache.files_read == n and cache.not_stored_racy == 0, cache.counters()
     read_after_first = cache.bytes_read
     find_baseline(root)  # untimed: warm the dentry and inode caches for both
-    base_s, our_s, forms_s, per_file_s, walk_s = [], [], [], [], []
+    base_s, our_s, forms_s, per_file_s, walk_s, base_cpu, our_cpu = [], [], [], [], [], [], []
     for r in range(rounds):
         order = ("base", "ours") if r % 2 == 0 else ("ours", "base")
         for which in order:
             if which == "base":
-                base_s.append(find_baseline(root))
+                base_s.append(find_baseline(root, base_cpu))
             else:
+                cpu0 = cpu_s(resource.RUSAGE_SELF)
                 t, seen = rescan(cache, root)
+                our_cpu.append(cpu_s(resource.RUSAGE_SELF) - cpu0)
                 assert seen == n
                 our_s.append(t)
         forms_s.append(rescan(cache, root, forms=True)[0])
@@ -229,6 +234,7 @@ def bench_rescan(tmp: Path, n: int, rounds: int) -> dict:
             "baseline_us_per_file": round(min(base_s) / n * 1e6, 2),
             "ratio_best": round(min(our_s) / min(base_s), 3),
             "ratio_median": round(statistics.median(our_s) / statistics.median(base_s), 3), "target_ratio": 2.0,
+            "cpu_ratio_median": round(statistics.median(our_cpu) / statistics.median(base_cpu), 3),
             "diagnostic_lookup_many_forms_built_ratio_best": round(min(forms_s) / min(base_s), 3),
             "diagnostic_one_query_per_file_ratio_best": round(min(per_file_s) / min(base_s), 3),
             "diagnostic_walk_and_lstat_only_ratio_best": round(min(walk_s) / min(base_s), 3),
@@ -269,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.part in ("all", "rescan"):
             small = bench_rescan(tmp, files, rounds)
             print(f"rescan {files} unchanged files: {small['ours_us_per_file']} us/file; find {small['baseline_us_per_file']} "
-                  f"us/file; ratio {small['ratio_best']} (median {small['ratio_median']}; target <= 2); forms built "
+                  f"us/file; ratio {small['ratio_best']} (median {small['ratio_median']}; target <= 2); CPU "
+                  f"{small['cpu_ratio_median']}x find's; forms built "
                   f"{small['diagnostic_lookup_many_forms_built_ratio_best']}; one query per file "
                   f"{small['diagnostic_one_query_per_file_ratio_best']}; the walk and lstat alone "
                   f"{small['diagnostic_walk_and_lstat_only_ratio_best']}; first pass "
