@@ -234,10 +234,19 @@ def read_json_object(path: Path) -> tuple[dict | None, str | None]:
     Never raises for bad content (invalid UTF-8 or JSON, nesting too deep to parse, not an object).
     """
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         return None, "missing"
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        return None, f"unreadable: {exc}"
+    return parse_json_object(raw)
+
+
+def parse_json_object(raw: bytes) -> tuple[dict | None, str | None]:
+    """:func:`read_json_object` for bytes already read."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
         return None, f"unreadable: {exc}"
     except json.JSONDecodeError as exc:
         return None, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"

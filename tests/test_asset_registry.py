@@ -775,3 +775,36 @@ def test_recover_sweeps_a_dead_writers_temporary_sidecar_and_rewrites_it(ws, src
     assert not leftover.exists()
     assert stats["temp_files"] >= 1 and stats["sidecars"] == 1
     assert json.loads(sidecar.read_text())["uid"] == rec["uid"]
+
+
+def test_a_sidecar_or_thumbnail_swapped_for_a_symlink_is_never_followed(reg, src, tmp_path):
+    from comfyvn.confined import RefusedFileError
+
+    rec = reg.register_file(make_png(src, "p.png"), "sprites")
+    assert reg.wait_for_thumbnails(30)
+    outside = make_file(tmp_path / "outside", "secret.json", '{"secret": "do not read"}')
+    sidecar = Path(rec["sidecar"])
+    sidecar.unlink()
+    sidecar.symlink_to(outside)
+    with pytest.raises(RefusedFileError):
+        reg.read_sidecar(rec["uid"])
+    thumb = reg.resolve_thumbnail_path(rec["uid"], 256)
+    assert thumb is not None
+    thumb.unlink()
+    thumb.symlink_to(outside)
+    assert reg.resolve_thumbnail_path(rec["uid"], 256) is None
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, [1, 2], 2**70, True, b"x"])
+def test_cursors_of_another_shape_are_a_value_error(value):
+    import base64
+    import json
+
+    from comfyvn.studio.core.asset_registry import decode_cursor, encode_cursor
+
+    assert decode_cursor(encode_cursor("2026", "ab")) == ("2026", "ab")
+    forged = base64.urlsafe_b64encode(json.dumps([value, "ab"], default=str).encode()).decode()
+    if isinstance(value, bytes):
+        forged = "!!not base64!!"
+    with pytest.raises(ValueError, match="invalid cursor"):
+        decode_cursor(forged)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any
 
+from comfyvn.fsutil import UnsafePathError
 from comfyvn.hooks.events import utc_timestamp
 from comfyvn.studio.core.asset_registry import AssetRegistry, AssetRegistryError, normalise_tags
 
@@ -401,7 +402,7 @@ class GalleryModel:
             return {"uid": uid, "missing": True}
         try:
             sidecar, sidecar_error = self.registry.read_sidecar(uid), None
-        except AssetRegistryError as exc:
+        except (AssetRegistryError, UnsafePathError) as exc:  # missing, corrupt, or a symlink (refused)
             sidecar, sidecar_error = None, str(exc)
         status, uri = self.thumbs.get(rec, DETAIL_SIZE)
         return {"uid": uid, "missing": False, "record": rec, "sidecar": sidecar, "sidecar_error": sidecar_error,

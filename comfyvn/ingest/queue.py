@@ -739,8 +739,10 @@ class AssetIngestQueue:
         if cursor is not None:
             try:
                 before = int(cursor)
+                if not 0 <= before < 2**63:  # beyond what SQLite holds
+                    raise ValueError
             except (TypeError, ValueError):
-                raise ValueError(f"invalid cursor {cursor!r}") from None
+                raise ValueError(f"invalid cursor {str(cursor)[:80]!r}") from None
             where += (" AND " if where else " WHERE ") + "seq < ?"
             params.append(before)
         rows = self.db.query(f"SELECT * FROM ingest_jobs{where} ORDER BY seq DESC LIMIT ?", (*params, limit + 1))

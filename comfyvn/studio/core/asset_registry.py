@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ...config import Workspace, get_setting, setup_logging, workspace
+from ...confined import open_confined
 from ...core import modder_hooks
 from ...fsutil import (
     UnsafePathError,
@@ -33,7 +34,7 @@ from ...fsutil import (
     open_temp,
     owner_alive,
     owner_token,
-    read_json_object,
+    parse_json_object,
     refuse_hidden,
     safe_relative,
     temp_owner,
@@ -47,11 +48,12 @@ from .thumbnails import WAVEFORM, get_thumbnailer, preview_kind, write_preview
 
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
 
+MAX_SIDECAR_BYTES = 16 * 1024 * 1024  # a sidecar is a few KiB; a bigger one is not read whole
 SIDECAR_SUFFIX = ".asset.json"
 INCOMING_DIR = ".incoming"  # copies in progress, inside the assets root (same file system)
 _DIGEST_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNSET: Any = object()
 # keys of a metadata dict that are the asset's own fields (the original registry kept them in meta)
 FIELD_KEYS = ("tags", "license", "origin", "version")
@@ -147,19 +149,26 @@ def _deep_merge(base: dict, patch: dict) -> dict:
     return out
 
 
-def _encode_cursor(value: Any, uid: str) -> str:
+def encode_cursor(value: Any, uid: str) -> str:
+    """The ``next_cursor`` of a page: its last row's sort value and uid."""
     return base64.urlsafe_b64encode(json.dumps([value, uid]).encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[Any, str]:
+def decode_cursor(cursor: str) -> tuple[Any, str]:
+    """``(sort value, uid)`` of a cursor :func:`encode_cursor` made; ``ValueError`` for anything
+    else (an object, a list, a number SQLite cannot hold, bytes that are not the registry's form)."""
     try:
         pad = "=" * (-len(cursor) % 4)
         value, uid = json.loads(base64.urlsafe_b64decode(cursor + pad))
-        if not isinstance(uid, str):
+        if not isinstance(uid, str) or isinstance(value, bool) or not isinstance(value, str | int | float | None):
+            raise ValueError
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise ValueError
+        if encode_cursor(value, uid) != cursor.rstrip("="):
             raise ValueError
         return value, uid
     except Exception:
-        raise ValueError(f"invalid cursor {cursor!r}") from None
+        raise ValueError(f"invalid cursor {cursor[:80]!r}: pass next_cursor from the previous page unchanged") from None
 
 
 class AssetRegistry:
@@ -198,7 +207,7 @@ class AssetRegistry:
         self.ws.ensure()
         setup_logging(self.ws.logs_dir)
         project_id = project_id or get_setting("registry.default_project", "default", self.ws)
-        if not isinstance(project_id, str) or not _PROJECT_RE.match(project_id):
+        if not isinstance(project_id, str) or not PROJECT_RE.match(project_id):
             raise ValueError(f"project_id {project_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
         self.project_id = project_id
         thumbnails_root = thumbnails_root or thumb_root
@@ -937,11 +946,17 @@ class AssetRegistry:
         """The parsed sidecar of an asset (raises AssetRegistryError naming the file if missing or corrupt)."""
         rec = self._require(uid)
         path = self.sidecar_path_for(rec["path"])
-        data, problem = read_json_object(path)
-        if problem == "missing":
-            raise AssetRegistryError(f"sidecar {path} is missing; run the enforcer to rewrite it")
+        try:  # the confined reader: a sidecar swapped for a symlink is refused, never followed
+            fh, _ = open_confined(self.assets_root, rec["path"] + SIDECAR_SUFFIX, what="sidecar")
+        except FileNotFoundError:
+            raise AssetRegistryError(f"sidecar {path} is missing; run the enforcer to rewrite it") from None
+        with fh:
+            raw = fh.read(MAX_SIDECAR_BYTES + 1)
+        if len(raw) > MAX_SIDECAR_BYTES:
+            raise AssetRegistryError(f"sidecar {path} is over {MAX_SIDECAR_BYTES} bytes; run the enforcer to rewrite it")
+        data, problem = parse_json_object(raw)
         if data is None:
-            raise AssetRegistryError(f"sidecar {path} is {problem}")
+            raise AssetRegistryError(f"sidecar {path} is {problem}; run the enforcer to rewrite it")
         return data
 
     def rewrite_sidecar(self, uid: str, *, reason: str = "rewrite") -> dict:
@@ -1056,7 +1071,7 @@ class AssetRegistry:
         col = SORT_COLUMNS[sort]
         order = "DESC" if descending else "ASC"
         if cursor:
-            value, uid = _decode_cursor(cursor)
+            value, uid = decode_cursor(cursor)
             op = "<" if descending else ">"
             where.append(f"(a.{col}, a.uid) {op} (?, ?)")  # a row value: an index range, not a filter
             params.extend([value, uid])
@@ -1067,7 +1082,7 @@ class AssetRegistry:
         page: dict[str, Any] = {"items": items, "next_cursor": None}
         if len(rows) > limit and items:
             last = items[-1]
-            page["next_cursor"] = _encode_cursor(last[col], last["uid"])
+            page["next_cursor"] = encode_cursor(last[col], last["uid"])
         if with_total:
             page["total"] = self.db.query_one(f"SELECT COUNT(*) FROM assets a WHERE {filter_sql}", filter_params)[0]
         return page
@@ -1365,7 +1380,12 @@ class AssetRegistry:
         if row is None or row["status"] != "ready":
             return None
         path = self.thumbnails_root / row["path"]
-        return path if path.is_file() else None
+        try:  # only a regular file below the thumbnails root, never through a symlink
+            fh, _ = open_confined(self.thumbnails_root, row["path"], what="thumbnail")
+        except (OSError, UnsafePathError):
+            return None
+        fh.close()
+        return path
 
     @staticmethod
     def wait_for_thumbnails(timeout: float | None = 30.0) -> bool:
