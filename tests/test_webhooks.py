@@ -182,7 +182,8 @@ def test_register_validates_event_and_url(db):
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/h", "http://localhost/h", "http://10.1.2.3/h",
                                  "http://192.168.0.10/h", "http://169.254.169.254/latest/meta-data",
                                  "http://[::1]:8080/h", "http://0.0.0.0/h", "http://100.64.0.1/h",
-                                 "http://[::ffff:127.0.0.1]/h", "http://app.localhost/h"])
+                                 "http://[::ffff:127.0.0.1]/h", "http://app.localhost/h",
+                                 "http://[::7f00:1]/h", "http://[::ffff:0:a00:1]/h"])
 def test_private_targets_refused_unless_allowed(ws, url):
     mgr = WebhookManager(get_database(ws.db_path))
     with pytest.raises(ValueError, match="allow_private_webhook_targets"):

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..config import Workspace, get_setting, workspace
+from ..netpolicy import AddressRefused, allow_private, check_address, is_public_address, setting_hint
 from ..store import Database
 from .events import apply_retention
 from .specs import UnknownHookError, hook_spec, resolve_topics
@@ -118,13 +119,12 @@ def _topics_for(selector: str) -> set[str] | None:
 
 
 def _ip_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    """Kept for callers: :func:`comfyvn.netpolicy.is_public_address` is the one rule."""
+    return is_public_address(ip)
 
 
-class TargetRefused(ValueError):
-    """A webhook URL points at an address we refuse to call (SSRF protection)."""
+#: the one refusal error of :mod:`comfyvn.netpolicy` (the old name stays for callers)
+TargetRefused = AddressRefused
 
 
 def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -169,15 +169,13 @@ def validate_url(url: Any, *, allow_private: bool = False, resolve: bool = True)
 
 def _check_host(host: str, port: int, *, resolve: bool, strict: bool) -> list:
     """Refuse private targets; returns the resolved addresses (empty when not resolved)."""
-    hint = "; set hooks.allow_private_webhook_targets to true in config/comfyvn.json to allow it"
+    hint = "; " + setting_hint("webhook")
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
         literal = None
     if literal is not None:
-        if not _ip_allowed(literal):
-            raise TargetRefused(f"webhook target {host} is a private, loopback or reserved address{hint}")
-        return [literal]
+        return [check_address(literal, what="webhook target", area="webhook", allowed=False)]
     lowered = host.lower().rstrip(".")
     if lowered == "localhost" or lowered.endswith(".localhost"):
         raise TargetRefused(f"webhook target {host} is the local machine{hint}")
@@ -205,7 +203,7 @@ def _workspace_for(db: Database) -> Workspace:
 
 
 def _allow_private(ws: Workspace) -> bool:
-    return bool(get_setting("hooks.allow_private_webhook_targets", False, ws))
+    return allow_private("webhook", ws)
 
 
 # ---------------------------------------------------------------------------- manager
