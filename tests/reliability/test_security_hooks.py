@@ -68,3 +68,48 @@ def test_one_setting_allows_private_targets_everywhere_and_wins_over_the_old_key
     update_config({"network": {"allow_private_addresses": "yes"}}, ws)
     with pytest.raises(ConfigError, match="true or false"):
         netpolicy.allow_private("webhook", ws)
+
+
+# ---------------------------------------------------------------------------- the harness's webhook receiver
+def _post_raw(url: str, headers: dict[str, str], body: bytes, *, declared: int) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    head = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {declared}",
+            *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        sock.shutdown(socket.SHUT_WR)  # the sender dies here: no more bytes will come
+        sock.recv(1024)
+
+
+def test_receiver_counts_a_cut_body_as_cut_and_a_tampered_body_as_a_bad_signature():
+    """A delivery whose body stops before its Content-Length (the server was SIGKILLed mid-send)
+    is a cut connection, not a forgery; a complete body that does not verify is."""
+    import time
+
+    from relkit import WebhookReceiver, classify_delivery
+
+    from comfyvn.hooks.webhooks import sign
+
+    receiver = WebhookReceiver()
+    try:
+        body = b'{"id":7,"event":"on_modder_test","ts":1,"data":{"message":"x"}}'
+        ts = str(int(time.time()))
+        headers = {"X-Comfyvn-Timestamp": ts, "X-Comfyvn-Signature": sign(receiver.secret, ts, body),
+                   "X-Comfyvn-Delivery": "d1", "X-Comfyvn-Event": "on_modder_test", "X-Comfyvn-Attempt": "1"}
+        _post_raw(receiver.url, headers, body, declared=len(body))
+        _post_raw(receiver.url, headers, body[:20], declared=len(body))
+        _post_raw(receiver.url, headers, body.replace(b'"x"', b'"y"'), declared=len(body))
+        deadline = time.monotonic() + 10
+        while len(receiver.snapshot()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stats = receiver.stats({7})
+        assert (stats["deliveries"], stats["delivered"], stats["cut_deliveries"], stats["bad_signatures"]) == \
+            (3, 1, 1, 1), stats
+        assert classify_delivery(receiver.secret, headers, body, len(body)) == "ok"
+        assert classify_delivery(receiver.secret, headers, body[:-1], len(body)) == "cut"
+        assert classify_delivery(receiver.secret, headers, body[:-1] + b" ", len(body)) == "bad_signature"
+    finally:
+        receiver.close()
