@@ -406,16 +406,24 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         page_bytes = max(16 * 1024, self.limit_bytes // 4)
         low_water = self.limit_bytes // 2
         while not self._closed and generation == self._generation:
-            while self.buffered_bytes > low_water and not self._closed:
-                self._drained.clear()
-                await self._drained.wait()
+            await self._wait_until(lambda: self.buffered_bytes <= low_water)
             if self._closed or generation != self._generation:
                 return
             page = await self.loop.run_in_executor(self.services.executor, functools.partial(
                 self.services.bus.event_messages, self._position, topics, max_bytes=page_bytes))
             if not page or self._closed or generation != self._generation:
                 return
+            size = sum(len(text) for _, text in page)  # one event may be bigger than a page
+            await self._wait_until(lambda n=size: not self.buffered_bytes or self.buffered_bytes + n <= self.limit_bytes)
+            if self._closed or generation != self._generation:
+                return
             self._write_events(page)
+
+    async def _wait_until(self, ready) -> None:
+        """Wait (without polling) until ``ready()`` or the socket closed; writes completing wake it."""
+        while not self._closed and not ready():
+            self._drained.clear()
+            await self._drained.wait()
 
     async def _subscribe_live(self, generation: int, topics: list[str] | None) -> None:
         def deliver(env: dict) -> None:  # runs on the bus thread
@@ -524,8 +532,7 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         with self._lock:
             self._stream_bytes -= size
         self._pending -= count
-        if self.buffered_bytes <= self.limit_bytes // 2:
-            self._drained.set()
+        self._drained.set()  # wakes a replay waiting for room (it checks its own condition)
         if not fut.cancelled():
             fut.exception()  # a closed socket is handled by on_close; don't log it as unretrieved
 

@@ -177,6 +177,19 @@ async def test_a_non_reading_replay_from_zero_is_paged_and_stays_bounded(ws, raw
         assert [e["id"] for e in await client.read_events(1)] == live
 
 
+async def test_a_replay_of_events_bigger_than_half_the_limit_waits_instead_of_dropping(ws, raw_ws):
+    from comfyvn_server_ext.handlers import hooks
+
+    update_config({"hooks": {"ws_max_backlog_bytes": 256 * 1024}}, ws)
+    ids = await asyncio.to_thread(emit_big, ws, 12, 200_000)
+    hooks.reset_stream_stats()
+    client = await raw_ws("last_event_id=0&topics=on_modder_test")
+    await asyncio.sleep(0.5)
+    assert hooks.stream_stats()["closed_too_slow"] == 0
+    assert [e["id"] for e in await client.read_events(len(ids))] == ids
+    assert hooks.stream_stats()["peak_client_buffered_bytes"] <= 256 * 1024
+
+
 async def test_stream_counters_are_reported(api, raw_ws):
     from comfyvn_server_ext.handlers import hooks
 
