@@ -235,6 +235,9 @@ def text_frame(payload: bytes) -> bytes:
 #: close code of a client that fell too far behind (4000-4999: private use, RFC 6455 7.4.2)
 CLOSE_TOO_SLOW = 4008
 DEFAULT_BACKLOG_BYTES = 4 * 1024 * 1024
+DEFAULT_STALL_SECONDS = 30.0
+CONTROL_SLACK = 64 * 1024
+SHARED_PAYLOAD_BYTES = 2048  # Tornado keeps a view of bigger writes (no copy); smaller ones it copies  # room for control messages (acks, pings, errors) over the limit
 _live_streams: weakref.WeakSet[HookStreamHandler] = weakref.WeakSet()
 _stream_totals = {"closed_too_slow": 0, "peak_client_buffered_bytes": 0}
 
@@ -256,16 +259,17 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
 
     Memory per client is bounded by bytes (``hooks.ws_max_backlog_bytes``, 4 MiB): the bytes
     queued for a socket (handed over by the bus, or written to the stream and not yet sent) are
-    counted, and a client whose backlog would pass the limit is closed with code 4008 and the
-    reason ``too slow; resume from last_event_id=N`` (every event up to N precedes the close
-    frame).  Event payloads are written as views of one shared ``bytes`` object per event, so
+    counted.  Event payloads are written as views of one shared ``bytes`` object per event, so
     200 sockets behind on the same event hold one copy of it, not 200.
 
-    A subscription that starts behind the log (``last_event_id`` older than the newest event)
-    is replayed in pages of a quarter of the limit, each read only once the socket has drained
-    below half of it; the live subscription starts when the replay has caught up.  A client
-    that stops reading during a replay holds at most about the limit, and nothing more is read
-    for it.
+    When a live client's backlog is full, the socket leaves the bus and reads on from the event
+    log, a page (a quarter of the limit) at a time, each page only once the socket has drained
+    below half the limit; it goes live again once it has caught up.  A subscription that starts
+    behind the log (an old ``last_event_id``) is replayed the same way.  So a burst bigger than
+    the limit reaches a reading client complete and in order, and a client that stops reading
+    holds at most about the limit.  A client that leaves its backlog unread for
+    ``hooks.ws_stall_timeout_s`` (30 s) is closed with code 4008 and the reason
+    ``too slow; resume from last_event_id=N`` (every event up to N precedes the close frame).
 
     Live events reach a socket in batches: the bus thread queues them and schedules one loop
     callback, which writes every queued event as consecutive frames.  One ``write_message``
@@ -281,6 +285,11 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._position = 0  # the last event id the client has been sent (or started after)
         self._pending = 0  # messages written and not yet sent
         self._pinger: PeriodicCallback | None = None
+        self._stall_checker: PeriodicCallback | None = None
+        self._topics: list[str] | None = None
+        self._progress_mark: Any = None  # bytes the stream has sent, at the last stall check
+        self._last_progress = time.monotonic()
+        self.stall_seconds = DEFAULT_STALL_SECONDS
         self._closed = False
         self._lock = threading.Lock()  # guards the outbox and the byte counts (bus thread + loop)
         self._outbox: deque[tuple[int, int, bytes]] = deque()  # (generation, event id, JSON) from the bus
@@ -314,9 +323,12 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         super().open(*args, **kwargs)  # WebSocketMixin: protocol-level pings
         self.loop = IOLoop.current()
         _live_streams.add(self)
-        self.limit_bytes = await self.loop.run_in_executor(self.services.executor, self._read_limit)
+        self.limit_bytes, self.stall_seconds = await self.loop.run_in_executor(self.services.executor,
+                                                                               self._read_limits)
         self._pinger = PeriodicCallback(self._send_ping, self.services.ws_ping_seconds * 1000)
         self._pinger.start()
+        self._stall_checker = PeriodicCallback(self._check_stall, min(1000, self.stall_seconds * 500))
+        self._stall_checker.start()
         request: dict[str, Any] = {}
         if self.get_query_argument("topics", None) is not None:
             request["topics"] = [t for raw in self.get_query_arguments("topics") for t in raw.split(",") if t.strip()]
@@ -324,9 +336,12 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
             request["last_event_id"] = self.get_query_argument("last_event_id")
         await self._subscribe(request)
 
-    def _read_limit(self) -> int:
-        value = get_setting("hooks.ws_max_backlog_bytes", DEFAULT_BACKLOG_BYTES, self.services.ws)
-        return max(64 * 1024, int(value)) if isinstance(value, int | float) else DEFAULT_BACKLOG_BYTES
+    def _read_limits(self) -> tuple[int, float]:
+        ws = self.services.ws
+        value = get_setting("hooks.ws_max_backlog_bytes", DEFAULT_BACKLOG_BYTES, ws)
+        limit = max(64 * 1024, int(value)) if isinstance(value, int | float) else DEFAULT_BACKLOG_BYTES
+        stall = get_setting("hooks.ws_stall_timeout_s", DEFAULT_STALL_SECONDS, ws)
+        return limit, max(0.2, float(stall)) if isinstance(stall, int | float) else DEFAULT_STALL_SECONDS
 
     async def on_message(self, message: str | bytes) -> None:
         try:
@@ -385,6 +400,7 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._generation += 1
         generation = self._generation
         self._position = after
+        self._topics = resolved
         # the ack is queued before any envelope of this subscription, so it precedes them all
         self._send(ack)
         # in a task: a coroutine on_message would stop Tornado reading this socket until it ends
@@ -433,7 +449,7 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
                     return
                 backlog = self._outbox_bytes + self._stream_bytes
                 if backlog and backlog + len(text) > self.limit_bytes:
-                    self._overflow = True  # flush closes the socket; nothing more is queued for it
+                    self._overflow = True  # flush switches to reading the log; nothing more is queued
                 else:
                     self._outbox.append((generation, env["id"], text))
                     self._outbox_bytes += len(text)
@@ -442,6 +458,8 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
                 self._flush_scheduled = True
             self.loop.add_callback(self._flush_events)
 
+        with self._lock:
+            self._overflow = False
         sub = await self.loop.run_in_executor(self.services.executor, self.services.bus.subscribe, deliver, topics,
                                               self._position)
         if self._closed or generation != self._generation:
@@ -460,7 +478,29 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
                   if generation == self._generation and event_id > self._position]
         if events and not self._closed:
             self._write_events(events)
-        if overflow:
+        if overflow and not self._closed:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        """The live backlog is full: drop the bus subscription and read on from the log, a page at
+        a time as the socket drains (then live again).  Nothing is lost: the position only moves
+        when an event is written."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            sub.close()
+        self._generation += 1  # deliveries still on their way from the bus are ignored
+        self._task = asyncio.ensure_future(self._follow(self._generation, self._topics, replay=True))
+
+    def _check_stall(self) -> None:
+        """Close (4008) a client that has left its backlog unread for ``hooks.ws_stall_timeout_s``."""
+        if self._closed:
+            return
+        stream = getattr(self.ws_connection, "stream", None)
+        mark = getattr(stream, "_total_write_done_index", None)  # bytes the kernel has taken so far
+        now = time.monotonic()
+        if not self.buffered_bytes or mark is None or mark != self._progress_mark:
+            self._progress_mark, self._last_progress = mark, now
+        elif now - self._last_progress > self.stall_seconds:
             self._close_too_slow()
 
     def _write_events(self, events: list[tuple[int, bytes]]) -> None:
@@ -477,19 +517,26 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
                 self._write(text.decode())
             return
         try:
+            small = bytearray()
             for _, text in events:
-                stream.write(frame_header(len(text)))
-                fut = stream.write(text)  # futures resolve in order: the last one covers the batch
+                if len(text) > SHARED_PAYLOAD_BYTES:  # header now, then a view of the shared payload
+                    stream.write(bytes(small) + frame_header(len(text)))
+                    stream.write(text)
+                    small = bytearray()
+                else:  # small frames are copied anyway: gather them into one write
+                    small += frame_header(len(text))
+                    small += text
+            fut = stream.write(bytes(small))  # futures resolve in order: the last one covers the batch
         except StreamClosedError:
             return
         self._account(size, len(events))
         fut.add_done_callback(functools.partial(self._written, size=size, count=len(events)))
 
-    def _too_slow(self, size: int, count: int) -> bool:
+    def _too_slow(self, size: int, count: int, *, slack: int = 0) -> bool:
         """Close the socket (4008) when ``size`` more bytes (or ``count`` messages) would overflow
         what the client has not read yet.  One message is always let through to an idle socket."""
         backlog = self.buffered_bytes
-        if (not backlog or backlog + size <= self.limit_bytes) and \
+        if (not backlog or backlog + size <= self.limit_bytes + slack) and \
                 self._pending + count <= self.services.ws_max_pending:
             return False
         self._close_too_slow()
@@ -519,7 +566,7 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         if self._closed or self.ws_connection is None:
             return
         size = len(text.encode()) if not text.isascii() else len(text)
-        if self._too_slow(size, 1):
+        if self._too_slow(size, 1, slack=CONTROL_SLACK):  # acks, pings, errors: small, never refused for lag
             return
         try:
             fut = self.write_message(text)
@@ -543,8 +590,9 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._closed = True
         self._generation += 1
         self._drained.set()
-        if self._pinger is not None:
-            self._pinger.stop()
+        for timer in (self._pinger, self._stall_checker):
+            if timer is not None:
+                timer.stop()
         if self._sub is not None:
             self._sub.close()
             self._sub = None

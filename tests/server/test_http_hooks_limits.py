@@ -43,7 +43,8 @@ class RawWs:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 24)
+        # a small reader limit: asyncio stops taking bytes from the socket past 2 x limit unread
+        reader, writer = await asyncio.open_connection(sock=sock, limit=16 * 1024)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket", "Connection: Upgrade",
                  f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
@@ -92,6 +93,14 @@ class RawWs:
                 events.append(msg)
         return events
 
+    async def read_ack(self, timeout: float = 20) -> dict:
+        """The subscription's ack (the first message): after it, the client is subscribed."""
+        b0, b1 = await asyncio.wait_for(self.reader.readexactly(2), timeout)
+        assert b0 & 0x0F == 1 and b1 & 0x7F < 126
+        msg = json.loads(await self.reader.readexactly(b1 & 0x7F))
+        assert msg["type"] == "ack", msg
+        return msg
+
     def close(self) -> None:
         self.writer.close()
 
@@ -121,28 +130,32 @@ async def settle(predicate, timeout: float = 30) -> None:
 # ---------------------------------------------------------------------------- WebSocket backlogs
 async def test_twenty_non_reading_clients_are_closed_at_the_byte_limit_and_resume(ws, raw_ws, jp_ws_fetch):
     """20 sockets that never read while 8 MiB of events are published: no client ever has more than
-    the limit (+ one event) queued in the server; each is closed 4008 with its resume point."""
+    the limit (+ one event) queued in the server; each, its backlog left unread for
+    hooks.ws_stall_timeout_s, is closed 4008 with its resume point."""
     from comfyvn_server_ext.handlers import hooks
 
     limit = 512 * 1024
-    update_config({"hooks": {"ws_max_backlog_bytes": limit}}, ws)
+    update_config({"hooks": {"ws_max_backlog_bytes": limit, "ws_stall_timeout_s": 1}}, ws)
     hooks.reset_stream_stats()
     clients = [await raw_ws() for _ in range(20)]
-    await settle(lambda: hooks.stream_stats()["clients"] >= 20)
+    for client in clients:
+        await client.read_ack()
+    await settle(lambda: all(h._sub is not None for h in list(hooks._live_streams) if not h._closed))
     ids = await asyncio.to_thread(emit_big, ws, 32)
     await settle(lambda: hooks.stream_stats()["closed_too_slow"] >= 20)
     stats = hooks.stream_stats()
     assert stats["peak_client_buffered_bytes"] <= limit + BIG + 1024, stats
+    # read them all at once: the server waits 5 s for a close reply, then drops the connection
     closes = []
-    for client in clients:
-        messages, close = await client.read_all()
-        assert close is not None and close[0] == 4008, close
-        assert close[1].startswith("too slow; resume from last_event_id="), close
+    for messages, close in await asyncio.gather(*(client.read_all() for client in clients)):
         got = [m["id"] for m in messages if m["type"] == "event"]
-        resume = int(close[1].rsplit("=", 1)[1])
-        assert got == ids[:len(got)] and (got[-1] if got else ids[0] - 1) == resume
-        assert len(got) < len(ids)  # it really fell behind
-        closes.append(resume)
+        assert got == ids[:len(got)] and len(got) < len(ids)  # an in-order prefix: it really fell behind
+        if close is not None:
+            assert close[0] == 4008 and close[1].startswith("too slow; resume from last_event_id="), close
+            resume = int(close[1].rsplit("=", 1)[1])
+            assert (got[-1] if got else ids[0] - 1) == resume  # every event up to N preceded the close
+            closes.append(resume)
+    assert closes, "no client read its close frame"
     # resuming from the cursor in the close reason delivers the rest, in order, without a gap
     conn = await jp_ws_fetch("api", "modder", "hooks", "ws", params={"last_event_id": str(closes[0])})
     rest = []
@@ -175,6 +188,42 @@ async def test_a_non_reading_replay_from_zero_is_paged_and_stays_bounded(ws, raw
     live = await asyncio.to_thread(emit_big, ws, 1, 10)
     for client in replayers:  # and the replay turned into the live subscription
         assert [e["id"] for e in await client.read_events(1)] == live
+
+
+async def test_a_reading_client_gets_a_burst_bigger_than_the_limit_complete_and_in_order(ws, jp_ws_fetch):
+    """One commit of 8 MiB of events (16 x the limit) to a client that reads: its backlog fills, it
+    reads on from the log as it drains and goes live again; nothing lost, nothing reordered."""
+    from comfyvn_server_ext.handlers import hooks
+
+    limit = 512 * 1024
+    update_config({"hooks": {"ws_max_backlog_bytes": limit}}, ws)
+    hooks.reset_stream_stats()
+    conn = await jp_ws_fetch("api", "modder", "hooks", "ws", params={"topics": "on_modder_test"})
+    assert json.loads(await asyncio.wait_for(conn.read_message(), 20))["type"] == "ack"
+
+    def burst() -> list[int]:
+        db = get_database(ws.db_path)
+        with db.transaction() as tx:
+            ids = [emit(tx, "on_modder_test", {"message": f"b{i}", "blob": "y" * 100_000})["id"] for i in range(80)]
+        get_hook_bus(db).poke()
+        return ids
+
+    ids = await asyncio.to_thread(burst)
+    got = []
+    while len(got) < len(ids):
+        msg = json.loads(await asyncio.wait_for(conn.read_message(), 30))
+        if msg["type"] == "event":
+            got.append(msg["id"])
+    assert got == ids
+    stats = hooks.stream_stats()
+    assert stats["closed_too_slow"] == 0 and stats["peak_client_buffered_bytes"] <= limit + 1024, stats
+    live = await asyncio.to_thread(emit_big, ws, 1, 10)  # live again
+    while True:
+        msg = json.loads(await asyncio.wait_for(conn.read_message(), 30))
+        if msg["type"] == "event":
+            assert msg["id"] == live[0]
+            break
+    conn.close()
 
 
 async def test_a_replay_of_events_bigger_than_half_the_limit_waits_instead_of_dropping(ws, raw_ws):

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--event-kb", type=int, default=900)
     ap.add_argument("--replayers", type=int, default=10)
     ap.add_argument("--replay-seconds", type=float, default=5.0)
+    ap.add_argument("--sample-seconds", type=float, default=5.0, help="RSS sampling after publishing")
     ap.add_argument("--rcvbuf", type=int, default=65536, help="client SO_RCVBUF (kernel buffering per socket)")
     ap.add_argument("--replay-only", action="store_true", help="publish with no client connected, then replay")
     ap.add_argument("--out", default="ws_memory")
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.events):
                 http.request("POST", "api/modder/hooks/test", json_body={"message": f"big {i}", "data": {"blob": blob}})
             publish_s = time.monotonic() - t0
-            live = sample(pid, 5.0)
+            live = sample(pid, args.sample_seconds)
             streams = http.request("GET", "api/modder/hooks").json().get("streams")
             for s in socks:
                 s.close()

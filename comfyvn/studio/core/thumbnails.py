@@ -147,8 +147,12 @@ class Thumbnailer:
 
 def write_preview(src: Path, dest: Path, size: str, *, max_pixels: int | None = None) -> None:
     """Render and write one preview atomically (no fsync: a lost preview is simply made again)."""
-    data = render_waveform(src) if size == WAVEFORM else render_image_thumbnail(src, int(size),
-                                                                              max_pixels=max_pixels)
+    if size == WAVEFORM:
+        data = render_waveform(src)
+    elif max_pixels is None:
+        data = render_image_thumbnail(src, int(size))  # the workspace setting
+    else:
+        data = render_image_thumbnail(src, int(size), max_pixels=max_pixels)
     atomic_write_bytes(dest, data, fsync=False)
 
 
