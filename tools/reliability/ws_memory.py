@@ -6,7 +6,8 @@ Starts a real ``jupyter server`` with the comfyvn extension, then
    ``--events`` (40) events of ~900 KB each through ``POST /api/modder/hooks/test`` and samples
    the server's RSS;
 2. closes them and opens ``--replayers`` (10) sockets that replay from event 0 and never read,
-   and samples the RSS for ``--replay-seconds`` (5 s).
+   and samples the RSS for ``--replay-seconds`` (5 s);
+3. sends 4 concurrent ``GET /api/modder/hooks/history?limit=10000`` while polling ``/api/status``.
 
 Figures (MiB) are printed as JSON and written to ``bench/results/ws_memory.json``.  Run it with
 another checkout's Python to measure that code (the server runs from ``sys.executable``'s
@@ -68,6 +69,44 @@ def sample(pid: int, seconds: float) -> list[float]:
     return out
 
 
+def history_load(server, pid: int, requests: int = 4) -> dict:
+    """``requests`` concurrent ``GET /history?limit=10000`` while ``/api/status`` is polled."""
+    import threading
+
+    import httpx
+
+    before = relkit.rss_bytes(pid) / MIB
+    stop = threading.Event()
+    status_ms: list[float] = []
+    sizes: list[int] = []
+
+    def poll() -> None:
+        with httpx.Client(base_url=server.base_url, headers=server.headers, timeout=60) as c:
+            while not stop.is_set():
+                t = time.monotonic()
+                c.get("api/status")
+                status_ms.append((time.monotonic() - t) * 1000)
+                time.sleep(0.02)
+
+    def fetch() -> None:
+        with httpx.Client(base_url=server.base_url, headers=server.headers, timeout=120) as c:
+            sizes.append(len(c.get("api/modder/hooks/history", params={"limit": "10000"}).content))
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    peak = [before]
+    fetchers = [threading.Thread(target=fetch) for _ in range(requests)]
+    for t in fetchers:
+        t.start()
+    while any(t.is_alive() for t in fetchers):
+        peak.append(relkit.rss_bytes(pid) / MIB)
+        time.sleep(0.05)
+    stop.set()
+    poller.join()
+    return {"requests": requests, "response_bytes": sizes, "rss_added_mib": round(max(peak) - before),
+            "status_max_ms": round(max(status_ms), 1) if status_ms else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=200)
@@ -107,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             replay_streams = http.request("GET", "api/modder/hooks").json().get("streams")
             for s in replayers:
                 s.close()
+            time.sleep(2)
+            history = history_load(server, pid)
         finally:
             server.stop()
     figures = {
@@ -116,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "publish_seconds": round(publish_s, 2), "streams_after_publish": streams,
         "rss_mib_before_replay": round(after_live), "replayers": args.replayers,
         "rss_mib_peak_replay": round(max(replay)), "replay_added_mib": round(max(replay) - after_live),
-        "streams_during_replay": replay_streams,
+        "streams_during_replay": replay_streams, "history": history,
     }
     print(json.dumps(figures, indent=2))
     relkit.write_results(args.out, figures)
