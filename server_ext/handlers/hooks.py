@@ -433,7 +433,7 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
             await self._wait_until(lambda n=size: not self.buffered_bytes or self.buffered_bytes + n <= self.limit_bytes)
             if self._closed or generation != self._generation:
                 return
-            self._write_events(page)
+            self._write_events(page)  # if a control message took the room meanwhile: re-read, re-wait
 
     async def _wait_until(self, ready) -> None:
         """Wait (without polling) until ``ready()`` or the socket closed; writes completing wake it."""
@@ -476,8 +476,8 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
             overflow = self._overflow
         events = [(event_id, text) for generation, event_id, text in queued
                   if generation == self._generation and event_id > self._position]
-        if events and not self._closed:
-            self._write_events(events)
+        if events and not self._closed and not self._write_events(events):
+            overflow = True  # control messages took the room meanwhile: read these from the log
         if overflow and not self._closed:
             self._catch_up()
 
@@ -503,19 +503,27 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         elif now - self._last_progress > self.stall_seconds:
             self._close_too_slow()
 
-    def _write_events(self, events: list[tuple[int, bytes]]) -> None:
-        """Write event messages as frames: a small header plus a view of the shared payload each."""
+    def _write_events(self, events: list[tuple[int, bytes]]) -> bool:
+        """Write event messages as frames: a small header plus a view of the shared payload each.
+
+        False (and nothing written, the position unchanged) when they do not fit in the backlog
+        now: the caller reads them from the log later."""
         if self._closed or self.ws_connection is None or self.ws_connection.is_closing():
-            return
+            return True
         size = sum(len(text) for _, text in events)
-        if self._too_slow(size, len(events)):
-            return
+        if not self._fits(size, len(events)):
+            return False
         self._position = events[-1][0]
         stream = getattr(self.ws_connection, "stream", None)
         if stream is None or getattr(self.ws_connection, "_compressor", None) is not None:
             for _, text in events:  # a compressed connection: frames must go through Tornado
-                self._write(text.decode())
-            return
+                try:
+                    fut = self.write_message(text.decode())
+                except WebSocketClosedError:
+                    return True
+                self._account(len(text), 1)
+                fut.add_done_callback(functools.partial(self._written, size=len(text), count=1))
+            return True
         try:
             small = bytearray()
             for _, text in events:
@@ -528,16 +536,21 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
                     small += text
             fut = stream.write(bytes(small))  # futures resolve in order: the last one covers the batch
         except StreamClosedError:
-            return
+            return True
         self._account(size, len(events))
         fut.add_done_callback(functools.partial(self._written, size=size, count=len(events)))
+        return True
+
+    def _fits(self, size: int, count: int, *, slack: int = 0) -> bool:
+        """Whether ``size`` more bytes (``count`` messages) fit in what the client has not read yet.
+        One message always fits a socket with nothing queued."""
+        backlog = self.buffered_bytes
+        return (not backlog or backlog + size <= self.limit_bytes + slack) and \
+            self._pending + count <= self.services.ws_max_pending
 
     def _too_slow(self, size: int, count: int, *, slack: int = 0) -> bool:
-        """Close the socket (4008) when ``size`` more bytes (or ``count`` messages) would overflow
-        what the client has not read yet.  One message is always let through to an idle socket."""
-        backlog = self.buffered_bytes
-        if (not backlog or backlog + size <= self.limit_bytes + slack) and \
-                self._pending + count <= self.services.ws_max_pending:
+        """Close the socket (4008) when a control message does not fit even with ``slack``."""
+        if self._fits(size, count, slack=slack):
             return False
         self._close_too_slow()
         return True
