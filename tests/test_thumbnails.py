@@ -109,3 +109,68 @@ def test_thumbnailer_wait_reports_pending_work():
     assert pool.wait(timeout=30) is True and pool.pending() == 0
     pool.submit(lambda: 1 / 0)  # a failing job counts as done
     assert pool.wait(timeout=30) is True
+
+
+# ------------------------------------------------------------------------------- decompression bombs
+def _solid_png(path: Path, width: int, height: int) -> Path:
+    """A grey PNG written row by row (a few hundred KB on disk, never held in memory whole)."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    comp = zlib.compressobj(9)
+    row = b"\x00" + b"\x80" * width
+    with open(path, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)))
+        parts = [comp.compress(row * 64) for _ in range(height // 64)]
+        parts.append(comp.compress(row * (height % 64)))
+        fh.write(chunk(b"IDAT", b"".join(parts) + comp.flush()) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_177_megapixel_png_is_refused_before_decoding(tmp_path):
+    """13,300 x 13,300 (176.9 MP, under Pillow's bomb limit) in a small file: no 2 GiB decode, a clear note."""
+    from comfyvn.studio.core.thumbnails import DEFAULT_MAX_PIXELS, ImageTooLarge
+
+    src = _solid_png(tmp_path / "bomb.png", 13_300, 13_300)
+    assert src.stat().st_size < 2_000_000
+    with Image.open(src) as im:
+        assert im.size == (13_300, 13_300) and 13_300 ** 2 < Image.MAX_IMAGE_PIXELS * 2
+    with pytest.raises(ImageTooLarge, match=r"176\.9 megapixels.*registry.thumbnail_max_pixels"):
+        render_image_thumbnail(src, 256)
+    dest = tmp_path / "thumb.png"
+    with pytest.raises(ImageTooLarge):
+        write_preview(src, dest, "256")
+    assert not dest.exists() and DEFAULT_MAX_PIXELS == 50_000_000
+
+
+def test_the_pixel_cap_comes_from_the_setting_and_jpegs_count_by_their_reduced_decode(tmp_path, ws):
+    from comfyvn.config import update_config
+    from comfyvn.studio.core.thumbnails import ImageTooLarge
+
+    png, jpg = tmp_path / "big.png", tmp_path / "big.jpg"
+    Image.new("RGB", (1024, 1024), (200, 30, 30)).save(png)
+    Image.new("RGB", (1024, 1024), (200, 30, 30)).save(jpg)
+    update_config({"registry": {"thumbnail_max_pixels": 300_000}}, ws)
+    with pytest.raises(ImageTooLarge, match="1.0 megapixels"):
+        render_image_thumbnail(png, 64)
+    # a JPEG decodes at 1/8 scale here (128 x 128): well inside the cap, so it gets its thumbnail
+    with Image.open(io.BytesIO(render_image_thumbnail(jpg, 64))) as im:
+        assert im.size == (64, 64)
+    update_config({"registry": {"thumbnail_max_pixels": 2_000_000}}, ws)
+    with Image.open(io.BytesIO(render_image_thumbnail(png, 64))) as im:
+        assert im.size == (64, 64)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_registered_bomb_gets_no_thumbnail_and_a_clear_note(tmp_path, ws):
+    from comfyvn.studio.core.asset_registry import AssetRegistry
+
+    reg = AssetRegistry("default", ws=ws)
+    rec = reg.register_file(_solid_png(tmp_path / "poster.png", 13_300, 13_300), asset_type="images")
+    assert reg.wait_for_thumbnails(60)
+    status = reg.thumbnail_status(rec["uid"])
+    assert status and all(s["status"] == "failed" and "176.9 megapixels" in s["error"] for s in status.values())
+    assert reg.resolve_thumbnail_path(rec["uid"], 256) is None

@@ -182,7 +182,8 @@ def test_register_validates_event_and_url(db):
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/h", "http://localhost/h", "http://10.1.2.3/h",
                                  "http://192.168.0.10/h", "http://169.254.169.254/latest/meta-data",
                                  "http://[::1]:8080/h", "http://0.0.0.0/h", "http://100.64.0.1/h",
-                                 "http://[::ffff:127.0.0.1]/h", "http://app.localhost/h"])
+                                 "http://[::ffff:127.0.0.1]/h", "http://app.localhost/h",
+                                 "http://[::7f00:1]/h", "http://[::ffff:0:a00:1]/h"])
 def test_private_targets_refused_unless_allowed(ws, url):
     mgr = WebhookManager(get_database(ws.db_path))
     with pytest.raises(ValueError, match="allow_private_webhook_targets"):
@@ -439,3 +440,54 @@ def test_the_documented_receiver_verifies_and_dedupes_real_deliveries(db, dispat
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------------------- secrets at rest
+def _db_file_bytes(ws) -> bytes:
+    return b"".join(p.read_bytes() for p in ws.db_path.parent.glob(ws.db_path.name + "*") if p.is_file())
+
+
+def test_secrets_are_sealed_with_a_key_outside_the_database(db, ws, receiver, dispatchers):
+    """A copy of the database (with its WAL) alone does not reveal a webhook secret; the key sits in
+    config/secrets.key, owner-only; deliveries are still signed with the real secret."""
+    rx = receiver()
+    hook = WebhookManager(db).register("on_modder_test", rx.url, secret=SECRET)
+    row = db.query_one("SELECT secret, secret_sealed FROM webhooks WHERE id = ?", (hook["id"],))
+    assert row["secret"] is None and row["secret_sealed"] and SECRET not in row["secret_sealed"]
+    assert SECRET.encode() not in _db_file_bytes(ws)
+    key = ws.config_file.parent / "secrets.key"
+    assert key.is_file() and key.stat().st_mode & 0o777 == 0o600
+    assert not [p for p in key.parent.iterdir() if p.name.endswith(".tmp")]
+    emit_events(db)
+    assert dispatchers(db).run_once() == 1
+    assert rx.requests[0]["valid"] and WebhookManager(db).get(hook["id"])["has_secret"]
+
+
+def test_plain_text_secrets_of_an_older_database_are_sealed_on_open(db, ws, receiver, dispatchers):
+    rx = receiver()
+    hook = WebhookManager(db).register("on_modder_test", rx.url)
+    with db.transaction() as conn:  # a row as the schema before hooks.002 stored it
+        conn.execute("UPDATE webhooks SET secret = ?, secret_sealed = NULL WHERE id = ?", (SECRET, hook["id"]))
+    assert WebhookManager(db).get(hook["id"])["has_secret"]
+    row = db.query_one("SELECT secret, secret_sealed FROM webhooks WHERE id = ?", (hook["id"],))
+    assert row["secret"] is None and row["secret_sealed"]
+    assert SECRET.encode() not in _db_file_bytes(ws)  # secure_delete + checkpoint: no stale copy either
+    emit_events(db)
+    assert dispatchers(db).run_once() == 1
+    assert rx.requests[0]["valid"]
+
+
+def test_a_sealed_secret_does_not_open_with_another_key_and_nothing_is_sent_unsigned(db, ws, receiver,
+                                                                                   dispatchers):
+    from comfyvn.hooks import secretbox
+
+    rx = receiver()
+    hook = WebhookManager(db).register("on_modder_test", rx.url, secret=SECRET)
+    update_config({"hooks": {"webhook_max_attempts": 1}}, ws)
+    (ws.config_file.parent / "secrets.key").unlink()
+    secretbox.forget_cached_keys()
+    emit_events(db)
+    assert dispatchers(db).run_once() == 1
+    [attempt] = WebhookManager(db).deliveries(hook["id"])
+    assert not attempt["ok"] and "re-register the webhook" in attempt["error"], attempt
+    assert rx.requests == []

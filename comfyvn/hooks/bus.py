@@ -16,12 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..store import Database, get_database
-from .events import last_event_id, oldest_event_id, read_events, recent_events
+from .events import event_messages, history_page, last_event_id, oldest_event_id, read_events, recent_events
 from .specs import HOOK_SPECS, resolve_topics
 
 log = logging.getLogger("comfyvn.hooks.bus")
 
 Callback = Callable[[dict], None]
+#: event data the tailer holds at once (a batch of 500 events of ~1 MB each would be 500 MB)
+DISPATCH_BATCH_BYTES = 8 * 1024 * 1024
+MAX_EVENT_ID = 2**62
 
 
 class Subscription:
@@ -65,8 +68,21 @@ class ModderHookBus:
         return recent_events(self.db.conn, limit=min(limit, 10_000), topics=resolve_topics(topics),
                              before_id=before_id)
 
+    def history_page(self, limit: int = 25, topics: list[str] | None = None, before_id: int | None = None, *,
+                     max_bytes: int = 4 * 1024 * 1024) -> dict:
+        """A byte-bounded page of history as JSON text (see :func:`~comfyvn.hooks.events.history_page`)."""
+        if limit < 1 or max_bytes < 1:
+            raise ValueError("limit and max_bytes must be at least 1")
+        return history_page(self.db.conn, limit=min(limit, 10_000), max_bytes=max_bytes,
+                            topics=resolve_topics(topics), before_id=before_id)
+
     def events_after(self, after_id: int, topics: list[str] | None = None, limit: int = 1000) -> list[dict]:
         return read_events(self.db.conn, after_id=after_id, topics=resolve_topics(topics), limit=limit)
+
+    def event_messages(self, after_id: int, topics: list[str] | None = None, *,
+                       max_bytes: int = 1024 * 1024) -> list[tuple[int, bytes]]:
+        """A byte-bounded page of stream messages after ``after_id`` (replaying a WebSocket)."""
+        return event_messages(self.db.conn, after_id=after_id, max_bytes=max_bytes, topics=resolve_topics(topics))
 
     def last_id(self) -> int:
         return last_event_id(self.db.conn)
@@ -82,7 +98,11 @@ class ModderHookBus:
         Callbacks run on the bus thread: keep them short (hand work to your own loop/queue).
         """
         resolved = resolve_topics(topics)
-        sub = Subscription(self, callback, resolved, self.last_id() if after_id is None else int(after_id))
+        if after_id is not None and (isinstance(after_id, bool) or not isinstance(after_id, int)
+                                     or not 0 <= after_id <= MAX_EVENT_ID):
+            # checked here: a cursor SQLite cannot hold would stop the tailer for every subscriber
+            raise ValueError(f"after_id must be an integer from 0 to {MAX_EVENT_ID}, got {after_id!r}")
+        sub = Subscription(self, callback, resolved, self.last_id() if after_id is None else after_id)
         with self._lock:
             self._subs[sub.id] = sub
         self._ensure_thread()
@@ -135,7 +155,7 @@ class ModderHookBus:
             if not subs:
                 return
             start = min(s.cursor for s in subs)
-            batch = read_events(conn, after_id=start, limit=500)
+            batch = read_events(conn, after_id=start, limit=500, max_bytes=DISPATCH_BATCH_BYTES)
             if not batch:
                 return
             for env in batch:
@@ -148,8 +168,7 @@ class ModderHookBus:
                             sub.callback(env)
                         except Exception:
                             log.exception("hook subscriber %s failed on event %s", sub.id, env["id"])
-            if len(batch) < 500:
-                return
+            # a short batch may have been cut by bytes: the next (empty) read says when we are done
 
 
 _buses: dict[Path, ModderHookBus] = {}

@@ -40,9 +40,8 @@ def emit_many(conn: sqlite3.Connection, items: list[tuple[str, dict[str, Any]]],
     bodies: dict[tuple[int, str], str] = {}  # an alias carries the same data: encode it once
     for topic, data in items:
         spec = hook_spec(topic)
-        payload = dict(data)
-        payload.setdefault("hook_event", spec.hook_event or spec.name)
-        payload.setdefault("timestamp", stamp)
+        # hook_event and timestamp belong to the log: a caller's data cannot set (forge) them
+        payload = {**data, "hook_event": spec.hook_event or spec.name, "timestamp": stamp}
         key = (id(data), payload["hook_event"])
         if key not in bodies:
             bodies[key] = json.dumps(payload, ensure_ascii=False, default=str)
@@ -63,8 +62,9 @@ def envelope_from_row(row: sqlite3.Row | tuple) -> dict:
 
 
 def read_events(conn: sqlite3.Connection, *, after_id: int = 0, topics: list[str] | None = None,
-                limit: int = 1000) -> list[dict]:
-    """Events with ``id > after_id`` in commit order, optionally filtered by topic."""
+                limit: int = 1000, max_bytes: int | None = None) -> list[dict]:
+    """Events with ``id > after_id`` in commit order, optionally filtered by topic; with
+    ``max_bytes``, stopping before that much event data (at least one event)."""
     sql = "SELECT id, topic, ts, project_id, data FROM events WHERE id > ?"
     params: list[Any] = [after_id]
     if topics:
@@ -72,7 +72,38 @@ def read_events(conn: sqlite3.Connection, *, after_id: int = 0, topics: list[str
         params.extend(topics)
     sql += " ORDER BY id LIMIT ?"
     params.append(limit)
-    return [envelope_from_row(r) for r in conn.execute(sql, params)]
+    out: list[dict] = []
+    used = 0
+    for row in conn.execute(sql, params):
+        used += len(row[4])
+        if out and max_bytes is not None and used > max_bytes:
+            break
+        out.append(envelope_from_row(row))
+    return out
+
+
+def event_messages(conn: sqlite3.Connection, *, after_id: int, max_bytes: int, topics: list[str] | None = None,
+                   limit: int = 1000) -> list[tuple[int, bytes]]:
+    """``(id, JSON message)`` of the events after ``after_id`` in commit order, as the WebSocket
+    stream sends them (``{"type": "event", "id", "event", "ts", "data"}``), stopping before
+    ``max_bytes`` of messages (at least one).  The stored data text is spliced in unparsed."""
+    sql = "SELECT id, topic, ts, data FROM events WHERE id > ?"
+    params: list[Any] = [after_id]
+    if topics:
+        sql += f" AND topic IN ({','.join('?' * len(topics))})"
+        params.extend(topics)
+    sql += " ORDER BY id LIMIT ?"
+    params.append(limit)
+    out: list[tuple[int, bytes]] = []
+    used = 0
+    for event_id, topic, ts, data in conn.execute(sql, params):
+        text = (f'{{"type":"event","id":{int(event_id)},"event":{json.dumps(topic)},"ts":{json.dumps(ts)},'
+                f'"data":{data}}}').encode()
+        if out and used + len(text) > max_bytes:
+            break
+        out.append((int(event_id), text))
+        used += len(text)
+    return out
 
 
 def recent_events(conn: sqlite3.Connection, *, limit: int = 25, topics: list[str] | None = None,
@@ -93,6 +124,48 @@ def recent_events(conn: sqlite3.Connection, *, limit: int = 25, topics: list[str
     params.append(limit)
     rows = conn.execute(sql, params).fetchall()
     return [envelope_from_row(r) for r in reversed(rows)]
+
+
+def history_page(conn: sqlite3.Connection, *, limit: int, max_bytes: int, topics: list[str] | None = None,
+                 before_id: int | None = None) -> dict[str, Any]:
+    """One page of the newest events before ``before_id`` (oldest first), as ready JSON text.
+
+    The page holds at most ``limit`` events and stops before ``max_bytes`` of event data (but
+    always holds at least one event).  Returns ``{"json": '{"items": [...]}'-style text of the
+    items array, "count", "bytes", "next_cursor"}``; ``next_cursor`` (the oldest id of the page, as
+    a string) is set when older matching events remain.  The stored data text is spliced in as it
+    is (it is JSON already), so nothing is parsed or re-encoded: run it off the event loop anyway.
+    """
+    where, params = _history_filter(topics, before_id)
+    sql = f"SELECT id, topic, ts, data FROM events{where} ORDER BY id DESC LIMIT ?"
+    parts: list[str] = []
+    used = 0
+    oldest: int | None = None
+    for event_id, topic, ts, data in conn.execute(sql, [*params, limit]):
+        if parts and used + len(data) > max_bytes:
+            break
+        parts.append(f'{{"id":{int(event_id)},"event":{json.dumps(topic)},"ts":{json.dumps(ts)},"data":{data}}}')
+        used += len(data)
+        oldest = int(event_id)
+    next_cursor = None
+    if oldest is not None:
+        where, params = _history_filter(topics, oldest)
+        if conn.execute(f"SELECT 1 FROM events{where} LIMIT 1", params).fetchone() is not None:
+            next_cursor = str(oldest)
+    return {"json": "[" + ",".join(reversed(parts)) + "]", "count": len(parts), "bytes": used,
+            "next_cursor": next_cursor}
+
+
+def _history_filter(topics: list[str] | None, before_id: int | None) -> tuple[str, list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if topics:
+        where.append(f"topic IN ({','.join('?' * len(topics))})")
+        params.extend(topics)
+    if before_id is not None:
+        where.append("id < ?")
+        params.append(before_id)
+    return (" WHERE " + " AND ".join(where)) if where else "", params
 
 
 def last_event_id(conn: sqlite3.Connection) -> int:

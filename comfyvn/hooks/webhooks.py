@@ -1,8 +1,9 @@
 """Signed webhooks driven from the event log.
 
 * :class:`WebhookManager` stores webhooks in the workspace database (``webhooks`` table).
-  Secrets are stored (they are needed to sign) but no method ever returns them: dicts carry
-  ``has_secret`` instead.
+  Secrets are needed to sign, so they are stored, sealed with AES-GCM under a key kept outside
+  the database (``config/secrets.key``, :mod:`comfyvn.hooks.secretbox`); no method ever returns
+  them: dicts carry ``has_secret`` instead.
 * :class:`WebhookDispatcher` is a daemon thread that
 
   1. *fills* the ``webhook_outbox`` from the event log: one row per (webhook, event), under a
@@ -41,8 +42,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..config import Workspace, get_setting, workspace
+from ..netpolicy import AddressRefused, allow_private, check_address, is_public_address, setting_hint
 from ..store import Database
 from .events import apply_retention
+from .secretbox import SecretKeyError, open_sealed, seal
 from .specs import UnknownHookError, hook_spec, resolve_topics
 
 log = logging.getLogger("comfyvn.hooks.webhooks")
@@ -118,13 +121,12 @@ def _topics_for(selector: str) -> set[str] | None:
 
 
 def _ip_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    """Kept for callers: :func:`comfyvn.netpolicy.is_public_address` is the one rule."""
+    return is_public_address(ip)
 
 
-class TargetRefused(ValueError):
-    """A webhook URL points at an address we refuse to call (SSRF protection)."""
+#: the one refusal error of :mod:`comfyvn.netpolicy` (the old name stays for callers)
+TargetRefused = AddressRefused
 
 
 def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
@@ -169,15 +171,13 @@ def validate_url(url: Any, *, allow_private: bool = False, resolve: bool = True)
 
 def _check_host(host: str, port: int, *, resolve: bool, strict: bool) -> list:
     """Refuse private targets; returns the resolved addresses (empty when not resolved)."""
-    hint = "; set hooks.allow_private_webhook_targets to true in config/comfyvn.json to allow it"
+    hint = "; " + setting_hint("webhook")
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
         literal = None
     if literal is not None:
-        if not _ip_allowed(literal):
-            raise TargetRefused(f"webhook target {host} is a private, loopback or reserved address{hint}")
-        return [literal]
+        return [check_address(literal, what="webhook target", area="webhook", allowed=False)]
     lowered = host.lower().rstrip(".")
     if lowered == "localhost" or lowered.endswith(".localhost"):
         raise TargetRefused(f"webhook target {host} is the local machine{hint}")
@@ -205,7 +205,28 @@ def _workspace_for(db: Database) -> Workspace:
 
 
 def _allow_private(ws: Workspace) -> bool:
-    return bool(get_setting("hooks.allow_private_webhook_targets", False, ws))
+    return allow_private("webhook", ws)
+
+
+def seal_plaintext_secrets(db: Database, ws: Workspace) -> int:
+    """Seal every secret still stored in plain text (rows written before ``hooks.002``);
+    returns how many.  The freed plain text is overwritten (``secure_delete``) and the WAL
+    checkpointed, so no copy of the old value is left in the database files."""
+    if db.conn.execute("SELECT 1 FROM webhooks WHERE secret IS NOT NULL LIMIT 1").fetchone() is None:
+        return 0
+    conn = db.conn
+    conn.execute("PRAGMA secure_delete = ON")
+    with db.transaction() as tx:
+        rows = tx.execute("SELECT id, secret FROM webhooks WHERE secret IS NOT NULL").fetchall()
+        for row in rows:
+            tx.execute("UPDATE webhooks SET secret_sealed = ?, secret = NULL WHERE id = ?",
+                       (seal(ws, row["secret"], row["id"]), row["id"]))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    log.info("sealed %d webhook secret(s) stored in plain text", len(rows))
+    return len(rows)
+
+
+_HAS_SECRET = "(secret_sealed IS NOT NULL OR secret IS NOT NULL) AS has_secret"
 
 
 # ---------------------------------------------------------------------------- manager
@@ -215,6 +236,7 @@ class WebhookManager:
     def __init__(self, db: Database, ws: Workspace | None = None) -> None:
         self.db = db
         self.ws = ws or _workspace_for(db)
+        seal_plaintext_secrets(db, self.ws)
 
     def register(self, event: str, url: str, secret: str | None = None) -> dict:
         """Register ``url`` for ``event`` (hook name, ``on_asset_*`` pattern or ``*``).
@@ -231,17 +253,18 @@ class WebhookManager:
         secret = secret or None
         webhook_id = "wh_" + uuid.uuid4().hex[:16]
         now = time.time()
+        sealed = seal(self.ws, secret, webhook_id) if secret else None
         with self.db.transaction() as conn:
             last = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
-            conn.execute("INSERT INTO webhooks(id, event, url, secret, start_after_id, created_at, updated_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (webhook_id, selector, clean_url, secret, last, now, now))
+            conn.execute("INSERT INTO webhooks(id, event, url, secret_sealed, start_after_id, created_at, updated_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (webhook_id, selector, clean_url, sealed, last, now, now))
             conn.execute("INSERT OR IGNORE INTO webhook_cursor(name, last_event_id, updated_at) VALUES (?, ?, ?)",
                          (CURSOR_NAME, last, now))
         log.info("webhook %s registered for %s", webhook_id, selector)
         return self.get(webhook_id)  # type: ignore[return-value]
 
     def list(self, event: str | None = None) -> list[dict]:
-        sql = "SELECT id, event, url, secret IS NOT NULL AS has_secret, start_after_id, created_at FROM webhooks"
+        sql = f"SELECT id, event, url, {_HAS_SECRET}, start_after_id, created_at FROM webhooks"
         params: tuple = ()
         if event is not None:
             sql += " WHERE event = ?"
@@ -251,7 +274,7 @@ class WebhookManager:
         return [self._public(r, stats.get(r["id"], {})) for r in rows]
 
     def get(self, webhook_id: str) -> dict | None:
-        row = self.db.query_one("SELECT id, event, url, secret IS NOT NULL AS has_secret, start_after_id, created_at "
+        row = self.db.query_one(f"SELECT id, event, url, {_HAS_SECRET}, start_after_id, created_at "
                                 "FROM webhooks WHERE id = ?", (str(webhook_id),))
         if row is None:
             return None
@@ -312,6 +335,7 @@ class _Claim:
     attempt: int
     url: str
     secret: str | None
+    secret_error: str | None = None  # the sealed secret did not open: deliver nothing unsigned
 
     def __repr__(self) -> str:  # never show the secret in a traceback or log line
         return f"_Claim(outbox_id={self.outbox_id}, webhook_id={self.webhook_id!r}, attempt={self.attempt})"
@@ -336,6 +360,7 @@ class WebhookDispatcher:
         self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()
         self._last_prune = 0.0
+        seal_plaintext_secrets(db, self.ws)
 
     # -- settings (re-read each time so a config edit applies without a restart) --------
     def _max_attempts(self) -> int:
@@ -470,8 +495,8 @@ class WebhookDispatcher:
         claims: list[_Claim] = []
         with self.db.transaction() as conn:
             hooks = conn.execute(
-                "SELECT w.id, w.url, w.secret FROM webhooks w WHERE NOT EXISTS (SELECT 1 FROM webhook_outbox x "
-                "WHERE x.webhook_id = w.id AND x.status = 'pending' AND x.lease_until >= ?)", (now,)).fetchall()
+                "SELECT w.id, w.url, w.secret, w.secret_sealed FROM webhooks w WHERE NOT EXISTS "
+                "(SELECT 1 FROM webhook_outbox x WHERE x.webhook_id = w.id AND x.status = 'pending' AND x.lease_until >= ?)", (now,)).fetchall()
             for hook in hooks:
                 if len(claims) >= limit:
                     break
@@ -488,8 +513,14 @@ class WebhookDispatcher:
                         continue
                     conn.execute("UPDATE webhook_outbox SET attempts = attempts + 1, lease_owner = ?, "
                                  "lease_until = ?, updated_at = ? WHERE id = ?", (self.owner, lease_until, now, r["id"]))
+                    secret, secret_error = hook["secret"], None
+                    if hook["secret_sealed"]:
+                        try:
+                            secret = open_sealed(self.ws, hook["secret_sealed"], hook["id"])
+                        except SecretKeyError as exc:
+                            secret_error = str(exc)
                     claims.append(_Claim(r["id"], hook["id"], r["event_id"], r["delivery_id"], r["attempts"] + 1,
-                                         hook["url"], hook["secret"]))
+                                         hook["url"], secret, secret_error))
                     break
         return claims
 
@@ -510,6 +541,8 @@ class WebhookDispatcher:
         if row is None:
             error = f"event {claim.event_id} is no longer in the event log"
             topic = "?"
+        elif claim.secret_error:
+            error, topic = claim.secret_error, row["topic"]
         else:
             envelope = {"id": row["id"], "event": row["topic"], "ts": row["ts"], "data": json.loads(row["data"])}
             topic = envelope["event"]
@@ -608,6 +641,7 @@ __all__ = [
     "WebhookDispatcher",
     "WebhookManager",
     "normalize_event",
+    "seal_plaintext_secrets",
     "sign",
     "validate_url",
     "verify",

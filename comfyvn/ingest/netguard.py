@@ -9,8 +9,10 @@ through :func:`check_url`, which
    ``ingest.providers.<name>.base_url`` (host and port), ``ingest.providers.<name>.allowed_hosts``
    and ``ingest.extra_allowed_hosts``;
 3. resolves the host once (``ingest.host_overrides`` first, then DNS) and refuses loopback,
-   private, link-local, multicast and other non-global addresses unless
-   ``ingest.allow_private_addresses`` is true;
+   private, link-local, multicast and other non-global addresses, IPv6 spellings of them
+   included (:mod:`comfyvn.netpolicy`, the one address rule), unless
+   ``network.allow_private_addresses`` (or, while that is unset, ``ingest.allow_private_addresses``)
+   is true;
 4. returns a :class:`Target` whose ``connect_url`` names the checked IP address, so the
    connection goes exactly where the check looked (no DNS rebinding between check and
    connect); the original host travels in the ``Host`` header and, for https, as the TLS
@@ -32,7 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .. import netpolicy
 from ..config import Workspace, get_setting
+from ..netpolicy import is_public_address
 from .errors import RemoteError
 from .mappers import _REMOTE_ALLOWLIST, host_matches
 
@@ -118,10 +122,8 @@ def host_allowed(host: str, port: int, rules: Iterable[str]) -> bool:
 
 
 def _address_is_public(addr: str) -> bool:
-    ip = ipaddress.ip_address(addr.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    """Kept for callers: :func:`comfyvn.netpolicy.is_public_address` is the one rule."""
+    return is_public_address(addr)
 
 
 def _resolve(host: str, port: int, ws: Workspace | None) -> tuple[list[str], int]:
@@ -180,7 +182,7 @@ def check_url(url: str, *, provider: str, ws: Workspace | None = None, rules: li
             code="remote.host_not_allowed",
         )
     addresses, connect_port = _resolve(host, port, ws)
-    allow_private = bool(get_setting("ingest.allow_private_addresses", False, ws))
+    allow_private = netpolicy.allow_private("remote", ws)
     chosen = None
     for addr in addresses:
         try:
@@ -193,7 +195,7 @@ def check_url(url: str, *, provider: str, ws: Workspace | None = None, rules: li
     if chosen is None:
         raise RemoteError(
             f"Host {host} resolves to a private, loopback or link-local address "
-            f"({', '.join(addresses)}); refused (set ingest.allow_private_addresses to allow).",
+            f"({', '.join(addresses)}); refused ({netpolicy.setting_hint('remote')}).",
             code="remote.private_address",
         )
     literal = f"[{chosen}]" if ":" in chosen else chosen

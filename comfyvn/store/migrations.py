@@ -215,4 +215,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        # webhook secrets at rest: AES-GCM sealed with config/secrets.key (comfyvn.hooks.secretbox);
+        # the plain-text ``secret`` column is emptied by WebhookManager/WebhookDispatcher on open
+        "hooks.002_webhook_secret_sealed",
+        "ALTER TABLE webhooks ADD COLUMN secret_sealed TEXT;",
+    ),
 ]

@@ -19,10 +19,15 @@ client was), so reconnecting with the last id seen resumes without a gap or a du
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import logging
+import re
 import struct
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any
 
@@ -35,11 +40,13 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
+from comfyvn.config import get_setting
 from comfyvn.hooks import UnknownHookError, emit, resolve_topics
 
 from .base import ApiError, ComfyvnAPIHandler, JsonErrorsMixin, field
 
 AUTH_RESOURCE = "comfyvn:hooks"
+log = logging.getLogger("comfyvn.server.hooks")
 CATEGORIES = ("asset", "ingest", "system")
 
 
@@ -58,21 +65,67 @@ class HooksHandler(HooksBase):
             raise ApiError(400, "invalid_parameter", f"category must be one of {', '.join(CATEGORIES)}")
         bus = self.services.bus
         last_id = await self.run(bus.last_id)
+        limit = await self.run(get_setting, "hooks.ws_max_backlog_bytes", DEFAULT_BACKLOG_BYTES, self.services.ws)
         self.reply({"hooks": bus.specs(category), "last_event_id": last_id,
-                    "websocket": ["/api/modder/hooks/ws", "/api/modder/hooks/stream"]})
+                    "websocket": ["/api/modder/hooks/ws", "/api/modder/hooks/stream"],
+                    "streams": {**stream_stats(), "limit_bytes": limit}})
+
+
+MAX_EVENT_ID = 2**62
+_CURSOR = re.compile(r"[0-9]{1,19}")
+
+
+def parse_event_id(name: str, value: Any, *, minimum: int = 0) -> int:
+    """An event id / cursor from a query string or a JSON message: a non-negative integer (a
+    decimal string is accepted).  ValueError with a message a person can act on otherwise."""
+    if isinstance(value, str) and _CURSOR.fullmatch(value.strip()):
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_EVENT_ID:
+        shown = json.dumps(value, default=str)[:80] if not isinstance(value, str) else repr(value[:80])
+        raise ValueError(f"{name} must be an event id (an integer from {minimum} to {MAX_EVENT_ID}), got {shown}")
+    return value
 
 
 class HistoryHandler(HooksBase):
-    """The newest ``limit`` envelopes, oldest first (``?topics=`` filters, ``?before_id=`` pages back)."""
+    """The newest ``limit`` envelopes, oldest first (``?topics=`` filters, ``?before_id=`` or
+    ``?cursor=`` pages back).
+
+    A page also stops before ``hooks.history_page_bytes`` of event data (4 MiB; at least one
+    event): ``next_cursor`` then names the next (older) page.  The page's JSON is made in a
+    worker thread from the stored event text (nothing is parsed and re-encoded on the loop).
+    """
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
         limit = self.q_int("limit", 25, minimum=1, maximum=10_000)
-        before_id = self.q_int("before_id", None, minimum=1, maximum=2**62)
+        before_id = self.q_int("before_id", None, minimum=1, maximum=MAX_EVENT_ID)
+        raw_cursor = self.get_query_argument("cursor", None)
+        if raw_cursor not in (None, ""):
+            if before_id is not None:
+                raise ApiError(400, "invalid_parameter", "give cursor or before_id, not both")
+            try:
+                before_id = parse_event_id("cursor", raw_cursor, minimum=1)
+            except ValueError as exc:
+                raise ApiError(400, "invalid_parameter",
+                               f"{exc}; pass the next_cursor value of the previous page") from None
         topics = self.q_list("topics")
-        items = await self.run(self.services.bus.history, limit, topics, before_id)
-        self.reply({"items": items, "topics": resolve_topics(topics)})
+        body = await self.run(history_body, self.services, limit, topics, before_id)
+        self.set_header("Content-Type", "application/json")
+        self.finish(body)
+
+
+def history_body(services: Any, limit: int, topics: list[str] | None, before_id: int | None) -> str:
+    """The whole ``/history`` answer as JSON text (runs in the worker pool, off the loop)."""
+    max_bytes = int(get_setting("hooks.history_page_bytes", 4 * 1024 * 1024, services.ws))
+    page = services.bus.history_page(limit, topics, before_id, max_bytes=max(1, max_bytes))
+    return (f'{{"items":{page["json"]},"topics":{json.dumps(resolve_topics(topics))},'
+            f'"next_cursor":{json.dumps(page["next_cursor"])},"page_bytes":{page["bytes"]},'
+            f'"page_bytes_limit":{max_bytes}}}')
+
+
+#: fields of a test event's data that the server sets (hook_event/timestamp: every event; the rest: this one)
+RESERVED_TEST_FIELDS = frozenset({"hook_event", "timestamp", "message", "sent_by"})
 
 
 class TestEventHandler(HooksBase):
@@ -84,6 +137,10 @@ class TestEventHandler(HooksBase):
         body = self.json_body(["message", "data"], required=False)
         message = field(body, "message", str, "comfyvn modder hook test")
         extra = field(body, "data", dict, None, nullable=True) or {}
+        reserved = sorted(set(extra) & RESERVED_TEST_FIELDS)
+        if reserved:
+            raise ApiError(400, "invalid_body", f"data must not set {', '.join(reserved)}: the server sets "
+                                                "these fields of the event")
         user = getattr(self.current_user, "username", None)
         db, bus = self.services.db, self.services.bus
 
@@ -161,23 +218,63 @@ def event_text(env: dict) -> bytes:
     return _serialised.text
 
 
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, uncompressed, final WebSocket text frame (RFC 6455 section 5.2)."""
-    n = len(payload)
+def frame_header(n: int) -> bytes:
+    """The header of an unmasked, uncompressed, final WebSocket text frame of ``n`` bytes (RFC 6455 5.2)."""
     if n < 126:
-        return struct.pack("!BB", 0x81, n) + payload
+        return struct.pack("!BB", 0x81, n)
     if n < 1 << 16:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
+        return struct.pack("!BBH", 0x81, 126, n)
+    return struct.pack("!BBQ", 0x81, 127, n)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, uncompressed, final WebSocket text frame."""
+    return frame_header(len(payload)) + payload
+
+
+#: close code of a client that fell too far behind (4000-4999: private use, RFC 6455 7.4.2)
+CLOSE_TOO_SLOW = 4008
+DEFAULT_BACKLOG_BYTES = 4 * 1024 * 1024
+DEFAULT_STALL_SECONDS = 30.0
+CONTROL_SLACK = 64 * 1024
+SHARED_PAYLOAD_BYTES = 2048  # Tornado keeps a view of bigger writes (no copy); smaller ones it copies  # room for control messages (acks, pings, errors) over the limit
+_live_streams: weakref.WeakSet[HookStreamHandler] = weakref.WeakSet()
+_stream_totals = {"closed_too_slow": 0, "peak_client_buffered_bytes": 0}
+
+
+def stream_stats() -> dict[str, int]:
+    """The WebSocket clients of this process and the bytes queued for them (nothing blocks)."""
+    live = [h for h in list(_live_streams) if not h._closed]
+    buffered = [h.buffered_bytes for h in live]
+    return {"clients": len(live), "buffered_bytes": sum(buffered), "max_client_buffered_bytes": max(buffered, default=0),
+            **_stream_totals}
+
+
+def reset_stream_stats() -> None:
+    _stream_totals.update(closed_too_slow=0, peak_client_buffered_bytes=0)
 
 
 class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, JupyterHandler):
     """The live event stream (see the module docstring for the protocol).
 
-    Events reach a socket in batches: the bus thread queues them and schedules one loop callback,
-    which writes every queued event as consecutive frames in a single stream write.  One
-    ``write_message`` (a task, a future and a ``send()``) per event per socket cannot keep up
-    with 20 sockets at 1,000 events/s (see bench/bench_fanout.py).
+    Memory per client is bounded by bytes (``hooks.ws_max_backlog_bytes``, 4 MiB): the bytes
+    queued for a socket (handed over by the bus, or written to the stream and not yet sent) are
+    counted.  Event payloads are written as views of one shared ``bytes`` object per event, so
+    200 sockets behind on the same event hold one copy of it, not 200.
+
+    When a live client's backlog is full, the socket leaves the bus and reads on from the event
+    log, a page (a quarter of the limit) at a time, each page only once the socket has drained
+    below half the limit; it goes live again once it has caught up.  A subscription that starts
+    behind the log (an old ``last_event_id``) is replayed the same way.  So a burst bigger than
+    the limit reaches a reading client complete and in order, and a client that stops reading
+    holds at most about the limit.  A client that leaves its backlog unread for
+    ``hooks.ws_stall_timeout_s`` (30 s) is closed with code 4008 and the reason
+    ``too slow; resume from last_event_id=N`` (every event up to N precedes the close frame).
+
+    Live events reach a socket in batches: the bus thread queues them and schedules one loop
+    callback, which writes every queued event as consecutive frames.  One ``write_message``
+    (a task, a future and a ``send()``) per event per socket cannot keep up with 20 sockets at
+    1,000 events/s (see bench/bench_fanout.py).
     """
 
     auth_resource = AUTH_RESOURCE
@@ -186,15 +283,33 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._sub: Any = None
         self._generation = 0
         self._position = 0  # the last event id the client has been sent (or started after)
-        self._pending = 0
+        self._pending = 0  # messages written and not yet sent
         self._pinger: PeriodicCallback | None = None
+        self._stall_checker: PeriodicCallback | None = None
+        self._topics: list[str] | None = None
+        self._progress_mark: Any = None  # bytes the stream has sent, at the last stall check
+        self._last_progress = time.monotonic()
+        self.stall_seconds = DEFAULT_STALL_SECONDS
         self._closed = False
+        self._lock = threading.Lock()  # guards the outbox and the byte counts (bus thread + loop)
         self._outbox: deque[tuple[int, int, bytes]] = deque()  # (generation, event id, JSON) from the bus
+        self._outbox_bytes = 0
+        self._stream_bytes = 0  # written to the stream, not yet sent
+        self._overflow = False  # the bus had more for us than the limit allows
         self._flush_scheduled = False
+        self._drained = asyncio.Event()
+        self.limit_bytes = DEFAULT_BACKLOG_BYTES
+        self.peak_buffered_bytes = 0
+        self._task: asyncio.Future | None = None
 
     @property
     def services(self):
         return self.settings["comfyvn_services"]
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes queued for this client and not yet handed to the kernel."""
+        return self._outbox_bytes + self._stream_bytes
 
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -207,14 +322,26 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
     async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)  # WebSocketMixin: protocol-level pings
         self.loop = IOLoop.current()
+        _live_streams.add(self)
+        self.limit_bytes, self.stall_seconds = await self.loop.run_in_executor(self.services.executor,
+                                                                               self._read_limits)
         self._pinger = PeriodicCallback(self._send_ping, self.services.ws_ping_seconds * 1000)
         self._pinger.start()
+        self._stall_checker = PeriodicCallback(self._check_stall, min(1000, self.stall_seconds * 500))
+        self._stall_checker.start()
         request: dict[str, Any] = {}
         if self.get_query_argument("topics", None) is not None:
             request["topics"] = [t for raw in self.get_query_arguments("topics") for t in raw.split(",") if t.strip()]
         if self.get_query_argument("last_event_id", None) not in (None, ""):
             request["last_event_id"] = self.get_query_argument("last_event_id")
         await self._subscribe(request)
+
+    def _read_limits(self) -> tuple[int, float]:
+        ws = self.services.ws
+        value = get_setting("hooks.ws_max_backlog_bytes", DEFAULT_BACKLOG_BYTES, ws)
+        limit = max(64 * 1024, int(value)) if isinstance(value, int | float) else DEFAULT_BACKLOG_BYTES
+        stall = get_setting("hooks.ws_stall_timeout_s", DEFAULT_STALL_SECONDS, ws)
+        return limit, max(0.2, float(stall)) if isinstance(stall, int | float) else DEFAULT_STALL_SECONDS
 
     async def on_message(self, message: str | bytes) -> None:
         try:
@@ -246,25 +373,22 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         after = request.get("last_event_id")
         if after is not None:
             try:
-                after = int(after)
-                if after < 0 or isinstance(request.get("last_event_id"), bool):
-                    raise ValueError
-            except (TypeError, ValueError):
-                self._send({"type": "error", "message": f"last_event_id must be a non-negative integer, "
-                                                        f"got {request.get('last_event_id')!r}"})
+                after = parse_event_id("last_event_id", after)
+            except ValueError as exc:
+                self._send({"type": "error", "message": str(exc)})
                 return
         try:
             resolved = resolve_topics(topics)
         except UnknownHookError as exc:
             self._send({"type": "error", "message": str(exc)})
             return
-        bus = self.services.bus
+        bus, executor = self.services.bus, self.services.executor
         ack: dict[str, Any] = {"type": "ack", "topics": resolved}
+        last = await self.loop.run_in_executor(executor, bus.last_id)
         if after is None:
-            after = self._position if self._sub is not None else await self.loop.run_in_executor(
-                self.services.executor, bus.last_id)
+            after = self._position if self._generation else last
         else:
-            oldest = await self.loop.run_in_executor(self.services.executor, bus.oldest_id)
+            oldest = await self.loop.run_in_executor(executor, bus.oldest_id)
             if oldest and after < oldest - 1:  # the client was away longer than the log keeps events
                 ack["missed"] = {"first_id": after + 1, "last_id": oldest - 1,
                                  "message": f"events {after + 1}-{oldest - 1} were pruned from the event log "
@@ -276,16 +400,68 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._generation += 1
         generation = self._generation
         self._position = after
-        # the ack is queued before the subscription exists, so it precedes every envelope
+        self._topics = resolved
+        # the ack is queued before any envelope of this subscription, so it precedes them all
         self._send(ack)
+        # in a task: a coroutine on_message would stop Tornado reading this socket until it ends
+        self._task = asyncio.ensure_future(self._follow(generation, resolved, replay=after < last))
 
+    async def _follow(self, generation: int, topics: list[str] | None, *, replay: bool) -> None:
+        try:
+            if replay:
+                await self._replay(generation, topics)
+            if not self._closed and generation == self._generation:
+                await self._subscribe_live(generation, topics)
+        except Exception:
+            log.exception("hook stream: following the event log failed")
+            self._closed = True
+            self.close(1011, "server error while following the event log")
+
+    async def _replay(self, generation: int, topics: list[str] | None) -> None:
+        """Send the events after the position from the log, a page at a time as the socket drains."""
+        page_bytes = max(16 * 1024, self.limit_bytes // 4)
+        low_water = self.limit_bytes // 2
+        while not self._closed and generation == self._generation:
+            await self._wait_until(lambda: self.buffered_bytes <= low_water)
+            if self._closed or generation != self._generation:
+                return
+            page = await self.loop.run_in_executor(self.services.executor, functools.partial(
+                self.services.bus.event_messages, self._position, topics, max_bytes=page_bytes))
+            if not page or self._closed or generation != self._generation:
+                return
+            size = sum(len(text) for _, text in page)  # one event may be bigger than a page
+            await self._wait_until(lambda n=size: not self.buffered_bytes or self.buffered_bytes + n <= self.limit_bytes)
+            if self._closed or generation != self._generation:
+                return
+            self._write_events(page)  # if a control message took the room meanwhile: re-read, re-wait
+
+    async def _wait_until(self, ready) -> None:
+        """Wait (without polling) until ``ready()`` or the socket closed; writes completing wake it."""
+        while not self._closed and not ready():
+            self._drained.clear()
+            await self._drained.wait()
+
+    async def _subscribe_live(self, generation: int, topics: list[str] | None) -> None:
         def deliver(env: dict) -> None:  # runs on the bus thread
-            self._outbox.append((generation, env["id"], event_text(env)))
-            if not self._flush_scheduled:
+            text = event_text(env)
+            with self._lock:
+                if self._overflow or generation != self._generation:
+                    return
+                backlog = self._outbox_bytes + self._stream_bytes
+                if backlog and backlog + len(text) > self.limit_bytes:
+                    self._overflow = True  # flush switches to reading the log; nothing more is queued
+                else:
+                    self._outbox.append((generation, env["id"], text))
+                    self._outbox_bytes += len(text)
+                if self._flush_scheduled:
+                    return
                 self._flush_scheduled = True
-                self.loop.add_callback(self._flush_events)
+            self.loop.add_callback(self._flush_events)
 
-        sub = await self.loop.run_in_executor(self.services.executor, bus.subscribe, deliver, resolved, after)
+        with self._lock:
+            self._overflow = False
+        sub = await self.loop.run_in_executor(self.services.executor, self.services.bus.subscribe, deliver, topics,
+                                              self._position)
         if self._closed or generation != self._generation:
             sub.close()
         else:
@@ -293,37 +469,108 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
 
     def _flush_events(self) -> None:
         """Write every queued event of the current subscription (loop thread)."""
-        self._flush_scheduled = False  # cleared first: a later append schedules another flush
-        frames: list[bytes] = []
-        while self._outbox:
-            generation, event_id, text = self._outbox.popleft()
-            if self._closed or generation != self._generation or event_id <= self._position:
-                continue
-            self._position = event_id
-            frames.append(text)
-        if not frames or self._closed or self.ws_connection is None or self.ws_connection.is_closing():
-            return
-        if self._too_slow(len(frames)):
+        with self._lock:
+            self._flush_scheduled = False  # cleared first: a later append schedules another flush
+            queued, self._outbox = self._outbox, deque()
+            self._outbox_bytes = 0
+            overflow = self._overflow
+        events = [(event_id, text) for generation, event_id, text in queued
+                  if generation == self._generation and event_id > self._position]
+        if events and not self._closed and not self._write_events(events):
+            overflow = True  # control messages took the room meanwhile: read these from the log
+        if overflow and not self._closed:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        """The live backlog is full: drop the bus subscription and read on from the log, a page at
+        a time as the socket drains (then live again).  Nothing is lost: the position only moves
+        when an event is written."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            sub.close()
+        self._generation += 1  # deliveries still on their way from the bus are ignored
+        self._task = asyncio.ensure_future(self._follow(self._generation, self._topics, replay=True))
+
+    def _check_stall(self) -> None:
+        """Close (4008) a client that has left its backlog unread for ``hooks.ws_stall_timeout_s``."""
+        if self._closed:
             return
         stream = getattr(self.ws_connection, "stream", None)
-        if stream is None or getattr(self.ws_connection, "_compressor", None) is not None:
-            for text in frames:  # a compressed connection: frames must go through Tornado
-                self._write(text.decode())
-            return
-        try:
-            fut = stream.write(b"".join(text_frame(t) for t in frames))
-        except StreamClosedError:
-            return
-        self._pending += len(frames)
-        fut.add_done_callback(lambda f, n=len(frames): self._written(f, n))
+        mark = getattr(stream, "_total_write_done_index", None)  # bytes the kernel has taken so far
+        now = time.monotonic()
+        if not self.buffered_bytes or mark is None or mark != self._progress_mark:
+            self._progress_mark, self._last_progress = mark, now
+        elif now - self._last_progress > self.stall_seconds:
+            self._close_too_slow()
 
-    def _too_slow(self, more: int) -> bool:
-        """Close the socket (1013) when ``more`` messages would overflow what the client has not read yet."""
-        if self._pending + more <= self.services.ws_max_pending:
+    def _write_events(self, events: list[tuple[int, bytes]]) -> bool:
+        """Write event messages as frames: a small header plus a view of the shared payload each.
+
+        False (and nothing written, the position unchanged) when they do not fit in the backlog
+        now: the caller reads them from the log later."""
+        if self._closed or self.ws_connection is None or self.ws_connection.is_closing():
+            return True
+        size = sum(len(text) for _, text in events)
+        if not self._fits(size, len(events)):
             return False
-        self._closed = True
-        self.close(1013, f"client too slow; reconnect with last_event_id={self._position}")
+        self._position = events[-1][0]
+        stream = getattr(self.ws_connection, "stream", None)
+        if stream is None or getattr(self.ws_connection, "_compressor", None) is not None:
+            for _, text in events:  # a compressed connection: frames must go through Tornado
+                try:
+                    fut = self.write_message(text.decode())
+                except WebSocketClosedError:
+                    return True
+                self._account(len(text), 1)
+                fut.add_done_callback(functools.partial(self._written, size=len(text), count=1))
+            return True
+        try:
+            small = bytearray()
+            for _, text in events:
+                if len(text) > SHARED_PAYLOAD_BYTES:  # header now, then a view of the shared payload
+                    stream.write(bytes(small) + frame_header(len(text)))
+                    stream.write(text)
+                    small = bytearray()
+                else:  # small frames are copied anyway: gather them into one write
+                    small += frame_header(len(text))
+                    small += text
+            fut = stream.write(bytes(small))  # futures resolve in order: the last one covers the batch
+        except StreamClosedError:
+            return True
+        self._account(size, len(events))
+        fut.add_done_callback(functools.partial(self._written, size=size, count=len(events)))
         return True
+
+    def _fits(self, size: int, count: int, *, slack: int = 0) -> bool:
+        """Whether ``size`` more bytes (``count`` messages) fit in what the client has not read yet.
+        One message always fits a socket with nothing queued."""
+        backlog = self.buffered_bytes
+        return (not backlog or backlog + size <= self.limit_bytes + slack) and \
+            self._pending + count <= self.services.ws_max_pending
+
+    def _too_slow(self, size: int, count: int, *, slack: int = 0) -> bool:
+        """Close the socket (4008) when a control message does not fit even with ``slack``."""
+        if self._fits(size, count, slack=slack):
+            return False
+        self._close_too_slow()
+        return True
+
+    def _close_too_slow(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        _stream_totals["closed_too_slow"] += 1
+        self._drained.set()
+        self.close(CLOSE_TOO_SLOW, f"too slow; resume from last_event_id={self._position}")
+
+    def _account(self, size: int, count: int) -> None:
+        with self._lock:
+            self._stream_bytes += size
+        self._pending += count
+        if self.buffered_bytes > self.peak_buffered_bytes:
+            self.peak_buffered_bytes = self.buffered_bytes
+            if self.peak_buffered_bytes > _stream_totals["peak_client_buffered_bytes"]:
+                _stream_totals["peak_client_buffered_bytes"] = self.peak_buffered_bytes
 
     def _send(self, message: dict[str, Any]) -> None:
         self._write(json.dumps(message, default=str))
@@ -331,17 +578,21 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
     def _write(self, text: str) -> None:
         if self._closed or self.ws_connection is None:
             return
-        if self._too_slow(1):
+        size = len(text.encode()) if not text.isascii() else len(text)
+        if self._too_slow(size, 1, slack=CONTROL_SLACK):  # acks, pings, errors: small, never refused for lag
             return
         try:
             fut = self.write_message(text)
         except WebSocketClosedError:
             return
-        self._pending += 1
-        fut.add_done_callback(self._written)
+        self._account(size, 1)
+        fut.add_done_callback(functools.partial(self._written, size=size, count=1))
 
-    def _written(self, fut, count: int = 1) -> None:
+    def _written(self, fut, *, size: int, count: int) -> None:
+        with self._lock:
+            self._stream_bytes -= size
         self._pending -= count
+        self._drained.set()  # wakes a replay waiting for room (it checks its own condition)
         if not fut.cancelled():
             fut.exception()  # a closed socket is handled by on_close; don't log it as unretrieved
 
@@ -351,8 +602,13 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
     def on_close(self) -> None:
         self._closed = True
         self._generation += 1
-        if self._pinger is not None:
-            self._pinger.stop()
+        self._drained.set()
+        for timer in (self._pinger, self._stall_checker):
+            if timer is not None:
+                timer.stop()
         if self._sub is not None:
             self._sub.close()
             self._sub = None
+        with self._lock:
+            self._outbox.clear()
+            self._outbox_bytes = 0

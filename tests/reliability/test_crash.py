@@ -31,5 +31,6 @@ def test_sigkill_under_mixed_workload_loses_nothing(tmp_path):
     assert figures["database_locked_in_logs"] == 0
     hooks = figures["webhook"]
     assert hooks["expected"] > 0 and hooks["missing"] == 0, hooks  # at least once: every committed event
-    assert hooks["bad_signatures"] == 0
+    # every complete delivery verifies; a body cut short by a SIGKILL is counted apart (cut_deliveries)
+    assert hooks["bad_signatures"] == 0, hooks
     assert figures["ok"]

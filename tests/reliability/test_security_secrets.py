@@ -4,8 +4,8 @@ A real server runs with ``CIVITAI_API_TOKEN`` / ``HF_TOKEN`` in its environment 
 ``COMFYVN_LOG_LEVEL=DEBUG`` (every event mirrored into the log), pulls a Civitai file that needs
 the token and a gated Hugging Face file, fails one pull, applies, registers a signed webhook and
 delivers to it.  Then every secret is searched for in every API answer, every delivered webhook
-body, every log file, every sidecar and staging file, and every database column except the one
-that must hold the webhook secret to sign with.
+body, every log file, every sidecar and staging file, and every database column (the webhook
+secret is stored sealed with a key kept outside the database, in config/secrets.key).
 """
 
 from __future__ import annotations
@@ -108,12 +108,13 @@ def _disk_texts(scene) -> dict[str, str]:
     conn = sqlite3.connect(f"file:{ws.db_path}?mode=ro", uri=True)
     try:
         for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
-            keep = [c for c in cols if not (table == "webhooks" and c == "secret")]  # needed to sign
-            rows = conn.execute(f"SELECT {', '.join(keep)} FROM {table}").fetchall()
+            rows = conn.execute(f"SELECT * FROM {table}").fetchall()
             texts[f"db:{table}"] = json.dumps(rows, default=str)
     finally:
         conn.close()
+    # the database files as bytes too (a copy of data/ is what leaks), WAL included
+    for path in ws.db_path.parent.glob(ws.db_path.name + "*"):
+        texts[f"file:{path.name}"] = path.read_bytes().decode("latin-1")
     texts["webhook bodies"] = "\n".join(b.decode("utf-8", "replace") for b in scene["receiver"].raw_bodies)
     return texts
 

@@ -25,7 +25,9 @@ from tests.fakes.provider_server import EVIL_HOST, provider_servers_fixture  # n
 from .fuzzkit import count
 
 PRIVATE = ["127.0.0.1", "127.8.9.10", "10.0.0.5", "172.16.3.4", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-           "0.0.0.0", "::1", "::ffff:127.0.0.1", "fc00::1", "fe80::1", "224.0.0.1"]
+           "0.0.0.0", "::1", "::ffff:127.0.0.1", "fc00::1", "fe80::1", "224.0.0.1",
+           # IPv6 spellings of private IPv4: compatible, translated, NAT64, 6to4
+           "::7f00:1", "::127.0.0.1", "::ffff:0:7f00:1", "64:ff9b::a00:5", "2002:c0a8:101::1"]
 
 
 def _resolver(mapping: dict[str, str]):
@@ -132,12 +134,15 @@ def test_oversize_download_is_cut_and_leaves_no_partial_file(pulls, ws, chunked)
     "http://127.0.0.1:9/hook", "http://localhost/hook", "http://sub.localhost/hook", "http://[::1]/hook",
     "http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/hook", "http://192.168.0.10/hook",
     "http://2130706433/hook", "http://0x7f000001/hook", "http://[::ffff:127.0.0.1]/hook",
+    "http://[::7f00:1]/hook", "http://[::127.0.0.1]:9/hook", "http://[::ffff:0:7f00:1]/hook",
+    "http://[64:ff9b::a9fe:a9fe]/hook", "http://[2002:a00:1::1]/hook", "http://rebind6.example.test/hook",
     "http://user:pw@example.org/hook", "ftp://example.org/hook", "file:///etc/passwd", "javascript:alert(1)",
     "http://rebind.example.test/hook",
 ])
 def test_webhook_targets_on_the_local_network_are_refused(ws, monkeypatch, url):
     count("attacks.ssrf")
-    monkeypatch.setattr(socket, "getaddrinfo", _resolver({"rebind.example.test": "127.0.0.1"}))
+    monkeypatch.setattr(socket, "getaddrinfo", _resolver({"rebind.example.test": "127.0.0.1",
+                                                                 "rebind6.example.test": "::7f00:1"}))
     with pytest.raises(ValueError):
         WebhookManager(get_database(ws.db_path)).register("*", url)
 

@@ -3,7 +3,9 @@
 * :func:`start_server` / :func:`restart_server`: a real ``jupyter server`` process with the
   comfyvn extension (``tests/live_server.py`` does the starting; this adds the harness config).
 * :class:`WebhookReceiver`: a local HTTP receiver that checks every delivery's signature and
-  records it, so a harness can prove "every committed event was delivered" and count repeats.
+  records it, so a harness can prove "every committed event was delivered" and count repeats
+  (a body cut short by a dying sender counts as ``cut_deliveries``, not as a bad signature:
+  :func:`classify_delivery`).
 * :class:`WorkspaceView`: read-only looks at a workspace's database and files (never opens a
   registry or a queue, so a harness never does recovery work the server should do itself).
 * :func:`audit_workspace`: the crash/concurrency invariants as a list of readable problems.
@@ -90,6 +92,17 @@ class Delivery:
     attempt: int
     signature_ok: bool
     at: float
+    cut: bool = False  # the body ended before its Content-Length: a cut connection, not a forgery
+
+
+def classify_delivery(secret: str, headers: Any, body: bytes, declared_length: int | None) -> str:
+    """``"ok"``, ``"cut"`` (fewer bytes than the declared Content-Length arrived: the sender
+    died or the connection dropped mid-body) or ``"bad_signature"`` (a complete body whose
+    signature does not verify: a forgery or a bug)."""
+    if declared_length is not None and len(body) < declared_length:
+        return "cut"
+    ok = verify(secret, headers.get("X-Comfyvn-Timestamp", ""), body, headers.get("X-Comfyvn-Signature"))
+    return "ok" if ok else "bad_signature"
 
 
 class WebhookReceiver:
@@ -106,9 +119,12 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server API)
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                ok = verify(receiver.secret, self.headers.get("X-Comfyvn-Timestamp", ""), body,
-                            self.headers.get("X-Comfyvn-Signature"))
+                try:
+                    body = self.rfile.read(length)
+                except (ConnectionError, TimeoutError):
+                    body = b""
+                verdict = classify_delivery(receiver.secret, self.headers, body, length)
+                ok = verdict == "ok"
                 try:
                     event_id = int(json.loads(body).get("id"))
                 except (ValueError, TypeError, AttributeError):
@@ -117,9 +133,12 @@ class WebhookReceiver:
                     receiver.deliveries.append(Delivery(self.headers.get("X-Comfyvn-Delivery", ""), event_id,
                                                         self.headers.get("X-Comfyvn-Event", ""),
                                                         int(self.headers.get("X-Comfyvn-Attempt") or 0), ok,
-                                                        time.time()))
+                                                        time.time(), cut=verdict == "cut"))
                     receiver.raw_bodies.append(body)
                     receiver.raw_requests.append((dict(self.headers.items()), body))
+                if verdict == "cut":  # nobody is left to answer
+                    self.close_connection = True
+                    return
                 self.send_response(200 if ok else 401)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -154,7 +173,8 @@ class WebhookReceiver:
             "missing": len(missing),
             "missing_ids": missing[:50],
             "deliveries": len(got),
-            "bad_signatures": len(got) - len(good),
+            "cut_deliveries": sum(1 for d in got if d.cut),  # bodies cut short (e.g. by a SIGKILL)
+            "bad_signatures": sum(1 for d in got if not d.signature_ok and not d.cut),  # complete yet unverified
             "duplicate_deliveries": sum(n - 1 for n in by_event.values() if n > 1),
             "events_delivered_more_than_once": sum(1 for n in by_event.values() if n > 1),
         }

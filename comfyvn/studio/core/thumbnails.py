@@ -1,4 +1,12 @@
-"""Thumbnails (256/512 px PNG for images) and waveform JSON (for WAV), made off the caller's thread."""
+"""Thumbnails (256/512 px PNG for images) and waveform JSON (for WAV), made off the caller's thread.
+
+An image is decoded only when it fits ``registry.thumbnail_max_pixels`` (50 megapixels by
+default, well below Pillow's decompression-bomb limit of ~179 megapixels): a 13,300 x 13,300
+PNG of a few hundred KB would otherwise take ~2 GiB to decode.  JPEGs are decoded at a reduced
+scale (``draft``: 1/2, 1/4 or 1/8, still at least the thumbnail size), so a large photo only
+counts by the pixels its reduced decode needs.  A refused image gets no thumbnail; the reason
+is recorded as the thumbnail's error (:class:`ImageTooLarge`).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from ...config import ConfigError, get_setting
 from ...fsutil import atomic_write_bytes
 
 log = logging.getLogger("comfyvn.studio.core.thumbnails")
@@ -21,6 +30,20 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".ti
 AUDIO_SUFFIXES = {".wav"}
 WAVEFORM = "waveform"
 WAVEFORM_BUCKETS = 512
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+class ImageTooLarge(ValueError):
+    """An image would need more pixels decoded than a thumbnail job may spend."""
+
+
+def max_pixels_setting(ws=None) -> int:
+    """``registry.thumbnail_max_pixels`` of ``ws`` (the current workspace by default)."""
+    try:
+        value = get_setting("registry.thumbnail_max_pixels", DEFAULT_MAX_PIXELS, ws)
+    except ConfigError:  # a broken config file is reported by the routes; keep the safe default here
+        return DEFAULT_MAX_PIXELS
+    return int(value) if isinstance(value, int | float) and value > 0 else DEFAULT_MAX_PIXELS
 
 
 def preview_kind(path: str) -> str | None:
@@ -32,8 +55,18 @@ def preview_kind(path: str) -> str | None:
     return None
 
 
-def render_image_thumbnail(src: Path, size: int) -> bytes:
+def render_image_thumbnail(src: Path, size: int, *, max_pixels: int | None = None) -> bytes:
+    """A PNG thumbnail at most ``size`` px on its longer side; :class:`ImageTooLarge` (before any
+    pixel is decoded) when the decode would exceed ``max_pixels`` (default: the setting)."""
+    limit = max_pixels_setting() if max_pixels is None else int(max_pixels)
     with Image.open(src) as im:
+        width, height = im.size
+        im.draft(None, (size * 2, size * 2))  # JPEG: decode at 1/2..1/8 scale (as Image.thumbnail would)
+        decoded = im.size[0] * im.size[1]
+        if decoded > limit:
+            raise ImageTooLarge(
+                f"image is {width} x {height} = {width * height / 1e6:.1f} megapixels; thumbnails decode at most "
+                f"{limit / 1e6:g} megapixels (registry.thumbnail_max_pixels): no thumbnail made")
         im = ImageOps.exif_transpose(im)
         im.thumbnail((size, size), Image.Resampling.LANCZOS)
         if im.mode not in ("RGB", "RGBA"):
@@ -112,9 +145,14 @@ class Thumbnailer:
                     return not self._pending
 
 
-def write_preview(src: Path, dest: Path, size: str) -> None:
+def write_preview(src: Path, dest: Path, size: str, *, max_pixels: int | None = None) -> None:
     """Render and write one preview atomically (no fsync: a lost preview is simply made again)."""
-    data = render_waveform(src) if size == WAVEFORM else render_image_thumbnail(src, int(size))
+    if size == WAVEFORM:
+        data = render_waveform(src)
+    elif max_pixels is None:
+        data = render_image_thumbnail(src, int(size))  # the workspace setting
+    else:
+        data = render_image_thumbnail(src, int(size), max_pixels=max_pixels)
     atomic_write_bytes(dest, data, fsync=False)
 
 
