@@ -408,9 +408,9 @@ def test_image_thumbnails_256_and_512_made_off_the_callers_thread(reg, src, monk
     threads = []
     real = thumbmod.render_image_thumbnail
 
-    def spy(path, size):
+    def spy(path, size, **kwargs):
         threads.append(threading.current_thread())
-        return real(path, size)
+        return real(path, size, **kwargs)
 
     monkeypatch.setattr(thumbmod, "render_image_thumbnail", spy)
     rec = reg.register_file(make_png(src, "wide.png", (1200, 600)), "backgrounds")

@@ -28,12 +28,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock
-
 from ..hashforms import HashForms, hash_fd, is_safetensors_name
 from ..store import Database, get_database
-from ..store.db import _split_sql
-from .schema import LIBRARY_MIGRATIONS
 
 RACY_WINDOW_NS = 2_000_000_000
 _BATCH = 500  # inodes per query in lookup_many (SQLite's old default limit is 999 parameters)
@@ -55,28 +51,6 @@ def cache_key(st: os.stat_result) -> Key:
     return (dev - _U64 if dev >= _S64 else dev, ino - _U64 if ino >= _S64 else ino, st.st_size, st.st_mtime_ns)
 
 
-def ensure_schema(db: Database) -> None:
-    """Apply the library migrations :mod:`comfyvn.store.migrations` does not list (yet).
-
-    Same bookkeeping as :meth:`Database.migrate`: its file lock, one transaction per migration,
-    the name recorded in ``schema_migrations``, so each applies once per database whichever
-    process or code path comes first.  The global migration list is left alone (child processes
-    and other databases see exactly what the store declares)."""
-    applied = set(db.applied_migrations())
-    todo = [(name, sql) for name, sql in LIBRARY_MIGRATIONS if name not in applied]
-    if not todo:
-        return
-    with FileLock(str(db.path) + ".migrate.lock", timeout=120):
-        done = {r[0] for r in db.query("SELECT name FROM schema_migrations")}
-        for name, sql in todo:
-            if name in done:
-                continue
-            with db.transaction() as conn:
-                for statement in _split_sql(sql):
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_migrations(name, applied_at) VALUES (?, ?)", (name, time.time()))
-
-
 class HashCache:
     """Hash forms of files, remembered by (device, inode, size, mtime_ns).
 
@@ -91,7 +65,6 @@ class HashCache:
 
             db = workspace().db_path
         self.db = db if isinstance(db, Database) else get_database(Path(db))
-        ensure_schema(self.db)
         self.racy_window_ns = racy_window_ns
         self._lock = threading.Lock()
         self.hits = 0

@@ -5,6 +5,8 @@ process opening the workspace brings it to the same shape exactly once.  Append 
 at the end of their section; never edit one that has shipped.
 """
 
+from ..library.schema import LIBRARY_MIGRATIONS
+
 MIGRATIONS: list[tuple[str, str]] = [
     # --- core: event log (outbox) -------------------------------------------------------
     (
@@ -221,4 +223,6 @@ MIGRATIONS: list[tuple[str, str]] = [
         "hooks.002_webhook_secret_sealed",
         "ALTER TABLE webhooks ADD COLUMN secret_sealed TEXT;",
     ),
+    # --- library (hash cache of files known in place)
+    *LIBRARY_MIGRATIONS,
 ]

@@ -350,5 +350,7 @@ class DebugHistoryHandler(AssetsBase):
     @authorized
     async def get(self) -> None:
         limit = self.q_int("limit", 25, minimum=1, maximum=1000)
-        items = await self.run(self.services.bus.history, limit, ASSET_TOPICS)
-        self.reply({"items": items})
+        # byte-bounded like /api/modder/hooks/history, and its JSON made in the worker pool
+        page = await self.run(self.services.bus.history_page, limit, ASSET_TOPICS)
+        self.set_header("Content-Type", "application/json")
+        self.finish(f'{{"items":{page["json"]}}}')

@@ -44,7 +44,7 @@ from ...hashing import sha256_file
 from ...hooks import get_hook_bus
 from ...hooks.events import emit_many, utc_timestamp
 from ...store import Database, get_database
-from .thumbnails import WAVEFORM, get_thumbnailer, preview_kind, write_preview
+from .thumbnails import WAVEFORM, get_thumbnailer, max_pixels_setting, preview_kind, write_preview
 
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
 
@@ -1342,10 +1342,11 @@ class AssetRegistry:
     def _make_thumbnails(self, uid: str, rel: str, preview: dict) -> None:
         sizes = list(preview.get("thumbnails", {})) or [WAVEFORM]
         src = self._abs(rel)
+        max_pixels = max_pixels_setting(self.ws)  # this workspace's cap, not the process's current one
         for size in sizes:
             dest = self.thumbnails_root / self._thumb_rel(uid, size)
             try:
-                write_preview(src, dest, size)
+                write_preview(src, dest, size, max_pixels=max_pixels)
                 status, error = "ready", None
             except Exception as exc:  # a broken image is recorded, never listed as present
                 status, error = "failed", f"{type(exc).__name__}: {exc}"
