@@ -1,7 +1,7 @@
 """Editable installs: the wheel's import names served from this checkout's folders.
 
 An editable install (``pip install -e .``) puts this folder on ``sys.path`` and imports this
-module from a ``.pth`` file (see ``etc/build/hatch_build.py``).  The finder maps the three
+module from a ``.pth`` file (see ``etc/hatch/hatch_build.py``).  The finder maps the three
 import names onto the checkout, with the same renaming as the regular wheel:
 ``widgets/`` is ``comfyvn_widgets`` and ``server_ext/`` is ``comfyvn_server_ext``.  Hatchling's
 own editable mode cannot rename a folder (it only strips a prefix), hence this finder.
