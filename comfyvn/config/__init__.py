@@ -111,7 +111,7 @@ def existing_workspace(root: str | os.PathLike[str] | None = None, *,
     ws = workspace(root)
     if not is_workspace(ws):
         given = os.environ.get("COMFYVN_HOME", "") if root is None else str(root)
-        where = (f" (the relative path {given!r} is taken from the working folder {os.getcwd()})"
+        where = (f" (the relative path {given} is taken from the working folder {os.getcwd()})"
                  if given and not Path(given).expanduser().is_absolute() else "")
         raise NotAWorkspaceError(f"{ws.root} is not a comfyvn workspace (no config/comfyvn.json){where}; {hint}")
     return ws

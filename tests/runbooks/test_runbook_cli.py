@@ -106,3 +106,13 @@ def test_cli_runs_a_runbook_keeps_the_notebook_and_exits_by_verdict(tmp_path, ke
     assert rb.main(["inspect_queue", "-p", "stuck_minutes", "-1", "--workspace", str(ws.root)]) == 3
     err = capsys.readouterr().err
     assert "broke before its verdict: ValueError: stuck_minutes must be a positive number" in err
+
+
+def test_a_runbook_without_workspace_parameter_refuses_a_folder_that_is_not_a_workspace(tmp_path):
+    """validate_system keeps its executed notebook in <workspace>/logs: it must not make a workspace of the cwd."""
+    env = {k: v for k, v in os.environ.items() if k != "COMFYVN_HOME"}
+    out = subprocess.run([*CLI, "validate_system", "-p", "base_url", "http://127.0.0.1:9/"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert f"{tmp_path} is not a comfyvn workspace" in out.stderr and "--init" in out.stderr
+    assert list(tmp_path.iterdir()) == []
