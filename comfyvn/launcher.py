@@ -100,7 +100,11 @@ def plan(mode: str, ws: Workspace, *, port: int = 8888, notebooks: Path | None =
     if mode == "lab":
         command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
                    f"--ServerApp.root_dir={nb}", f"--IdentityProvider.token={token}",
-                   f"--LabApp.default_url=/lab/tree/{WORKBENCH}"]
+                   f"--LabApp.default_url=/lab/tree/{WORKBENCH}",
+                   # notebook_shim (classic-notebook config names, unused here) reads every ServerApp
+                   # trait at start, which prints the ServerApp.token deprecation whenever voila
+                   # (imported first) has turned traitlets' deprecation warnings on
+                   "--ServerApp.jpserver_extensions=notebook_shim=False"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             command.append("--allow-root")
     else:

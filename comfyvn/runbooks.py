@@ -742,6 +742,14 @@ def default_output(ws: Workspace, name: str) -> Path:
     return ws.logs_dir / "runbooks" / f"{stamp}_{name}.ipynb"
 
 
+def _kernel_config():
+    """The runbook kernel talks over local sockets where there are some (IPC), not plain TCP: nothing
+    is listening on a port, and ipykernel has no "running over TCP without encryption" to warn about."""
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc"}}) if os.name == "posix" else Config()
+
+
 def run_runbook(name: str, parameters: dict[str, Any] | None = None, *,
                 workspace_root: str | os.PathLike[str] | None = None, output: str | os.PathLike[str] | None = None,
                 directory: Path | None = None, kernel_name: str = "python3", log_output: bool = False,
@@ -776,7 +784,7 @@ def run_runbook(name: str, parameters: dict[str, Any] | None = None, *,
     crashed = False
     try:
         papermill.execute_notebook(str(info.path), str(out), parameters=params, kernel_name=kernel_name,
-                                   progress_bar=False, log_output=log_output)
+                                   progress_bar=False, log_output=log_output, config=_kernel_config())
         ok = True
     except PapermillExecutionError as exc:
         ok = False

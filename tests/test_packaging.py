@@ -14,6 +14,7 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -153,3 +154,36 @@ def test_editable_install_enables_the_server_extension(tmp_path):
     assert paths.split() == [str(REPO_ROOT / "widgets" / "__init__.py"), str(REPO_ROOT / "server_ext" / "__init__.py"),
                              str(REPO_ROOT / "notebooks")]
     assert missing == "None None"
+
+
+def test_launcher_prints_the_url_once_the_server_answers_and_stops_it(tmp_path):
+    """The README's run path: the URL (with the venv's activate line and the exports) appears only
+    when the server answers; no deprecation noise; SIGTERM stops the launcher and its server."""
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYVN_HOME", "PYTHONWARNINGS")}
+    env.update(JUPYTER_TOKEN="launcher-test-token", JUPYTER_CONFIG_DIR=str(tmp_path / "jc"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "jr"), JUPYTER_DATA_DIR=str(tmp_path / "jd"))
+    log = tmp_path / "launcher.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(VENV_BIN / "comfyvn-workbench"), "lab", "--workspace", "ws", "--init",
+                                 "--port", "0"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while not (found := re.search(r"export JUPYTER_TOKEN=(\S+) BASE=(\S+)", log.read_text(errors="replace"))):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        token, base = found.groups()
+        assert token == "launcher-test-token"
+        status = httpx.get(base + "api/comfyvn/ingest/status", headers={"Authorization": f"token {token}"}, timeout=10)
+        assert status.status_code in (200, 403, 404)  # answering (the ingest flag is off in a new workspace)
+        text = log.read_text(errors="replace")
+        assert f"open: {base}lab/tree/workbench.ipynb?token={token}" in text
+        assert f"source {Path(sys.prefix) / 'bin' / 'activate'}" in text
+        assert f"comfyvn: serving workspace {tmp_path / 'ws'}" in text
+        assert "ServerApp.token config is deprecated" not in text
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0 or proc.returncode is not None
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(base + "api/status", timeout=3)
