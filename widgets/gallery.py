@@ -344,7 +344,15 @@ class AssetGallery(LiveDashboard):
         with self.model.lock:
             self.model.clear_selection()
             self.render()
+        self._reset_bulk_form()
         self.status.clear()
+
+    def _reset_bulk_form(self) -> None:
+        """Back to "change nothing": a licence choice must not linger for the next selection."""
+        self.add_tags.value = ""
+        self.remove_tags.value = ""
+        self.license_action.value = "keep"
+        self.license_value.value = ""
 
     # -- bulk edit and export --------------------------------------------------------------
     def apply_bulk_edit(self) -> None:
@@ -355,8 +363,7 @@ class AssetGallery(LiveDashboard):
         result = self.model.bulk_edit(
             self.add_tags.value, self.remove_tags.value, self.license_action.value, self.license_value.value,
             progress=(lambda done, tot: self.status.info(f"Updating… {done:,} of {tot:,}")) if n > 1000 else None)
-        self.add_tags.value = ""
-        self.remove_tags.value = ""
+        self._reset_bulk_form()
         self._sync_facets(refresh=True)
         self.render()
         self.status.ok(result.message() + " Their sidecars were rewritten.")

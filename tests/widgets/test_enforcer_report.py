@@ -112,7 +112,7 @@ def test_changes_from_another_process_mark_the_report_stale(registry, seeded, su
             from comfyvn.studio.core.asset_registry import AssetRegistry
             AssetRegistry().update_asset_meta({uid!r}, add_tags=["late-edit"])
         """)
-        wait_until(lambda: "1 change(s) since" in report.summary.value, what="the stale marker")
+        wait_until(lambda: "1 change since this audit: run it again" in report.summary.value, what="the stale marker")
         report.run_button.click()
         assert "since" not in report.summary.value
     finally:
