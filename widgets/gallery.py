@@ -40,8 +40,16 @@ def detail_html(detail: dict | None) -> str:
     if detail.get("missing"):
         return f'<div class="cvn-msg warn">Asset {esc(detail["uid"])} no longer exists (removed elsewhere).</div>'
     rec = detail["record"]
-    img = (f'<img class="cvn-detail-img" src="{detail["thumbnail"]}" alt="">' if detail.get("thumbnail")
-           else f'<div class="cvn-empty">{esc(detail.get("thumbnail_status"))} preview</div>')
+    audio = detail.get("audio")
+    if audio and audio.get("uri"):
+        img = f'<audio class="cvn-detail-audio" controls preload="metadata" src="{audio["uri"]}"></audio>'
+    elif audio:
+        img = f'<div class="cvn-empty">Sound {esc(audio.get("note"))}</div>'
+    elif detail.get("thumbnail"):
+        img = f'<img class="cvn-detail-img" src="{detail["thumbnail"]}" alt="">'
+    else:
+        img = f'<div class="cvn-empty">{esc(detail.get("thumbnail_status"))} preview</div>'
+
     title = (rec.get("meta") or {}).get("title") if isinstance((rec.get("meta") or {}).get("title"), str) else None
     rows = [("uid", f'<span class="cvn-mono">{esc(rec["uid"])}</span>'), ("type", esc(rec["type"])),
             ("path", f'<span class="cvn-mono">{esc(rec["path"])}</span>'), ("size", human_bytes(rec.get("bytes"))),
@@ -71,6 +79,7 @@ def detail_html(detail: dict | None) -> str:
 _DETAIL_CSS = """
 .cvn-detail-img { width: 100%; max-height: 260px; object-fit: contain; border-radius: 8px; background: #f3f4f6;
   margin-bottom: 8px; display: block; }
+.cvn-detail-audio { width: 100%; margin-bottom: 8px; display: block; }
 .cvn-detail-title { font-size: 15px; font-weight: 650; margin: 2px 0 6px 0; color: #111827; word-break: break-word; }
 .cvn-sidecar summary { cursor: pointer; margin-top: 8px; }
 .cvn-gallery .cvn-side { width: 360px; min-width: 300px; }
