@@ -177,7 +177,9 @@ class AssetGallery(LiveDashboard):
         pager = W.HBox([self.prev_button, self.page_label, self.next_button],
                        layout=W.Layout(justify_content="center", margin="10px 0 0 0"))
         pager.add_class("cvn-toolbar")
-        main = W.VBox([selbar, self.grid, pager])
+        # the status line sits under the selection bar, beside what the person just did (at the
+        # bottom of a page of tiles it was below the fold)
+        main = W.VBox([selbar, self.status.widget, self.grid, pager])
         main.add_class("cvn-main")
 
         self.detail = W.HTML(detail_html(None))
@@ -209,7 +211,7 @@ class AssetGallery(LiveDashboard):
         side.add_class("cvn-side")
         body = W.HBox([main, side], layout=W.Layout(grid_gap="14px", margin="10px 0 0 0", align_items="flex-start"))
         self.widget = theme.root_box([W.HTML(f"<style>{_DETAIL_CSS}</style>", layout=W.Layout(height="0px")),
-                                      self.header, filters, body, self.status.widget], "cvn-gallery")
+                                      self.header, filters, body], "cvn-gallery")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:  # a notebook displays the widget tree
         return self.widget._repr_mimebundle_(**kwargs)

@@ -70,6 +70,12 @@ def test_readme_voila_command_opens_the_demo_workspace(tmp_path):
                                                  arg=len(titles))
                     shown = await page.eval_on_selector_all(".cvn-tile .cvn-name", "ns => ns.map(n => n.textContent)")
                     assert set(shown) == titles
+                    # a confirmation appears where the person is looking, not below the page of tiles
+                    await page.click(".cvn-btn-select-page")
+                    await page.wait_for_function(
+                        "document.querySelector('.cvn-gallery .cvn-status').textContent.includes('Selected the')")
+                    box = await page.locator(".cvn-gallery .cvn-status").bounding_box()
+                    assert box and box["y"] + box["height"] <= 1100, box
                 await browser.close()
 
         asyncio.run(scenario())
