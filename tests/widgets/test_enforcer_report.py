@@ -130,3 +130,11 @@ def test_without_an_automatic_run_the_report_waits_for_the_button(registry, seed
         assert report.model.report is not None and not report.fix_button.disabled
     finally:
         report.close()
+
+
+def test_finding_labels_spell_licence_like_the_rest_of_the_ui():
+    from comfyvn_widgets.enforcer_model import humanise
+
+    assert humanise("missing_license") == "Missing licence"
+    assert humanise("license_mismatch") == "Licence mismatch"
+    assert humanise("missing_sidecar") == "Missing sidecar"
