@@ -30,14 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Workspace, feature_enabled, init_workspace, set_feature, workspace
+from .config import Workspace, feature_enabled, open_existing_workspace, set_feature, workspace
 
 if TYPE_CHECKING:  # pandas and matplotlib are imported lazily: the CLI starts fast without them
     import pandas as pd
     from matplotlib.figure import Figure
 
 RUNBOOKS_DIR_ENV = "COMFYVN_RUNBOOKS_DIR"
-DEFAULT_RUNBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks" / "runbooks"
 VERDICT_PREFIX = "VERDICT:"
 ACTIVE_STATUSES = ("downloading", "applying")
 
@@ -78,18 +77,16 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
+WORKSPACE_HINT = "pass --workspace DIR (or -p workspace DIR) or set COMFYVN_HOME; --init creates a new workspace"
+
+
 def open_workspace(root: str | os.PathLike[str] | None = None) -> Workspace:
     """The workspace a runbook works on (``root``, else ``COMFYVN_HOME``, else the current folder).
 
     Refuses a folder that is not a workspace yet: a runbook that inspects a typo'd path
     would otherwise create an empty workspace there and report that all is well.
     """
-    ws = workspace(root)
-    if not ws.config_file.exists() and not ws.db_path.exists():
-        raise FileNotFoundError(
-            f"{ws.root} is not a comfyvn workspace (no {ws.config_file.relative_to(ws.root)}); "
-            "pass -p workspace /path/to/workspace or set COMFYVN_HOME")
-    return init_workspace(ws)
+    return open_existing_workspace(root, hint=WORKSPACE_HINT)
 
 
 def _epoch(value: Any) -> float | None:
@@ -695,7 +692,10 @@ class RunResult:
 
 
 def runbooks_dir() -> Path:
-    return Path(os.environ.get(RUNBOOKS_DIR_ENV) or DEFAULT_RUNBOOKS_DIR)
+    """``COMFYVN_RUNBOOKS_DIR``, else the shipped ``runbooks/`` notebooks (installed or in the checkout)."""
+    from .launcher import notebooks_dir
+
+    return Path(os.environ.get(RUNBOOKS_DIR_ENV) or notebooks_dir() / "runbooks")
 
 
 def list_runbooks(directory: Path | None = None) -> list[RunbookInfo]:
@@ -742,13 +742,25 @@ def default_output(ws: Workspace, name: str) -> Path:
     return ws.logs_dir / "runbooks" / f"{stamp}_{name}.ipynb"
 
 
+def _kernel_config():
+    """The runbook kernel talks over local sockets where there are some (IPC), not plain TCP: nothing
+    is listening on a port, and ipykernel has no "running over TCP without encryption" to warn about."""
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc"}}) if os.name == "posix" else Config()
+
+
 def run_runbook(name: str, parameters: dict[str, Any] | None = None, *,
                 workspace_root: str | os.PathLike[str] | None = None, output: str | os.PathLike[str] | None = None,
-                directory: Path | None = None, kernel_name: str = "python3", log_output: bool = False) -> RunResult:
+                directory: Path | None = None, kernel_name: str = "python3", log_output: bool = False,
+                create_workspace: bool = False) -> RunResult:
     """Execute one runbook with papermill and keep the executed notebook.
 
     ``workspace_root`` is passed as the ``workspace`` parameter; unknown parameter names are
-    refused (papermill itself would only warn and run with the defaults).
+    refused (papermill itself would only warn and run with the defaults).  A folder that is not
+    a workspace is refused before anything is written (the executed notebook is kept in the
+    workspace's ``logs/``) unless ``create_workspace``, or ``output`` for a runbook that needs
+    no workspace.
     """
     import nbformat
     import papermill
@@ -761,8 +773,10 @@ def run_runbook(name: str, parameters: dict[str, Any] | None = None, *,
         raise ValueError(f"runbook {name!r} has no parameter {', '.join(map(repr, unknown))}; "
                          f"its parameters: {', '.join(info.parameters) or '(none)'}")
     ws = workspace(workspace_root if workspace_root is not None else params.get("workspace"))
+    if "workspace" in info.parameters or output is None:
+        # refuses a typo'd folder before anything is written there
+        ws = open_existing_workspace(ws.root, create=create_workspace, hint=WORKSPACE_HINT)
     if "workspace" in info.parameters:
-        ws = open_workspace(ws.root)  # refuses a typo'd folder before anything is written there
         params["workspace"] = str(ws.root)
     out = Path(output) if output else default_output(ws, name)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -770,7 +784,7 @@ def run_runbook(name: str, parameters: dict[str, Any] | None = None, *,
     crashed = False
     try:
         papermill.execute_notebook(str(info.path), str(out), parameters=params, kernel_name=kernel_name,
-                                   progress_bar=False, log_output=log_output)
+                                   progress_bar=False, log_output=log_output, config=_kernel_config())
         ok = True
     except PapermillExecutionError as exc:
         ok = False
@@ -799,7 +813,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", help="workspace folder (default: COMFYVN_HOME, else the current folder)")
     parser.add_argument("--output", help="where to write the executed notebook "
                                          "(default: <workspace>/logs/runbooks/<timestamp>_<name>.ipynb)")
-    parser.add_argument("--notebooks", type=Path, help=f"runbooks folder (default: {DEFAULT_RUNBOOKS_DIR})")
+    parser.add_argument("--init", action="store_true", help="create the workspace if the folder is not one yet")
+    parser.add_argument("--notebooks", type=Path, help="runbooks folder (default: the shipped runbooks)")
     parser.add_argument("--list", action="store_true", help="list the runbooks and their parameters")
     parser.add_argument("--log-output", action="store_true", help="stream the notebook's output while it runs")
     args = parser.parse_args(argv)
@@ -813,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
     params = {k: parse_value(v) for k, v in args.parameter}
     try:
         result = run_runbook(args.name, params, workspace_root=args.workspace, output=args.output,
-                             directory=args.notebooks, log_output=args.log_output)
+                             directory=args.notebooks, log_output=args.log_output, create_workspace=args.init)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         print(f"comfyvn-runbook: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

@@ -204,3 +204,47 @@ def test_workspace_env_is_respected_by_child_processes(ws, subprocess_env):
     out = subprocess.run([sys.executable, "-c", "from comfyvn.config import workspace; print(workspace().root)"],
                          env=subprocess_env, check=True, capture_output=True, text=True, cwd=os.sep)
     assert Path(out.stdout.strip()) == ws.root
+
+
+# ---------------------------------------------------------------------------------------- not a workspace
+def _cli_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("COMFYVN_HOME", "PYTHONPATH")}
+
+
+def test_existing_workspace_refuses_a_folder_that_is_not_one_and_creates_nothing(tmp_path, monkeypatch):
+    from comfyvn.config import NotAWorkspaceError, existing_workspace, open_existing_workspace
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMFYVN_HOME", "demo-workspace")
+    with pytest.raises(NotAWorkspaceError, match=r"relative path demo-workspace is taken from the working"):
+        existing_workspace(hint="do this instead")
+    with pytest.raises(NotAWorkspaceError, match="do this instead"):
+        open_existing_workspace(tmp_path / "typo", hint="do this instead")
+    assert list(tmp_path.iterdir()) == []
+    made = open_existing_workspace(tmp_path / "new", create=True)
+    assert made.config_file.is_file() and existing_workspace(tmp_path / "new") == made
+
+
+@pytest.mark.parametrize("args", [["--dry-run", "--json"], ["--dry-run"], []])
+def test_enforcer_cli_outside_a_workspace_refuses_and_creates_nothing(tmp_path, args):
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "assets_enforcer.py"), *args], cwd=tmp_path,
+                         env=_cli_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout
+    assert f"{tmp_path} is not a comfyvn workspace" in out.stderr and out.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_launcher_refuses_a_folder_that_is_not_a_workspace_unless_init(tmp_path):
+    from comfyvn import launcher
+
+    launcher_cmd = [sys.executable, "-m", "comfyvn.launcher"]
+    refused = subprocess.run([*launcher_cmd, "voila", "--workspace", "typo"], cwd=tmp_path, env=_cli_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and f"{tmp_path / 'typo'} is not a comfyvn workspace" in refused.stderr
+    relative = subprocess.run([*launcher_cmd, "lab", "--init", "--dry-run"], cwd=tmp_path,
+                              env={**_cli_env(), "COMFYVN_HOME": "ws"}, capture_output=True, text=True, timeout=120)
+    assert relative.returncode == 0, relative.stderr
+    assert f"COMFYVN_HOME={tmp_path / 'ws'} " in relative.stdout  # relative to where it was typed, passed on absolute
+    assert list(tmp_path.iterdir()) == []
+    plan = launcher.plan("voila", workspace(tmp_path), port=0)
+    assert plan.env["COMFYVN_HOME"] == str(tmp_path) and plan.command[3].endswith("workbench.ipynb")

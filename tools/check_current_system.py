@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Check that a running comfyvn server, the shipped config and the docs are wired together.
 
-    python tools/check_current_system.py --profile p7_asset_ingest_cache --base http://127.0.0.1:8888/
+    python tools/check_current_system.py --profile p7_asset_ingest_cache --base "$BASE" --token "$JUPYTER_TOKEN"
     python tools/check_current_system.py --profile hook_bus --base URL --token T --json
 
-The token comes from ``--token`` or ``JUPYTER_TOKEN``.  Exit status 0 when every check
+The token comes from ``--token`` or ``JUPYTER_TOKEN`` (``dev.sh run`` and ``comfyvn-workbench``
+print both exports once the server answers).  Exit status 0 when every check
 passes, 1 when one fails (2 for a usage error).  See :mod:`comfyvn.syscheck` for the checks.
 """
 

@@ -2,8 +2,8 @@
 # The workbench's two entry points (see README):
 #   bash tools/dev.sh run    set up, seed a demo workspace, start JupyterLab on 127.0.0.1
 #   bash tools/dev.sh test   set up (incl. Debian chromium), run the whole test suite
-# Setup is idempotent: a .venv beside this repo, the pinned stack, the package (editable)
-# and the Jupyter server extension enabled in the venv.
+# Setup is idempotent: a .venv beside this repo, the pinned stack and the package (editable;
+# the editable install also enables the Jupyter server extension in the venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
@@ -22,10 +22,6 @@ setup_python() {
   fi
   log "installing the pinned stack and the workbench (editable)"
   "$VENV/bin/uv" pip install --python "$PY" -q -e "$REPO[test]"
-  # an editable install skips the wheel's data files: put the same auto-enable file where a
-  # regular install puts it ("jupyter server extension enable" only toggles known extensions)
-  mkdir -p "$VENV/etc/jupyter/jupyter_server_config.d"
-  cp "$REPO/etc/jupyter/jupyter_server_config.d/comfyvn_server_ext.json" "$VENV/etc/jupyter/jupyter_server_config.d/"
 }
 
 setup_browser() {
@@ -41,9 +37,9 @@ setup_browser() {
 
 cmd_run() {
   setup_python
-  export COMFYVN_HOME="${COMFYVN_HOME:-$REPO/demo-workspace}"
-  "$PY" -m comfyvn.demo seed --workspace "$COMFYVN_HOME"
-  exec "$PY" -m comfyvn.demo lab --workspace "$COMFYVN_HOME" --notebooks "$REPO/notebooks" "$@"
+  # seeds demo-workspace/ (once) and starts JupyterLab; the URL, the venv's activate line and
+  # the JUPYTER_TOKEN/BASE exports are printed once the server answers
+  exec "$VENV/bin/comfyvn-workbench" demo --workspace "${COMFYVN_HOME:-$REPO/demo-workspace}" "$@"
 }
 
 cmd_test() {

@@ -12,7 +12,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from comfyvn.config import workspace
+from comfyvn.config import NotAWorkspaceError, existing_workspace, workspace
 
 from . import theme
 
@@ -51,11 +51,32 @@ DASHBOARDS: dict[str, tuple[str, Callable[..., Any]]] = {
 }
 
 
+NO_WORKSPACE_HINT = ("open the workbench with 'comfyvn-workbench lab --workspace DIR' (or voila), or set "
+                     "COMFYVN_HOME to the workspace's absolute path; 'comfyvn-workbench demo' seeds a demo workspace")
+
+
+def no_workspace_panel(title: str) -> W.Widget | None:
+    """An error panel when ``COMFYVN_HOME`` (or the kernel's folder) is not a workspace, else None.
+
+    The dashboards never create a workspace: a typo'd or relative ``COMFYVN_HOME`` (a kernel runs
+    in the notebook's folder) would otherwise show an empty, new workspace as if all were well.
+    """
+    try:
+        existing_workspace(hint=NO_WORKSPACE_HINT)
+    except NotAWorkspaceError as exc:
+        log.warning("%s: %s", title, exc)
+        return theme.root_box([theme.error_panel(f"{title}: no comfyvn workspace here.", str(exc))],
+                              "cvn-failed")
+    return None
+
+
 def build(name: str, **kwargs: Any) -> tuple[Any, W.Widget]:
     """``(dashboard or None, widget)``; the widget is an error panel when the dashboard failed to start."""
     if name not in DASHBOARDS:
         raise ValueError(f"unknown dashboard {name!r}; choose one of {', '.join(DASHBOARDS)}")
     title, factory = DASHBOARDS[name]
+    if not kwargs and (panel := no_workspace_panel(title)) is not None:
+        return None, panel
     try:
         dash = factory(**kwargs)
         return dash, dash.widget
@@ -75,6 +96,8 @@ def launch(name: str, **kwargs: Any) -> W.Widget:
 
 def workbench(**kwargs: Any) -> W.Widget:
     """The four dashboards in tabs, on the workspace of ``COMFYVN_HOME``."""
+    if not kwargs and (panel := no_workspace_panel("comfyvn workbench")) is not None:
+        return panel
     tabs = W.Tab()
     children, titles = [], []
     for name, (title, _f) in DASHBOARDS.items():

@@ -6,6 +6,7 @@ It calls :func:`comfyvn.registry.rebuild.audit_sidecars` (the same helper the
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -26,7 +27,9 @@ def _audit():
 
 
 def humanise(kind: str) -> str:
-    return kind.replace("_", " ").replace("-", " ").strip().capitalize()
+    """A finding kind as a label (``missing_license`` -> ``Missing licence``: the UI spells it licence)."""
+    words = kind.replace("_", " ").replace("-", " ").strip().capitalize()
+    return re.sub(r"\b([Ll])icense\b", r"\1icence", words)
 
 
 class EnforcerModel:

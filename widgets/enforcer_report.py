@@ -136,7 +136,8 @@ class EnforcerReport(LiveDashboard):
                 self.chart.value = ""
             else:
                 total = len(m.findings)
-                stale = (f' {theme.chip(f"{m.changes_since} change(s) since - run again", "warn")}'
+                changes = f"{m.changes_since:,} change{'s' if m.changes_since != 1 else ''}"
+                stale = (f' {theme.chip(f"{changes} since this audit: run it again", "warn")}'
                          if m.changes_since else "")
                 self.summary.value = (f'<div style="margin-bottom:8px"><b>{total:,}</b> finding'
                                       f'{"s" if total != 1 else ""} in <b>{m.assets_affected():,}</b> asset'

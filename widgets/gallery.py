@@ -40,8 +40,16 @@ def detail_html(detail: dict | None) -> str:
     if detail.get("missing"):
         return f'<div class="cvn-msg warn">Asset {esc(detail["uid"])} no longer exists (removed elsewhere).</div>'
     rec = detail["record"]
-    img = (f'<img class="cvn-detail-img" src="{detail["thumbnail"]}" alt="">' if detail.get("thumbnail")
-           else f'<div class="cvn-empty">{esc(detail.get("thumbnail_status"))} preview</div>')
+    audio = detail.get("audio")
+    if audio and audio.get("uri"):
+        img = f'<audio class="cvn-detail-audio" controls preload="metadata" src="{audio["uri"]}"></audio>'
+    elif audio:
+        img = f'<div class="cvn-empty">Sound {esc(audio.get("note"))}</div>'
+    elif detail.get("thumbnail"):
+        img = f'<img class="cvn-detail-img" src="{detail["thumbnail"]}" alt="">'
+    else:
+        img = f'<div class="cvn-empty">{esc(detail.get("thumbnail_status"))} preview</div>'
+
     title = (rec.get("meta") or {}).get("title") if isinstance((rec.get("meta") or {}).get("title"), str) else None
     rows = [("uid", f'<span class="cvn-mono">{esc(rec["uid"])}</span>'), ("type", esc(rec["type"])),
             ("path", f'<span class="cvn-mono">{esc(rec["path"])}</span>'), ("size", human_bytes(rec.get("bytes"))),
@@ -71,6 +79,7 @@ def detail_html(detail: dict | None) -> str:
 _DETAIL_CSS = """
 .cvn-detail-img { width: 100%; max-height: 260px; object-fit: contain; border-radius: 8px; background: #f3f4f6;
   margin-bottom: 8px; display: block; }
+.cvn-detail-audio { width: 100%; margin-bottom: 8px; display: block; }
 .cvn-detail-title { font-size: 15px; font-weight: 650; margin: 2px 0 6px 0; color: #111827; word-break: break-word; }
 .cvn-sidecar summary { cursor: pointer; margin-top: 8px; }
 .cvn-gallery .cvn-side { width: 360px; min-width: 300px; }
@@ -168,7 +177,9 @@ class AssetGallery(LiveDashboard):
         pager = W.HBox([self.prev_button, self.page_label, self.next_button],
                        layout=W.Layout(justify_content="center", margin="10px 0 0 0"))
         pager.add_class("cvn-toolbar")
-        main = W.VBox([selbar, self.grid, pager])
+        # the status line sits under the selection bar, beside what the person just did (at the
+        # bottom of a page of tiles it was below the fold)
+        main = W.VBox([selbar, self.status.widget, self.grid, pager])
         main.add_class("cvn-main")
 
         self.detail = W.HTML(detail_html(None))
@@ -200,7 +211,7 @@ class AssetGallery(LiveDashboard):
         side.add_class("cvn-side")
         body = W.HBox([main, side], layout=W.Layout(grid_gap="14px", margin="10px 0 0 0", align_items="flex-start"))
         self.widget = theme.root_box([W.HTML(f"<style>{_DETAIL_CSS}</style>", layout=W.Layout(height="0px")),
-                                      self.header, filters, body, self.status.widget], "cvn-gallery")
+                                      self.header, filters, body], "cvn-gallery")
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:  # a notebook displays the widget tree
         return self.widget._repr_mimebundle_(**kwargs)
@@ -344,7 +355,15 @@ class AssetGallery(LiveDashboard):
         with self.model.lock:
             self.model.clear_selection()
             self.render()
+        self._reset_bulk_form()
         self.status.clear()
+
+    def _reset_bulk_form(self) -> None:
+        """Back to "change nothing": a licence choice must not linger for the next selection."""
+        self.add_tags.value = ""
+        self.remove_tags.value = ""
+        self.license_action.value = "keep"
+        self.license_value.value = ""
 
     # -- bulk edit and export --------------------------------------------------------------
     def apply_bulk_edit(self) -> None:
@@ -355,8 +374,7 @@ class AssetGallery(LiveDashboard):
         result = self.model.bulk_edit(
             self.add_tags.value, self.remove_tags.value, self.license_action.value, self.license_value.value,
             progress=(lambda done, tot: self.status.info(f"Updating… {done:,} of {tot:,}")) if n > 1000 else None)
-        self.add_tags.value = ""
-        self.remove_tags.value = ""
+        self._reset_bulk_form()
         self._sync_facets(refresh=True)
         self.render()
         self.status.ok(result.message() + " Their sidecars were rewritten.")

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from comfyvn.fsutil import UnsafePathError
@@ -29,6 +29,9 @@ PAGE_SIZE = 48
 THUMB_SIZE = 256
 DETAIL_SIZE = 512
 BULK_BATCH = 500
+AUDIO_PREVIEW_BYTES = 8 * 1024 * 1024  # larger sounds are not inlined into the page
+AUDIO_MIME = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".oga": "audio/ogg",
+              ".flac": "audio/flac", ".m4a": "audio/mp4", ".opus": "audio/ogg"}
 SORTS: dict[str, tuple[str, bool, str]] = {
     "newest": ("created_at", True, "Newest first"),
     "oldest": ("created_at", False, "Oldest first"),
@@ -406,4 +409,17 @@ class GalleryModel:
             sidecar, sidecar_error = None, str(exc)
         status, uri = self.thumbs.get(rec, DETAIL_SIZE)
         return {"uid": uid, "missing": False, "record": rec, "sidecar": sidecar, "sidecar_error": sidecar_error,
-                "thumbnail": uri, "thumbnail_status": status}
+                "thumbnail": uri, "thumbnail_status": status, "audio": self._audio_preview(rec)}
+
+    def _audio_preview(self, rec: dict) -> dict | None:
+        """``{"uri"}`` (a data URI the detail pane's player plays) or ``{"note"}`` for a sound file."""
+        mime = AUDIO_MIME.get(PurePosixPath(rec["path"]).suffix.lower())
+        if mime is None:
+            return None
+        if (rec.get("bytes") or 0) > AUDIO_PREVIEW_BYTES:
+            return {"note": f"too large to play here (over {AUDIO_PREVIEW_BYTES // (1024 * 1024)} MiB)"}
+        try:
+            data = Path(rec["abs_path"]).read_bytes()
+        except OSError as exc:
+            return {"note": f"cannot be read: {exc}"}
+        return {"uri": f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"}

@@ -81,10 +81,23 @@ export default {
         n.tile.title = t.name;
         n.name.textContent = t.title;
         n.meta.textContent = t.type + " \u00b7 " + (t.license || "no licence") + " \u00b7 " + human(t.bytes);
-        const tagKey = JSON.stringify((t.tags || []).slice(0, 4));
+        const tagKey = JSON.stringify(t.tags || []);
         if (n.tags.dataset.v !== tagKey) {
           n.tags.dataset.v = tagKey;
-          n.tags.replaceChildren(...(t.tags || []).slice(0, 4).map((x) => el("span", "cvn-tag", x)));
+          // whole chips while they fit the tile (about 150 px at 11 px type), then "+N" for the rest
+          const all = t.tags || [];
+          const chipWidth = (x) => 6.2 * x.length + 18;
+          let used = 0, count = 0;
+          for (const x of all) {
+            const reserve = count + 1 < all.length ? 34 : 0;
+            if (count > 0 && used + chipWidth(x) + reserve > 150) break;
+            used += chipWidth(x);
+            count += 1;
+          }
+          const shown = all.slice(0, count).map((x) => el("span", "cvn-tag", x));
+          if (all.length > count) shown.push(el("span", "cvn-tag cvn-tag-more", "+" + (all.length - count)));
+          n.tags.replaceChildren(...shown);
+          n.tags.title = all.join(", ");
         }
         n.badge.textContent = t.ext;
         const uri = thumbs[t.uid];
@@ -165,9 +178,12 @@ _CSS = r"""
   text-overflow: ellipsis; }
 .cvn-meta { font: 11.5px/1.4 system-ui, sans-serif; color: #6b7280; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis; }
-.cvn-tags { margin-top: 3px; height: 18px; overflow: hidden; white-space: nowrap; }
+.cvn-tags { margin-top: 3px; height: 18px; overflow: hidden; white-space: nowrap; display: flex; }
 .cvn-tag { display: inline-block; font: 11px/16px system-ui, sans-serif; color: #3730a3; background: #eef2ff;
-  border-radius: 999px; padding: 0 7px; margin-right: 4px; }
+  border-radius: 999px; padding: 0 7px; margin-right: 4px; flex: 0 0 auto; overflow: hidden;
+  text-overflow: ellipsis; }
+.cvn-tag:first-child { flex: 0 1 auto; min-width: 0; }
+.cvn-tag-more { flex: 0 0 auto; color: #4b5563; background: #f3f4f6; }
 """
 
 

@@ -33,12 +33,14 @@ def summarise(envelope: dict) -> str:
         if value in (None, "", []):
             continue
         if isinstance(value, list):
-            value = ",".join(map(str, value[:4]))
+            more = f",… +{len(value) - 4}" if len(value) > 4 else ""
+            value = ",".join(map(str, value[:4])) + more
         parts.append(f"{key}={value}")
     if "bytes_done" in data:
         total = data.get("bytes_total")
         parts.append(f"{data['bytes_done']}/{total if total is not None else '?'} bytes")
-    return "  ".join(parts)[:240]
+    line = "  ".join(parts)
+    return line if len(line) <= 240 else line[:239] + "…"
 
 
 class HookMonitorModel:

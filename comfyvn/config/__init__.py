@@ -25,6 +25,10 @@ class ConfigError(ValueError):
     """The workspace config file is malformed; the message names the file and the problem."""
 
 
+class NotAWorkspaceError(FileNotFoundError):
+    """A folder given as a workspace holds no workspace (and nobody asked to create one)."""
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Paths of one workspace folder."""
@@ -82,9 +86,41 @@ class Workspace:
 
 
 def workspace(root: str | os.PathLike[str] | None = None) -> Workspace:
-    """The workspace selected by ``root``, else ``COMFYVN_HOME``, else the current folder."""
+    """The workspace selected by ``root``, else ``COMFYVN_HOME``, else the current folder.
+
+    A relative path is resolved against this process's working folder (launchers pass
+    ``COMFYVN_HOME`` on to servers and kernels as an absolute path).
+    """
     chosen = root if root is not None else os.environ.get("COMFYVN_HOME") or os.getcwd()
     return Workspace(Path(chosen).expanduser().resolve())
+
+
+def is_workspace(ws: Workspace) -> bool:
+    """True when the folder holds a workspace (its config file or its database)."""
+    return ws.config_file.is_file() or ws.db_path.is_file()
+
+
+def existing_workspace(root: str | os.PathLike[str] | None = None, *,
+                       hint: str = "pass --workspace DIR or set COMFYVN_HOME") -> Workspace:
+    """The workspace at ``root`` (see :func:`workspace`); creates nothing.
+
+    A folder that is not a workspace is refused with :class:`NotAWorkspaceError`: a tool
+    pointed at a typo'd path would otherwise create an empty workspace there and report that
+    all is well.  ``hint`` tells the person what to do instead.
+    """
+    ws = workspace(root)
+    if not is_workspace(ws):
+        given = os.environ.get("COMFYVN_HOME", "") if root is None else str(root)
+        where = (f" (the relative path {given} is taken from the working folder {os.getcwd()})"
+                 if given and not Path(given).expanduser().is_absolute() else "")
+        raise NotAWorkspaceError(f"{ws.root} is not a comfyvn workspace (no config/comfyvn.json){where}; {hint}")
+    return ws
+
+
+def open_existing_workspace(root: str | os.PathLike[str] | None = None, *, create: bool = False,
+                            hint: str = "pass --workspace DIR or set COMFYVN_HOME") -> Workspace:
+    """:func:`existing_workspace` with its folders completed; ``create`` makes a new one instead of refusing."""
+    return init_workspace(workspace(root) if create else existing_workspace(root, hint=hint))
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..config import ConfigError, get_setting, workspace
+from ..config import ConfigError, NotAWorkspaceError, existing_workspace, get_setting, workspace
 from ..fsutil import owner_alive, read_json_object, temp_owner
 from ..hashing import sha256_file
 from ..studio.core.asset_registry import (
@@ -672,10 +672,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
     try:
+        existing_workspace(args.workspace)  # a folder that is not a workspace is refused, never created
         report = audit_sidecars(args.project, fix=not args.dry_run, fill_metadata=args.fill_metadata,
                                 overwrite=args.overwrite, verify_hashes=not args.quick,
                                 workspace_root=args.workspace)
-    except (ConfigError, ValueError) as exc:
+    except (ConfigError, ValueError, NotAWorkspaceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

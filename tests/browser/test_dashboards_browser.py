@@ -160,7 +160,7 @@ def test_enforcer_report_dry_run_then_fix(voila_env, seeded_ws, tmp_path):
                     await page.goto(url)
                     await page.wait_for_selector(".cvn-bars")
                     chart = await page.text_content(".cvn-bars")
-                    assert "Missing sidecar" in chart and "Invalid sidecar" in chart and "Missing license" in chart
+                    assert "Missing sidecar" in chart and "Invalid sidecar" in chart and "Missing licence" in chart
                     assert not registry.sidecar_path_for(recs[0]["path"]).exists()  # a dry run
                     await page.screenshot(path=save_shot("enforcer"), full_page=True)
 

@@ -79,6 +79,14 @@ def test_gallery_in_voila(voila_env, seeded_ws, tmp_path):
                     while not all({"reviewed", "expression sheet"} <= set(sidecar_tags(u)) for u in uids):
                         assert time.monotonic() < deadline, "sidecars on disk did not get the tags"
                         await asyncio.sleep(0.1)
+                    # the tiles show the chips that fit and "+N" for the rest, all of them in the tooltip
+                    await page.wait_for_selector(".cvn-tile.selected .cvn-tag-more >> nth=1")
+                    more = await page.eval_on_selector_all(
+                        ".cvn-tile.selected .cvn-tags",
+                        "ts => ts.map(t => [t.querySelectorAll('.cvn-tag:not(.cvn-tag-more)').length,"
+                        " t.querySelector('.cvn-tag-more').textContent, t.title])")
+                    for shown, plus, tooltip in more:
+                        assert plus == f"+{4 - shown}" and "expression sheet" in tooltip
                     others = [r["uid"] for r in registry.list_assets() if r["uid"] not in uids]
                     assert not any("reviewed" in sidecar_tags(u) for u in others)
 

@@ -106,3 +106,24 @@ def test_cli_runs_a_runbook_keeps_the_notebook_and_exits_by_verdict(tmp_path, ke
     assert rb.main(["inspect_queue", "-p", "stuck_minutes", "-1", "--workspace", str(ws.root)]) == 3
     err = capsys.readouterr().err
     assert "broke before its verdict: ValueError: stuck_minutes must be a positive number" in err
+
+
+def test_a_runbook_without_workspace_parameter_refuses_a_folder_that_is_not_a_workspace(tmp_path):
+    """validate_system keeps its executed notebook in <workspace>/logs: it must not make a workspace of the cwd."""
+    env = {k: v for k, v in os.environ.items() if k != "COMFYVN_HOME"}
+    out = subprocess.run([*CLI, "validate_system", "-p", "base_url", "http://127.0.0.1:9/"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert f"{tmp_path} is not a comfyvn workspace" in out.stderr and "--init" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_runbook_run_is_quiet_its_kernel_uses_local_sockets(tmp_path):
+    """No "Kernel is running over TCP without encryption" warning on every run (IPC transport)."""
+    ws = new_workspace(tmp_path / "ws")
+    env = {k: v for k, v in os.environ.items() if k != "COMFYVN_HOME"}
+    out = subprocess.run([*CLI, "inspect_queue", "--workspace", str(ws.root)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "VERDICT: OK" in out.stdout
+    assert "without encryption" not in out.stderr and "WARNING" not in out.stderr, out.stderr

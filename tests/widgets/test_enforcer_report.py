@@ -112,7 +112,7 @@ def test_changes_from_another_process_mark_the_report_stale(registry, seeded, su
             from comfyvn.studio.core.asset_registry import AssetRegistry
             AssetRegistry().update_asset_meta({uid!r}, add_tags=["late-edit"])
         """)
-        wait_until(lambda: "1 change(s) since" in report.summary.value, what="the stale marker")
+        wait_until(lambda: "1 change since this audit: run it again" in report.summary.value, what="the stale marker")
         report.run_button.click()
         assert "since" not in report.summary.value
     finally:
@@ -130,3 +130,11 @@ def test_without_an_automatic_run_the_report_waits_for_the_button(registry, seed
         assert report.model.report is not None and not report.fix_button.disabled
     finally:
         report.close()
+
+
+def test_finding_labels_spell_licence_like_the_rest_of_the_ui():
+    from comfyvn_widgets.enforcer_model import humanise
+
+    assert humanise("missing_license") == "Missing licence"
+    assert humanise("license_mismatch") == "Licence mismatch"
+    assert humanise("missing_sidecar") == "Missing sidecar"

@@ -169,3 +169,24 @@ def test_detail_shows_sidecar_and_explains_a_missing_one(registry, seeded):
     d = m.detail(aoi["uid"])
     assert d["sidecar"] is None and "missing" in d["sidecar_error"]
     assert m.detail("0" * 16)["missing"] is True
+
+
+def test_a_sound_gets_a_player_in_the_detail_pane(registry, tmp_path):
+    import wave
+
+    from comfyvn_widgets.gallery import detail_html
+
+    src = tmp_path / "knock.wav"
+    with wave.open(str(src), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(bytes(range(256)) * 40)
+    rec = registry.register_file(src, "audio", tags="sfx")
+    m = GalleryModel(registry)
+    detail = m.detail(rec["uid"])
+    uri = detail["audio"]["uri"]
+    assert uri.startswith("data:audio/wav;base64,")
+    assert base64.b64decode(uri.split(",", 1)[1]) == src.read_bytes()
+    html = detail_html(detail)
+    assert '<audio class="cvn-detail-audio" controls' in html and "cvn-detail-img" not in html

@@ -73,6 +73,13 @@ def test_bulk_edit_form_writes_sidecars_and_reports(gallery, registry):
         assert "approved" in side["tags"] and side["license"] == "cc0"
     assert gallery.add_tags.value == ""
     assert "approved" in gallery.tag_filter.options
+    # the licence choice does not linger for the next selection (after Apply, and after Clear)
+    assert gallery.license_action.value == "keep" and gallery.license_value.value == ""
+    assert gallery.license_value.disabled
+    gallery.grid.click(uids[0])
+    gallery.license_action.value = "clear"
+    gallery.clear_button.click()
+    assert gallery.license_action.value == "keep" and not gallery.model.selection
 
 
 def test_errors_are_readable_messages_not_tracebacks(gallery):

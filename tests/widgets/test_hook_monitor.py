@@ -63,6 +63,13 @@ def test_capacity_bounds_the_buffer(registry):
     assert [e["data"]["message"] for e in m.visible()] == ["n5", "n4", "n3", "n2"]
 
 
+def test_summary_says_when_it_cuts_a_list_or_the_line():
+    env = {"data": {"uid": "u1", "tags": ["a", "b", "c", "d", "e", "f"]}}
+    assert summarise(env) == "uid=u1  tags=a,b,c,d,… +2"
+    long = summarise({"data": {"message": "x" * 400}})
+    assert len(long) == 240 and long.endswith("…")
+
+
 def test_summary_names_the_interesting_fields():
     env = {"event": "on_asset_ingest_progress", "data": {"job_id": "abc", "status": "downloading",
                                                            "bytes_done": 5, "bytes_total": 10}}

@@ -52,3 +52,18 @@ def test_a_broken_config_becomes_readable_messages_and_the_rest_still_works(ws, 
     assert texts.count("features.enable_asset_ingest must be true or false") == 3
     assert "Traceback" not in texts
     assert "Hook monitor" in texts and "The hook monitor could not start" not in texts  # needs no config
+
+
+def test_a_folder_that_is_not_a_workspace_is_named_not_created(tmp_path, monkeypatch):
+    """A relative COMFYVN_HOME (the kernel runs in notebooks/) or a typo: a clear message, no new workspace."""
+    monkeypatch.setenv("COMFYVN_HOME", str(tmp_path / "typo"))
+    nb = execute("workbench", tmp_path)
+    texts = widget_texts(nb)
+    assert "no comfyvn workspace here" in texts and f"{tmp_path / 'typo'} is not a comfyvn workspace" in texts
+    assert "comfyvn-workbench" in texts
+    assert not (tmp_path / "typo").exists()
+    monkeypatch.setenv("COMFYVN_HOME", "not-a-workspace")
+    texts = widget_texts(execute("gallery", tmp_path))
+    assert f"{NOTEBOOKS / 'not-a-workspace'} is not a comfyvn workspace" in texts
+    assert "relative path not-a-workspace is taken from the working folder" in texts
+    assert not (NOTEBOOKS / "not-a-workspace").exists()
