@@ -233,7 +233,9 @@ def _workspace_identities(ws: Workspace) -> set[tuple[int, int]]:
 
 
 # ---------------------------------------------------------------------------- resolving and opening
-def _absolute(source_path: str | os.PathLike[str]) -> Path:
+def _absolute(source_path: str | os.PathLike[str], ws: Workspace) -> Path:
+    """The absolute path of a source; a relative one means the workspace's folder, whoever asks
+    (HTTP, Python, a widget), never the working folder of whichever process happens to run."""
     try:
         text = os.fspath(source_path)
     except TypeError:
@@ -241,7 +243,7 @@ def _absolute(source_path: str | os.PathLike[str]) -> Path:
     if not text or "\x00" in text:
         raise SourcePathError("source path must be a non-empty path without NUL characters")
     raw = Path(text).expanduser()
-    return raw if raw.is_absolute() else Path.cwd() / raw
+    return raw if raw.is_absolute() else ws.root / raw
 
 
 def _os_error(exc: OSError, raw: Path) -> Exception:
@@ -281,7 +283,7 @@ def check_source(source_path: str | os.PathLike[str], ws: Workspace, *, confined
     With ``confined`` (default) the result is a :class:`SourcePath`: opening it later applies
     the allowed roots again.  The final answer is always :func:`open_source`'s.
     """
-    raw = _absolute(source_path)
+    raw = _absolute(source_path, ws)
     resolved = _resolve(raw)
     problem = _refusal(resolved, ws, allowed_source_roots(ws) if confined else None, assets_root, False)
     if problem is not None:
@@ -361,7 +363,7 @@ def open_source(source_path: str | os.PathLike[str], ws: Workspace, *, confined:
     if confined is None:
         confined = True
     roots = allowed_source_roots(ws) if confined else None
-    raw = _absolute(source_path)
+    raw = _absolute(source_path, ws)
     resolved = _resolve(raw)
     problem = _refusal(resolved, ws, roots, assets_root, uploads_ok)
     if problem is not None:

@@ -448,3 +448,12 @@ def test_hidden_destinations_are_refused_at_enqueue(ws, q, dest):
     with pytest.raises(UnsafePathError, match="hidden name"):
         q.enqueue(source_path=str(src), dest_relative=dest)
     assert q.list_jobs() == []
+
+
+def test_a_relative_source_path_means_the_workspace_folder(ws, q, tmp_path, monkeypatch):
+    write(ws.root / "incoming" / "rel.png", b"in the workspace")
+    write(tmp_path / "elsewhere" / "incoming" / "rel.png", b"in the working folder")
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a server or kernel started in another folder
+    job = q.enqueue(source_path="incoming/rel.png")
+    assert job["digest"] == sha(b"in the workspace") and job["source_path"] == str(ws.root / "incoming" / "rel.png")
+    assert sources.check_source("incoming/rel.png", ws) == ws.root / "incoming" / "rel.png"

@@ -27,7 +27,7 @@ from comfyvn.studio.core.asset_registry import AssetRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-token"
-BUILD_INPUTS = ("pyproject.toml", "README.md", "comfyvn", "server_ext", "widgets", "etc")
+BUILD_INPUTS = ("pyproject.toml", "README.md", "comfyvn", "server_ext", "widgets", "etc", "notebooks")
 
 
 @dataclass
