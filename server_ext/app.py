@@ -36,9 +36,10 @@ class ComfyvnExtension(ExtensionApp):
             max_upload_bytes=self.max_upload_bytes, ws_ping_seconds=self.ws_ping_seconds,
             ws_max_pending=self.ws_max_pending)
         self.settings["comfyvn_services"] = self.services
-        # kernels started by this server run in the notebook's folder: hand them the workspace as
-        # an absolute path, so a relative COMFYVN_HOME means the folder the user typed it in
-        os.environ["COMFYVN_HOME"] = str(self.services.ws.root)
+        # kernels started by this server run in the notebook's folder: hand them a relative
+        # COMFYVN_HOME as an absolute path, so it means the folder the user typed it in
+        if not os.path.isabs(os.environ.get("COMFYVN_HOME") or "/"):
+            os.environ["COMFYVN_HOME"] = str(self.services.ws.root)
         # the queue worker and webhook dispatcher start in a worker thread, not on the loop
         self.services.executor.submit(self.services.start)
         self.log.info("comfyvn: serving workspace %s", self.services.ws.root)
