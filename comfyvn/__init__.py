@@ -1,3 +1,3 @@
 """comfyvn asset workbench core library (no Jupyter, Tornado or ipywidgets imports)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
