@@ -109,20 +109,9 @@ def event_messages(conn: sqlite3.Connection, *, after_id: int, max_bytes: int, t
 def recent_events(conn: sqlite3.Connection, *, limit: int = 25, topics: list[str] | None = None,
                   before_id: int | None = None) -> list[dict]:
     """The newest ``limit`` events (oldest first), using the (topic, id) index when filtered."""
-    sql = "SELECT id, topic, ts, project_id, data FROM events"
-    where: list[str] = []
-    params: list[Any] = []
-    if topics:
-        where.append(f"topic IN ({','.join('?' * len(topics))})")
-        params.extend(topics)
-    if before_id is not None:
-        where.append("id < ?")
-        params.append(before_id)
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC LIMIT ?"
-    params.append(limit)
-    rows = conn.execute(sql, params).fetchall()
+    where, params = _history_filter(topics, before_id)
+    rows = conn.execute(f"SELECT id, topic, ts, project_id, data FROM events{where} ORDER BY id DESC LIMIT ?",
+                        [*params, limit]).fetchall()
     return [envelope_from_row(r) for r in reversed(rows)]
 
 
