@@ -3,7 +3,7 @@
 A profile is a list of checks run against a live server (through :mod:`comfyvn.client`) and
 against the shipped files:
 
-* **flag defaults**: the shipped ``config/comfyvn.json`` and ``comfyvn/config/defaults.json``
+* **flag defaults**: the shipped ``comfyvn/config/defaults.json`` (and any config file given)
   keep ``enable_asset_ingest = false`` and ``require_remote_terms_ack = true``;
 * **routes**: every route is *called* (a harmless GET, or a POST with an invalid body that
   the handler must refuse) and must answer JSON from the comfyvn handler: a 2xx, or an

@@ -51,7 +51,7 @@ def test_shipped_defaults(ws):
     assert feature_enabled("require_remote_terms_ack", ws) is True
     written = json.loads(ws.config_file.read_text())
     assert written["features"] == {"enable_asset_ingest": False, "require_remote_terms_ack": True}
-    shipped = json.loads((REPO / "config" / "comfyvn.json").read_text())
+    shipped = json.loads((REPO / "comfyvn" / "config" / "defaults.json").read_text())  # the one defaults file
     assert shipped["features"]["enable_asset_ingest"] is False
     assert shipped["features"]["require_remote_terms_ack"] is True
     assert get_setting("ingest.rate_limit_rps", None, ws) == pytest.approx(0.33)

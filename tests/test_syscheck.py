@@ -143,7 +143,7 @@ def test_every_profile_passes_against_a_complete_server(live_server, tmp_path, p
     for probe in PROFILES[profile]["probes"]:
         assert f"route {probe.method} {probe.route}" in names
     if profile in ("p7_asset_ingest_cache", "all"):
-        assert any(n.startswith("flag defaults: ") and n.endswith("config/comfyvn.json") for n in names)
+        assert any(n.startswith("flag defaults: ") and n.endswith("comfyvn/config/defaults.json") for n in names)
         assert "ingest constants" in names
     if profile == "hook_bus":
         ws_checks = [c for c in report["checks"] if c["name"].startswith("websocket ")]

@@ -32,14 +32,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of Markdown docs that must name every route and hook (default: %(default)s)")
     parser.add_argument("--config", type=Path, action="append", default=None,
                         help="shipped config file(s) whose flag defaults are checked "
-                             "(default: config/comfyvn.json of this checkout, plus the package defaults)")
+                             "(the package's shipped defaults are always checked)")
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds per request (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     if not args.base.startswith(("http://", "https://")):
         parser.error(f"--base must be an http:// or https:// URL, got {args.base!r}")
     token = args.token if args.token is not None else os.environ.get("JUPYTER_TOKEN")
-    config_files = args.config if args.config is not None else [REPO_ROOT / "config" / "comfyvn.json"]
+    config_files = args.config or []
     report = run_profile(args.profile, args.base, token, docs_dir=args.docs, config_files=config_files,
                          timeout=args.timeout)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
