@@ -10,7 +10,7 @@ The story, all of it generated deterministically (Pillow pictures, ``wave`` soun
   a four-note theme;
 * the theme came in a music pack with its ``LICENSE.txt`` (CC-BY-4.0) but was registered
   without a licence, and the letter prop's sidecar went missing: the sidecar enforcer reports
-  both, and ``tools/assets_enforcer.py --fill-metadata`` repairs both (a clean report after);
+  both, and ``comfyvn-enforcer --fill-metadata`` (or ``tools/assets_enforcer.py``) repairs both (a clean report after);
 * two new backgrounds were dropped into ``incoming/`` and are really in the ingest queue,
   staged and waiting for someone to apply them in the queue inspector.
 """
@@ -194,7 +194,7 @@ def seed(root: Path, *, quiet: bool = False) -> dict:
     if not quiet:
         print(f"seeded demo workspace {ws.root}: {len(records)} assets, {len(staged)} files from incoming/ "
               "staged in the ingest queue (apply them in the queue inspector), 2 findings for the sidecar "
-              "enforcer (python tools/assets_enforcer.py --fill-metadata repairs them)")
+              f"enforcer (comfyvn-enforcer --fill-metadata --workspace {ws.root} repairs them)")
     return {"workspace": str(ws.root), "registered": len(records), "staged": staged, "findings": findings}
 
 

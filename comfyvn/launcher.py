@@ -74,6 +74,9 @@ class Launch:
     token: str
     command: list[str]
     env: dict[str, str]
+    #: the shipped notebooks JupyterLab's copies in the workspace come from (an installed package:
+    #: a saved notebook must land in the workspace, never in site-packages); None serves them as they are
+    copy_from: Path | None = None
 
     @property
     def base(self) -> str:
@@ -88,9 +91,12 @@ class Launch:
 def plan(mode: str, ws: Workspace, *, port: int = 8888, notebooks: Path | None = None,
          token: str | None = None) -> Launch:
     """The server command for ``mode`` (``lab`` or ``voila``) on ``ws`` (nothing is started)."""
-    nb = (notebooks or notebooks_dir()).resolve()
-    if not (nb / WORKBENCH).is_file():
-        raise FileNotFoundError(f"{nb / WORKBENCH} is missing")
+    shipped = (notebooks or notebooks_dir()).resolve()
+    if not (shipped / WORKBENCH).is_file():
+        raise FileNotFoundError(f"{shipped / WORKBENCH} is missing")
+    packaged = notebooks is None and shipped.parent.name == "comfyvn"  # inside the installed package
+    copy_from = shipped if packaged and mode == "lab" else None
+    nb = ws.root / "notebooks" if copy_from else shipped
     module = {"lab": "jupyterlab", "voila": "voila"}[mode]
     if importlib.util.find_spec(module) is None:
         raise RuntimeError(f"{module} is not installed in {sys.prefix}; install comfyvn-workbench with its "
@@ -112,7 +118,7 @@ def plan(mode: str, ws: Workspace, *, port: int = 8888, notebooks: Path | None =
                    f"--port={port}", f"--token={token}"]
     # the kernels run in the notebooks' folder: they get the workspace as an absolute path
     env = dict(os.environ, COMFYVN_HOME=str(ws.root), JUPYTER_TOKEN=token)
-    return Launch(mode, ws, nb, port, token, command, env)
+    return Launch(mode, ws, nb, port, token, command, env, copy_from)
 
 
 def wait_until_answering(launch: Launch, proc: subprocess.Popen, timeout: float = START_TIMEOUT) -> bool:
@@ -136,14 +142,32 @@ def wait_until_answering(launch: Launch, proc: subprocess.Popen, timeout: float 
 def banner(launch: Launch) -> str:
     name = "JupyterLab" if launch.mode == "lab" else "Voila"
     lines = [f"  comfyvn workbench ({name}) on workspace {launch.ws.root}", f"  open: {launch.url}"]
+    if launch.mode == "lab":
+        lines += ["    then Run > Run All Cells to start the dashboards, or see them without code at",
+                  f"    {launch.base}voila/render/{WORKBENCH}?token={launch.token}"]
     if sys.prefix != sys.base_prefix:
         lines.append(f"  in another shell: source {Path(sys.prefix) / 'bin' / 'activate'}")
-    lines.append(f"  for the HTTP API and the tools: export JUPYTER_TOKEN={launch.token} BASE={launch.base}")
+    if launch.mode == "lab":  # a standalone Voila serves no HTTP API
+        base = launch.base.rstrip("/")
+        lines.append(f"  for the HTTP API and the tools: export JUPYTER_TOKEN={launch.token} BASE={base} "
+                     f'AUTH="Authorization: token {launch.token}"')
     return "\n" + "\n".join(lines) + "\n"
+
+
+def copy_missing_notebooks(src: Path, dest: Path) -> None:
+    """Copy the shipped notebooks the workspace does not have yet (a user's edits are kept)."""
+    for path in sorted(src.rglob("*.ipynb")):
+        target = dest / path.relative_to(src)
+        if ".ipynb_checkpoints" in path.parts or target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
 
 
 def run(launch: Launch) -> int:
     """Start the server, print the URL once it answers, and wait for it (Ctrl-C goes to the server)."""
+    if launch.copy_from is not None:
+        copy_missing_notebooks(launch.copy_from, launch.notebooks)
     proc = subprocess.Popen(launch.command, env=launch.env)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
@@ -208,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         todo = {"init": "create an empty workspace", "demo": "seed the demo workspace (if not yet seeded)"}
         print(f"workspace: {ws.root}" + (f" (would {todo[make]} there)" if make else ""))
-        print(f"notebooks: {launch.notebooks}")
+        print(f"notebooks: {launch.notebooks}" + (f" (copies of {launch.copy_from})" if launch.copy_from else ""))
         print(f"COMFYVN_HOME={ws.root} " + " ".join(launch.command))
         print(f"url: {launch.url}")
         return 0

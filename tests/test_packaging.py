@@ -122,7 +122,12 @@ def test_installed_launcher_dry_start_from_a_temporary_folder(installed, tmp_pat
         assert dry.returncode == 0, dry.stderr
         lines = dict(ln.split(": ", 1) for ln in dry.stdout.splitlines() if ln.startswith(("workspace", "notebooks")))
         assert lines["workspace"].startswith(f"{tmp_path / 'ws'} (would create")
-        notebooks = Path(lines["notebooks"])
+        if mode == "lab":  # JupyterLab works on copies in the workspace: a saved notebook never lands in site-packages
+            served, copied_from = lines["notebooks"].removesuffix(")").split(" (copies of ")
+            assert Path(served) == tmp_path / "ws" / "notebooks"
+            notebooks = Path(copied_from)
+        else:
+            notebooks = Path(lines["notebooks"])
         assert notebooks.parts[-2:] == ("comfyvn", "notebooks") and "site-packages" in notebooks.parts
         assert (notebooks / "workbench.ipynb").is_file()
         assert f"COMFYVN_HOME={tmp_path / 'ws'} " in dry.stdout  # absolute, whatever was typed
@@ -174,11 +179,16 @@ def test_launcher_prints_the_url_once_the_server_answers_and_stops_it(tmp_path):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         token, base = found.groups()
-        assert token == "launcher-test-token"
-        status = httpx.get(base + "api/comfyvn/ingest/status", headers={"Authorization": f"token {token}"}, timeout=10)
-        assert status.status_code in (200, 403, 404)  # answering (the ingest flag is off in a new workspace)
+        assert token == "launcher-test-token" and not base.endswith("/")  # "$BASE/assets" as the docs write it
+        auth = {"Authorization": f"token {token}"}
+        assert httpx.get(f"{base}/assets", headers=auth, timeout=10).status_code == 200
         text = log.read_text(errors="replace")
-        assert f"open: {base}lab/tree/workbench.ipynb?token={token}" in text
+        assert f'AUTH="Authorization: token {token}"' in text
+        assert f"open: {base}/lab/tree/workbench.ipynb?token={token}" in text
+        assert "Run All Cells" in text
+        rendered = f"{base}/voila/render/workbench.ipynb?token={token}"
+        assert rendered in text  # the dashboards without code, served by the same server
+        assert httpx.get(rendered, timeout=120).status_code == 200
         assert f"source {Path(sys.prefix) / 'bin' / 'activate'}" in text
         assert f"comfyvn: serving workspace {tmp_path / 'ws'}" in text
         assert "ServerApp.token config is deprecated" not in text
@@ -186,4 +196,18 @@ def test_launcher_prints_the_url_once_the_server_answers_and_stops_it(tmp_path):
         proc.terminate()
         assert proc.wait(timeout=30) == 0 or proc.returncode is not None
     with pytest.raises(httpx.HTTPError):
-        httpx.get(base + "api/status", timeout=3)
+        httpx.get(f"{base}/api/status", timeout=3)
+
+
+def test_lab_copies_only_the_notebooks_the_workspace_lacks(tmp_path):
+    from comfyvn.launcher import copy_missing_notebooks
+
+    shipped, mine = tmp_path / "shipped", tmp_path / "ws" / "notebooks"
+    (shipped / "runbooks").mkdir(parents=True)
+    (shipped / "workbench.ipynb").write_text("shipped workbench")
+    (shipped / "runbooks" / "r.ipynb").write_text("shipped runbook")
+    mine.mkdir(parents=True)
+    (mine / "workbench.ipynb").write_text("my edited workbench")
+    copy_missing_notebooks(shipped, mine)
+    assert (mine / "workbench.ipynb").read_text() == "my edited workbench"  # a user's edits are kept
+    assert (mine / "runbooks" / "r.ipynb").read_text() == "shipped runbook"
