@@ -57,7 +57,7 @@ async def test_multipart_body_is_parsed_not_stored_raw(api, ingest_on, route):
     no_upload_leftovers(ingest_on)
 
 
-async def test_multipart_query_filename_wins_and_single_part_rules(api, ws):
+async def test_multipart_query_filename_wins_and_single_part_rules(api, ws, ingest_on):
     content = b"model weights " * 1000
     body, headers = multipart(("file", "ignored.bin", content))
     r = await api("POST", "/assets/upload", raw=body, headers=headers,
@@ -68,8 +68,12 @@ async def test_multipart_query_filename_wins_and_single_part_rules(api, ws):
     body, headers = multipart(("file", "a.png", png_bytes()), ("file2", "b.png", png_bytes((1, 1, 1))))
     assert_error(await api("POST", "/assets/upload", raw=body, headers=headers), 400, "invalid_multipart",
                  "more than one part")
-    body, headers = multipart(("file", "a.png", png_bytes((2, 2, 2))), ("asset_type", None, b"images"))
+    # text fields: /assets/upload takes the original's known few (tests/compat); others are refused
+    body, headers = multipart(("file", "a.png", png_bytes((2, 2, 2))), ("tags", None, b"hero"))
     assert_error(await api("POST", "/assets/upload", raw=body, headers=headers), 400, "invalid_multipart",
+                 "unknown form field 'tags'")
+    body, headers = multipart(("file", "a.png", png_bytes((2, 2, 2))), ("asset_type", None, b"images"))
+    assert_error(await api("POST", "/api/ingest/upload", raw=body, headers=headers), 400, "invalid_multipart",
                  "more than one part")
     body, headers = multipart(("file", "cut.png", png_bytes((3, 3, 3))))
     assert_error(await api("POST", "/assets/upload", raw=body[:-40], headers=headers), 400, "invalid_multipart",
