@@ -175,3 +175,30 @@ async def test_original_multipart_upload_form(api, ws):
     listed = (await api("GET", "/assets")).json["items"]
     assert sorted(a["path"] for a in listed) == ["heroes/form.png", "images/raw.png"]
     assert not (ws.data_dir / "uploads").exists() or list((ws.data_dir / "uploads").iterdir()) == []
+
+
+async def test_ingest_accepts_the_originals_asset_type(api, ingest_on, make_png):
+    """``asset_type`` on ingest: an alias of ``asset_type_hint`` (queue, upload), ``asset_type_override`` (apply)."""
+    r = await api("POST", "/api/ingest/queue", body={"source_path": str(make_png("q.png")), "asset_type": "sprites"})
+    assert r.code == 201, r.body
+    assert r.json["asset_type_hint"] == "sprites"
+    r = await api("POST", "/api/ingest/upload", raw=b"weights", params={"filename": "w.bin", "asset_type": "models"})
+    assert r.code == 201 and r.json["asset_type_hint"] == "models", r.body
+    upload_job = r.json["job_id"]
+    r = await api("POST", "/api/ingest/apply", body={"job_ids": [upload_job], "asset_type": "checkpoints"})
+    assert r.code == 200, r.body
+    asset = (await api("GET", f"/assets/{r.json['applied'][0]['asset_uid']}")).json
+    assert asset["type"] == "checkpoints"
+
+    r = await api("POST", "/api/ingest/queue", body={"source_path": str(make_png("c.png")), "asset_type": "a",
+                                                     "asset_type_hint": "b"})
+    assert r.code == 400 and r.json["error"] == "invalid_body" and "asset_type" in r.json["message"]
+    r = await api("POST", "/api/ingest/upload", raw=b"x", params={"filename": "x.bin", "asset_type": "a",
+                                                                  "asset_type_hint": "b"})
+    assert r.code == 400 and r.json["error"] == "invalid_parameter" and "asset_type" in r.json["message"]
+    r = await api("POST", "/api/ingest/apply", body={"asset_type": "a", "asset_type_override": "b"})
+    assert r.code == 400 and r.json["error"] == "invalid_body"
+    r = await api("POST", "/api/ingest/queue", body={"source_path": str(make_png("s.png")), "asset_type": "same",
+                                                     "asset_type_hint": "same"})
+    assert r.code == 201 and r.json["asset_type_hint"] == "same"  # agreeing values are fine
+    assert (await api("GET", "/api/ingest/status")).json["summary"]["counts"]["applied"] == 1  # nothing else ran
