@@ -494,7 +494,8 @@ def test_modder_envelopes_mirror_the_hooks(reg, src):
                    "asset_sidecar_written", "asset_removed"]
     for env, hook_event in zip(events, hook_events, strict=True):
         data = env["data"]
-        assert data["hook_event"] == hook_event and data["timestamp"].endswith("Z")
+        assert data["hook_event"] == hook_event and data["timestamp_utc"].endswith("Z")
+        assert data["timestamp"] == env["ts"]  # epoch seconds, the original's
         assert SEED_PAYLOADS[hook_event] <= set(data) and data["project_id"] == "modding"
     updated = events[3]["data"]
     assert updated["tags"] == ["x", "y"] and updated["license"] == "cc0"

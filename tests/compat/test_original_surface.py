@@ -339,3 +339,12 @@ def test_rebuild_remove_stale_drops_rows_whose_file_is_gone(ws, tmp_path):
                                 thumbs_root=tmp_path / "thumbs", remove_stale=True)
     assert summary.removed == 1 and summary.processed == 0 and registry.get_asset(asset["uid"]) is None
     assert summary.as_dict()["removed_stale"] == [{"uid": asset["uid"], "path": "docs/stale.txt"}]
+
+
+def test_legacy_payload_converts_an_event_logged_with_the_iso_timestamp():
+    """Events logged before ``timestamp`` became epoch seconds still reach listeners in the original's form."""
+    old = {"id": 1, "event": "on_asset_removed", "ts": 1.5, "data": {"uid": "u", "timestamp": "1970-01-01T00:00:01.500Z"}}
+    assert modder_hooks.legacy_payload(old) == {"uid": "u", "timestamp": 1.5, "timestamp_utc": "1970-01-01T00:00:01.500Z"}
+    new = {"id": 2, "event": "on_asset_removed", "ts": 2.25,
+           "data": {"uid": "v", "timestamp": 2.25, "timestamp_utc": "1970-01-01T00:00:02.250Z"}}
+    assert modder_hooks.legacy_payload(new) == new["data"]
