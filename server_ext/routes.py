@@ -27,7 +27,7 @@ ROUTES: list[tuple[str, type[RequestHandler]]] = [
     ("/api/ingest/cancel", ingest.CancelHandler),
     # assets (comfyvn:assets)
     ("/assets", assets.AssetsHandler),
-    ("/assets/upload", assets.UploadHandler),
+    ("/assets/upload", compat.UploadHandler),  # ours + the original's multipart text fields
     ("/assets/register", assets.RegisterHandler),
     ("/assets/bulk", assets.BulkHandler),
     ("/assets/debug/hooks", compat.DebugHooksHandler),  # ours + the original's registry_hooks, modder_hooks

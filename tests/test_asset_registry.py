@@ -494,7 +494,8 @@ def test_modder_envelopes_mirror_the_hooks(reg, src):
                    "asset_sidecar_written", "asset_removed"]
     for env, hook_event in zip(events, hook_events, strict=True):
         data = env["data"]
-        assert data["hook_event"] == hook_event and data["timestamp"].endswith("Z")
+        assert data["hook_event"] == hook_event and data["timestamp_utc"].endswith("Z")
+        assert data["timestamp"] == env["ts"]  # epoch seconds, the original's
         assert SEED_PAYLOADS[hook_event] <= set(data) and data["project_id"] == "modding"
     updated = events[3]["data"]
     assert updated["tags"] == ["x", "y"] and updated["license"] == "cc0"
@@ -727,7 +728,7 @@ def test_remove_asset_moves_files_to_trash_and_drops_everything_else(ws, reg, sr
     assert reg.wait_for_thumbnails(30)
     thumbs = [reg.resolve_thumbnail_path(rec["uid"], s) for s in (256, 512)]
     recorder = Recorder(reg)
-    out = reg.remove_asset(rec["uid"])
+    out = reg.remove_asset_record(rec["uid"])
     trash = Path(out["trashed_to"])
     assert trash.parent == ws.trash_dir / "modding"
     assert sha(trash / "gone.png") == rec["hash"] and json.loads((trash / "gone.png.asset.json").read_text())["uid"] \
@@ -739,7 +740,8 @@ def test_remove_asset_moves_files_to_trash_and_drops_everything_else(ws, reg, sr
     assert reg.db.query_one("SELECT COUNT(*) FROM asset_tags WHERE uid = ?", (rec["uid"],))[0] == 0
     assert recorder.events() == ["asset_removed"]
     with pytest.raises(AssetNotFoundError):
-        reg.remove_asset(rec["uid"])
+        reg.remove_asset_record(rec["uid"])
+    assert reg.remove_asset(rec["uid"]) is False  # the original's call: False for an unknown uid
     again = reg.register_file(make_png(src, "gone.png"), "sprites")  # can come back later
     assert again["uid"] == rec["uid"] and again["version"] == 1 and again["tags"] == []
 
@@ -747,7 +749,7 @@ def test_remove_asset_moves_files_to_trash_and_drops_everything_else(ws, reg, sr
 def test_remove_asset_with_delete_files(ws, reg, src):
     rec = reg.register_file(make_wav(src, "bye.wav"), "audio")
     assert reg.wait_for_thumbnails(30)
-    out = reg.remove_asset(rec["uid"], delete_files=True)
+    out = reg.remove_asset_record(rec["uid"], delete_files=True)
     assert out["trashed_to"] is None
     assert not Path(rec["abs_path"]).exists() and not Path(rec["sidecar"]).exists()
     assert not ws.trash_dir.exists() or not any(ws.trash_dir.rglob("bye.wav"))

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from comfyvn.hooks import HOOK_SPECS, UnknownHookError, emit, get_hook_bus, hook_spec, resolve_topics
+from comfyvn.hooks.events import utc_timestamp
 from comfyvn.store import get_database
 
 WAIT = 30  # seconds; a guard against hanging, never a speed assertion
@@ -63,7 +64,7 @@ def test_specs_describe_every_asset_and_ingest_topic_with_payloads(bus):
     }
     for name, fields in seed_fields.items():
         payload = HOOK_SPECS[name].payload
-        assert fields | {"hook_event", "timestamp"} <= set(payload), name
+        assert fields | {"hook_event", "timestamp", "timestamp_utc"} <= set(payload), name
         assert all(isinstance(v, str) and v for v in payload.values())
     asset_specs = bus.specs("asset")
     assert {s["name"] for s in asset_specs} == set(ASSET_TOPICS)
@@ -76,7 +77,10 @@ def test_envelopes_carry_hook_event_and_a_utc_timestamp(bus):
     stored = bus.history(limit=1)[0]
     assert stored == env
     assert stored["data"]["hook_event"] == "asset_removed"
-    assert ISO_UTC.match(stored["data"]["timestamp"])
+    # the original's epoch seconds under timestamp, the same instant in ISO-8601 under timestamp_utc
+    assert isinstance(stored["data"]["timestamp"], float) and stored["data"]["timestamp"] == stored["ts"]
+    assert ISO_UTC.match(stored["data"]["timestamp_utc"])
+    assert stored["data"]["timestamp_utc"] == utc_timestamp(stored["ts"])
     assert isinstance(stored["ts"], float)
 
 

@@ -104,7 +104,7 @@ def test_config_logs_cache_staging_trash_and_uploads_are_never_sources(ws, q, re
     staged = q.enqueue(source_path=write(ws.root / "incoming" / "s.png", b"staged bytes"))
     staging = Path(staged["staging_path"])
     gone = reg.register_file(write(ws.root / "incoming" / "t.txt", b"to the trash"), "docs")
-    trashed = next(Path(reg.remove_asset(gone["uid"])["trashed_to"]).glob("t.txt"))
+    trashed = next(Path(reg.remove_asset_record(gone["uid"])["trashed_to"]).glob("t.txt"))
     paths = [ws.config_file, write(ws.logs_dir / "server.log", b"log"), write(ws.cache_dir / "c.bin", b"cache"),
              staging, trashed, write(ws.data_dir / "uploads" / ".upload-abc" / "u.png", b"upload body"),
              ws.queue_state_file if ws.queue_state_file.exists() else write(ws.data_dir / "ingest" / "x.json")]

@@ -8,6 +8,7 @@ import ipywidgets as W
 
 from comfyvn.config import Workspace, workspace
 from comfyvn.hooks import get_hook_bus
+from comfyvn.hooks.events import utc_timestamp
 from comfyvn.store import Database, get_database
 
 from . import theme
@@ -79,7 +80,7 @@ class HookMonitor(LiveDashboard):
         if env is None:
             return '<div class="cvn-empty">Click an event to inspect its full payload.</div>'
         head = (f'<div>{theme.chip(env["event"], "accent")} <span class="cvn-muted cvn-mono">#{env["id"]} · '
-                f'{theme.esc(env["data"].get("timestamp", ""))}</span></div>')
+                f'{theme.esc(utc_timestamp(env["ts"]))}</span></div>')
         return head + theme.json_html(env)
 
     def render(self) -> None:

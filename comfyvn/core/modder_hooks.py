@@ -9,8 +9,9 @@ asset and ingest event of every process, exactly as our bus subscribers do.
   ``register_listener(event, listener)``; the listener is called as ``listener(event, payload)``.
   Events committed by this process's registries are delivered before the registry call
   returns (as the original did); events of other processes arrive from the bus thread.
-* Payloads carry the original's ``timestamp`` as epoch seconds (float); our ISO-8601 UTC
-  stamp of the same instant is kept as ``timestamp_utc``.
+* Payloads carry the original's ``timestamp`` as epoch seconds (float) and the same instant as
+  ISO-8601 UTC in ``timestamp_utc``, as every bus payload does (events logged before the bus
+  used this layout are converted on the way out).
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ from typing import Any
 from ..hooks import HOOK_SPECS as BUS_SPECS
 from ..hooks import UnknownHookError, get_hook_bus, hook_spec, resolve_topics
 from ..hooks.events import emit as emit_event
-from ..hooks.events import read_events
+from ..hooks.events import read_events, utc_timestamp
 from ..store import Database, get_database
 
 log = logging.getLogger("comfyvn.core.modder_hooks")
 
 HookListener = Callable[[str, dict[str, Any]], None]
 
-_TIMESTAMP_DOC = "float: epoch seconds the change committed (the original's timestamp)"
-_TIMESTAMP_UTC_DOC = "string: the same instant as UTC ISO-8601 (our bus's timestamp)"
 _BYTES_DOC = "int: file size in bytes"
 
 
@@ -54,7 +53,7 @@ class HookSpec:
 
 def _legacy_spec(name: str) -> HookSpec:
     spec = BUS_SPECS[name]
-    fields = {**spec.payload, "timestamp": _TIMESTAMP_DOC, "timestamp_utc": _TIMESTAMP_UTC_DOC}
+    fields = dict(spec.payload)  # hook_event, timestamp (epoch seconds), timestamp_utc: every spec's
     if spec.hook_event in ("asset_registered", "asset_removed"):
         fields["bytes"] = _BYTES_DOC
     if spec.hook_event == "asset_removed":
@@ -72,10 +71,11 @@ def hook_specs() -> dict[str, HookSpec]:
 
 
 def legacy_payload(envelope: dict) -> dict[str, Any]:
-    """An envelope's data as the original delivered it: ``timestamp`` in epoch seconds."""
+    """An envelope's data as the original delivered it: ``timestamp`` in epoch seconds (also for
+    an event logged when the bus's ``timestamp`` was the ISO string now in ``timestamp_utc``)."""
     data = dict(envelope["data"])
-    data["timestamp_utc"] = data.get("timestamp")
     data["timestamp"] = float(envelope["ts"])
+    data.setdefault("timestamp_utc", utc_timestamp(envelope["ts"]))
     return data
 
 

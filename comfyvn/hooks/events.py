@@ -40,8 +40,9 @@ def emit_many(conn: sqlite3.Connection, items: list[tuple[str, dict[str, Any]]],
     bodies: dict[tuple[int, str], str] = {}  # an alias carries the same data: encode it once
     for topic, data in items:
         spec = hook_spec(topic)
-        # hook_event and timestamp belong to the log: a caller's data cannot set (forge) them
-        payload = {**data, "hook_event": spec.hook_event or spec.name, "timestamp": stamp}
+        # hook_event and the timestamps belong to the log: a caller's data cannot set (forge) them;
+        # timestamp is epoch seconds (the original comfyvn's), timestamp_utc the same instant in ISO-8601
+        payload = {**data, "hook_event": spec.hook_event or spec.name, "timestamp": ts, "timestamp_utc": stamp}
         key = (id(data), payload["hook_event"])
         if key not in bodies:
             bodies[key] = json.dumps(payload, ensure_ascii=False, default=str)

@@ -36,7 +36,8 @@ class HookSpec:
 
 _COMMON = {
     "hook_event": "string: the originating event name (e.g. asset_registered)",
-    "timestamp": "string: UTC ISO-8601 time the change committed",
+    "timestamp": "float: epoch seconds the change committed (the original comfyvn's timestamp)",
+    "timestamp_utc": "string: the same instant as UTC ISO-8601",
 }
 _ASSET_BASE = {
     "uid": "string: 16 hex digits, first 16 of the file's SHA-256",

@@ -181,7 +181,7 @@ class AssetHandler(AssetsBase):
     async def delete(self, uid: str) -> None:
         delete_files = self.q_bool("delete_files")
         reg, _ = await self.require_asset(uid)
-        self.reply(await self.run(reg.remove_asset, uid, delete_files=delete_files))
+        self.reply(await self.run(reg.remove_asset_record, uid, delete_files=delete_files))
 
 
 class SidecarHandler(AssetsBase):

@@ -4,6 +4,10 @@
   JSON string), "copy"?}``, from an allowed folder only (as ``POST /assets/register``);
 * ``GET /api/assets/search?q=&type=&tags=&tag=&license=&limit=&include_debug=``;
 * ``GET /api/assets/{id}``;
+* ``POST /assets/upload``: our streamed upload, also taking the original's multipart text fields
+  ``asset_type``, ``license``, ``metadata`` (a JSON object), ``user_id`` (provenance
+  ``uploaded_by``) and ``dest_path`` beside the ``file`` part; answers our record plus ``ok`` and
+  ``asset`` (every upload, raw or multipart: one shape);
 * ``GET /assets/debug/hooks``: our listener names plus the original's ``registry_hooks`` and
   ``modder_hooks.{events,history}``.
 
@@ -30,6 +34,7 @@ from comfyvn.hooks import get_hook_bus
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 from ..openapi import _PROJECT, _body, _errors, _json, _path, _q, _ref
+from . import assets
 from .assets import ASSET_TOPICS, AssetsBase
 from .base import ApiError, field
 
@@ -163,6 +168,50 @@ class AssetHandler(CompatBase):
             raise ApiError(404, "asset_not_found", f"no asset {uid!r} (no such project)")
         rec = await self.require(reg, uid)
         self.reply({"ok": True, "asset": original_asset(rec)})
+
+
+class UploadHandler(assets.UploadHandler):
+    """``POST /assets/upload``: ours (query parameters) plus the original's multipart text fields.
+
+    A field given both as a query parameter and as a form field must agree (400 otherwise)."""
+
+    form_fields = frozenset({"asset_type", "license", "metadata", "user_id", "dest_path"})
+
+    def _from_form(self, name: str, query_value: Any) -> Any:
+        value = self.form.get(name)
+        if value is None or value == "":
+            return query_value
+        if name == "metadata":
+            value = _metadata({"metadata": value})
+        if query_value is not None and query_value != value:
+            raise ApiError(400, "invalid_body", f"{name} is given as a query parameter and as a form field, "
+                                                f"with different values ({query_value!r} and {value!r})")
+        return value
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        opts = self.upload_options
+        try:
+            path = await self.finish_upload()
+            asset_type = self._from_form("asset_type", self.q_str("asset_type", max_len=64))
+            if not asset_type:
+                asset_type = self.asset_type()  # images/audio from the file name, else 400
+            elif len(asset_type) > 64:
+                raise ApiError(400, "invalid_body", "asset_type is longer than 64 characters")
+            license_tag = self._from_form("license", opts["license_tag"])
+            metadata = self._from_form("metadata", opts["metadata"])
+            dest = self._from_form("dest_path", opts["dest_relative"])
+            user = self.form.get("user_id") or getattr(self.current_user, "username", None)
+            reg = await self.registry()
+            started = time.time()
+            rec = await self.run(reg.register_file, path, asset_type, dest_relative=dest, metadata=metadata,
+                                 copy=False, license_tag=license_tag, tags=opts["tags"], origin="upload",
+                                 digest=self.upload_digest,
+                                 provenance={"source": f"upload:{self.filename}", "uploaded_by": user})
+        finally:
+            await self.discard_upload()  # moved into the assets root, or a duplicate: drop the rest
+        self.reply({**rec, "ok": True, "asset": original_asset(rec)}, 201 if rec["created_at"] >= started else 200)
 
 
 class DebugHooksHandler(CompatBase):

@@ -1,6 +1,8 @@
 """``/api/ingest/*``: thin handlers over :class:`comfyvn.ingest.queue.AssetIngestQueue`.
 
 Every route is gated by ``features.enable_asset_ingest`` (403 ``feature_disabled`` when off).
+The original comfyvn's ``asset_type`` is accepted as an alias of ``asset_type_hint`` (queue,
+upload) and of ``asset_type_override`` (apply); both given with different values is a 400.
 """
 
 from __future__ import annotations
@@ -21,7 +23,18 @@ STATUSES = ("queued", "downloading", "staged", "applying", "applied", "duplicate
             "cancelled")
 _PENDING = ("queued", "downloading")
 _ENQUEUE_FIELDS = ("provider", "metadata", "source_path", "remote_url", "dest_relative", "asset_type_hint", "pin",
-                   "terms_acknowledged", "project_id", "wait")
+                   "terms_acknowledged", "project_id", "wait", "asset_type")
+
+
+def with_alias(name: str, value: str | None, alias: str, alias_value: str | None,
+               error: str = "invalid_body") -> str | None:
+    """``value`` or the original's ``alias`` for it (400 ``error`` when both are given and differ)."""
+    if alias_value is None:
+        return value
+    if value is not None and value != alias_value:
+        raise ApiError(400, error, f"'{alias}' is the original's name for '{name}'; both are given, with different "
+                                   f"values ({alias_value!r} and {value!r}): send one")
+    return alias_value
 
 
 def enqueue_status(job: dict[str, Any]) -> int:
@@ -63,7 +76,8 @@ def enqueue_kwargs(body: dict[str, Any]) -> dict[str, Any]:
         "source_path": field(body, "source_path", str, None, nullable=True),
         "remote_url": field(body, "remote_url", str, None, nullable=True),
         "dest_relative": field(body, "dest_relative", str, None, nullable=True),
-        "asset_type_hint": field(body, "asset_type_hint", str, None, nullable=True),
+        "asset_type_hint": with_alias("asset_type_hint", field(body, "asset_type_hint", str, None, nullable=True),
+                                      "asset_type", field(body, "asset_type", str, None, nullable=True)),
         "pin": field(body, "pin", bool, False),
         "terms_acknowledged": field(body, "terms_acknowledged", bool, False),
         "project_id": field(body, "project_id", str, None, nullable=True),
@@ -93,7 +107,8 @@ class UploadHandler(StreamedUploadMixin, IngestHandler):
         self.upload_options = {
             "metadata": self.q_json_object("metadata"),
             "dest_relative": self.q_str("dest_relative"),
-            "asset_type_hint": self.q_str("asset_type_hint", max_len=64),
+            "asset_type_hint": with_alias("asset_type_hint", self.q_str("asset_type_hint", max_len=64),
+                                          "asset_type", self.q_str("asset_type", max_len=64), "invalid_parameter"),
             "pin": self.q_bool("pin"),
             "project_id": self.q_str("project_id", max_len=64),
         }
@@ -174,11 +189,12 @@ class ApplyHandler(IngestHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.json_body(["job_ids", "asset_type_override"], required=False)
+        body = self.json_body(["job_ids", "asset_type_override", "asset_type"], required=False)
         job_ids = string_list(body, "job_ids")
         if body.get("job_ids") is not None and not job_ids:
             raise ApiError(400, "invalid_body", "field 'job_ids' is empty; omit it to apply every staged job")
-        override = field(body, "asset_type_override", str, None, nullable=True)
+        override = with_alias("asset_type_override", field(body, "asset_type_override", str, None, nullable=True),
+                              "asset_type", field(body, "asset_type", str, None, nullable=True))
         queue = await self.queue()
         self.reply(await self.run(queue.apply, job_ids, asset_type_override=override))
 

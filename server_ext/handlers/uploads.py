@@ -5,9 +5,11 @@ assets root and the staging folder, so handing it on is a rename), and the folde
 removed when the request ends, whatever happened.
 
 The body is either the file's raw bytes (``?filename=`` names it) or a ``multipart/form-data``
-body (``curl -F file=@picture.png``) holding exactly one part, parsed as it streams by
+body (``curl -F file=@picture.png``) holding exactly one file part, parsed as it streams by
 python-multipart (never buffered whole); the part's file name is used when ``?filename=`` is
-not given.  Limits (``uploads.*`` in the workspace config): at most ``max_concurrent`` uploads
+not given.  A route may also take a few small named text fields (:attr:`StreamedUploadMixin.form_fields`:
+at most :data:`MAX_FORM_FIELDS`, :data:`MAX_FORM_FIELD_BYTES` each, known names only, each once);
+any other part is refused with 400.  Limits (``uploads.*`` in the workspace config): at most ``max_concurrent`` uploads
 per server (503 + ``Retry-After`` beyond, answered before the body is read, with
 ``Connection: close``), and a body slower than ``min_bytes_per_s`` over ``slow_window_s``
 seconds, or unfinished after ``max_seconds``, is cut with 408 and its file removed.
@@ -31,6 +33,9 @@ from tornado.ioloop import IOLoop
 from .base import ApiError, BodyPolicy, ComfyvnAPIHandler
 
 FLUSH_BYTES = 1024 * 1024
+#: bounds on the text fields a multipart upload may carry beside its one file part
+MAX_FORM_FIELDS = 8
+MAX_FORM_FIELD_BYTES = 64 * 1024
 RETRY_AFTER_BUSY = "5"
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
 #: invisible characters that make a name read differently from what it is (bidi overrides and
@@ -61,24 +66,32 @@ def sanitise_filename(raw: str | None) -> str:
 
 
 class MultipartFile:
-    """The one file part of a streamed ``multipart/form-data`` body.
+    """The one file part (and the allowed text fields) of a streamed ``multipart/form-data`` body.
 
-    :meth:`feed` parses a chunk; the file bytes it found are then taken with :meth:`take`.
-    Anything but exactly one part sets :attr:`error` (and the rest of the body is ignored).
+    :meth:`feed` parses a chunk; the file bytes it found are then taken with :meth:`take`, the text
+    fields read from :attr:`fields`.  A part is a text field when it has no file name, is not named
+    ``file`` and its name is one of ``text_fields``; every other part is the file.  More than one
+    file part, an unknown, repeated, oversized or non-UTF-8 field, or more than
+    :data:`MAX_FORM_FIELDS` fields set :attr:`error` (and the rest of the body is ignored).
     """
 
-    def __init__(self, boundary: bytes) -> None:
-        self.filename: str | None = None  # the part's Content-Disposition filename
-        self.headers_done = False
+    def __init__(self, boundary: bytes, text_fields: frozenset[str] = frozenset()) -> None:
+        self.filename: str | None = None  # the file part's Content-Disposition filename
+        self.headers_done = False  # the file part's headers were read
         self.ended = False
         self.error: str | None = None
+        self.fields: dict[str, str] = {}
+        self._text_fields = text_fields
         self._parts = 0
+        self._file_parts = 0
+        self._in_field: str | None = None  # name of the text field being read
         self._data = bytearray()
+        self._field_data = bytearray()
         self._field = bytearray()
         self._value = bytearray()
         self._headers: dict[str, bytes] = {}
         self._parser = MultipartParser(boundary, {
-            "on_part_begin": self._part_begin, "on_part_data": self._part_data,
+            "on_part_begin": self._part_begin, "on_part_data": self._part_data, "on_part_end": self._part_end,
             "on_header_field": self._header_field, "on_header_value": self._header_value,
             "on_header_end": self._header_end, "on_headers_finished": self._headers_finished,
             "on_end": self._end})
@@ -96,9 +109,9 @@ class MultipartFile:
         return data
 
     def check_complete(self) -> None:
-        """After the whole body: 400 unless exactly one part ended with the closing boundary."""
-        if self.error is None and self._parts == 0:
-            self._fail("the multipart/form-data body holds no part; send one file (curl -F file=@picture.png)")
+        """After the whole body: 400 unless exactly one file part, and the closing boundary, came."""
+        if self.error is None and self._file_parts == 0:
+            self._fail("the multipart/form-data body holds no file part; send one file (curl -F file=@picture.png)")
         if self.error is None and not self.ended:
             self._fail("the multipart/form-data body ends before its closing boundary (cut short?)")
         if self.error is not None:
@@ -108,16 +121,34 @@ class MultipartFile:
         if self.error is None:
             self.error = message
         self._data = bytearray()
+        self._field_data = bytearray()
 
     def _part_begin(self) -> None:
         self._parts += 1
-        if self._parts > 1:
+        self._headers = {}
+        if self._parts > 1 and not self._text_fields:
             self._fail("the multipart/form-data body holds more than one part; send exactly one file per request "
                        "(give asset_type, tags... as query parameters)")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self.error is None:
+        if self.error is not None:
+            return
+        if self._in_field is None:
             self._data += data[start:end]
+            return
+        self._field_data += data[start:end]
+        if len(self._field_data) > MAX_FORM_FIELD_BYTES:
+            self._fail(f"the form field {self._in_field!r} is larger than {MAX_FORM_FIELD_BYTES} bytes")
+
+    def _part_end(self) -> None:
+        name, self._in_field = self._in_field, None
+        if name is None or self.error is not None:
+            return
+        try:
+            self.fields[name] = bytes(self._field_data).decode("utf-8")
+        except UnicodeDecodeError:
+            self._fail(f"the form field {name!r} is not UTF-8 text")
+        self._field_data = bytearray()
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
         self._field += data[start:end]
@@ -137,15 +168,40 @@ class MultipartFile:
             self._fail("the multipart part has no 'Content-Disposition: form-data' header")
             return
         raw = params.get(b"filename")
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        if raw is None and name != "file" and self._text_fields:
+            self._text_part(name)
+            return
+        self._file_parts += 1
+        if self._file_parts > 1:
+            self._fail("the multipart/form-data body holds more than one part carrying a file; "
+                       "send exactly one file per request")
+            return
         self.filename = raw.decode("utf-8", "replace") if raw else None
         self.headers_done = True
+
+    def _text_part(self, name: str) -> None:
+        if name not in self._text_fields:
+            self._fail(f"unknown form field {name!r}; this route takes a part named 'file' and the text fields "
+                       f"{', '.join(sorted(self._text_fields))}")
+        elif name in self.fields:
+            self._fail(f"the form field {name!r} is given twice")
+        elif len(self.fields) >= MAX_FORM_FIELDS:
+            self._fail(f"the multipart/form-data body holds more than {MAX_FORM_FIELDS} text fields")
+        else:
+            self._in_field = name
 
     def _end(self) -> None:
         self.ended = True
 
 
 class StreamedUploadMixin(ComfyvnAPIHandler):
-    """Base of the upload routes: the body (raw, or one multipart part) is the file."""
+    """Base of the upload routes: the body (raw, or one multipart file part) is the file."""
+
+    #: text fields a multipart body may carry beside the file (none: the file must be the only part);
+    #: after :meth:`finish_upload` they are in :attr:`form`
+    form_fields: frozenset[str] = frozenset()
+    form: dict[str, str]
 
     filename: str | None = None
     upload_path: Path | None = None
@@ -199,7 +255,7 @@ class StreamedUploadMixin(ComfyvnAPIHandler):
         if not boundary or len(boundary) > 200:
             raise ApiError(400, "invalid_multipart", "multipart/form-data needs a boundary parameter of "
                                                      "1-200 characters in its Content-Type")
-        return MultipartFile(boundary)
+        return MultipartFile(boundary, self.form_fields)
 
     def validate_upload_params(self) -> None:
         """Check query parameters before any byte is stored (subclasses override)."""
@@ -272,6 +328,7 @@ class StreamedUploadMixin(ComfyvnAPIHandler):
             raise self._body_error
         if self._multipart is not None:
             self._multipart.check_complete()
+        self.form = dict(self._multipart.fields) if self._multipart is not None else {}
         if self._fh is None or self.upload_path is None:
             raise ApiError(400, "invalid_request", "no upload in progress")
         data, self._buffer = bytes(self._buffer), bytearray()

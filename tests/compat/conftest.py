@@ -16,3 +16,4 @@ pytest_configure = _fixtures.pytest_configure
 jp_server_config = _fixtures.jp_server_config
 api = _fixtures.api
 make_png = _fixtures.make_png
+ingest_on = _fixtures.ingest_on

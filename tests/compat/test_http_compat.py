@@ -124,3 +124,81 @@ async def test_environment_roots_are_honoured_by_the_server(env_roots, api, ws):
     r = await api("GET", f"/assets/{r.json['uid']}/thumbnail", params={"size": "256"})
     assert r.code == 200 and any((env_roots["thumbs"] / "default").rglob("*_256.png"))
     assert not (ws.assets_root / "default" / "images" / "env.png").exists()
+
+
+def _form(*parts: tuple[str, str | None, bytes]) -> tuple[bytes, dict[str, str]]:
+    from test_http_uploads import multipart
+
+    return multipart(*parts)
+
+
+async def test_original_multipart_upload_form(api, ws):
+    """The original's ``curl -F file=@... -F asset_type=... -F license=... -F metadata=... -F user_id=...``."""
+    from server_helpers import png_bytes
+
+    content = png_bytes((10, 20, 30), (8, 8))
+    body, headers = _form(("file", "form.png", content), ("asset_type", None, b"portraits"),
+                          ("license", None, b"CC-BY-4.0"), ("user_id", None, b"modder-7"),
+                          ("metadata", None, json.dumps({"tags": ["Hero"], "mood": "calm"}).encode()),
+                          ("dest_path", None, b"heroes/form.png"))
+    r = await api("POST", "/assets/upload", raw=body, headers=headers)
+    assert r.code == 201, r.body
+    rec = r.json
+    assert rec["ok"] is True and rec["path"] == "heroes/form.png" and rec["type"] == "portraits"
+    assert rec["license"] == "CC-BY-4.0" and rec["tags"] == ["hero"] and rec["meta"]["mood"] == "calm"
+    assert rec["provenance"]["uploaded_by"] == "modder-7"
+    asset = rec["asset"]
+    assert asset["id"] == rec["uid"] and asset["metadata"]["license"] == "CC-BY-4.0" and "preview" in asset
+    assert Path(rec["abs_path"]).read_bytes() == content  # streamed, the bytes as sent
+
+    raw = await api("POST", "/assets/upload", raw=png_bytes((1, 2, 3)), params={"filename": "raw.png"})
+    assert raw.code == 201 and raw.json["ok"] is True and raw.json["asset"]["id"] == raw.json["uid"]  # one shape
+
+    async def refused(parts, params=None, code="invalid_multipart"):
+        body, headers = _form(("file", "x.png", png_bytes((5, 5, 5))), *parts)
+        r = await api("POST", "/assets/upload", raw=body, headers=headers, params=params)
+        assert r.code == 400 and r.json["error"] == code, r.body
+        return r.json["message"]
+
+    assert "metadata" in await refused([("metadata", None, b"[1, 2]")], code="invalid_body")
+    assert "metadata" in await refused([("metadata", None, b"{not json")], code="invalid_body")
+    assert "twice" in await refused([("license", None, b"a"), ("license", None, b"b")])
+    assert "unknown form field 'owner'" in await refused([("owner", None, b"me")])
+    assert "larger than" in await refused([("metadata", None, b"{" + b" " * (64 * 1024) + b"}")])
+    assert "UTF-8" in await refused([("user_id", None, b"\xff\xfe")])
+    assert "different values" in await refused([("license", None, b"cc0")], params={"license": "mit"},
+                                               code="invalid_body")
+    assert "more than one part carrying a file" in await refused([("extra", "y.png", b"second file")])
+    body, headers = _form(("asset_type", None, b"images"))  # fields but no file
+    r = await api("POST", "/assets/upload", raw=body, headers=headers, params={"filename": "none.png"})
+    assert r.code == 400 and "no file part" in r.json["message"]
+    listed = (await api("GET", "/assets")).json["items"]
+    assert sorted(a["path"] for a in listed) == ["heroes/form.png", "images/raw.png"]
+    assert not (ws.data_dir / "uploads").exists() or list((ws.data_dir / "uploads").iterdir()) == []
+
+
+async def test_ingest_accepts_the_originals_asset_type(api, ingest_on, make_png):
+    """``asset_type`` on ingest: an alias of ``asset_type_hint`` (queue, upload), ``asset_type_override`` (apply)."""
+    r = await api("POST", "/api/ingest/queue", body={"source_path": str(make_png("q.png")), "asset_type": "sprites"})
+    assert r.code == 201, r.body
+    assert r.json["asset_type_hint"] == "sprites"
+    r = await api("POST", "/api/ingest/upload", raw=b"weights", params={"filename": "w.bin", "asset_type": "models"})
+    assert r.code == 201 and r.json["asset_type_hint"] == "models", r.body
+    upload_job = r.json["job_id"]
+    r = await api("POST", "/api/ingest/apply", body={"job_ids": [upload_job], "asset_type": "checkpoints"})
+    assert r.code == 200, r.body
+    asset = (await api("GET", f"/assets/{r.json['applied'][0]['asset_uid']}")).json
+    assert asset["type"] == "checkpoints"
+
+    r = await api("POST", "/api/ingest/queue", body={"source_path": str(make_png("c.png")), "asset_type": "a",
+                                                     "asset_type_hint": "b"})
+    assert r.code == 400 and r.json["error"] == "invalid_body" and "asset_type" in r.json["message"]
+    r = await api("POST", "/api/ingest/upload", raw=b"x", params={"filename": "x.bin", "asset_type": "a",
+                                                                  "asset_type_hint": "b"})
+    assert r.code == 400 and r.json["error"] == "invalid_parameter" and "asset_type" in r.json["message"]
+    r = await api("POST", "/api/ingest/apply", body={"asset_type": "a", "asset_type_override": "b"})
+    assert r.code == 400 and r.json["error"] == "invalid_body"
+    r = await api("POST", "/api/ingest/queue", body={"source_path": str(make_png("s.png")), "asset_type": "same",
+                                                     "asset_type_hint": "same"})
+    assert r.code == 201 and r.json["asset_type_hint"] == "same"  # agreeing values are fine
+    assert (await api("GET", "/api/ingest/status")).json["summary"]["counts"]["applied"] == 1  # nothing else ran

@@ -285,16 +285,31 @@ def test_remove_asset_trashes_the_file_or_deletes_it(ws, tmp_path):
     src = tmp_path / "gone.txt"
     src.write_text("gone")
     asset = registry.register_file(src, "docs")
-    out = registry.remove_asset(asset["uid"], delete_files=False)
-    assert out and out["trashed"] is True and out["removed"] is True
+    assert registry.remove_asset(asset["uid"], delete_files=False) is True  # the original's bool
     assert not registry.resolve_path(asset["uid"]) and not (registry.ASSETS_ROOT / "docs" / "gone.txt").exists()
-    assert (Path(out["trashed_to"]) / "gone.txt").read_text() == "gone"  # not left in place, not lost
-    with pytest.raises(AssetNotFoundError):
-        registry.remove_asset(asset["uid"])
+    [trashed] = registry.ws.trash_dir.rglob("gone.txt")
+    assert trashed.read_text() == "gone"  # not left in place, not lost
+    assert registry.remove_asset(asset["uid"]) is False  # unknown now: False, nothing raised
+    assert registry.remove_asset("0" * 16, delete_files=True) is False
     again = registry.register_file(src, "docs")
-    out = registry.remove_asset(again["uid"], delete_files=True)
+    assert registry.remove_asset(again["uid"], delete_files=True) is True
+    assert not (registry.ASSETS_ROOT / "docs" / "gone.txt").exists() and list(registry.ws.trash_dir.rglob("*.txt")) \
+        == [trashed]
+
+
+def test_remove_asset_record_is_the_same_removal_answering_the_record(ws, tmp_path):
+    registry = _make_registry(tmp_path)
+    src = tmp_path / "kept.txt"
+    src.write_text("kept")
+    asset = registry.register_file(src, "docs")
+    out = registry.remove_asset_record(asset["uid"])
+    assert out["uid"] == asset["uid"] and out["trashed"] is True and out["removed"] is True
+    assert (Path(out["trashed_to"]) / "kept.txt").read_text() == "kept" and registry.get_asset(asset["uid"]) is None
+    with pytest.raises(AssetNotFoundError):
+        registry.remove_asset_record(asset["uid"])
+    again = registry.register_file(src, "docs")
+    out = registry.remove_asset_record(again["uid"], delete_files=True)
     assert out["trashed"] is False and out["trashed_to"] is None
-    assert not (registry.ASSETS_ROOT / "docs" / "gone.txt").exists()
 
 
 # ------------------------------------------------------------------------ rebuild
@@ -324,3 +339,12 @@ def test_rebuild_remove_stale_drops_rows_whose_file_is_gone(ws, tmp_path):
                                 thumbs_root=tmp_path / "thumbs", remove_stale=True)
     assert summary.removed == 1 and summary.processed == 0 and registry.get_asset(asset["uid"]) is None
     assert summary.as_dict()["removed_stale"] == [{"uid": asset["uid"], "path": "docs/stale.txt"}]
+
+
+def test_legacy_payload_converts_an_event_logged_with_the_iso_timestamp():
+    """Events logged before ``timestamp`` became epoch seconds still reach listeners in the original's form."""
+    old = {"id": 1, "event": "on_asset_removed", "ts": 1.5, "data": {"uid": "u", "timestamp": "1970-01-01T00:00:01.500Z"}}
+    assert modder_hooks.legacy_payload(old) == {"uid": "u", "timestamp": 1.5, "timestamp_utc": "1970-01-01T00:00:01.500Z"}
+    new = {"id": 2, "event": "on_asset_removed", "ts": 2.25,
+           "data": {"uid": "v", "timestamp": 2.25, "timestamp_utc": "1970-01-01T00:00:02.250Z"}}
+    assert modder_hooks.legacy_payload(new) == new["data"]

@@ -38,7 +38,8 @@ async def test_discovery_lists_every_hook_with_payload_descriptors(api):
     assert set(hooks) == set(HOOK_SPECS)
     for name in ("on_asset_registered", "on_asset_meta_updated", "on_asset_removed", "on_asset_sidecar_written",
                  "on_asset_ingest_enqueued", "on_asset_ingest_applied", "on_asset_ingest_failed"):
-        assert {"hook_event", "timestamp"} <= set(hooks[name]["payload"]), name
+        assert {"hook_event", "timestamp", "timestamp_utc"} <= set(hooks[name]["payload"]), name
+        assert hooks[name]["payload"]["timestamp"].startswith("float: epoch seconds"), name
     assert "sidecar" in hooks["on_asset_meta_updated"]["payload"] and hooks["on_asset_removed"]["category"] == "asset"
     assert r.json["websocket"] == ["/api/modder/hooks/ws", "/api/modder/hooks/stream"]
     ingest = (await api("GET", "/api/modder/hooks", params={"category": "ingest"})).json["hooks"]
@@ -51,7 +52,8 @@ async def test_test_event_and_history(api, make_png):
     assert r.code == 201, r.body
     env = r.json
     assert env["event"] == "on_modder_test" and env["data"]["message"] == "hello" and env["data"]["n"] == 1
-    assert env["data"]["hook_event"] == "modder_test" and env["data"]["timestamp"].endswith("Z")
+    assert env["data"]["hook_event"] == "modder_test" and env["data"]["timestamp_utc"].endswith("Z")
+    assert env["data"]["timestamp"] == env["ts"]  # epoch seconds, as the original's payloads
     default = (await api("POST", "/api/modder/hooks/test")).json
     assert default["data"]["message"] == "comfyvn modder hook test"
     await api("POST", "/assets/register", body={"path": str(make_png()), "asset_type": "images"})

@@ -57,7 +57,7 @@ async def test_multipart_body_is_parsed_not_stored_raw(api, ingest_on, route):
     no_upload_leftovers(ingest_on)
 
 
-async def test_multipart_query_filename_wins_and_single_part_rules(api, ws):
+async def test_multipart_query_filename_wins_and_single_part_rules(api, ws, ingest_on):
     content = b"model weights " * 1000
     body, headers = multipart(("file", "ignored.bin", content))
     r = await api("POST", "/assets/upload", raw=body, headers=headers,
@@ -68,8 +68,12 @@ async def test_multipart_query_filename_wins_and_single_part_rules(api, ws):
     body, headers = multipart(("file", "a.png", png_bytes()), ("file2", "b.png", png_bytes((1, 1, 1))))
     assert_error(await api("POST", "/assets/upload", raw=body, headers=headers), 400, "invalid_multipart",
                  "more than one part")
-    body, headers = multipart(("file", "a.png", png_bytes((2, 2, 2))), ("asset_type", None, b"images"))
+    # text fields: /assets/upload takes the original's known few (tests/compat); others are refused
+    body, headers = multipart(("file", "a.png", png_bytes((2, 2, 2))), ("tags", None, b"hero"))
     assert_error(await api("POST", "/assets/upload", raw=body, headers=headers), 400, "invalid_multipart",
+                 "unknown form field 'tags'")
+    body, headers = multipart(("file", "a.png", png_bytes((2, 2, 2))), ("asset_type", None, b"images"))
+    assert_error(await api("POST", "/api/ingest/upload", raw=body, headers=headers), 400, "invalid_multipart",
                  "more than one part")
     body, headers = multipart(("file", "cut.png", png_bytes((3, 3, 3))))
     assert_error(await api("POST", "/assets/upload", raw=body[:-40], headers=headers), 400, "invalid_multipart",
@@ -87,6 +91,35 @@ async def test_multipart_query_filename_wins_and_single_part_rules(api, ws):
     listed = (await api("GET", "/assets")).json["items"]
     assert [a["path"] for a in listed] == ["models/chosen.safetensors"]
     no_upload_leftovers(ws)
+
+
+@pytest.mark.parametrize("route", UPLOAD_ROUTES)
+async def test_multipart_part_headers_are_bounded(api, ingest_on, route):
+    """A part whose headers never end (one endless header value) is refused, not held in memory
+    (python-multipart's own bound on a header line; a regression test, not a new rule)."""
+    boundary = "cvnboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+            f"X-Padding: {'a' * (2 * 1024 * 1024)}\r\n\r\n").encode() + png_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    r = await api("POST", route, raw=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert_error(r, 400, "invalid_multipart", "Maximum header size exceeded")
+    no_upload_leftovers(ingest_on)
+
+
+def test_multipart_text_fields_are_counted():
+    """At most MAX_FORM_FIELDS text fields, whatever names a route allows."""
+    from server_ext.handlers.uploads import MAX_FORM_FIELDS, MultipartFile
+
+    names = [f"f{i}" for i in range(MAX_FORM_FIELDS + 1)]
+    body, headers = multipart(*[(name, None, b"v") for name in names], ("file", "a.bin", b"data"))
+    boundary = headers["Content-Type"].split("boundary=", 1)[1].encode()
+    parser = MultipartFile(boundary, frozenset(names))
+    parser.feed(body)
+    assert parser.error == f"the multipart/form-data body holds more than {MAX_FORM_FIELDS} text fields"
+    body, headers = multipart(*[(name, None, b"v") for name in names[:-1]], ("file", "a.bin", b"data"))
+    parser = MultipartFile(headers["Content-Type"].split("boundary=", 1)[1].encode(), frozenset(names))
+    parser.feed(body)
+    parser.check_complete()  # exactly MAX_FORM_FIELDS: accepted
+    assert parser.fields == dict.fromkeys(names[:-1], "v") and parser.take() == b"data"
 
 
 BIDI_AND_ZERO_WIDTH = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",

@@ -1275,14 +1275,23 @@ class AssetRegistry:
         return self._public(new)
 
     # ------------------------------------------------------------------ removal
-    def remove_asset(self, uid: str, *, delete_files: bool = False) -> dict:
+    def remove_asset(self, uid: str, *, delete_files: bool = False) -> bool:
+        """The original comfyvn's call: remove the asset as :meth:`remove_asset_record` does;
+        ``True`` when it was removed, ``False`` for an unknown uid (nothing raised)."""
+        try:
+            self.remove_asset_record(uid, delete_files=delete_files)
+        except AssetNotFoundError:
+            return False
+        return True
+
+    def remove_asset_record(self, uid: str, *, delete_files: bool = False) -> dict:
         """Remove an asset's row, tags, thumbnails and provenance; its file and sidecar go to the
         workspace trash folder (``data/trash/<project>/<time>_<uid>/``), or are deleted when
         ``delete_files`` is true.  Never left in place: an unregistered file in the assets root
         is what the enforcer reports and rebuild registers again.
 
-        Returns the removed record (truthy, with ``trashed_to``, ``trashed`` and ``removed``);
-        an unknown uid raises :class:`AssetNotFoundError` (a ``KeyError``)."""
+        Returns the removed record (with ``trashed_to``, ``trashed`` and ``removed``); an unknown
+        uid raises :class:`AssetNotFoundError` (a ``KeyError``)."""
         fired: list[tuple[str, dict]] = []
         now = time.time()
         with self.db.transaction() as conn:
