@@ -433,8 +433,7 @@ def rebuild_from_disk(registry_or_project: AssetRegistry | str | None = None, *,
     stale: list[dict] = []
     if remove_stale and not dry_run:
         for row in list(reg.iter_assets()):
-            if not Path(row["abs_path"]).exists():
-                reg.remove_asset(row["uid"])
+            if not Path(row["abs_path"]).exists() and reg.remove_asset(row["uid"]):  # False: another process was first
                 stale.append({"uid": row["uid"], "path": row["path"]})
     if wait_for_thumbs and not dry_run:
         reg.wait_for_thumbnails(300)

@@ -125,7 +125,7 @@ def history_body(services: Any, limit: int, topics: list[str] | None, before_id:
 
 
 #: fields of a test event's data that the server sets (hook_event/timestamp: every event; the rest: this one)
-RESERVED_TEST_FIELDS = frozenset({"hook_event", "timestamp", "message", "sent_by"})
+RESERVED_TEST_FIELDS = frozenset({"hook_event", "timestamp", "timestamp_utc", "message", "sent_by"})
 
 
 class TestEventHandler(HooksBase):

@@ -295,7 +295,7 @@ async def test_cursors_of_the_wrong_shape_are_400(api, cursor):
 
 
 # ---------------------------------------------------------------------------- the test event and WS cursors
-@pytest.mark.parametrize("field", ["hook_event", "timestamp", "sent_by", "message"])
+@pytest.mark.parametrize("field", ["hook_event", "timestamp", "timestamp_utc", "sent_by", "message"])
 async def test_the_test_event_cannot_forge_envelope_fields(api, field):
     r = await api("POST", "/api/modder/hooks/test", body={"data": {field: "forged", "n": 1}})
     assert_error(r, 400, "invalid_body", field)
