@@ -11,6 +11,7 @@ import comfyvn.studio.core.asset_registry as regmod
 from comfyvn.hooks import get_hook_bus
 from comfyvn.ingest.mappers import normalise_metadata
 from comfyvn.studio.core.asset_registry import AssetRegistry
+from tests.fakes.provider_server import provider_servers_fixture  # noqa: F401
 
 CIVITAI_MODEL = {"id": 1, "name": "Hero LoRA", "type": "LORA", "allowNoCredit": False, "allowCommercialUse": "Rent",
                  "allowDerivatives": False, "allowDifferentLicense": False, "creator": {"username": "u"},
@@ -152,3 +153,28 @@ def test_the_migration_rederives_rights_of_rows_registered_before_it(reg, tmp_pa
     assert stale == 0
     regmod._RECOVERED.clear()
     assert AssetRegistry(project_id="rights").recover()["rights"] == 0  # once
+
+
+def test_a_civitai_pull_applied_through_the_queue_is_filterable_by_its_rights(ws, provider_servers, monkeypatch):
+    from comfyvn.config import update_config
+    from comfyvn.ingest.queue import AssetIngestQueue
+    from tests.fakes import CIVITAI_VERSION_ID
+
+    for name in ("CIVITAI_API_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    update_config({"ingest": {"rate_limit_rps": 1000, "rate_limit_burst": 100}}, ws)
+    queue = AssetIngestQueue(ws)
+    try:
+        job = queue.enqueue("civitai", remote_url=f"civitai:{CIVITAI_VERSION_ID}", terms_acknowledged=True)
+        queue.run_pending(timeout=30)
+        [applied] = queue.apply([job["job_id"]])["applied"]
+    finally:
+        queue.stop_worker()
+    reg = AssetRegistry(ws=ws)
+    asset = reg.get_asset(applied["asset_uid"])
+    assert asset["license"] is None and asset["license_known"] is True
+    assert asset["license_terms"]["commercial_use"] == "rent-civit" and asset["license_terms"]["source"] == "provider"
+    assert asset["license_terms"]["base_model_license"] == "openrail++"
+    assert asset["provenance"]["license_terms"]["commercial_use"] == "rent-civit"
+    assert uids(reg.list_assets(commercial_use="rent-civit", license_known=True)) == {asset["uid"]}
+    assert reg.list_assets(commercial_use="rent") == []
