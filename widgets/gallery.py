@@ -15,7 +15,16 @@ from comfyvn.studio.core.asset_registry import AssetRegistry
 
 from . import theme
 from .clipboard import ClipboardButton
-from .gallery_model import ANY, ASSET_TOPICS, PAGE_SIZE, RIGHTS, SORTS, UNLICENSED, GalleryModel
+from .gallery_model import (
+    ANY,
+    ASSET_TOPICS,
+    PAGE_SIZE,
+    RIGHTS,
+    SORTS,
+    UNLICENSED,
+    GalleryModel,
+    rights_summary,
+)
 from .grid import ThumbGrid
 from .live import LiveDashboard, LiveUpdater
 from .theme import chip, esc, human_bytes
@@ -55,6 +64,7 @@ def detail_html(detail: dict | None) -> str:
             ("path", f'<span class="cvn-mono">{esc(rec["path"])}</span>'), ("size", human_bytes(rec.get("bytes"))),
             ("sha-256", f'<span class="cvn-mono" title="{esc(rec["hash"])}">{esc(rec["hash"][:24])}…</span>'),
             ("licence", chip(rec["license"], "ok") if rec.get("license") else chip("none", "warn")),
+            ("rights", esc(rights_summary(rec.get("license_terms")))),
             ("origin", esc(rec.get("origin"))), ("version", esc(rec.get("version"))),
             ("created", _when(rec.get("created_at"))), ("updated", _when(rec.get("updated_at")))]
     kv = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)

@@ -54,6 +54,23 @@ RIGHTS: dict[str, tuple[dict[str, Any], str]] = {
 ASSET_TOPICS = ["on_asset_registered", "on_asset_meta_updated", "on_asset_removed", "on_asset_sidecar_written"]
 
 
+def rights_summary(terms: dict[str, Any] | None) -> str:
+    """One line for an asset's ``license_terms`` ("not stated" where a term is None)."""
+    terms = terms or {}
+
+    def yes_no(value: Any) -> str:
+        return "not stated" if value is None else ("yes" if value else "no")
+
+    parts = [f"commercial use: {terms.get('commercial_use') or 'not stated'}",
+             f"credit required: {yes_no(terms.get('credit_required'))}",
+             f"derivatives: {yes_no(terms.get('derivatives_allowed'))}"]
+    if terms.get("base_model_license"):
+        parts.append(f"base model: {terms['base_model_license']}")
+    if terms.get("source"):
+        parts.append(f"from {terms['source']}")
+    return " · ".join(parts)
+
+
 @dataclass(frozen=True)
 class GalleryFilter:
     """What the grid shows.  ``license=None`` is any licence, ``""`` means unlicensed."""

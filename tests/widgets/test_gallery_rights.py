@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from comfyvn_widgets.gallery import AssetGallery
-from comfyvn_widgets.gallery_model import RIGHTS, GalleryModel
+from comfyvn_widgets.gallery_model import RIGHTS, GalleryModel, rights_summary
+from widget_helpers import from_browser
 
 
 def names(model: GalleryModel) -> set[str]:
@@ -48,5 +49,16 @@ def test_rights_dropdown_filters_and_resets(registry, seeded):
         assert {t["name"] for t in gallery.grid.tiles} == {"ren.png", "letter.png"}
         gallery.reset_button.click()
         assert gallery.rights_filter.value == "any" and gallery.model.total == 7
+    finally:
+        gallery.close()
+
+
+def test_the_detail_shows_the_rights(registry, seeded):
+    assert rights_summary(None) == "commercial use: not stated · credit required: not stated · derivatives: not stated"
+    gallery = AssetGallery(registry, page_size=48, live=False)
+    try:
+        station = next(t for t in gallery.grid.tiles if t["name"] == "station.png")
+        from_browser(gallery.grid, {"kind": "click", "uid": station["uid"], "shift": False, "toggle": False})
+        assert "commercial use: sell · credit required: yes · derivatives: yes · from user" in gallery.detail.value
     finally:
         gallery.close()
