@@ -170,7 +170,7 @@ def civitai_terms(model: dict, base_model: Any = None) -> dict[str, Any]:
 
 def licence_terms(licence: str | None, *, source: str | None, base_model: Any = None) -> dict[str, Any]:
     """Terms a licence id grants by itself (unknown licence: every term None)."""
-    known = LICENCE_TERMS.get(licence or "")
+    known = LICENCE_TERMS.get(licence_id(licence) or "")
     terms: dict[str, Any] = dict.fromkeys(TERM_KEYS)
     if known:
         terms.update(known)
@@ -181,6 +181,44 @@ def licence_terms(licence: str | None, *, source: str | None, base_model: Any = 
     return terms
 
 
+def asset_rights(licence: str | None, stated: Any = None, *, base_model: Any = None) -> dict[str, Any]:
+    """The rights an asset carries: the one decision the registry, the migration and the filters use.
+
+    ``stated`` terms with a ``source`` (a provider's permissions, e.g. Civitai's, or terms a
+    person set) win; a licence fills only the terms they leave unstated.  Without stated terms
+    the licence id decides (``source="user"``: someone chose it).  The base model's licence is
+    kept from ``stated`` or derived from ``base_model``.  Every :data:`TERM_KEYS` key is present.
+    """
+    stated = stated if isinstance(stated, dict) else {}
+    if stated.get("source"):
+        terms: dict[str, Any] = {key: stated.get(key) for key in TERM_KEYS}
+        for key, value in LICENCE_TERMS.get(licence_id(licence) or "", {}).items():
+            if terms[key] is None:
+                terms[key] = value
+    else:
+        terms = licence_terms(licence, source="user")
+    if terms["commercial_use"] not in COMMERCIAL_LEVELS:
+        terms["commercial_use"] = None
+    for key in ("credit_required", "derivatives_allowed", "relicense_allowed"):
+        terms[key] = _bool(terms[key])
+    terms["base_model_license"] = (stated.get("base_model_license") if isinstance(stated.get("base_model_license"), str)
+                                   else base_model_license(base_model))
+    if terms["source"] is None and terms["base_model_license"]:
+        terms["source"] = "base-model"
+    return terms
+
+
+def licence_known(licence: str | None, terms: dict[str, Any]) -> bool:
+    """Is anything known about the asset's own rights?  A licence id, or terms stated by a
+    provider, a licence file or a person; a base model's licence alone is not the asset's."""
+    return bool(licence) or terms.get("source") not in (None, "base-model")
+
+
+def commercial_rank(level: Any) -> int | None:
+    """A commercial-use level's place in ``none < image < rent-civit < rent < sell`` (None if unknown)."""
+    return COMMERCIAL_LEVELS.index(level) if level in COMMERCIAL_LEVELS else None
+
+
 __all__ = ["CIVITAI_COMMERCIAL", "COMMERCIAL_LEVELS", "FLUX_DEV_NC", "LICENCE_TERMS", "STABILITY_COMMUNITY",
-           "TERM_KEYS", "base_model_license", "civitai_commercial_use", "civitai_terms", "commercial_level",
-           "licence_id", "licence_terms"]
+           "TERM_KEYS", "asset_rights", "base_model_license", "civitai_commercial_use", "civitai_terms",
+           "commercial_level", "commercial_rank", "licence_id", "licence_known", "licence_terms"]

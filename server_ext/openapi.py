@@ -13,7 +13,7 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from tornado import web
 
-from comfyvn import __version__
+from comfyvn import __version__, rights
 
 from .handlers.base import ComfyvnAPIHandler
 
@@ -138,6 +138,11 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
                        _q("cursor", "next_cursor of the previous page"), _q("limit", "1..1000", "integer"),
                        _q("sort", "Sort column", enum=["created_at", "updated_at", "path", "bytes", "type", "uid"]),
                        _q("order", "asc | desc", enum=["asc", "desc"]), _q("total", "Include the total", "boolean"),
+                       _q("commercial_use", "Assets allowing at least this commercial use "
+                          "(none < image < rent-civit < rent < sell)", enum=list(rights.COMMERCIAL_LEVELS)),
+                       _q("credit_required", "Credit required (not stated matches neither)", "boolean"),
+                       _q("derivatives", "Derivatives allowed (not stated matches neither)", "boolean"),
+                       _q("license_known", "A licence or terms are known", "boolean"),
                        _PROJECT],
         "responses": {"200": _json({"type": "object", "properties": {
             "items": {"type": "array", "items": _ref("Asset")}, "next_cursor": {"type": ["string", "null"]},
@@ -291,7 +296,8 @@ COMPONENTS: dict[str, Any] = {
             "created_at", "updated_at")}},
         "Asset": {"type": "object", "properties": {k: {} for k in (
             "uid", "type", "path", "hash", "bytes", "tags", "license", "origin", "version", "created_at",
-            "updated_at", "meta", "preview", "provenance", "project_id", "abs_path", "sidecar")}},
+            "updated_at", "meta", "preview", "provenance", "project_id", "abs_path", "sidecar", "license_terms",
+            "license_known")}},
         "Envelope": {"type": "object", "required": ["id", "event", "ts", "data"], "properties": {
             "id": {"type": "integer"}, "event": {"type": "string"}, "ts": {"type": "number"}, "data": _OBJ}},
         "HookSpec": {"type": "object", "properties": {k: {} for k in (

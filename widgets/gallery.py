@@ -15,7 +15,16 @@ from comfyvn.studio.core.asset_registry import AssetRegistry
 
 from . import theme
 from .clipboard import ClipboardButton
-from .gallery_model import ANY, ASSET_TOPICS, PAGE_SIZE, SORTS, UNLICENSED, GalleryModel
+from .gallery_model import (
+    ANY,
+    ASSET_TOPICS,
+    PAGE_SIZE,
+    RIGHTS,
+    SORTS,
+    UNLICENSED,
+    GalleryModel,
+    rights_summary,
+)
 from .grid import ThumbGrid
 from .live import LiveDashboard, LiveUpdater
 from .theme import chip, esc, human_bytes
@@ -55,6 +64,7 @@ def detail_html(detail: dict | None) -> str:
             ("path", f'<span class="cvn-mono">{esc(rec["path"])}</span>'), ("size", human_bytes(rec.get("bytes"))),
             ("sha-256", f'<span class="cvn-mono" title="{esc(rec["hash"])}">{esc(rec["hash"][:24])}…</span>'),
             ("licence", chip(rec["license"], "ok") if rec.get("license") else chip("none", "warn")),
+            ("rights", esc(rights_summary(rec.get("license_terms")))),
             ("origin", esc(rec.get("origin"))), ("version", esc(rec.get("version"))),
             ("created", _when(rec.get("created_at"))), ("updated", _when(rec.get("updated_at")))]
     kv = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
@@ -128,23 +138,26 @@ class AssetGallery(LiveDashboard):
                                      continuous_update=True, layout=W.Layout(width="220px"))
         self.license_filter = W.Dropdown(description="Licence", options=[("Any licence", _ANY_KEY)], value=_ANY_KEY,
                                          layout=W.Layout(width="210px"))
+        self.rights_filter = W.Dropdown(description="Rights", options=[(v[1], k) for k, v in RIGHTS.items()],
+                                        value="any", layout=W.Layout(width="210px"))
         self.search = W.Text(description="Search", placeholder="name, tag, metadata…", continuous_update=True,
                              layout=W.Layout(width="260px"))
         self.sort = W.Dropdown(description="Sort", options=[(v[2], k) for k, v in SORTS.items()], value="newest",
                                layout=W.Layout(width="210px"))
         self.reset_button = W.Button(description="Reset filters", layout=W.Layout(width="auto"))
         for w, cls in ((self.type_filter, "type"), (self.tag_filter, "tags"), (self.license_filter, "license"),
-                       (self.search, "text"), (self.sort, "sort")):
+                       (self.rights_filter, "rights"), (self.search, "text"), (self.sort, "sort")):
             w.style.description_width = "52px"
             w.add_class(f"cvn-filter-{cls}")
         self.type_filter.observe(g(lambda ch: self._filter_changed(asset_type=ch["new"] or None)), "value")
         self.license_filter.observe(g(lambda ch: self._filter_changed(license=self._license_value(ch["new"]))), "value")
+        self.rights_filter.observe(g(lambda ch: self._filter_changed(rights=ch["new"])), "value")
         self.sort.observe(g(lambda ch: self._filter_changed(sort=ch["new"])), "value")
         self.tag_filter.observe(g(lambda ch: self._filter_changed(debounce=True, tags=ch["new"])), "value")
         self.search.observe(g(lambda ch: self._filter_changed(debounce=True, text=ch["new"])), "value")
         self.reset_button.on_click(g(lambda _b: self.reset_filters()))
-        filters = W.HBox([self.type_filter, self.tag_filter, self.license_filter, self.search, self.sort,
-                          self.reset_button])
+        filters = W.HBox([self.type_filter, self.tag_filter, self.license_filter, self.rights_filter, self.search,
+                          self.sort, self.reset_button])
         filters.add_class("cvn-toolbar")
         filters.add_class("cvn-card")
 
@@ -317,13 +330,14 @@ class AssetGallery(LiveDashboard):
             self.type_filter.value = ""
             self.tag_filter.value = ""
             self.license_filter.value = _ANY_KEY
+            self.rights_filter.value = "any"
             self.search.value = ""
             self.sort.value = "newest"
         finally:
             self._sync.active = False
         with self._pending_lock:
             self._pending_filter.clear()
-        self.set_filter(asset_type=None, tags=(), license=ANY, text="", sort="newest")
+        self.set_filter(asset_type=None, tags=(), license=ANY, rights="any", text="", sort="newest")
 
     # -- selection and paging --------------------------------------------------------------
     def _tile_clicked(self, uid: str, shift: bool, toggle: bool) -> None:

@@ -42,7 +42,33 @@ SORTS: dict[str, tuple[str, bool, str]] = {
 }
 ANY = None  # licence filter: any licence
 UNLICENSED = ""  # licence filter: assets without a licence
+# the "rights" filter beside the licence one: key -> (AssetRegistry.query_assets rights filters, label)
+RIGHTS: dict[str, tuple[dict[str, Any], str]] = {
+    "any": ({}, "Any rights"),
+    "sell": ({"commercial_use": "sell"}, "May be sold"),
+    "commercial": ({"commercial_use": "image"}, "Some commercial use"),
+    "no-credit": ({"credit_required": False}, "No credit needed"),
+    "derivatives": ({"derivatives": True}, "Derivatives allowed"),
+    "unknown": ({"license_known": False}, "Rights unknown"),
+}
 ASSET_TOPICS = ["on_asset_registered", "on_asset_meta_updated", "on_asset_removed", "on_asset_sidecar_written"]
+
+
+def rights_summary(terms: dict[str, Any] | None) -> str:
+    """One line for an asset's ``license_terms`` ("not stated" where a term is None)."""
+    terms = terms or {}
+
+    def yes_no(value: Any) -> str:
+        return "not stated" if value is None else ("yes" if value else "no")
+
+    parts = [f"commercial use: {terms.get('commercial_use') or 'not stated'}",
+             f"credit required: {yes_no(terms.get('credit_required'))}",
+             f"derivatives: {yes_no(terms.get('derivatives_allowed'))}"]
+    if terms.get("base_model_license"):
+        parts.append(f"base model: {terms['base_model_license']}")
+    if terms.get("source"):
+        parts.append(f"from {terms['source']}")
+    return " · ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -54,13 +80,17 @@ class GalleryFilter:
     license: str | None = ANY
     text: str = ""
     sort: str = "newest"
+    rights: str = "any"
 
     def query_kwargs(self) -> dict[str, Any]:
         if self.sort not in SORTS:
             raise ValueError(f"unknown sort {self.sort!r}; choose one of {', '.join(SORTS)}")
+        if self.rights not in RIGHTS:
+            raise ValueError(f"unknown rights filter {self.rights!r}; choose one of {', '.join(RIGHTS)}")
         col, desc, _ = SORTS[self.sort]
         return {"asset_type": self.asset_type or None, "tags": list(self.tags) or None, "tags_mode": "all",
-                "license": self.license, "text": self.text.strip() or None, "sort": col, "descending": desc}
+                "license": self.license, "text": self.text.strip() or None, "sort": col, "descending": desc,
+                **RIGHTS[self.rights][0]}
 
     def describe(self) -> str:
         parts = []
@@ -70,6 +100,8 @@ class GalleryFilter:
             parts.append("tags " + " + ".join(self.tags))
         if self.license is not None:
             parts.append(f"licence {self.license}" if self.license else "no licence")
+        if self.rights != "any":
+            parts.append(RIGHTS[self.rights][1].lower())
         if self.text.strip():
             parts.append(f'"{self.text.strip()}"')
         return ", ".join(parts) or "all assets"
@@ -211,7 +243,8 @@ class GalleryModel:
             return self.items
 
     def set_filter(self, **changes: Any) -> list[dict]:
-        """Change filter fields (``asset_type``, ``tags``, ``license``, ``text``, ``sort``) and go to page 1."""
+        """Change filter fields (``asset_type``, ``tags``, ``license``, ``rights``, ``text``, ``sort``) and go
+        to page 1."""
         with self.lock:
             if "tags" in changes:
                 changes["tags"] = tuple(normalise_tags(changes["tags"]))

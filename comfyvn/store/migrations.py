@@ -106,6 +106,26 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX assets_created ON assets(project_id, created_at, uid);
         """,
     ),
+    (
+        # licences as structured rights (issue 13): the terms (JSON) and the queried ones as indexed
+        # columns.  commercial_rank is the place in none(0) < image < rent-civit < rent < sell(4);
+        # booleans are 0/1, NULL = not stated.  rights_version 0 marks rows registered before this
+        # migration: AssetRegistry.recover() re-derives their rights once (comfyvn.rights.asset_rights)
+        "registry.004_rights",
+        """
+        ALTER TABLE assets ADD COLUMN license_terms TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE assets ADD COLUMN commercial_rank INTEGER;
+        ALTER TABLE assets ADD COLUMN credit_required INTEGER;
+        ALTER TABLE assets ADD COLUMN derivatives_allowed INTEGER;
+        ALTER TABLE assets ADD COLUMN license_known INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE assets ADD COLUMN rights_version INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX assets_commercial_created ON assets(project_id, commercial_rank, created_at, uid);
+        CREATE INDEX assets_credit_created ON assets(project_id, credit_required, created_at, uid);
+        CREATE INDEX assets_derivatives_created ON assets(project_id, derivatives_allowed, created_at, uid);
+        CREATE INDEX assets_license_known_created ON assets(project_id, license_known, created_at, uid);
+        CREATE INDEX assets_rights_stale ON assets(project_id, rights_version) WHERE rights_version = 0;
+        """,
+    ),
     # --- ingest (issue 3) -----------------------------------------------------------------
     (
         "ingest.001_jobs",

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from jupyter_server.auth.decorator import authorized
 from tornado import iostream, web
 
+from comfyvn import rights
 from comfyvn.config import get_setting
 from comfyvn.confined import open_confined
 from comfyvn.hooks import HOOK_SPECS
@@ -125,6 +126,7 @@ class AssetsHandler(AssetsBase):
             "hash": self.q_str("hash", max_len=64), "limit": self.q_int("limit", 50, minimum=1, maximum=1000),
             "cursor": asset_cursor(self.q_str("cursor", max_len=512)), "sort": sort, "descending": order == "desc",
             "with_total": self.q_bool("total"),
+            **self.rights_filters(),
         }
         reg = await self.existing_registry()
         if reg is None:  # a project nobody wrote to: empty, and nothing is created for the read
@@ -137,6 +139,18 @@ class AssetsHandler(AssetsBase):
         page = await self.run(reg.query_assets, **filters)
         page["project"] = reg.project_id
         self.reply(page)
+
+    def rights_filters(self) -> dict[str, Any]:
+        """``?commercial_use=`` (a level: at least it), ``?credit_required=``, ``?derivatives=`` and
+        ``?license_known=`` (true/false); absent ones filter nothing, a bad value is a 400."""
+        level = self.q_str("commercial_use", max_len=16)
+        if level is not None and level not in rights.COMMERCIAL_LEVELS:
+            raise ApiError(400, "invalid_parameter",
+                           f"commercial_use must be one of {', '.join(rights.COMMERCIAL_LEVELS)}, got {level!r}")
+        out: dict[str, Any] = {"commercial_use": level}
+        for name in ("credit_required", "derivatives", "license_known"):
+            out[name] = None if self.q_str(name, max_len=8) is None else self.q_bool(name)
+        return out
 
 
 def asset_cursor(cursor: str | None) -> str | None:

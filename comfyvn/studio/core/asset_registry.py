@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ... import rights
 from ...config import Workspace, get_setting, setup_logging, workspace
 from ...confined import open_confined
 from ...core import modder_hooks
@@ -57,6 +58,10 @@ PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNSET: Any = object()
 # keys of a metadata dict that are the asset's own fields (the original registry kept them in meta)
 FIELD_KEYS = ("tags", "license", "origin", "version")
+RIGHTS_VERSION = 1  # rows with an older rights_version get their rights re-derived by recover()
+# rights filters of query_assets: parameter -> column (booleans 0/1; NULL = not stated, never matches)
+RIGHTS_BOOL_FILTERS = {"credit_required": "credit_required", "derivatives": "derivatives_allowed",
+                       "license_known": "license_known"}
 # keys the registry derives and shows inside ``meta`` (never stored there)
 DERIVED_META_KEYS = ("preview", "thumbnails")
 SORT_COLUMNS = {"created_at": "created_at", "updated_at": "updated_at", "path": "path", "bytes": "bytes",
@@ -137,6 +142,60 @@ def split_metadata(metadata: dict | None) -> tuple[dict, dict]:
             except (TypeError, ValueError):
                 raise ValueError(f"metadata version must be an integer, got {value!r}") from None
     return meta, fields
+
+
+def _stated_terms(meta: dict, provenance: dict) -> tuple[dict, dict | None]:
+    """``(meta without license_terms, the terms a pull or caller stated)``: ``license_terms`` in the
+    metadata (a pull's normalised metadata carries them) or in the provenance; None when neither."""
+    given = meta.get("license_terms", provenance.get("license_terms"))
+    if "license_terms" in meta:
+        meta = {k: v for k, v in meta.items() if k != "license_terms"}
+    if given is None:
+        return meta, None
+    return meta, _check_terms(given, default_source="provider")
+
+
+def _check_terms(terms: Any, *, default_source: str) -> dict:
+    """Validated ``license_terms`` (unknown keys dropped; ``source`` defaults to ``default_source``)."""
+    if not isinstance(terms, dict):
+        raise ValueError(f"license_terms must be a JSON object, got {type(terms).__name__}")
+    level = terms.get("commercial_use")
+    if level is not None and level not in rights.COMMERCIAL_LEVELS:
+        raise ValueError(f"license_terms.commercial_use must be one of {', '.join(rights.COMMERCIAL_LEVELS)} "
+                         f"or null, got {level!r}")
+    for key in ("credit_required", "derivatives_allowed", "relicense_allowed"):
+        if terms.get(key) is not None and not isinstance(terms[key], bool):
+            raise ValueError(f"license_terms.{key} must be true, false or null, got {terms[key]!r}")
+    out = {key: terms.get(key) for key in rights.TERM_KEYS}
+    if not out["source"] and any(out[k] is not None for k in rights.TERM_KEYS if k not in ("source",
+                                                                                         "base_model_license")):
+        out["source"] = default_source
+    return out
+
+
+def _stored_terms(rec: dict) -> tuple[dict, dict | None]:
+    """The terms a row registered before rights were stored carries (see ``_rederive_rights``)."""
+    prov = rec["provenance"]
+    raw, provider = prov.get("provider_metadata"), prov.get("provider")
+    meta = {k: v for k, v in rec["meta"].items() if k != "license_terms"}
+    try:
+        stated = _stated_terms(rec["meta"], {})[1]
+    except ValueError:  # terms an old version stored in a shape we no longer accept: not stated
+        stated = None
+    if isinstance(raw, dict) and raw and isinstance(provider, str):
+        from ...ingest.mappers import normalise_metadata  # ingest imports this module
+
+        try:
+            mapped = normalise_metadata(provider, raw).get("license_terms") or {}
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.warning("asset %s: its stored %s metadata could not be read again", rec["uid"], provider)
+            mapped = {}
+        if mapped.get("source"):
+            return meta, {key: mapped.get(key) for key in rights.TERM_KEYS}
+    try:
+        return meta, stated if stated is not None else _check_terms(prov["license_terms"], default_source="provider")
+    except (KeyError, ValueError):
+        return meta, stated
 
 
 def _deep_merge(base: dict, patch: dict) -> dict:
@@ -575,12 +634,17 @@ class AssetRegistry:
         prov.setdefault("digest", digest)
         prov.setdefault("terms_acknowledged", False)
         prov.setdefault("provider_metadata", {})
+        meta, stated = _stated_terms(meta, prov)
+        if stated is not None:
+            prov["license_terms"] = stated  # what the source said: a cleared licence falls back to it
         record = {
             "uid": uid, "type": asset_type, "path": rel, "hash": digest, "bytes": size, "tags": tag_list,
             "license": license_tag or None, "origin": origin or prov.get("provider") or "local", "version": 1,
             "created_at": float(created_at) if created_at is not None else now, "updated_at": now,
             "meta": meta, "preview": self._preview_for(uid, rel), "provenance": prov,
+            "license_terms": rights.asset_rights(license_tag or None, stated, base_model=meta.get("base_model")),
         }
+        record["license_known"] = rights.licence_known(record["license"], record["license_terms"])
         return {"record": record, "op": op, "source": source_real, "final": final, "tmp": tmp, "merge": merge,
                 "placed": False}
 
@@ -691,7 +755,8 @@ class AssetRegistry:
                 raise
             conn.execute("DELETE FROM file_intents WHERE id = ?", (plan["intent"],))
             fired = self._emit_all(conn, [
-                (self.HOOK_ASSET_REGISTERED, self._payload(rec, include_meta=True), {"bytes": rec["bytes"]}),
+                (self.HOOK_ASSET_REGISTERED, self._payload(rec, include_meta=True),
+                 {"bytes": rec["bytes"], "license_terms": dict(rec["license_terms"])}),
                 (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), None)])
             if rec["preview"].get("kind"):
                 self._mark_thumbnails(conn, rec, "pending")
@@ -837,15 +902,29 @@ class AssetRegistry:
     def _insert_row(self, conn, rec: dict) -> None:
         conn.execute(
             "INSERT INTO assets(project_id, uid, type, path, hash, bytes, tags, license, origin, version, created_at,"
-            " updated_at, meta, preview, provenance, search_text, sidecar_pending)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
+            " updated_at, meta, preview, provenance, search_text, sidecar_pending, license_terms, commercial_rank,"
+            " credit_required, derivatives_allowed, license_known, rights_version)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?)",
             (self.project_id, rec["uid"], rec["type"], rec["path"], rec["hash"], rec["bytes"], json.dumps(rec["tags"]),
              rec["license"], rec["origin"], rec["version"], rec["created_at"], rec["updated_at"],
              json.dumps(rec["meta"], ensure_ascii=False), json.dumps(rec["preview"]),
-             json.dumps(rec["provenance"], ensure_ascii=False), self._search_text(rec)))
+             json.dumps(rec["provenance"], ensure_ascii=False), self._search_text(rec),
+             *self._rights_columns(rec), RIGHTS_VERSION))
         if rec["tags"]:
             conn.executemany("INSERT OR IGNORE INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
                              [(self.project_id, rec["uid"], t) for t in rec["tags"]])
+
+    @staticmethod
+    def _rights_columns(rec: dict) -> tuple:
+        """``(license_terms JSON, commercial_rank, credit_required, derivatives_allowed, license_known)``."""
+        terms = rec["license_terms"]
+
+        def flag(value: Any) -> int | None:
+            return None if value is None else int(value)
+
+        return (json.dumps(terms, ensure_ascii=False), rights.commercial_rank(terms.get("commercial_use")),
+                flag(terms.get("credit_required")), flag(terms.get("derivatives_allowed")),
+                int(rights.licence_known(rec["license"], terms)))
 
     @staticmethod
     def _search_text(rec: dict) -> str:
@@ -863,6 +942,11 @@ class AssetRegistry:
         for key in ("tags", "meta", "preview", "provenance"):
             rec[key] = json.loads(rec[key]) if rec[key] else ({} if key != "tags" else [])
         rec.pop("search_text", None)
+        stored = json.loads(rec.get("license_terms") or "{}")
+        rec["license_terms"] = {key: stored.get(key) for key in rights.TERM_KEYS}
+        rec["license_known"] = bool(rec.get("license_known"))
+        for key in ("commercial_rank", "credit_required", "derivatives_allowed", "rights_version"):
+            rec.pop(key, None)  # indexed copies of license_terms
         return rec
 
     def _public(self, rec: dict) -> dict:
@@ -919,7 +1003,7 @@ class AssetRegistry:
             "uid": rec["uid"], "type": rec["type"], "path": rec["path"], "hash": rec["hash"],
             "bytes": rec["bytes"], "tags": rec["tags"], "license": rec["license"], "origin": rec["origin"],
             "version": rec["version"], "created_at": utc_timestamp(rec["created_at"]), "meta": self.meta_view(rec),
-            "preview": rec["preview"], "provenance": rec["provenance"],
+            "preview": rec["preview"], "provenance": rec["provenance"], "license_terms": rec["license_terms"],
         }
 
     def _sync_sidecars(self, uids: Iterable[str], batch: int = 64) -> int:
@@ -1030,8 +1114,15 @@ class AssetRegistry:
     def query_assets(self, *, asset_type: str | None = None, tags: Iterable[str] | str | None = None,
                      tags_mode: str = "all", license: str | None = None, text: str | None = None,
                      hash: str | None = None, limit: int = 50, offset: int = 0, cursor: str | None = None,
-                     sort: str = "created_at", descending: bool = True, with_total: bool = False) -> dict:
-        """One page of assets: ``{"items", "next_cursor", "total"?}`` (indexed SQL, keyset cursor)."""
+                     sort: str = "created_at", descending: bool = True, with_total: bool = False,
+                     commercial_use: str | None = None, credit_required: bool | None = None,
+                     derivatives: bool | None = None, license_known: bool | None = None) -> dict:
+        """One page of assets: ``{"items", "next_cursor", "total"?}`` (indexed SQL, keyset cursor).
+
+        Rights filters: ``commercial_use`` keeps assets allowing at least that level (``none <
+        image < rent-civit < rent < sell``); ``credit_required``, ``derivatives`` (derivatives
+        allowed) and ``license_known`` match the term exactly.  A term not stated matches no
+        level and neither true nor false."""
         if sort not in SORT_COLUMNS:
             raise ValueError(f"sort must be one of {', '.join(SORT_COLUMNS)}")
         if tags_mode not in ("all", "any"):
@@ -1049,6 +1140,23 @@ class AssetRegistry:
             else:
                 where.append("a.license = ?")
                 params.append(license)
+        if commercial_use is not None:
+            rank = rights.commercial_rank(commercial_use)
+            if rank is None:
+                raise ValueError(f"commercial_use must be one of {', '.join(rights.COMMERCIAL_LEVELS)}, "
+                                 f"got {commercial_use!r}")
+            # an IN list, not ">=": each level is an index range already in created_at order (x100 faster)
+            levels = range(rank, len(rights.COMMERCIAL_LEVELS))
+            where.append(f"a.commercial_rank IN ({','.join('?' * len(levels))})")
+            params.extend(levels)
+        for name, value in (("credit_required", credit_required), ("derivatives", derivatives),
+                            ("license_known", license_known)):
+            if value is None:
+                continue
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+            where.append(f"a.{RIGHTS_BOOL_FILTERS[name]} = ?")
+            params.append(int(value))
         if hash:
             where.append("a.uid = ? AND a.hash = ?")  # primary key: uid = first 16 hex digits
             params.extend([hash.lower()[:16], hash.lower()])
@@ -1179,8 +1287,11 @@ class AssetRegistry:
     def _update_many(self, uids: list[str], *, metadata: dict | None, replace: bool, add_tags: list[str],
                      remove_tags: list[str], license_tag: Any, expected_version: int | None = None) -> list[dict]:
         fields: dict[str, Any] = {}
+        terms_given: dict | None = None
         if metadata is not None:
             metadata, fields = split_metadata(metadata)
+            if "license_terms" in metadata:  # terms a person sets are a field, not free-form meta
+                terms_given = _check_terms(metadata.pop("license_terms"), default_source="user")
         if license_tag is _UNSET and "license" in fields:
             license_tag = fields["license"]
         if "version" in fields:
@@ -1217,22 +1328,30 @@ class AssetRegistry:
                 if license_tag is not _UNSET:
                     new["license"] = license_tag
                 new["origin"] = fields.get("origin", rec["origin"])
-                if (new["meta"], new["tags"], new["license"], new["origin"]) == (
-                        rec["meta"], rec["tags"], rec["license"], rec["origin"]):
+                given = None if terms_given == rec["license_terms"] else terms_given  # a meta round trip
+                if license_tag is not _UNSET or given is not None:
+                    new["license_terms"] = self._rights_after_change(rec, new, given)
+                    new["license_known"] = rights.licence_known(new["license"], new["license_terms"])
+                if (new["meta"], new["tags"], new["license"], new["origin"], new["license_terms"]) == (
+                        rec["meta"], rec["tags"], rec["license"], rec["origin"], rec["license_terms"]):
                     updated.append(rec)
                     continue
                 new["version"] = rec["version"] + 1
                 new["updated_at"] = now
                 conn.execute(
                     "UPDATE assets SET meta = ?, tags = ?, license = ?, origin = ?, version = ?, updated_at = ?,"
-                    " search_text = ?, sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
+                    " search_text = ?, sidecar_pending = 1, license_terms = ?, commercial_rank = ?,"
+                    " credit_required = ?, derivatives_allowed = ?, license_known = ?"
+                    " WHERE project_id = ? AND uid = ?",
                     (json.dumps(new["meta"], ensure_ascii=False), json.dumps(new["tags"]), new["license"],
-                     new["origin"], new["version"], now, self._search_text(new), self.project_id, rec["uid"]))
+                     new["origin"], new["version"], now, self._search_text(new), *self._rights_columns(new),
+                     self.project_id, rec["uid"]))
                 conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, rec["uid"]))
                 conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
                                  [(self.project_id, rec["uid"], t) for t in new["tags"]])
                 calls.append((self.HOOK_ASSET_META_UPDATED, self._payload(new, include_meta=True),
-                              {"tags": new["tags"], "license": new["license"]}))
+                              {"tags": new["tags"], "license": new["license"],
+                               "license_terms": dict(new["license_terms"])}))
                 calls.append((self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(new), None))
                 updated.append(new)
             if calls:
@@ -1240,6 +1359,21 @@ class AssetRegistry:
         self._sync_sidecars([r["uid"] for r in updated if r["updated_at"] == now])
         self._run_hooks(fired)
         return [self._public(r) for r in updated]
+
+    @staticmethod
+    def _rights_after_change(rec: dict, new: dict, terms_given: dict | None) -> dict:
+        """An asset's rights after its licence or terms changed: terms a person gives win (over the
+        current ones, term by term); a new
+        licence decides by itself; a cleared one falls back to what the source stated.  The base
+        model's licence stays."""
+        keep = {"base_model_license": rec["license_terms"].get("base_model_license")}
+        if terms_given is not None:
+            stated: dict = {**rec["license_terms"], **{k: v for k, v in terms_given.items() if v is not None}}
+        elif new["license"] is None:
+            stated = {**keep, **(rec["provenance"].get("license_terms") or {})}
+        else:
+            stated = keep
+        return rights.asset_rights(new["license"], stated, base_model=new["meta"].get("base_model"))
 
     def relocate_asset(self, uid: str, new_relative: str) -> dict:
         """Point an asset at the place its file was moved to by hand (the enforcer's fix).
@@ -1416,7 +1550,7 @@ class AssetRegistry:
         Operations of live processes (this one included) are left alone.
         """
         stats = {"undone": 0, "kept": 0, "finished": 0, "skipped_live": 0, "temp_files": 0, "sidecars": 0,
-                 "thumbnails": 0}
+                 "thumbnails": 0, "rights": 0}
         intents = self.db.query("SELECT * FROM file_intents WHERE project_id = ? ORDER BY id", (self.project_id,))
         for intent in intents:
             if owner_alive(intent["owner"]):
@@ -1447,6 +1581,7 @@ class AssetRegistry:
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM file_intents WHERE id = ?", (intent["id"],))
         stats["temp_files"] += _sweep_temp_files(self.assets_root / INCOMING_DIR, "")
+        stats["rights"] = self._rederive_rights()
         pending_rows = self.db.query("SELECT uid, path FROM assets WHERE project_id = ? AND sidecar_pending = 1",
                                      (self.project_id,))
         for row in pending_rows:  # a writer killed mid-sidecar leaves its temporary file beside it
@@ -1463,6 +1598,37 @@ class AssetRegistry:
         if any(v for k, v in stats.items() if k not in ("skipped_live", "thumbnails")):
             log.info("recovered project %s: %s", self.project_id, stats)
         return stats
+
+    def _rederive_rights(self, batch: int = 200) -> int:
+        """The one-time step of migration ``registry.004_rights``: rows registered before it
+        (``rights_version`` 0) get their rights derived from their stored provider metadata
+        (``provenance.provider_metadata``, read again by today's mapper), else the terms their
+        metadata carries, else their licence.  The ``license_terms`` left in free-form ``meta`` move
+        to ``provenance.license_terms``; the sidecar is rewritten.  No hook fires: nothing was edited."""
+        done = 0
+        while True:
+            with self.db.transaction() as conn:
+                rows = conn.execute("SELECT * FROM assets WHERE project_id = ? AND rights_version < ? LIMIT ?",
+                                    (self.project_id, RIGHTS_VERSION, batch)).fetchall()
+                for row in rows:
+                    rec = self._decode(row)
+                    meta, stated = _stored_terms(rec)
+                    prov = dict(rec["provenance"])
+                    if stated is not None:
+                        prov["license_terms"] = stated
+                    rec.update(meta=meta, provenance=prov,
+                               license_terms=rights.asset_rights(rec["license"], stated,
+                                                                 base_model=meta.get("base_model")))
+                    conn.execute(
+                        "UPDATE assets SET meta = ?, provenance = ?, license_terms = ?, commercial_rank = ?,"
+                        " credit_required = ?, derivatives_allowed = ?, license_known = ?, rights_version = ?,"
+                        " search_text = ?, sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
+                        (json.dumps(meta, ensure_ascii=False), json.dumps(prov, ensure_ascii=False),
+                         *self._rights_columns(rec), RIGHTS_VERSION, self._search_text(rec), self.project_id,
+                         rec["uid"]))
+            done += len(rows)
+            if len(rows) < batch:
+                return done
 
     def pending_recovery(self) -> list[dict]:
         """Journalled file operations of processes that are no longer running (what recover() would fix)."""
