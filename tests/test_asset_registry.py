@@ -26,7 +26,7 @@ from comfyvn.studio.core.asset_registry import (
 )
 
 SIDECAR_KEYS = {"uid", "type", "path", "hash", "bytes", "tags", "license", "origin", "version", "created_at",
-                "meta", "preview", "provenance"}
+                "meta", "preview", "provenance", "license_terms"}
 SEED_PAYLOADS = {
     AssetRegistry.HOOK_ASSET_REGISTERED: {"uid", "type", "path", "meta", "sidecar"},
     AssetRegistry.HOOK_ASSET_META_UPDATED: {"uid", "type", "meta", "path", "sidecar"},

@@ -178,3 +178,15 @@ def test_a_civitai_pull_applied_through_the_queue_is_filterable_by_its_rights(ws
     assert asset["provenance"]["license_terms"]["commercial_use"] == "rent-civit"
     assert uids(reg.list_assets(commercial_use="rent-civit", license_known=True)) == {asset["uid"]}
     assert reg.list_assets(commercial_use="rent") == []
+
+
+def test_stated_terms_survive_a_rebuild_from_the_sidecars(reg, tmp_path):
+    from comfyvn.registry.rebuild import rebuild_from_disk
+
+    terms = {"commercial_use": "image", "credit_required": True, "source": "user"}  # a person's, no licence
+    rec = reg.register_file(put(tmp_path, "bought.png"), "sprites", metadata={"license_terms": terms})
+    assert rec["license_known"] is True and rec["license_terms"]["commercial_use"] == "image"
+    fresh_db = tmp_path / "rebuilt.sqlite3"  # the database lost: rebuild the registry from the files alone
+    rebuild_from_disk(project_id="rights", assets_root=reg.assets_root, db_path=fresh_db)
+    rebuilt = AssetRegistry(project_id="rights", assets_root=reg.assets_root, db_path=fresh_db).get_asset(rec["uid"])
+    assert rebuilt["license_terms"] == rec["license_terms"] and rebuilt["license_known"] is True
