@@ -17,7 +17,7 @@ from typing import Any
 from comfyvn.config import Workspace, get_setting, init_workspace, setup_logging
 from comfyvn.hooks import ModderHookBus, Subscription, get_hook_bus
 from comfyvn.store import Database, get_database
-from comfyvn.studio.core.asset_registry import PROJECT_RE, AssetRegistry
+from comfyvn.studio.core.asset_registry import AssetRegistry, check_project_id
 
 log = logging.getLogger("comfyvn.server")
 #: every event of the log is mirrored here at DEBUG (COMFYVN_LOG_LEVEL=DEBUG), as the seed says
@@ -111,8 +111,7 @@ class ComfyvnServices:
             reg = self._registries.get(name)
         if reg is not None:
             return reg
-        if not isinstance(name, str) or not PROJECT_RE.match(name):
-            raise ValueError(f"project {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        check_project_id(name)
         if not (self.ws.assets_root / name).is_dir() and self.db.query_one(
                 "SELECT 1 FROM assets WHERE project_id = ? LIMIT 1", (name,)) is None:
             return None

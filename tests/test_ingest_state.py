@@ -167,11 +167,13 @@ def test_bad_entries_are_refused_one_by_one(ws, q, tmp_path):
         {"job_id": "badprov00001", "provider": "myspace", "source_path": "/x"},
         {"job_id": "badtype00001", "provider": "local", "source_path": "/x", "asset_type_hint": "../x"},
         {"job_id": "baddest00001", "provider": "local", "source_path": "/x", "dest_relative": "../../x"},
+        {"job_id": "badproj00001", "provider": "local", "source_path": "/x", "project_id": "../.."},
     ]}
     result = q.import_state(doc)
-    assert result["imported"] == [] and len(result["refused"]) == 5
+    assert result["imported"] == [] and len(result["refused"]) == 6
     assert [r["job_id"] for r in result["refused"]] == [None, "nosource0001", "badprov00001", "badtype00001",
-                                                        "baddest00001"]
+                                                        "baddest00001", "badproj00001"]
+    assert "project_id" in result["refused"][-1]["reason"]
     broken = write(tmp_path / "broken.json", b"{not json")
     with pytest.raises(IngestError, match="not valid JSON"):
         q.import_state(broken)

@@ -457,3 +457,21 @@ def test_a_relative_source_path_means_the_workspace_folder(ws, q, tmp_path, monk
     job = q.enqueue(source_path="incoming/rel.png")
     assert job["digest"] == sha(b"in the workspace") and job["source_path"] == str(ws.root / "incoming" / "rel.png")
     assert sources.check_source("incoming/rel.png", ws) == ws.root / "incoming" / "rel.png"
+
+
+def test_a_bad_project_id_written_by_an_older_version_fails_its_job_not_the_queue(ws, q):
+    """Rows from before project ids were checked at enqueue: recovery and apply fail the job (it
+    can be cancelled) instead of raising on every call, which made the ingest API unusable."""
+    src = write(ws.root / "incoming" / "old.png", b"an old job")
+    staged = q.enqueue(source_path=str(src))
+    applying = q.enqueue(source_path=str(write(ws.root / "incoming" / "older.png", b"another old job")))
+    with q.db.transaction() as conn:
+        conn.execute("UPDATE ingest_jobs SET project_id = '../..' WHERE job_id IN (?, ?)",
+                     (staged["job_id"], applying["job_id"]))
+        conn.execute("UPDATE ingest_jobs SET status = 'applying', owner = NULL WHERE job_id = ?",
+                     (applying["job_id"],))
+    assert q.recover()["failed"] == 1
+    assert q.get(applying["job_id"])["status"] == "failed" and "project_id" in q.get(applying["job_id"])["error"]
+    [failed] = q.apply([staged["job_id"]])["failed"]
+    assert failed["status"] == "failed" and "project_id" in failed["error"]
+    assert q.summary()  # the queue still answers

@@ -42,7 +42,7 @@ from ..fsutil import boot_id, fsync_file, owner_alive, owner_token, refuse_hidde
 from ..hashing import sha256_file, start_writeback
 from ..hooks import emit, get_hook_bus
 from ..store import Database, get_database
-from ..studio.core.asset_registry import AssetRegistry
+from ..studio.core.asset_registry import AssetRegistry, check_project_id
 from ..studio.core.thumbnails import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 from .errors import (
     IngestError,
@@ -290,7 +290,7 @@ class AssetIngestQueue:
         return sources.check_source(source_path, self.ws)
 
     def _project_assets_root(self, project_id: str | None) -> Path:
-        return self.ws.assets_root / (project_id or self.default_project)
+        return self.ws.assets_root / check_project_id(project_id or self.default_project)
 
     # ------------------------------------------------------------------ dedup
     def _dedup(self, conn, project_id: str, digest: str, exclude: str | None = None) -> dict | None:
@@ -398,7 +398,7 @@ class AssetIngestQueue:
             refuse_hidden(pure)
             dest_relative = str(pure) + (
                 "/" if str(dest_relative).endswith(("/", "\\")) else "")
-        project_id = project_id or self.default_project
+        project_id = check_project_id(project_id or self.default_project)  # it names a folder: checked first
         fields = {"provider": provider, "project_id": project_id, "dest_relative": dest_relative,
                   "asset_type_hint": asset_type_hint, "pin": bool(pin),
                   "terms_acknowledged": bool(terms_acknowledged), "user_metadata": dict(metadata or {})}
@@ -589,7 +589,11 @@ class AssetIngestQueue:
         ready: list[dict] = []
         failures: list[tuple[dict, str]] = []
         for job in claimed:
-            problem = self._staged_bytes_problem(job)
+            try:  # a job written by an older version may name a project no registry can open
+                check_project_id(job["project_id"])
+                problem = self._staged_bytes_problem(job)
+            except ValueError as exc:
+                problem = str(exc)
             if problem is None:
                 ready.append(job)
             else:
@@ -832,12 +836,22 @@ class AssetIngestQueue:
             "SELECT * FROM ingest_jobs WHERE status IN ('downloading','applying')")) if not owner_alive(j["owner"])]
         projects_recovered: set[str] = set()
         for job in stuck:
-            if job["status"] == "applying" and job["project_id"] not in projects_recovered:
-                projects_recovered.add(job["project_id"])
-                self.registry(job["project_id"]).recover()
+            try:
+                check_project_id(job["project_id"])
+            except ValueError as exc:  # from an older version: fail the job, never the whole queue
+                bad_project = str(exc)
+            else:
+                bad_project = None
+                if job["status"] == "applying" and job["project_id"] not in projects_recovered:
+                    projects_recovered.add(job["project_id"])
+                    self.registry(job["project_id"]).recover()
             with self.db.transaction() as conn:
                 current = self._row(conn, job["job_id"])
                 if current is None or current["status"] != job["status"] or current["owner"] != job["owner"]:
+                    continue
+                if bad_project is not None:
+                    self._fail(conn, current, bad_project)
+                    stats["failed"] += 1
                     continue
                 stats[self._recover_one(conn, current)] += 1
         stats["swept"] = self._sweep_staging()

@@ -213,9 +213,12 @@ def import_state(queue: AssetIngestQueue, source: Any, *, dedup_cache: Any = Non
 
 def _check_paths(entry: dict) -> str | None:
     from ..fsutil import UnsafePathError, safe_relative
+    from ..studio.core.asset_registry import check_project_id
     from .queue import _check_type
 
     try:
+        if entry.get("project_id") is not None:
+            check_project_id(entry["project_id"])
         _check_type(entry.get("asset_type_hint"), "asset_type_hint")
         if entry.get("dest_relative") is not None:
             safe_relative(entry["dest_relative"], what="dest_relative")

@@ -377,3 +377,20 @@ def test_hidden_destinations_are_refused(env, dest):
                                                        "dest_relative": dest}), 400)
     assert body["error"] == "unsafe_path" and "hidden" in body["message"]
     assert not list((server.ws.assets_root / "default").rglob("hidden-dest.bin"))
+
+
+@pytest.mark.parametrize("project", ["/", "..", "../..", ".", "default/..", "a/b", ".hidden", "x" * 65])
+def test_a_project_id_cannot_widen_the_source_policy(env, project):
+    """A ``project_id`` names a folder: ``/`` or ``../..`` once made any file 'the caller's own
+    assets' (skipping the allowed roots and the secret names) and left jobs stuck in applying."""
+    count("attacks.source_internals")
+    server, http, outside = env
+    before = http.get("api/ingest/jobs", params={"limit": 500}).json()["items"]
+    for source in (str(outside / "secret.txt"), "/etc/passwd", str(server.ws.root / "config" / "comfyvn.json")):
+        body = _refused(http.post("api/ingest/queue", json={"source_path": source, "project_id": project}), 400)
+        assert "project_id" in body["message"]
+    _refused(http.post("api/ingest/upload", params={"filename": "x.png", "project_id": project},
+                       content=b"x"), 400)
+    assert http.get("api/ingest/jobs", params={"limit": 500}).json()["items"] == before  # no job made
+    assert http.get("api/ingest/status").status_code == 200
+    _outside_untouched(outside)

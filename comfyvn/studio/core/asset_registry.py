@@ -55,6 +55,14 @@ INCOMING_DIR = ".incoming"  # copies in progress, inside the assets root (same f
 _DIGEST_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_project_id(project_id: Any) -> str:
+    """``project_id`` if it is a valid project name (it names a folder: no ``/``, never ``.``/``..``)."""
+    if not isinstance(project_id, str) or not PROJECT_RE.match(project_id):
+        raise ValueError(f"project_id {project_id!r} must be 1-64 letters, digits, '.', '_' or '-' "
+                         "(starting with a letter or digit)")
+    return project_id
 _UNSET: Any = object()
 # keys of a metadata dict that are the asset's own fields (the original registry kept them in meta)
 FIELD_KEYS = ("tags", "license", "origin", "version")
@@ -266,9 +274,7 @@ class AssetRegistry:
         self.ws.ensure()
         setup_logging(self.ws.logs_dir)
         project_id = project_id or get_setting("registry.default_project", "default", self.ws)
-        if not isinstance(project_id, str) or not PROJECT_RE.match(project_id):
-            raise ValueError(f"project_id {project_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
-        self.project_id = project_id
+        self.project_id = check_project_id(project_id)
         thumbnails_root = thumbnails_root or thumb_root
         env_assets, env_thumbs = os.environ.get("COMFYVN_ASSETS_ROOT"), os.environ.get("COMFYVN_THUMBS_ROOT")
         self.assets_root = (Path(assets_root).resolve() if assets_root
