@@ -205,6 +205,11 @@ def _refusal(real: str, ws: Workspace, roots: list[Path] | None, assets_root: Pa
         bad = next((p for p in _parts_below(real, own_assets) if p.startswith(".")), None)
         return None if bad is None else SourceRefusedError(
             f"{real}: {bad!r} is a hidden or sensitive name (the registry's own temporary files live there)")
+    other = _another_workspaces_internals(real, ws)
+    if other is not None:
+        return SourceRefusedError(
+            f"{real} is inside the own files of another comfyvn workspace ({other}): its database, config, "
+            "logs, cache and assets are never read as sources; register from that workspace instead")
     bases = [str(r) for r in roots] if roots is not None else [ws_root, os.path.expanduser("~")]
     containing = [b for b in bases if _inside(real, b)]
     if roots is not None and not containing:
@@ -220,10 +225,29 @@ def _refusal(real: str, ws: Workspace, roots: list[Path] | None, assets_root: Pa
     return None
 
 
+def _another_workspaces_internals(real: str, ws: Workspace) -> str | None:
+    """The internal folder of another workspace (one holding a config file or a database) that
+    ``real`` lies in, or None."""
+    markers = (ws.config_file.relative_to(ws.root), ws.db_path.relative_to(ws.root))
+    parts = Path(real).parts
+    for i, part in enumerate(parts[1:-1], start=1):
+        if part in WORKSPACE_INTERNALS:
+            root = Path(*parts[:i])
+            if any((root / marker).is_file() for marker in markers):
+                return str(root / part)
+    return None
+
+
 def _workspace_identities(ws: Workspace) -> set[tuple[int, int]]:
+    """(device, inode) of the database files and of every file in ``config/`` (settings, the
+    webhook secrets key): a hard link to one of them elsewhere is refused too."""
     out = set()
     db = str(ws.db_path)
-    for path in (db, db + "-wal", db + "-shm", db + "-journal", str(ws.config_file)):
+    try:
+        config_files = [str(p) for p in ws.config_file.parent.iterdir()]
+    except OSError:
+        config_files = []
+    for path in (db, db + "-wal", db + "-shm", db + "-journal", *config_files):
         try:
             st = os.stat(path)
         except OSError:

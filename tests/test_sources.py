@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import comfyvn.sources as sources
-from comfyvn.config import update_config
+from comfyvn.config import init_workspace, update_config, workspace
 from comfyvn.fsutil import UnsafePathError
 from comfyvn.ingest import AssetIngestQueue, IngestError
 from comfyvn.sources import (
@@ -98,6 +98,27 @@ def test_a_hard_link_to_the_database_is_refused_by_identity(ws, q, reg):
     link.parent.mkdir()
     os.link(ws.db_path, link)
     refused_everywhere(q, reg, link, SourceRefusedError)
+
+
+def test_a_hard_link_to_the_webhook_secrets_key_is_refused_by_identity(ws, q, reg):
+    key = write(ws.config_file.parent / "secrets.key", os.urandom(32))  # what sealing webhook secrets creates
+    link = ws.root / "incoming" / "key.png"
+    link.parent.mkdir()
+    os.link(key, link)
+    refused_everywhere(q, reg, link, SourceRefusedError)
+
+
+def test_another_workspaces_own_files_are_refused(ws, q, reg, tmp_path, monkeypatch):
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    old = init_workspace(workspace(home / "oldws"))
+    update_config({"ingest": {"allowed_source_roots": ["$COMFYVN_HOME", "~"]}}, ws)
+    for path in (old.config_file, write(old.db_path, b"SQLite format 3\x00"),
+                 write(old.assets_root / "default" / "art.png", b"theirs"), write(old.logs_dir / "server.log", b"l")):
+        refused_everywhere(q, reg, path, SourceRefusedError)
+    fine = write(home / "oldws" / "incoming" / "drop.png", b"a file dropped beside a workspace")
+    assert q.enqueue(source_path=str(fine))["status"] == "staged"  # only its internals are refused
 
 
 def test_config_logs_cache_staging_trash_and_uploads_are_never_sources(ws, q, reg):
