@@ -358,8 +358,8 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
                 raise ApiError(400, "invalid_body", "a JSON object body is required")
             return {}
         try:
-            body = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # too deep: tests/reliability
+            body = loads_strict(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # too deep: tests/reliability
             raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_body", f"request body must be a JSON object, got {type(body).__name__}")
@@ -406,8 +406,8 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
         if raw is None or raw == "":
             return None
         try:
-            value = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError) as exc:
+            value = loads_strict(raw)
+        except (ValueError, RecursionError) as exc:
             raise ApiError(400, "invalid_parameter", f"{name} must be a JSON object: {exc}") from None
         if not isinstance(value, dict):
             raise ApiError(400, "invalid_parameter", f"{name} must be a JSON object, got {type(value).__name__}")
@@ -418,6 +418,17 @@ def body_read(handler: Any) -> bool:
     """Whether the whole request body has been received (always true for non-streamed handlers)."""
     future = getattr(handler.request, "_body_future", None)  # Tornado's streamed-body future
     return future is None or future.done()
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON (strict parsers, browsers and webhook receivers refuse it)")
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """``json.loads`` without Python's ``NaN``/``Infinity`` extensions: a value the server stores
+    is served to browsers and signed into webhook bodies, which must stay strict JSON.  Raises
+    ``ValueError`` (which :class:`json.JSONDecodeError` and :class:`UnicodeDecodeError` are)."""
+    return json.loads(text, parse_constant=_not_json)
 
 
 def parse_bool(name: str, raw: str) -> bool:

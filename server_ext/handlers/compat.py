@@ -20,7 +20,6 @@ relative to the thumbnail root).  Deliberate difference: a created asset answers
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from comfyvn.studio.core.asset_registry import AssetRegistry
 from ..openapi import _PROJECT, _body, _errors, _json, _path, _q, _ref
 from . import assets
 from .assets import ASSET_TOPICS, AssetsBase
-from .base import ApiError, field
+from .base import ApiError, field, loads_strict
 
 #: modder events listed by ``GET /assets/debug/hooks`` (the asset ones, as the original did)
 ASSET_EVENTS = [name for name in modder_hooks.HOOK_SPECS if name in ASSET_TOPICS]
@@ -86,8 +85,8 @@ def _metadata(body: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except (json.JSONDecodeError, RecursionError) as exc:
+            value = loads_strict(value)
+        except (ValueError, RecursionError) as exc:
             raise ApiError(400, "invalid_body", f"metadata must be valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "invalid_body", "metadata must be a JSON object (or a string holding one)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import wave
 from pathlib import Path
@@ -301,3 +302,17 @@ async def test_debug_surfaces(api, make_png, ws):
     assert items[0]["data"]["uid"] == rec["uid"] and items[0]["data"]["hook_event"] == "asset_registered"
     assert {"id", "event", "ts", "data"} <= set(items[0]) and "timestamp" in items[0]["data"]
     assert_error(await api("GET", "/assets/debug/history", params={"limit": "0"}), 400, "invalid_parameter")
+
+
+@pytest.mark.parametrize("constant", [float("nan"), float("inf"), float("-inf")])
+async def test_nan_and_infinity_are_not_json_and_never_stored(api, make_png, constant):
+    """Python's json accepts NaN/Infinity; stored, they made every later answer, history page and
+    webhook body invalid for strict parsers (browsers among them)."""
+    rec = (await api("POST", "/assets/register", body={"path": str(make_png()), "asset_type": "images"})).json
+    bad = await api("PATCH", f"/assets/{rec['uid']}", body={"metadata": {"score": constant}})
+    assert_error(bad, 400, "invalid_json", "not JSON")
+    bad = await api("POST", "/assets/register", body={"path": str(make_png("b.png", color=(1, 2, 3))),
+                                                     "asset_type": "images", "metadata": {"score": constant}})
+    assert_error(bad, 400, "invalid_json", "not JSON")
+    history = await api("GET", "/api/modder/hooks/history", params={"limit": 100})
+    json.loads(history.body, parse_constant=lambda c: pytest.fail(f"{c} in the history"))
