@@ -7,9 +7,16 @@ import itertools
 import json
 import os
 import socket
+import unicodedata
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+MAX_NAME_BYTES = 255  # one path component, as Linux file systems allow
+#: characters that make a path look like another: bidi embeddings, overrides, isolates and marks,
+#: zero-width space and BOM (joiners U+200C/U+200D stay: scripts and emoji need them)
+DECEPTIVE_CHARS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+                            "\u200b\u2060\ufeff")
 
 
 class UnsafePathError(ValueError):
@@ -197,6 +204,13 @@ def safe_relative(rel: str | os.PathLike[str], *, what: str = "path") -> PurePos
     parts = [p for p in pure.parts if p not in ("", ".")]
     if not parts:
         raise UnsafePathError(f"{what} {text!r} names no file")
+    if any(ch in DECEPTIVE_CHARS or unicodedata.category(ch) == "Cc" for ch in text):
+        raise UnsafePathError(f"{what} {text!r} holds control or invisible format characters (bidi overrides, "
+                              "zero-width spaces): they make a name look like another")
+    long = next((p for p in parts if len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES), None)
+    if long is not None:
+        raise UnsafePathError(f"{what}: the name {long[:40]!r}... is over {MAX_NAME_BYTES} bytes, the file "
+                              "system's limit")
     return PurePosixPath(*parts)
 
 

@@ -394,3 +394,24 @@ def test_a_project_id_cannot_widen_the_source_policy(env, project):
     assert http.get("api/ingest/jobs", params={"limit": 500}).json()["items"] == before  # no job made
     assert http.get("api/ingest/status").status_code == 200
     _outside_untouched(outside)
+
+
+def test_deceptive_overlong_and_through_a_file_destinations_are_400_not_500(env):
+    count("attacks.dest_relative")
+    server, http, outside = env
+    src = server.ws.root / "incoming" / "dest-probe.png"
+    src.parent.mkdir(exist_ok=True)
+    src.write_bytes(b"dest probe " + os.urandom(8))
+    first = http.post("assets/register", json={"path": str(src), "asset_type": "images",
+                                                "dest_relative": "images/rgba.png"})
+    assert first.status_code in (200, 201), first.text
+    other = server.ws.root / "incoming" / "dest-probe-2.png"
+    other.write_bytes(b"another " + os.urandom(8))
+    for dest in ("images/\u202egnp.exe", "images/\u200b/x.png", "images/" + "n" * 300 + ".png",
+                 "images/rgba.png/x.png"):  # bidi override, zero-width space, over 255 bytes, a file as a folder
+        body = _refused(http.post("assets/register", json={"path": str(other), "asset_type": "images",
+                                                           "dest_relative": dest}), 400)
+        assert body["error"] == "unsafe_path", body
+        if not dest.endswith("rgba.png/x.png"):  # the queue does not look into the assets tree: apply says so
+            _refused(http.post("api/ingest/queue", json={"source_path": str(other), "dest_relative": dest}), 400)
+    _outside_untouched(outside)

@@ -423,6 +423,8 @@ class AssetRegistry:
                 mode = os.lstat(path).st_mode
             except FileNotFoundError:
                 return Path(self._root_real + os.sep + rel)  # nothing below exists: no link to follow
+            except NotADirectoryError:  # a file where the path needs a folder
+                raise UnsafePathError(f"{what} {rel!r} goes through a file as if it were a folder") from None
             if stat.S_ISLNK(mode):
                 candidate = os.path.realpath(self._root_real + os.sep + rel)
                 if not candidate.startswith(self._root_real + os.sep):
