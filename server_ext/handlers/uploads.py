@@ -228,8 +228,8 @@ class StreamedUploadMixin(ComfyvnAPIHandler):
                           max_seconds=limits["max_seconds"])
 
     async def start_body(self) -> None:
-        if self.request.method != "POST":
-            return
+        if self.request.method != "POST":  # answered before a byte of a body is read or stored
+            raise ApiError(405, "method_not_allowed", f"{self.request.method} is not allowed here; uploads are POST")
         self._multipart = self._multipart_parser()
         raw_name = self.get_query_argument("filename", None)
         if self._multipart is None or raw_name:
@@ -273,7 +273,8 @@ class StreamedUploadMixin(ComfyvnAPIHandler):
         return folder, path, open(path, "xb")  # noqa: SIM115 - closed in _finish_file/_cleanup
 
     async def body_chunk(self, chunk: bytes) -> None:  # type: ignore[override]
-        if self._finished or self._too_large or self._gone or self._body_error is not None:
+        if (self._finished or self._too_large or self._gone or self._body_error is not None
+                or self._hash is None):  # refused before start_body finished: nothing is stored
             return
         self.upload_bytes += len(chunk)
         if self.upload_bytes > self.body_limit():

@@ -328,3 +328,14 @@ def test_the_confined_reader_itself(tmp_path):
         with pytest.raises(UnsafePathError):
             open_confined(root, rel)
     assert len(os.listdir("/proc/self/fd")) == fds_before  # no descriptor left open by a refusal
+
+
+@pytest.mark.parametrize("route", ["assets/upload", "api/ingest/upload"])
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+def test_other_methods_on_the_upload_routes_are_a_clear_405(env, route, method):
+    """A 400 KB PUT once reset the connection with no answer (AttributeError in the body reader)."""
+    _, http, _ = env
+    resp = http.request(method, route, params={"filename": "x.png", "asset_type": "images"}, content=b"x" * 200_000)  # under this server's upload limit
+    assert resp.status_code == 405, (resp.status_code, resp.text[:200])
+    assert resp.json()["error"] == "method_not_allowed"
+    assert http.get("api/status").status_code == 200  # the same client goes on
