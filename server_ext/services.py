@@ -165,7 +165,8 @@ class ComfyvnServices:
         return {"max_concurrent": max(1, int(section.get("max_concurrent", 8))),
                 "min_bytes_per_s": max(0.0, float(section.get("min_bytes_per_s", 1024))),
                 "slow_window_s": max(0.1, float(section.get("slow_window_s", 30))),
-                "max_seconds": max(0.1, float(section.get("max_seconds", 3600)))}
+                "max_seconds": max(0.1, float(section.get("max_seconds", 3600))),
+                "json_body_seconds": max(0.1, float(section.get("json_body_seconds", 30)))}
 
     def acquire_upload_slot(self) -> bool:
         """Count one more upload in progress, unless ``uploads.max_concurrent`` are running (call on the loop)."""

@@ -248,8 +248,11 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
         return self.services.max_json_bytes
 
     def body_policy(self) -> BodyPolicy | None:
-        """How slowly this route's body may arrive (None: no limit; uploads set one)."""
-        return None
+        """How slowly this route's body may arrive: a JSON body (at most ``max_json_bytes``) whole
+        within ``uploads.json_body_seconds``, so slow bodies cannot hold descriptors for long
+        (uploads set their own, rate-based policy)."""
+        seconds = self.services.upload_limits()["json_body_seconds"]
+        return BodyPolicy(min_bytes_per_s=0, window_s=seconds, max_seconds=seconds)
 
     def data_received(self, chunk: bytes) -> Any:
         self._received += len(chunk)

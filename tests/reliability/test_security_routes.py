@@ -27,7 +27,8 @@ LIMIT = 4
 CONFIG = {
     "features": {"enable_asset_ingest": True},
     "ingest": {"allowed_source_roots": ["$COMFYVN_HOME"], "max_remote_bytes": 256 * 1024},  # upload limit
-    "uploads": {"max_concurrent": LIMIT, "min_bytes_per_s": 1000, "slow_window_s": 3, "max_seconds": 60},
+    "uploads": {"max_concurrent": LIMIT, "min_bytes_per_s": 1000, "slow_window_s": 3, "max_seconds": 60,
+                "json_body_seconds": 2},
 }
 SECRET = b'{"secret": "TOP-SECRET outside the workspace"}\n'
 
@@ -339,3 +340,30 @@ def test_other_methods_on_the_upload_routes_are_a_clear_405(env, route, method):
     assert resp.status_code == 405, (resp.status_code, resp.text[:200])
     assert resp.json()["error"] == "method_not_allowed"
     assert http.get("api/status").status_code == 200  # the same client goes on
+
+
+def test_a_json_body_that_never_completes_is_cut_and_its_connection_closed(env):
+    """3,000 connections each declaring a 1 MB JSON body and sending one byte once held 3,044
+    descriptors with nothing closed: a JSON body must now be whole within json_body_seconds."""
+    count("attacks.slow_upload")
+    server, http, _ = env
+    url = urlsplit(server.base_url)
+    holders = []
+    for _ in range(5):
+        s = socket.create_connection((url.hostname, url.port))
+        s.sendall((f"POST {url.path.rstrip('/')}/assets/register HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\n"
+                   f"Authorization: token {server.token}\r\nContent-Type: application/json\r\n"
+                   "Content-Length: 1000000\r\n\r\n{").encode())
+        s.settimeout(30)  # a generous bound on the test, not a timing target: the server cuts at 2 s
+        holders.append(s)
+    try:
+        for s in holders:
+            answer = b""
+            while chunk := s.recv(65536):  # until the server closes the connection
+                answer += chunk
+            head = answer.split(b"\r\n\r\n", 1)[0].decode()
+            assert head.startswith("HTTP/1.1 408") and "request_timeout" in answer.decode(), answer[:300]
+    finally:
+        for s in holders:
+            s.close()
+    assert http.get("api/status").status_code == 200
