@@ -4,8 +4,12 @@ An image is decoded only when it fits ``registry.thumbnail_max_pixels`` (50 mega
 default, well below Pillow's decompression-bomb limit of ~179 megapixels): a 13,300 x 13,300
 PNG of a few hundred KB would otherwise take ~2 GiB to decode.  JPEGs are decoded at a reduced
 scale (``draft``: 1/2, 1/4 or 1/8, still at least the thumbnail size), so a large photo only
-counts by the pixels its reduced decode needs.  A refused image gets no thumbnail; the reason
-is recorded as the thumbnail's error (:class:`ImageTooLarge`).
+counts by the pixels its reduced decode needs, except a progressive JPEG: libjpeg buffers its
+full-resolution coefficients whatever the scale, so it counts by its full size.  Only the formats
+the workbench makes thumbnails of are opened (:data:`THUMBNAIL_FORMATS`): an ICO or ICNS file
+(which Pillow decodes while opening, embedded PNG and all) is refused unopened, whatever its
+name (:class:`UnsupportedImage`).  A refused image gets no thumbnail; the reason is recorded as
+the thumbnail's error (:class:`ImageTooLarge`, :class:`UnsupportedImage`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import wave
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ...config import ConfigError, get_setting
 from ...fsutil import atomic_write_bytes
@@ -31,10 +35,16 @@ AUDIO_SUFFIXES = {".wav"}
 WAVEFORM = "waveform"
 WAVEFORM_BUCKETS = 512
 DEFAULT_MAX_PIXELS = 50_000_000
+#: the Pillow formats the suffixes in IMAGE_SUFFIXES stand for; no other decoder is ever tried
+THUMBNAIL_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class ImageTooLarge(ValueError):
     """An image would need more pixels decoded than a thumbnail job may spend."""
+
+
+class UnsupportedImage(ValueError):
+    """A file that is none of :data:`THUMBNAIL_FORMATS` (e.g. an ICO under a .png name)."""
 
 
 def max_pixels_setting(ws=None) -> int:
@@ -59,13 +69,21 @@ def render_image_thumbnail(src: Path, size: int, *, max_pixels: int | None = Non
     """A PNG thumbnail at most ``size`` px on its longer side; :class:`ImageTooLarge` (before any
     pixel is decoded) when the decode would exceed ``max_pixels`` (default: the setting)."""
     limit = max_pixels_setting() if max_pixels is None else int(max_pixels)
-    with Image.open(src) as im:
+    try:
+        opened = Image.open(src, formats=THUMBNAIL_FORMATS)
+    except UnidentifiedImageError:
+        raise UnsupportedImage(f"not a {', '.join(THUMBNAIL_FORMATS)} image (ICO, ICNS and other formats "
+                               "get no thumbnail): no thumbnail made") from None
+    with opened as im:
         width, height = im.size
+        progressive = im.format == "JPEG" and bool(im.info.get("progressive") or im.info.get("progression"))
         im.draft(None, (size * 2, size * 2))  # JPEG: decode at 1/2..1/8 scale (as Image.thumbnail would)
-        decoded = im.size[0] * im.size[1]
+        # a progressive JPEG holds full-resolution coefficients in memory even for a reduced decode
+        decoded = width * height if progressive else im.size[0] * im.size[1]
         if decoded > limit:
             raise ImageTooLarge(
-                f"image is {width} x {height} = {width * height / 1e6:.1f} megapixels; thumbnails decode at most "
+                f"image is {width} x {height} = {width * height / 1e6:.1f} megapixels"
+                f"{' (a progressive JPEG decodes at full size)' if progressive else ''}; thumbnails decode at most "
                 f"{limit / 1e6:g} megapixels (registry.thumbnail_max_pixels): no thumbnail made")
         im = ImageOps.exif_transpose(im)
         im.thumbnail((size, size), Image.Resampling.LANCZOS)
