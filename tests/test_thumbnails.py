@@ -237,3 +237,37 @@ def test_ico_and_icns_are_refused_unopened_whatever_their_name(tmp_path, monkeyp
     with pytest.raises(UnsupportedImage):
         write_preview(src, dest, "256")
     assert calls == [] and not dest.exists()
+
+
+def test_a_large_wav_waveform_reads_at_most_the_cap(tmp_path, monkeypatch):
+    """A 150 MB WAV tied a worker for tens of seconds (a Python loop per sample): a waveform now
+    reads at most WAVEFORM_MAX_READ_BYTES, one window per bucket, whatever the file's length."""
+    from comfyvn.studio.core.thumbnails import WAVEFORM_MAX_READ_BYTES
+
+    data_bytes = 50 * 1024 * 1024  # 16-bit mono: 26,214,400 frames, zeros (a sparse file)
+    src = tmp_path / "long.wav"
+    fmt = struct.pack("<HHIIHH", 1, 1, 44_100, 44_100 * 2, 2, 16)
+    header = (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+              + b"data" + struct.pack("<I", data_bytes))
+    with open(src, "wb") as fh:
+        fh.write(header)
+        fh.seek(len(header) + 2 * (data_bytes // 2 // 512) * 7)  # the first frame of bucket 7: full scale
+        fh.write(struct.pack("<h", -32768))
+        fh.truncate(len(header) + data_bytes)
+    read: list[int] = []
+    original = wave.Wave_read.readframes
+
+    def counting(self, n):
+        chunk = original(self, n)
+        read.append(len(chunk))
+        return chunk
+
+    monkeypatch.setattr(wave.Wave_read, "readframes", counting)
+    data = json.loads(render_waveform(src))
+    assert data["frames"] == data_bytes // 2 and len(data["peaks"]) == 512
+    assert 0 < sum(read) <= WAVEFORM_MAX_READ_BYTES < data_bytes
+    assert data["peaks"][7] == 1.0 and data["peaks"].count(0.0) == 511
+    # under the cap every byte still counts: the same peaks as before for a short file
+    read.clear()
+    short = json.loads(render_waveform(_wav(tmp_path / "s.wav", [0, 0, 0, 16384] * 250), buckets=10))
+    assert short["peaks"] == [0.5] * 10 and sum(read) == 2000
