@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any
+from urllib.parse import SplitResult
 
 from .config import ConfigError, Workspace, get_setting
 
@@ -50,6 +51,19 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     if ip.teredo is not None:
         out.extend(ip.teredo)
     return out
+
+
+def url_port(parts: SplitResult) -> int | None:
+    """The explicit port of a split URL (``None`` when it names none); ValueError when it is no
+    port: 0, above 65535 or not a number.  The one port rule for every URL the server calls."""
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port <= 65535:
+        shown = parts.netloc.rsplit(":", 1)[-1][:20]
+        raise ValueError(f"invalid port {shown!r}: use a number from 1 to 65535 or none")
+    return port
 
 
 def parse_address(addr: str | IPAddress) -> IPAddress:
@@ -97,4 +111,4 @@ def check_address(addr: str | IPAddress, *, what: str, area: str, ws: Workspace 
 
 
 __all__ = ["SETTING", "AddressRefused", "allow_private", "check_address", "embedded_ipv4", "is_public_address",
-           "parse_address", "setting_hint"]
+           "parse_address", "setting_hint", "url_port"]

@@ -174,3 +174,100 @@ def test_a_registered_bomb_gets_no_thumbnail_and_a_clear_note(tmp_path, ws):
     status = reg.thumbnail_status(rec["uid"])
     assert status and all(s["status"] == "failed" and "176.9 megapixels" in s["error"] for s in status.values())
     assert reg.resolve_thumbnail_path(rec["uid"], 256) is None
+
+
+def _record_decodes(monkeypatch) -> list[str]:
+    """Make every pixel decode fail loudly and record it (a refused file must never be decoded)."""
+    from PIL import ImageFile
+
+    calls: list[str] = []
+
+    def refuse(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        raise AssertionError(f"{type(self).__name__} was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    monkeypatch.setattr(Image.Image, "load", refuse)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["RGB", "CMYK"])
+def test_a_progressive_jpeg_counts_by_its_full_size(tmp_path, mode, monkeypatch):
+    """libjpeg keeps a progressive file's full-resolution coefficients even for a 1/8 decode
+    (13,300 x 13,300 took 1.5-3.4 GB): the reduced-decode discount applies to baseline JPEGs only."""
+    from comfyvn.studio.core.thumbnails import ImageTooLarge
+
+    progressive, baseline = tmp_path / "prog.jpg", tmp_path / "base.jpg"
+    Image.new(mode, (2048, 2048), "white" if mode == "RGB" else (0, 0, 0, 0)).save(progressive, progressive=True)
+    Image.new(mode, (2048, 2048), "white" if mode == "RGB" else (0, 0, 0, 0)).save(baseline)
+    with Image.open(io.BytesIO(render_image_thumbnail(baseline, 64, max_pixels=1_000_000))) as im:
+        assert im.size == (64, 64)  # 1/8 decode: 256 x 256, inside the cap
+    calls = _record_decodes(monkeypatch)
+    with pytest.raises(ImageTooLarge, match=r"4\.2 megapixels \(a progressive JPEG decodes at full size\)"):
+        render_image_thumbnail(progressive, 64, max_pixels=1_000_000)
+    assert calls == []
+
+
+def _ico_around(png: bytes) -> bytes:
+    """A one-image ICO file holding ``png`` (width/height 0 in the directory = 256 or more)."""
+    header = struct.pack("<HHH", 0, 1, 1)
+    entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 6 + 16)
+    return header + entry + png
+
+
+def _icns_around(png: bytes) -> bytes:
+    """An ICNS file whose one 1024 px entry (``ic10``) holds ``png``."""
+    entry = b"ic10" + struct.pack(">I", 8 + len(png)) + png
+    return b"icns" + struct.pack(">I", 8 + len(entry)) + entry
+
+
+@pytest.mark.parametrize("container", ["ico", "icns"])
+@pytest.mark.parametrize("name", ["icon.png", "icon.{container}"])
+def test_ico_and_icns_are_refused_unopened_whatever_their_name(tmp_path, monkeypatch, container, name):
+    """Pillow decodes an ICO's embedded PNG while opening it: only thumbnail formats are ever opened."""
+    from comfyvn.studio.core.thumbnails import UnsupportedImage
+
+    png = _solid_png(tmp_path / "inner.png", 13_300, 13_300).read_bytes()
+    src = tmp_path / name.format(container=container)
+    src.write_bytes(_ico_around(png) if container == "ico" else _icns_around(png))
+    calls = _record_decodes(monkeypatch)
+    with pytest.raises(UnsupportedImage, match="ICO, ICNS and other formats get no thumbnail"):
+        render_image_thumbnail(src, 256)
+    dest = tmp_path / "thumb.png"
+    with pytest.raises(UnsupportedImage):
+        write_preview(src, dest, "256")
+    assert calls == [] and not dest.exists()
+
+
+def test_a_large_wav_waveform_reads_at_most_the_cap(tmp_path, monkeypatch):
+    """A 150 MB WAV tied a worker for tens of seconds (a Python loop per sample): a waveform now
+    reads at most WAVEFORM_MAX_READ_BYTES, one window per bucket, whatever the file's length."""
+    from comfyvn.studio.core.thumbnails import WAVEFORM_MAX_READ_BYTES
+
+    data_bytes = 50 * 1024 * 1024  # 16-bit mono: 26,214,400 frames, zeros (a sparse file)
+    src = tmp_path / "long.wav"
+    fmt = struct.pack("<HHIIHH", 1, 1, 44_100, 44_100 * 2, 2, 16)
+    header = (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+              + b"data" + struct.pack("<I", data_bytes))
+    with open(src, "wb") as fh:
+        fh.write(header)
+        fh.seek(len(header) + 2 * (data_bytes // 2 // 512) * 7)  # the first frame of bucket 7: full scale
+        fh.write(struct.pack("<h", -32768))
+        fh.truncate(len(header) + data_bytes)
+    read: list[int] = []
+    original = wave.Wave_read.readframes
+
+    def counting(self, n):
+        chunk = original(self, n)
+        read.append(len(chunk))
+        return chunk
+
+    monkeypatch.setattr(wave.Wave_read, "readframes", counting)
+    data = json.loads(render_waveform(src))
+    assert data["frames"] == data_bytes // 2 and len(data["peaks"]) == 512
+    assert 0 < sum(read) <= WAVEFORM_MAX_READ_BYTES < data_bytes
+    assert data["peaks"][7] == 1.0 and data["peaks"].count(0.0) == 511
+    # under the cap every byte still counts: the same peaks as before for a short file
+    read.clear()
+    short = json.loads(render_waveform(_wav(tmp_path / "s.wav", [0, 0, 0, 16384] * 250), buckets=10))
+    assert short["peaks"] == [0.5] * 10 and sum(read) == 2000

@@ -42,7 +42,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..config import Workspace, get_setting, workspace
-from ..netpolicy import AddressRefused, allow_private, check_address, is_public_address, setting_hint
+from ..netpolicy import (
+    AddressRefused,
+    allow_private,
+    check_address,
+    is_public_address,
+    setting_hint,
+    url_port,
+)
 from ..store import Database
 from .events import apply_retention
 from .secretbox import SecretKeyError, open_sealed, seal
@@ -161,9 +168,9 @@ def validate_url(url: Any, *, allow_private: bool = False, resolve: bool = True)
     if parts.username is not None or parts.password is not None:
         raise ValueError("url must not embed credentials (user:password@); use the webhook secret")
     try:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-    except ValueError:
-        raise ValueError("url has an invalid port") from None
+        port = url_port(parts) or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError as exc:
+        raise ValueError(f"url has an {exc}") from None
     if not allow_private:
         _check_host(host, port, resolve=resolve, strict=False)
     return url

@@ -68,7 +68,8 @@ class HooksHandler(HooksBase):
         limit = await self.run(get_setting, "hooks.ws_max_backlog_bytes", DEFAULT_BACKLOG_BYTES, self.services.ws)
         self.reply({"hooks": bus.specs(category), "last_event_id": last_id,
                     "websocket": ["/api/modder/hooks/ws", "/api/modder/hooks/stream"],
-                    "streams": {**stream_stats(), "limit_bytes": limit}})
+                    "streams": {**stream_stats(), "limit_bytes": limit,
+                                "max_clients": await self.run(max_clients_setting, self.services.ws)}})
 
 
 MAX_EVENT_ID = 2**62
@@ -239,7 +240,15 @@ DEFAULT_STALL_SECONDS = 30.0
 CONTROL_SLACK = 64 * 1024
 SHARED_PAYLOAD_BYTES = 2048  # Tornado keeps a view of bigger writes (no copy); smaller ones it copies  # room for control messages (acks, pings, errors) over the limit
 _live_streams: weakref.WeakSet[HookStreamHandler] = weakref.WeakSet()
-_stream_totals = {"closed_too_slow": 0, "peak_client_buffered_bytes": 0}
+_stream_totals = {"closed_too_slow": 0, "peak_client_buffered_bytes": 0, "refused_too_many_clients": 0}
+DEFAULT_MAX_CLIENTS = 64
+_admitted: set[HookStreamHandler] = set()  # handshakes accepted and not yet ended (the client cap counts these)
+
+
+def max_clients_setting(ws: Any) -> int:
+    """``hooks.ws_max_clients``: hook WebSocket clients one server holds at once."""
+    value = get_setting("hooks.ws_max_clients", DEFAULT_MAX_CLIENTS, ws)
+    return max(1, int(value)) if isinstance(value, int | float) and not isinstance(value, bool) else DEFAULT_MAX_CLIENTS
 
 
 def stream_stats() -> dict[str, int]:
@@ -251,7 +260,7 @@ def stream_stats() -> dict[str, int]:
 
 
 def reset_stream_stats() -> None:
-    _stream_totals.update(closed_too_slow=0, peak_client_buffered_bytes=0)
+    _stream_totals.update(closed_too_slow=0, peak_client_buffered_bytes=0, refused_too_many_clients=0)
 
 
 class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, JupyterHandler):
@@ -317,7 +326,18 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
                                                                    self.auth_resource))
         if not allowed:
             raise web.HTTPError(403, f"not authorized to execute {self.auth_resource}")
-        await super().get(*args, **kwargs)
+        # Refused before the upgrade (a plain 503 + JSON + Retry-After): no socket, buffer or
+        # subscription is ever made for a client over the cap, and every HTTP client can read why.
+        limit = await IOLoop.current().run_in_executor(self.services.executor, max_clients_setting, self.services.ws)
+        if len(_admitted) >= limit:
+            _stream_totals["refused_too_many_clients"] += 1
+            raise ApiError(503, "too_many_clients", f"this server already holds {limit} hook WebSocket clients "
+                           "(hooks.ws_max_clients); try again later", {"Retry-After": "5"})
+        _admitted.add(self)  # checked and taken with no await in between: the cap is exact
+        try:
+            await super().get(*args, **kwargs)  # returns when the connection has ended
+        finally:
+            _admitted.discard(self)
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)  # WebSocketMixin: protocol-level pings

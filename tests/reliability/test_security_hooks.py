@@ -4,6 +4,7 @@ secrets at rest, forged envelope fields, malformed cursors and the webhook recei
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -45,6 +46,22 @@ def test_ipv4_compatible_forms_are_refused_as_webhook_target_and_remote_host(ws,
     with pytest.raises(RemoteError) as info:
         check_url("https://civitai.com/api/download/models/1", provider="civitai", ws=ws)
     assert info.value.code == "remote.private_address"
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999", "x"])
+def test_webhook_urls_and_remote_urls_share_one_port_rule(ws, port):
+    from comfyvn.ingest.providers.base import check_reference_url
+
+    count("attacks.ssrf")
+    url = f"http://example.com:{port}/hook"
+    with pytest.raises(ValueError, match="invalid port"):
+        WebhookManager(get_database(ws.db_path)).register("*", url)
+    with pytest.raises(ValueError, match="invalid port"):
+        netpolicy.url_port(urlsplit(url))
+    with pytest.raises(RemoteError, match="invalid port"):
+        check_reference_url(url)
+    assert netpolicy.url_port(urlsplit("http://example.com:1/")) == 1
+    assert netpolicy.url_port(urlsplit("https://example.com/")) is None
 
 
 def test_one_setting_allows_private_targets_everywhere_and_wins_over_the_old_keys(ws):

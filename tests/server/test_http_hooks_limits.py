@@ -249,6 +249,39 @@ async def test_stream_counters_are_reported(api, raw_ws):
     assert {"buffered_bytes", "max_client_buffered_bytes", "closed_too_slow"} <= set(streams)
 
 
+async def test_hook_websocket_clients_are_capped_per_server(ws, api, raw_ws, http_server_client, jp_http_port,
+                                                            jp_base_url, jp_auth_header):
+    """300-400 non-reading replay sockets held ~1 GB: past hooks.ws_max_clients the handshake is a 503."""
+    from comfyvn_server_ext.handlers import hooks
+
+    hooks.reset_stream_stats()
+    update_config({"hooks": {"ws_max_clients": 3}}, ws)
+    held = [await raw_ws("last_event_id=0") for _ in range(3)]
+    path = f"{jp_base_url}api/modder/hooks/ws?last_event_id=0"
+    for _ in range(2):
+        reader, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        head = "\r\n".join([f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{jp_http_port}", "Upgrade: websocket",
+                             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
+                             *(f"{k}: {v}" for k, v in dict(jp_auth_header).items())])
+        writer.write((head + "\r\n\r\n").encode())
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+        status, _, rest = answer.partition(b"\r\n")
+        assert status.startswith(b"HTTP/1.1 503"), status
+        length = int(next(line.split(b":", 1)[1] for line in rest.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        body = json.loads(await asyncio.wait_for(reader.readexactly(length), 20))
+        writer.close()
+        assert body["error"] == "too_many_clients" and "hooks.ws_max_clients" in body["message"]
+        assert b"retry-after: 5" in rest.lower()
+    streams = (await api("GET", "/api/modder/hooks")).json["streams"]
+    assert streams["refused_too_many_clients"] == 2 and streams["max_clients"] == 3 and streams["clients"] == 3
+    held[0].close()  # a slot frees when a client leaves
+    await settle(lambda: len(hooks._admitted) < 3)
+    await raw_ws()
+    assert hooks.stream_stats()["refused_too_many_clients"] == 2
+
+
 # ---------------------------------------------------------------------------- history pages
 async def test_history_pages_by_bytes_with_a_cursor(api, ws):
     update_config({"hooks": {"history_page_bytes": 1_000_000}}, ws)

@@ -4,8 +4,12 @@ An image is decoded only when it fits ``registry.thumbnail_max_pixels`` (50 mega
 default, well below Pillow's decompression-bomb limit of ~179 megapixels): a 13,300 x 13,300
 PNG of a few hundred KB would otherwise take ~2 GiB to decode.  JPEGs are decoded at a reduced
 scale (``draft``: 1/2, 1/4 or 1/8, still at least the thumbnail size), so a large photo only
-counts by the pixels its reduced decode needs.  A refused image gets no thumbnail; the reason
-is recorded as the thumbnail's error (:class:`ImageTooLarge`).
+counts by the pixels its reduced decode needs, except a progressive JPEG: libjpeg buffers its
+full-resolution coefficients whatever the scale, so it counts by its full size.  Only the formats
+the workbench makes thumbnails of are opened (:data:`THUMBNAIL_FORMATS`): an ICO or ICNS file
+(which Pillow decodes while opening, embedded PNG and all) is refused unopened, whatever its
+name (:class:`UnsupportedImage`).  A refused image gets no thumbnail; the reason is recorded as
+the thumbnail's error (:class:`ImageTooLarge`, :class:`UnsupportedImage`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import wave
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ...config import ConfigError, get_setting
 from ...fsutil import atomic_write_bytes
@@ -30,11 +34,19 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".ti
 AUDIO_SUFFIXES = {".wav"}
 WAVEFORM = "waveform"
 WAVEFORM_BUCKETS = 512
+#: the most sample bytes one waveform reads; a longer file is sampled by one window per bucket
+WAVEFORM_MAX_READ_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 50_000_000
+#: the Pillow formats the suffixes in IMAGE_SUFFIXES stand for; no other decoder is ever tried
+THUMBNAIL_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class ImageTooLarge(ValueError):
     """An image would need more pixels decoded than a thumbnail job may spend."""
+
+
+class UnsupportedImage(ValueError):
+    """A file that is none of :data:`THUMBNAIL_FORMATS` (e.g. an ICO under a .png name)."""
 
 
 def max_pixels_setting(ws=None) -> int:
@@ -59,13 +71,21 @@ def render_image_thumbnail(src: Path, size: int, *, max_pixels: int | None = Non
     """A PNG thumbnail at most ``size`` px on its longer side; :class:`ImageTooLarge` (before any
     pixel is decoded) when the decode would exceed ``max_pixels`` (default: the setting)."""
     limit = max_pixels_setting() if max_pixels is None else int(max_pixels)
-    with Image.open(src) as im:
+    try:
+        opened = Image.open(src, formats=THUMBNAIL_FORMATS)
+    except UnidentifiedImageError:
+        raise UnsupportedImage(f"not a {', '.join(THUMBNAIL_FORMATS)} image (ICO, ICNS and other formats "
+                               "get no thumbnail): no thumbnail made") from None
+    with opened as im:
         width, height = im.size
+        progressive = im.format == "JPEG" and bool(im.info.get("progressive") or im.info.get("progression"))
         im.draft(None, (size * 2, size * 2))  # JPEG: decode at 1/2..1/8 scale (as Image.thumbnail would)
-        decoded = im.size[0] * im.size[1]
+        # a progressive JPEG holds full-resolution coefficients in memory even for a reduced decode
+        decoded = width * height if progressive else im.size[0] * im.size[1]
         if decoded > limit:
             raise ImageTooLarge(
-                f"image is {width} x {height} = {width * height / 1e6:.1f} megapixels; thumbnails decode at most "
+                f"image is {width} x {height} = {width * height / 1e6:.1f} megapixels"
+                f"{' (a progressive JPEG decodes at full size)' if progressive else ''}; thumbnails decode at most "
                 f"{limit / 1e6:g} megapixels (registry.thumbnail_max_pixels): no thumbnail made")
         im = ImageOps.exif_transpose(im)
         im.thumbnail((size, size), Image.Resampling.LANCZOS)
@@ -76,26 +96,37 @@ def render_image_thumbnail(src: Path, size: int, *, max_pixels: int | None = Non
         return out.getvalue()
 
 
-def render_waveform(src: Path, buckets: int = WAVEFORM_BUCKETS) -> bytes:
-    """Peak amplitudes (0..1) in ``buckets`` slices of a PCM WAV file."""
-    import array
+def render_waveform(src: Path, buckets: int = WAVEFORM_BUCKETS, *, max_read_bytes: int = WAVEFORM_MAX_READ_BYTES) -> bytes:
+    """Peak amplitudes (0..1) in ``buckets`` slices of a PCM WAV file.
+
+    At most ``max_read_bytes`` of samples are read: each slice contributes a window from its start
+    of at most ``max_read_bytes // buckets`` bytes (the whole slice for files under the cap), and
+    the peak of a window is computed vectorised, so a 150 MB file costs what an 8 MiB one does.
+    """
+    import numpy as np
 
     with wave.open(str(src), "rb") as wav:
         channels, width, rate, frames = wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.getnframes()
         if width not in (1, 2, 4):
             raise ValueError(f"unsupported WAV sample width {width} bytes")
+        dtype = {1: np.uint8, 2: np.dtype("<i2"), 4: np.dtype("<i4")}[width]
+        frame_bytes = width * channels
         per_bucket = max(1, frames // buckets)
-        peaks: list[float] = []
+        window = max(1, min(per_bucket, max_read_bytes // max(1, buckets * frame_bytes)))
         full_scale = float(2 ** (8 * width - 1))
-        typecode = {1: "b", 2: "h", 4: "i"}[width]
-        while len(peaks) < buckets:
-            raw = wav.readframes(per_bucket)
+        peaks: list[float] = []
+        for start in range(0, frames, per_bucket):
+            if len(peaks) >= buckets:
+                break
+            wav.setpos(start)
+            raw = wav.readframes(window)
             if not raw:
                 break
+            samples = np.frombuffer(raw[: len(raw) - len(raw) % width], dtype=dtype).astype(np.int64)
             if width == 1:  # 8-bit WAV is unsigned
-                raw = bytes((b - 128) & 0xFF for b in raw)
-            samples = array.array(typecode, raw)
-            peaks.append(round(max((abs(s) for s in samples), default=0) / full_scale, 4))
+                samples -= 128
+            peak = int(np.abs(samples).max()) if samples.size else 0
+            peaks.append(round(min(peak / full_scale, 1.0), 4))
     payload = {"sample_rate": rate, "channels": channels, "frames": frames,
                "duration_s": round(frames / rate, 3) if rate else 0, "peaks": peaks}
     return json.dumps(payload).encode()
