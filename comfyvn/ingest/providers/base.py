@@ -135,15 +135,12 @@ def check_reference_url(url: str) -> None:
                           code="remote.bad_url")
     if "://" not in url:
         return
-    parts = urlsplit(url)
+    from ...netpolicy import url_port  # the one port rule, webhooks' too
+
     try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if port is not None and not 0 < port <= 65535:
-        shown = parts.netloc.rsplit(":", 1)[-1][:20]
-        raise RemoteError(f"remote_url has an invalid port {shown!r}: use a number from 1 to 65535 or none.",
-                          code="remote.bad_url")
+        url_port(urlsplit(url))
+    except ValueError as exc:
+        raise RemoteError(f"remote_url has an {exc}.", code="remote.bad_url") from None
 
 
 # ----------------------------------------------------------------------------- HTTP errors
