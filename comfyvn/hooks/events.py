@@ -62,20 +62,20 @@ def envelope_from_row(row: sqlite3.Row | tuple) -> dict:
     return {"id": event_id, "event": topic, "ts": ts, "data": json.loads(data)}
 
 
+def _tail(conn: sqlite3.Connection, columns: str, after_id: int, topics: list[str] | None, limit: int):
+    """Rows of the events after ``after_id`` in commit order, optionally filtered by topic."""
+    where = f" AND topic IN ({','.join('?' * len(topics))})" if topics else ""
+    return conn.execute(f"SELECT {columns} FROM events WHERE id > ?{where} ORDER BY id LIMIT ?",
+                        [after_id, *(topics or []), limit])
+
+
 def read_events(conn: sqlite3.Connection, *, after_id: int = 0, topics: list[str] | None = None,
                 limit: int = 1000, max_bytes: int | None = None) -> list[dict]:
     """Events with ``id > after_id`` in commit order, optionally filtered by topic; with
     ``max_bytes``, stopping before that much event data (at least one event)."""
-    sql = "SELECT id, topic, ts, project_id, data FROM events WHERE id > ?"
-    params: list[Any] = [after_id]
-    if topics:
-        sql += f" AND topic IN ({','.join('?' * len(topics))})"
-        params.extend(topics)
-    sql += " ORDER BY id LIMIT ?"
-    params.append(limit)
     out: list[dict] = []
     used = 0
-    for row in conn.execute(sql, params):
+    for row in _tail(conn, "id, topic, ts, project_id, data", after_id, topics, limit):
         used += len(row[4])
         if out and max_bytes is not None and used > max_bytes:
             break
@@ -88,16 +88,9 @@ def event_messages(conn: sqlite3.Connection, *, after_id: int, max_bytes: int, t
     """``(id, JSON message)`` of the events after ``after_id`` in commit order, as the WebSocket
     stream sends them (``{"type": "event", "id", "event", "ts", "data"}``), stopping before
     ``max_bytes`` of messages (at least one).  The stored data text is spliced in unparsed."""
-    sql = "SELECT id, topic, ts, data FROM events WHERE id > ?"
-    params: list[Any] = [after_id]
-    if topics:
-        sql += f" AND topic IN ({','.join('?' * len(topics))})"
-        params.extend(topics)
-    sql += " ORDER BY id LIMIT ?"
-    params.append(limit)
     out: list[tuple[int, bytes]] = []
     used = 0
-    for event_id, topic, ts, data in conn.execute(sql, params):
+    for event_id, topic, ts, data in _tail(conn, "id, topic, ts, data", after_id, topics, limit):
         text = (f'{{"type":"event","id":{int(event_id)},"event":{json.dumps(topic)},"ts":{json.dumps(ts)},'
                 f'"data":{data}}}').encode()
         if out and used + len(text) > max_bytes:
