@@ -11,13 +11,24 @@ One setting allows private targets everywhere: ``network.allow_private_addresses
 ``null``: not set).  While it is not set, the older per-area keys are still read:
 ``ingest.allow_private_addresses`` for remote pulls and ``hooks.allow_private_webhook_targets``
 for webhooks.  One error type: :class:`AddressRefused`.
+
+**Hosts.**  Remote pulls may connect only to the hosts allow-listed for their provider
+(:func:`allowed_host_rules`): the built-in :data:`REMOTE_ALLOWLIST`, the host and port of the
+configured ``ingest.providers.<name>.base_url``, ``ingest.providers.<name>.allowed_hosts`` and
+``ingest.extra_allowed_hosts`` (a list for every provider, or ``{"<provider>": [...], "*": [...]}``).
+A rule is a host name or a pattern whose ``*`` stays inside one DNS label
+(``cdn-lfs*.hf.co``), optionally with ``:port`` to allow one port only (``127.0.0.1:8765``).
+The enqueue check and every hop of a download ask the same :func:`is_host_allowed` /
+:func:`host_allowed`.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
-from urllib.parse import SplitResult
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+from urllib.parse import SplitResult, urlsplit
 
 from .config import ConfigError, Workspace, get_setting
 
@@ -30,6 +41,33 @@ LEGACY_SETTINGS = {"remote": "ingest.allow_private_addresses", "webhook": "hooks
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 _TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
 _COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+# provider -> built-in host rules of its remote pulls
+REMOTE_ALLOWLIST: Final[dict[str, tuple[str, ...]]] = {
+    "civitai": (
+        "civitai.com",
+        "api.civitai.com",
+        "image.civitai.com",
+        "civitai-delivery-worker-prod.*.r2.cloudflarestorage.com",
+    ),
+    "huggingface": (
+        "huggingface.co",
+        "cas-bridge.xethub.hf.co",
+        "cdn-lfs*.huggingface.co",
+        "cdn-lfs*.hf.co",
+        "us.aws.cdn.hf.co",
+    ),
+    "furaffinity": (
+        "furaffinity.net",
+        "www.furaffinity.net",
+        "d.furaffinity.net",
+        "t.furaffinity.net",
+    ),
+    "generic": (),
+}
+#: settings that add hosts to the allow-list (``{provider}`` is filled in)
+HOST_SETTINGS: Final = ("ingest.providers.{provider}.allowed_hosts", "ingest.extra_allowed_hosts")
 
 
 class AddressRefused(ValueError):
@@ -110,5 +148,94 @@ def check_address(addr: str | IPAddress, *, what: str, area: str, ws: Workspace 
     raise AddressRefused(f"{what} {ip} is a private, loopback, link-local or reserved address; {setting_hint(area)}")
 
 
-__all__ = ["SETTING", "AddressRefused", "allow_private", "check_address", "embedded_ipv4", "is_public_address",
-           "parse_address", "setting_hint", "url_port"]
+# ---------------------------------------------------------------------------- host allow-list
+def split_rule(rule: str) -> tuple[str, int | None]:
+    """``(host, port)`` of an allow-list rule (``[v6]:port``, ``host:port``; port None: any)."""
+    rule = rule.strip().lower()
+    if rule.startswith("["):  # [v6]:port
+        end = rule.find("]")
+        host, rest = rule[1:end], rule[end + 1:]
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+    if rule.count(":") == 1:
+        host, _, port = rule.partition(":")
+        if port.isdigit():
+            return host, int(port)
+    return rule, None
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    host = pattern.strip().lower().rstrip(".")
+    if host.startswith("[") and "]" in host:  # [::1]:port
+        host = host[1:host.index("]")]
+    elif host.count(":") == 1:  # host:port -> host
+        host = host.split(":", 1)[0]
+    return re.compile("^" + ".".join(re.escape(label).replace(r"\*", "[a-z0-9-]*")
+                                       for label in host.split(".")) + "$")
+
+
+def _clean_host(host: str) -> str:
+    return (host or "").strip().lower().rstrip(".").strip("[]")
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    """True when ``host`` matches one rule's host part (``*`` stays inside one DNS label)."""
+    return bool(_pattern_regex(pattern).match(_clean_host(host)))
+
+
+def _configured_hosts(value: Any, provider: str) -> list[str]:
+    """The host rules one setting gives ``provider``: a string, a list, or a mapping by provider
+    (``"*"``: every provider)."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        value = [*_configured_hosts(value.get(provider), provider), *_configured_hosts(value.get("*"), provider)]
+    return [str(x) for x in value if x] if isinstance(value, Iterable) else []
+
+
+def allowed_host_rules(provider: str, ws: Workspace | None = None) -> list[str]:
+    """Every allow-list rule of ``provider`` (see the module docstring), duplicates removed."""
+    rules: list[str] = list(REMOTE_ALLOWLIST.get(provider, ()))
+    base = get_setting(f"ingest.providers.{provider}.base_url", None, ws)
+    if isinstance(base, str) and base:
+        parts = urlsplit(base)
+        if parts.hostname:
+            default_port = 443 if parts.scheme == "https" else 80
+            host = parts.hostname.lower()
+            host = f"[{host}]" if ":" in host else host
+            rules.append(f"{host}:{parts.port or default_port}")
+    for key in HOST_SETTINGS:
+        rules.extend(_configured_hosts(get_setting(key.format(provider=provider), None, ws), provider))
+    return list(dict.fromkeys(rules))
+
+
+def host_allowed(host: str, port: int | None, rules: Iterable[str]) -> bool:
+    """``host`` (on ``port``; None: any port) matches a rule; a rule with a port matches that port only."""
+    if not host:
+        return False
+    for rule in rules:
+        _pattern, rule_port = split_rule(rule)
+        if rule_port is not None and port is not None and rule_port != port:
+            continue
+        if host_matches(host, rule):
+            return True
+    return False
+
+
+def is_host_allowed(host: str, provider: str, ws: Workspace | None = None, port: int | None = None) -> bool:
+    """May a remote pull of ``provider`` connect to ``host`` (on ``port``; None: on some port)?"""
+    return host_allowed(host, port, allowed_host_rules(provider, ws))
+
+
+def provider_for_host(host: str) -> str | None:
+    """The provider whose built-in allow-list covers ``host`` (None if none does)."""
+    for provider, patterns in REMOTE_ALLOWLIST.items():
+        if any(host_matches(host, p) for p in patterns):
+            return provider
+    return None
+
+
+__all__ = ["HOST_SETTINGS", "REMOTE_ALLOWLIST", "SETTING", "AddressRefused", "allow_private", "allowed_host_rules",
+           "check_address", "embedded_ipv4", "host_allowed", "host_matches", "is_host_allowed", "is_public_address",
+           "parse_address", "provider_for_host", "setting_hint", "split_rule", "url_port"]

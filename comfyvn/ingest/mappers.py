@@ -7,8 +7,10 @@ submission) or a plain dict a person typed, and returns::
     {"provider", "title", "description", "author", "tags", "license", "license_terms",
      "nsfw", "base_model", "trained_words", "model_type", "source_url", "gated", "file", ...}
 
-Adding a provider = one ``_map_<name>`` block registered in ``_MAPPERS``, its hosts in
-``_REMOTE_ALLOWLIST``, and a line in ``docs/ASSET_INGEST.md``.
+Adding a provider = one ``_map_<name>`` block registered in ``_MAPPERS``, its name in
+:mod:`comfyvn.provider_names`, its hosts in ``netpolicy.REMOTE_ALLOWLIST``, and a line in
+``docs/ASSET_INGEST.md``.  The allow-list helpers here are :mod:`comfyvn.netpolicy`'s, re-exported
+for older callers.
 """
 
 from __future__ import annotations
@@ -20,93 +22,25 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import rights
-from ..config import Workspace, get_setting
-from ..studio.core.asset_registry import normalise_tags
-
-# provider -> host patterns; "*" matches within one DNS label ("cdn-lfs*.hf.co" matches
-# "cdn-lfs-us-1.hf.co", never "evil.com.hf.co"'s extra labels).  The host of the configured
-# ``ingest.providers.<name>.base_url`` and ``ingest.providers.<name>.allowed_hosts`` /
-# ``ingest.extra_allowed_hosts`` entries are allowed as well (tests add 127.0.0.1).
-_REMOTE_ALLOWLIST: dict[str, tuple[str, ...]] = {
-    "civitai": (
-        "civitai.com",
-        "api.civitai.com",
-        "image.civitai.com",
-        "civitai-delivery-worker-prod.*.r2.cloudflarestorage.com",
-    ),
-    "huggingface": (
-        "huggingface.co",
-        "cas-bridge.xethub.hf.co",
-        "cdn-lfs*.huggingface.co",
-        "cdn-lfs*.hf.co",
-        "us.aws.cdn.hf.co",
-    ),
-    "furaffinity": (
-        "furaffinity.net",
-        "www.furaffinity.net",
-        "d.furaffinity.net",
-        "t.furaffinity.net",
-    ),
-    "generic": (),
-}
-
-PROVIDERS = ("local", "civitai", "huggingface", "furaffinity", "generic")
-REMOTE_PROVIDERS = ("civitai", "huggingface", "furaffinity", "generic")
+from ..config import Workspace
+from ..kinds import normalise_tags
+from ..netpolicy import REMOTE_ALLOWLIST as _REMOTE_ALLOWLIST
+from ..netpolicy import allowed_host_rules, host_matches, is_host_allowed, provider_for_host
+from ..provider_names import PROVIDERS, REMOTE_PROVIDERS, provider_name
 
 _FALSE = {"false", "0", "no", "off", "none", "null", ""}
 _TRUE = {"true", "1", "yes", "on"}
 
 
 # ---------------------------------------------------------------------------- allowlist
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    host = pattern.strip().lower().rstrip(".")
-    if host.startswith("[") and "]" in host:  # [::1]:port
-        host = host[1:host.index("]")]
-    elif host.count(":") == 1:  # host:port -> host
-        host = host.split(":", 1)[0]
-    return re.compile("^" + ".".join(re.escape(label).replace(r"\*", "[a-z0-9-]*")
-                                       for label in host.split(".")) + "$")
-
-
-def _clean_host(host: str) -> str:
-    return (host or "").strip().lower().rstrip(".").strip("[]")
-
-
-def host_matches(host: str, pattern: str) -> bool:
-    """True when ``host`` matches one allowlist ``pattern`` (``*`` stays inside one label)."""
-    return bool(_pattern_regex(pattern).match(_clean_host(host)))
-
-
 def allowed_host_patterns(provider: str, ws: Workspace | None = None) -> list[str]:
-    """Built-in patterns of ``provider`` plus the hosts the workspace config adds."""
-    patterns = list(_REMOTE_ALLOWLIST.get(provider, ()))
-    base = get_setting(f"ingest.providers.{provider}.base_url", None, ws)
-    if isinstance(base, str) and base:
-        host = urlsplit(base).hostname
-        if host:
-            patterns.append(host)
-    for key in (f"ingest.providers.{provider}.allowed_hosts", "ingest.extra_allowed_hosts"):
-        extra = get_setting(key, None, ws) or []
-        if isinstance(extra, str):
-            extra = [extra]
-        patterns.extend(str(h) for h in extra if h)
-    return list(dict.fromkeys(patterns))
-
-
-def is_host_allowed(host: str, provider: str, ws: Workspace | None = None) -> bool:
-    """May a remote pull of ``provider`` connect to ``host`` (checked on every redirect hop)?"""
-    if not host:
-        return False
-    return any(host_matches(host, p) for p in allowed_host_patterns(provider, ws))
+    """The allow-list rules of ``provider`` (:func:`comfyvn.netpolicy.allowed_host_rules`)."""
+    return allowed_host_rules(provider_name(provider), ws)
 
 
 def provider_for_url(url: str) -> str | None:
     """The provider whose built-in allowlist covers the URL's host (None if none does)."""
-    host = urlsplit(url).hostname or ""
-    for provider, patterns in _REMOTE_ALLOWLIST.items():
-        if any(host_matches(host, p) for p in patterns):
-            return provider
-    return None
+    return provider_for_host(urlsplit(url).hostname or "")
 
 
 # ---------------------------------------------------------------------------- value helpers
@@ -644,6 +578,7 @@ def normalise_metadata(provider: str, raw: dict | None, **hints: Any) -> dict[st
     ``hints`` (``filename``, ``sha256``, ``file_id``, ``version_id``) choose which file of a
     model/version the job is about.  Unknown providers raise ``ValueError``.
     """
+    provider = provider_name(provider) if isinstance(provider, str) else provider
     if provider not in _MAPPERS:
         raise ValueError(f"unknown provider {provider!r}; known providers: {', '.join(_MAPPERS)}")
     if raw is not None and not isinstance(raw, dict):

@@ -4,8 +4,8 @@ Every URL a pull touches (the user's URL, each provider API call, every redirect
 through :func:`check_url`, which
 
 1. allows ``https`` only, unless ``ingest.allow_insecure_http`` is true (tests);
-2. checks the host against the provider's allow-list (:func:`allowed_host_rules`):
-   ``comfyvn.ingest.mappers._REMOTE_ALLOWLIST``, plus the configured
+2. checks the host against the provider's allow-list (:func:`comfyvn.netpolicy.allowed_host_rules`,
+   the one the enqueue check asks too): ``netpolicy.REMOTE_ALLOWLIST``, plus the configured
    ``ingest.providers.<name>.base_url`` (host and port), ``ingest.providers.<name>.allowed_hosts``
    and ``ingest.extra_allowed_hosts``;
 3. resolves the host once (``ingest.host_overrides`` first, then DNS) and refuses loopback,
@@ -18,9 +18,7 @@ through :func:`check_url`, which
    connect); the original host travels in the ``Host`` header and, for https, as the TLS
    server name (SNI and certificate check).
 
-Allow-list rules are host names (``civitai.com``) or patterns whose ``*`` stays inside one DNS
-label (``civitai-delivery-worker-prod.*.r2.cloudflarestorage.com``), optionally with ``:port``
-to allow one port only (``127.0.0.1:8765``).  ``ingest.host_overrides`` maps a host name to
+Allow-list rules are described in :mod:`comfyvn.netpolicy`.  ``ingest.host_overrides`` maps a host name to
 ``"ip"`` or ``"ip:port"``: a static resolver for local mirrors and for tests whose fake
 servers answer for real host names on 127.0.0.1.
 """
@@ -29,16 +27,16 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import netpolicy
 from ..config import Workspace, get_setting
-from ..netpolicy import is_public_address
+from ..netpolicy import allowed_host_rules, host_allowed, is_public_address
+from ..netpolicy import split_rule as _split_rule
 from .errors import RemoteError
-from .mappers import _REMOTE_ALLOWLIST, host_matches
 
 
 @dataclass(frozen=True)
@@ -70,55 +68,6 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _split_rule(rule: str) -> tuple[str, int | None]:
-    rule = rule.strip().lower()
-    if rule.startswith("["):  # [v6]:port
-        end = rule.find("]")
-        host, rest = rule[1:end], rule[end + 1 :]
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
-    if rule.count(":") == 1:
-        host, _, port = rule.partition(":")
-        if port.isdigit():
-            return host, int(port)
-    return rule, None
-
-
-def allowed_host_rules(provider: str, ws: Workspace | None = None) -> list[str]:
-    """Allow-list rules for ``provider``.
-
-    ``mappers._REMOTE_ALLOWLIST[provider]`` + the configured base URL's ``host:port`` +
-    ``ingest.providers.<provider>.allowed_hosts`` + ``ingest.extra_allowed_hosts``.
-    """
-    rules: list[str] = list(_REMOTE_ALLOWLIST.get(provider, ()))
-    base = get_setting(f"ingest.providers.{provider}.base_url", None, ws)
-    if isinstance(base, str) and base:
-        parts = urlsplit(base)
-        if parts.hostname:
-            default_port = 443 if parts.scheme == "https" else 80
-            host = parts.hostname.lower()
-            host = f"[{host}]" if ":" in host else host
-            rules.append(f"{host}:{parts.port or default_port}")
-    for key in (f"ingest.providers.{provider}.allowed_hosts", "ingest.extra_allowed_hosts"):
-        extra = get_setting(key, None, ws) or []
-        if isinstance(extra, str):
-            extra = [extra]
-        if isinstance(extra, Mapping):  # {"civitai": [...], "*": [...]}
-            extra = list(extra.get(provider, [])) + list(extra.get("*", []))
-        rules.extend(str(x) for x in extra if x)
-    return list(dict.fromkeys(rules))
-
-
-def host_allowed(host: str, port: int, rules: Iterable[str]) -> bool:
-    """``host:port`` matches a rule (``*`` stays inside one DNS label, as in ``mappers.host_matches``)."""
-    for rule in rules:
-        _pattern, rule_port = _split_rule(rule)
-        if rule_port is not None and rule_port != port:
-            continue
-        if host_matches(host, rule):
-            return True
-    return False
 
 
 def _address_is_public(addr: str) -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import tempfile
@@ -41,9 +40,11 @@ from ..config import Workspace, feature_enabled, get_setting, setup_logging, wor
 from ..fsutil import boot_id, fsync_file, owner_alive, owner_token, refuse_hidden, safe_relative, temp_owner
 from ..hashing import sha256_file, start_writeback
 from ..hooks import emit, get_hook_bus
+from ..kinds import TYPE_NAME_RE as _TYPE_RE
+from ..kinds import guess_type
+from ..provider_names import PROVIDERS, REMOTE_PROVIDERS, canonical_provider
 from ..store import Database, get_database
 from ..studio.core.asset_registry import AssetRegistry, check_project_id
-from ..studio.core.thumbnails import AUDIO_SUFFIXES, IMAGE_SUFFIXES
 from .errors import (
     IngestError,
     InvalidTransitionError,
@@ -52,7 +53,7 @@ from .errors import (
     RemoteError,
     TermsNotAcknowledgedError,
 )
-from .mappers import PROVIDERS, REMOTE_PROVIDERS, is_host_allowed, normalise_metadata, provider_for_url
+from .mappers import is_host_allowed, normalise_metadata
 from .ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
 from .state import STATE_VERSION
 
@@ -70,9 +71,6 @@ PART_SUFFIX = ".download.part"
 STALE_TEMP_SECONDS = 3600.0
 CRASH_ENV = "COMFYVN_INGEST_CRASH_AT"  # test-only fault injection: SIGKILL this process at a named point
 
-_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_MODEL_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft"}
-_AUDIO_SUFFIXES = AUDIO_SUFFIXES | {".mp3", ".ogg", ".flac", ".opus", ".m4a"}
 _JSON_COLUMNS = ("notes", "errors", "metadata", "user_metadata", "provider_metadata")
 PUBLIC_KEYS = ("job_id", "provider", "status", "source_path", "remote_url", "dest_relative", "asset_type_hint",
                "pin", "terms_acknowledged", "digest", "bytes", "bytes_done", "bytes_total", "staging_path",
@@ -114,15 +112,8 @@ def safe_filename(name: str | None, fallback: str = "download.bin") -> str:
 
 
 def guess_asset_type(job: dict) -> str:
-    """``images`` / ``audio`` / ``models`` by suffix; remote model providers default to ``models``."""
-    suffix = Path(job.get("filename") or job.get("staging_path") or job.get("source_path") or "").suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return "images"
-    if suffix in _AUDIO_SUFFIXES:
-        return "audio"
-    if suffix in _MODEL_SUFFIXES or job.get("provider") in ("civitai", "huggingface"):
-        return "models"
-    return "misc"
+    """The asset type of a job's file by :func:`comfyvn.kinds.guess_type` (model providers: ``models``)."""
+    return guess_type(job.get("filename") or job.get("staging_path") or job.get("source_path") or "", job.get("provider"))
 
 
 def dest_for(job: dict, asset_type: str) -> str:
@@ -382,14 +373,8 @@ class AssetIngestQueue:
             raise ValueError(f"metadata must be a JSON object (dict), got {type(metadata).__name__}")
         if (source_path is None) == (remote_url is None):
             raise ValueError("give exactly one of source_path (a local file) or remote_url")
-        if remote_url is not None and provider in ("local", "auto", "remote", "hf", "civit"):
-            from .providers import canonical_provider
-
-            guess = provider_for_url(remote_url) if isinstance(remote_url, str) else None
-            provider = canonical_provider("auto" if provider in ("local", "remote") else provider,
-                                          str(remote_url))
-            if provider == "generic" and guess:
-                provider = guess
+        if isinstance(provider, str):  # aliases folded; a URL's provider guessed (comfyvn.provider_names)
+            provider = canonical_provider(provider, None if remote_url is None else str(remote_url))
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; known providers: {', '.join(PROVIDERS)}")
         _check_type(asset_type_hint, "asset_type_hint")

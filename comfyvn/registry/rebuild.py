@@ -29,15 +29,15 @@ from typing import Any
 from ..config import ConfigError, NotAWorkspaceError, existing_workspace, get_setting, workspace
 from ..fsutil import owner_alive, read_json_object, temp_owner
 from ..hashing import sha256_file
+from ..kinds import MODEL_SUFFIXES as MODEL_SUFFIXES  # re-exported: still importable from here
+from ..kinds import guess_type as kind_type
+from ..kinds import is_type_name, normalise_tags
 from ..studio.core.asset_registry import (
-    _TYPE_RE,
     INCOMING_DIR,
     SIDECAR_SUFFIX,
     AssetRegistry,
     AssetRegistryError,
-    normalise_tags,
 )
-from ..studio.core.thumbnails import preview_kind
 
 log = logging.getLogger("comfyvn.registry.rebuild")
 
@@ -57,7 +57,6 @@ FINDING_KINDS = (
     "missing_license",
 )
 LICENSE_FILE_NAMES = {"license", "license.txt", "license.md", "licence", "licence.txt", "licence.md", "copying"}
-MODEL_SUFFIXES = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".onnx", ".gguf"}
 
 # cc0, cc-by-4.0, cc_by_sa_4_0, CC-BY-NC-ND-3.0 ... as a separate token of a file name
 _CC_TOKEN = re.compile(r"(?<![a-z0-9])(?:(?P<cc0>cc0)|cc[-_ ]?by(?P<mods>(?:[-_ ](?:nc|sa|nd)){0,2})"
@@ -164,20 +163,16 @@ def derive_tags(rel: str, asset_type: str | None = None) -> list[str]:
 
 
 def guess_type(rel: str, sidecar: dict | None = None) -> str:
-    """Asset type for a file found on disk: its sidecar's, else its top folder, else by kind."""
-    if sidecar and isinstance(sidecar.get("type"), str) and _TYPE_RE.match(sidecar["type"]):
+    """Asset type for a file found on disk: its sidecar's, else its top folder, else by kind
+    (:func:`comfyvn.kinds.guess_type`, the rule ingest and uploads use)."""
+    if sidecar and is_type_name(sidecar.get("type")):
         return sidecar["type"]
     parts = PurePosixPath(rel).parts
     if len(parts) > 1:
         folder = re.sub(r"[\s]+", "-", parts[0].lower())
-        if _TYPE_RE.match(folder):
+        if is_type_name(folder):
             return folder
-    kind = preview_kind(rel)
-    if kind == "image":
-        return "images"
-    if kind == "audio":
-        return "audio"
-    return "models" if PurePosixPath(rel).suffix.lower() in MODEL_SUFFIXES else "misc"
+    return kind_type(rel)
 
 
 # ------------------------------------------------------------------------------ scanning

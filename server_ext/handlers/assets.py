@@ -20,8 +20,9 @@ from comfyvn import rights
 from comfyvn.config import get_setting
 from comfyvn.confined import open_confined
 from comfyvn.hooks import HOOK_SPECS
+from comfyvn.kinds import KIND_TYPES, file_kind
 from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry, decode_cursor
-from comfyvn.studio.core.thumbnails import WAVEFORM, preview_kind
+from comfyvn.studio.core.thumbnails import WAVEFORM
 
 from .base import ApiError, ComfyvnAPIHandler, field, string_list
 from .uploads import StreamedUploadMixin
@@ -30,7 +31,6 @@ log = logging.getLogger("comfyvn.server")
 AUTH_RESOURCE = "comfyvn:assets"
 CHUNK = 256 * 1024
 ASSET_TOPICS = [name for name, spec in HOOK_SPECS.items() if spec.category == "asset"]
-_DEFAULT_TYPES = {"image": "images", "audio": "audio"}
 
 
 class AssetsBase(ComfyvnAPIHandler):
@@ -255,8 +255,10 @@ class UploadHandler(StreamedUploadMixin, AssetsBase):
         }
 
     def asset_type(self) -> str:
-        """``?asset_type=``, else images/audio from the file name (400 when neither)."""
-        asset_type = self.q_str("asset_type", max_len=64) or _DEFAULT_TYPES.get(preview_kind(self.filename or "") or "")
+        """``?asset_type=``, else images/audio/models from the file name's kind (:mod:`comfyvn.kinds`,
+        the rule ingest and the enforcer use); 400 for a file of no known kind."""
+        kind = file_kind(self.filename or "")
+        asset_type = self.q_str("asset_type", max_len=64) or (KIND_TYPES[kind] if kind else None)
         if not asset_type:
             raise ApiError(400, "invalid_parameter", f"asset_type is required for {self.filename!r} "
                                                      "(e.g. ?asset_type=models)")

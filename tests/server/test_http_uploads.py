@@ -85,7 +85,7 @@ async def test_multipart_query_filename_wins_and_single_part_rules(api, ws, inge
     assert_error(await api("POST", "/assets/upload", raw=body, headers=headers), 400, "empty_upload")
     assert_error(await api("POST", "/assets/upload", raw=b"x", headers={"Content-Type": "multipart/form-data"}),
                  400, "invalid_multipart", "boundary")
-    body, headers = multipart(("file", "w.bin", b"weights"))
+    body, headers = multipart(("file", "w.xyz", b"weights"))
     assert_error(await api("POST", "/assets/upload", raw=body, headers=headers), 400, "invalid_parameter",
                  "asset_type")  # a name with no default type, known only once the part was read
     listed = (await api("GET", "/assets")).json["items"]

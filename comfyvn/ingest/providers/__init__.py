@@ -1,8 +1,8 @@
 """Provider resolvers: a user's URL or id -> :class:`RemotePlan` via the provider's API.
 
 Adding a provider: a module with ``NAME``, ``plan(remote_url, metadata, ws)``, ``map_error``
-(and optionally ``on_redirect``), registered in :data:`PROVIDERS`, plus its hosts in the
-allow-list (``mappers._REMOTE_ALLOWLIST``).  Any other
+(and optionally ``on_redirect``), registered in :data:`RESOLVERS`, its name in
+:mod:`comfyvn.provider_names` and its hosts in the allow-list (``netpolicy.REMOTE_ALLOWLIST``).  Any other
 provider name gets the generic resolver: a direct https URL on a host allow-listed for that
 provider, checked against ``metadata["sha256"]`` / ``metadata["size"]`` when given.
 """
@@ -14,32 +14,20 @@ from types import ModuleType
 from urllib.parse import unquote, urlsplit
 
 from ...config import Workspace
+from ...provider_names import ALIASES, canonical_provider
 from ..errors import RemoteError
 from ..netguard import allowed_host_rules, check_url
 from . import civitai, huggingface
 from .base import RemotePlan, check_reference_url, safe_filename
 
-PROVIDERS: dict[str, ModuleType] = {civitai.NAME: civitai, huggingface.NAME: huggingface}
-ALIASES = {"hf": "huggingface", "hugging_face": "huggingface", "hugging-face": "huggingface", "civit": "civitai"}
-
-
-def canonical_provider(provider: str | None, remote_url: str = "") -> str:
-    """The provider key (aliases folded; ``None``/``"auto"`` guessed from the URL)."""
-    name = (provider or "").strip().lower()
-    name = ALIASES.get(name, name)
-    if name in ("", "auto", "remote"):
-        low = (remote_url or "").strip().lower()
-        host = (urlsplit(low).hostname or "") if "://" in low else ""
-        if low.startswith(("civitai:", "urn:air:")) or host in civitai.CANONICAL_HOSTS:
-            return civitai.NAME
-        if low.startswith("hf://") or host in huggingface.CANONICAL_HOSTS:
-            return huggingface.NAME
-        return "generic"
-    return name
+#: provider -> the module that resolves its references (the others use :func:`plan_generic`)
+RESOLVERS: dict[str, ModuleType] = {civitai.NAME: civitai, huggingface.NAME: huggingface}
+PROVIDERS = RESOLVERS  # the older name
 
 
 def get_provider(name: str) -> ModuleType | None:
-    return PROVIDERS.get(name)
+    """The resolver module of provider ``name`` (aliases accepted), None for the generic ones."""
+    return RESOLVERS.get(canonical_provider(name))
 
 
 def plan_generic(provider: str, remote_url: str, metadata: dict | None, ws: Workspace | None) -> RemotePlan:
@@ -48,7 +36,7 @@ def plan_generic(provider: str, remote_url: str, metadata: dict | None, ws: Work
     check_reference_url(url)
     if not allowed_host_rules(provider, ws):
         raise RemoteError(f"Remote pulls are not enabled for provider {provider!r}: it has no allow-listed hosts "
-                          "(add them to ingest.extra_allowed_hosts or mappers._REMOTE_ALLOWLIST).",
+                          "(add them to ingest.extra_allowed_hosts or netpolicy.REMOTE_ALLOWLIST).",
                           code="remote.provider_unsupported")
     check_url(url, provider=provider, ws=ws)  # scheme / allow-list / address, before anything else
     sha = str(meta.get("sha256") or "").strip().lower() or None
@@ -64,4 +52,4 @@ def plan_generic(provider: str, remote_url: str, metadata: dict | None, ws: Work
                       expected_sha256=sha, expected_size=size, provider_metadata={}, headers={})
 
 
-__all__ = ["ALIASES", "PROVIDERS", "RemotePlan", "canonical_provider", "get_provider", "plan_generic"]
+__all__ = ["ALIASES", "PROVIDERS", "RESOLVERS", "RemotePlan", "canonical_provider", "get_provider", "plan_generic"]

@@ -24,6 +24,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from ... import provider_names
 from ...config import Workspace
 from ..errors import RemoteError
 from ..mappers import civitai_size
@@ -43,7 +44,7 @@ from .base import (
 NAME = "civitai"
 DEFAULT_BASE = "https://civitai.com"
 TOKEN_ENV = "CIVITAI_API_TOKEN"
-CANONICAL_HOSTS = {"civitai.com", "www.civitai.com", "api.civitai.com", "civitai.red", "www.civitai.red"}
+CANONICAL_HOSTS = provider_names.CANONICAL_HOSTS[NAME]
 # model-level fields a version body lacks; merged into its ``model`` object on every pull
 MODEL_FIELDS = ("name", "type", "description", "creator", "tags", "nsfw", "nsfwLevel", "allowNoCredit",
                 "allowCommercialUse", "allowDerivatives", "allowDifferentLicense", "availability", "poi", "minor")

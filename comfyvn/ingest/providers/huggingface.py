@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, unquote, urlsplit
 
+from ... import provider_names
 from ...config import Workspace
 from ..errors import RemoteError
 from .base import (
@@ -39,7 +40,7 @@ from .base import (
 NAME = "huggingface"
 DEFAULT_BASE = "https://huggingface.co"
 TOKEN_ENV = "HF_TOKEN"
-CANONICAL_HOSTS = {"huggingface.co", "www.huggingface.co", "hf.co"}
+CANONICAL_HOSTS = provider_names.CANONICAL_HOSTS[NAME]
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -27,11 +27,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ...config import ConfigError, get_setting
 from ...fsutil import atomic_write_bytes
+from ...kinds import IMAGE_SUFFIXES as IMAGE_SUFFIXES  # re-exported: what thumbnails are made of
+from ...kinds import WAVEFORM_SUFFIXES
 
 log = logging.getLogger("comfyvn.studio.core.thumbnails")
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-AUDIO_SUFFIXES = {".wav"}
 WAVEFORM = "waveform"
 WAVEFORM_BUCKETS = 512
 #: the most sample bytes one waveform reads; a longer file is sampled by one window per bucket
@@ -59,10 +59,11 @@ def max_pixels_setting(ws=None) -> int:
 
 
 def preview_kind(path: str) -> str | None:
+    """``"image"`` (a thumbnail), ``"audio"`` (a waveform: WAV only) or None (no preview)."""
     suffix = Path(path).suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return "image"
-    if suffix in AUDIO_SUFFIXES:
+    if suffix in WAVEFORM_SUFFIXES:
         return "audio"
     return None
 

@@ -1,0 +1,138 @@
+"""One answer per concept: the rules that used to be written two or three times and disagreed.
+
+* asset kind: a file gets the same type on ingest, on upload and on the enforcer's rebuild;
+* host allow-list: the enqueue check and the download's check give the same answer;
+* providers: every alias is accepted wherever a provider is.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from traitlets.config import Config
+
+from comfyvn.config import update_config
+from comfyvn.ingest.errors import IngestError, RemoteError
+from comfyvn.ingest.mappers import normalise_metadata
+from comfyvn.ingest.netguard import check_url
+from comfyvn.ingest.providers import get_provider
+from comfyvn.ingest.queue import AssetIngestQueue
+from comfyvn.kinds import guess_type
+from comfyvn.provider_names import ALIASES, canonical_provider
+from comfyvn.registry import rebuild_from_disk
+from comfyvn.studio.core.asset_registry import AssetRegistry
+
+# name -> the type every route must give it (the ones that used to differ first)
+TYPED_FILES = {
+    "song.mp3": "audio", "theme.ogg": "audio", "voice.flac": "audio", "line.opus": "audio", "take.m4a": "audio",
+    "lora.sft": "models", "llm.gguf": "models", "net.onnx": "models", "hero.png": "images", "bell.wav": "audio",
+    "weights.safetensors": "models",
+}
+
+
+@pytest.fixture
+def queue(ws):
+    q = AssetIngestQueue(ws)
+    yield q
+    q.stop_worker()
+
+
+@pytest.fixture
+def jp_server_config(ws):
+    return Config({"ServerApp": {"jpserver_extensions": {"comfyvn_server_ext": True, "jupyter_server_terminals": False},
+                                 "allow_unauthenticated_access": False},
+                   "ComfyvnExtension": {"workspace": str(ws.root)}})
+
+
+def _write(folder, name: str) -> bytes:
+    data = f"bytes of {name}".encode()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    return data
+
+
+# ---------------------------------------------------------------------------- asset kinds
+def test_the_kind_rule_names_the_expected_types():
+    assert {name: guess_type(name) for name in TYPED_FILES} == TYPED_FILES
+    assert guess_type("notes.xyz") == "misc" and guess_type("SONG.MP3") == "audio"
+    assert guess_type("blob", provider="civitai") == "models" and guess_type("blob", provider="hf") == "models"
+    assert guess_type("hero.png", provider="civitai") == "images" and guess_type("blob", provider="generic") == "misc"
+
+
+def test_ingest_gives_each_file_the_kind_rules_type(ws, queue):
+    for name, expected in TYPED_FILES.items():
+        _write(ws.root / "incoming", name)
+        job = queue.enqueue("local", source_path=ws.root / "incoming" / name)
+        applied = queue.apply([job["job_id"]])["applied"]
+        assert AssetRegistry("default", ws=ws).get_asset(applied[0]["asset_uid"])["type"] == expected, name
+
+
+def test_rebuild_gives_each_file_the_kind_rules_type(ws):
+    root = ws.assets_root / "default"
+    for name in TYPED_FILES:
+        _write(root, name)  # at the top of the assets root: no folder names a type
+    result = rebuild_from_disk("default")
+    reg = AssetRegistry("default", ws=ws)
+    got = {rec["path"]: reg.get_asset(rec["uid"])["type"] for rec in result["registered"]}
+    assert got == TYPED_FILES
+
+
+async def test_upload_gives_each_file_the_kind_rules_type(jp_fetch):
+    for name, expected in TYPED_FILES.items():
+        resp = await jp_fetch("assets/upload", method="POST", params={"filename": name}, body=f"up {name}".encode())
+        assert resp.code == 201 and json.loads(resp.body)["type"] == expected, name
+    resp = await jp_fetch("assets/upload", method="POST", params={"filename": "notes.xyz"}, body=b"?",
+                          raise_error=False)
+    assert resp.code == 400 and json.loads(resp.body)["error"] == "invalid_parameter"  # no kind: name a type
+
+
+# ---------------------------------------------------------------------------- host allow-list
+def _enqueue_check(queue, url: str) -> bool:
+    try:
+        queue._check_remote_reference("generic", url, {})
+    except IngestError as exc:
+        assert exc.code == "host_not_allowed"
+        return False
+    return True
+
+
+def _download_check(ws, url: str) -> bool:
+    try:
+        check_url(url, provider="generic", ws=ws)
+    except RemoteError as exc:
+        assert exc.code == "remote.host_not_allowed"
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("extra", "allowed"), [
+    ({"generic": ["mirror.example.org"]}, True),   # by provider: the enqueue check used to refuse it
+    (["mirror.example.org"], True),                # for every provider
+    ({"*": ["mirror.example.org"]}, True),
+    ("mirror.example.org", True),
+    ({"civitai": ["mirror.example.org"]}, False),  # another provider's host
+    ({"generic": ["other.example.org"]}, False),
+    ({"mirror.example.org": ["x"]}, False),        # a mapping's keys are providers, never hosts
+])
+def test_an_extra_allowed_host_gets_one_answer_at_enqueue_and_download(ws, queue, extra, allowed):
+    update_config({"ingest": {"extra_allowed_hosts": extra, "host_overrides": {"mirror.example.org": "93.184.216.34"}}},
+                  ws)
+    url = "https://mirror.example.org/files/pack.zip"
+    assert (_enqueue_check(queue, url), _download_check(ws, url)) == (allowed, allowed)
+
+
+# ---------------------------------------------------------------------------- provider aliases
+@pytest.mark.parametrize("alias", sorted(ALIASES))
+def test_every_provider_alias_is_accepted_wherever_a_provider_is(ws, queue, alias):
+    provider = ALIASES[alias]
+    assert canonical_provider(alias) == provider == canonical_provider(alias.upper(), "https://example.org/x")
+    assert normalise_metadata(alias, {"title": "T"})["provider"] == provider
+    assert get_provider(alias) is get_provider(provider) is not None
+    _write(ws.root / "incoming", f"{alias}.png")
+    job = queue.enqueue(alias, source_path=ws.root / "incoming" / f"{alias}.png")
+    assert job["provider"] == provider
+    url = ("https://civitai.com/models/1?modelVersionId=2" if provider == "civitai"
+           else "https://huggingface.co/org/repo/resolve/main/w.safetensors")
+    job = queue.enqueue(alias, remote_url=url, terms_acknowledged=True)
+    assert job["provider"] == provider and job["status"] == "queued"
