@@ -136,3 +136,26 @@ def test_every_provider_alias_is_accepted_wherever_a_provider_is(ws, queue, alia
            else "https://huggingface.co/org/repo/resolve/main/w.safetensors")
     job = queue.enqueue(alias, remote_url=url, terms_acknowledged=True)
     assert job["provider"] == provider and job["status"] == "queued"
+
+
+# ---------------------------------------------------------------------------- file names
+NAMES = {
+    "a:b?.png": "a_b_.png", "..\\..\\x.png": "x.png", "dir/sub/.hidden.wav": "hidden.wav",
+    "invoice\u202egpj.exe": "invoicegpj.exe", "zero\u200bwidth\ufeff.png": "zerowidth.png",
+    "line\u2028break.png": "line_break.png", "tab\there.png": "tab_here.png", "x" * 300 + ".safetensors":
+    "x" * (200 - len(".safetensors")) + ".safetensors",
+}
+
+
+def test_one_file_name_rule_for_uploads_local_files_and_remote_names():
+    from comfyvn_server_ext.handlers.uploads import sanitise_filename
+
+    from comfyvn.ingest import queue as queue_module
+    from comfyvn.ingest.providers import base
+    from comfyvn.names import safe_filename
+
+    assert queue_module.safe_filename is base.safe_filename is safe_filename
+    for raw, expected in NAMES.items():
+        assert (safe_filename(raw), sanitise_filename(raw)) == (expected, expected), raw
+        assert safe_filename(safe_filename(raw)) == expected  # remote names pass the rule twice: no change
+    assert safe_filename("\u202e\u200b. .") == "download.bin" and safe_filename(None, "f.bin") == "f.bin"

@@ -42,6 +42,7 @@ from ..hashing import sha256_file, start_writeback
 from ..hooks import emit, get_hook_bus
 from ..kinds import TYPE_NAME_RE as _TYPE_RE
 from ..kinds import guess_type
+from ..names import safe_filename
 from ..provider_names import PROVIDERS, REMOTE_PROVIDERS, canonical_provider
 from ..store import Database, get_database
 from ..studio.core.asset_registry import AssetRegistry, check_project_id
@@ -104,13 +105,6 @@ def crash_point(name: str) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
-def safe_filename(name: str | None, fallback: str = "download.bin") -> str:
-    """A provider- or user-supplied file name reduced to one harmless path component."""
-    text = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    text = "".join(ch for ch in text if ch.isprintable() and ch not in '<>:"|?*').strip().lstrip(".")
-    return text[:200] or fallback
-
-
 def guess_asset_type(job: dict) -> str:
     """The asset type of a job's file by :func:`comfyvn.kinds.guess_type` (model providers: ``models``)."""
     return guess_type(job.get("filename") or job.get("staging_path") or job.get("source_path") or "", job.get("provider"))

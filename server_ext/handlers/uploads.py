@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import threading
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 from tornado.ioloop import IOLoop
+
+from comfyvn.names import clean_filename
 
 from .base import ApiError, BodyPolicy, ComfyvnAPIHandler
 
@@ -37,31 +37,16 @@ FLUSH_BYTES = 1024 * 1024
 MAX_FORM_FIELDS = 8
 MAX_FORM_FIELD_BYTES = 64 * 1024
 RETRY_AFTER_BUSY = "5"
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
-#: invisible characters that make a name read differently from what it is (bidi overrides and
-#: isolates, zero-width spaces and joiners, BOM...): Unicode "format" characters are removed
-_INVISIBLE = frozenset({"Cf"})
-#: other characters no file name should hold (C1 controls, line/paragraph separators, surrogates)
-_REPLACED = frozenset({"Cc", "Zl", "Zp", "Cs"})
-
-
 def sanitise_filename(raw: str | None) -> str:
-    """A safe base name from a client-supplied file name (400 when nothing usable is left)."""
+    """A safe base name from a client-supplied file name (:func:`comfyvn.names.clean_filename`,
+    the one file-name rule); 400 when nothing usable is left or it names a sidecar."""
     if not raw:
         raise ApiError(400, "invalid_parameter", "filename is required (?filename=picture.png)")
-    name = unicodedata.normalize("NFC", raw).replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join("" if unicodedata.category(c) in _INVISIBLE else "_" if unicodedata.category(c) in _REPLACED
-                   else c for c in name)
-    name = _UNSAFE.sub("_", name).strip(" .")
-    if not name or name in (".", ".."):
+    name = clean_filename(raw)
+    if not name:
         raise ApiError(400, "invalid_parameter", f"filename {raw!r} has no usable characters")
     if name.endswith(".asset.json"):
         raise ApiError(400, "invalid_parameter", "filename may not end with .asset.json (reserved for sidecars)")
-    stem, dot, ext = name.rpartition(".")
-    if len(name.encode()) > 200:  # keep the extension, trim the stem
-        keep = ext if dot and len(ext) <= 16 else ""
-        budget = 200 - len(keep.encode()) - 1
-        name = (stem or name).encode()[:budget].decode("utf-8", "ignore").rstrip(" .") + (f".{keep}" if keep else "")
     return name
 
 

@@ -28,6 +28,7 @@ import certifi
 import httpx
 
 from ...config import Workspace, get_setting
+from ...names import safe_filename as safe_filename  # re-exported: the one file-name rule
 from ..errors import RemoteError
 from ..netguard import Target, allowed_host_rules, check_url, display_url
 
@@ -420,11 +421,3 @@ class GuardedSession:
 def base_url(provider: str, ws: Workspace | None, default: str) -> str:
     value = get_setting(f"ingest.providers.{provider}.base_url", default, ws) or default
     return str(value).rstrip("/")
-
-
-def safe_filename(name: str, fallback: str = "download.bin") -> str:
-    name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    name = re.sub(r"[\x00-\x1f]", "", name)
-    if name in ("", ".", ".."):
-        return fallback
-    return name[:255]
