@@ -12,6 +12,11 @@ One setting allows private targets everywhere: ``network.allow_private_addresses
 ``ingest.allow_private_addresses`` for remote pulls and ``hooks.allow_private_webhook_targets``
 for webhooks.  One error type: :class:`AddressRefused`.
 
+**Pinning.**  A host name is resolved once (:func:`resolve`) and :func:`pin_address` picks the
+address to connect to: the first one, when every address the name resolves to is public (or
+private targets are allowed).  Remote pulls and webhook deliveries then connect to that address,
+never to a second lookup, so DNS rebinding between the check and the connection is impossible.
+
 **Hosts.**  Remote pulls may connect only to the hosts allow-listed for their provider
 (:func:`allowed_host_rules`): the built-in :data:`REMOTE_ALLOWLIST`, the host and port of the
 configured ``ingest.providers.<name>.base_url``, ``ingest.providers.<name>.allowed_hosts`` and
@@ -26,7 +31,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+import socket
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit
 
@@ -148,6 +154,40 @@ def check_address(addr: str | IPAddress, *, what: str, area: str, ws: Workspace 
     raise AddressRefused(f"{what} {ip} is a private, loopback, link-local or reserved address; {setting_hint(area)}")
 
 
+def resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` resolves to, in the resolver's order (one lookup; duplicates and
+    ``%zone`` suffixes dropped).  OSError (``socket.gaierror``) when it does not resolve."""
+    out: list[IPAddress] = []
+    for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        addr = parse_address(str(info[4][0]))
+        if addr not in out:
+            out.append(addr)
+    return out
+
+
+def pin_address(host: str, addresses: Iterable[str | IPAddress], *, what: str, area: str,
+                ws: Workspace | None = None, allowed: bool | None = None,
+                public: Callable[[IPAddress], bool] = is_public_address) -> IPAddress:
+    """The address a connection to ``host`` goes to: the first of ``addresses`` (what ``host``
+    resolved to; entries that are no address are skipped).  :class:`AddressRefused` when there
+    is none, or when any is not ``public`` while private targets are not allowed (``allowed``
+    overrides the setting of ``area``)."""
+    parsed: list[IPAddress] = []
+    for addr in addresses:
+        try:
+            parsed.append(parse_address(addr))
+        except ValueError:
+            continue
+    if not parsed:
+        raise AddressRefused(f"{what} {host} resolves to no usable address")
+    if not (allowed if allowed is not None else allow_private(area, ws)):
+        bad = [str(a) for a in parsed if not public(a)]
+        if bad:
+            raise AddressRefused(f"{what} {host} resolves to private or reserved address(es) {', '.join(bad)}; "
+                                 f"{setting_hint(area)}")
+    return parsed[0]
+
+
 # ---------------------------------------------------------------------------- host allow-list
 def split_rule(rule: str) -> tuple[str, int | None]:
     """``(host, port)`` of an allow-list rule (``[v6]:port``, ``host:port``; port None: any)."""
@@ -238,4 +278,5 @@ def provider_for_host(host: str) -> str | None:
 
 __all__ = ["HOST_SETTINGS", "REMOTE_ALLOWLIST", "SETTING", "AddressRefused", "allow_private", "allowed_host_rules",
            "check_address", "embedded_ipv4", "host_allowed", "host_matches", "is_host_allowed", "is_public_address",
-           "parse_address", "provider_for_host", "setting_hint", "split_rule", "url_port"]
+           "parse_address", "pin_address", "provider_for_host", "resolve", "setting_hint", "split_rule",
+           "url_port"]

@@ -159,3 +159,35 @@ def test_one_file_name_rule_for_uploads_local_files_and_remote_names():
         assert (safe_filename(raw), sanitise_filename(raw)) == (expected, expected), raw
         assert safe_filename(safe_filename(raw)) == expected  # remote names pass the rule twice: no change
     assert safe_filename("\u202e\u200b. .") == "download.bin" and safe_filename(None, "f.bin") == "f.bin"
+
+
+# ---------------------------------------------------------------------------- public addresses
+@pytest.mark.parametrize(("answers", "public"), [
+    (["93.184.216.34"], True), (["93.184.216.34", "10.0.0.5"], False), (["127.0.0.1", "93.184.216.34"], False),
+    (["::ffff:192.168.1.1"], False),
+])
+def test_remote_pulls_and_webhooks_judge_a_host_by_one_address_rule(ws, monkeypatch, answers, public):
+    """A name that resolves to a public and a private address was pinned to the public one by a
+    pull but refused by a webhook; now both refuse it, and both accept an all-public answer."""
+    import socket
+
+    from comfyvn.hooks.webhooks import validate_url
+
+    def fake_getaddrinfo(host, port, *args, **kwargs):
+        assert host == "mixed.example.org"
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+                for a in answers]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    update_config({"ingest": {"extra_allowed_hosts": ["mixed.example.org"]}}, ws)
+    try:
+        target = check_url("https://mixed.example.org/x.bin", provider="generic", ws=ws)
+        pulled = target.address == answers[0]
+    except RemoteError as exc:
+        assert exc.code == "remote.private_address"
+        pulled = False
+    try:
+        hooked = validate_url("https://mixed.example.org/hook") == "https://mixed.example.org/hook"
+    except ValueError:
+        hooked = False
+    assert (pulled, hooked) == (public, public)

@@ -47,6 +47,8 @@ from ..netpolicy import (
     allow_private,
     check_address,
     is_public_address,
+    pin_address,
+    resolve,
     setting_hint,
     url_port,
 )
@@ -137,13 +139,7 @@ TargetRefused = AddressRefused
 
 
 def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    out = []
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if addr not in out:
-            out.append(addr)
-    return out
+    return resolve(host, port)
 
 
 def validate_url(url: Any, *, allow_private: bool = False, resolve: bool = True) -> str:
@@ -196,10 +192,8 @@ def _check_host(host: str, port: int, *, resolve: bool, strict: bool) -> list:
         if strict:
             raise TargetRefused(f"cannot resolve webhook host {host}: {exc}") from None
         return []
-    bad = [str(a) for a in addrs if not _ip_allowed(a)]
-    if bad:
-        raise TargetRefused(f"webhook host {host} resolves to private or reserved address(es) "
-                            f"{', '.join(bad)}{hint}")
+    # the one rule of remote pulls and webhooks: every address public, the first one is connected to
+    pin_address(host, addrs, what="webhook host", area="webhook", allowed=False, public=_ip_allowed)
     return addrs
 
 

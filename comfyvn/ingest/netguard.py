@@ -8,9 +8,9 @@ through :func:`check_url`, which
    the one the enqueue check asks too): ``netpolicy.REMOTE_ALLOWLIST``, plus the configured
    ``ingest.providers.<name>.base_url`` (host and port), ``ingest.providers.<name>.allowed_hosts``
    and ``ingest.extra_allowed_hosts``;
-3. resolves the host once (``ingest.host_overrides`` first, then DNS) and refuses loopback,
-   private, link-local, multicast and other non-global addresses, IPv6 spellings of them
-   included (:mod:`comfyvn.netpolicy`, the one address rule), unless
+3. resolves the host once (``ingest.host_overrides`` first, then DNS) and refuses it when an
+   address is loopback, private, link-local, multicast or otherwise non-global, IPv6 spellings
+   of them included (:func:`comfyvn.netpolicy.pin_address`, the rule webhooks use too), unless
    ``network.allow_private_addresses`` (or, while that is unset, ``ingest.allow_private_addresses``)
    is true;
 4. returns a :class:`Target` whose ``connect_url`` names the checked IP address, so the
@@ -86,18 +86,12 @@ def _resolve(host: str, port: int, ws: Workspace | None) -> tuple[list[str], int
     if _is_ip(host):
         return [host], port
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return [str(a) for a in netpolicy.resolve(host, port)], port
     except socket.gaierror as exc:
         raise RemoteError(
             f"Cannot resolve host {host!r} ({exc.strerror or exc}); check the URL and your network.",
             code="remote.dns", retryable=True,
         ) from None
-    seen: list[str] = []
-    for info in infos:
-        addr = str(info[4][0])
-        if addr not in seen:
-            seen.append(addr)
-    return seen, port
 
 
 def check_url(url: str, *, provider: str, ws: Workspace | None = None, rules: list[str] | None = None) -> Target:
@@ -131,22 +125,10 @@ def check_url(url: str, *, provider: str, ws: Workspace | None = None, rules: li
             code="remote.host_not_allowed",
         )
     addresses, connect_port = _resolve(host, port, ws)
-    allow_private = netpolicy.allow_private("remote", ws)
-    chosen = None
-    for addr in addresses:
-        try:
-            public = _address_is_public(addr)
-        except ValueError:
-            continue
-        if public or allow_private:
-            chosen = addr
-            break
-    if chosen is None:
-        raise RemoteError(
-            f"Host {host} resolves to a private, loopback or link-local address "
-            f"({', '.join(addresses)}); refused ({netpolicy.setting_hint('remote')}).",
-            code="remote.private_address",
-        )
+    try:  # the one rule of remote pulls and webhooks: every address public, the first one pinned
+        chosen = str(netpolicy.pin_address(host, addresses, what="Host", area="remote", ws=ws))
+    except netpolicy.AddressRefused as exc:
+        raise RemoteError(f"{exc}; refused.", code="remote.private_address") from None
     literal = f"[{chosen}]" if ":" in chosen else chosen
     netloc = literal if connect_port == (443 if scheme == "https" else 80) else f"{literal}:{connect_port}"
     connect_url = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
