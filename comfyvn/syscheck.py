@@ -29,8 +29,11 @@ from typing import Any
 
 import httpx
 
+from . import api_routes
 from .client import ApiError, BadRequest, ComfyvnClient
+from .config import shipped_default
 from .hooks import HOOK_SPECS
+from .hooks.specs import topics
 
 MISSING_ID = "syscheck-missing-0000"
 INVALID_BODY = b"[]"  # valid JSON, never a valid request object: a POST that cannot change anything
@@ -67,73 +70,68 @@ def _has(*keys: str) -> Callable[[Any], str | None]:
 def _lists_hooks(category: str | None) -> Callable[[Any], str | None]:
     def check(body: Any) -> str | None:
         names = {h.get("name") for h in (body or {}).get("hooks", []) if isinstance(h, dict)}
-        want = {n for n, s in HOOK_SPECS.items() if category is None or s.category == category}
+        want = set(topics(category))
         missing = sorted(want - names)
         return f"hook discovery lacks {', '.join(missing)}" if missing else None
     return check
 
 
-INGEST_PROBES = [
-    Probe("/api/ingest/queue", "POST", INVALID_BODY),
-    Probe("/api/ingest/upload", "POST", b""),  # no ?filename=: refused before anything is stored
-    Probe("/api/ingest/status", params={"limit": 1, "include_cache": "true"}, validate=_has("summary", "cache")),
-    Probe("/api/ingest/jobs", params={"limit": 1}, validate=_has("items", "next_cursor")),
-    Probe("/api/ingest/jobs/{job_id}"),
-    Probe("/api/ingest/apply", "POST", INVALID_BODY),
-    Probe("/api/ingest/release", "POST", INVALID_BODY),
-    Probe("/api/ingest/retry", "POST", INVALID_BODY),
-    Probe("/api/ingest/cancel", "POST", INVALID_BODY),
-]
-ASSET_PROBES = [
-    Probe("/assets", params={"limit": 1}, validate=_has("items", "next_cursor")),
-    Probe("/assets/upload", "POST", b""),
-    Probe("/assets/register", "POST", INVALID_BODY),
-    Probe("/assets/bulk", "POST", INVALID_BODY),
-    Probe("/assets/debug/hooks", validate=_has("hooks")),
-    Probe("/assets/debug/modder-hooks", validate=_lists_hooks("asset")),
-    Probe("/assets/debug/history", params={"limit": 1}, validate=_has("items")),
-    Probe("/assets/{uid}"),
-    Probe("/assets/{uid}", "PATCH", INVALID_BODY),
-    Probe("/assets/{uid}", "DELETE"),  # an id that cannot exist: 404 asset_not_found
-    Probe("/assets/{uid}/sidecar"),
-    Probe("/assets/{uid}/thumbnail"),
-    Probe("/assets/{uid}/download"),
-    Probe("/api/assets/register", "POST", INVALID_BODY),
-    Probe("/api/assets/search", params={"q": "x", "limit": 1}, validate=_has("items", "total")),
-    Probe("/api/assets/{uid}"),
-]
-HOOK_PROBES = [
-    Probe("/api/modder/hooks", validate=_lists_hooks(None)),
-    Probe("/api/modder/hooks/history", params={"limit": 1}, validate=_has("items")),
-    Probe("/api/modder/hooks/webhooks", validate=_has("items")),
-    Probe("/api/modder/hooks/webhooks", "POST", INVALID_BODY),
-    Probe("/api/modder/hooks/webhooks/{webhook_id}"),
-    Probe("/api/modder/hooks/webhooks/{webhook_id}", "DELETE"),
-    Probe("/api/modder/hooks/webhooks/{webhook_id}/deliveries"),
-    Probe("/api/modder/hooks/test", "POST", INVALID_BODY),
-    Probe("/api/comfyvn/openapi.json", validate=_has("openapi", "paths")),
-]
-WS_ROUTES = ["/api/modder/hooks/ws", "/api/modder/hooks/stream"]
+#: how a route is called when the table's default is not enough: (path, method) -> body, params, check.
+#: Every other route and method of :data:`comfyvn.api_routes.ROUTES` is probed too: a GET as such,
+#: a POST or PATCH with :data:`INVALID_BODY`, a DELETE of an id that cannot exist (404).
+PROBE_DETAILS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/api/ingest/upload", "POST"): {"body": b""},  # no ?filename=: refused before anything is stored
+    ("/api/ingest/status", "GET"): {"params": {"limit": 1, "include_cache": "true"},
+                                    "validate": _has("summary", "cache")},
+    ("/api/ingest/jobs", "GET"): {"params": {"limit": 1}, "validate": _has("items", "next_cursor")},
+    ("/assets", "GET"): {"params": {"limit": 1}, "validate": _has("items", "next_cursor")},
+    ("/assets/upload", "POST"): {"body": b""},
+    ("/assets/debug/hooks", "GET"): {"validate": _has("hooks")},
+    ("/assets/debug/modder-hooks", "GET"): {"validate": _lists_hooks("asset")},
+    ("/assets/debug/history", "GET"): {"params": {"limit": 1}, "validate": _has("items")},
+    ("/api/assets/search", "GET"): {"params": {"q": "x", "limit": 1}, "validate": _has("items", "total")},
+    ("/api/modder/hooks", "GET"): {"validate": _lists_hooks(None)},
+    ("/api/modder/hooks/history", "GET"): {"params": {"limit": 1}, "validate": _has("items")},
+    ("/api/modder/hooks/webhooks", "GET"): {"validate": _has("items")},
+    ("/api/comfyvn/openapi.json", "GET"): {"validate": _has("openapi", "paths")},
+}
+
+
+def probes(*areas: str) -> list[Probe]:
+    """One probe per route and method of ``areas`` in the route table (WebSockets apart)."""
+    out = []
+    for route in api_routes.routes(*areas, websocket=False):
+        for method in route.methods:
+            details = {"body": INVALID_BODY if method in ("POST", "PATCH") else None,
+                       **PROBE_DETAILS.get((route.path, method), {})}
+            out.append(Probe(route.path, method, **details))
+    return out
+
+
+INGEST_PROBES = probes("ingest")
+ASSET_PROBES = probes("assets")
+HOOK_PROBES = probes("hooks", "api")
+WS_ROUTES = [route.path for route in api_routes.routes(websocket=True)]
 
 PROFILES: dict[str, dict[str, Any]] = {
     "p7_asset_ingest_cache": {
         "description": "ingest queue routes, dedup cache snapshot, flag defaults, ingest docs",
-        "probes": INGEST_PROBES, "ws": [], "hooks": [n for n, s in HOOK_SPECS.items() if s.category == "ingest"],
+        "probes": INGEST_PROBES, "ws": [], "hooks": topics("ingest"),
         "flags": True,
     },
     "asset_gallery": {
         "description": "asset registry routes the gallery uses, asset hook docs",
-        "probes": ASSET_PROBES, "ws": [], "hooks": [n for n, s in HOOK_SPECS.items() if s.category == "asset"],
+        "probes": ASSET_PROBES, "ws": [], "hooks": topics("asset"),
         "flags": False,
     },
     "hook_bus": {
         "description": "hook discovery, history, WebSocket stream, webhooks, test event, OpenAPI",
-        "probes": HOOK_PROBES, "ws": WS_ROUTES, "hooks": list(HOOK_SPECS), "flags": False,
+        "probes": HOOK_PROBES, "ws": WS_ROUTES, "hooks": topics(), "flags": False,
     },
 }
 PROFILES["all"] = {
     "description": "every profile",
-    "probes": INGEST_PROBES + ASSET_PROBES + HOOK_PROBES, "ws": WS_ROUTES, "hooks": list(HOOK_SPECS), "flags": True,
+    "probes": INGEST_PROBES + ASSET_PROBES + HOOK_PROBES, "ws": WS_ROUTES, "hooks": topics(), "flags": True,
 }
 
 
@@ -169,12 +167,18 @@ def check_ingest_constants() -> Check:
     problems = []
     if getattr(queue, "DEFAULT_RATE_LIMIT", None) != 0.33:
         problems.append(f"DEFAULT_RATE_LIMIT is {getattr(queue, 'DEFAULT_RATE_LIMIT', None)!r}, expected 0.33")
-    if getattr(queue, "MAX_REMOTE_BYTES", None) != 200 * 1024 * 1024:
-        problems.append(f"MAX_REMOTE_BYTES is {getattr(queue, 'MAX_REMOTE_BYTES', None)!r}, expected 200 MiB")
+    limit = shipped_default("ingest.max_remote_bytes")
+    if getattr(queue, "MAX_REMOTE_BYTES", None) != limit:
+        problems.append(f"MAX_REMOTE_BYTES is {getattr(queue, 'MAX_REMOTE_BYTES', None)!r}, expected {_mib(limit)} "
+                        "(ingest.max_remote_bytes in the shipped defaults)")
     if not isinstance(getattr(queue, "STATE_VERSION", None), int):
         problems.append("STATE_VERSION is not an integer")
     return Check("ingest constants", not problems, "; ".join(problems) or
-                 f"DEFAULT_RATE_LIMIT=0.33, MAX_REMOTE_BYTES=200 MiB, STATE_VERSION={queue.STATE_VERSION}")
+                 f"DEFAULT_RATE_LIMIT=0.33, MAX_REMOTE_BYTES={_mib(limit)}, STATE_VERSION={queue.STATE_VERSION}")
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024**2:g} MiB"
 
 
 # ---------------------------------------------------------------------------- routes

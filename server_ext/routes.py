@@ -1,4 +1,5 @@
-"""The route table: one line per URL, in matching order (specific paths before ``{uid}``).
+"""The route table: :data:`comfyvn.api_routes.ROUTES` (plain data the system checker reads too)
+with each handler name resolved to its class, in matching order (specific paths before ``{uid}``).
 
 Paths use OpenAPI-style ``{name}`` parameters; :func:`handlers` turns them into Tornado
 patterns (``base_url`` is prepended by the ``ExtensionApp``).  The OpenAPI document and the
@@ -11,48 +12,24 @@ import re
 
 from tornado.web import RequestHandler
 
-from .handlers import assets, compat, hooks, ingest
-from .openapi import OpenAPIHandler
+from comfyvn.api_routes import ROUTES as ROUTE_TABLE
 
-ROUTES: list[tuple[str, type[RequestHandler]]] = [
-    # ingest (auth resource comfyvn:ingest; gated by features.enable_asset_ingest)
-    ("/api/ingest/queue", ingest.QueueHandler),
-    ("/api/ingest/upload", ingest.UploadHandler),
-    ("/api/ingest/status", ingest.StatusHandler),
-    ("/api/ingest/jobs", ingest.JobsHandler),
-    ("/api/ingest/jobs/{job_id}", ingest.JobHandler),
-    ("/api/ingest/apply", ingest.ApplyHandler),
-    ("/api/ingest/release", ingest.ReleaseHandler),
-    ("/api/ingest/retry", ingest.RetryHandler),
-    ("/api/ingest/cancel", ingest.CancelHandler),
-    # assets (comfyvn:assets)
-    ("/assets", assets.AssetsHandler),
-    ("/assets/upload", compat.UploadHandler),  # ours + the original's multipart text fields
-    ("/assets/register", assets.RegisterHandler),
-    ("/assets/bulk", assets.BulkHandler),
-    ("/assets/debug/hooks", compat.DebugHooksHandler),  # ours + the original's registry_hooks, modder_hooks
-    ("/assets/debug/modder-hooks", assets.DebugModderHooksHandler),
-    ("/assets/debug/history", assets.DebugHistoryHandler),
-    ("/assets/{uid}", assets.AssetHandler),
-    ("/assets/{uid}/sidecar", assets.SidecarHandler),
-    ("/assets/{uid}/thumbnail", assets.ThumbnailHandler),
-    ("/assets/{uid}/download", assets.DownloadHandler),
-    # the original comfyvn's asset API (comfyvn:assets; docs/MIGRATING.md)
-    ("/api/assets/register", compat.RegisterHandler),
-    ("/api/assets/search", compat.SearchHandler),
-    ("/api/assets/{uid}", compat.AssetHandler),
-    # modder hooks (comfyvn:hooks)
-    ("/api/modder/hooks", hooks.HooksHandler),
-    ("/api/modder/hooks/history", hooks.HistoryHandler),
-    ("/api/modder/hooks/ws", hooks.HookStreamHandler),
-    ("/api/modder/hooks/stream", hooks.HookStreamHandler),
-    ("/api/modder/hooks/webhooks", hooks.WebhooksHandler),
-    ("/api/modder/hooks/webhooks/{webhook_id}", hooks.WebhookHandler),
-    ("/api/modder/hooks/webhooks/{webhook_id}/deliveries", hooks.DeliveriesHandler),
-    ("/api/modder/hooks/test", hooks.TestEventHandler),
-    # the API description (comfyvn:api)
-    ("/api/comfyvn/openapi.json", OpenAPIHandler),
-]
+from . import openapi
+from .handlers import assets, compat, hooks, ingest
+
+_MODULES = {"assets": assets, "compat": compat, "hooks": hooks, "ingest": ingest, "openapi": openapi}
+
+
+def handler_class(name: str) -> type[RequestHandler]:
+    """``"assets.AssetHandler"`` -> the class (a name the table gives that does not exist is an error)."""
+    module, _, cls = name.partition(".")
+    handler = getattr(_MODULES[module], cls)
+    if not (isinstance(handler, type) and issubclass(handler, RequestHandler)):
+        raise TypeError(f"{name} is not a RequestHandler")
+    return handler
+
+
+ROUTES: list[tuple[str, type[RequestHandler]]] = [(route.path, handler_class(route.handler)) for route in ROUTE_TABLE]
 
 _PARAM = re.compile(r"\{(\w+)\}")
 

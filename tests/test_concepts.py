@@ -191,3 +191,46 @@ def test_remote_pulls_and_webhooks_judge_a_host_by_one_address_rule(ws, monkeypa
     except ValueError:
         hooked = False
     assert (pulled, hooked) == (public, public)
+
+
+# ---------------------------------------------------------------------------- topics, routes, settings
+def test_hook_topics_by_category_come_from_one_function():
+    from comfyvn_server_ext.handlers.assets import ASSET_TOPICS
+
+    from comfyvn.hooks import HOOK_SPECS
+    from comfyvn.hooks.specs import CATEGORIES, topics
+
+    assert {spec.category for spec in HOOK_SPECS.values()} == set(CATEGORIES)
+    assert topics() == list(HOOK_SPECS) and sum(len(topics(c)) for c in CATEGORIES) == len(HOOK_SPECS)
+    assert ASSET_TOPICS == topics("asset") and "on_asset_saved" in topics("asset")
+    assert "on_asset_saved" not in topics("asset", aliases=False) and "on_asset_registered" in topics("asset")
+    with pytest.raises(ValueError, match="category"):
+        topics("assets")
+
+
+def test_the_route_table_is_one_list_the_server_and_the_checker_read():
+    from comfyvn_server_ext.routes import ROUTES, http_methods
+    from tornado.websocket import WebSocketHandler
+
+    from comfyvn import api_routes, syscheck
+
+    assert [path for path, _ in ROUTES] == [r.path for r in api_routes.ROUTES]
+    for route, (_path, handler) in zip(api_routes.ROUTES, ROUTES, strict=True):
+        assert tuple(http_methods(handler)) == route.methods, route.path
+        assert issubclass(handler, WebSocketHandler) is route.websocket, route.path
+        assert handler.auth_resource == f"comfyvn:{route.area}", route.path
+    probed = {(p.route, p.method) for p in syscheck.PROFILES["all"]["probes"]}
+    assert probed | {(r, "GET") for r in syscheck.PROFILES["all"]["ws"]} == {
+        (r.path, m) for r in api_routes.ROUTES for m in r.methods}
+
+
+def test_settings_defaults_live_in_the_shipped_file(ws):
+    from comfyvn.config import default_project, max_remote_bytes, shipped_default
+    from comfyvn.ingest.queue import MAX_REMOTE_BYTES
+
+    assert default_project(ws) == shipped_default("registry.default_project") == "default"
+    assert max_remote_bytes(ws) == shipped_default("ingest.max_remote_bytes") == MAX_REMOTE_BYTES == 200 * 1024**2
+    update_config({"registry": {"default_project": "vn2"}, "ingest": {"max_remote_bytes": 1024}}, ws)
+    assert (default_project(ws), max_remote_bytes(ws)) == ("vn2", 1024)
+    with pytest.raises(KeyError, match="no shipped default"):
+        shipped_default("ingest.no_such_setting")

@@ -242,6 +242,31 @@ def get_setting(dotted: str, default: Any = None, ws: Workspace | None = None) -
     return node
 
 
+def shipped_default(dotted: str) -> Any:
+    """A setting's value in the shipped ``defaults.json`` (the only place defaults are written);
+    KeyError when it has none."""
+    node: Any = _DEFAULTS
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"{dotted} has no shipped default (comfyvn/config/defaults.json)")
+        node = node[part]
+    return copy.deepcopy(node)
+
+
+def default_project(ws: Workspace | None = None) -> str:
+    """``registry.default_project``: the project used when a caller names none."""
+    value = get_setting("registry.default_project", None, ws)
+    return value if isinstance(value, str) and value else str(shipped_default("registry.default_project"))
+
+
+def max_remote_bytes(ws: Workspace | None = None) -> int:
+    """``ingest.max_remote_bytes``: the largest remote pull (and, by default, upload) in bytes."""
+    value = get_setting("ingest.max_remote_bytes", None, ws)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return int(value)
+    return int(shipped_default("ingest.max_remote_bytes"))
+
+
 def feature_enabled(name: str, ws: Workspace | None = None) -> bool:
     """The one way to read a feature flag (``features.<name>``)."""
     flags = load_config(ws).get("features", {})

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
+
+#: the categories of hooks, in the order the API lists them
+CATEGORIES: Final = ("asset", "ingest", "system")
 
 
 class UnknownHookError(KeyError):
@@ -15,7 +19,7 @@ class UnknownHookError(KeyError):
 @dataclass(frozen=True)
 class HookSpec:
     name: str
-    category: str  # "asset", "ingest" or "system"
+    category: str  # one of CATEGORIES
     description: str
     payload: dict[str, str]
     hook_event: str | None = None  # the in-process registry event it mirrors
@@ -101,6 +105,15 @@ def hook_spec(name: str) -> HookSpec:
         return HOOK_SPECS[topic]
     except KeyError:
         raise UnknownHookError(f"unknown hook {name!r}; known hooks: {', '.join(sorted(HOOK_SPECS))}") from None
+
+
+def topics(category: str | None = None, *, aliases: bool = True) -> list[str]:
+    """The hook topics of ``category`` (None: every category), in declaration order; legacy
+    aliases such as ``on_asset_saved`` only with ``aliases``.  The one list of topics by category."""
+    if category is not None and category not in CATEGORIES:
+        raise ValueError(f"unknown hook category {category!r}; use one of {', '.join(CATEGORIES)}")
+    return [name for name, spec in HOOK_SPECS.items()
+            if (category is None or spec.category == category) and (aliases or spec.alias_of is None)]
 
 
 def resolve_topics(topics: list[str] | tuple[str, ...] | None) -> list[str] | None:

@@ -19,7 +19,7 @@ from tornado import iostream, web
 from comfyvn import rights
 from comfyvn.config import get_setting
 from comfyvn.confined import open_confined
-from comfyvn.hooks import HOOK_SPECS
+from comfyvn.hooks.specs import topics
 from comfyvn.kinds import KIND_TYPES, file_kind
 from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry, decode_cursor
 from comfyvn.studio.core.thumbnails import WAVEFORM
@@ -30,7 +30,7 @@ from .uploads import StreamedUploadMixin
 log = logging.getLogger("comfyvn.server")
 AUTH_RESOURCE = "comfyvn:assets"
 CHUNK = 256 * 1024
-ASSET_TOPICS = [name for name, spec in HOOK_SPECS.items() if spec.category == "asset"]
+ASSET_TOPICS = topics("asset")
 
 
 class AssetsBase(ComfyvnAPIHandler):
