@@ -62,7 +62,7 @@ def open_confined(root: str | os.PathLike[str], rel: str | os.PathLike[str], *,
         raise
 
 
-def _why(exc: OSError, dir_fd: int, part: str, what: str, shown: str) -> OSError:
+def _why(exc: OSError, dir_fd: int, part: str, what: str, shown: str) -> OSError | RefusedFileError:
     """The error to raise for a failed open of ``part`` inside ``dir_fd``."""
     if exc.errno == errno.ENOENT:
         return FileNotFoundError(errno.ENOENT, f"{what} {shown!r} does not exist")

@@ -164,6 +164,7 @@ def seed(root: Path, *, quiet: bool = False) -> dict:
     set_feature("enable_asset_ingest", True, ws)
     registry = AssetRegistry(project_id="default", ws=ws)
     records: dict[str, dict] = {}
+    licence: str | None  # the images all have one, a sound may not
     with tempfile.TemporaryDirectory(prefix="comfyvn-demo-") as tmp:
         for i, (kind, name, colours, tags, licence) in enumerate(_IMAGES):
             src = Path(tmp) / f"{name}.png"

@@ -242,7 +242,7 @@ def is_within(path: Path, roots: list[Path]) -> bool:
     return False
 
 
-def read_json_object(path: Path) -> tuple[dict | None, str | None]:
+def read_json_object(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """Parse a JSON object file: ``(data, None)``, or ``(None, problem)`` with a readable problem.
 
     Never raises for bad content (invalid UTF-8 or JSON, nesting too deep to parse, not an object).
@@ -256,7 +256,7 @@ def read_json_object(path: Path) -> tuple[dict | None, str | None]:
     return parse_json_object(raw)
 
 
-def parse_json_object(raw: bytes) -> tuple[dict | None, str | None]:
+def parse_json_object(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """:func:`read_json_object` for bytes already read."""
     try:
         data = json.loads(raw.decode("utf-8"))

@@ -238,7 +238,7 @@ def _hash_inline(fd: int, state: _State, on_bytes: Callable[[int], None] | None)
         state.sha.update(view)
         state.b3.update(view)
         state.crc = _crc32(view, state.crc)
-        if (part := state.v3_slice(view, pos)) is not None:
+        if state.v3 is not None and (part := state.v3_slice(view, pos)) is not None:
             state.v3.update(part)
         pos += n
         if on_bytes is not None:
@@ -299,7 +299,7 @@ def _hash_threaded(fd: int, state: _State, on_bytes: Callable[[int], None] | Non
                 break
             view = memoryview(bufs[i])[:n]
             state.note(view, pos)
-            parts = [view, view]
+            parts: list[memoryview | None] = [view, view]
             if state.v3 is not None:
                 parts.append(state.v3_slice(view, pos))
             work = [(q, p) for q, p in zip(lanes, parts, strict=True) if p is not None]
@@ -326,7 +326,7 @@ def hash_bytes(data: bytes, *, safetensors: bool = False) -> HashForms:
     state.sha.update(view)
     state.b3.update(view)
     state.crc = _crc32(view, 0)
-    if (part := state.v3_slice(view, 0)) is not None:
+    if state.v3 is not None and (part := state.v3_slice(view, 0)) is not None:
         state.v3.update(part)
     return state.result()
 

@@ -48,6 +48,8 @@ cmd_test() {
   export PYTHONDONTWRITEBYTECODE=1
   log "ruff"
   "$VENV/bin/ruff" check "$REPO"
+  log "mypy (comfyvn/ and server_ext/; strict on the concept modules, see [tool.mypy] in pyproject.toml)"
+  "$VENV/bin/mypy" --config-file "$REPO/pyproject.toml"
   log "benchmarks (quick settings; full figures in docs/BENCHMARKS.md)"
   "$PY" bench/run_all.py --quick
   log "documentation notebooks (nbval)"

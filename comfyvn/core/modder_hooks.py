@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hooks import HOOK_SPECS as BUS_SPECS
-from ..hooks import UnknownHookError, get_hook_bus, hook_spec, resolve_topics
+from ..hooks import Subscription, UnknownHookError, get_hook_bus, hook_spec, resolve_topics
 from ..hooks.events import emit as emit_event
 from ..hooks.events import read_events, utc_timestamp
 from ..store import Database, get_database
@@ -92,7 +92,7 @@ class _Feed:
         self.db = db
         self.lock = threading.RLock()
         self.cursor = 0
-        self.subscription = None
+        self.subscription: Subscription | None = None
 
     def start(self) -> None:
         with self.lock:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 #: the categories of hooks, in the order the API lists them
 CATEGORIES: Final = ("asset", "ingest", "system")
@@ -24,9 +24,9 @@ class HookSpec:
     payload: dict[str, str]
     hook_event: str | None = None  # the in-process registry event it mirrors
     alias_of: str | None = None
-    examples: list[dict] = field(default_factory=list)
+    examples: list[dict[str, Any]] = field(default_factory=list)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "category": self.category,

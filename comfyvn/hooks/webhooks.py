@@ -22,6 +22,7 @@ recorded the success lets the lease expire and the row is sent again with the sa
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import ipaddress
@@ -289,7 +290,7 @@ class WebhookManager:
             log.info("webhook %s deleted", webhook_id)
         return bool(deleted)
 
-    def deliveries(self, webhook_id: str, limit: int = 50) -> list[dict]:
+    def deliveries(self, webhook_id: str, limit: int = 50) -> builtins.list[dict]:  # list: the method above
         """Delivery attempts of a webhook, newest first (``[]`` for an unknown webhook)."""
         if not isinstance(limit, int) or limit < 1:
             raise ValueError("limit must be a positive integer")
@@ -299,7 +300,7 @@ class WebhookManager:
             (str(webhook_id), min(limit, 1000)))
         return [{**dict(r), "ok": bool(r["ok"]), "final": r["next_attempt_at"] is None} for r in rows]
 
-    def _stats(self, ids: list[str]) -> dict[str, dict]:
+    def _stats(self, ids: builtins.list[str]) -> dict[str, dict]:
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))

@@ -10,11 +10,12 @@ import mimetypes
 import os
 import time
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from tornado import iostream, web
+from tornado.http1connection import HTTP1Connection
 
 from comfyvn import rights
 from comfyvn.config import get_setting
@@ -93,7 +94,7 @@ class AssetsBase(ComfyvnAPIHandler):
                 chunk = await self.run(fh.read, min(CHUNK, remaining))
                 if not chunk:  # truncated while sent: the promised length cannot be kept
                     log.warning("comfyvn: %s shrank while it was sent; closing the connection", fh.name)
-                    self.request.connection.close()
+                    cast(HTTP1Connection, self.request.connection).close()  # Tornado's HTTP/1 server
                     return
                 remaining -= len(chunk)
                 self.write(chunk)

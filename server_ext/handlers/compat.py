@@ -141,8 +141,8 @@ class SearchHandler(CompatBase):
                    "license": self.q_str("license", max_len=128), "text": self.q_str("q", max_len=256)}
         limit = self.q_int("limit", None, minimum=1, maximum=1000)
         reg = await self.read_registry()
-        page = (await self.run(reg.query_assets, **filters, limit=limit or 200, with_total=True) if reg is not None
-                else {"items": [], "total": 0})
+        page: dict[str, Any] = (await self.run(reg.query_assets, **filters, limit=limit or 200, with_total=True)
+                                if reg is not None else {"items": [], "total": 0})
         answer: dict[str, Any] = {
             "ok": True, "total": page["total"], "items": [original_asset(r) for r in page["items"]],
             "filters": {"type": filters["asset_type"], "tags": tags, "license": filters["license"],
@@ -177,7 +177,7 @@ class UploadHandler(assets.UploadHandler):
     form_fields = frozenset({"asset_type", "license", "metadata", "user_id", "dest_path"})
 
     def _from_form(self, name: str, query_value: Any) -> Any:
-        value = self.form.get(name)
+        value: Any = self.form.get(name)
         if value is None or value == "":
             return query_value
         if name == "metadata":

@@ -230,6 +230,7 @@ class StreamedUploadMixin(ComfyvnAPIHandler):
                            {"Retry-After": RETRY_AFTER_BUSY}, drain=False)
         self._slot = True
         if self._multipart is None:
+            assert self.filename is not None  # sanitise_filename above gave it (or answered 400)
             await self._open_upload(self.filename)
 
     def _multipart_parser(self) -> MultipartFile | None:
@@ -257,7 +258,7 @@ class StreamedUploadMixin(ComfyvnAPIHandler):
         path = folder / name
         return folder, path, open(path, "xb")  # noqa: SIM115 - closed in _finish_file/_cleanup
 
-    async def body_chunk(self, chunk: bytes) -> None:  # type: ignore[override]
+    async def body_chunk(self, chunk: bytes) -> None:
         if (self._finished or self._too_large or self._gone or self._body_error is not None
                 or self._hash is None):  # refused before start_body finished: nothing is stored
             return

@@ -152,7 +152,8 @@ def plan(remote_url: str, metadata: dict | None, ws: Workspace | None) -> Remote
                   None)
     commit = (resp.headers.get("x-repo-commit") or (hops[0].headers.get("x-repo-commit") if hops else None)
               or commit)
-    lfs = sibling.get("lfs") if isinstance(sibling.get("lfs"), dict) else {}
+    lfs_value = sibling.get("lfs")
+    lfs = lfs_value if isinstance(lfs_value, dict) else {}
     sha = str(lfs.get("sha256") or "").lower() or None
     if sha is None and linked is not None and resp.status_code in (301, 302, 303, 307, 308):
         etag = linked.get("x-linked-etag", "").strip().strip('"').removeprefix("W/").strip('"').lower()

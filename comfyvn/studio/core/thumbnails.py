@@ -88,12 +88,12 @@ def render_image_thumbnail(src: Path, size: int, *, max_pixels: int | None = Non
                 f"image is {width} x {height} = {width * height / 1e6:.1f} megapixels"
                 f"{' (a progressive JPEG decodes at full size)' if progressive else ''}; thumbnails decode at most "
                 f"{limit / 1e6:g} megapixels (registry.thumbnail_max_pixels): no thumbnail made")
-        im = ImageOps.exif_transpose(im)
-        im.thumbnail((size, size), Image.Resampling.LANCZOS)
-        if im.mode not in ("RGB", "RGBA"):
-            im = im.convert("RGBA")
+        thumb: Image.Image = ImageOps.exif_transpose(im)
+        thumb.thumbnail((size, size), Image.Resampling.LANCZOS)
+        if thumb.mode not in ("RGB", "RGBA"):
+            thumb = thumb.convert("RGBA")
         out = io.BytesIO()
-        im.save(out, format="PNG", optimize=False)
+        thumb.save(out, format="PNG", optimize=False)
         return out.getvalue()
 
 
@@ -110,7 +110,7 @@ def render_waveform(src: Path, buckets: int = WAVEFORM_BUCKETS, *, max_read_byte
         channels, width, rate, frames = wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.getnframes()
         if width not in (1, 2, 4):
             raise ValueError(f"unsupported WAV sample width {width} bytes")
-        dtype = {1: np.uint8, 2: np.dtype("<i2"), 4: np.dtype("<i4")}[width]
+        dtype = np.dtype({1: "u1", 2: "<i2", 4: "<i4"}[width])  # 8-bit WAV is unsigned
         frame_bytes = width * channels
         per_bucket = max(1, frames // buckets)
         window = max(1, min(per_bucket, max_read_bytes // max(1, buckets * frame_bytes)))
