@@ -138,6 +138,17 @@ def test_every_provider_alias_is_accepted_wherever_a_provider_is(ws, queue, alia
     assert job["provider"] == provider and job["status"] == "queued"
 
 
+async def test_every_provider_alias_is_accepted_by_the_http_api(ws, jp_fetch):
+    from comfyvn.config import set_feature
+
+    set_feature("enable_asset_ingest", True, ws)
+    for alias, provider in sorted(ALIASES.items()):
+        _write(ws.root / "incoming", f"http-{alias}.png")
+        body = {"provider": alias, "source_path": str(ws.root / "incoming" / f"http-{alias}.png")}
+        resp = await jp_fetch("api/ingest/queue", method="POST", body=json.dumps(body), raise_error=False)
+        assert resp.code == 201 and json.loads(resp.body)["provider"] == provider, (alias, resp.body)
+
+
 # ---------------------------------------------------------------------------- file names
 NAMES = {
     "a:b?.png": "a_b_.png", "..\\..\\x.png": "x.png", "dir/sub/.hidden.wav": "hidden.wav",
