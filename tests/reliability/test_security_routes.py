@@ -164,8 +164,8 @@ def test_download_of_a_symlink_or_fifo_is_refused_without_hanging(env):
 # ---------------------------------------------------------------------------- point 7: connection reuse
 REFUSALS = {  # case: (route, query, body size, headers, expected status, error)
     "feature-disabled": ("api/ingest/upload", {"filename": "x.bin"}, 20_000, {}, 403, "feature_disabled"),
-    "bad-query-small-body": ("assets/upload", {"filename": "x.bin"}, 20_000, {}, 400, "invalid_parameter"),
-    "bad-query-large-body": ("assets/upload", {"filename": "x.bin"}, 200_000, {}, 400, "invalid_parameter"),
+    "bad-query-small-body": ("assets/upload", {"filename": "x.xyz"}, 20_000, {}, 400, "invalid_parameter"),
+    "bad-query-large-body": ("assets/upload", {"filename": "x.xyz"}, 200_000, {}, 400, "invalid_parameter"),
     "declared-too-large": ("assets/upload", {"filename": "x.bin", "asset_type": "misc"}, 300 * 1024, {}, 413,
                            "payload_too_large"),
     "not-authorised": ("assets/upload", {"filename": "x.bin", "asset_type": "misc"}, 20_000,
@@ -286,7 +286,7 @@ def test_a_refused_body_that_never_arrives_is_not_waited_for(env):
     server, _, _ = env
     url = urlsplit(server.base_url)
     with socket.create_connection((url.hostname, url.port)) as s:
-        s.sendall((f"POST {url.path.rstrip('/')}/assets/upload?filename=x.bin HTTP/1.1\r\n"
+        s.sendall((f"POST {url.path.rstrip('/')}/assets/upload?filename=x.xyz HTTP/1.1\r\n"
                    f"Host: {url.hostname}:{url.port}\r\nAuthorization: token {server.token}\r\n"
                    f"Content-Length: 1000\r\n\r\n").encode() + b"only a little")
         s.settimeout(DRAIN_SECONDS + 20)
