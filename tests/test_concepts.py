@@ -90,10 +90,11 @@ async def test_upload_gives_each_file_the_kind_rules_type(jp_fetch):
 # ---------------------------------------------------------------------------- host allow-list
 def _enqueue_check(queue, url: str) -> bool:
     try:
-        queue._check_remote_reference("generic", url, {})
+        job = queue.enqueue("generic", remote_url=url, terms_acknowledged=True)  # queued: no worker runs here
     except IngestError as exc:
         assert exc.code == "host_not_allowed"
         return False
+    assert job["status"] == "queued"
     return True
 
 
