@@ -41,11 +41,6 @@ def provider_name(provider: str) -> str:
     return ALIASES.get(name, name)
 
 
-def is_provider(provider: object) -> bool:
-    """True when ``provider`` names a known provider, by its name or an alias."""
-    return isinstance(provider, str) and provider_name(provider) in PROVIDERS
-
-
 def guess_provider(url: str) -> str:
     """The provider a URL or reference is from: ``civitai:``/``urn:air:`` and ``hf://`` forms,
     the provider's own hosts, any host on a provider's built-in allow-list, else ``generic``."""
@@ -75,4 +70,4 @@ def canonical_provider(provider: str | None, remote_url: str | None = None) -> s
 
 
 __all__ = ["ALIASES", "CANONICAL_HOSTS", "GENERIC", "GUESS", "LOCAL", "MODEL_PROVIDERS", "PROVIDERS",
-           "REMOTE_PROVIDERS", "canonical_provider", "guess_provider", "is_provider", "provider_name"]
+           "REMOTE_PROVIDERS", "canonical_provider", "guess_provider", "provider_name"]
