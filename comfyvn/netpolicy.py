@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import SplitResult
 
 from .config import ConfigError, Workspace, get_setting
+from .errors import Refused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -32,7 +33,7 @@ _TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
 _COMPATIBLE = ipaddress.IPv6Network("::/96")
 
 
-class AddressRefused(ValueError):
+class AddressRefused(Refused, ValueError):
     """An outgoing connection to a loopback, private, link-local or reserved address was refused."""
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import InvalidInput
 
-class UnknownHookError(KeyError):
+
+class UnknownHookError(InvalidInput, KeyError):
     """A hook/topic name that no spec declares."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
