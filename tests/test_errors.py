@@ -101,6 +101,8 @@ BEFORE = {
     "comfyvn.studio.core.thumbnails.ImageTooLarge": (400, "invalid_request", "msg"),
     "comfyvn.studio.core.thumbnails.UnsupportedImage": (400, "invalid_request", "msg"),
     "comfyvn.runbooks.RunbookFailed": (500, "internal_error", UNHANDLED.format("RunbookFailed")),
+    # a request racing the server's shutdown (was a RuntimeError: 500 as well)
+    "comfyvn.workbench.WorkbenchClosedError": (500, "internal_error", UNHANDLED.format("WorkbenchClosedError")),
 }
 #: raised only inside the core, which turns them into the errors above before any route sees
 #: them (sources.py: LimitExceededError -> SourceTooLargeError; the hash cache serves no route):
