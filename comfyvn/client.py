@@ -12,6 +12,8 @@ Errors are typed: :class:`ApiError` (``status``, ``code``, ``message``) and its 
 :class:`AuthError` (401/403), :class:`NotFoundError` (404), :class:`RateLimited` (429, with
 ``retry_after`` seconds), :class:`FeatureDisabled` (403 ``feature_disabled``),
 :class:`BadRequest` (400/413), :class:`Conflict` (409) and :class:`ServerUnreachable`.
+Each also derives from its meaning in :mod:`comfyvn.errors` (``NotFoundError`` is a
+``comfyvn.errors.NotFound``...), so one ``except`` serves in-process and remote calls alike.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from urllib.parse import quote, unquote
 
 import httpx
 
+from . import errors
+
 DEFAULT_TIMEOUT = 30.0
 
 
 # ---------------------------------------------------------------------------- errors
-class ApiError(Exception):
+class ApiError(errors.ComfyvnError):
     """An error answer of the API: ``status`` (HTTP), ``code`` (machine-readable) and ``message``."""
 
     def __init__(self, status: int, code: str, message: str, *, body: Any = None,
@@ -45,15 +49,15 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-class AuthError(ApiError):
+class AuthError(errors.Refused, ApiError):
     """401/403: no token, a wrong token, or not authorised for this action."""
 
 
-class NotFoundError(ApiError):
+class NotFoundError(errors.NotFound, ApiError):
     """404: no such asset, job, webhook or route."""
 
 
-class RateLimited(ApiError):
+class RateLimited(errors.RateLimited, ApiError):
     """429: retry after ``retry_after`` seconds."""
 
     def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
@@ -61,19 +65,19 @@ class RateLimited(ApiError):
         self.retry_after = retry_after
 
 
-class FeatureDisabled(ApiError):
+class FeatureDisabled(errors.Refused, ApiError):
     """403 ``feature_disabled``: a feature flag (e.g. ``enable_asset_ingest``) is off on the server."""
 
 
-class BadRequest(ApiError):
+class BadRequest(errors.InvalidInput, ApiError):
     """400/413: the request was invalid; ``message`` says what to change."""
 
 
-class Conflict(ApiError):
+class Conflict(errors.Conflict, ApiError):
     """409: e.g. releasing an applied job, a stale ``expected_version``, a path collision."""
 
 
-class ServerUnreachable(ApiError):
+class ServerUnreachable(errors.UpstreamFailure, ApiError):
     """The server could not be reached (connection refused, DNS, timeout)."""
 
 

@@ -18,13 +18,14 @@ import os
 import stat
 from typing import BinaryIO
 
+from .errors import Refused
 from .fsutil import UnsafePathError, safe_relative
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0)
 
 
-class RefusedFileError(UnsafePathError):
+class RefusedFileError(Refused, UnsafePathError):
     """The file exists but is not served: a symlink on the way, or not a regular file."""
 
 

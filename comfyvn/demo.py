@@ -27,6 +27,7 @@ import wave
 from pathlib import Path
 
 from .config import init_workspace, set_feature, workspace
+from .workbench import Workbench
 
 # (type, name, colours, tags, licence)
 _IMAGES = [
@@ -152,9 +153,6 @@ def seed(root: Path, *, quiet: bool = False) -> dict:
     Returns ``{"workspace", "registered", "staged", "findings"}`` (0 and empty lists when the
     workspace was seeded before; nothing is changed then).
     """
-    from .ingest.queue import AssetIngestQueue
-    from .studio.core.asset_registry import AssetRegistry
-
     ws = init_workspace(workspace(root))
     marker = ws.data_dir / ".demo_seeded"
     if marker.exists():
@@ -162,34 +160,35 @@ def seed(root: Path, *, quiet: bool = False) -> dict:
             print(f"demo workspace already seeded: {ws.root}")
         return {"workspace": str(ws.root), "registered": 0, "staged": [], "findings": []}
     set_feature("enable_asset_ingest", True, ws)
-    registry = AssetRegistry(project_id="default", ws=ws)
-    records: dict[str, dict] = {}
-    licence: str | None  # the images all have one, a sound may not
-    with tempfile.TemporaryDirectory(prefix="comfyvn-demo-") as tmp:
-        for i, (kind, name, colours, tags, licence) in enumerate(_IMAGES):
-            src = Path(tmp) / f"{name}.png"
-            make_image(src, kind, colours, i, name)
-            records[name] = registry.register_file(src, kind, tags=tags, license_tag=licence,
-                                                   metadata={"title": title(name), "demo": True})
-        for kind, name, notes, tags, licence in _SOUNDS:
-            src = Path(tmp) / f"{name}.wav"
-            make_sound(src, notes)
-            folder = MUSIC_FOLDER + "/" if licence is None else None
-            records[name] = registry.register_file(src, kind, tags=tags, license_tag=licence, dest_relative=folder,
-                                                   metadata={"title": title(name), "demo": True})
-    (registry.assets_root / MUSIC_FOLDER / "LICENSE.txt").write_text(MUSIC_LICENSE, encoding="utf-8")
-    registry.wait_for_thumbnails(60)
-    registry.sidecar_path_for(records[LOST_SIDECAR]["path"]).unlink()
-    incoming = ws.root / "incoming"
-    incoming.mkdir(exist_ok=True)
-    queue = AssetIngestQueue(ws)
-    staged = []
-    for i, (name, colours) in enumerate(INCOMING):
-        make_image(incoming / f"{name}.png", "backgrounds", colours, 40 + i)
-        job = queue.enqueue("local", source_path=incoming / f"{name}.png", asset_type_hint="backgrounds",
-                            metadata={"title": title(name), "demo": True})
-        staged.append(job["job_id"])
-    marker.write_text("seeded\n")
+    with Workbench(ws) as wb:  # closed (bus tailer, worker, connections) once the demo is seeded
+        registry = wb.registry("default")
+        records: dict[str, dict] = {}
+        licence: str | None  # the images all have one, a sound may not
+        with tempfile.TemporaryDirectory(prefix="comfyvn-demo-") as tmp:
+            for i, (kind, name, colours, tags, licence) in enumerate(_IMAGES):
+                src = Path(tmp) / f"{name}.png"
+                make_image(src, kind, colours, i, name)
+                records[name] = registry.register_file(src, kind, tags=tags, license_tag=licence,
+                                                       metadata={"title": title(name), "demo": True})
+            for kind, name, notes, tags, licence in _SOUNDS:
+                src = Path(tmp) / f"{name}.wav"
+                make_sound(src, notes)
+                folder = MUSIC_FOLDER + "/" if licence is None else None
+                records[name] = registry.register_file(src, kind, tags=tags, license_tag=licence, dest_relative=folder,
+                                                       metadata={"title": title(name), "demo": True})
+        (registry.assets_root / MUSIC_FOLDER / "LICENSE.txt").write_text(MUSIC_LICENSE, encoding="utf-8")
+        registry.wait_for_thumbnails(60)
+        registry.sidecar_path_for(records[LOST_SIDECAR]["path"]).unlink()
+        incoming = ws.root / "incoming"
+        incoming.mkdir(exist_ok=True)
+        queue = wb.queue()
+        staged = []
+        for i, (name, colours) in enumerate(INCOMING):
+            make_image(incoming / f"{name}.png", "backgrounds", colours, 40 + i)
+            job = queue.enqueue("local", source_path=incoming / f"{name}.png", asset_type_hint="backgrounds",
+                                metadata={"title": title(name), "demo": True})
+            staged.append(job["job_id"])
+        marker.write_text("seeded\n")
     findings = ["theme_intro: no licence (its folder has LICENSE.txt)",
                 f"{LOST_SIDECAR}: sidecar missing"]
     if not quiet:

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .errors import InvalidInput
+
 MAX_NAME_BYTES = 255  # one path component, as Linux file systems allow
 #: characters that make a path look like another: bidi embeddings, overrides, isolates and marks,
 #: zero-width space and BOM (joiners U+200C/U+200D stay: scripts and emoji need them)
@@ -19,7 +21,7 @@ DECEPTIVE_CHARS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2
                             "\u200b\u2060\ufeff")
 
 
-class UnsafePathError(ValueError):
+class UnsafePathError(InvalidInput, ValueError):
     """A path from a caller would leave the folder it is confined to."""
 
 

@@ -9,6 +9,8 @@ import queue
 import threading
 from pathlib import Path
 
+from .errors import InvalidInput
+
 CHUNK = 1024 * 1024
 _local = threading.local()
 
@@ -20,7 +22,7 @@ def _buffer() -> bytearray:
     return buf
 
 
-class LimitExceededError(Exception):
+class LimitExceededError(InvalidInput):
     """The source offered more bytes than the copy's ``limit`` (the copy is incomplete)."""
 
     def __init__(self, limit: int) -> None:

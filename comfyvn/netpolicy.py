@@ -37,6 +37,7 @@ from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit
 
 from .config import ConfigError, Workspace, get_setting
+from .errors import Refused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -76,7 +77,7 @@ REMOTE_ALLOWLIST: Final[dict[str, tuple[str, ...]]] = {
 HOST_SETTINGS: Final = ("ingest.providers.{provider}.allowed_hosts", "ingest.extra_allowed_hosts")
 
 
-class AddressRefused(ValueError):
+class AddressRefused(Refused, ValueError):
     """An outgoing connection to a loopback, private, link-local or reserved address was refused."""
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Workspace, feature_enabled, open_existing_workspace, set_feature, workspace
+from .errors import ComfyvnError
 
 if TYPE_CHECKING:  # pandas and matplotlib are imported lazily: the CLI starts fast without them
     import pandas as pd
@@ -42,7 +43,7 @@ ACTIVE_STATUSES = ("downloading", "applying")
 
 
 # ---------------------------------------------------------------------------------------- verdicts
-class RunbookFailed(AssertionError):
+class RunbookFailed(ComfyvnError, AssertionError):
     """Raised by a runbook's last cell when what it checks is wrong (papermill then exits non-zero)."""
 
 

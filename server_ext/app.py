@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, Unicode
+from traitlets import Float, Int, Type, Unicode
 
-from comfyvn.config import workspace
+from comfyvn.workbench import Workbench, get_workbench
 
 from .routes import handlers
 from .services import ComfyvnServices
@@ -28,11 +28,15 @@ class ComfyvnExtension(ExtensionApp):
                             help="Seconds between {\"type\": \"ping\"} keep-alive messages on hook WebSockets.")
     ws_max_pending = Int(10_000, config=True,
                          help="Unsent messages after which a slow hook WebSocket client is disconnected.")
+    workbench_class = Type(default_value=Workbench, klass=Workbench, config=True,
+                           help="The comfyvn.workbench.Workbench subclass that builds the workspace's objects "
+                                "(database, bus, registries, queue, webhooks).")
 
     def initialize_settings(self) -> None:
         root = self.workspace or os.environ.get("COMFYVN_HOME") or None
+        workbench = get_workbench(root, create=True, cls=self.workbench_class)
         self.services = ComfyvnServices(
-            workspace(root), max_workers=self.max_workers, max_json_bytes=self.max_json_bytes,
+            workbench, max_workers=self.max_workers, max_json_bytes=self.max_json_bytes,
             max_upload_bytes=self.max_upload_bytes, ws_ping_seconds=self.ws_ping_seconds,
             ws_max_pending=self.ws_max_pending)
         self.settings["comfyvn_services"] = self.services

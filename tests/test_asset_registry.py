@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from comfyvn_server_ext.handlers.base import error_row
 from PIL import Image
 
 import comfyvn.studio.core.asset_registry as regmod
@@ -160,7 +161,7 @@ def test_copy_false_outside_the_assets_root_is_refused_and_nothing_moves(reg, sr
     source = make_file(src, "elsewhere.bin", b"stays where it is")
     with pytest.raises(CopyRequiredError, match="copy=true") as err:
         reg.register_file(source, "models", copy=False)
-    assert err.value.http_status == 400 and err.value.code == "copy_required"
+    assert error_row(err.value).status == 400 and err.value.code == "copy_required"
     assert source.read_bytes() == b"stays where it is" and reg.count() == 0
     assert [p for p in files_under(reg.assets_root)] == []
 
@@ -340,7 +341,7 @@ def test_bad_inputs_are_clear_errors(reg, src):
         reg.register_file(src / "missing.png", "sprites")
     with pytest.raises(IngestError, match="not a regular file") as err:
         reg.register_file(src, "sprites")  # a folder
-    assert err.value.code == "not_a_file" and err.value.http_status == 400
+    assert err.value.code == "not_a_file" and error_row(err.value).status == 400
     source = make_file(src, "ok.txt", "ok")
     for bad_type in ("", "Sprites", "a/b", "../x", 3):
         with pytest.raises(ValueError, match="asset_type"):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from comfyvn_server_ext.handlers.base import error_row
 
 from comfyvn.config import set_feature, update_config
 from comfyvn.hooks import get_hook_bus
@@ -448,7 +449,7 @@ def test_remote_url_checks(ws, q, remote):
         q.enqueue("civitai", remote_url="https://user:pw@civitai.com/x", terms_acknowledged=True)
     with pytest.raises(IngestError, match="Not a Civitai URL") as err:
         q.enqueue("civitai", remote_url="ftp://civitai.com/x", terms_acknowledged=True)
-    assert err.value.code == "remote.bad_url" and err.value.http_status == 400
+    assert err.value.code == "remote.bad_url" and error_row(err.value).status == 400
     with pytest.raises(IngestError, match="not understood"):
         q.enqueue("civitai", remote_url="https://civitai.com/images/123", terms_acknowledged=True)
     with pytest.raises(ValueError, match="http"):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from comfyvn_server_ext.handlers.base import error_row
 
 from comfyvn.config import update_config
 from comfyvn.hooks import get_hook_bus
@@ -169,5 +170,5 @@ def test_hugging_face_repo_without_organisation_pulls_from_the_canonical_repo(q,
 def test_bad_ports_and_overlong_urls_are_refused_at_enqueue(q, provider, url, words):
     with pytest.raises(IngestError, match=words) as err:
         q.enqueue(provider, remote_url=url, terms_acknowledged=True)
-    assert err.value.code == "remote.bad_url" and err.value.http_status == 400
+    assert err.value.code == "remote.bad_url" and error_row(err.value).status == 400
     assert q.list_jobs() == []  # nothing half-made

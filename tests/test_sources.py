@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from comfyvn_server_ext.handlers.base import error_row
 
 import comfyvn.sources as sources
 from comfyvn.config import init_workspace, update_config, workspace
@@ -141,7 +142,7 @@ def test_config_logs_cache_staging_trash_and_uploads_are_never_sources(ws, q, re
         for call in calls:
             with pytest.raises(SourceRefusedError) as err:
                 call(path)
-            assert err.value.http_status == 403 and err.value.code == "source_refused"
+            assert error_row(err.value).status == 403 and err.value.code == "source_refused"
         assert path.read_bytes() == before
     assert q.list_jobs() == jobs_before and reg.count() == 0
 
@@ -243,7 +244,7 @@ def test_a_sparse_file_over_the_cap_is_refused_before_any_copy(ws, q, reg):
                  lambda: reg.register_file(sparse, "models", copy=False)):
         out = run_with_timeout(call, 10)
         assert isinstance(out.get("error"), SourceTooLargeError), out
-        assert out["error"].http_status == 400 and "max_source_bytes" in str(out["error"])
+        assert error_row(out["error"]).status == 400 and "max_source_bytes" in str(out["error"])
     assert leftovers(ws) == []
     assert q.enqueue(source_path=write(ws.root / "incoming" / "small.bin", b"x" * 1000))["status"] == "staged"
 
@@ -287,7 +288,7 @@ def test_a_symlink_loop_and_an_overlong_name_are_clear_errors(ws, q, reg):
         for call in (lambda p=path: q.enqueue(source_path=p), lambda p=path: reg.register_file(p, "misc")):
             with pytest.raises(SourcePathError) as err:
                 call()
-            assert err.value.http_status == 400 and err.value.code == "bad_source_path"
+            assert error_row(err.value).status == 400 and err.value.code == "bad_source_path"
 
 
 def test_a_leaf_symlink_to_a_file_inside_the_roots_still_works(ws, q, reg):

@@ -9,6 +9,7 @@ from typing import Any
 import ipywidgets as W
 
 from comfyvn.studio.core.asset_registry import AssetRegistry
+from comfyvn.workbench import get_workbench
 
 from . import theme
 from .enforcer_model import EnforcerModel, humanise
@@ -50,7 +51,7 @@ class EnforcerReport(LiveDashboard):
     def __init__(self, registry: AssetRegistry | None = None, *, project_id: str | None = None, live: bool = True,
                  run: bool | None = None) -> None:
         """``run``: audit at once (default: when the project has at most AUTO_RUN_MAX assets)."""
-        self.registry = registry or AssetRegistry(project_id=project_id)
+        self.registry = registry or get_workbench().registry(project_id)
         self.model = EnforcerModel(self.registry)
         self.status = theme.StatusBar()
         self.updater: LiveUpdater | None = None

@@ -12,6 +12,7 @@ from typing import Any
 import ipywidgets as W
 
 from comfyvn.studio.core.asset_registry import AssetRegistry
+from comfyvn.workbench import get_workbench
 
 from . import theme
 from .clipboard import ClipboardButton
@@ -109,7 +110,7 @@ class AssetGallery(LiveDashboard):
 
     def __init__(self, registry: AssetRegistry | None = None, *, project_id: str | None = None,
                  page_size: int = PAGE_SIZE, live: bool = True) -> None:
-        self.registry = registry or AssetRegistry(project_id=project_id)
+        self.registry = registry or get_workbench().registry(project_id)
         self.model = GalleryModel(self.registry, page_size=page_size)
         self.status = theme.StatusBar()
         self._sync = threading.local()  # set while *this thread* rewrites the filter widgets

@@ -6,10 +6,11 @@ from typing import Any
 
 import ipywidgets as W
 
-from comfyvn.config import Workspace, workspace
+from comfyvn.config import Workspace
 from comfyvn.hooks import get_hook_bus
 from comfyvn.hooks.events import utc_timestamp
-from comfyvn.store import Database, get_database
+from comfyvn.store import Database
+from comfyvn.workbench import get_workbench
 
 from . import theme
 from .hook_monitor_model import HookMonitorModel, topic_options
@@ -29,7 +30,7 @@ class HookMonitor(LiveDashboard):
 
     def __init__(self, db: Database | None = None, *, ws: Workspace | None = None, history: int = 100,
                  capacity: int = 1000, live: bool = True) -> None:
-        self.db = db or get_database((ws or workspace()).db_path)
+        self.db = db or get_workbench(ws).db
         self.bus = get_hook_bus(self.db)
         self.model = HookMonitorModel(self.bus, capacity=capacity)
         self.status = theme.StatusBar()

@@ -8,7 +8,8 @@ import ipywidgets as W
 
 from comfyvn.config import Workspace
 from comfyvn.ingest.mappers import PROVIDERS, REMOTE_PROVIDERS
-from comfyvn.ingest.queue import STATUSES, AssetIngestQueue, get_ingest_queue
+from comfyvn.ingest.queue import STATUSES, AssetIngestQueue
+from comfyvn.workbench import get_workbench
 
 from . import theme
 from .live import LiveDashboard, LiveUpdater
@@ -52,7 +53,7 @@ class QueueInspector(LiveDashboard):
     """Jobs of the workspace's ingest queue, updated live from every process."""
 
     def __init__(self, queue: AssetIngestQueue | None = None, *, ws: Workspace | None = None, live: bool = True) -> None:
-        self.queue = queue or get_ingest_queue(ws)
+        self.queue = queue or get_workbench(ws).queue()
         self.model = QueueModel(self.queue)
         self.status = theme.StatusBar()
         self.updater: LiveUpdater | None = None

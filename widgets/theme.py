@@ -16,6 +16,8 @@ from typing import Any
 
 import ipywidgets as W
 
+from comfyvn.errors import ComfyvnError, RateLimited
+
 log = logging.getLogger("comfyvn.widgets")
 
 ACCENT = "#4f46e5"
@@ -174,24 +176,15 @@ _EXPECTED = (ValueError, KeyError, LookupError, FileNotFoundError, PermissionErr
 def friendly_error(exc: BaseException) -> str:
     """A one-line message a person can act on (never a traceback).
 
-    Library errors (registry, ingest, config, bad input) carry readable messages already; anything
-    else is logged with its traceback to ``logs/server.log`` and summarised.
+    Core errors (:class:`~comfyvn.errors.ComfyvnError`) and bad input carry readable messages
+    already; anything else is logged with its traceback to ``logs/server.log`` and summarised.
     """
     message = str(exc).strip() or type(exc).__name__
     if isinstance(exc, KeyError) and message.startswith("'") and message.endswith("'"):
         message = message[1:-1]
-    try:  # imported lazily: the ingest package may be absent in older workspaces
-        from comfyvn.ingest.errors import IngestError, RateLimitedError
-
-        if isinstance(exc, RateLimitedError):
-            return f"{message} (try again in {exc.retry_after:.1f} s)"
-        if isinstance(exc, IngestError):
-            return message
-    except ImportError:  # pragma: no cover
-        pass
-    from comfyvn.studio.core.asset_registry import AssetRegistryError
-
-    if isinstance(exc, (AssetRegistryError, *_EXPECTED)):
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        return f"{message} (try again in {exc.retry_after:.1f} s)"
+    if isinstance(exc, (ComfyvnError, *_EXPECTED)):
         if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in message:
             message = f"{message}: {exc.filename}"
         return message

@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import Misconfigured, NotFound
 from .logs import setup_logging  # noqa: F401  (re-export)
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.json")
 
 
-class ConfigError(ValueError):
+class ConfigError(Misconfigured, ValueError):
     """The workspace config file is malformed; the message names the file and the problem."""
 
 
-class NotAWorkspaceError(FileNotFoundError):
+class NotAWorkspaceError(NotFound, FileNotFoundError):
     """A folder given as a workspace holds no workspace (and nobody asked to create one)."""
 
 

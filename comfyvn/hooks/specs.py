@@ -8,8 +8,10 @@ from typing import Any, Final
 #: the categories of hooks, in the order the API lists them
 CATEGORIES: Final = ("asset", "ingest", "system")
 
+from ..errors import InvalidInput
 
-class UnknownHookError(KeyError):
+
+class UnknownHookError(InvalidInput, KeyError):
     """A hook/topic name that no spec declares."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

@@ -1,13 +1,18 @@
-"""Errors of the ingest queue: each has a stable ``code`` and a message a person can act on."""
+"""Errors of the ingest queue: each has a stable ``code`` and a message a person can act on.
+
+Each class carries its meaning from :mod:`comfyvn.errors` (the server extension's error table turns
+meanings into HTTP statuses); a plain :class:`IngestError` is a request the queue cannot take.
+"""
 
 from __future__ import annotations
 
+from ..errors import ComfyvnError, Conflict, InvalidInput, NotFound, RateLimited, Refused, UpstreamFailure
 
-class IngestError(Exception):
+
+class IngestError(ComfyvnError):
     """Base class of ingest errors (``code`` is stable, ``message`` is for people)."""
 
     code = "ingest_error"
-    http_status = 400
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -22,11 +27,10 @@ class IngestError(Exception):
         return {"error": self.code, "message": self.message}
 
 
-class RateLimitedError(IngestError):
+class RateLimitedError(RateLimited, IngestError):
     """The provider's token bucket is empty; try again in ``retry_after`` seconds."""
 
     code = "rate_limited"
-    http_status = 429
 
     def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
         super().__init__(message, code=code)
@@ -36,18 +40,16 @@ class RateLimitedError(IngestError):
         return {**super().to_dict(), "retry_after": round(self.retry_after, 3)}
 
 
-class TermsNotAcknowledgedError(IngestError):
+class TermsNotAcknowledgedError(InvalidInput, IngestError):
     """A remote pull without ``terms_acknowledged=True`` while ``require_remote_terms_ack`` is on."""
 
     code = "terms_not_acknowledged"
-    http_status = 400
 
 
-class SourceNotAllowedError(IngestError):
+class SourceNotAllowedError(Refused, IngestError):
     """``source_path`` lies outside ``ingest.allowed_source_roots``."""
 
     code = "source_not_allowed"
-    http_status = 403
 
 
 class SourceRefusedError(SourceNotAllowedError):
@@ -64,55 +66,52 @@ class SourceUnreadableError(SourceNotAllowedError):
     code = "source_unreadable"
 
 
-class SourceNotRegularError(IngestError):
+class SourceNotRegularError(InvalidInput, IngestError):
     """The source is a folder, FIFO, device or socket, not a regular file."""
 
     code = "not_a_file"
 
 
-class SourceTooLargeError(IngestError):
+class SourceTooLargeError(InvalidInput, IngestError):
     """The source is bigger than ``ingest.max_source_bytes`` or the free disk space allows."""
 
     code = "source_too_large"
 
 
-class SourcePathError(IngestError):
+class SourcePathError(InvalidInput, IngestError):
     """The source path cannot be resolved (symlink loop, name too long, not a folder on the way)."""
 
     code = "bad_source_path"
 
 
-class SourceChangedError(IngestError):
+class SourceChangedError(Conflict, IngestError):
     """The source was replaced (e.g. by a symlink) between resolving and opening it."""
 
     code = "source_changed"
-    http_status = 409
 
 
-class CopyRequiredError(IngestError):
+class CopyRequiredError(InvalidInput, IngestError):
     """``copy=False`` names a file outside the project's assets root (it would be moved)."""
 
     code = "copy_required"
 
 
-class JobNotFoundError(IngestError, KeyError):
+class JobNotFoundError(NotFound, IngestError, KeyError):
     """No job with that id."""
 
     code = "job_not_found"
-    http_status = 404
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.message
 
 
-class InvalidTransitionError(IngestError):
+class InvalidTransitionError(Conflict, IngestError):
     """The job's status does not allow the requested step (e.g. releasing an applied job)."""
 
     code = "invalid_transition"
-    http_status = 409
 
 
-class RemoteError(IngestError):
+class RemoteError(UpstreamFailure, IngestError):
     """A remote pull failed.
 
     ``retryable`` says whether trying again later may succeed (429, 5xx, cut connection);
@@ -120,7 +119,6 @@ class RemoteError(IngestError):
     """
 
     code = "remote_error"
-    http_status = 502
 
     def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None,
                  retryable: bool = False, status: int | None = None) -> None:

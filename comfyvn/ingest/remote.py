@@ -44,6 +44,7 @@ from pathlib import Path
 import httpx
 
 from ..config import Workspace
+from ..errors import ComfyvnError
 from ..fsutil import atomic_write_json
 from ..hashing import CHUNK
 from .errors import RemoteError
@@ -99,14 +100,14 @@ def size_limit_error(size: int | None, max_bytes: int, subject: str) -> RemoteEr
     )
 
 
-class _Interrupted(Exception):
+class _Interrupted(ComfyvnError):
     def __init__(self, error: RemoteError, progressed: bool) -> None:
         super().__init__(error.message)
         self.error = error
         self.progressed = progressed
 
 
-class _StartOver(Exception):
+class _StartOver(ComfyvnError):
     """The server's answer does not continue our partial file: truncate and ask again."""
 
 

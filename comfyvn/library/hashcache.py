@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import Conflict
 from ..hashforms import HashForms, hash_fd, is_safetensors_name
 from ..store import Database, get_database
 
@@ -40,7 +41,7 @@ Key = tuple[int, int, int, int]
 _S64, _U64 = 1 << 63, 1 << 64
 
 
-class FileChangedError(OSError):
+class FileChangedError(Conflict, OSError):
     """The file changed while it was being hashed; nothing was stored.  Hash it again later."""
 
 

@@ -35,11 +35,21 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 from tornado.ioloop import IOLoop, PeriodicCallback
 
-from comfyvn.config import ConfigError
+from comfyvn.config import NotAWorkspaceError
 from comfyvn.confined import RefusedFileError
+from comfyvn.errors import (
+    Conflict,
+    InvalidInput,
+    Misconfigured,
+    NotFound,
+    RateLimited,
+    Refused,
+    UpstreamFailure,
+)
 from comfyvn.fsutil import UnsafePathError
 from comfyvn.hooks import UnknownHookError
 from comfyvn.ingest.errors import IngestError
+from comfyvn.netpolicy import AddressRefused
 from comfyvn.studio.core.asset_registry import AssetCollisionError, AssetNotFoundError, AssetRegistryError
 
 if TYPE_CHECKING:
@@ -122,37 +132,65 @@ class JsonErrorsMixin:
         self.finish(json.dumps(body))  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class ErrorRow:
+    """One row of :data:`ERROR_TABLE`: core exceptions of ``kind`` answer ``status``; the body's
+    ``error`` is the exception's own ``code`` when it carries one, else ``code``."""
+
+    kind: type[BaseException]
+    status: int
+    code: str
+    hint: str = ""  # appended to the message
+
+
+#: The one place HTTP statuses of core exceptions are decided, most specific first (the first
+#: row the exception is an instance of wins).  The core's classes carry meanings
+#: (:mod:`comfyvn.errors`), never statuses.
+ERROR_TABLE: tuple[ErrorRow, ...] = (
+    # named classes whose answer predates the meanings (the HTTP contract pins their codes)
+    ErrorRow(RefusedFileError, 403, "file_refused",
+             "; the server serves only regular files inside the workspace, never through a symlink"),
+    ErrorRow(UnsafePathError, 400, "unsafe_path"),
+    ErrorRow(AddressRefused, 400, "invalid_request"),  # a private webhook target is the request's fault
+    ErrorRow(NotAWorkspaceError, 400, "file_not_found"),
+    ErrorRow(UnknownHookError, 400, "unknown_hook"),
+    ErrorRow(AssetNotFoundError, 404, "asset_not_found"),
+    ErrorRow(AssetCollisionError, 409, "asset_collision"),
+    ErrorRow(AssetRegistryError, 409, "asset_conflict"),  # the registry's files disagree with its rows
+    # by meaning
+    ErrorRow(RateLimited, 429, "rate_limited"),
+    ErrorRow(NotFound, 404, "not_found"),
+    ErrorRow(Conflict, 409, "conflict"),
+    ErrorRow(Refused, 403, "forbidden"),
+    ErrorRow(UpstreamFailure, 502, "bad_gateway"),
+    ErrorRow(InvalidInput, 400, "invalid_request"),
+    ErrorRow(Misconfigured, 500, "config_error"),
+    ErrorRow(IngestError, 400, "ingest_error"),  # a request the queue cannot take
+    # built-in errors the core raises for bad input
+    ErrorRow(FileNotFoundError, 400, "file_not_found"),
+    ErrorRow(ValueError, 400, "invalid_request"),  # TypeErrors are bugs: 500
+)
+
+
+def error_row(exc: BaseException) -> ErrorRow | None:
+    """The row of :data:`ERROR_TABLE` that answers ``exc`` (None: an unexpected error, a 500)."""
+    return next((row for row in ERROR_TABLE if isinstance(exc, row.kind)), None)
+
+
 def map_exception(exc: BaseException) -> BaseException:
     """Translate a core exception into an :class:`ApiError` (unknown ones pass through as 500s)."""
     if isinstance(exc, web.HTTPError):
         return exc
-    if isinstance(exc, IngestError):
-        # the ingest errors carry their own HTTP status and code (429 + retry_after, 404, 409, 502...)
-        retry_after = getattr(exc, "retry_after", None)
-        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else {}
-        if exc.http_status == 429 and not headers:
-            headers = {"Retry-After": "1"}
-        return ApiError(int(getattr(exc, "http_status", 400)), exc.code, exc.message, headers)
-    if isinstance(exc, UnknownHookError):
-        return ApiError(400, "unknown_hook", str(exc))
-    if isinstance(exc, AssetNotFoundError):
-        return ApiError(404, "asset_not_found", str(exc))
-    if isinstance(exc, AssetCollisionError):
-        return ApiError(409, "asset_collision", str(exc))
-    if isinstance(exc, AssetRegistryError):
-        return ApiError(409, "asset_conflict", str(exc))
-    if isinstance(exc, RefusedFileError):
-        return ApiError(403, "file_refused", f"{exc}; the server serves only regular files inside the "
-                                             "workspace, never through a symlink")
-    if isinstance(exc, UnsafePathError):
-        return ApiError(400, "unsafe_path", str(exc))
-    if isinstance(exc, ConfigError):
-        return ApiError(500, "config_error", str(exc))
-    if isinstance(exc, FileNotFoundError):
-        return ApiError(400, "file_not_found", str(exc))
-    if isinstance(exc, ValueError):  # the core's "bad input" error (TypeErrors are bugs: 500)
-        return ApiError(400, "invalid_request", str(exc))
-    return exc
+    row = error_row(exc)
+    if row is None:
+        return exc
+    own_code = getattr(exc, "code", None)
+    code = own_code if isinstance(own_code, str) and own_code else row.code
+    message = getattr(exc, "message", None) if isinstance(exc, IngestError) else None
+    retry_after = getattr(exc, "retry_after", None)
+    headers = ({"Retry-After": str(max(1, math.ceil(retry_after)))} if isinstance(retry_after, int | float)
+               else {"Retry-After": "1"} if row.status == 429 else {})
+    return ApiError(row.status, code, f"{message if message is not None else exc}{row.hint}", headers)
 
 
 @web.stream_request_body

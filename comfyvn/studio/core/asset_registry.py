@@ -28,6 +28,7 @@ from ... import rights
 from ...config import Workspace, get_setting, setup_logging, workspace
 from ...confined import open_confined
 from ...core import modder_hooks
+from ...errors import ComfyvnError, Conflict, NotFound
 from ...fsutil import (
     UnsafePathError,
     atomic_write_json,
@@ -84,15 +85,15 @@ def copy_and_hash(source: Any, dest_fh, *, fsync: bool = True) -> tuple[str, int
     return source.copy_into(dest_fh, fsync=fsync)
 
 
-class AssetRegistryError(Exception):
+class AssetRegistryError(ComfyvnError):
     """Base class for registry errors a caller can act on."""
 
 
-class AssetCollisionError(AssetRegistryError):
+class AssetCollisionError(Conflict, AssetRegistryError):
     """A different file already sits at the destination path."""
 
 
-class AssetNotFoundError(AssetRegistryError, KeyError):
+class AssetNotFoundError(NotFound, AssetRegistryError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "asset not found"
 

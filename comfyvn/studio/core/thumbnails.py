@@ -26,6 +26,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ...config import ConfigError, get_setting
+from ...errors import InvalidInput
 from ...fsutil import atomic_write_bytes
 from ...kinds import IMAGE_SUFFIXES as IMAGE_SUFFIXES  # re-exported: what thumbnails are made of
 from ...kinds import WAVEFORM_SUFFIXES
@@ -41,11 +42,11 @@ DEFAULT_MAX_PIXELS = 50_000_000
 THUMBNAIL_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
-class ImageTooLarge(ValueError):
+class ImageTooLarge(InvalidInput, ValueError):
     """An image would need more pixels decoded than a thumbnail job may spend."""
 
 
-class UnsupportedImage(ValueError):
+class UnsupportedImage(InvalidInput, ValueError):
     """A file that is none of :data:`THUMBNAIL_FORMATS` (e.g. an ICO under a .png name)."""
 
 
