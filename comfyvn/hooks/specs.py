@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from ..errors import InvalidInput
+
 #: the categories of hooks, in the order the API lists them
 CATEGORIES: Final = ("asset", "ingest", "system")
-
-from ..errors import InvalidInput
 
 
 class UnknownHookError(InvalidInput, KeyError):

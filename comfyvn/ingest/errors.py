@@ -37,7 +37,7 @@ class RateLimitedError(RateLimited, IngestError):
         self.retry_after = max(0.0, float(retry_after))
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "retry_after": round(self.retry_after, 3)}
+        return {**super().to_dict(), "retry_after": round(self.retry_after or 0.0, 3)}
 
 
 class TermsNotAcknowledgedError(InvalidInput, IngestError):
