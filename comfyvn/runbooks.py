@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Workspace, feature_enabled, open_existing_workspace, set_feature, workspace
+from .ingest.jobs import CLAIMED, JobStatus, sql_in
 
 if TYPE_CHECKING:  # pandas and matplotlib are imported lazily: the CLI starts fast without them
     import pandas as pd
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # pandas and matplotlib are imported lazily: the CLI starts f
 
 RUNBOOKS_DIR_ENV = "COMFYVN_RUNBOOKS_DIR"
 VERDICT_PREFIX = "VERDICT:"
-ACTIVE_STATUSES = ("downloading", "applying")
+ACTIVE_STATUSES = tuple(s for s in JobStatus if s in CLAIMED)  # a process works on these jobs now
 
 
 # ---------------------------------------------------------------------------------------- verdicts
@@ -112,7 +113,7 @@ def interrupted_jobs(ws: Workspace) -> list[dict]:
     from .store import get_database
 
     rows = get_database(ws.db_path).query(
-        "SELECT job_id, status, owner, updated_at FROM ingest_jobs WHERE status IN ('downloading', 'applying')")
+        f"SELECT job_id, status, owner, updated_at FROM ingest_jobs WHERE status IN {sql_in(CLAIMED)}")
     return [dict(r) for r in rows if not owner_alive(r["owner"])]
 
 

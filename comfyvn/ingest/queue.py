@@ -52,6 +52,18 @@ from .errors import (
     RemoteError,
     TermsNotAcknowledgedError,
 )
+from .jobs import (
+    CLAIMED,
+    HOLDS_DIGEST,
+    KEEPS_STAGING,
+    PENDING,
+    STATUSES,
+    TRANSITIONS,
+    JobAction,
+    JobStatus,
+    check_status,
+    sql_in,
+)
 from .mappers import PROVIDERS, REMOTE_PROVIDERS, is_host_allowed, normalise_metadata, provider_for_url
 from .ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
 from .state import STATE_VERSION
@@ -59,8 +71,6 @@ from .state import STATE_VERSION
 log = logging.getLogger("comfyvn.ingest.queue")
 
 MAX_REMOTE_BYTES = 200 * 1024 * 1024
-STATUSES = ("queued", "downloading", "staged", "applying", "applied", "duplicate", "failed", "released",
-            "cancelled")
 STAGING_MISSING = "Staging file missing"
 STAGING_DAMAGED = ("Staged bytes no longer match their digest (the machine restarted before they reached the "
                    "disk, or the staging file was changed); retry the job to copy the source again")
@@ -242,7 +252,7 @@ class AssetIngestQueue:
     def _new_job(self, **fields: Any) -> dict:
         now = time.time()
         job = {"job_id": secrets.token_hex(6), "project_id": self.default_project, "provider": "local",
-               "status": "queued", "source_path": None, "remote_url": None, "dest_relative": None,
+               "status": JobStatus.QUEUED, "source_path": None, "remote_url": None, "dest_relative": None,
                "asset_type_hint": None, "pin": False, "terms_acknowledged": False, "digest": None,
                "expected_sha256": None, "bytes": None, "bytes_done": 0, "bytes_total": None, "filename": None,
                "staging_path": None, "dedup_of": None, "existing_uid": None, "asset_uid": None, "notes": [],
@@ -296,13 +306,13 @@ class AssetIngestQueue:
     def _dedup(self, conn, project_id: str, digest: str, exclude: str | None = None) -> dict | None:
         """The change that makes a job a duplicate of ``digest``, or None if it is new."""
         row = conn.execute(
-            "SELECT job_id FROM ingest_jobs WHERE project_id = ? AND digest = ? AND status IN ('staged','applying')"
-            " AND job_id != ? LIMIT 1", (project_id, digest, exclude or "")).fetchone()
+            "SELECT job_id FROM ingest_jobs WHERE project_id = ? AND digest = ? AND status IN "
+            f"{sql_in(HOLDS_DIGEST)} AND job_id != ? LIMIT 1", (project_id, digest, exclude or "")).fetchone()
         if row:
-            return {"status": "duplicate", "dedup_of": row[0], "note": "duplicate.staged"}
+            return {"status": JobStatus.DUPLICATE, "dedup_of": row[0], "note": "duplicate.staged"}
         row = _registered(conn, project_id, digest)
         if row:
-            return {"status": "duplicate", "existing_uid": row[0], "note": "duplicate.registry"}
+            return {"status": JobStatus.DUPLICATE, "existing_uid": row[0], "note": "duplicate.registry"}
         return None
 
     def _settle_staged(self, conn, job: dict, digest: str, size: int, staged: Path | None, *,
@@ -316,9 +326,9 @@ class AssetIngestQueue:
         if staged is not None:
             fields["staged_boot"] = staged_boot
         if dup is None:
-            fields.update(status="staged", staging_path=str(staged) if staged else None, error=None)
+            fields.update(status=JobStatus.STAGED, staging_path=str(staged) if staged else None, error=None)
         else:
-            fields.update(status="duplicate", staging_path=None, pin=False, dedup_of=dup.get("dedup_of"),
+            fields.update(status=JobStatus.DUPLICATE, staging_path=None, pin=False, dedup_of=dup.get("dedup_of"),
                           existing_uid=dup.get("existing_uid"), error=None)
             notes.append(dup["note"])
         fields["notes"] = list(dict.fromkeys(notes))
@@ -419,7 +429,7 @@ class AssetIngestQueue:
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
-        if job["status"] == "duplicate":
+        if job["status"] == JobStatus.DUPLICATE:
             staged.unlink(missing_ok=True)
         self._poke()
         return public_job(job)
@@ -440,9 +450,9 @@ class AssetIngestQueue:
         with self.db.transaction() as conn:
             active = conn.execute(
                 "SELECT job_id FROM ingest_jobs WHERE project_id = ? AND remote_url = ?"
-                " AND status IN ('queued','downloading') LIMIT 1", (job["project_id"], url)).fetchone()
+                f" AND status IN {sql_in(PENDING)} LIMIT 1", (job["project_id"], url)).fetchone()
             if active:
-                job.update(status="duplicate", dedup_of=active[0], notes=notes + ["duplicate.queued"])
+                job.update(status=JobStatus.DUPLICATE, dedup_of=active[0], notes=notes + ["duplicate.queued"])
                 job = self._insert(conn, job)
             else:
                 if wait:
@@ -452,12 +462,12 @@ class AssetIngestQueue:
                             f"{provider} rate limit reached; try again in {retry_after:.1f} s (or enqueue "
                             "without wait and the worker pulls it when the bucket refills)",
                             retry_after=retry_after)
-                    job.update(status="downloading", owner=owner_token())
+                    job.update(status=JobStatus.DOWNLOADING, owner=owner_token())
                 job = self._insert(conn, job)
         self._poke()
-        if job["status"] == "downloading":
+        if job["status"] == JobStatus.DOWNLOADING:
             return public_job(self.worker.process(job))
-        if job["status"] == "queued":
+        if job["status"] == JobStatus.QUEUED:
             self.worker.wake(start=self.auto_worker)
         return public_job(job)
 
@@ -513,7 +523,7 @@ class AssetIngestQueue:
         _check_type(asset_type_override, "asset_type_override")
         result: dict[str, list] = {"applied": [], "failed": [], "skipped": [], "unknown": []}
         if job_ids is None:
-            ids = [r[0] for r in self.db.query("SELECT job_id FROM ingest_jobs WHERE status = 'staged' ORDER BY seq")]
+            ids = [r[0] for r in self.db.query(f"SELECT job_id FROM ingest_jobs WHERE status = '{JobStatus.STAGED}' ORDER BY seq")]
         elif isinstance(job_ids, str):
             raise ValueError("job_ids must be a list of job ids, not a single string")
         else:
@@ -531,20 +541,20 @@ class AssetIngestQueue:
                 job = self._row(conn, job_id) if isinstance(job_id, str) else None
                 if job is None:
                     result["unknown"].append(job_id)
-                elif job["status"] != "staged":
+                elif job["status"] != JobStatus.STAGED:
                     result["skipped"].append(public_job(job))
                 elif not job["staging_path"] or not os.path.isfile(job["staging_path"]):
                     result["failed"].append(public_job(self._fail(conn, job, STAGING_MISSING)))
                 elif (existing := _registered(conn, job["project_id"], job["digest"])) is not None:
                     # registered meanwhile by someone else: do not touch that asset
                     job = self._update(conn, job, "on_asset_ingest_updated", {
-                        "status": "duplicate", "existing_uid": existing[0], "pin": False, "staging_path": None,
+                        "status": JobStatus.DUPLICATE, "existing_uid": existing[0], "pin": False, "staging_path": None,
                         "notes": list(dict.fromkeys(job["notes"] + ["duplicate.registry"]))})
                     dropped.append(job)
                     result["skipped"].append(public_job(job))
                 else:  # (no other staged job can hold this digest: the unique index on active digests)
                     claimed.append(self._update(conn, job, "on_asset_ingest_updated",
-                                                {"status": "applying", "owner": owner_token()}))
+                                                {"status": JobStatus.APPLYING, "owner": owner_token()}))
         self._poke()
         for job in dropped:
             self._remove_job_files(job)
@@ -607,7 +617,7 @@ class AssetIngestQueue:
             def mark_applied(conn, index: int, record: dict, jobs: list[dict] = jobs) -> None:
                 job = jobs[index]
                 applied[job["job_id"]] = self._update(conn, job, "on_asset_ingest_applied", {
-                    "status": "applied", "asset_uid": record["uid"], "pin": False, "staging_path": None,
+                    "status": JobStatus.APPLIED, "asset_uid": record["uid"], "pin": False, "staging_path": None,
                     "owner": None, "error": None}, path=record["abs_path"], sidecar=record["sidecar"])
             try:
                 items = [self._registration(job, override) for job in jobs]
@@ -632,7 +642,7 @@ class AssetIngestQueue:
                     result["applied"].append(public_job(applied[job["job_id"]]))
                 else:  # the registry merged us into a row someone else made meanwhile: nothing was moved
                     result["skipped"].append(public_job(self._update(conn, job, "on_asset_ingest_updated", {
-                        "status": "duplicate", "existing_uid": outcome["uid"], "pin": False, "staging_path": None,
+                        "status": JobStatus.DUPLICATE, "existing_uid": outcome["uid"], "pin": False, "staging_path": None,
                         "owner": None, "notes": list(dict.fromkeys(job["notes"] + ["duplicate.registry"]))})))
         for job, _ in failures:
             self._remove_job_files(job)
@@ -642,7 +652,7 @@ class AssetIngestQueue:
     def _fail(self, conn, job: dict, error: str, *, keep_file: bool = False, **extra: Any) -> dict:
         errors = list(job.get("errors") or []) + [{"attempt": job["attempts"], "error": error,
                                                   "at": time.time()}]
-        changes: dict[str, Any] = {"status": "failed", "error": error, "errors": errors, "owner": None,
+        changes: dict[str, Any] = {"status": JobStatus.FAILED, "error": error, "errors": errors, "owner": None,
                                    "pin": False if not keep_file else job["pin"]}
         if not keep_file:
             changes["staging_path"] = None
@@ -654,20 +664,21 @@ class AssetIngestQueue:
         """Drop a staged, duplicate or failed job: deletes its staging file and its dedup pin."""
         with self.db.transaction() as conn:
             job = self._require(conn, job_id)
-            if job["status"] == "released":
+            if job["status"] == JobStatus.RELEASED:
                 return public_job(job)
-            if job["status"] == "applied":
+            if job["status"] == JobStatus.APPLIED:
                 raise InvalidTransitionError(
                     f"job {job_id} is applied: its file now belongs to asset {job['asset_uid']}; remove the "
                     f"asset from the registry (AssetRegistry.remove_asset('{job['asset_uid']}')) instead")
-            if job["status"] not in ("staged", "duplicate", "failed"):
-                hint = {"queued": "cancel it instead", "downloading": "cancel it instead",
-                        "applying": "wait for apply() to finish", "cancelled": "it holds nothing any more"}
+            if job["status"] not in TRANSITIONS[JobAction.RELEASE]:
+                hint = {JobStatus.QUEUED: "cancel it instead", JobStatus.DOWNLOADING: "cancel it instead",
+                        JobStatus.APPLYING: "wait for apply() to finish",
+                        JobStatus.CANCELLED: "it holds nothing any more"}
                 raise InvalidTransitionError(
                     f"job {job_id} is {job['status']}: only staged, duplicate or failed jobs can be released "
                     f"({hint.get(job['status'], '')})")
             job = self._update(conn, job, "on_asset_ingest_updated",
-                               {"status": "released", "pin": False, "staging_path": None, "owner": None})
+                               {"status": JobStatus.RELEASED, "pin": False, "staging_path": None, "owner": None})
         self._remove_job_files(job)
         self._poke()
         return public_job(job)
@@ -676,16 +687,16 @@ class AssetIngestQueue:
         """Stop a queued, downloading or staged job (its partial or staged file is deleted)."""
         with self.db.transaction() as conn:
             job = self._require(conn, job_id)
-            if job["status"] == "cancelled":
+            if job["status"] == JobStatus.CANCELLED:
                 return public_job(job)
-            if job["status"] not in ("queued", "downloading", "staged"):
+            if job["status"] not in TRANSITIONS[JobAction.CANCEL]:
                 raise InvalidTransitionError(
                     f"job {job_id} is {job['status']}: only queued, downloading or staged jobs can be cancelled"
-                    + (" (release it instead)" if job["status"] in ("duplicate", "failed") else ""))
+                    + (" (release it instead)" if job["status"] in TRANSITIONS[JobAction.RELEASE] else ""))
             was = job["status"]
             job = self._update(conn, job, "on_asset_ingest_updated",
-                               {"status": "cancelled", "pin": False, "staging_path": None})
-        if was != "downloading":  # a running download notices, stops and cleans up itself
+                               {"status": JobStatus.CANCELLED, "pin": False, "staging_path": None})
+        if was != JobStatus.DOWNLOADING:  # a running download notices, stops and cleans up itself
             self._remove_job_files(job)
         self._poke()
         return public_job(job)
@@ -694,7 +705,7 @@ class AssetIngestQueue:
         """Try a failed or cancelled job again (``attempts`` + 1)."""
         with self.db.transaction() as conn:
             job = self._require(conn, job_id)
-            if job["status"] not in ("failed", "cancelled"):
+            if job["status"] not in TRANSITIONS[JobAction.RETRY]:
                 raise InvalidTransitionError(
                     f"job {job_id} is {job['status']}: only failed or cancelled jobs can be retried")
             staged = Path(job["staging_path"]) if job["staging_path"] else None
@@ -707,13 +718,13 @@ class AssetIngestQueue:
                                           staged_boot=job.get("staged_boot"))
             else:
                 job = self._update(conn, job, "on_asset_ingest_updated",
-                                   {**base, "status": "queued", "staging_path": None, "bytes_done": 0})
-        if job["status"] == "duplicate":
+                                   {**base, "status": JobStatus.QUEUED, "staging_path": None, "bytes_done": 0})
+        if job["status"] == JobStatus.DUPLICATE:
             self._remove_job_files(job)
         self._poke()
-        if job["status"] == "queued" and job["remote_url"] is None:
+        if job["status"] == JobStatus.QUEUED and job["remote_url"] is None:
             return public_job(self.worker.process_local(job))  # a local file is re-staged at once
-        if job["status"] == "queued":
+        if job["status"] == JobStatus.QUEUED:
             self.worker.wake(start=self.auto_worker)
         return public_job(self.get(job_id) or job)
 
@@ -725,8 +736,7 @@ class AssetIngestQueue:
     def _filters(self, status: str | None, provider: str | None) -> tuple[str, list]:
         where, params = [], []
         if status is not None:
-            if status not in STATUSES:
-                raise ValueError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+            check_status(status)
             where.append("status = ?")
             params.append(status)
         if provider is not None:
@@ -765,7 +775,7 @@ class AssetIngestQueue:
         providers = {p: n for p, n in self.db.query("SELECT provider, COUNT(*) FROM ingest_jobs GROUP BY provider")}
         staged_bytes, pinned = self.db.query_one(
             "SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(pin), 0) FROM ingest_jobs"
-            " WHERE status IN ('staged','applying')")
+            f" WHERE status IN {sql_in(HOLDS_DIGEST)}")
         rate_limits = {}
         for provider in REMOTE_PROVIDERS:
             try:
@@ -781,7 +791,7 @@ class AssetIngestQueue:
         """``{digest: {...}}`` of the bytes that block duplicates now (staged/applying jobs)."""
         rows = self.db.query(
             "SELECT digest, job_id, status, pin, provider, project_id, staging_path, bytes, updated_at"
-            " FROM ingest_jobs WHERE status IN ('staged','applying') AND digest IS NOT NULL ORDER BY seq")
+            f" FROM ingest_jobs WHERE status IN {sql_in(HOLDS_DIGEST)} AND digest IS NOT NULL ORDER BY seq")
         return {r["digest"]: {"job_id": r["job_id"], "status": r["status"], "pinned": bool(r["pin"]),
                               "provider": r["provider"], "project_id": r["project_id"],
                               "staging_path": r["staging_path"], "bytes": r["bytes"],
@@ -790,7 +800,7 @@ class AssetIngestQueue:
     def prune(self, older_than: float) -> list[dict]:
         """Release unpinned staged jobs untouched for ``older_than`` seconds (pins keep theirs)."""
         cutoff = time.time() - float(older_than)
-        ids = [r[0] for r in self.db.query("SELECT job_id FROM ingest_jobs WHERE status = 'staged' AND pin = 0"
+        ids = [r[0] for r in self.db.query(f"SELECT job_id FROM ingest_jobs WHERE status = '{JobStatus.STAGED}' AND pin = 0"
                                            " AND updated_at < ?", (cutoff,))]
         out = []
         for job_id in ids:
@@ -833,7 +843,7 @@ class AssetIngestQueue:
         """
         stats = {"requeued": 0, "applied": 0, "restaged": 0, "failed": 0, "swept": 0}
         stuck = [j for j in (_job_from_row(r) for r in self.db.query(
-            "SELECT * FROM ingest_jobs WHERE status IN ('downloading','applying')")) if not owner_alive(j["owner"])]
+            f"SELECT * FROM ingest_jobs WHERE status IN {sql_in(CLAIMED)}")) if not owner_alive(j["owner"])]
         projects_recovered: set[str] = set()
         for job in stuck:
             try:
@@ -842,7 +852,7 @@ class AssetIngestQueue:
                 bad_project = str(exc)
             else:
                 bad_project = None
-                if job["status"] == "applying" and job["project_id"] not in projects_recovered:
+                if job["status"] == JobStatus.APPLYING and job["project_id"] not in projects_recovered:
                     projects_recovered.add(job["project_id"])
                     self.registry(job["project_id"]).recover()
             with self.db.transaction() as conn:
@@ -862,9 +872,9 @@ class AssetIngestQueue:
 
     def _recover_one(self, conn, job: dict) -> str:
         notes = list(job["notes"])
-        if job["status"] == "downloading":
+        if job["status"] == JobStatus.DOWNLOADING:
             self._update(conn, job, "on_asset_ingest_updated", {
-                "status": "queued", "owner": None, "notes": list(dict.fromkeys(notes + ["recovered.interrupted"]))})
+                "status": JobStatus.QUEUED, "owner": None, "notes": list(dict.fromkeys(notes + ["recovered.interrupted"]))})
             return "requeued"
         staged = Path(job["staging_path"]) if job["staging_path"] else None
         asset = _registered(conn, job["project_id"], job["digest"]) if job["digest"] else None
@@ -873,13 +883,13 @@ class AssetIngestQueue:
             if staged is not None and staged.exists():  # the registry kept its own copy: ours is spare
                 staged.unlink(missing_ok=True)
             self._update(conn, job, "on_asset_ingest_applied", {
-                "status": "applied", "asset_uid": asset["uid"], "pin": False, "staging_path": None, "owner": None,
+                "status": JobStatus.APPLIED, "asset_uid": asset["uid"], "pin": False, "staging_path": None, "owner": None,
                 "notes": list(dict.fromkeys(notes + ["recovered.applied"]))},
                 path=str(registry.assets_root / asset["path"]))
             return "applied"
         if staged is not None and staged.is_file():
             self._update(conn, job, "on_asset_ingest_updated", {
-                "status": "staged", "owner": None, "notes": list(dict.fromkeys(notes + ["recovered.restaged"]))})
+                "status": JobStatus.STAGED, "owner": None, "notes": list(dict.fromkeys(notes + ["recovered.restaged"]))})
             return "restaged"
         self._fail(conn, job, STAGING_MISSING)
         return "failed"
@@ -889,7 +899,7 @@ class AssetIngestQueue:
         files without a job once they are an hour old (an enqueue killed before it committed)."""
         cutoff = time.time() - STALE_TEMP_SECONDS
         keep = {r[0] for r in self.db.query(
-            "SELECT job_id FROM ingest_jobs WHERE status IN ('queued','downloading','staged','applying','failed')")}
+            f"SELECT job_id FROM ingest_jobs WHERE status IN {sql_in(KEEPS_STAGING)}")}
         swept = 0
         try:
             entries = [e for e in os.scandir(self.staging_dir) if e.is_file(follow_symlinks=False)]

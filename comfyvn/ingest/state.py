@@ -30,16 +30,19 @@ from ..config import feature_enabled
 from ..fsutil import atomic_write_json, is_within
 from ..hooks.events import utc_timestamp
 from .errors import IngestError
+from .jobs import HOLDS_DIGEST, PENDING, SETTLED, JobStatus
 
 if TYPE_CHECKING:
     from .queue import AssetIngestQueue
 
 STATE_VERSION = 2
 
-_V1_STATUS = {"pending": "queued", "queued": "queued", "downloading": "queued", "fetching": "queued",
-              "staged": "staged", "ready": "staged", "applying": "staged", "applied": "applied",
-              "done": "applied", "duplicate": "duplicate", "failed": "failed", "error": "failed",
-              "released": "released", "cancelled": "cancelled", "canceled": "cancelled"}
+_S = JobStatus
+# the pre-database queue's states (v1) -> today's status; a job in flight then is redone now
+_V1_STATUS = {"pending": _S.QUEUED, "queued": _S.QUEUED, "downloading": _S.QUEUED, "fetching": _S.QUEUED,
+              "staged": _S.STAGED, "ready": _S.STAGED, "applying": _S.STAGED, "applied": _S.APPLIED,
+              "done": _S.APPLIED, "duplicate": _S.DUPLICATE, "failed": _S.FAILED, "error": _S.FAILED,
+              "released": _S.RELEASED, "cancelled": _S.CANCELLED, "canceled": _S.CANCELLED}
 
 
 # ---------------------------------------------------------------------------- migrations
@@ -197,7 +200,7 @@ def import_state(queue: AssetIngestQueue, source: Any, *, dedup_cache: Any = Non
                 result["skipped"].append({"job_id": job_id, "reason": "a job with this id exists"})
                 continue
             job = _replayed_job(queue, entry, pins, normalise_metadata)
-            if job["status"] == "staged":
+            if job["status"] == JobStatus.STAGED:
                 # bytes nobody here wrote: apply() checks them against the digest before use
                 job = queue._settle_staged(conn, job, job["digest"], job["bytes"] or 0,
                                            Path(job["staging_path"]), insert=True, topic="on_asset_ingest_enqueued",
@@ -206,7 +209,7 @@ def import_state(queue: AssetIngestQueue, source: Any, *, dedup_cache: Any = Non
                 job = queue._insert(conn, job)
         result["imported"].append({"job_id": job_id, "status": job["status"]})
     queue._poke()
-    if any(j["status"] == "queued" for j in result["imported"]):
+    if any(j["status"] == JobStatus.QUEUED for j in result["imported"]):
         queue.worker.wake(start=queue.auto_worker)
     return result
 
@@ -228,7 +231,7 @@ def _check_paths(entry: dict) -> str | None:
 
 
 def _replayed_job(queue: AssetIngestQueue, entry: dict, pins: dict[str, bool], normalise) -> dict:
-    status = entry.get("status") or "queued"
+    status = entry.get("status") or JobStatus.QUEUED
     provider = entry.get("provider") or "local"
     digest = (entry.get("digest") or "").lower() or None
     notes = [n for n in entry.get("notes") or [] if isinstance(n, str)] + ["imported"]
@@ -250,21 +253,21 @@ def _replayed_job(queue: AssetIngestQueue, entry: dict, pins: dict[str, bool], n
     if fields["filename"] is None:
         name = Path(str(fields["source_path"] or "")).name
         fields["filename"] = name or None
-    if status in ("staged", "applying"):
+    if status in HOLDS_DIGEST:
         staged = entry.get("staging_path")
         # only a file inside this workspace's staging folder may be applied; anything else is re-staged
         if digest and staged and is_within(Path(staged), [queue.staging_dir]) and Path(staged).is_file():
-            fields.update(status="staged", staging_path=str(Path(staged).resolve()))
+            fields.update(status=JobStatus.STAGED, staging_path=str(Path(staged).resolve()))
         else:
-            fields["status"] = "queued"
+            fields["status"] = JobStatus.QUEUED
             notes.append("imported.restage")
-    elif status in ("queued", "downloading"):
-        fields["status"] = "queued"
-    elif status in ("applied", "duplicate", "failed", "released", "cancelled"):
+    elif status in PENDING:
+        fields["status"] = JobStatus.QUEUED
+    elif status in SETTLED:
         fields["status"] = status  # history: never blocks dedup, never runs again by itself
     else:
-        fields.update(status="failed", error=f"imported with unknown status {status!r}")
+        fields.update(status=JobStatus.FAILED, error=f"imported with unknown status {status!r}")
     fields["notes"] = list(dict.fromkeys(notes))
-    if fields["status"] != "staged":
+    if fields["status"] != JobStatus.STAGED:
         fields["pin"] = False
     return queue._new_job(job_id=entry["job_id"], **fields)

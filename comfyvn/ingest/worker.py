@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import get_setting
 from ..fsutil import fsync_dir, owner_token
 from .errors import IngestError, RemoteError
+from .jobs import JobStatus
 from .mappers import merge_metadata, normalise_metadata
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ class IngestWorker:
             if job is not None:
                 done.append(self.run_job(job))
                 continue
-            if not self.queue.db.query_one("SELECT 1 FROM ingest_jobs WHERE status = 'queued' LIMIT 1"):
+            if not self.queue.db.query_one(f"SELECT 1 FROM ingest_jobs WHERE status = '{JobStatus.QUEUED}' LIMIT 1"):
                 return done
             remaining = math.inf if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
@@ -114,13 +115,13 @@ class IngestWorker:
         from .queue import _job_from_row
 
         q = self.queue
-        if not q.db.query_one("SELECT 1 FROM ingest_jobs WHERE status = 'queued' LIMIT 1"):
+        if not q.db.query_one(f"SELECT 1 FROM ingest_jobs WHERE status = '{JobStatus.QUEUED}' LIMIT 1"):
             return None, POLL_SECONDS
         now = time.time()
         wait = POLL_SECONDS
         blocked: set[str] = set()
         with q.db.transaction() as conn:
-            for row in conn.execute("SELECT * FROM ingest_jobs WHERE status = 'queued' ORDER BY seq LIMIT 200"):
+            for row in conn.execute(f"SELECT * FROM ingest_jobs WHERE status = '{JobStatus.QUEUED}' ORDER BY seq LIMIT 200"):
                 job = _job_from_row(row)
                 if job["next_attempt_at"] > now:
                     wait = min(wait, job["next_attempt_at"] - now)
@@ -134,7 +135,7 @@ class IngestWorker:
                         wait = min(wait, pause)
                         continue
                 job = q._update(conn, job, "on_asset_ingest_updated",
-                                {"status": "downloading", "owner": owner_token()})
+                                {"status": JobStatus.DOWNLOADING, "owner": owner_token()})
                 break
             else:
                 return None, max(0.01, wait)
@@ -150,26 +151,26 @@ class IngestWorker:
 
     def _still_mine(self, conn, job_id: str) -> dict | None:
         current = self.queue._row(conn, job_id)
-        if current is None or current["status"] != "downloading" or current["owner"] != owner_token():
+        if current is None or current["status"] != JobStatus.DOWNLOADING or current["owner"] != owner_token():
             return None
         return current
 
     def _abandon(self, job_id: str) -> dict:
         """The job was cancelled (or taken over) meanwhile: drop our files, report its state."""
         job = self.queue._row(self.queue.db.conn, job_id)
-        if job is not None and job["status"] in ("cancelled", "released"):
+        if job is not None and job["status"] in (JobStatus.CANCELLED, JobStatus.RELEASED):
             self.queue._remove_job_files(job)
         return job or {"job_id": job_id, "status": "unknown"}
 
     def _claim_local(self, job: dict) -> dict | None:
-        if job["status"] == "downloading":
+        if job["status"] == JobStatus.DOWNLOADING:
             return job
         with self.queue.db.transaction() as conn:
             current = self.queue._row(conn, job["job_id"])
-            if current is None or current["status"] != "queued":
+            if current is None or current["status"] != JobStatus.QUEUED:
                 return None
             job = self.queue._update(conn, current, "on_asset_ingest_updated",
-                                     {"status": "downloading", "owner": owner_token()})
+                                     {"status": JobStatus.DOWNLOADING, "owner": owner_token()})
         self.queue._poke()
         return job
 
@@ -195,7 +196,7 @@ class IngestWorker:
                 return self._abandon(job["job_id"])
             job = q._settle_staged(conn, current, digest, size, staged, insert=False,
                                    topic="on_asset_ingest_updated", staged_boot=boot)
-        if job["status"] == "duplicate":
+        if job["status"] == JobStatus.DUPLICATE:
             q._remove_job_files(job)
         q._poke()
         return job
@@ -225,13 +226,13 @@ class IngestWorker:
                 dup = q._dedup(conn, current["project_id"], expected, exclude=job_id) if expected else None
                 if dup is not None:  # known before a single byte is downloaded
                     job = q._update(conn, current, "on_asset_ingest_updated", {
-                        **fields, "status": "duplicate", "digest": expected, "owner": None, "pin": False,
+                        **fields, "status": JobStatus.DUPLICATE, "digest": expected, "owner": None, "pin": False,
                         "dedup_of": dup.get("dedup_of"), "existing_uid": dup.get("existing_uid"),
                         "notes": list(dict.fromkeys(current["notes"] + [dup["note"], "dedup.before_download"]))})
                 else:
                     job = q._update(conn, current, None, fields)
             q._poke()
-            if job["status"] == "duplicate":
+            if job["status"] == JobStatus.DUPLICATE:
                 q._remove_job_files(job)
                 return job
             part = q.part_file(job_id)
@@ -252,7 +253,7 @@ class IngestWorker:
                 return self._abandon(job_id)
             job = q._settle_staged(conn, current, digest, size, final, insert=False,
                                    topic="on_asset_ingest_updated")
-        if job["status"] == "duplicate":
+        if job["status"] == JobStatus.DUPLICATE:
             q._remove_job_files(job)
         q._poke()
         return job
@@ -273,7 +274,7 @@ class IngestWorker:
             state["last"] = now
             with q.db.transaction() as conn:
                 current = q._row(conn, job_id)
-                if current is None or current["status"] != "downloading" or current["owner"] != owner:
+                if current is None or current["status"] != JobStatus.DOWNLOADING or current["owner"] != owner:
                     state["cancelled"] = True
                     return
                 q._update(conn, current, "on_asset_ingest_progress",
@@ -287,7 +288,7 @@ class IngestWorker:
             if not state["cancelled"] and now - state["checked"] >= 0.25:
                 state["checked"] = now
                 row = q.db.query_one("SELECT status, owner FROM ingest_jobs WHERE job_id = ?", (job_id,))
-                state["cancelled"] = row is None or row[0] != "downloading" or row[1] != owner
+                state["cancelled"] = row is None or row[0] != JobStatus.DOWNLOADING or row[1] != owner
             return state["cancelled"]
 
         return progress, cancelled
@@ -304,7 +305,7 @@ class IngestWorker:
         if abandoned:
             return self._abandon(job_id)
         q._poke()
-        if job["status"] == "failed" and not exc.retryable:
+        if job["status"] == JobStatus.FAILED and not exc.retryable:
             q._remove_job_files({"job_id": job_id})  # a bad body is no prefix to resume
         return job
 
@@ -324,7 +325,7 @@ class IngestWorker:
             entry = {"attempt": job["attempts"], "error": exc.message, "code": exc.code, "at": time.time(),
                      "auto_retry": True, "retry_in": delay}
             return q._update(conn, job, "on_asset_ingest_updated", {
-                "status": "queued", "owner": None, "attempts": job["attempts"] + 1, "error": exc.message,
+                "status": JobStatus.QUEUED, "owner": None, "attempts": job["attempts"] + 1, "error": exc.message,
                 "errors": list(job["errors"] or []) + [entry], "next_attempt_at": time.time() + delay,
                 "notes": list(dict.fromkeys(job["notes"] + ["retry.scheduled"]))}, retry_in=delay)
         return q._fail(conn, job, exc.message, keep_file=False, **({"notes": list(dict.fromkeys(
