@@ -83,11 +83,6 @@ def new_job(**fields: Any) -> dict:
     return job
 
 
-def with_note(job: dict, *notes: str) -> list[str]:
-    """The job's notes with ``notes`` added (each once, in order)."""
-    return list(dict.fromkeys(list(job.get("notes") or []) + list(notes)))
-
-
 def registered_asset(conn: sqlite3.Connection, project_id: str, digest: str) -> sqlite3.Row | None:
     """The registry row ``(uid, path)`` holding ``digest`` (a primary-key lookup: uid = digest[:16])."""
     return conn.execute("SELECT uid, path FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
@@ -300,5 +295,4 @@ __all__ = [
     "new_job",
     "public_job",
     "registered_asset",
-    "with_note",
 ]
