@@ -14,6 +14,7 @@ from jupyter_server.auth.utils import HTTP_METHOD_TO_AUTH_ACTION
 from tornado import web
 
 from comfyvn import __version__, rights
+from comfyvn.ingest.jobs import STATUSES
 
 from .handlers.base import ComfyvnAPIHandler
 
@@ -101,8 +102,7 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "job": _ref("Job"), "cache": _OBJ}}, "Status"), **_errors(400, 403, 404)}}},
     "/api/ingest/jobs": {"get": {
         "tags": ["ingest"], "summary": "Jobs, newest first, with filters and a cursor",
-        "parameters": [_q("status", "Job status", enum=["queued", "downloading", "staged", "applying", "applied",
-                                                        "duplicate", "failed", "released", "cancelled"]),
+        "parameters": [_q("status", "Job status", enum=[str(s) for s in STATUSES]),
                        _q("provider", "Provider name"), _LIMIT, _q("cursor", "next_cursor of the previous page")],
         "responses": {"200": _json({"type": "object", "properties": {
             "items": {"type": "array", "items": _ref("Job")}, "next_cursor": {"type": ["string", "null"]}}},

@@ -704,7 +704,7 @@ def test_staged_bytes_are_written_behind_and_made_durable_by_apply(ws, q, monkey
     synced: list[str] = []
     monkeypatch.setattr(queue_module, "fsync_file", lambda path: synced.append(str(path)))
     job = q.enqueue(source_path=write(ws.root / "a.bin", b"sprite"))
-    assert q._row(q.db.conn, job["job_id"])["staged_boot"] == boot_id() is not None
+    assert q.jobs.get(job["job_id"])["staged_boot"] == boot_id() is not None
     assert synced == []  # enqueue did not wait for the disk
     [applied] = q.apply()["applied"]
     assert synced == [job["staging_path"]]  # the bytes reached the disk before the row committed

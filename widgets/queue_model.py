@@ -12,17 +12,19 @@ from urllib.parse import urlsplit
 from comfyvn.config import feature_enabled
 from comfyvn.fsutil import UnsafePathError, safe_relative
 from comfyvn.ingest.errors import IngestError
+from comfyvn.ingest.jobs import STATUSES, TRANSITIONS, JobAction, JobStatus, check_status
 from comfyvn.ingest.mappers import PROVIDERS, REMOTE_PROVIDERS
-from comfyvn.ingest.queue import STATUSES, AssetIngestQueue
+from comfyvn.ingest.queue import AssetIngestQueue
 
 from .selection import SelectionModel
 from .theme import human_bytes
 
-STATUS_TONES = {"queued": "", "downloading": "info", "staged": "accent", "applying": "info", "applied": "ok",
-                "duplicate": "warn", "failed": "bad", "released": "", "cancelled": ""}
-# which statuses each action accepts (mirrors the queue's transitions, to enable buttons)
-ACTIONS: dict[str, set[str]] = {"apply": {"staged"}, "release": {"staged", "duplicate", "failed"},
-                                "retry": {"failed", "cancelled"}, "cancel": {"queued", "downloading", "staged"}}
+_S = JobStatus
+STATUS_TONES = {_S.QUEUED: "", _S.DOWNLOADING: "info", _S.STAGED: "accent", _S.APPLYING: "info", _S.APPLIED: "ok",
+                _S.DUPLICATE: "warn", _S.FAILED: "bad", _S.RELEASED: "", _S.CANCELLED: ""}
+# which statuses each action accepts (the queue's transition table, to enable buttons)
+ACTIONS: dict[str, frozenset[JobStatus]] = {str(a): TRANSITIONS[a] for a in
+                                            (JobAction.APPLY, JobAction.RELEASE, JobAction.RETRY, JobAction.CANCEL)}
 _TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 FLAGS = ("enable_asset_ingest", "require_remote_terms_ack")
 
@@ -118,13 +120,13 @@ def progress_of(job: dict) -> tuple[float | None, str]:
     """``(fraction or None, label)`` for the job table's progress column."""
     done, total = job.get("bytes_done") or 0, job.get("bytes_total")
     status = job["status"]
-    if status == "downloading":
+    if status == JobStatus.DOWNLOADING:
         if total:
             return min(1.0, done / total), f"{human_bytes(done)} of {human_bytes(total)}"
         return None, human_bytes(done) if done else "starting…"
-    if status == "queued":
+    if status == JobStatus.QUEUED:
         return 0.0, "waiting"
-    if status in ("staged", "applying", "applied", "duplicate"):
+    if status in (JobStatus.STAGED, JobStatus.APPLYING, JobStatus.APPLIED, JobStatus.DUPLICATE):  # bytes known
         size = job.get("bytes") or done or total
         return 1.0, human_bytes(size) if size else ""
     return None, ""
@@ -154,8 +156,8 @@ class QueueModel:
             return self.jobs
 
     def set_filter(self, status: str | None = None, provider: str | None = None) -> list[dict]:
-        if status and status not in STATUSES:
-            raise ValueError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        if status:
+            check_status(status)
         if provider and provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
         with self.lock:
@@ -197,7 +199,7 @@ class QueueModel:
         if not ids:
             raise ValueError(f"Select one or more jobs in the table first, then {action} them.")
         outcomes: list[ActionOutcome] = []
-        if action == "apply":
+        if action == JobAction.APPLY:
             result = self.queue.apply(ids)
             for job in result["applied"]:
                 outcomes.append(ActionOutcome(job["job_id"], True, job["status"],

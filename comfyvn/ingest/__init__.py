@@ -4,6 +4,7 @@
 ``docs/ASSET_INGEST.md``.
 """
 
+from . import mappers
 from .errors import (
     IngestError,
     InvalidTransitionError,
@@ -13,7 +14,8 @@ from .errors import (
     SourceNotAllowedError,
     TermsNotAcknowledgedError,
 )
-from .mappers import _REMOTE_ALLOWLIST, normalise_metadata
+from .jobs import JobStatus
+from .mappers import normalise_metadata
 from .queue import (
     DEFAULT_RATE_LIMIT,
     MAX_REMOTE_BYTES,
@@ -22,6 +24,8 @@ from .queue import (
     AssetIngestQueue,
     get_ingest_queue,
 )
+
+_REMOTE_ALLOWLIST = mappers._REMOTE_ALLOWLIST  # the seed's name for the hosts remote pulls may use
 
 __all__ = [
     "DEFAULT_RATE_LIMIT",
@@ -33,6 +37,7 @@ __all__ = [
     "IngestError",
     "InvalidTransitionError",
     "JobNotFoundError",
+    "JobStatus",
     "RateLimitedError",
     "RemoteError",
     "SourceNotAllowedError",

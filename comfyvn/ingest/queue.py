@@ -23,12 +23,9 @@ Life of a job::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import secrets
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path, PurePosixPath
@@ -37,9 +34,16 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import sources
 from ..config import Workspace, feature_enabled, get_setting, setup_logging, workspace
-from ..fsutil import boot_id, fsync_file, owner_alive, owner_token, refuse_hidden, safe_relative, temp_owner
-from ..hashing import sha256_file, start_writeback
-from ..hooks import emit, get_hook_bus
+from ..fsutil import (
+    UnsafePathError,
+    boot_id,
+    fsync_file,
+    owner_alive,
+    owner_token,
+    refuse_hidden,
+    safe_relative,
+)
+from ..hashing import sha256_file
 from ..kinds import TYPE_NAME_RE as _TYPE_RE
 from ..kinds import guess_type
 from ..names import safe_filename
@@ -49,42 +53,41 @@ from ..studio.core.asset_registry import AssetRegistry, check_project_id
 from .errors import (
     IngestError,
     InvalidTransitionError,
-    JobNotFoundError,
     RateLimitedError,
     RemoteError,
     TermsNotAcknowledgedError,
 )
+from .jobs import STATUSES, TRANSITIONS, JobAction, JobStatus
+from .jobstore import PUBLIC_KEYS, UPDATED, JobStore, new_job, public_job, registered_asset
 from .mappers import is_host_allowed, normalise_metadata
+from .providers import civitai, huggingface
+from .providers.base import check_reference_url
 from .ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
-from .state import STATE_VERSION
+from .staging import PART_SUFFIX, STAGING_MISSING, STALE_TEMP_SECONDS, UNKNOWN_BOOT, Staging
+from .state import STATE_VERSION, export_state, import_state
+from .worker import MAX_REMOTE_BYTES, IngestWorker
 
 log = logging.getLogger("comfyvn.ingest.queue")
 
-MAX_REMOTE_BYTES = 200 * 1024 * 1024
-STATUSES = ("queued", "downloading", "staged", "applying", "applied", "duplicate", "failed", "released",
-            "cancelled")
-STAGING_MISSING = "Staging file missing"
 STAGING_DAMAGED = ("Staged bytes no longer match their digest (the machine restarted before they reached the "
                    "disk, or the staging file was changed); retry the job to copy the source again")
-UNKNOWN_BOOT = "unknown"  # staged_boot of bytes whose durability nobody vouches for (imported state)
 APPLY_BATCH = 128  # jobs per group commit in apply()
-PART_SUFFIX = ".download.part"
-STALE_TEMP_SECONDS = 3600.0
 CRASH_ENV = "COMFYVN_INGEST_CRASH_AT"  # test-only fault injection: SIGKILL this process at a named point
 
-_JSON_COLUMNS = ("notes", "errors", "metadata", "user_metadata", "provider_metadata")
-PUBLIC_KEYS = ("job_id", "provider", "status", "source_path", "remote_url", "dest_relative", "asset_type_hint",
-               "pin", "terms_acknowledged", "digest", "bytes", "bytes_done", "bytes_total", "staging_path",
-               "dedup_of", "existing_uid", "asset_uid", "notes", "error", "errors", "attempts", "metadata",
-               "project_id", "created_at", "updated_at", "expected_sha256", "filename", "next_attempt_at")
 
 __all__ = [
     "DEFAULT_RATE_LIMIT",
     "MAX_REMOTE_BYTES",
+    "PART_SUFFIX",
+    "PUBLIC_KEYS",
+    "STAGING_MISSING",
+    "STALE_TEMP_SECONDS",
     "STATE_VERSION",
     "STATUSES",
+    "UNKNOWN_BOOT",
     "AssetIngestQueue",
     "get_ingest_queue",
+    "public_job",
 ]
 
 
@@ -129,37 +132,6 @@ def _check_type(value: str | None, what: str) -> None:
         raise ValueError(f"{what} {value!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
 
 
-def _job_from_row(row) -> dict:
-    job = dict(row)
-    for key in _JSON_COLUMNS:
-        if key in job:
-            job[key] = json.loads(job[key]) if job[key] else ({} if key != "notes" and key != "errors" else [])
-    job["pin"] = bool(job.get("pin"))
-    job["terms_acknowledged"] = bool(job.get("terms_acknowledged"))
-    return job
-
-
-def _registered(conn, project_id: str, digest: str):
-    """The registry row ``(uid, path)`` holding ``digest`` (a primary-key lookup: uid = digest[:16])."""
-    return conn.execute("SELECT uid, path FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
-                        (project_id, digest[:16], digest)).fetchone()
-
-
-def public_job(job: dict) -> dict:
-    return {k: job.get(k) for k in PUBLIC_KEYS}
-
-
-def _event_payload(job: dict, **extra: Any) -> dict:
-    payload = {"job_id": job["job_id"], "provider": job["provider"], "status": job["status"],
-               "digest": job.get("digest"), "asset_type_hint": job.get("asset_type_hint"),
-               "notes": list(job.get("notes") or []), "project_id": job.get("project_id")}
-    for key in ("dedup_of", "existing_uid", "asset_uid", "error", "attempts"):
-        if job.get(key) is not None:
-            payload[key] = job[key]
-    payload.update(extra)
-    return payload
-
-
 # ---------------------------------------------------------------------------- the queue
 class AssetIngestQueue:
     """The ingest queue of one workspace (see the module docstring)."""
@@ -175,9 +147,10 @@ class AssetIngestQueue:
         self._registries: dict[str, AssetRegistry] = {}
         self._registries_lock = threading.Lock()
         self.auto_worker = auto_worker
-        from .worker import IngestWorker
-
-        self.worker = IngestWorker(self)
+        self.jobs = JobStore(self.db)
+        self.staging = Staging(self.ws, self.jobs, self.default_project)
+        self.worker = IngestWorker(self.ws, self.jobs, self.staging, self.limiter, recover=self.recover,
+                                   safe_name=safe_filename)
         self.recover()
         if start_worker:
             self.start_worker()
@@ -191,75 +164,20 @@ class AssetIngestQueue:
                 reg = self._registries[project_id] = AssetRegistry(project_id, ws=self.ws)
             return reg
 
-    def _row(self, conn, job_id: str) -> dict | None:
-        row = conn.execute("SELECT * FROM ingest_jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return _job_from_row(row) if row else None
-
-    def _require(self, conn, job_id: str) -> dict:
-        job = self._row(conn, job_id) if isinstance(job_id, str) else None
-        if job is None:
-            raise JobNotFoundError(f"no ingest job {job_id!r}")
-        return job
-
-    def _update(self, conn, job: dict, topic: str | None, changes: dict[str, Any], **event_extra: Any) -> dict:
-        """Apply ``changes`` to a job row and emit ``topic`` in the caller's transaction."""
-        changes = {**changes, "updated_at": time.time()}
-        cols = ", ".join(f"{k} = ?" for k in changes)
-        values = [json.dumps(v, ensure_ascii=False, default=str) if k in _JSON_COLUMNS and v is not None else v
-                  for k, v in changes.items()]
-        conn.execute(f"UPDATE ingest_jobs SET {cols} WHERE job_id = ?", (*values, job["job_id"]))
-        new = {**job, **changes}
-        if topic:
-            emit(conn, topic, _event_payload(new, **event_extra), project_id=new.get("project_id"))
-        return new
-
-    def _insert(self, conn, job: dict, topic: str = "on_asset_ingest_enqueued") -> dict:
-        cols = ", ".join(job)
-        values = [json.dumps(v, ensure_ascii=False, default=str) if k in _JSON_COLUMNS and v is not None else v
-                  for k, v in job.items()]
-        conn.execute(f"INSERT INTO ingest_jobs({cols}) VALUES ({', '.join('?' * len(job))})", values)
-        emit(conn, topic, _event_payload(job), project_id=job.get("project_id"))
-        return job
-
-    def _poke(self) -> None:
-        get_hook_bus(self.db).poke()
-
-    def _new_job(self, **fields: Any) -> dict:
-        now = time.time()
-        job = {"job_id": secrets.token_hex(6), "project_id": self.default_project, "provider": "local",
-               "status": "queued", "source_path": None, "remote_url": None, "dest_relative": None,
-               "asset_type_hint": None, "pin": False, "terms_acknowledged": False, "digest": None,
-               "expected_sha256": None, "bytes": None, "bytes_done": 0, "bytes_total": None, "filename": None,
-               "staging_path": None, "dedup_of": None, "existing_uid": None, "asset_uid": None, "notes": [],
-               "error": None, "errors": [], "attempts": 1, "metadata": {}, "user_metadata": {},
-               "provider_metadata": None, "next_attempt_at": 0.0, "owner": None, "staged_boot": None,
-               "created_at": now, "updated_at": now}
-        job.update(fields)
-        return job
-
-    # staging is one flat folder (no per-job folder to create and delete): ``<job_id>-<file name>``
-    # for staged files, ``.<job_id>.download.part`` (+ ``.json``) for a pull in progress
+    # staging is one flat folder (see comfyvn.ingest.staging)
     def staged_file(self, job_id: str, filename: str) -> Path:
-        return self.staging_dir / f"{job_id}-{filename}"
+        return self.staging.staged_file(job_id, filename)
 
     def part_file(self, job_id: str) -> Path:
-        return self.staging_dir / f".{job_id}{PART_SUFFIX}"
+        return self.staging.part_file(job_id)
 
     def job_dir(self, job_id: str) -> Path:
         """The per-job staging folder of earlier versions; no longer created (see :meth:`job_files`)."""
-        return self.staging_dir / job_id
+        return self.staging.job_dir(job_id)
 
     def job_files(self, job_id: str) -> list[Path]:
         """Every file in staging that belongs to a job (scans the folder; for people and tests)."""
-        return sorted(p for p in self.staging_dir.iterdir() if p.name.startswith((f"{job_id}-", f".{job_id}")))
-
-    def _remove_job_files(self, job: dict, *, keep_part: bool = False) -> None:
-        paths = [self.staged_file(job["job_id"], job["filename"])] if job.get("filename") else []
-        if not keep_part:
-            part = self.part_file(job["job_id"])
-            paths += [part, part.with_name(part.name + ".json")]
-        for path in paths:
-            path.unlink(missing_ok=True)
+        return self.staging.job_files(job_id)
 
     # ------------------------------------------------------------------ source checks
     def allowed_source_roots(self) -> list[Path]:
@@ -274,80 +192,9 @@ class AssetIngestQueue:
         """
         return sources.check_source(source_path, self.ws)
 
-    def _project_assets_root(self, project_id: str | None) -> Path:
-        return self.ws.assets_root / check_project_id(project_id or self.default_project)
-
-    # ------------------------------------------------------------------ dedup
-    def _dedup(self, conn, project_id: str, digest: str, exclude: str | None = None) -> dict | None:
-        """The change that makes a job a duplicate of ``digest``, or None if it is new."""
-        row = conn.execute(
-            "SELECT job_id FROM ingest_jobs WHERE project_id = ? AND digest = ? AND status IN ('staged','applying')"
-            " AND job_id != ? LIMIT 1", (project_id, digest, exclude or "")).fetchone()
-        if row:
-            return {"status": "duplicate", "dedup_of": row[0], "note": "duplicate.staged"}
-        row = _registered(conn, project_id, digest)
-        if row:
-            return {"status": "duplicate", "existing_uid": row[0], "note": "duplicate.registry"}
-        return None
-
-    def _settle_staged(self, conn, job: dict, digest: str, size: int, staged: Path | None, *,
-                       insert: bool, topic: str, extra_notes: list[str] | None = None,
-                       staged_boot: str | None = None) -> dict:
-        """Record freshly staged bytes as ``staged``, or as a ``duplicate`` of what exists.
-        ``staged_boot``: the boot the bytes were written behind in (None: already fsynced)."""
-        notes = list(job.get("notes") or []) + list(extra_notes or [])
-        dup = self._dedup(conn, job["project_id"], digest, exclude=job["job_id"])
-        fields: dict[str, Any] = {"digest": digest, "bytes": size, "bytes_done": size, "owner": None}
-        if staged is not None:
-            fields["staged_boot"] = staged_boot
-        if dup is None:
-            fields.update(status="staged", staging_path=str(staged) if staged else None, error=None)
-        else:
-            fields.update(status="duplicate", staging_path=None, pin=False, dedup_of=dup.get("dedup_of"),
-                          existing_uid=dup.get("existing_uid"), error=None)
-            notes.append(dup["note"])
-        fields["notes"] = list(dict.fromkeys(notes))
-        if insert:
-            return self._insert(conn, {**job, **fields}, topic)
-        return self._update(conn, job, topic, fields)
-
-    # ------------------------------------------------------------------ local staging
     def stage_file(self, job_id: str, src: Path, filename: str) -> tuple[Path, str, int, str | None]:
-        """Copy ``src`` into staging, hashing in the same pass (temp file + rename).
-
-        The source is opened once and checked by :func:`comfyvn.sources.open_source` (allowed
-        roots, refused names, regular file, size cap), and copied from that descriptor.
-        Returns ``(path, digest, size, staged_boot)``.  The bytes are written behind: their
-        write-back starts at once but nobody waits for it; ``staged_boot`` (this boot's id)
-        lets apply() fsync them in this boot, or re-hash them after the machine restarted, so a
-        power loss shows up as a failed job, never as wrong bytes in the registry.  Where the
-        kernel has no boot id the copy is fsynced here instead (``staged_boot`` None).
-        """
-        row = self.db.query_one("SELECT project_id FROM ingest_jobs WHERE job_id = ?", (job_id,))
-        with self._open_source(src, row[0] if row else None) as source:
-            return self._stage_opened(job_id, source, filename)
-
-    def _open_source(self, src: Any, project_id: str | None, *, uploads_ok: bool = False):
-        return sources.open_source(src, self.ws, confined=True, assets_root=self._project_assets_root(project_id),
-                                   limit=sources.source_limit(self.ws, self.staging_dir), uploads_ok=uploads_ok)
-
-    def _stage_opened(self, job_id: str, source: sources.OpenedSource,
-                      filename: str) -> tuple[Path, str, int, str | None]:
-        final = self.staged_file(job_id, filename)
-        boot = boot_id()
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{owner_token()}.", suffix=".tmp",
-                                        dir=self.staging_dir)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                digest, size = source.copy_into(fh, fsync=boot is None)  # pipelined for big files
-                if boot is not None:
-                    start_writeback(fh.fileno())
-            os.replace(tmp_name, final)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        # A lost rename shows up as "Staging file missing", never as wrong bytes.
-        return final, digest, size, boot
+        """Copy ``src`` into staging, hashing in the same pass (see :meth:`Staging.stage_file`)."""
+        return self.staging.stage_file(job_id, src, filename)
 
     # ------------------------------------------------------------------ enqueue
     def enqueue(self, provider: str = "local", metadata: dict | None = None, *, source_path: Any = None,
@@ -385,22 +232,22 @@ class AssetIngestQueue:
             return self._enqueue_remote(remote_url, fields, wait=wait)
 
         # opened once and checked as opened; an upload's body handed on by the upload route may be read
-        with self._open_source(source_path, project_id, uploads_ok=handoff) as source:
+        with self.staging.open_source(source_path, project_id, uploads_ok=handoff) as source:
             filename = safe_filename(source.path.name)
-            job = self._new_job(source_path=str(source.path), filename=filename, **fields)
+            job = new_job(source_path=str(source.path), filename=filename, **fields)
             job["metadata"] = normalise_metadata(provider, metadata, filename=filename)
-            staged, digest, size, boot = self._stage_opened(job["job_id"], source, filename)
+            staged, digest, size, boot = self.staging.stage_opened(job["job_id"], source, filename)
         crash_point("enqueue.staged")
         try:
             with self.db.transaction() as conn:
-                job = self._settle_staged(conn, job, digest, size, staged, insert=True,
+                job = self.jobs.settle_staged(conn, job, digest, size, staged, insert=True,
                                           topic="on_asset_ingest_enqueued", staged_boot=boot)
         except BaseException:
             staged.unlink(missing_ok=True)
             raise
-        if job["status"] == "duplicate":
+        if job["status"] == JobStatus.DUPLICATE:
             staged.unlink(missing_ok=True)
-        self._poke()
+        self.jobs.notify()
         return public_job(job)
 
     def _enqueue_remote(self, url: str, fields: dict, *, wait: bool) -> dict:
@@ -414,15 +261,13 @@ class AssetIngestQueue:
             raise TermsNotAcknowledgedError(
                 f"remote pulls from {provider} need terms_acknowledged=true: confirm you accept the provider's "
                 "terms and the asset's licence (features.require_remote_terms_ack)")
-        job = self._new_job(remote_url=url, notes=notes, **fields)
+        job = new_job(remote_url=url, notes=notes, **fields)
         job["metadata"] = normalise_metadata(provider, fields["user_metadata"])
         with self.db.transaction() as conn:
-            active = conn.execute(
-                "SELECT job_id FROM ingest_jobs WHERE project_id = ? AND remote_url = ?"
-                " AND status IN ('queued','downloading') LIMIT 1", (job["project_id"], url)).fetchone()
+            active = self.jobs.active_pull(conn, job["project_id"], url)
             if active:
-                job.update(status="duplicate", dedup_of=active[0], notes=notes + ["duplicate.queued"])
-                job = self._insert(conn, job)
+                job.update(status=JobStatus.DUPLICATE, dedup_of=active, notes=notes + ["duplicate.queued"])
+                job = self.jobs.insert(conn, job)
             else:
                 if wait:
                     retry_after = self.limiter.try_acquire(provider, conn=conn)
@@ -431,12 +276,12 @@ class AssetIngestQueue:
                             f"{provider} rate limit reached; try again in {retry_after:.1f} s (or enqueue "
                             "without wait and the worker pulls it when the bucket refills)",
                             retry_after=retry_after)
-                    job.update(status="downloading", owner=owner_token())
-                job = self._insert(conn, job)
-        self._poke()
-        if job["status"] == "downloading":
+                    job.update(status=JobStatus.DOWNLOADING, owner=owner_token())
+                job = self.jobs.insert(conn, job)
+        self.jobs.notify()
+        if job["status"] == JobStatus.DOWNLOADING:
             return public_job(self.worker.process(job))
-        if job["status"] == "queued":
+        if job["status"] == JobStatus.QUEUED:
             self.worker.wake(start=self.auto_worker)
         return public_job(job)
 
@@ -447,9 +292,6 @@ class AssetIngestQueue:
         besides their URLs); other providers take https URLs on their allow-listed hosts.  A
         ``token=`` query parameter is removed: tokens come from CIVITAI_API_TOKEN / HF_TOKEN.
         """
-        from .providers import civitai, huggingface
-        from .providers.base import check_reference_url
-
         try:
             check_reference_url(url)  # the webhook URL length cap; ports 1-65535
         except RemoteError as exc:
@@ -492,7 +334,7 @@ class AssetIngestQueue:
         _check_type(asset_type_override, "asset_type_override")
         result: dict[str, list] = {"applied": [], "failed": [], "skipped": [], "unknown": []}
         if job_ids is None:
-            ids = [r[0] for r in self.db.query("SELECT job_id FROM ingest_jobs WHERE status = 'staged' ORDER BY seq")]
+            ids = self.jobs.ids_with_status(JobStatus.STAGED)
         elif isinstance(job_ids, str):
             raise ValueError("job_ids must be a list of job ids, not a single string")
         else:
@@ -507,26 +349,26 @@ class AssetIngestQueue:
         claimed, dropped = [], []
         with self.db.transaction() as conn:
             for job_id in ids:
-                job = self._row(conn, job_id) if isinstance(job_id, str) else None
+                job = self.jobs.row(conn, job_id) if isinstance(job_id, str) else None
                 if job is None:
                     result["unknown"].append(job_id)
-                elif job["status"] != "staged":
+                elif job["status"] != JobStatus.STAGED:
                     result["skipped"].append(public_job(job))
                 elif not job["staging_path"] or not os.path.isfile(job["staging_path"]):
-                    result["failed"].append(public_job(self._fail(conn, job, STAGING_MISSING)))
-                elif (existing := _registered(conn, job["project_id"], job["digest"])) is not None:
+                    result["failed"].append(public_job(self.jobs.fail(conn, job, STAGING_MISSING)))
+                elif (existing := registered_asset(conn, job["project_id"], job["digest"])) is not None:
                     # registered meanwhile by someone else: do not touch that asset
-                    job = self._update(conn, job, "on_asset_ingest_updated", {
-                        "status": "duplicate", "existing_uid": existing[0], "pin": False, "staging_path": None,
+                    job = self.jobs.update(conn, job, UPDATED, {
+                        "status": JobStatus.DUPLICATE, "existing_uid": existing[0], "pin": False, "staging_path": None,
                         "notes": list(dict.fromkeys(job["notes"] + ["duplicate.registry"]))})
                     dropped.append(job)
                     result["skipped"].append(public_job(job))
                 else:  # (no other staged job can hold this digest: the unique index on active digests)
-                    claimed.append(self._update(conn, job, "on_asset_ingest_updated",
-                                                {"status": "applying", "owner": owner_token()}))
-        self._poke()
+                    claimed.append(self.jobs.update(conn, job, UPDATED,
+                                                {"status": JobStatus.APPLYING, "owner": owner_token()}))
+        self.jobs.notify()
         for job in dropped:
-            self._remove_job_files(job)
+            self.staging.remove_job_files(job)
         return claimed
 
     def _staged_bytes_problem(self, job: dict) -> str | None:
@@ -585,8 +427,8 @@ class AssetIngestQueue:
         for project_id, jobs in by_project.items():
             def mark_applied(conn, index: int, record: dict, jobs: list[dict] = jobs) -> None:
                 job = jobs[index]
-                applied[job["job_id"]] = self._update(conn, job, "on_asset_ingest_applied", {
-                    "status": "applied", "asset_uid": record["uid"], "pin": False, "staging_path": None,
+                applied[job["job_id"]] = self.jobs.update(conn, job, "on_asset_ingest_applied", {
+                    "status": JobStatus.APPLIED, "asset_uid": record["uid"], "pin": False, "staging_path": None,
                     "owner": None, "error": None}, path=record["abs_path"], sidecar=record["sidecar"])
             try:
                 items = [self._registration(job, override) for job in jobs]
@@ -597,128 +439,107 @@ class AssetIngestQueue:
         crash_point("apply.registered")
         with self.db.transaction() as conn:
             for job, problem in failures:
-                result["failed"].append(public_job(self._fail(conn, job, problem)))
+                result["failed"].append(public_job(self.jobs.fail(conn, job, problem)))
             for job in ready:
                 staged = Path(job["staging_path"])
                 outcome = outcomes[job["job_id"]]
                 if isinstance(outcome, BaseException):
                     current = job if staged.is_file() else {**job, "staging_path": None}
-                    result["failed"].append(public_job(self._fail(
+                    result["failed"].append(public_job(self.jobs.fail(
                         conn, current, f"{type(outcome).__name__}: {outcome}", keep_file=staged.is_file())))
                     continue
                 staged.unlink(missing_ok=True)  # merged, or the identical file already lay at the destination
                 if job["job_id"] in applied:
                     result["applied"].append(public_job(applied[job["job_id"]]))
                 else:  # the registry merged us into a row someone else made meanwhile: nothing was moved
-                    result["skipped"].append(public_job(self._update(conn, job, "on_asset_ingest_updated", {
-                        "status": "duplicate", "existing_uid": outcome["uid"], "pin": False, "staging_path": None,
+                    result["skipped"].append(public_job(self.jobs.update(conn, job, UPDATED, {
+                        "status": JobStatus.DUPLICATE, "existing_uid": outcome["uid"], "pin": False, "staging_path": None,
                         "owner": None, "notes": list(dict.fromkeys(job["notes"] + ["duplicate.registry"]))})))
         for job, _ in failures:
-            self._remove_job_files(job)
-        self._poke()
+            self.staging.remove_job_files(job)
+        self.jobs.notify()
         crash_point("apply.committed")
-
-    def _fail(self, conn, job: dict, error: str, *, keep_file: bool = False, **extra: Any) -> dict:
-        errors = list(job.get("errors") or []) + [{"attempt": job["attempts"], "error": error,
-                                                  "at": time.time()}]
-        changes: dict[str, Any] = {"status": "failed", "error": error, "errors": errors, "owner": None,
-                                   "pin": False if not keep_file else job["pin"]}
-        if not keep_file:
-            changes["staging_path"] = None
-        changes.update(extra)
-        return self._update(conn, job, "on_asset_ingest_failed", changes)
 
     # ------------------------------------------------------------------ other transitions
     def release(self, job_id: str) -> dict:
         """Drop a staged, duplicate or failed job: deletes its staging file and its dedup pin."""
         with self.db.transaction() as conn:
-            job = self._require(conn, job_id)
-            if job["status"] == "released":
+            job = self.jobs.require(conn, job_id)
+            if job["status"] == JobStatus.RELEASED:
                 return public_job(job)
-            if job["status"] == "applied":
+            if job["status"] == JobStatus.APPLIED:
                 raise InvalidTransitionError(
                     f"job {job_id} is applied: its file now belongs to asset {job['asset_uid']}; remove the "
                     f"asset from the registry (AssetRegistry.remove_asset('{job['asset_uid']}')) instead")
-            if job["status"] not in ("staged", "duplicate", "failed"):
-                hint = {"queued": "cancel it instead", "downloading": "cancel it instead",
-                        "applying": "wait for apply() to finish", "cancelled": "it holds nothing any more"}
+            if job["status"] not in TRANSITIONS[JobAction.RELEASE]:
+                hint = {JobStatus.QUEUED: "cancel it instead", JobStatus.DOWNLOADING: "cancel it instead",
+                        JobStatus.APPLYING: "wait for apply() to finish",
+                        JobStatus.CANCELLED: "it holds nothing any more"}
                 raise InvalidTransitionError(
                     f"job {job_id} is {job['status']}: only staged, duplicate or failed jobs can be released "
                     f"({hint.get(job['status'], '')})")
-            job = self._update(conn, job, "on_asset_ingest_updated",
-                               {"status": "released", "pin": False, "staging_path": None, "owner": None})
-        self._remove_job_files(job)
-        self._poke()
+            job = self.jobs.update(conn, job, UPDATED,
+                               {"status": JobStatus.RELEASED, "pin": False, "staging_path": None, "owner": None})
+        self.staging.remove_job_files(job)
+        self.jobs.notify()
         return public_job(job)
 
     def cancel(self, job_id: str) -> dict:
         """Stop a queued, downloading or staged job (its partial or staged file is deleted)."""
         with self.db.transaction() as conn:
-            job = self._require(conn, job_id)
-            if job["status"] == "cancelled":
+            job = self.jobs.require(conn, job_id)
+            if job["status"] == JobStatus.CANCELLED:
                 return public_job(job)
-            if job["status"] not in ("queued", "downloading", "staged"):
+            if job["status"] not in TRANSITIONS[JobAction.CANCEL]:
                 raise InvalidTransitionError(
                     f"job {job_id} is {job['status']}: only queued, downloading or staged jobs can be cancelled"
-                    + (" (release it instead)" if job["status"] in ("duplicate", "failed") else ""))
+                    + (" (release it instead)" if job["status"] in TRANSITIONS[JobAction.RELEASE] else ""))
             was = job["status"]
-            job = self._update(conn, job, "on_asset_ingest_updated",
-                               {"status": "cancelled", "pin": False, "staging_path": None})
-        if was != "downloading":  # a running download notices, stops and cleans up itself
-            self._remove_job_files(job)
-        self._poke()
+            job = self.jobs.update(conn, job, UPDATED,
+                               {"status": JobStatus.CANCELLED, "pin": False, "staging_path": None})
+        if was != JobStatus.DOWNLOADING:  # a running download notices, stops and cleans up itself
+            self.staging.remove_job_files(job)
+        self.jobs.notify()
         return public_job(job)
 
     def retry(self, job_id: str) -> dict:
         """Try a failed or cancelled job again (``attempts`` + 1)."""
         with self.db.transaction() as conn:
-            job = self._require(conn, job_id)
-            if job["status"] not in ("failed", "cancelled"):
+            job = self.jobs.require(conn, job_id)
+            if job["status"] not in TRANSITIONS[JobAction.RETRY]:
                 raise InvalidTransitionError(
                     f"job {job_id} is {job['status']}: only failed or cancelled jobs can be retried")
             staged = Path(job["staging_path"]) if job["staging_path"] else None
             base = {"attempts": job["attempts"] + 1, "error": None, "owner": None, "next_attempt_at": 0.0,
                     "notes": list(dict.fromkeys(job["notes"] + ["retried"]))}
             if staged is not None and staged.is_file() and job["digest"]:
-                job = self._update(conn, job, None, base)
-                job = self._settle_staged(conn, job, job["digest"], job["bytes"] or 0, staged,
-                                          insert=False, topic="on_asset_ingest_updated",
+                job = self.jobs.update(conn, job, None, base)
+                job = self.jobs.settle_staged(conn, job, job["digest"], job["bytes"] or 0, staged,
+                                          insert=False, topic=UPDATED,
                                           staged_boot=job.get("staged_boot"))
             else:
-                job = self._update(conn, job, "on_asset_ingest_updated",
-                                   {**base, "status": "queued", "staging_path": None, "bytes_done": 0})
-        if job["status"] == "duplicate":
-            self._remove_job_files(job)
-        self._poke()
-        if job["status"] == "queued" and job["remote_url"] is None:
+                job = self.jobs.update(conn, job, UPDATED,
+                                   {**base, "status": JobStatus.QUEUED, "staging_path": None, "bytes_done": 0})
+        if job["status"] == JobStatus.DUPLICATE:
+            self.staging.remove_job_files(job)
+        self.jobs.notify()
+        if job["status"] == JobStatus.QUEUED and job["remote_url"] is None:
             return public_job(self.worker.process_local(job))  # a local file is re-staged at once
-        if job["status"] == "queued":
+        if job["status"] == JobStatus.QUEUED:
             self.worker.wake(start=self.auto_worker)
         return public_job(self.get(job_id) or job)
 
     # ------------------------------------------------------------------ reading
     def get(self, job_id: str) -> dict | None:
-        job = self._row(self.db.conn, job_id) if isinstance(job_id, str) else None
+        job = self.jobs.get(job_id)
         return public_job(job) if job else None
-
-    def _filters(self, status: str | None, provider: str | None) -> tuple[str, list]:
-        where, params = [], []
-        if status is not None:
-            if status not in STATUSES:
-                raise ValueError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
-            where.append("status = ?")
-            params.append(status)
-        if provider is not None:
-            where.append("provider = ?")
-            params.append(provider)
-        return (" WHERE " + " AND ".join(where)) if where else "", params
 
     def page_jobs(self, limit: int = 50, status: str | None = None, provider: str | None = None,
                   cursor: str | None = None) -> dict:
         """Newest first: ``{"items": [job], "next_cursor": str | None}``."""
         if not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise ValueError("limit must be an integer between 1 and 1000")
-        where, params = self._filters(status, provider)
+        before = None
         if cursor is not None:
             try:
                 before = int(cursor)
@@ -726,25 +547,17 @@ class AssetIngestQueue:
                     raise ValueError
             except (TypeError, ValueError):
                 raise ValueError(f"invalid cursor {str(cursor)[:80]!r}") from None
-            where += (" AND " if where else " WHERE ") + "seq < ?"
-            params.append(before)
-        rows = self.db.query(f"SELECT * FROM ingest_jobs{where} ORDER BY seq DESC LIMIT ?", (*params, limit + 1))
-        items = [public_job(_job_from_row(r)) for r in rows[:limit]]
-        next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
-        return {"items": items, "next_cursor": next_cursor}
+        jobs, more = self.jobs.page(limit, status, provider, before_seq=before)
+        return {"items": [public_job(j) for j in jobs], "next_cursor": str(more) if more is not None else None}
 
     def list_jobs(self, limit: int = 50, status: str | None = None, provider: str | None = None) -> list[dict]:
         """The newest ``limit`` jobs, optionally of one status / provider."""
         return self.page_jobs(limit=limit, status=status, provider=provider)["items"]
 
     def summary(self) -> dict:
-        counts = dict.fromkeys(STATUSES, 0)
-        for status, n in self.db.query("SELECT status, COUNT(*) FROM ingest_jobs GROUP BY status"):
-            counts[status] = n
-        providers = {p: n for p, n in self.db.query("SELECT provider, COUNT(*) FROM ingest_jobs GROUP BY provider")}
-        staged_bytes, pinned = self.db.query_one(
-            "SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(pin), 0) FROM ingest_jobs"
-            " WHERE status IN ('staged','applying')")
+        counts = self.jobs.counts()
+        providers = self.jobs.provider_counts()
+        staged_bytes, pinned = self.jobs.held_totals()
         rate_limits = {}
         for provider in REMOTE_PROVIDERS:
             try:
@@ -758,19 +571,12 @@ class AssetIngestQueue:
 
     def dedup_snapshot(self) -> dict:
         """``{digest: {...}}`` of the bytes that block duplicates now (staged/applying jobs)."""
-        rows = self.db.query(
-            "SELECT digest, job_id, status, pin, provider, project_id, staging_path, bytes, updated_at"
-            " FROM ingest_jobs WHERE status IN ('staged','applying') AND digest IS NOT NULL ORDER BY seq")
-        return {r["digest"]: {"job_id": r["job_id"], "status": r["status"], "pinned": bool(r["pin"]),
-                              "provider": r["provider"], "project_id": r["project_id"],
-                              "staging_path": r["staging_path"], "bytes": r["bytes"],
-                              "updated_at": r["updated_at"]} for r in rows}
+        return self.jobs.dedup_snapshot()
 
     def prune(self, older_than: float) -> list[dict]:
         """Release unpinned staged jobs untouched for ``older_than`` seconds (pins keep theirs)."""
         cutoff = time.time() - float(older_than)
-        ids = [r[0] for r in self.db.query("SELECT job_id FROM ingest_jobs WHERE status = 'staged' AND pin = 0"
-                                           " AND updated_at < ?", (cutoff,))]
+        ids = self.jobs.ids_with_status(JobStatus.STAGED, unpinned_before=cutoff)
         out = []
         for job_id in ids:
             try:
@@ -781,14 +587,29 @@ class AssetIngestQueue:
 
     # ------------------------------------------------------------------ state files
     def export_state(self, path: str | os.PathLike[str] | None = None) -> dict:
-        from .state import export_state
-
-        return export_state(self, path)
+        """Write ``queue_state.json`` and ``dedup_cache.json`` (see :func:`comfyvn.ingest.state.export_state`)."""
+        return export_state(self.jobs, self.ws, path)
 
     def import_state(self, path_or_dict: Any, dedup_cache: Any = None) -> dict:
-        from .state import import_state
+        """Replay an archived queue state (see :func:`comfyvn.ingest.state.import_state`)."""
+        result = import_state(self.jobs, self.staging, path_or_dict, dedup_cache=dedup_cache,
+                              check_entry=self._check_import_entry)
+        if any(j["status"] == JobStatus.QUEUED for j in result["imported"]):
+            self.worker.wake(start=self.auto_worker)
+        return result
 
-        return import_state(self, path_or_dict, dedup_cache=dedup_cache)
+    @staticmethod
+    def _check_import_entry(entry: dict) -> str | None:
+        """Why an archived job may not be imported as it is (its project, type or destination), or None."""
+        try:
+            if entry.get("project_id") is not None:
+                check_project_id(entry["project_id"])
+            _check_type(entry.get("asset_type_hint"), "asset_type_hint")
+            if entry.get("dest_relative") is not None:
+                safe_relative(entry["dest_relative"], what="dest_relative")
+        except (ValueError, UnsafePathError) as exc:
+            return str(exc)
+        return None
 
     # ------------------------------------------------------------------ worker
     def start_worker(self) -> None:
@@ -811,8 +632,7 @@ class AssetIngestQueue:
         registry's intent journal has put the file back), else ``failed``.
         """
         stats = {"requeued": 0, "applied": 0, "restaged": 0, "failed": 0, "swept": 0}
-        stuck = [j for j in (_job_from_row(r) for r in self.db.query(
-            "SELECT * FROM ingest_jobs WHERE status IN ('downloading','applying')")) if not owner_alive(j["owner"])]
+        stuck = [j for j in self.jobs.claimed() if not owner_alive(j["owner"])]
         projects_recovered: set[str] = set()
         for job in stuck:
             try:
@@ -821,78 +641,47 @@ class AssetIngestQueue:
                 bad_project = str(exc)
             else:
                 bad_project = None
-                if job["status"] == "applying" and job["project_id"] not in projects_recovered:
+                if job["status"] == JobStatus.APPLYING and job["project_id"] not in projects_recovered:
                     projects_recovered.add(job["project_id"])
                     self.registry(job["project_id"]).recover()
             with self.db.transaction() as conn:
-                current = self._row(conn, job["job_id"])
+                current = self.jobs.row(conn, job["job_id"])
                 if current is None or current["status"] != job["status"] or current["owner"] != job["owner"]:
                     continue
                 if bad_project is not None:
-                    self._fail(conn, current, bad_project)
+                    self.jobs.fail(conn, current, bad_project)
                     stats["failed"] += 1
                     continue
                 stats[self._recover_one(conn, current)] += 1
-        stats["swept"] = self._sweep_staging()
+        stats["swept"] = self.staging.sweep()
         if any(stats.values()):
             log.info("ingest recovery: %s", stats)
-            self._poke()
+            self.jobs.notify()
         return stats
 
     def _recover_one(self, conn, job: dict) -> str:
         notes = list(job["notes"])
-        if job["status"] == "downloading":
-            self._update(conn, job, "on_asset_ingest_updated", {
-                "status": "queued", "owner": None, "notes": list(dict.fromkeys(notes + ["recovered.interrupted"]))})
+        if job["status"] == JobStatus.DOWNLOADING:
+            self.jobs.update(conn, job, UPDATED, {
+                "status": JobStatus.QUEUED, "owner": None, "notes": list(dict.fromkeys(notes + ["recovered.interrupted"]))})
             return "requeued"
         staged = Path(job["staging_path"]) if job["staging_path"] else None
-        asset = _registered(conn, job["project_id"], job["digest"]) if job["digest"] else None
+        asset = registered_asset(conn, job["project_id"], job["digest"]) if job["digest"] else None
         registry = self.registry(job["project_id"])
         if asset is not None and (registry.assets_root / asset["path"]).is_file():
             if staged is not None and staged.exists():  # the registry kept its own copy: ours is spare
                 staged.unlink(missing_ok=True)
-            self._update(conn, job, "on_asset_ingest_applied", {
-                "status": "applied", "asset_uid": asset["uid"], "pin": False, "staging_path": None, "owner": None,
+            self.jobs.update(conn, job, "on_asset_ingest_applied", {
+                "status": JobStatus.APPLIED, "asset_uid": asset["uid"], "pin": False, "staging_path": None, "owner": None,
                 "notes": list(dict.fromkeys(notes + ["recovered.applied"]))},
                 path=str(registry.assets_root / asset["path"]))
             return "applied"
         if staged is not None and staged.is_file():
-            self._update(conn, job, "on_asset_ingest_updated", {
-                "status": "staged", "owner": None, "notes": list(dict.fromkeys(notes + ["recovered.restaged"]))})
+            self.jobs.update(conn, job, UPDATED, {
+                "status": JobStatus.STAGED, "owner": None, "notes": list(dict.fromkeys(notes + ["recovered.restaged"]))})
             return "restaged"
-        self._fail(conn, job, STAGING_MISSING)
+        self.jobs.fail(conn, job, STAGING_MISSING)
         return "failed"
-
-    def _sweep_staging(self) -> int:
-        """Delete what nobody will use: temp files of dead writers, files of finished jobs, and
-        files without a job once they are an hour old (an enqueue killed before it committed)."""
-        cutoff = time.time() - STALE_TEMP_SECONDS
-        keep = {r[0] for r in self.db.query(
-            "SELECT job_id FROM ingest_jobs WHERE status IN ('queued','downloading','staged','applying','failed')")}
-        swept = 0
-        try:
-            entries = [e for e in os.scandir(self.staging_dir) if e.is_file(follow_symlinks=False)]
-        except FileNotFoundError:
-            return 0
-        for entry in entries:
-            name = entry.name
-            token = temp_owner(name)
-            if token is not None:  # ".<job>-<name>.<owner>.<random>.tmp"
-                drop = not owner_alive(token)
-            else:
-                job_id = name[1:13] if name.startswith(".") else name[:12]
-                if job_id in keep:
-                    continue
-                try:
-                    old = entry.stat(follow_symlinks=False).st_mtime < cutoff
-                except FileNotFoundError:
-                    continue
-                known = self.db.query_one("SELECT 1 FROM ingest_jobs WHERE job_id = ?", (job_id,))
-                drop = known is not None or old
-            if drop:
-                Path(entry.path).unlink(missing_ok=True)
-                swept += 1
-        return swept
 
 
 # ---------------------------------------------------------------------------- one per workspace

@@ -24,22 +24,25 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..config import feature_enabled
+from ..config import Workspace, feature_enabled
 from ..fsutil import atomic_write_json, is_within
 from ..hooks.events import utc_timestamp
 from .errors import IngestError
-
-if TYPE_CHECKING:
-    from .queue import AssetIngestQueue
+from .jobs import HOLDS_DIGEST, PENDING, SETTLED, JobStatus
+from .jobstore import ENQUEUED, JobStore, new_job, public_job
+from .mappers import PROVIDERS, normalise_metadata
+from .staging import UNKNOWN_BOOT, Staging
 
 STATE_VERSION = 2
 
-_V1_STATUS = {"pending": "queued", "queued": "queued", "downloading": "queued", "fetching": "queued",
-              "staged": "staged", "ready": "staged", "applying": "staged", "applied": "applied",
-              "done": "applied", "duplicate": "duplicate", "failed": "failed", "error": "failed",
-              "released": "released", "cancelled": "cancelled", "canceled": "cancelled"}
+_S = JobStatus
+# the pre-database queue's states (v1) -> today's status; a job in flight then is redone now
+_V1_STATUS = {"pending": _S.QUEUED, "queued": _S.QUEUED, "downloading": _S.QUEUED, "fetching": _S.QUEUED,
+              "staged": _S.STAGED, "ready": _S.STAGED, "applying": _S.STAGED, "applied": _S.APPLIED,
+              "done": _S.APPLIED, "duplicate": _S.DUPLICATE, "failed": _S.FAILED, "error": _S.FAILED,
+              "released": _S.RELEASED, "cancelled": _S.CANCELLED, "canceled": _S.CANCELLED}
 
 
 # ---------------------------------------------------------------------------- migrations
@@ -121,18 +124,13 @@ def migrate_cache(doc: Any) -> tuple[dict, int]:
 
 
 # ---------------------------------------------------------------------------- export
-def export_state(queue: AssetIngestQueue, path: str | os.PathLike[str] | None = None) -> dict:
+def export_state(store: JobStore, ws: Workspace, path: str | os.PathLike[str] | None = None) -> dict:
     """Write both snapshots atomically (``path`` = where the queue state goes; the cache beside it)."""
-    from .queue import _job_from_row, public_job
-
-    state_file = Path(path) if path is not None else queue.ws.queue_state_file
-    cache_file = queue.ws.dedup_cache_file if path is None else state_file.with_name("dedup_cache.json")
+    state_file = Path(path) if path is not None else ws.queue_state_file
+    cache_file = ws.dedup_cache_file if path is None else state_file.with_name("dedup_cache.json")
     now = utc_timestamp()
-    jobs = []
-    for row in queue.db.query("SELECT * FROM ingest_jobs ORDER BY seq"):
-        job = _job_from_row(row)
-        jobs.append({**public_job(job), "user_metadata": job["user_metadata"]})
-    cache = queue.dedup_snapshot()
+    jobs = [{**public_job(job), "user_metadata": job["user_metadata"]} for job in store.all_jobs()]
+    cache = store.dedup_snapshot()
     atomic_write_json(state_file, {"version": STATE_VERSION, "exported_at": now, "jobs": jobs})
     atomic_write_json(cache_file, {"version": STATE_VERSION, "exported_at": now, "cache": cache})
     return {"version": STATE_VERSION, "exported_at": now, "jobs": len(jobs), "cache": len(cache),
@@ -152,7 +150,8 @@ def _load(source: Any, what: str) -> Any:
         raise IngestError(f"{what} file {path} is not valid JSON: {exc}", code="bad_state") from None
 
 
-def import_state(queue: AssetIngestQueue, source: Any, *, dedup_cache: Any = None) -> dict:
+def import_state(store: JobStore, staging: Staging, source: Any, *, dedup_cache: Any = None,
+                 check_entry: Callable[[dict], str | None] | None = None) -> dict:
     """Replay an archived queue state (any version) into this workspace's queue.
 
     Jobs already present (same ``job_id``) are skipped, so importing twice is harmless.
@@ -160,16 +159,15 @@ def import_state(queue: AssetIngestQueue, source: Any, *, dedup_cache: Any = Non
     or ``staged`` when their staging file is still inside this workspace's staging folder;
     finished ones are kept as history.  Remote jobs without ``terms_acknowledged`` are refused
     while ``features.require_remote_terms_ack`` is on (turn it off to replay them).
+    ``check_entry`` (the queue's own checks of a project, type and destination) says why an
+    entry is refused.  The caller wakes a worker for the jobs imported as ``queued``.
     """
-    from .mappers import PROVIDERS, normalise_metadata
-    from .queue import UNKNOWN_BOOT
-
     doc, original = migrate_state(_load(source, "queue state"))
     pins: dict[str, bool] = {}
     if dedup_cache is not None:
         cache_doc, _ = migrate_cache(_load(dedup_cache, "dedup cache"))
         pins = {d.lower(): bool(e.get("pinned")) for d, e in cache_doc["cache"].items() if isinstance(e, dict)}
-    require_ack = feature_enabled("require_remote_terms_ack", queue.ws)
+    require_ack = feature_enabled("require_remote_terms_ack", staging.ws)
     result: dict[str, Any] = {"version": STATE_VERSION, "migrated_from": original if original != STATE_VERSION
                               else None, "imported": [], "skipped": [], "refused": []}
     for i, entry in enumerate(doc["jobs"]):
@@ -187,48 +185,30 @@ def import_state(queue: AssetIngestQueue, source: Any, *, dedup_cache: Any = Non
         elif remote and require_ack and entry.get("terms_acknowledged") is not True:
             reason = ("terms.not_acknowledged: remote job lacks terms_acknowledged=true; turn off "
                       "features.require_remote_terms_ack to replay it, or acknowledge the terms and re-enqueue")
-        if reason is None:
-            reason = _check_paths(entry)
+        if reason is None and check_entry is not None:
+            reason = check_entry(entry)
         if reason:
             result["refused"].append({"index": i, "job_id": job_id, "reason": reason})
             continue
-        with queue.db.transaction() as conn:
-            if conn.execute("SELECT 1 FROM ingest_jobs WHERE job_id = ?", (job_id,)).fetchone():
+        with store.db.transaction() as conn:
+            if store.exists(job_id, conn):
                 result["skipped"].append({"job_id": job_id, "reason": "a job with this id exists"})
                 continue
-            job = _replayed_job(queue, entry, pins, normalise_metadata)
-            if job["status"] == "staged":
+            job = _replayed_job(staging, entry, pins)
+            if job["status"] == JobStatus.STAGED:
                 # bytes nobody here wrote: apply() checks them against the digest before use
-                job = queue._settle_staged(conn, job, job["digest"], job["bytes"] or 0,
-                                           Path(job["staging_path"]), insert=True, topic="on_asset_ingest_enqueued",
-                                           staged_boot=UNKNOWN_BOOT)
+                job = store.settle_staged(conn, job, job["digest"], job["bytes"] or 0,
+                                          Path(job["staging_path"]), insert=True, topic=ENQUEUED,
+                                          staged_boot=UNKNOWN_BOOT)
             else:
-                job = queue._insert(conn, job)
+                job = store.insert(conn, job)
         result["imported"].append({"job_id": job_id, "status": job["status"]})
-    queue._poke()
-    if any(j["status"] == "queued" for j in result["imported"]):
-        queue.worker.wake(start=queue.auto_worker)
+    store.notify()
     return result
 
 
-def _check_paths(entry: dict) -> str | None:
-    from ..fsutil import UnsafePathError, safe_relative
-    from ..studio.core.asset_registry import check_project_id
-    from .queue import _check_type
-
-    try:
-        if entry.get("project_id") is not None:
-            check_project_id(entry["project_id"])
-        _check_type(entry.get("asset_type_hint"), "asset_type_hint")
-        if entry.get("dest_relative") is not None:
-            safe_relative(entry["dest_relative"], what="dest_relative")
-    except (ValueError, UnsafePathError) as exc:
-        return str(exc)
-    return None
-
-
-def _replayed_job(queue: AssetIngestQueue, entry: dict, pins: dict[str, bool], normalise) -> dict:
-    status = entry.get("status") or "queued"
+def _replayed_job(staging: Staging, entry: dict, pins: dict[str, bool]) -> dict:
+    status = entry.get("status") or JobStatus.QUEUED
     provider = entry.get("provider") or "local"
     digest = (entry.get("digest") or "").lower() or None
     notes = [n for n in entry.get("notes") or [] if isinstance(n, str)] + ["imported"]
@@ -242,29 +222,29 @@ def _replayed_job(queue: AssetIngestQueue, entry: dict, pins: dict[str, bool], n
         "asset_uid": entry.get("asset_uid"), "error": entry.get("error"),
         "errors": entry.get("errors") if isinstance(entry.get("errors"), list) else [],
         "attempts": int(entry.get("attempts") or 1), "user_metadata": user_meta,
-        "metadata": entry.get("metadata") if isinstance(entry.get("metadata"), dict) else normalise(provider, user_meta),
+        "metadata": entry.get("metadata") if isinstance(entry.get("metadata"), dict) else normalise_metadata(provider, user_meta),
         "filename": entry.get("filename"), "expected_sha256": entry.get("expected_sha256"),
-        "project_id": entry.get("project_id") or queue.default_project,
+        "project_id": entry.get("project_id") or staging.default_project,
         "created_at": _epoch(entry.get("created_at")) or time.time(),
     }
     if fields["filename"] is None:
         name = Path(str(fields["source_path"] or "")).name
         fields["filename"] = name or None
-    if status in ("staged", "applying"):
+    if status in HOLDS_DIGEST:
         staged = entry.get("staging_path")
         # only a file inside this workspace's staging folder may be applied; anything else is re-staged
-        if digest and staged and is_within(Path(staged), [queue.staging_dir]) and Path(staged).is_file():
-            fields.update(status="staged", staging_path=str(Path(staged).resolve()))
+        if digest and staged and is_within(Path(staged), [staging.dir]) and Path(staged).is_file():
+            fields.update(status=JobStatus.STAGED, staging_path=str(Path(staged).resolve()))
         else:
-            fields["status"] = "queued"
+            fields["status"] = JobStatus.QUEUED
             notes.append("imported.restage")
-    elif status in ("queued", "downloading"):
-        fields["status"] = "queued"
-    elif status in ("applied", "duplicate", "failed", "released", "cancelled"):
+    elif status in PENDING:
+        fields["status"] = JobStatus.QUEUED
+    elif status in SETTLED:
         fields["status"] = status  # history: never blocks dedup, never runs again by itself
     else:
-        fields.update(status="failed", error=f"imported with unknown status {status!r}")
+        fields.update(status=JobStatus.FAILED, error=f"imported with unknown status {status!r}")
     fields["notes"] = list(dict.fromkeys(notes))
-    if fields["status"] != "staged":
+    if fields["status"] != JobStatus.STAGED:
         fields["pin"] = False
-    return queue._new_job(job_id=entry["job_id"], **fields)
+    return new_job(job_id=entry["job_id"], **fields)

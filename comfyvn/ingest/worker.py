@@ -9,22 +9,25 @@ with a ``next_attempt_at``; nobody has to sleep and retry by hand.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..config import get_setting
+from .. import sources
+from ..config import Workspace, get_setting
 from ..fsutil import fsync_dir, owner_token
+from . import remote
 from .errors import IngestError, RemoteError
+from .jobs import JobStatus
+from .jobstore import UPDATED, JobStore
 from .mappers import merge_metadata, normalise_metadata
-
-if TYPE_CHECKING:
-    from .queue import AssetIngestQueue
+from .ratelimit import RateLimiter
+from .staging import Staging
 
 log = logging.getLogger("comfyvn.ingest.worker")
 
@@ -32,6 +35,7 @@ POLL_SECONDS = 1.0  # how often an idle worker looks for jobs other processes qu
 RECOVER_SECONDS = 30.0  # how often a running worker looks for jobs of dead processes
 PROGRESS_SECONDS = 0.5  # at most two progress events per second per job
 DEFAULT_MAX_AUTO_RETRIES = 5
+MAX_REMOTE_BYTES = 200 * 1024 * 1024  # a pull's size cap unless ingest.max_remote_bytes says otherwise
 
 
 def backoff_seconds(failures: int, base: float = 5.0) -> float:
@@ -40,8 +44,20 @@ def backoff_seconds(failures: int, base: float = 5.0) -> float:
 
 
 class IngestWorker:
-    def __init__(self, queue: AssetIngestQueue) -> None:
-        self.queue = queue
+    """Claims and runs queued jobs of one workspace: remote pulls and local re-staging.
+
+    ``recover`` (the queue's recovery) runs every :data:`RECOVER_SECONDS` in a running worker;
+    ``safe_name`` is the file-name rule every name reaching staging goes through.
+    """
+
+    def __init__(self, ws: Workspace, jobs: JobStore, staging: Staging, limiter: RateLimiter, *,
+                 recover: Callable[[], object], safe_name: Callable[[str | None], str]) -> None:
+        self.ws = ws
+        self.jobs = jobs
+        self.staging = staging
+        self.limiter = limiter
+        self.recover = recover
+        self.safe_name = safe_name
         self.remote_api: Any = None  # tests may plug in an object with plan_remote/download
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -58,7 +74,7 @@ class IngestWorker:
             if self.running:
                 return
             self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name=f"comfyvn-ingest:{self.queue.ws.root.name}",
+            self._thread = threading.Thread(target=self._loop, name=f"comfyvn-ingest:{self.ws.root.name}",
                                             daemon=True)
             self._thread.start()
 
@@ -81,7 +97,7 @@ class IngestWorker:
             try:
                 if time.monotonic() - last_recover > RECOVER_SECONDS:
                     last_recover = time.monotonic()
-                    self.queue.recover()
+                    self.recover()
                 job, wait = self.claim_next()
                 if job is not None:
                     self.run_job(job)
@@ -101,7 +117,7 @@ class IngestWorker:
             if job is not None:
                 done.append(self.run_job(job))
                 continue
-            if not self.queue.db.query_one("SELECT 1 FROM ingest_jobs WHERE status = 'queued' LIMIT 1"):
+            if not self.jobs.has_queued():
                 return done
             remaining = math.inf if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
@@ -111,34 +127,29 @@ class IngestWorker:
     # ------------------------------------------------------------------ claiming
     def claim_next(self) -> tuple[dict | None, float]:
         """Claim the oldest runnable queued job (taking its provider's token); else the wait."""
-        from .queue import _job_from_row
-
-        q = self.queue
-        if not q.db.query_one("SELECT 1 FROM ingest_jobs WHERE status = 'queued' LIMIT 1"):
+        if not self.jobs.has_queued():
             return None, POLL_SECONDS
         now = time.time()
         wait = POLL_SECONDS
         blocked: set[str] = set()
-        with q.db.transaction() as conn:
-            for row in conn.execute("SELECT * FROM ingest_jobs WHERE status = 'queued' ORDER BY seq LIMIT 200"):
-                job = _job_from_row(row)
+        with self.jobs.db.transaction() as conn:
+            for job in self.jobs.queued(conn):
                 if job["next_attempt_at"] > now:
                     wait = min(wait, job["next_attempt_at"] - now)
                     continue
                 if job["remote_url"]:
                     if job["provider"] in blocked:
                         continue
-                    pause = q.limiter.try_acquire(job["provider"], conn=conn, now=now)
+                    pause = self.limiter.try_acquire(job["provider"], conn=conn, now=now)
                     if pause > 0:
                         blocked.add(job["provider"])
                         wait = min(wait, pause)
                         continue
-                job = q._update(conn, job, "on_asset_ingest_updated",
-                                {"status": "downloading", "owner": owner_token()})
+                job = self.jobs.update(conn, job, UPDATED, {"status": JobStatus.DOWNLOADING, "owner": owner_token()})
                 break
             else:
                 return None, max(0.01, wait)
-        q._poke()
+        self.jobs.notify()
         return job, 0.0
 
     def run_job(self, job: dict) -> dict:
@@ -146,122 +157,115 @@ class IngestWorker:
 
     # ------------------------------------------------------------------ helpers
     def _api(self) -> ModuleType | Any:
-        return self.remote_api or importlib.import_module("comfyvn.ingest.remote")
+        return self.remote_api or remote
 
     def _still_mine(self, conn, job_id: str) -> dict | None:
-        current = self.queue._row(conn, job_id)
-        if current is None or current["status"] != "downloading" or current["owner"] != owner_token():
+        current = self.jobs.row(conn, job_id)
+        if current is None or current["status"] != JobStatus.DOWNLOADING or current["owner"] != owner_token():
             return None
         return current
 
     def _abandon(self, job_id: str) -> dict:
         """The job was cancelled (or taken over) meanwhile: drop our files, report its state."""
-        job = self.queue._row(self.queue.db.conn, job_id)
-        if job is not None and job["status"] in ("cancelled", "released"):
-            self.queue._remove_job_files(job)
+        job = self.jobs.get(job_id)
+        if job is not None and job["status"] in (JobStatus.CANCELLED, JobStatus.RELEASED):
+            self.staging.remove_job_files(job)
         return job or {"job_id": job_id, "status": "unknown"}
 
     def _claim_local(self, job: dict) -> dict | None:
-        if job["status"] == "downloading":
+        if job["status"] == JobStatus.DOWNLOADING:
             return job
-        with self.queue.db.transaction() as conn:
-            current = self.queue._row(conn, job["job_id"])
-            if current is None or current["status"] != "queued":
+        with self.jobs.db.transaction() as conn:
+            current = self.jobs.row(conn, job["job_id"])
+            if current is None or current["status"] != JobStatus.QUEUED:
                 return None
-            job = self.queue._update(conn, current, "on_asset_ingest_updated",
-                                     {"status": "downloading", "owner": owner_token()})
-        self.queue._poke()
+            job = self.jobs.update(conn, current, UPDATED, {"status": JobStatus.DOWNLOADING, "owner": owner_token()})
+        self.jobs.notify()
         return job
 
     # ------------------------------------------------------------------ local (re-)staging
     def process_local(self, job: dict) -> dict:
         """Stage a queued local job from its ``source_path`` (after a retry or an import)."""
-        q = self.queue
         claimed = self._claim_local(job)
         if claimed is None:
-            return q._row(q.db.conn, job["job_id"]) or job
+            return self.jobs.get(job["job_id"]) or job
         job = claimed
         try:
-            src = q.check_source(job["source_path"])
-            from .queue import safe_filename
-
-            staged, digest, size, boot = q.stage_file(job["job_id"], src,
-                                                      job["filename"] or safe_filename(src.name))
+            src = sources.check_source(job["source_path"], self.ws)
+            staged, digest, size, boot = self.staging.stage_file(job["job_id"], src,
+                                                                 job["filename"] or self.safe_name(src.name))
         except (OSError, IngestError) as exc:
             return self._finish_failed(job, str(exc))
-        with q.db.transaction() as conn:
+        with self.jobs.db.transaction() as conn:
             current = self._still_mine(conn, job["job_id"])
             if current is None:
                 return self._abandon(job["job_id"])
-            job = q._settle_staged(conn, current, digest, size, staged, insert=False,
-                                   topic="on_asset_ingest_updated", staged_boot=boot)
-        if job["status"] == "duplicate":
-            q._remove_job_files(job)
-        q._poke()
+            job = self.jobs.settle_staged(conn, current, digest, size, staged, insert=False, topic=UPDATED,
+                                          staged_boot=boot)
+        if job["status"] == JobStatus.DUPLICATE:
+            self.staging.remove_job_files(job)
+        self.jobs.notify()
         return job
 
     # ------------------------------------------------------------------ remote pulls
     def process(self, job: dict) -> dict:
         """Pull a claimed (``downloading``) remote job: plan, dedup by published hash, download, stage."""
-        q = self.queue
+        jobs, staging = self.jobs, self.staging
         api = self._api()
         job_id = job["job_id"]
         try:
-            plan = api.plan_remote(job["provider"], job["remote_url"], job["user_metadata"] or None, q.ws)
+            plan = api.plan_remote(job["provider"], job["remote_url"], job["user_metadata"] or None, self.ws)
             expected = plan.expected_sha256.lower() if plan.expected_sha256 else None
-            from .queue import safe_filename
-
-            filename = safe_filename(plan.filename)
+            filename = self.safe_name(plan.filename)
             meta = merge_metadata(
                 normalise_metadata(job["provider"], plan.provider_metadata or {}, filename=plan.filename,
                                    sha256=expected),
                 normalise_metadata(job["provider"], job["user_metadata"] or {}))
-            with q.db.transaction() as conn:
+            with jobs.db.transaction() as conn:
                 current = self._still_mine(conn, job_id)
                 if current is None:
                     return self._abandon(job_id)
                 fields = {"filename": filename, "expected_sha256": expected, "bytes_total": plan.expected_size,
                           "metadata": meta, "provider_metadata": plan.provider_metadata or None}
-                dup = q._dedup(conn, current["project_id"], expected, exclude=job_id) if expected else None
+                dup = jobs.dedup(conn, current["project_id"], expected, exclude=job_id) if expected else None
                 if dup is not None:  # known before a single byte is downloaded
-                    job = q._update(conn, current, "on_asset_ingest_updated", {
-                        **fields, "status": "duplicate", "digest": expected, "owner": None, "pin": False,
+                    job = jobs.update(conn, current, UPDATED, {
+                        **fields, "status": JobStatus.DUPLICATE, "digest": expected, "owner": None, "pin": False,
                         "dedup_of": dup.get("dedup_of"), "existing_uid": dup.get("existing_uid"),
                         "notes": list(dict.fromkeys(current["notes"] + [dup["note"], "dedup.before_download"]))})
                 else:
-                    job = q._update(conn, current, None, fields)
-            q._poke()
-            if job["status"] == "duplicate":
-                q._remove_job_files(job)
+                    job = jobs.update(conn, current, None, fields)
+            jobs.notify()
+            if job["status"] == JobStatus.DUPLICATE:
+                staging.remove_job_files(job)
                 return job
-            part = q.part_file(job_id)
+            part = staging.part_file(job_id)
             progress, cancelled = self._callbacks(job)
-            max_bytes = int(get_setting("ingest.max_remote_bytes", None, q.ws) or _max_remote_bytes())
-            digest, size = api.download(plan, part, ws=q.ws, max_bytes=max_bytes, progress=progress,
+            max_bytes = int(get_setting("ingest.max_remote_bytes", None, self.ws) or MAX_REMOTE_BYTES)
+            digest, size = api.download(plan, part, ws=self.ws, max_bytes=max_bytes, progress=progress,
                                         cancelled=cancelled)
-            final = q.staged_file(job_id, filename)
+            final = staging.staged_file(job_id, filename)
             os.replace(part, final)
-            fsync_dir(q.staging_dir)
+            fsync_dir(staging.dir)
         except RemoteError as exc:
             return self._remote_failed(job_id, exc)
         except (OSError, IngestError, ValueError) as exc:
             return self._finish_failed(self._current(job_id, job), f"{type(exc).__name__}: {exc}")
-        with q.db.transaction() as conn:
+        with jobs.db.transaction() as conn:
             current = self._still_mine(conn, job_id)
             if current is None:
                 return self._abandon(job_id)
-            job = q._settle_staged(conn, current, digest, size, final, insert=False,
-                                   topic="on_asset_ingest_updated")
-        if job["status"] == "duplicate":
-            q._remove_job_files(job)
-        q._poke()
+            job = jobs.settle_staged(conn, current, digest, size, final, insert=False, topic=UPDATED)
+        if job["status"] == JobStatus.DUPLICATE:
+            staging.remove_job_files(job)
+        jobs.notify()
         return job
 
     def _current(self, job_id: str, fallback: dict) -> dict:
-        return self.queue._row(self.queue.db.conn, job_id) or fallback
+        return self.jobs.get(job_id) or fallback
 
     def _callbacks(self, job: dict):
-        q = self.queue
+        jobs = self.jobs
         job_id = job["job_id"]
         state = {"last": 0.0, "checked": 0.0, "cancelled": False}
         owner = owner_token()
@@ -271,30 +275,29 @@ class IngestWorker:
             if now - state["last"] < PROGRESS_SECONDS and not (total and done >= total):
                 return
             state["last"] = now
-            with q.db.transaction() as conn:
-                current = q._row(conn, job_id)
-                if current is None or current["status"] != "downloading" or current["owner"] != owner:
+            with jobs.db.transaction() as conn:
+                current = jobs.row(conn, job_id)
+                if current is None or current["status"] != JobStatus.DOWNLOADING or current["owner"] != owner:
                     state["cancelled"] = True
                     return
-                q._update(conn, current, "on_asset_ingest_progress",
+                jobs.update(conn, current, "on_asset_ingest_progress",
                           {"bytes_done": int(done), "bytes_total": total if total is not None else
                            current["bytes_total"]}, bytes_done=int(done),
-                          bytes_total=total if total is not None else current["bytes_total"])
-            q._poke()
+                            bytes_total=total if total is not None else current["bytes_total"])
+            jobs.notify()
 
         def cancelled() -> bool:
             now = time.monotonic()
             if not state["cancelled"] and now - state["checked"] >= 0.25:
                 state["checked"] = now
-                row = q.db.query_one("SELECT status, owner FROM ingest_jobs WHERE job_id = ?", (job_id,))
-                state["cancelled"] = row is None or row[0] != "downloading" or row[1] != owner
+                row = jobs.status_and_owner(job_id)
+                state["cancelled"] = row is None or row[0] != JobStatus.DOWNLOADING or row[1] != owner
             return state["cancelled"]
 
         return progress, cancelled
 
     def _remote_failed(self, job_id: str, exc: RemoteError) -> dict:
-        q = self.queue
-        with q.db.transaction() as conn:
+        with self.jobs.db.transaction() as conn:
             current = self._still_mine(conn, job_id)
             if current is None:
                 abandoned = True
@@ -303,52 +306,44 @@ class IngestWorker:
                 job = self._record_failure(conn, current, exc)
         if abandoned:
             return self._abandon(job_id)
-        q._poke()
-        if job["status"] == "failed" and not exc.retryable:
-            q._remove_job_files({"job_id": job_id})  # a bad body is no prefix to resume
+        self.jobs.notify()
+        if job["status"] == JobStatus.FAILED and not exc.retryable:
+            self.staging.remove_job_files({"job_id": job_id})  # a bad body is no prefix to resume
         return job
 
     def _record_failure(self, conn, job: dict, exc: RemoteError) -> dict:
-        q = self.queue
-        limit = int(get_setting("ingest.max_auto_retries", DEFAULT_MAX_AUTO_RETRIES, q.ws))
+        limit = int(get_setting("ingest.max_auto_retries", DEFAULT_MAX_AUTO_RETRIES, self.ws))
         streak = 0
         for entry in reversed(job["errors"] or []):
             if not entry.get("auto_retry"):
                 break
             streak += 1
         if exc.retryable and streak < limit:
-            base = float(get_setting("ingest.retry_backoff_s", 5.0, q.ws))
+            base = float(get_setting("ingest.retry_backoff_s", 5.0, self.ws))
             delay = exc.retry_after if exc.retry_after is not None else backoff_seconds(streak + 1, base)
             if exc.status == 429 or exc.retry_after is not None:
-                q.limiter.block(job["provider"], delay, conn=conn)  # every process waits, not just us
+                self.limiter.block(job["provider"], delay, conn=conn)  # every process waits, not just us
             entry = {"attempt": job["attempts"], "error": exc.message, "code": exc.code, "at": time.time(),
                      "auto_retry": True, "retry_in": delay}
-            return q._update(conn, job, "on_asset_ingest_updated", {
-                "status": "queued", "owner": None, "attempts": job["attempts"] + 1, "error": exc.message,
+            return self.jobs.update(conn, job, UPDATED, {
+                "status": JobStatus.QUEUED, "owner": None, "attempts": job["attempts"] + 1, "error": exc.message,
                 "errors": list(job["errors"] or []) + [entry], "next_attempt_at": time.time() + delay,
                 "notes": list(dict.fromkeys(job["notes"] + ["retry.scheduled"]))}, retry_in=delay)
-        return q._fail(conn, job, exc.message, keep_file=False, **({"notes": list(dict.fromkeys(
+        return self.jobs.fail(conn, job, exc.message, keep_file=False, **({"notes": list(dict.fromkeys(
             job["notes"] + ["retry.exhausted"]))} if exc.retryable else {}))
 
     def _finish_failed(self, job: dict, error: str) -> dict:
-        q = self.queue
-        with q.db.transaction() as conn:
+        with self.jobs.db.transaction() as conn:
             current = self._still_mine(conn, job["job_id"])
             if current is None:
                 abandoned = True
             else:
                 abandoned = False
-                job = q._fail(conn, current, error)
+                job = self.jobs.fail(conn, current, error)
         if abandoned:
             return self._abandon(job["job_id"])
-        q._poke()
+        self.jobs.notify()
         return job
 
 
-def _max_remote_bytes() -> int:
-    from .queue import MAX_REMOTE_BYTES
-
-    return MAX_REMOTE_BYTES
-
-
-__all__ = ["IngestWorker", "backoff_seconds"]
+__all__ = ["MAX_REMOTE_BYTES", "IngestWorker", "backoff_seconds"]

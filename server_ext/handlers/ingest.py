@@ -13,15 +13,13 @@ from jupyter_server.auth.decorator import authorized
 from tornado import web
 
 from comfyvn.config import ConfigError, feature_enabled
+from comfyvn.ingest.jobs import PENDING, STATUSES, JobStatus
 
 from .base import ApiError, ComfyvnAPIHandler, field, map_exception, string_list
 from .uploads import StreamedUploadMixin
 
 AUTH_RESOURCE = "comfyvn:ingest"
 FLAG = "enable_asset_ingest"
-STATUSES = ("queued", "downloading", "staged", "applying", "applied", "duplicate", "failed", "released",
-            "cancelled")
-_PENDING = ("queued", "downloading")
 _ENQUEUE_FIELDS = ("provider", "metadata", "source_path", "remote_url", "dest_relative", "asset_type_hint", "pin",
                    "terms_acknowledged", "project_id", "wait", "asset_type")
 
@@ -40,9 +38,9 @@ def with_alias(name: str, value: str | None, alias: str, alias_value: str | None
 def enqueue_status(job: dict[str, Any]) -> int:
     """202 while a remote pull is pending, 201 for a newly staged file, 200 otherwise (duplicate...)."""
     status = job.get("status")
-    if status in _PENDING:
+    if status in PENDING:
         return 202
-    return 201 if status == "staged" else 200
+    return 201 if status == JobStatus.STAGED else 200
 
 
 class IngestHandler(ComfyvnAPIHandler):
@@ -215,7 +213,7 @@ class RetryHandler(IngestHandler):
         job_id = self.job_id_body()
         queue = await self.queue()
         job = await self.run(queue.retry, job_id)
-        self.reply(job, 202 if job.get("status") in _PENDING else 200)
+        self.reply(job, 202 if job.get("status") in PENDING else 200)
 
 
 class CancelHandler(IngestHandler):

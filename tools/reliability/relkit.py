@@ -38,11 +38,9 @@ for _p in (str(TESTS_DIR), str(REPO_ROOT)):
 
 from comfyvn.config import Workspace, workspace  # noqa: E402
 from comfyvn.hooks.webhooks import verify  # noqa: E402
+from comfyvn.ingest.jobs import STATUSES, UNSETTLED, JobStatus, sql_in  # noqa: E402
 
 SIDECAR_SUFFIX = ".asset.json"
-JOB_STATUSES = {"queued", "downloading", "staged", "applying", "applied", "duplicate", "failed", "released",
-                "cancelled"}
-PENDING_STATUSES = ("queued", "downloading", "applying")
 WEBHOOK_SECRET = "reliability-webhook-secret-7f3a"
 
 #: settings every harness server runs with: ingest on, local receivers and fake providers allowed
@@ -220,11 +218,11 @@ class WorkspaceView:
         return {r["job_id"]: r for r in self.rows("SELECT * FROM ingest_jobs")}
 
     def pending_jobs(self) -> list[dict]:
+        """The jobs not yet settled (:data:`comfyvn.ingest.jobs.UNSETTLED`: queued, downloading, applying)."""
         if not self.has_table("ingest_jobs"):
             return []
-        marks = ",".join("?" * len(PENDING_STATUSES))
-        return self.rows(f"SELECT job_id, status, next_attempt_at, error FROM ingest_jobs WHERE status IN ({marks})",
-                         PENDING_STATUSES)
+        return self.rows("SELECT job_id, status, next_attempt_at, error FROM ingest_jobs"
+                         f" WHERE status IN {sql_in(UNSETTLED)}")
 
     def assets(self, project: str = "default") -> list[dict]:
         rows = self.rows("SELECT * FROM assets WHERE project_id = ?", (project,))
@@ -290,18 +288,18 @@ def audit_workspace(ws: Workspace, *, acked_jobs: set[str] | None = None,
             problems.append(f"job lost: {job_id} was acknowledged but is not in the queue")
     assets = {r["uid"]: r for r in view.assets(project)}
     for job in jobs.values():
-        if job["status"] not in JOB_STATUSES:
+        if job["status"] not in STATUSES:
             problems.append(f"job {job['job_id']} has an illegal status {job['status']!r}")
-        if job["status"] == "staged":
+        if job["status"] == JobStatus.STAGED:
             staged = Path(job["staging_path"] or "")
             if not job["staging_path"] or not staged.is_file():
                 problems.append(f"staged job {job['job_id']} has no staging file ({job['staging_path']})")
             elif job["digest"] and sha256_of(staged) != job["digest"]:
                 problems.append(f"staged job {job['job_id']}: staging file {staged} does not match its digest")
-        if job["status"] == "applied" and job["asset_uid"] and job["project_id"] == project \
+        if job["status"] == JobStatus.APPLIED and job["asset_uid"] and job["project_id"] == project \
                 and job["asset_uid"] not in assets:
             problems.append(f"applied job {job['job_id']} points at missing asset {job['asset_uid']}")
-        if check_pending and job["status"] in PENDING_STATUSES:
+        if check_pending and job["status"] in UNSETTLED:
             problems.append(f"job {job['job_id']} still {job['status']} after the restart settled")
     root = ws.assets_root / project
     by_path = {r["path"]: r for r in assets.values()}

@@ -1,0 +1,298 @@
+"""The job store: every statement on ``ingest_jobs`` and the job-row codec.
+
+A job is a plain dict (the row, JSON columns decoded, ``pin``/``terms_acknowledged`` as bools).
+Every change goes through :meth:`JobStore.update` or :meth:`JobStore.insert` inside the caller's
+transaction and emits its event there (the outbox), so the change and its event commit together.
+The queue, the worker, the state export/import and the repairs all read and write jobs here.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ..hooks import emit, get_hook_bus
+from ..store import Database
+from .errors import JobNotFoundError
+from .jobs import CLAIMED, HOLDS_DIGEST, KEEPS_STAGING, PENDING, STATUSES, JobStatus, check_status, sql_in
+
+JSON_COLUMNS = ("notes", "errors", "metadata", "user_metadata", "provider_metadata")
+PUBLIC_KEYS = ("job_id", "provider", "status", "source_path", "remote_url", "dest_relative", "asset_type_hint",
+               "pin", "terms_acknowledged", "digest", "bytes", "bytes_done", "bytes_total", "staging_path",
+               "dedup_of", "existing_uid", "asset_uid", "notes", "error", "errors", "attempts", "metadata",
+               "project_id", "created_at", "updated_at", "expected_sha256", "filename", "next_attempt_at")
+ENQUEUED = "on_asset_ingest_enqueued"
+UPDATED = "on_asset_ingest_updated"
+FAILED = "on_asset_ingest_failed"
+
+
+# ---------------------------------------------------------------------------- the codec
+def job_from_row(row: sqlite3.Row | dict) -> dict:
+    """A job dict from an ``ingest_jobs`` row (JSON columns decoded)."""
+    job = dict(row)
+    for key in JSON_COLUMNS:
+        if key in job:
+            job[key] = json.loads(job[key]) if job[key] else ({} if key != "notes" and key != "errors" else [])
+    job["pin"] = bool(job.get("pin"))
+    job["terms_acknowledged"] = bool(job.get("terms_acknowledged"))
+    return job
+
+
+def encode_value(key: str, value: Any) -> Any:
+    """A job field as its column holds it (JSON columns as text, statuses as plain strings)."""
+    if key in JSON_COLUMNS and value is not None:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value.value if isinstance(value, Enum) else value
+
+
+def public_job(job: dict) -> dict:
+    """What callers see of a job (no owner token, no internal columns)."""
+    return {k: job.get(k) for k in PUBLIC_KEYS}
+
+
+def event_payload(job: dict, **extra: Any) -> dict:
+    """The payload of an ``on_asset_ingest_*`` event (the seed's keys first)."""
+    payload = {"job_id": job["job_id"], "provider": job["provider"], "status": job["status"],
+               "digest": job.get("digest"), "asset_type_hint": job.get("asset_type_hint"),
+               "notes": list(job.get("notes") or []), "project_id": job.get("project_id")}
+    for key in ("dedup_of", "existing_uid", "asset_uid", "error", "attempts"):
+        if job.get(key) is not None:
+            payload[key] = job[key]
+    payload.update(extra)
+    return payload
+
+
+def new_job(**fields: Any) -> dict:
+    """A fresh ``queued`` job (not stored yet), ``fields`` (``project_id`` among them) set over the defaults."""
+    now = time.time()
+    job = {"job_id": secrets.token_hex(6), "project_id": None, "provider": "local",
+           "status": JobStatus.QUEUED, "source_path": None, "remote_url": None, "dest_relative": None,
+           "asset_type_hint": None, "pin": False, "terms_acknowledged": False, "digest": None,
+           "expected_sha256": None, "bytes": None, "bytes_done": 0, "bytes_total": None, "filename": None,
+           "staging_path": None, "dedup_of": None, "existing_uid": None, "asset_uid": None, "notes": [],
+           "error": None, "errors": [], "attempts": 1, "metadata": {}, "user_metadata": {},
+           "provider_metadata": None, "next_attempt_at": 0.0, "owner": None, "staged_boot": None,
+           "created_at": now, "updated_at": now}
+    job.update(fields)
+    return job
+
+
+def registered_asset(conn: sqlite3.Connection, project_id: str, digest: str) -> sqlite3.Row | None:
+    """The registry row ``(uid, path)`` holding ``digest`` (a primary-key lookup: uid = digest[:16])."""
+    return conn.execute("SELECT uid, path FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
+                        (project_id, digest[:16], digest)).fetchone()
+
+
+# ---------------------------------------------------------------------------- the store
+class JobStore:
+    """The ``ingest_jobs`` table of one workspace database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ------------------------------------------------------------------ one job
+    def row(self, conn: sqlite3.Connection, job_id: str) -> dict | None:
+        """The job ``job_id`` as ``conn`` sees it (inside a transaction: as it will commit)."""
+        row = conn.execute("SELECT * FROM ingest_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return job_from_row(row) if row else None
+
+    def get(self, job_id: Any) -> dict | None:
+        """The job ``job_id`` now (None for an unknown id or one that is not a string)."""
+        return self.row(self.db.conn, job_id) if isinstance(job_id, str) else None
+
+    def require(self, conn: sqlite3.Connection, job_id: Any) -> dict:
+        job = self.row(conn, job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise JobNotFoundError(f"no ingest job {job_id!r}")
+        return job
+
+    def exists(self, job_id: str, conn: sqlite3.Connection | None = None) -> bool:
+        return (conn or self.db.conn).execute("SELECT 1 FROM ingest_jobs WHERE job_id = ?",
+                                              (job_id,)).fetchone() is not None
+
+    def project_of(self, job_id: str) -> str | None:
+        row = self.db.query_one("SELECT project_id FROM ingest_jobs WHERE job_id = ?", (job_id,))
+        return row[0] if row else None
+
+    def status_and_owner(self, job_id: str) -> tuple[str, str | None] | None:
+        """``(status, owner)`` of a job, read cheaply (a download polls this to notice a cancel)."""
+        row = self.db.query_one("SELECT status, owner FROM ingest_jobs WHERE job_id = ?", (job_id,))
+        return (row[0], row[1]) if row else None
+
+    # ------------------------------------------------------------------ changes (caller's transaction)
+    def insert(self, conn: sqlite3.Connection, job: dict, topic: str = ENQUEUED) -> dict:
+        """Store a new job and emit ``topic``."""
+        cols = ", ".join(job)
+        values = [encode_value(k, v) for k, v in job.items()]
+        conn.execute(f"INSERT INTO ingest_jobs({cols}) VALUES ({', '.join('?' * len(job))})", values)
+        emit(conn, topic, event_payload(job), project_id=job.get("project_id"))
+        return job
+
+    def update(self, conn: sqlite3.Connection, job: dict, topic: str | None, changes: dict[str, Any],
+               **event_extra: Any) -> dict:
+        """Apply ``changes`` to a job row and emit ``topic`` (None: no event); returns the new job."""
+        changes = {**changes, "updated_at": time.time()}
+        cols = ", ".join(f"{k} = ?" for k in changes)
+        values = [encode_value(k, v) for k, v in changes.items()]
+        conn.execute(f"UPDATE ingest_jobs SET {cols} WHERE job_id = ?", (*values, job["job_id"]))
+        new = {**job, **changes}
+        if topic:
+            emit(conn, topic, event_payload(new, **event_extra), project_id=new.get("project_id"))
+        return new
+
+    def fail(self, conn: sqlite3.Connection, job: dict, error: str, *, keep_file: bool = False,
+             **extra: Any) -> dict:
+        """Mark a job ``failed`` with ``error`` (added to its error history).  ``keep_file``: it keeps
+        its staging file (and pin) for a retry."""
+        errors = list(job.get("errors") or []) + [{"attempt": job["attempts"], "error": error,
+                                                  "at": time.time()}]
+        changes: dict[str, Any] = {"status": JobStatus.FAILED, "error": error, "errors": errors, "owner": None,
+                                   "pin": False if not keep_file else job["pin"]}
+        if not keep_file:
+            changes["staging_path"] = None
+        changes.update(extra)
+        return self.update(conn, job, FAILED, changes)
+
+    def notify(self) -> None:
+        """Wake this process's event tailer now (after a commit) rather than at its next poll."""
+        get_hook_bus(self.db).poke()
+
+    # ------------------------------------------------------------------ dedup
+    def dedup(self, conn: sqlite3.Connection, project_id: str, digest: str,
+              exclude: str | None = None) -> dict | None:
+        """The change that makes a job a duplicate of ``digest``, or None if it is new."""
+        row = conn.execute(
+            "SELECT job_id FROM ingest_jobs WHERE project_id = ? AND digest = ? AND status IN "
+            f"{sql_in(HOLDS_DIGEST)} AND job_id != ? LIMIT 1", (project_id, digest, exclude or "")).fetchone()
+        if row:
+            return {"status": JobStatus.DUPLICATE, "dedup_of": row[0], "note": "duplicate.staged"}
+        row = registered_asset(conn, project_id, digest)
+        if row:
+            return {"status": JobStatus.DUPLICATE, "existing_uid": row[0], "note": "duplicate.registry"}
+        return None
+
+    def settle_staged(self, conn: sqlite3.Connection, job: dict, digest: str, size: int, staged: Path | None, *,
+                      insert: bool, topic: str, extra_notes: list[str] | None = None,
+                      staged_boot: str | None = None) -> dict:
+        """Record freshly staged bytes as ``staged``, or as a ``duplicate`` of what exists.
+        ``staged_boot``: the boot the bytes were written behind in (None: already fsynced)."""
+        notes = list(job.get("notes") or []) + list(extra_notes or [])
+        dup = self.dedup(conn, job["project_id"], digest, exclude=job["job_id"])
+        fields: dict[str, Any] = {"digest": digest, "bytes": size, "bytes_done": size, "owner": None}
+        if staged is not None:
+            fields["staged_boot"] = staged_boot
+        if dup is None:
+            fields.update(status=JobStatus.STAGED, staging_path=str(staged) if staged else None, error=None)
+        else:
+            fields.update(status=JobStatus.DUPLICATE, staging_path=None, pin=False, dedup_of=dup.get("dedup_of"),
+                          existing_uid=dup.get("existing_uid"), error=None)
+            notes.append(dup["note"])
+        fields["notes"] = list(dict.fromkeys(notes))
+        if insert:
+            return self.insert(conn, {**job, **fields}, topic)
+        return self.update(conn, job, topic, fields)
+
+    def active_pull(self, conn: sqlite3.Connection, project_id: str, url: str) -> str | None:
+        """The id of a pending pull of ``url`` in ``project_id`` (a second request is its duplicate)."""
+        row = conn.execute("SELECT job_id FROM ingest_jobs WHERE project_id = ? AND remote_url = ?"
+                           f" AND status IN {sql_in(PENDING)} LIMIT 1", (project_id, url)).fetchone()
+        return row[0] if row else None
+
+    # ------------------------------------------------------------------ lists
+    def ids_with_status(self, status: JobStatus, *, unpinned_before: float | None = None) -> list[str]:
+        """Ids of the jobs in ``status``, oldest first (``unpinned_before``: only unpinned jobs not
+        updated since that time)."""
+        sql, params = "SELECT job_id FROM ingest_jobs WHERE status = ?", [str(status)]
+        if unpinned_before is not None:
+            sql += " AND pin = 0 AND updated_at < ?"
+            params.append(unpinned_before)
+        return [r[0] for r in self.db.query(sql + " ORDER BY seq", tuple(params))]
+
+    def has_queued(self) -> bool:
+        return self.db.query_one(
+            f"SELECT 1 FROM ingest_jobs WHERE status = '{JobStatus.QUEUED}' LIMIT 1") is not None
+
+    def queued(self, conn: sqlite3.Connection, limit: int = 200) -> Iterator[dict]:
+        """The oldest queued jobs (for the worker to claim one)."""
+        for row in conn.execute(f"SELECT * FROM ingest_jobs WHERE status = '{JobStatus.QUEUED}'"
+                                " ORDER BY seq LIMIT ?", (limit,)):
+            yield job_from_row(row)
+
+    def claimed(self) -> list[dict]:
+        """The ``downloading``/``applying`` jobs, whoever owns them."""
+        return [job_from_row(r) for r in self.db.query(
+            f"SELECT * FROM ingest_jobs WHERE status IN {sql_in(CLAIMED)} ORDER BY seq")]
+
+    def ids_keeping_staging(self) -> set[str]:
+        """Jobs whose files in staging are (or may again be) in use."""
+        return {r[0] for r in self.db.query(f"SELECT job_id FROM ingest_jobs WHERE status IN {sql_in(KEEPS_STAGING)}")}
+
+    def all_jobs(self) -> list[dict]:
+        """Every job, oldest first."""
+        return [job_from_row(r) for r in self.db.query("SELECT * FROM ingest_jobs ORDER BY seq")]
+
+    def page(self, limit: int, status: str | None = None, provider: str | None = None,
+             before_seq: int | None = None) -> tuple[list[dict], int | None]:
+        """Up to ``limit`` jobs newest first (filters optional, ``before_seq`` for the next page);
+        returns ``(jobs, seq to continue before or None)``."""
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(str(check_status(status)))
+        if provider is not None:
+            where.append("provider = ?")
+            params.append(provider)
+        if before_seq is not None:
+            where.append("seq < ?")
+            params.append(before_seq)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        rows = self.db.query(f"SELECT * FROM ingest_jobs{clause} ORDER BY seq DESC LIMIT ?", (*params, limit + 1))
+        more = rows[limit - 1]["seq"] if len(rows) > limit else None
+        return [job_from_row(r) for r in rows[:limit]], more
+
+    # ------------------------------------------------------------------ figures
+    def counts(self) -> dict[str, int]:
+        """Jobs per status (every status, zeros included)."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for status, n in self.db.query("SELECT status, COUNT(*) FROM ingest_jobs GROUP BY status"):
+            counts[status] = n
+        return counts
+
+    def provider_counts(self) -> dict[str, int]:
+        return {p: n for p, n in self.db.query("SELECT provider, COUNT(*) FROM ingest_jobs GROUP BY provider")}
+
+    def held_totals(self) -> tuple[int, int]:
+        """``(bytes, pinned jobs)`` of the jobs holding their digest."""
+        staged_bytes, pinned = self.db.query_one(
+            "SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(pin), 0) FROM ingest_jobs"
+            f" WHERE status IN {sql_in(HOLDS_DIGEST)}")
+        return staged_bytes, pinned
+
+    def dedup_snapshot(self) -> dict:
+        """``{digest: {...}}`` of the bytes that block duplicates now (staged/applying jobs)."""
+        rows = self.db.query(
+            "SELECT digest, job_id, status, pin, provider, project_id, staging_path, bytes, updated_at"
+            f" FROM ingest_jobs WHERE status IN {sql_in(HOLDS_DIGEST)} AND digest IS NOT NULL ORDER BY seq")
+        return {r["digest"]: {"job_id": r["job_id"], "status": r["status"], "pinned": bool(r["pin"]),
+                              "provider": r["provider"], "project_id": r["project_id"],
+                              "staging_path": r["staging_path"], "bytes": r["bytes"],
+                              "updated_at": r["updated_at"]} for r in rows}
+
+
+__all__ = [
+    "JSON_COLUMNS",
+    "PUBLIC_KEYS",
+    "JobStore",
+    "encode_value",
+    "event_payload",
+    "job_from_row",
+    "new_job",
+    "public_job",
+    "registered_asset",
+]
