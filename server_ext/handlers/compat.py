@@ -32,7 +32,15 @@ from comfyvn.core import modder_hooks
 from comfyvn.hooks import get_hook_bus
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
-from ..openapi import _PROJECT, _body, _errors, _json, _path, _q, _ref
+from ..openapi import (
+    PROJECT_PARAM,
+    error_responses,
+    json_body,
+    json_response,
+    path_param,
+    query_param,
+    schema_ref,
+)
 from . import assets
 from .assets import ASSET_TOPICS, AssetsBase
 from .base import ApiError, field, loads_strict
@@ -229,40 +237,40 @@ class DebugHooksHandler(CompatBase):
 
 
 _OK_ASSET = {"type": "object", "properties": {"ok": {"type": "boolean"}, "asset_id": {"type": "string"},
-                                              "asset": _ref("Asset")}}
+                                              "asset": schema_ref("Asset")}}
 #: the OpenAPI operations of these routes (``server_ext/openapi.py`` merges them into ``OPERATIONS``)
 OPENAPI_OPERATIONS: dict[str, Any] = {
     "/api/assets/register": {"post": {
         "tags": ["compat"], "summary": "The original's register call: a file already on the server (allowed folders)",
-        "parameters": [_PROJECT],
-        "requestBody": _body({"type": "object", "required": ["path"], "properties": {
+        "parameters": [PROJECT_PARAM],
+        "requestBody": json_body({"type": "object", "required": ["path"], "properties": {
             "path": {"type": "string"}, "asset_type": {"type": "string", "default": "generic"},
             "dest_path": {"type": ["string", "null"]}, "metadata": {"type": ["object", "string", "null"]},
             "copy": {"type": "boolean"}}}, {"path": "/data/in/hero.png", "asset_type": "images",
                                             "metadata": {"tags": ["hero"], "license": "cc0"}}),
-        "responses": {"201": _json(_OK_ASSET, "Registered"), "200": _json(_OK_ASSET, "Already registered (merged)"),
-                      **_errors(400, 403, 409)}}},
+        "responses": {"201": json_response(_OK_ASSET, "Registered"), "200": json_response(_OK_ASSET, "Already registered (merged)"),
+                      **error_responses(400, 403, 409)}}},
     "/api/assets/search": {"get": {
         "tags": ["compat"], "summary": "The original's search: q over path, tags, licence and metadata",
-        "parameters": [_q("q", "Text"), _q("type", "Asset type"), _q("tags", "Tags, all required (csv/repeat)"),
-                       _q("tag", "Same as tags"), _q("license", "Licence"), _q("limit", "1..1000 (200)", "integer"),
-                       _q("include_debug", "Add registry hook details", "boolean"), _PROJECT],
-        "responses": {"200": _json({"type": "object", "properties": {
+        "parameters": [query_param("q", "Text"), query_param("type", "Asset type"), query_param("tags", "Tags, all required (csv/repeat)"),
+                       query_param("tag", "Same as tags"), query_param("license", "Licence"), query_param("limit", "1..1000 (200)", "integer"),
+                       query_param("include_debug", "Add registry hook details", "boolean"), PROJECT_PARAM],
+        "responses": {"200": json_response({"type": "object", "properties": {
             "ok": {"type": "boolean"}, "total": {"type": "integer"},
-            "items": {"type": "array", "items": _ref("Asset")}, "filters": {"type": "object"},
-            "debug": {"type": ["object", "null"]}}}, "Matching assets"), **_errors(400, 403)}}},
+            "items": {"type": "array", "items": schema_ref("Asset")}, "filters": {"type": "object"},
+            "debug": {"type": ["object", "null"]}}}, "Matching assets"), **error_responses(400, 403)}}},
     "/api/assets/{uid}": {"get": {
         "tags": ["compat"], "summary": "One asset in the original's envelope",
-        "parameters": [_path("uid", "Asset uid"), _PROJECT],
-        "responses": {"200": _json(_OK_ASSET, "The asset"), **_errors(403, 404)}}},
+        "parameters": [path_param("uid", "Asset uid"), PROJECT_PARAM],
+        "responses": {"200": json_response(_OK_ASSET, "The asset"), **error_responses(403, 404)}}},
     "/assets/debug/hooks": {"get": {
         "tags": ["assets"], "summary": "In-process registry listeners, asset hook specs and recent asset events",
-        "parameters": [_PROJECT, _q("limit", "History entries, 1..200 (25)", "integer")],
-        "responses": {"200": _json({"type": "object", "properties": {
+        "parameters": [PROJECT_PARAM, query_param("limit", "History entries, 1..200 (25)", "integer")],
+        "responses": {"200": json_response({"type": "object", "properties": {
             "ok": {"type": "boolean"}, "project": {"type": "string"},
             "hooks": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
             "registry_hooks": {"type": "object"},
             "modder_hooks": {"type": "object", "properties": {"events": {"type": "array"},
                                                                "history": {"type": "array"}}}}},
-            "Listeners, specs and history"), **_errors(400, 403)}}},
+            "Listeners, specs and history"), **error_responses(400, 403)}}},
 }
