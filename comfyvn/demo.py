@@ -1,4 +1,4 @@
-"""A demo workspace that tells a small, true story, and the ``comfyvn-demo`` command.
+"""A demo workspace that tells a small, true story (``comfyvn-demo``, in :mod:`comfyvn.launcher`, runs it).
 
     comfyvn-demo seed --workspace demo-workspace   # idempotent
     comfyvn-demo lab  --workspace demo-workspace   # = comfyvn-workbench demo (seed, then JupyterLab)
@@ -17,11 +17,8 @@ The story, all of it generated deterministically (Pillow pictures, ``wave`` soun
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import struct
-import sys
 import tempfile
 import wave
 from pathlib import Path
@@ -196,27 +193,3 @@ def seed(root: Path, *, quiet: bool = False) -> dict:
               "staged in the ingest queue (apply them in the queue inspector), 2 findings for the sidecar "
               f"enforcer (comfyvn-enforcer --fill-metadata --workspace {ws.root} repairs them)")
     return {"workspace": str(ws.root), "registered": len(records), "staged": staged, "findings": findings}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="comfyvn-demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p_seed = sub.add_parser("seed", help="create the demo workspace (idempotent)")
-    p_seed.add_argument("--workspace", default=os.environ.get("COMFYVN_HOME") or "demo-workspace")
-    p_lab = sub.add_parser("lab", help="seed it if needed and start JupyterLab on it (= comfyvn-workbench demo)")
-    p_lab.add_argument("--workspace", default=os.environ.get("COMFYVN_HOME") or "demo-workspace")
-    p_lab.add_argument("--notebooks", default=None, help="notebooks folder (default: the shipped notebooks)")
-    p_lab.add_argument("--port", type=int, default=8888)
-    args = parser.parse_args(argv)
-    if args.cmd == "seed":
-        seed(Path(args.workspace))
-        return 0
-    from .launcher import main as launch
-
-    extra = ["--notebooks", args.notebooks] if args.notebooks else []
-    return launch(["demo", "--workspace", args.workspace, "--port", str(args.port), *extra])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -32,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 
 from .config import NotAWorkspaceError, Workspace, is_workspace, open_existing_workspace, workspace
+from .demo import seed
 
 WORKBENCH = "workbench.ipynb"
 START_TIMEOUT = 180.0  # seconds for the server to answer (a first JupyterLab start builds its caches)
@@ -237,12 +238,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"url: {launch.url}")
         return 0
     if make == "demo":
-        from .demo import seed
-
         seed(ws.root)
     elif make == "init":
         open_existing_workspace(ws.root, create=True)
     return run(launch)
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    """``comfyvn-demo seed|lab``: seed the demo workspace, or seed it and open JupyterLab on it."""
+    parser = argparse.ArgumentParser(prog="comfyvn-demo", description="The demo workspace: sample art, sounds, "
+                                     "queued files and two findings for the sidecar enforcer.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_seed = sub.add_parser("seed", help="create the demo workspace (idempotent)")
+    p_seed.add_argument("--workspace", default=os.environ.get("COMFYVN_HOME") or "demo-workspace")
+    p_lab = sub.add_parser("lab", help="seed it if needed and start JupyterLab on it (= comfyvn-workbench demo)")
+    p_lab.add_argument("--workspace", default=os.environ.get("COMFYVN_HOME") or "demo-workspace")
+    p_lab.add_argument("--notebooks", default=None, help="notebooks folder (default: the shipped notebooks)")
+    p_lab.add_argument("--port", type=int, default=8888)
+    args = parser.parse_args(argv)
+    if args.cmd == "seed":
+        seed(Path(args.workspace))
+        return 0
+    extra = ["--notebooks", args.notebooks] if args.notebooks else []
+    return main(["demo", "--workspace", args.workspace, "--port", str(args.port), *extra])
 
 
 if __name__ == "__main__":
