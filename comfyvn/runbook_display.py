@@ -66,7 +66,7 @@ def plot_status_counts(counts: dict[str, int], stuck: Sequence[dict] = (), title
     ax.bar(statuses, stuck_by, bottom=fine, color="#e45756", label="stuck")
     ax.set_title(title)
     ax.set_ylabel("jobs")
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # MaxNLocator's keyword
     if any(stuck_by):
         ax.legend()
     fig.tight_layout()
@@ -84,7 +84,7 @@ def plot_counts(counts: dict[str, int], title: str, *, bad: Sequence[str] = (), 
     ax.invert_yaxis()
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # MaxNLocator's keyword
     fig.tight_layout()
     return fig
 

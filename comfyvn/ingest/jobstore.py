@@ -71,7 +71,7 @@ def event_payload(job: dict, **extra: Any) -> dict:
 def new_job(**fields: Any) -> dict:
     """A fresh ``queued`` job (not stored yet), ``fields`` (``project_id`` among them) set over the defaults."""
     now = time.time()
-    job = {"job_id": secrets.token_hex(6), "project_id": None, "provider": "local",
+    job: dict[str, Any] = {"job_id": secrets.token_hex(6), "project_id": None, "provider": "local",
            "status": JobStatus.QUEUED, "source_path": None, "remote_url": None, "dest_relative": None,
            "asset_type_hint": None, "pin": False, "terms_acknowledged": False, "digest": None,
            "expected_sha256": None, "bytes": None, "bytes_done": 0, "bytes_total": None, "filename": None,
@@ -208,7 +208,8 @@ class JobStore:
     def ids_with_status(self, status: JobStatus, *, unpinned_before: float | None = None) -> list[str]:
         """Ids of the jobs in ``status``, oldest first (``unpinned_before``: only unpinned jobs not
         updated since that time)."""
-        sql, params = "SELECT job_id FROM ingest_jobs WHERE status = ?", [str(status)]
+        sql = "SELECT job_id FROM ingest_jobs WHERE status = ?"
+        params: list[Any] = [str(status)]
         if unpinned_before is not None:
             sql += " AND pin = 0 AND updated_at < ?"
             params.append(unpinned_before)
@@ -241,7 +242,8 @@ class JobStore:
              before_seq: int | None = None) -> tuple[list[dict], int | None]:
         """Up to ``limit`` jobs newest first (filters optional, ``before_seq`` for the next page);
         returns ``(jobs, seq to continue before or None)``."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if status is not None:
             where.append("status = ?")
             params.append(str(check_status(status)))
@@ -259,7 +261,7 @@ class JobStore:
     # ------------------------------------------------------------------ figures
     def counts(self) -> dict[str, int]:
         """Jobs per status (every status, zeros included)."""
-        counts = dict.fromkeys(STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for status, n in self.db.query("SELECT status, COUNT(*) FROM ingest_jobs GROUP BY status"):
             counts[status] = n
         return counts
@@ -269,10 +271,11 @@ class JobStore:
 
     def held_totals(self) -> tuple[int, int]:
         """``(bytes, pinned jobs)`` of the jobs holding their digest."""
-        staged_bytes, pinned = self.db.query_one(
+        row = self.db.query_one(
             "SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(pin), 0) FROM ingest_jobs"
             f" WHERE status IN {sql_in(HOLDS_DIGEST)}")
-        return staged_bytes, pinned
+        assert row is not None  # an aggregate always answers one row
+        return int(row[0]), int(row[1])
 
     def dedup_snapshot(self) -> dict:
         """``{digest: {...}}`` of the bytes that block duplicates now (staged/applying jobs)."""

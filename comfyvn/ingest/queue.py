@@ -635,6 +635,7 @@ class AssetIngestQueue:
         stuck = [j for j in self.jobs.claimed() if not owner_alive(j["owner"])]
         projects_recovered: set[str] = set()
         for job in stuck:
+            bad_project: str | None
             try:
                 check_project_id(job["project_id"])
             except ValueError as exc:  # from an older version: fail the job, never the whole queue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ class Staging:
     def project_assets_root(self, project_id: str | None) -> Path:
         return self.ws.assets_root / check_project_id(project_id or self.default_project)
 
-    def open_source(self, src: Any, project_id: str | None, *, uploads_ok: bool = False) -> sources.OpenedSource:
+    def open_source(self, src: Any, project_id: str | None, *, uploads_ok: bool = False) -> AbstractContextManager[sources.OpenedSource]:
         """``src`` opened once and checked as opened (see :func:`comfyvn.sources.open_source`)."""
         return sources.open_source(src, self.ws, confined=True, assets_root=self.project_assets_root(project_id),
                                    limit=sources.source_limit(self.ws, self.dir), uploads_ok=uploads_ok)

@@ -292,7 +292,7 @@ class IngestWorker:
                 state["checked"] = now
                 row = jobs.status_and_owner(job_id)
                 state["cancelled"] = row is None or row[0] != JobStatus.DOWNLOADING or row[1] != owner
-            return state["cancelled"]
+            return bool(state["cancelled"])
 
         return progress, cancelled
 
