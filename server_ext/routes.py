@@ -11,7 +11,7 @@ import re
 
 from tornado.web import RequestHandler
 
-from .handlers import assets, compat, hooks, ingest
+from .handlers import assets, compat, hooks, ingest, licences
 from .openapi import OpenAPIHandler
 
 ROUTES: list[tuple[str, type[RequestHandler]]] = [
@@ -50,6 +50,10 @@ ROUTES: list[tuple[str, type[RequestHandler]]] = [
     ("/api/modder/hooks/webhooks/{webhook_id}", hooks.WebhookHandler),
     ("/api/modder/hooks/webhooks/{webhook_id}/deliveries", hooks.DeliveriesHandler),
     ("/api/modder/hooks/test", hooks.TestEventHandler),
+    # licences (comfyvn:licences)
+    ("/api/licences/check", licences.CheckHandler),
+    ("/api/licences/manifest", licences.ManifestHandler),
+    ("/api/licences/overrides/{uid}", licences.OverrideHandler),
     # the API description (comfyvn:api)
     ("/api/comfyvn/openapi.json", OpenAPIHandler),
 ]
