@@ -171,18 +171,23 @@ def test_overrides_keep_a_paper_trail_and_emit_events(project, ws):
     reg, uid = project
     bus = get_hook_bus(reg.db)
     start = bus.last_id()
+    narrow = set_override(reg, uid["flux_lora"], terms={"commercial_use": "sell"}, note="the LoRA's author sold it "
+                          "to us, invoice 5", decided_by="producer")  # its own rights only: the base model still blocks
+    assert by_uid(check_project(reg, "commercial"))[uid["flux_lora"]]["verdict"] == "blocked"
     rec = set_override(reg, uid["flux_lora"], terms={"commercial_use": "sell"}, covers_sources=True,
                        note="BFL commercial licence, contract 7", decided_by="producer")
     assert by_uid(check_project(reg, "commercial"))[uid["flux_lora"]]["verdict"] == "allowed"
     cleared = clear_override(reg, uid["flux_lora"], note="contract ended", decided_by="producer")
-    assert by_uid(check_project(reg, "commercial"))[uid["flux_lora"]]["verdict"] == "blocked"
+    assert by_uid(check_project(reg, "commercial"))[uid["flux_lora"]]["verdict"] == "blocked"  # the newest decision
     trail = override_history(reg.db, PROJECT, uid["flux_lora"])
     assert [(t["action"], t["note"], t["decided_by"]) for t in trail] == [
+        ("set", "the LoRA's author sold it to us, invoice 5", "producer"),
         ("set", "BFL commercial licence, contract 7", "producer"), ("cleared", "contract ended", "producer")]
     events = bus.events_after(start, ["on_asset_licence_override"])
     assert [(e["data"]["action"], e["data"]["override_id"], e["data"]["uid"]) for e in events] == [
-        ("set", rec["id"], uid["flux_lora"]), ("cleared", cleared["id"], uid["flux_lora"])]
-    assert events[0]["data"]["covers_sources"] is True and events[0]["data"]["hook_event"] == "licence_override"
+        ("set", narrow["id"], uid["flux_lora"]), ("set", rec["id"], uid["flux_lora"]),
+        ("cleared", cleared["id"], uid["flux_lora"])]
+    assert events[1]["data"]["covers_sources"] is True and events[0]["data"]["hook_event"] == "licence_override"
     with pytest.raises(OverrideNotFoundError):
         clear_override(reg, uid["flux_lora"], note="again", decided_by="producer")
     with pytest.raises(ValueError, match="note is required"):
@@ -193,7 +198,7 @@ def test_overrides_keep_a_paper_trail_and_emit_events(project, ws):
         set_override(reg, uid["cc0"], terms={"commercial_use": "free"}, note="why", decided_by="x")
     with pytest.raises(AssetNotFoundError):
         set_override(reg, "0" * 16, license="mit", note="why", decided_by="x")
-    assert len(override_history(reg.db, PROJECT)) == 3  # nothing half-written by the refusals
+    assert len(override_history(reg.db, PROJECT)) == 4  # nothing half-written by the refusals
 
 
 def test_manifest_is_deterministic_and_complete(project):

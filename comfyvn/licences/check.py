@@ -108,8 +108,10 @@ class _Checker:
     def rights_of(self, rec: dict) -> tuple[str | None, dict, dict | None]:
         """``(licence, terms, override)``: an override in force replaces what the registry holds."""
         override = self.overrides.get(rec["uid"])
-        if override is not None:
-            return override["license"], effective_terms(override), override
+        if override is not None:  # the base model stays what it is (unless the decision covers the sources)
+            terms = {**effective_terms(override),
+                     "base_model_license": (rec.get("license_terms") or {}).get("base_model_license")}
+            return override["license"], terms, override
         return rec.get("license"), dict(rec.get("license_terms") or {}), None
 
     def own(self, licence: str | None, terms: dict, *, mode: str, label: str, facts: dict | None,
