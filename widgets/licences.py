@@ -51,8 +51,9 @@ def chart_html(counts: dict[str, int]) -> str:
                     f"</div>" for v, n in counts.items() if n)
     top = max(counts.values())
     rows = "".join(
-        f'<div class="cvn-lic-label" data-verdict="{v}">{LABELS[v]}</div><div class="cvn-bar-track"><div class="cvn-bar" '
-        f'style="width:{max(2.0, 100 * n / top) if n else 0:.1f}%;background:{COLOURS[v]}"></div></div>'
+        f'<div class="cvn-lic-label" data-verdict="{v}">{LABELS[v]}</div><div class="cvn-bar-track">'
+        + (f'<div class="cvn-bar" style="width:{max(2.0, 100 * n / top):.1f}%;background:{COLOURS[v]}"></div>'
+           if n else "") + "</div>"
         f'<div><b class="cvn-lic-count" data-verdict="{v}">{n:,}</b>'
         f' <span class="cvn-muted">({100 * n / total:.0f}%)</span></div>'
         for v, n in counts.items())
@@ -149,19 +150,18 @@ class LicencesDashboard(LiveDashboard):
         self.chart.add_class("cvn-licences-chart")
         chart_card = W.VBox([theme.section("Assets by verdict"), self.summary, self.chart])
         chart_card.add_class("cvn-card")
-        chart_card.layout.width = "380px"
         self.detail = W.HTML(detail_html(None))
         self.detail.add_class("cvn-licences-detail")
         self.open_button = W.Button(description="Open in gallery", layout=W.Layout(width="auto"))
         self.open_button.on_click(g(lambda _b: self._open_focused()))
         detail_card = W.VBox([theme.section("Asset"), self.detail, self.open_button])
         detail_card.add_class("cvn-card")
-        detail_card.layout.width = "380px"
         self.table = DataTable(columns=COLUMNS, max_height=460, empty_text="No assets.")
         self.table.on_click(g(self._row_clicked))
         table_box = W.VBox([self.verdict, self.table], layout=W.Layout(flex="1 1 auto", min_width="0",
                                                                        grid_gap="6px"))
-        body = W.HBox([W.VBox([chart_card, detail_card], layout=W.Layout(grid_gap="10px")), table_box],
+        side = W.VBox([chart_card, detail_card], layout=W.Layout(grid_gap="10px", width="390px", flex="0 0 auto"))
+        body = W.HBox([side, table_box],
                       layout=W.Layout(grid_gap="14px", align_items="flex-start", margin="10px 0 8px 0"))
 
         self.select_unknown = W.Button(description="Select unknowns", layout=W.Layout(width="auto"))
