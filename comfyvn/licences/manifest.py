@@ -66,11 +66,14 @@ def manifest_data(result: dict) -> dict[str, Any]:
 
 
 def _entry(a: dict) -> dict[str, Any]:
+    own_credit = f"credit: {a['credit_line']}" if a["credit_line"] else None  # shown as the credit line itself
+    name = a["license_name"] or ("none named; terms stated by the provider" if _group_key(a) == PROVIDER_TERMS
+                                 else "none")
     return {"uid": a["uid"], "path": a["path"], "title": a["title"], "creator": a["creator"],
-            "source_url": a["source_url"], "license": a["license"], "license_name": a["license_name"],
+            "source_url": a["source_url"], "license": a["license"], "license_name": name,
             "verdict": a["verdict"], "credit_line": a["credit_line"],
-            "duties": _unique(d["text"] for d in a["duties"]), "reasons": _unique(r["text"] for r in a["reasons"]),
-            "override": a["override"]}
+            "duties": _unique(d["text"] for d in a["duties"] if d["text"] != own_credit),
+            "reasons": _unique(r["text"] for r in a["reasons"]), "override": a["override"]}
 
 
 def _unique(texts) -> list[str]:
@@ -128,7 +131,7 @@ def _markdown(data: dict) -> str:
                 out.append(f"- Creator: {a['creator']}")
             if a["source_url"]:
                 out.append(f"- Source: <{a['source_url']}>")
-            out.append(f"- Licence: {a['license_name'] or 'none'}")
+            out.append(f"- Licence: {a['license_name']}")
             out.append(f"- Verdict: **{VERDICT_LABELS[a['verdict']]}**")
             if a["credit_line"]:
                 out.append(f"- Credit: {a['credit_line']}")
@@ -191,7 +194,7 @@ def _html(data: dict) -> str:
                 url = a["source_url"]
                 link = f'<a href="{e(url)}">{e(url)}</a>' if url.startswith(("https://", "http://")) else e(url)
                 rows.append(("Source", link))
-            rows.append(("Licence", e(a["license_name"] or "none")))
+            rows.append(("Licence", e(a["license_name"])))
             rows.append(("Verdict", f'<span class="{e(a["verdict"])}">{e(VERDICT_LABELS[a["verdict"]])}</span>'))
             if a["credit_line"]:
                 rows.append(("Credit", e(a["credit_line"])))
