@@ -15,7 +15,7 @@ class UnknownHookError(KeyError):
 @dataclass(frozen=True)
 class HookSpec:
     name: str
-    category: str  # "asset", "ingest" or "system"
+    category: str  # "asset", "ingest", "licence" or "system"
     description: str
     payload: dict[str, str]
     hook_event: str | None = None  # the in-process registry event it mirrors
@@ -73,7 +73,7 @@ _SPECS = [
              {**_ASSET_BASE, "sidecar": "string: absolute sidecar path",
               "rel_path": "string: asset path relative to the assets root", **_COMMON},
              hook_event="asset_sidecar_written"),
-    HookSpec("on_asset_licence_override", "asset", "A person recorded or cleared a licence decision for an "
+    HookSpec("on_asset_licence_override", "licence", "A person recorded or cleared a licence decision for an "
              "asset (the paper trail of comfyvn.licences overrides).",
              {"uid": _ASSET_BASE["uid"], "project_id": _ASSET_BASE["project_id"],
               "action": "string: set | cleared", "override_id": "int: the paper-trail row",
