@@ -295,3 +295,10 @@ def test_cli_refuses_what_it_cannot_check(ws, tmp_path, capsys):
     assert "unknown use profile" in capsys.readouterr().err
     assert run_cli("override", "clear", "0" * 16, "--project", "p", "--note", "x")[0] == 2
     assert "no licence override" in capsys.readouterr().err
+
+
+def test_cli_finds_a_project_under_the_assets_root_the_registry_uses(ws, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMFYVN_ASSETS_ROOT", str(tmp_path / "elsewhere-assets"))
+    reg = AssetRegistry("moved", ws=ws, make_thumbnails=False)
+    reg.register_file(put(tmp_path, "m.png"), "cgs", license_tag="cc0")
+    assert run_cli("check", "--project", "moved")[0] == 0

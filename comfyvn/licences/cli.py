@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,8 +39,10 @@ def open_project(workspace: str | None, project: str | None, *, recover: bool = 
     """The registry of an existing project of an existing workspace (never creates either)."""
     ws: Workspace = existing_workspace(workspace, hint=HINT)
     name = check_project_id(project or str(get_setting("registry.default_project", "default", ws)))
-    if not (ws.assets_root / name).is_dir():
-        known = sorted(p.name for p in ws.assets_root.iterdir() if p.is_dir()) if ws.assets_root.is_dir() else []
+    env_root = os.environ.get("COMFYVN_ASSETS_ROOT")  # the registry's own override of the assets folder
+    root = Path(env_root).expanduser().resolve() if env_root else ws.assets_root
+    if not (root / name).is_dir():
+        known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         raise UsageError(f"no project {name!r} in {ws.root} (projects: {', '.join(known) or 'none'})")
     return AssetRegistry(name, ws=ws, recover=recover, make_thumbnails=False)
 
