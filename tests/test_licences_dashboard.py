@@ -96,3 +96,16 @@ def test_open_in_gallery_focuses_the_asset_in_the_workbench(project, monkeypatch
     assert "cg_flux.png" in gallery.detail.value
     gallery.close()
     dash.close()
+
+
+def test_the_table_sent_to_the_browser_is_bounded(project, monkeypatch):
+    import comfyvn_widgets.licences as mod
+
+    reg, uid = project
+    monkeypatch.setattr(mod, "MAX_ROWS", 5)
+    dash = mod.LicencesDashboard(reg, live=False)
+    assert len(dash.table.rows) == 5 and "first 5 of 15" in dash.more.value
+    assert sum(dash.model.counts().values()) == 15  # the chart still counts everything
+    dash.verdict.value = "unknown"
+    assert len(dash.table.rows) == 1 and dash.more.value == ""
+    dash.close()

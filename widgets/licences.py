@@ -33,6 +33,8 @@ COLUMNS = [
     {"key": "why", "label": "Why / duties", "kind": "text"},
 ]
 
+MAX_ROWS = 1000
+
 _CSS = """
 .cvn-licences .cvn-lic-stack { display: flex; height: 18px; border-radius: 9px; overflow: hidden; margin: 4px 0 12px 0;
   background: #f3f4f6; }
@@ -158,7 +160,8 @@ class LicencesDashboard(LiveDashboard):
         detail_card.add_class("cvn-card")
         self.table = DataTable(columns=COLUMNS, max_height=460, empty_text="No assets.")
         self.table.on_click(g(self._row_clicked))
-        table_box = W.VBox([self.verdict, self.table], layout=W.Layout(flex="1 1 auto", min_width="0",
+        self.more = W.HTML()
+        table_box = W.VBox([self.verdict, self.table, self.more], layout=W.Layout(flex="1 1 auto", min_width="0",
                                                                        grid_gap="6px"))
         side = W.VBox([chart_card, detail_card], layout=W.Layout(grid_gap="10px", width="390px", flex="0 0 auto"))
         body = W.HBox([side, table_box],
@@ -222,8 +225,12 @@ class LicencesDashboard(LiveDashboard):
                     self.verdict.value = m.verdict or ""
                 finally:
                     self._sync.active = False
-            visible = m.visible()
+            everything = m.visible()
+            visible = everything[:MAX_ROWS]  # the browser gets a bounded table; the counts stay exact
             self.table.rows = [self._row(a) for a in visible]
+            self.more.value = (f'<span class="cvn-muted">Showing the first {MAX_ROWS:,} of {len(everything):,} '
+                               "(blocked and unknown first); filter by verdict or export the manifest for all.</span>"
+                               if len(everything) > MAX_ROWS else "")
             self.table.selected = m.selection.on([a["uid"] for a in visible])
             self.table.focused = m.selection.focused or ""
             focused = m.asset(m.selection.focused) if m.selection.focused else None
