@@ -38,6 +38,15 @@ async def test_check_route_classifies_the_project(api, project):
     assert r.json["ok"] is False
     verdicts = {a["uid"]: a["verdict"] for a in r.json["assets"]}
     assert verdicts[uid["flux_lora"]] == "blocked" and verdicts[uid["bought"]] == "allowed"
+    r = await api("GET", "/api/licences/check", params={"project": PROJECT, "limit": "4", "offset": "12"})
+    assert [len(r.json["assets"]), r.json["total"], r.json["next_offset"]] == [3, 15, None]
+    assert r.json["counts"]["blocked"] == 7  # the counts are the whole project's, whatever the page
+    r = await api("GET", "/api/licences/check", params={"project": PROJECT, "verdict": "unknown,blocked", "limit": "5"})
+    assert r.json["total"] == 8 and r.json["next_offset"] == 5
+    assert {a["verdict"] for a in r.json["assets"]} <= {"unknown", "blocked"}
+    for params in ({"verdict": "fine"}, {"limit": "0"}, {"limit": "10001"}, {"offset": "-1"}):
+        assert_error(await api("GET", "/api/licences/check", params={"project": PROJECT, **params}), 400,
+                     "invalid_parameter")
     r = await api("GET", "/api/licences/check", params={"project": PROJECT, "use": "internal"})
     assert r.json["counts"]["blocked"] == 0 and r.json["use"] == "internal"
     assert_error(await api("GET", "/api/licences/check", params={"project": PROJECT, "use": "resell"}), 400,

@@ -17,7 +17,7 @@ from typing import Any
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from comfyvn.licences.check import check_project
+from comfyvn.licences.check import VERDICTS, check_project
 from comfyvn.licences.manifest import MANIFEST_FORMATS, MEDIA_TYPES, render_manifest
 from comfyvn.licences.overrides import (
     OverrideNotFoundError,
@@ -50,13 +50,29 @@ class LicencesBase(ComfyvnAPIHandler):
 
 
 class CheckHandler(LicencesBase):
-    """``GET /api/licences/check``."""
+    """``GET /api/licences/check``: counts and ``ok`` of the whole project; the assets one page at a
+    time (``verdict`` filter, ``limit`` 1..10000 default 1000, ``offset``), so a reply stays bounded."""
 
     @web.authenticated
     @authorized
     async def get(self) -> None:
+        verdicts = self.q_list("verdict")
+        unknown = sorted(set(verdicts or []) - set(VERDICTS))
+        if unknown:
+            raise ApiError(400, "invalid_parameter", f"verdict must be among {', '.join(VERDICTS)}, got "
+                                                     f"{', '.join(unknown)}")
+        limit = self.q_int("limit", 1000, minimum=1, maximum=10_000)
+        offset = self.q_int("offset", 0, minimum=0, maximum=2**62)
         reg = await self.project()
-        self.reply(await self.run(check_project, reg, self.q_str("use", max_len=64)))
+        use = self.q_str("use", max_len=64)
+
+        def page() -> dict[str, Any]:
+            result = check_project(reg, use)
+            matching = [a for a in result["assets"] if not verdicts or a["verdict"] in verdicts]
+            end = offset + limit
+            return {**result, "assets": matching[offset:end], "total": len(matching),
+                    "next_offset": end if end < len(matching) else None}
+        self.reply(await self.run(page))
 
 
 class ManifestHandler(LicencesBase):
@@ -143,7 +159,8 @@ def _err(*codes: int) -> dict:
 _PROJECT = _q("project", "Registry project (default: registry.default_project); must exist")
 _USE = _q("use", "Use profile (default: licences.default_use; shipped: commercial, free-release, internal, rent)")
 _UID = {"name": "uid", "in": "path", "required": True, "description": "Asset uid", "schema": {"type": "string"}}
-_CHECK = {"type": "object", "properties": {k: {} for k in ("project", "use", "profile", "counts", "ok", "assets")}}
+_CHECK = {"type": "object", "properties": {k: {} for k in ("project", "use", "profile", "counts", "ok", "assets",
+                                                           "total", "next_offset")}}
 _OVERRIDE = {"type": "object", "properties": {k: {} for k in (
     "id", "uid", "project_id", "action", "license", "terms", "covers_sources", "note", "decided_by", "decided_at",
     "decided_at_utc")}}
@@ -152,8 +169,12 @@ OPENAPI_OPERATIONS: dict[str, Any] = {
     "/api/licences/check": {"get": {
         "tags": ["licences"], "summary": "Verdict of every asset for a use profile (allowed, allowed_with_duties, "
                                          "blocked, unknown) with reasons, sources and duties",
-        "parameters": [_PROJECT, _USE], "responses": {"200": _ok("Check result; ok is false when anything is "
-                                                                 "blocked or unknown", _CHECK), **_err(400, 403, 404)}}},
+        "parameters": [_PROJECT, _USE, _q("verdict", "Only these verdicts (comma-separated)"),
+                       {**_q("limit", "Assets per page (1..10000, default 1000)"), "schema": {"type": "integer"}},
+                       {**_q("offset", "First asset of the page (next_offset of the previous one)"),
+                        "schema": {"type": "integer"}}],
+        "responses": {"200": _ok("Counts and ok of the whole project (ok is false when anything is blocked or "
+                                 "unknown); one page of assets", _CHECK), **_err(400, 403, 404)}}},
     "/api/licences/manifest": {"get": {
         "tags": ["licences"], "summary": "The credits and notices file (deterministic), as a download",
         "parameters": [_PROJECT, _USE, _q("format", "md | json | csv | html", enum=list(MANIFEST_FORMATS))],
