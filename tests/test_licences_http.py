@@ -30,7 +30,7 @@ def project(ws, tmp_path):
     return build_project(ws, tmp_path)
 
 
-async def test_check_route_classifies_the_project(api, project):
+async def test_check_route_classifies_the_project(api, project, ws):
     _reg, uid = project
     r = await api("GET", "/api/licences/check", params={"project": PROJECT, "use": "commercial"})
     assert r.code == 200, r.body
@@ -53,6 +53,7 @@ async def test_check_route_classifies_the_project(api, project):
                  "invalid_request", "unknown use profile")
     assert_error(await api("GET", "/api/licences/check", params={"project": "nobody"}), 404, "project_not_found",
                  "nobody")
+    assert not (ws.assets_root / "nobody").exists()  # a read creates no project
     assert_error(await api("GET", "/api/licences/check", params={"project": "../x"}), 400, "invalid_request")
 
 
