@@ -15,7 +15,7 @@ class UnknownHookError(KeyError):
 @dataclass(frozen=True)
 class HookSpec:
     name: str
-    category: str  # "asset", "ingest", "licence" or "system"
+    category: str  # "asset", "ingest" or "system"
     description: str
     payload: dict[str, str]
     hook_event: str | None = None  # the in-process registry event it mirrors
