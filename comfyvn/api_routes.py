@@ -23,8 +23,9 @@ class Route:
 
 
 #: ingest (auth resource comfyvn:ingest; gated by features.enable_asset_ingest), assets (comfyvn:assets, the
-#: original comfyvn's /api/assets/* included), modder hooks (comfyvn:hooks), the API description (comfyvn:api)
-AREAS: Final = ("ingest", "assets", "hooks", "api")
+#: original comfyvn's /api/assets/* included), modder hooks (comfyvn:hooks), licences (comfyvn:licences), the API
+#: description (comfyvn:api)
+AREAS: Final = ("ingest", "assets", "hooks", "licences", "api")
 
 #: in matching order (specific paths before ``{uid}``)
 ROUTES: Final = (
@@ -59,6 +60,9 @@ ROUTES: Final = (
     Route("/api/modder/hooks/webhooks/{webhook_id}", "hooks.WebhookHandler", ("GET", "DELETE"), "hooks"),
     Route("/api/modder/hooks/webhooks/{webhook_id}/deliveries", "hooks.DeliveriesHandler", ("GET",), "hooks"),
     Route("/api/modder/hooks/test", "hooks.TestEventHandler", ("POST",), "hooks"),
+    Route("/api/licences/check", "licences.CheckHandler", ("GET",), "licences"),
+    Route("/api/licences/manifest", "licences.ManifestHandler", ("GET",), "licences"),
+    Route("/api/licences/overrides/{uid}", "licences.OverrideHandler", ("GET", "POST", "DELETE"), "licences"),
     Route("/api/comfyvn/openapi.json", "openapi.OpenAPIHandler", ("GET",), "api"),
 )
 

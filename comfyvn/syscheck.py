@@ -111,6 +111,7 @@ def probes(*areas: str) -> list[Probe]:
 INGEST_PROBES = probes("ingest")
 ASSET_PROBES = probes("assets")
 HOOK_PROBES = probes("hooks", "api")
+LICENCE_PROBES = probes("licences")
 WS_ROUTES = [route.path for route in api_routes.routes(websocket=True)]
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -128,10 +129,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "description": "hook discovery, history, WebSocket stream, webhooks, test event, OpenAPI",
         "probes": HOOK_PROBES, "ws": WS_ROUTES, "hooks": topics(), "flags": False,
     },
+    "licences": {
+        "description": "licence check, manifest and override routes, licence hook docs",
+        "probes": LICENCE_PROBES, "ws": [], "hooks": topics("licence"), "flags": False,
+    },
 }
 PROFILES["all"] = {
     "description": "every profile",
-    "probes": INGEST_PROBES + ASSET_PROBES + HOOK_PROBES, "ws": WS_ROUTES, "hooks": topics(), "flags": True,
+    "probes": INGEST_PROBES + ASSET_PROBES + HOOK_PROBES + LICENCE_PROBES, "ws": WS_ROUTES, "hooks": topics(), "flags": True,
 }
 
 

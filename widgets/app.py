@@ -43,11 +43,18 @@ def _hooks(**kw: Any):
     return HookMonitor(**kw)
 
 
+def _licences(**kw: Any):
+    from .licences import LicencesDashboard
+
+    return LicencesDashboard(**kw)
+
+
 DASHBOARDS: dict[str, tuple[str, Callable[..., Any]]] = {
     "gallery": ("Asset gallery", _gallery),
     "queue": ("Ingest queue", _queue),
     "enforcer": ("Sidecar enforcer", _enforcer),
     "hooks": ("Hook monitor", _hooks),
+    "licences": ("Licences", _licences),
 }
 
 
@@ -99,14 +106,17 @@ def workbench(**kwargs: Any) -> W.Widget:
     if not kwargs and (panel := no_workspace_panel("comfyvn workbench")) is not None:
         return panel
     tabs = W.Tab()
-    children, titles = [], []
+    children, titles, dashes = [], [], {}
     for name, (title, _f) in DASHBOARDS.items():
-        _dash, widget = build(name, **kwargs.get(name, {}))
+        dashes[name], widget = build(name, **kwargs.get(name, {}))
         children.append(widget)
         titles.append(title)
     tabs.children = children
     for i, title in enumerate(titles):
         tabs.set_title(i, title)
+    from .licences import link_workbench
+
+    link_workbench(tabs, dashes, list(DASHBOARDS))  # "Open in gallery" from the Licences tab
     tabs.add_class("cvn-tab")
     head = W.HTML(f'<div class="cvn-header"><span class="cvn-title">comfyvn workbench</span>'
                   f'<span class="cvn-subtitle cvn-mono">{theme.esc(workspace().root)}</span></div>')

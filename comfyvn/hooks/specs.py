@@ -8,7 +8,7 @@ from typing import Any, Final
 from ..errors import InvalidInput
 
 #: the categories of hooks, in the order the API lists them
-CATEGORIES: Final = ("asset", "ingest", "system")
+CATEGORIES: Final = ("asset", "ingest", "licence", "system")
 
 
 class UnknownHookError(InvalidInput, KeyError):
@@ -79,6 +79,16 @@ _SPECS = [
              {**_ASSET_BASE, "sidecar": "string: absolute sidecar path",
               "rel_path": "string: asset path relative to the assets root", **_COMMON},
              hook_event="asset_sidecar_written"),
+    HookSpec("on_asset_licence_override", "licence", "A person recorded or cleared a licence decision for an "
+             "asset (the paper trail of comfyvn.licences overrides).",
+             {"uid": _ASSET_BASE["uid"], "project_id": _ASSET_BASE["project_id"],
+              "action": "string: set | cleared", "override_id": "int: the paper-trail row",
+              "license": "string|null: the licence the person recorded",
+              "terms": "object: commercial_use, credit_required, derivatives_allowed they recorded",
+              "covers_sources": "bool: the decision also covers what the asset derives from",
+              "note": "string: why (e.g. 'bought a commercial licence, invoice 123')",
+              "decided_by": "string: who", "decided_at": "float: when (epoch seconds)", **_COMMON},
+             hook_event="licence_override"),
     HookSpec("on_asset_ingest_enqueued", "ingest", "Every enqueue attempt, duplicates included.",
              {**_INGEST_BASE, **_COMMON}, hook_event="ingest_enqueued"),
     HookSpec("on_asset_ingest_progress", "ingest", "Download progress of a remote pull (throttled).",

@@ -6,6 +6,7 @@ at the end of their section; never edit one that has shipped.
 """
 
 from ..library.schema import LIBRARY_MIGRATIONS
+from ..licences.schema import LICENCE_MIGRATIONS
 
 MIGRATIONS: list[tuple[str, str]] = [
     # --- core: event log (outbox) -------------------------------------------------------
@@ -245,4 +246,6 @@ MIGRATIONS: list[tuple[str, str]] = [
     ),
     # --- library (hash cache of files known in place)
     *LIBRARY_MIGRATIONS,
+    # --- licences (overrides with their paper trail)
+    *LICENCE_MIGRATIONS,
 ]
