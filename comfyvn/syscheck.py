@@ -94,6 +94,8 @@ PROBE_DETAILS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/modder/hooks/history", "GET"): {"params": {"limit": 1}, "validate": _has("items")},
     ("/api/modder/hooks/webhooks", "GET"): {"validate": _has("items")},
     ("/api/comfyvn/openapi.json", "GET"): {"validate": _has("openapi", "paths")},
+    ("/api/licences/check", "GET"): {"params": {"limit": 1}, "validate": _has("counts", "assets")},
+    ("/api/licences/manifest", "GET"): {"params": {"format": "json"}, "validate": _has("licences")},
 }
 
 

@@ -100,7 +100,10 @@ BEFORE = {
     "comfyvn.studio.core.asset_registry.AssetNotFoundError": (404, "asset_not_found", "msg"),
     "comfyvn.studio.core.thumbnails.ImageTooLarge": (400, "invalid_request", "msg"),
     "comfyvn.studio.core.thumbnails.UnsupportedImage": (400, "invalid_request", "msg"),
-    "comfyvn.runbooks.RunbookFailed": (500, "internal_error", UNHANDLED.format("RunbookFailed")),
+    "comfyvn.runbook_reports.RunbookFailed": (500, "internal_error", UNHANDLED.format("RunbookFailed")),
+    # added after the error table (issue 17): they answer by their meaning
+    "comfyvn.licences.overrides.OverrideNotFoundError": (404, "override_not_found", "msg"),
+    "comfyvn.licences.cli.UsageError": (400, "invalid_request", "msg"),
     # a request racing the server's shutdown (was a RuntimeError: 500 as well)
     "comfyvn.workbench.WorkbenchClosedError": (500, "internal_error", UNHANDLED.format("WorkbenchClosedError")),
 }
@@ -154,7 +157,7 @@ def test_remote_retry_after_reaches_the_answer_whatever_the_status():
     ("comfyvn.config.NotAWorkspaceError", FileNotFoundError), ("comfyvn.hooks.specs.UnknownHookError", KeyError),
     ("comfyvn.ingest.errors.JobNotFoundError", KeyError), ("comfyvn.netpolicy.AddressRefused", ValueError),
     ("comfyvn.studio.core.asset_registry.AssetNotFoundError", KeyError),
-    ("comfyvn.library.hashcache.FileChangedError", OSError), ("comfyvn.runbooks.RunbookFailed", AssertionError),
+    ("comfyvn.library.hashcache.FileChangedError", OSError), ("comfyvn.runbook_reports.RunbookFailed", AssertionError),
     ("comfyvn.studio.core.thumbnails.ImageTooLarge", ValueError),
 ])
 def test_builtin_bases_that_callers_catch_are_kept(exc, builtin):

@@ -96,7 +96,7 @@ def test_installed_package_lists_and_runs_its_runbooks_from_any_folder(installed
     listing = _run([str(installed / "comfyvn-runbook"), "--list"], elsewhere)
     assert listing.returncode == 0, listing.stderr
     names = [ln.split()[0] for ln in listing.stdout.splitlines() if ln and not ln.startswith(" ")]
-    assert names == ["enforce_sidecars", "inspect_queue", "release_job", "replay_archived_state",
+    assert names == ["enforce_sidecars", "inspect_queue", "licence_check", "release_job", "replay_archived_state",
                      "requeue_missing_staging", "snapshot_dedup_cache", "validate_system"]
 
     refused = _run([str(installed / "comfyvn-runbook"), "inspect_queue", "--workspace", "ws"], elsewhere)

@@ -29,6 +29,8 @@ MAX_WHO = 200
 class OverrideNotFoundError(NotFound, LookupError):
     """The asset has no licence override to clear."""
 
+    code = "override_not_found"
+
 
 def _text(value: Any, name: str, limit: int) -> str:
     if not isinstance(value, str) or not value.strip():

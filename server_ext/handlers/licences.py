@@ -20,7 +20,6 @@ from tornado import web
 from comfyvn.licences.check import VERDICTS, check_project
 from comfyvn.licences.manifest import MANIFEST_FORMATS, MEDIA_TYPES, render_manifest
 from comfyvn.licences.overrides import (
-    OverrideNotFoundError,
     clear_override,
     current_overrides,
     override_history,
@@ -130,11 +129,7 @@ class OverrideHandler(LicencesBase):
         if note is None:
             raise ApiError(400, "invalid_parameter", "note is required: say why the decision is withdrawn")
         reg = await self._asset(uid)
-        try:
-            rec = await self.run(clear_override, reg, uid, note=note, decided_by=self.who())
-        except OverrideNotFoundError as exc:
-            raise ApiError(404, "override_not_found", str(exc)) from None
-        self.reply(rec)
+        self.reply(await self.run(clear_override, reg, uid, note=note, decided_by=self.who()))
 
 
 # ------------------------------------------------------------------ OpenAPI (merged by ..openapi)

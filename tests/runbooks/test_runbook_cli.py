@@ -15,8 +15,8 @@ from comfyvn import runbooks as rb
 from comfyvn.config import feature_enabled, set_feature
 from comfyvn.ingest.queue import AssetIngestQueue
 
-ALL = ["enforce_sidecars", "inspect_queue", "release_job", "replay_archived_state", "requeue_missing_staging",
-       "snapshot_dedup_cache", "validate_system"]
+ALL = ["enforce_sidecars", "inspect_queue", "licence_check", "release_job", "replay_archived_state",
+       "requeue_missing_staging", "snapshot_dedup_cache", "validate_system"]
 CLI = [str(Path(sys.executable).with_name("comfyvn-runbook"))]  # the installed console script
 
 
