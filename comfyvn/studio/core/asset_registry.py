@@ -18,7 +18,6 @@ import re
 import shutil
 import sqlite3
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -42,8 +41,9 @@ from ...fsutil import (
 )
 from ...hashing import copy_and_hash as _copy_path_and_hash
 from ...hashing import sha256_file
-from ...hooks import get_hook_bus
-from ...hooks.events import emit_many, utc_timestamp
+from ...hooks.events import utc_timestamp
+from ...registry import listeners
+from ...registry.listeners import Hook, Listeners
 from ...store import Database, get_database
 from .thumbnails import WAVEFORM, get_thumbnailer, max_pixels_setting, preview_kind, write_preview
 
@@ -97,10 +97,6 @@ class AssetNotFoundError(AssetRegistryError, KeyError):
         return str(self.args[0]) if self.args else "asset not found"
 
 
-Hook = Callable[[dict], None]
-# listeners are shared by every registry instance of one (database, project) in this process
-_LISTENERS: dict[tuple[str, str], dict[str, list[Hook]]] = {}
-_LISTENERS_LOCK = threading.RLock()
 _RECOVERED: set[tuple[str, str, str]] = set()
 
 
@@ -250,17 +246,12 @@ class AssetRegistry:
     sidecars ``<meta_root>/<path without suffix>.json``; ``None``/``False`` writes none.
     """
 
-    HOOK_ASSET_REGISTERED = "asset_registered"
-    HOOK_ASSET_META_UPDATED = "asset_meta_updated"
-    HOOK_ASSET_REMOVED = "asset_removed"
-    HOOK_SIDECAR_WRITTEN = "asset_sidecar_written"
-    HOOK_EVENTS = (HOOK_ASSET_REGISTERED, HOOK_ASSET_META_UPDATED, HOOK_ASSET_REMOVED, HOOK_SIDECAR_WRITTEN)
-    MODDER_TOPICS = {
-        HOOK_ASSET_REGISTERED: ("on_asset_registered", "on_asset_saved"),
-        HOOK_ASSET_META_UPDATED: ("on_asset_meta_updated",),
-        HOOK_ASSET_REMOVED: ("on_asset_removed",),
-        HOOK_SIDECAR_WRITTEN: ("on_asset_sidecar_written",),
-    }
+    HOOK_ASSET_REGISTERED = listeners.HOOK_ASSET_REGISTERED
+    HOOK_ASSET_META_UPDATED = listeners.HOOK_ASSET_META_UPDATED
+    HOOK_ASSET_REMOVED = listeners.HOOK_ASSET_REMOVED
+    HOOK_SIDECAR_WRITTEN = listeners.HOOK_SIDECAR_WRITTEN
+    HOOK_EVENTS = listeners.HOOK_EVENTS
+    MODDER_TOPICS = listeners.MODDER_TOPICS
 
     def __init__(self, project_id: str | None = None, *, workspace_root: str | os.PathLike[str] | None = None,
                  assets_root: str | os.PathLike[str] | None = None,
@@ -293,7 +284,7 @@ class AssetRegistry:
         # only written atomically (rename), not fsynced: recover() and the enforcer rebuild them.
         self.fsync = bool(get_setting("registry.fsync", True, self.ws))
         self.db: Database = get_database(Path(db_path).resolve() if db_path else self.ws.db_path)
-        self._key = (str(self.db.path), project_id)
+        self._listeners = Listeners(self.db, project_id)
         modder_hooks.watch_database(self.db)  # listeners of comfyvn.core.modder_hooks see this database
         recovery_key = (str(self.db.path), project_id, str(self.assets_root))
         if recover and recovery_key not in _RECOVERED:
@@ -335,69 +326,30 @@ class AssetRegistry:
     def add_hook(self, event: str, callback: Hook) -> None:
         """Call ``callback(payload)`` synchronously after every ``event`` made in this process
         (attaching the same callback twice attaches it once)."""
-        self._check_event(event)
-        if not callable(callback):
-            raise TypeError("callback must be callable")
-        with _LISTENERS_LOCK:
-            listeners = _LISTENERS.setdefault(self._key, {}).setdefault(event, [])
-            if callback not in listeners:
-                listeners.append(callback)
+        self._listeners.add(event, callback)
 
     def remove_hook(self, event: str, callback: Hook) -> bool:
         """Detach a callback; returns False (and raises nothing) when it was not attached."""
-        with _LISTENERS_LOCK:
-            listeners = _LISTENERS.get(self._key, {}).get(event, [])
-            if callback in listeners:
-                listeners.remove(callback)
-                return True
-        return False
+        return self._listeners.remove(event, callback)
 
     def iter_hooks(self, event: str | None = None) -> dict[str, tuple[Hook, ...]]:
         """``{event: (callback, ...)}`` attached for this project in this process: every event,
         or only ``event`` (``ValueError`` for an unknown one)."""
-        if event is not None:
-            self._check_event(event)
-        with _LISTENERS_LOCK:
-            snapshot = {e: tuple(cbs) for e, cbs in _LISTENERS.get(self._key, {}).items()}
-        return {e: snapshot.get(e, ()) for e in ((event,) if event is not None else self.HOOK_EVENTS)}
+        return self._listeners.snapshot(event)
 
     def describe_hooks(self) -> dict[str, list[str]]:
         """Listener names per event, as ``GET /assets/debug/hooks`` shows them."""
         return {event: [f"{getattr(cb, '__module__', '?')}.{getattr(cb, '__qualname__', repr(cb))}" for cb in cbs]
                 for event, cbs in self.iter_hooks().items()}
 
-    def _check_event(self, event: str) -> None:
-        if event not in self.HOOK_EVENTS:
-            raise ValueError(f"unknown registry hook {event!r}; use one of {', '.join(self.HOOK_EVENTS)}")
-
     def _run_hooks(self, fired: list[tuple[str, dict]]) -> None:
-        for event, payload in fired:
-            with _LISTENERS_LOCK:
-                listeners = list(_LISTENERS.get(self._key, {}).get(event, []))
-            for cb in listeners:
-                try:
-                    cb(dict(payload))
-                except Exception:
-                    log.exception("registry hook %r failed for %s", cb, event)
-        if fired:
-            get_hook_bus(self.db).poke()
-            modder_hooks.deliver_pending(self.db)
+        self._listeners.run(fired)
 
     def _emit(self, conn, event: str, payload: dict, extra: dict | None = None) -> tuple[str, dict]:
-        """Write the modder envelope(s) for ``event`` and return the in-process hook call."""
-        return self._emit_all(conn, [(event, payload, extra)])[0]
+        return self._listeners.emit(conn, event, payload, extra)
 
     def _emit_all(self, conn, calls: list[tuple[str, dict, dict | None]]) -> list[tuple[str, dict]]:
-        """Write the modder envelopes of several hook calls in one statement (same transaction)."""
-        items = []
-        for event, payload, extra in calls:
-            data = {**payload, **(extra or {}), "project_id": self.project_id}
-            items.extend((topic, data) for topic in self.MODDER_TOPICS[event])
-        envelopes = emit_many(conn, items, project_id=self.project_id)
-        if log.isEnabledFor(logging.DEBUG):
-            for env in envelopes:
-                log.debug("hook %s %s", env["event"], json.dumps(env["data"], ensure_ascii=False, default=str))
-        return [(event, payload) for event, payload, _ in calls]
+        return self._listeners.emit_all(conn, calls)
 
     # ------------------------------------------------------------------ paths
     def _abs(self, rel: str) -> Path:
