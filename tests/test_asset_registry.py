@@ -17,6 +17,7 @@ import comfyvn.studio.core.thumbnails as thumbmod
 from comfyvn.fsutil import UnsafePathError
 from comfyvn.hooks import get_hook_bus
 from comfyvn.ingest.errors import IngestError
+from comfyvn.registry.records import Records
 from comfyvn.studio.core.asset_registry import (
     AssetCollisionError,
     AssetNotFoundError,
@@ -706,7 +707,7 @@ def test_bulk_update_tags_changes_all_or_nothing(reg, catalog):
 def test_bulk_update_is_one_transaction(reg, catalog, monkeypatch):
     uids = [r["uid"] for r in catalog]
     calls = {"n": 0}
-    real = AssetRegistry._search_text
+    real = Records.search_text
 
     def fail_on_fourth(rec):
         calls["n"] += 1
@@ -714,7 +715,7 @@ def test_bulk_update_is_one_transaction(reg, catalog, monkeypatch):
             raise RuntimeError("crash in the middle of the batch")
         return real(rec)
 
-    monkeypatch.setattr(AssetRegistry, "_search_text", staticmethod(fail_on_fourth))
+    monkeypatch.setattr(Records, "search_text", staticmethod(fail_on_fourth))
     versions = {u: reg.get_asset(u)["version"] for u in uids}
     with pytest.raises(RuntimeError):
         reg.bulk_update_tags(uids, add_tags=["batch"])

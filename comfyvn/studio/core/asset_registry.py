@@ -9,7 +9,6 @@ file + sidecar" or "nothing", never half of it.
 
 from __future__ import annotations
 
-import base64
 import errno
 import json
 import logging
@@ -43,37 +42,45 @@ from ...hashing import copy_and_hash as _copy_path_and_hash
 from ...hashing import sha256_file
 from ...hooks.events import utc_timestamp
 from ...registry import listeners
+from ...registry.errors import AssetCollisionError, AssetNotFoundError, AssetRegistryError
 from ...registry.listeners import Hook, Listeners
+from ...registry.paths import INCOMING_DIR, SIDECAR_SUFFIX, AssetsRoot
+from ...registry.records import (
+    DERIVED_META_KEYS,
+    FIELD_KEYS,
+    PROJECT_RE,
+    RIGHTS_BOOL_FILTERS,
+    RIGHTS_VERSION,
+    SORT_COLUMNS,
+    TYPE_RE,
+    UNSET,
+    Records,
+    check_project_id,
+    check_terms,
+    decode_cursor,
+    deep_merge,
+    encode_cursor,
+    meta_view,
+    normalise_tags,
+    split_metadata,
+    stated_terms,
+)
 from ...store import Database, get_database
 from .thumbnails import WAVEFORM, get_thumbnailer, max_pixels_setting, preview_kind, write_preview
+
+__all__ = [  # every public name this module had before the registry was split by role
+    "DERIVED_META_KEYS", "FIELD_KEYS", "INCOMING_DIR", "MAX_SIDECAR_BYTES", "PROJECT_RE", "RIGHTS_BOOL_FILTERS",
+    "RIGHTS_VERSION", "SIDECAR_SUFFIX", "SORT_COLUMNS", "AssetCollisionError", "AssetNotFoundError", "AssetRegistry",
+    "AssetRegistryError", "Hook", "check_project_id", "copy_and_hash", "decode_cursor", "encode_cursor", "log",
+    "normalise_tags", "split_metadata",
+]
 
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
 
 MAX_SIDECAR_BYTES = 16 * 1024 * 1024  # a sidecar is a few KiB; a bigger one is not read whole
-SIDECAR_SUFFIX = ".asset.json"
-INCOMING_DIR = ".incoming"  # copies in progress, inside the assets root (same file system)
 _DIGEST_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def check_project_id(project_id: Any) -> str:
-    """``project_id`` if it is a valid project name (it names a folder: no ``/``, never ``.``/``..``)."""
-    if not isinstance(project_id, str) or not PROJECT_RE.match(project_id):
-        raise ValueError(f"project_id {project_id!r} must be 1-64 letters, digits, '.', '_' or '-' "
-                         "(starting with a letter or digit)")
-    return project_id
-_UNSET: Any = object()
-# keys of a metadata dict that are the asset's own fields (the original registry kept them in meta)
-FIELD_KEYS = ("tags", "license", "origin", "version")
-RIGHTS_VERSION = 1  # rows with an older rights_version get their rights re-derived by recover()
-# rights filters of query_assets: parameter -> column (booleans 0/1; NULL = not stated, never matches)
-RIGHTS_BOOL_FILTERS = {"credit_required": "credit_required", "derivatives": "derivatives_allowed",
-                       "license_known": "license_known"}
-# keys the registry derives and shows inside ``meta`` (never stored there)
-DERIVED_META_KEYS = ("preview", "thumbnails")
-SORT_COLUMNS = {"created_at": "created_at", "updated_at": "updated_at", "path": "path", "bytes": "bytes",
-                "type": "type", "uid": "uid"}
+_TYPE_RE = TYPE_RE
+_UNSET = UNSET
 
 
 def copy_and_hash(source: Any, dest_fh, *, fsync: bool = True) -> tuple[str, int]:
@@ -84,97 +91,7 @@ def copy_and_hash(source: Any, dest_fh, *, fsync: bool = True) -> tuple[str, int
     return source.copy_into(dest_fh, fsync=fsync)
 
 
-class AssetRegistryError(Exception):
-    """Base class for registry errors a caller can act on."""
-
-
-class AssetCollisionError(AssetRegistryError):
-    """A different file already sits at the destination path."""
-
-
-class AssetNotFoundError(AssetRegistryError, KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "asset not found"
-
-
 _RECOVERED: set[tuple[str, str, str]] = set()
-
-
-def normalise_tags(tags: Iterable[str] | str | None) -> list[str]:
-    """Tags as a clean list: strings split on commas, trimmed, lower-cased, de-duplicated in order."""
-    if tags is None:
-        return []
-    if isinstance(tags, str):
-        tags = tags.split(",")
-    out: list[str] = []
-    for tag in tags:
-        if not isinstance(tag, str):
-            raise ValueError(f"tags must be strings, got {tag!r}")
-        clean = " ".join(tag.strip().lower().split())
-        if clean and clean not in out:
-            out.append(clean)
-    return out
-
-
-def split_metadata(metadata: dict | None) -> tuple[dict, dict]:
-    """``(free-form meta, fields)``: ``tags``, ``license``, ``origin`` and ``version`` inside a
-    metadata dict are the asset's fields, not free-form keys (``preview``/``thumbnails`` are
-    derived and dropped).  ``fields`` holds only the keys present: tags normalised (``None``
-    clears them), an empty licence as ``""`` (clears it), origin as a string, version as an int."""
-    meta = dict(metadata or {})
-    fields: dict[str, Any] = {}
-    for key in DERIVED_META_KEYS:
-        meta.pop(key, None)
-    if "tags" in meta:
-        fields["tags"] = normalise_tags(meta.pop("tags"))
-    if "license" in meta:
-        value = meta.pop("license")
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"metadata license must be a string or null, got {value!r}")
-        fields["license"] = (value or "").strip()
-    if "origin" in meta:
-        value = meta.pop("origin")
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"metadata origin must be a string or null, got {value!r}")
-        if value and value.strip():
-            fields["origin"] = value.strip()
-    if "version" in meta:
-        value = meta.pop("version")
-        if value is not None:
-            try:
-                fields["version"] = int(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"metadata version must be an integer, got {value!r}") from None
-    return meta, fields
-
-
-def _stated_terms(meta: dict, provenance: dict) -> tuple[dict, dict | None]:
-    """``(meta without license_terms, the terms a pull or caller stated)``: ``license_terms`` in the
-    metadata (a pull's normalised metadata carries them) or in the provenance; None when neither."""
-    given = meta.get("license_terms", provenance.get("license_terms"))
-    if "license_terms" in meta:
-        meta = {k: v for k, v in meta.items() if k != "license_terms"}
-    if given is None:
-        return meta, None
-    return meta, _check_terms(given, default_source="provider")
-
-
-def _check_terms(terms: Any, *, default_source: str) -> dict:
-    """Validated ``license_terms`` (unknown keys dropped; ``source`` defaults to ``default_source``)."""
-    if not isinstance(terms, dict):
-        raise ValueError(f"license_terms must be a JSON object, got {type(terms).__name__}")
-    level = terms.get("commercial_use")
-    if level is not None and level not in rights.COMMERCIAL_LEVELS:
-        raise ValueError(f"license_terms.commercial_use must be one of {', '.join(rights.COMMERCIAL_LEVELS)} "
-                         f"or null, got {level!r}")
-    for key in ("credit_required", "derivatives_allowed", "relicense_allowed"):
-        if terms.get(key) is not None and not isinstance(terms[key], bool):
-            raise ValueError(f"license_terms.{key} must be true, false or null, got {terms[key]!r}")
-    out = {key: terms.get(key) for key in rights.TERM_KEYS}
-    if not out["source"] and any(out[k] is not None for k in rights.TERM_KEYS if k not in ("source",
-                                                                                         "base_model_license")):
-        out["source"] = default_source
-    return out
 
 
 def _stored_terms(rec: dict) -> tuple[dict, dict | None]:
@@ -183,7 +100,7 @@ def _stored_terms(rec: dict) -> tuple[dict, dict | None]:
     raw, provider = prov.get("provider_metadata"), prov.get("provider")
     meta = {k: v for k, v in rec["meta"].items() if k != "license_terms"}
     try:
-        stated = _stated_terms(rec["meta"], {})[1]
+        stated = stated_terms(rec["meta"], {})[1]
     except ValueError:  # terms an old version stored in a shape we no longer accept: not stated
         stated = None
     if isinstance(raw, dict) and raw and isinstance(provider, str):
@@ -197,41 +114,9 @@ def _stored_terms(rec: dict) -> tuple[dict, dict | None]:
         if mapped.get("source"):
             return meta, {key: mapped.get(key) for key in rights.TERM_KEYS}
     try:
-        return meta, stated if stated is not None else _check_terms(prov["license_terms"], default_source="provider")
+        return meta, stated if stated is not None else check_terms(prov["license_terms"], default_source="provider")
     except (KeyError, ValueError):
         return meta, stated
-
-
-def _deep_merge(base: dict, patch: dict) -> dict:
-    out = dict(base)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def encode_cursor(value: Any, uid: str) -> str:
-    """The ``next_cursor`` of a page: its last row's sort value and uid."""
-    return base64.urlsafe_b64encode(json.dumps([value, uid]).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[Any, str]:
-    """``(sort value, uid)`` of a cursor :func:`encode_cursor` made; ``ValueError`` for anything
-    else (an object, a list, a number SQLite cannot hold, bytes that are not the registry's form)."""
-    try:
-        pad = "=" * (-len(cursor) % 4)
-        value, uid = json.loads(base64.urlsafe_b64decode(cursor + pad))
-        if not isinstance(uid, str) or isinstance(value, bool) or not isinstance(value, str | int | float | None):
-            raise ValueError
-        if isinstance(value, int) and not -(2**63) <= value < 2**63:
-            raise ValueError
-        if encode_cursor(value, uid) != cursor.rstrip("="):
-            raise ValueError
-        return value, uid
-    except Exception:
-        raise ValueError(f"invalid cursor {cursor[:80]!r}: pass next_cursor from the previous page unchanged") from None
 
 
 class AssetRegistry:
@@ -276,8 +161,7 @@ class AssetRegistry:
                                 else self.ws.thumbnails_dir / project_id)
         self.meta_root = self._legacy_meta_root(meta_root)
         self.assets_root.mkdir(parents=True, exist_ok=True)
-        self._root_real = os.path.realpath(self.assets_root)
-        self._root_str = str(self.assets_root)
+        self._root = AssetsRoot(self.assets_root)
         self.make_thumbnails = make_thumbnails
         # registry.fsync (default true): an asset's bytes and its directory entry reach the disk
         # before its row commits.  Sidecars and thumbnails are derived from the row, so they are
@@ -285,6 +169,7 @@ class AssetRegistry:
         self.fsync = bool(get_setting("registry.fsync", True, self.ws))
         self.db: Database = get_database(Path(db_path).resolve() if db_path else self.ws.db_path)
         self._listeners = Listeners(self.db, project_id)
+        self._records = Records(self.db, project_id, self._root)
         modder_hooks.watch_database(self.db)  # listeners of comfyvn.core.modder_hooks see this database
         recovery_key = (str(self.db.path), project_id, str(self.assets_root))
         if recover and recovery_key not in _RECOVERED:
@@ -353,36 +238,11 @@ class AssetRegistry:
 
     # ------------------------------------------------------------------ paths
     def _abs(self, rel: str) -> Path:
-        return Path(self._abs_str(rel))
-
-    def _abs_str(self, rel: str) -> str:
-        return self._root_str + os.sep + rel
+        return self._root.abs(rel)
 
     def sidecar_path_for(self, rel: str) -> Path:
         """Where the sidecar of the asset at ``rel`` (relative to the assets root) lives."""
-        return Path(self._root_str + os.sep + rel + SIDECAR_SUFFIX)
-
-    def _confine(self, rel: str, what: str) -> Path:
-        """The resolved ``assets_root / rel``; refuses anything that leaves the assets root.
-
-        ``rel`` has passed :func:`safe_relative` (no ``..``, not absolute), so only a symlink
-        can lead out: walk the components and resolve fully only when one is a link.
-        """
-        path = self._root_real
-        for part in rel.split("/"):
-            path = path + os.sep + part
-            try:
-                mode = os.lstat(path).st_mode
-            except FileNotFoundError:
-                return Path(self._root_real + os.sep + rel)  # nothing below exists: no link to follow
-            except NotADirectoryError:  # a file where the path needs a folder
-                raise UnsafePathError(f"{what} {rel!r} goes through a file as if it were a folder") from None
-            if stat.S_ISLNK(mode):
-                candidate = os.path.realpath(self._root_real + os.sep + rel)
-                if not candidate.startswith(self._root_real + os.sep):
-                    raise UnsafePathError(f"{what} {rel!r} escapes {self._root_real} (symlink or traversal)")
-                return Path(candidate)
-        return Path(path)
+        return self._root.sidecar_path(rel)
 
     def _dest_relative(self, source: Path, source_real: Path, asset_type: str,
                        dest_relative: str | None) -> tuple[str, Path]:
@@ -394,13 +254,13 @@ class AssetRegistry:
             pure = safe_relative(text, what="dest_relative")
             # a folder ("characters/" or no suffix) keeps the original file name, unless it names
             # the very file being registered in place
-            as_folder = text.endswith("/") or (not pure.suffix and self._confine(str(pure), "dest_relative")
+            as_folder = text.endswith("/") or (not pure.suffix and self._root.confine(str(pure), "dest_relative")
                                                != source_real)
             rel = str(pure / source.name) if as_folder else str(pure)
         if rel.endswith(SIDECAR_SUFFIX):
             raise UnsafePathError(f"dest_relative {rel!r} may not end with {SIDECAR_SUFFIX}")
         refuse_hidden(rel)
-        return rel, self._confine(rel, "dest_relative")
+        return rel, self._root.confine(rel, "dest_relative")
 
     # ------------------------------------------------------------------ register
     def register_file(self, source_path: str | os.PathLike[str], asset_type: str, *,
@@ -481,7 +341,7 @@ class AssetRegistry:
         """
         from ... import sources  # not at the top: comfyvn.ingest (which sources imports) imports this module
 
-        if not isinstance(asset_type, str) or not _TYPE_RE.match(asset_type):
+        if not isinstance(asset_type, str) or not TYPE_RE.match(asset_type):
             raise ValueError(f"asset_type {asset_type!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError("metadata must be a JSON object (dict)")
@@ -528,11 +388,11 @@ class AssetRegistry:
         from ... import sources
 
         real = str(source_real)
-        if not real.startswith(self._root_real + os.sep):
+        if not real.startswith(self._root.real + os.sep):
             raise sources.CopyRequiredError(
                 f"copy=false registers a file where it lies, so it must already be inside this project's assets "
-                f"root ({self._root_real}); {source} is not. Use copy=true to copy it in (the original is left alone)")
-        rel = real[len(self._root_real) + 1:].replace(os.sep, "/")
+                f"root ({self._root.real}); {source} is not. Use copy=true to copy it in (the original is left alone)")
+        rel = real[len(self._root.real) + 1:].replace(os.sep, "/")
         if rel.endswith(SIDECAR_SUFFIX):
             raise UnsafePathError(f"{rel!r} is a sidecar, not an asset")
         if dest_relative is not None and self._dest_relative(source, source_real, asset_type,
@@ -559,7 +419,7 @@ class AssetRegistry:
         if in_place:
             op = "adopt"
         if digest is not None:  # a known digest finds a duplicate before any byte is read or copied
-            known = self._row(digest.lower()[:16])
+            known = self._records.row(digest.lower()[:16])
             if known is not None and known["hash"] == digest.lower():
                 return {"result": self._duplicate(known, known["hash"], meta, tag_list, license_tag)}
         tmp: Path | None = None
@@ -574,7 +434,7 @@ class AssetRegistry:
             digest = digest.lower()
             uid = digest[:16]
             self._check_not_another_asset(source_real, digest)
-            existing = self._row(uid)
+            existing = self._records.row(uid)
             if existing is not None:
                 return {"result": self._duplicate(existing, digest, meta, tag_list, license_tag)}
             if op != "adopt" and os.path.lexists(final):
@@ -594,7 +454,7 @@ class AssetRegistry:
         prov.setdefault("digest", digest)
         prov.setdefault("terms_acknowledged", False)
         prov.setdefault("provider_metadata", {})
-        meta, stated = _stated_terms(meta, prov)
+        meta, stated = stated_terms(meta, prov)
         if stated is not None:
             prov["license_terms"] = stated  # what the source said: a cleared licence falls back to it
         record = {
@@ -611,9 +471,9 @@ class AssetRegistry:
     def _check_not_another_asset(self, source_real: Path, digest: str) -> None:
         """Refuse a source that is the registered file of another asset whose bytes it no longer holds."""
         real = str(source_real)
-        if not real.startswith(self._root_real + os.sep):
+        if not real.startswith(self._root.real + os.sep):
             return
-        rel = real[len(self._root_real) + 1:].replace(os.sep, "/")
+        rel = real[len(self._root.real) + 1:].replace(os.sep, "/")
         row = self.db.query_one("SELECT uid, hash FROM assets WHERE project_id = ? AND path = ?", (self.project_id, rel))
         if row is not None and row["hash"] != digest:
             from ... import sources
@@ -694,7 +554,7 @@ class AssetRegistry:
             log.debug("registered %s as %s (%s, %d bytes)", plan["record"]["path"], plan["record"]["uid"],
                       plan["op"], plan["record"]["bytes"])
             self._schedule_thumbnails(plan["record"])
-            results[plan["index"]] = self._public(plan["record"])
+            results[plan["index"]] = self._records.public(plan["record"])
 
     def _commit_one(self, conn, plan: dict, on_commit) -> list[tuple[str, dict]] | BaseException | None:
         """Insert one planned row inside the group transaction (under a savepoint, so a clash
@@ -704,9 +564,9 @@ class AssetRegistry:
         conn.execute("SAVEPOINT register_one")
         try:
             try:
-                self._insert_row(conn, rec)
+                self._records.insert(conn, rec)
             except sqlite3.IntegrityError:  # the uid or the path is taken (by another process)
-                plan["clash"] = self._row(rec["uid"], conn)
+                plan["clash"] = self._records.row(rec["uid"], conn)
                 if plan["clash"] is not None:
                     conn.execute("ROLLBACK TO register_one")
                     conn.execute("RELEASE register_one")
@@ -715,13 +575,13 @@ class AssetRegistry:
                 raise
             conn.execute("DELETE FROM file_intents WHERE id = ?", (plan["intent"],))
             fired = self._emit_all(conn, [
-                (self.HOOK_ASSET_REGISTERED, self._payload(rec, include_meta=True),
+                (self.HOOK_ASSET_REGISTERED, self._records.payload(rec, include_meta=True),
                  {"bytes": rec["bytes"], "license_terms": dict(rec["license_terms"])}),
-                (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), None)])
+                (self.HOOK_SIDECAR_WRITTEN, self._records.sidecar_payload(rec), None)])
             if rec["preview"].get("kind"):
                 self._mark_thumbnails(conn, rec, "pending")
             if on_commit is not None:
-                on_commit(conn, plan["index"], self._public(rec))
+                on_commit(conn, plan["index"], self._records.public(rec))
             # written under the write lock: no other writer can slip an older sidecar in after
             self._write_sidecar(rec)
             plan["sidecar_written"] = True
@@ -750,7 +610,7 @@ class AssetRegistry:
     def _copy_in(self, source: Any) -> tuple[Path, str, int]:
         """Copy ``source`` (a path, or an opened :class:`comfyvn.sources.OpenedSource`) into the
         registry's incoming folder, hashing it in the same pass."""
-        incoming = self._root_str + os.sep + INCOMING_DIR
+        incoming = self._root.text + os.sep + INCOMING_DIR
         try:
             fd, name = open_temp(incoming, "copy")
         except FileNotFoundError:
@@ -838,12 +698,12 @@ class AssetRegistry:
 
     def _merge_duplicate(self, row: dict, meta: dict, tags: list[str], license_tag: str | None) -> dict:
         patch_tags = [t for t in tags if t not in row["tags"]]
-        changed = bool(patch_tags) or (meta and _deep_merge(row["meta"], meta) != row["meta"]) or (
+        changed = bool(patch_tags) or (meta and deep_merge(row["meta"], meta) != row["meta"]) or (
             license_tag is not None and license_tag != row["license"])
         if changed:
             return self.update_asset_meta(row["uid"], meta, add_tags=patch_tags,
                                           license_tag=license_tag if license_tag is not None else _UNSET)
-        return self._public(row)
+        return self._records.public(row)
 
     def _preview_for(self, uid: str, rel: str) -> dict:
         kind = preview_kind(rel)
@@ -859,102 +719,11 @@ class AssetRegistry:
         return f"{uid[:2]}/{uid}_{size}.{ext}"
 
     # ------------------------------------------------------------------ rows
-    def _insert_row(self, conn, rec: dict) -> None:
-        conn.execute(
-            "INSERT INTO assets(project_id, uid, type, path, hash, bytes, tags, license, origin, version, created_at,"
-            " updated_at, meta, preview, provenance, search_text, sidecar_pending, license_terms, commercial_rank,"
-            " credit_required, derivatives_allowed, license_known, rights_version)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?)",
-            (self.project_id, rec["uid"], rec["type"], rec["path"], rec["hash"], rec["bytes"], json.dumps(rec["tags"]),
-             rec["license"], rec["origin"], rec["version"], rec["created_at"], rec["updated_at"],
-             json.dumps(rec["meta"], ensure_ascii=False), json.dumps(rec["preview"]),
-             json.dumps(rec["provenance"], ensure_ascii=False), self._search_text(rec),
-             *self._rights_columns(rec), RIGHTS_VERSION))
-        if rec["tags"]:
-            conn.executemany("INSERT OR IGNORE INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
-                             [(self.project_id, rec["uid"], t) for t in rec["tags"]])
-
-    @staticmethod
-    def _rights_columns(rec: dict) -> tuple:
-        """``(license_terms JSON, commercial_rank, credit_required, derivatives_allowed, license_known)``."""
-        terms = rec["license_terms"]
-
-        def flag(value: Any) -> int | None:
-            return None if value is None else int(value)
-
-        return (json.dumps(terms, ensure_ascii=False), rights.commercial_rank(terms.get("commercial_use")),
-                flag(terms.get("credit_required")), flag(terms.get("derivatives_allowed")),
-                int(rights.licence_known(rec["license"], terms)))
-
-    @staticmethod
-    def _search_text(rec: dict) -> str:
-        parts = [rec["path"], rec["type"], rec.get("license") or "", " ".join(rec["tags"]),
-                 json.dumps(rec["meta"], ensure_ascii=False)]
-        return " ".join(parts).lower()
-
-    def _row(self, uid: str, conn=None) -> dict | None:
-        row = (conn or self.db.conn).execute("SELECT * FROM assets WHERE project_id = ? AND uid = ?",
-                                             (self.project_id, uid)).fetchone()
-        return self._decode(row) if row else None
-
-    def _decode(self, row) -> dict:
-        rec = dict(row)
-        for key in ("tags", "meta", "preview", "provenance"):
-            rec[key] = json.loads(rec[key]) if rec[key] else ({} if key != "tags" else [])
-        rec.pop("search_text", None)
-        stored = json.loads(rec.get("license_terms") or "{}")
-        rec["license_terms"] = {key: stored.get(key) for key in rights.TERM_KEYS}
-        rec["license_known"] = bool(rec.get("license_known"))
-        for key in ("commercial_rank", "credit_required", "derivatives_allowed", "rights_version"):
-            rec.pop(key, None)  # indexed copies of license_terms
-        return rec
-
-    def _public(self, rec: dict) -> dict:
-        out = {k: v for k, v in rec.items() if k not in ("sidecar_pending", "project_id")}
-        out["project_id"] = self.project_id
-        out["abs_path"] = abs_path = self._abs_str(rec["path"])
-        out["sidecar"] = abs_path + SIDECAR_SUFFIX
-        out["meta"] = meta = self.meta_view(rec)
-        # the original registry's keys: id, thumb (relative to THUMB_ROOT) and links (relative paths)
-        preview = meta["preview"]
-        out["id"] = rec["uid"]
-        out["thumb"] = preview.get("default")
-        links: dict[str, Any] = {"file": rec["path"], "sidecar": rec["path"] + SIDECAR_SUFFIX}
-        if out["thumb"]:
-            links["thumbnail"] = out["thumb"]
-        if preview.get("paths"):
-            links["thumbnails"] = dict(preview["paths"])
-        out["links"] = links
-        return out
-
     def meta_view(self, rec: dict) -> dict:
-        """An asset's ``meta`` as records, hook payloads and sidecars show it: the free-form
-        metadata with the asset's fields (``tags``, ``license``, ``origin``, ``version``) and its
-        ``preview`` (``paths`` ``{"256": ..., "512": ...}`` relative to the thumbnail root, and
-        the ``default`` one) inside, as the original registry kept them."""
-        view = dict(rec["meta"])
-        view.update(tags=list(rec["tags"]), license=rec["license"], origin=rec["origin"], version=rec["version"])
-        preview = dict(rec["preview"])
-        if preview.get("thumbnails"):
-            preview["paths"] = dict(preview["thumbnails"])
-            preview["default"] = next(iter(preview["paths"].values()))
-            view["thumbnails"] = dict(preview["paths"])
-        elif preview.get("waveform"):
-            preview["path"] = preview["default"] = preview["waveform"]
-        view["preview"] = preview
-        return view
+        """An asset's ``meta`` as records, hook payloads and sidecars show it (see :func:`comfyvn.registry.records.meta_view`)."""
+        return meta_view(rec)
 
-    def _payload(self, rec: dict, *, include_meta: bool) -> dict:
-        abs_path = self._abs_str(rec["path"])
-        payload = {"uid": rec["uid"], "type": rec["type"], "path": abs_path}
-        if include_meta:
-            payload["meta"] = self.meta_view(rec)
-        payload["sidecar"] = abs_path + SIDECAR_SUFFIX
-        return payload
-
-    def _sidecar_payload(self, rec: dict) -> dict:
-        return {"uid": rec["uid"], "type": rec["type"], "sidecar": self._abs_str(rec["path"]) + SIDECAR_SUFFIX,
-                "rel_path": rec["path"]}
+    _search_text = staticmethod(Records.search_text)  # bench/bench_registry.py builds rows with it
 
     # ------------------------------------------------------------------ sidecars
     def sidecar_document(self, rec: dict) -> dict:
@@ -962,7 +731,7 @@ class AssetRegistry:
         return {
             "uid": rec["uid"], "type": rec["type"], "path": rec["path"], "hash": rec["hash"],
             "bytes": rec["bytes"], "tags": rec["tags"], "license": rec["license"], "origin": rec["origin"],
-            "version": rec["version"], "created_at": utc_timestamp(rec["created_at"]), "meta": self.meta_view(rec),
+            "version": rec["version"], "created_at": utc_timestamp(rec["created_at"]), "meta": meta_view(rec),
             "preview": rec["preview"], "provenance": rec["provenance"], "license_terms": rec["license_terms"],
         }
 
@@ -977,7 +746,7 @@ class AssetRegistry:
         for i in range(0, len(pending), batch):
             with self.db.transaction() as conn:
                 for uid in pending[i:i + batch]:
-                    rec = self._row(uid, conn)
+                    rec = self._records.row(uid, conn)
                     if rec is None or not rec["sidecar_pending"] or not self._abs(rec["path"]).exists():
                         continue
                     self._write_sidecar(rec)
@@ -988,7 +757,7 @@ class AssetRegistry:
 
     def read_sidecar(self, uid: str) -> dict:
         """The parsed sidecar of an asset (raises AssetRegistryError naming the file if missing or corrupt)."""
-        rec = self._require(uid)
+        rec = self._records.require(uid)
         path = self.sidecar_path_for(rec["path"])
         try:  # the confined reader: a sidecar swapped for a symlink is refused, never followed
             fh, _ = open_confined(self.assets_root, rec["path"] + SIDECAR_SUFFIX, what="sidecar")
@@ -1010,24 +779,24 @@ class AssetRegistry:
         ``asset_sidecar_written`` fire (with ``reason`` in the modder envelopes).
         """
         with self.db.transaction() as conn:
-            rec = self._require(uid, conn)
+            rec = self._records.require(uid, conn)
             if not self._abs(rec["path"]).exists():
                 raise AssetRegistryError(f"asset {uid}: file {self._abs(rec['path'])} is missing; "
                                          "not writing a sidecar for it")
             fired = self._emit_all(conn, [
-                (self.HOOK_ASSET_META_UPDATED, self._payload(rec, include_meta=True),
+                (self.HOOK_ASSET_META_UPDATED, self._records.payload(rec, include_meta=True),
                  {"tags": rec["tags"], "license": rec["license"], "reason": reason}),
-                (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(rec), {"reason": reason})])
+                (self.HOOK_SIDECAR_WRITTEN, self._records.sidecar_payload(rec), {"reason": reason})])
             self._write_sidecar(rec)
             conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ?",
                          (self.project_id, uid))
         self._run_hooks(fired)
-        return self._public(rec)
+        return self._records.public(rec)
 
     def ensure_sidecar(self, uid: str, *, overwrite: bool = False) -> Path:
         """The asset's sidecar path, writing it from the database when missing (or when
         ``overwrite``; that fires ``asset_meta_updated`` and ``asset_sidecar_written``)."""
-        rec = self._require(uid)
+        rec = self._records.require(uid)
         path = self.sidecar_path_for(rec["path"])
         if overwrite or not path.is_file():
             self.rewrite_sidecar(uid, reason="ensure_sidecar")
@@ -1051,25 +820,16 @@ class AssetRegistry:
 
     # ------------------------------------------------------------------ queries
     def get_asset(self, uid: str) -> dict | None:
-        rec = self._row(uid)
-        return self._public(rec) if rec else None
+        rec = self._records.row(uid)
+        return self._records.public(rec) if rec else None
 
     def resolve_path(self, uid: str) -> Path | None:
         """The absolute path of an asset's file, or None for an unknown uid."""
-        rec = self._row(uid)
+        rec = self._records.row(uid)
         return self._abs(rec["path"]) if rec else None
 
-    def _require(self, uid: str, conn=None) -> dict:
-        rec = self._row(uid, conn)
-        if rec is None:
-            raise AssetNotFoundError(f"no asset {uid!r} in project {self.project_id!r}")
-        return rec
-
     def find_by_hash(self, digest: str) -> dict | None:
-        digest = digest.lower()  # the uid is the digest's first 16 digits: a primary-key lookup
-        row = self.db.query_one("SELECT * FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
-                                (self.project_id, digest[:16], digest))
-        return self._public(self._decode(row)) if row else None
+        return self._records.find_by_hash(digest)
 
     def query_assets(self, *, asset_type: str | None = None, tags: Iterable[str] | str | None = None,
                      tags_mode: str = "all", license: str | None = None, text: str | None = None,
@@ -1083,77 +843,11 @@ class AssetRegistry:
         image < rent-civit < rent < sell``); ``credit_required``, ``derivatives`` (derivatives
         allowed) and ``license_known`` match the term exactly.  A term not stated matches no
         level and neither true nor false."""
-        if sort not in SORT_COLUMNS:
-            raise ValueError(f"sort must be one of {', '.join(SORT_COLUMNS)}")
-        if tags_mode not in ("all", "any"):
-            raise ValueError("tags_mode must be 'all' or 'any'")
-        if not 1 <= int(limit) <= 1000:
-            raise ValueError("limit must be between 1 and 1000")
-        where = ["a.project_id = ?"]
-        params: list[Any] = [self.project_id]
-        if asset_type:
-            where.append("a.type = ?")
-            params.append(asset_type)
-        if license is not None:
-            if license == "":
-                where.append("a.license IS NULL")
-            else:
-                where.append("a.license = ?")
-                params.append(license)
-        if commercial_use is not None:
-            rank = rights.commercial_rank(commercial_use)
-            if rank is None:
-                raise ValueError(f"commercial_use must be one of {', '.join(rights.COMMERCIAL_LEVELS)}, "
-                                 f"got {commercial_use!r}")
-            # an IN list, not ">=": each level is an index range already in created_at order (x100 faster)
-            levels = range(rank, len(rights.COMMERCIAL_LEVELS))
-            where.append(f"a.commercial_rank IN ({','.join('?' * len(levels))})")
-            params.extend(levels)
-        for name, value in (("credit_required", credit_required), ("derivatives", derivatives),
-                            ("license_known", license_known)):
-            if value is None:
-                continue
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be true or false, got {value!r}")
-            where.append(f"a.{RIGHTS_BOOL_FILTERS[name]} = ?")
-            params.append(int(value))
-        if hash:
-            where.append("a.uid = ? AND a.hash = ?")  # primary key: uid = first 16 hex digits
-            params.extend([hash.lower()[:16], hash.lower()])
-        tag_list = normalise_tags(tags)
-        if tag_list:
-            marks = ",".join("?" * len(tag_list))
-            if tags_mode == "all":
-                for tag in tag_list:
-                    where.append("EXISTS (SELECT 1 FROM asset_tags t WHERE t.project_id = a.project_id"
-                                 " AND t.tag = ? AND t.uid = a.uid)")
-                    params.append(tag)
-            else:
-                where.append(f"EXISTS (SELECT 1 FROM asset_tags t WHERE t.project_id = a.project_id"
-                             f" AND t.uid = a.uid AND t.tag IN ({marks}))")
-                params.extend(tag_list)
-        if text:
-            where.append("a.search_text LIKE ? ESCAPE '\\'")
-            params.append("%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        filter_sql, filter_params = " AND ".join(where), list(params)
-        col = SORT_COLUMNS[sort]
-        order = "DESC" if descending else "ASC"
-        if cursor:
-            value, uid = decode_cursor(cursor)
-            op = "<" if descending else ">"
-            where.append(f"(a.{col}, a.uid) {op} (?, ?)")  # a row value: an index range, not a filter
-            params.extend([value, uid])
-        sql = (f"SELECT a.* FROM assets a WHERE {' AND '.join(where)} ORDER BY a.{col} {order}, a.uid {order}"
-               f" LIMIT ? OFFSET ?")
-        rows = self.db.query(sql, (*params, int(limit) + 1, 0 if cursor else int(offset)))
-        items = [self._public(self._decode(r)) for r in rows[:limit]]
-        page: dict[str, Any] = {"items": items, "next_cursor": None}
-        if len(rows) > limit and items:
-            last = items[-1]
-            page["next_cursor"] = encode_cursor(last[col], last["uid"])
-        if with_total:
-            page["total"] = self.db.query_one(f"SELECT COUNT(*) FROM assets a WHERE {filter_sql}", filter_params)[0]
-        return page
+        return self._records.query_assets(
+            asset_type=asset_type, tags=tags, tags_mode=tags_mode, license=license, text=text, hash=hash,
+            limit=limit, offset=offset, cursor=cursor, sort=sort, descending=descending, with_total=with_total,
+            commercial_use=commercial_use, credit_required=credit_required, derivatives=derivatives,
+            license_known=license_known)
 
     def list_assets(self, asset_type: str | None = None, *, hash_value: str | None = None,
                     tags: Iterable[str] | str | None = None, text: str | None = None, limit: int | None = None,
@@ -1161,59 +855,23 @@ class AssetRegistry:
         """Assets matching the filters of :meth:`query_assets` (``hash_value`` is ``hash``).
 
         ``limit=None`` returns every match (read in pages of 1000), as the original did."""
-        if hash_value is not None:
-            filters["hash"] = hash_value
-        if limit is not None:
-            return self.query_assets(asset_type=asset_type, tags=tags, text=text, limit=limit, **filters)["items"]
-        if filters.get("offset") or filters.get("cursor"):
-            raise ValueError("offset/cursor need a limit (or use query_assets)")
-        items: list[dict] = []
-        cursor = None
-        while True:
-            page = self.query_assets(asset_type=asset_type, tags=tags, text=text, limit=1000, cursor=cursor,
-                                     **filters)
-            items.extend(page["items"])
-            cursor = page["next_cursor"]
-            if not cursor:
-                return items
+        return self._records.list_assets(asset_type, hash_value=hash_value, tags=tags, text=text, limit=limit,
+                                         **filters)
 
     def iter_assets(self, batch: int = 500) -> Iterator[dict]:
         """Every asset of the project, in path order, read in batches."""
-        cursor = None
-        while True:
-            page = self.query_assets(limit=batch, cursor=cursor, sort="path", descending=False)
-            yield from page["items"]
-            cursor = page["next_cursor"]
-            if not cursor:
-                return
+        return self._records.iter_assets(batch)
 
     def count(self) -> int:
-        return self.db.query_one("SELECT COUNT(*) FROM assets WHERE project_id = ?", (self.project_id,))[0]
+        return self._records.count()
 
     def facets(self) -> dict[str, list[tuple[str, int]]]:
         """Types, tags and licences with counts (for filter drop-downs)."""
-        q = self.db.query
-        pid = (self.project_id,)
-        return {
-            "types": [(r[0], r[1]) for r in q("SELECT type, COUNT(*) FROM assets WHERE project_id = ? GROUP BY type"
-                                              " ORDER BY type", pid)],
-            "licenses": [(r[0], r[1]) for r in q("SELECT license, COUNT(*) FROM assets WHERE project_id = ?"
-                                                 " AND license IS NOT NULL GROUP BY license ORDER BY license", pid)],
-            "tags": [(r[0], r[1]) for r in q("SELECT tag, COUNT(*) FROM asset_tags WHERE project_id = ? GROUP BY tag"
-                                             " ORDER BY COUNT(*) DESC, tag LIMIT 500", pid)],
-        }
+        return self._records.facets()
 
     def to_dataframe(self, **filters: Any):
         """Matching assets as a pandas DataFrame (every asset when no filter is given)."""
-        import pandas as pd
-
-        rows = list(self.iter_assets()) if not filters else self.list_assets(**{"limit": 1000, **filters})
-        columns = ["uid", "type", "path", "hash", "bytes", "tags", "license", "origin", "version", "created_at",
-                   "updated_at", "meta", "provenance", "sidecar"]
-        frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
-        for col in ("created_at", "updated_at"):
-            frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
-        return frame
+        return self._records.to_dataframe(**filters)
 
     # ------------------------------------------------------------------ updates
     def update_asset_meta(self, uid: str, metadata: dict | None = None, *, replace: bool = False,
@@ -1251,7 +909,7 @@ class AssetRegistry:
         if metadata is not None:
             metadata, fields = split_metadata(metadata)
             if "license_terms" in metadata:  # terms a person sets are a field, not free-form meta
-                terms_given = _check_terms(metadata.pop("license_terms"), default_source="user")
+                terms_given = check_terms(metadata.pop("license_terms"), default_source="user")
         if license_tag is _UNSET and "license" in fields:
             license_tag = fields["license"]
         if "version" in fields:
@@ -1271,7 +929,7 @@ class AssetRegistry:
             records = []
             missing = []
             for uid in uids:
-                rec = self._row(uid, conn)
+                rec = self._records.row(uid, conn)
                 (missing.append(uid) if rec is None else records.append(rec))
             if missing:
                 raise AssetNotFoundError(f"unknown asset uid(s) in project {self.project_id!r}: {', '.join(missing)}")
@@ -1281,7 +939,7 @@ class AssetRegistry:
                         f"asset {rec['uid']} changed meanwhile (version {rec['version']}, expected {expected_version})")
                 new = dict(rec)
                 if metadata is not None:
-                    new["meta"] = dict(metadata) if replace else _deep_merge(rec["meta"], metadata)
+                    new["meta"] = dict(metadata) if replace else deep_merge(rec["meta"], metadata)
                 base_tags = fields.get("tags", rec["tags"])
                 new["tags"] = [t for t in base_tags if t not in remove_tags] + [
                     t for t in add_tags if t not in base_tags and t not in remove_tags]
@@ -1304,21 +962,21 @@ class AssetRegistry:
                     " credit_required = ?, derivatives_allowed = ?, license_known = ?"
                     " WHERE project_id = ? AND uid = ?",
                     (json.dumps(new["meta"], ensure_ascii=False), json.dumps(new["tags"]), new["license"],
-                     new["origin"], new["version"], now, self._search_text(new), *self._rights_columns(new),
+                     new["origin"], new["version"], now, self._records.search_text(new), *self._records.rights_columns(new),
                      self.project_id, rec["uid"]))
                 conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, rec["uid"]))
                 conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
                                  [(self.project_id, rec["uid"], t) for t in new["tags"]])
-                calls.append((self.HOOK_ASSET_META_UPDATED, self._payload(new, include_meta=True),
+                calls.append((self.HOOK_ASSET_META_UPDATED, self._records.payload(new, include_meta=True),
                               {"tags": new["tags"], "license": new["license"],
                                "license_terms": dict(new["license_terms"])}))
-                calls.append((self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(new), None))
+                calls.append((self.HOOK_SIDECAR_WRITTEN, self._records.sidecar_payload(new), None))
                 updated.append(new)
             if calls:
                 fired = self._emit_all(conn, calls)
         self._sync_sidecars([r["uid"] for r in updated if r["updated_at"] == now])
         self._run_hooks(fired)
-        return [self._public(r) for r in updated]
+        return [self._records.public(r) for r in updated]
 
     @staticmethod
     def _rights_after_change(rec: dict, new: dict, terms_given: dict | None) -> dict:
@@ -1342,31 +1000,31 @@ class AssetRegistry:
         registered bytes; the sidecar is written there and the old one removed.
         """
         rel = str(safe_relative(new_relative, what="new_relative"))
-        final = self._confine(rel, "new_relative")
-        rec = self._require(uid)
+        final = self._root.confine(rel, "new_relative")
+        rec = self._records.require(uid)
         if not final.is_file() or sha256_file(final)[0] != rec["hash"]:
             raise AssetRegistryError(f"{rel!r} does not hold the bytes of asset {uid}; nothing changed")
         old_rel = rec["path"]
         if old_rel == rel:
-            return self._public(rec)
+            return self._records.public(rec)
         fired: list[tuple[str, dict]] = []
         with self.db.transaction() as conn:
-            rec = self._require(uid, conn)
+            rec = self._records.require(uid, conn)
             self._check_path_free(conn, rel)
             new = {**rec, "path": rel, "version": rec["version"] + 1, "updated_at": time.time()}
             conn.execute("UPDATE assets SET path = ?, version = ?, updated_at = ?, search_text = ?, sidecar_pending = 1"
                          " WHERE project_id = ? AND uid = ?",
-                         (rel, new["version"], new["updated_at"], self._search_text(new), self.project_id, uid))
+                         (rel, new["version"], new["updated_at"], self._records.search_text(new), self.project_id, uid))
             fired = self._emit_all(conn, [
-                (self.HOOK_ASSET_META_UPDATED, self._payload(new, include_meta=True),
+                (self.HOOK_ASSET_META_UPDATED, self._records.payload(new, include_meta=True),
                  {"tags": new["tags"], "license": new["license"], "moved_from": old_rel}),
-                (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(new), None)])
+                (self.HOOK_SIDECAR_WRITTEN, self._records.sidecar_payload(new), None)])
         self._sync_sidecars([uid])
         old_sidecar = self.sidecar_path_for(old_rel)
         if _sidecar_uid(old_sidecar) == uid and not self._abs(old_rel).exists():
             old_sidecar.unlink(missing_ok=True)
         self._run_hooks(fired)
-        return self._public(new)
+        return self._records.public(new)
 
     # ------------------------------------------------------------------ removal
     def remove_asset(self, uid: str, *, delete_files: bool = False) -> bool:
@@ -1389,7 +1047,7 @@ class AssetRegistry:
         fired: list[tuple[str, dict]] = []
         now = time.time()
         with self.db.transaction() as conn:
-            rec = self._require(uid, conn)
+            rec = self._records.require(uid, conn)
             trash = None if delete_files else str(self._trash_dir(uid, now))
             intent = conn.execute(
                 "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner) VALUES (?,?,?,?,?,?,?)",
@@ -1401,14 +1059,14 @@ class AssetRegistry:
                        "sidecar": str(self.sidecar_path_for(rec["path"]))}
             fired.append(self._emit(conn, self.HOOK_ASSET_REMOVED, payload,
                                     {"trashed_to": trash, "deleted_files": delete_files, "bytes": rec["bytes"],
-                                     "meta": self.meta_view(rec)}))
+                                     "meta": meta_view(rec)}))
         self._finish_remove(rec["uid"], rec["path"], trash)
         self._drop_intents([intent])
         mirror = self.legacy_sidecar_path(rec["path"])
         if mirror is not None:
             mirror.unlink(missing_ok=True)
         self._run_hooks(fired)
-        out = self._public(rec)
+        out = self._records.public(rec)
         out.update(trashed_to=trash, trashed=trash is not None, removed=True)
         return out
 
@@ -1463,7 +1121,7 @@ class AssetRegistry:
 
     def regenerate_thumbnails(self, uid: str) -> None:
         """Make an asset's thumbnails (or waveform) again, off the caller's thread."""
-        rec = self._require(uid)
+        rec = self._records.require(uid)
         if not rec["preview"].get("kind"):
             return
         with self.db.transaction() as conn:
@@ -1571,7 +1229,7 @@ class AssetRegistry:
                 rows = conn.execute("SELECT * FROM assets WHERE project_id = ? AND rights_version < ? LIMIT ?",
                                     (self.project_id, RIGHTS_VERSION, batch)).fetchall()
                 for row in rows:
-                    rec = self._decode(row)
+                    rec = self._records.decode(row)
                     meta, stated = _stored_terms(rec)
                     prov = dict(rec["provenance"])
                     if stated is not None:
@@ -1584,7 +1242,7 @@ class AssetRegistry:
                         " credit_required = ?, derivatives_allowed = ?, license_known = ?, rights_version = ?,"
                         " search_text = ?, sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
                         (json.dumps(meta, ensure_ascii=False), json.dumps(prov, ensure_ascii=False),
-                         *self._rights_columns(rec), RIGHTS_VERSION, self._search_text(rec), self.project_id,
+                         *self._records.rights_columns(rec), RIGHTS_VERSION, self._records.search_text(rec), self.project_id,
                          rec["uid"]))
             done += len(rows)
             if len(rows) < batch:

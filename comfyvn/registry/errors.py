@@ -1,0 +1,16 @@
+"""The registry's errors (``comfyvn.studio.core.asset_registry`` re-exports them)."""
+
+from __future__ import annotations
+
+
+class AssetRegistryError(Exception):
+    """Base class for registry errors a caller can act on."""
+
+
+class AssetCollisionError(AssetRegistryError):
+    """A different file already sits at the destination path."""
+
+
+class AssetNotFoundError(AssetRegistryError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "asset not found"
