@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import comfyvn.registry.sidecars as sidecarmod
 import comfyvn.studio.core.asset_registry as regmod
 import comfyvn.studio.core.thumbnails as thumbmod
 from comfyvn.fsutil import UnsafePathError
@@ -546,7 +547,7 @@ def test_a_failure_half_way_leaves_no_row_event_file_or_sidecar(reg, src, monkey
     def disk_full(path, payload, fsync=True):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(regmod, "atomic_write_json", disk_full)
+    monkeypatch.setattr(sidecarmod, "atomic_write_json", disk_full)
     for copy in (True, False):  # a copy from anywhere, a move of a hand-off (staged) file
         source = make_file(src if copy else reg.ws.staging_dir, "half.txt" if copy else "0123456789ab-half.txt",
                            "half")

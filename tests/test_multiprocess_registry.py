@@ -21,6 +21,7 @@ PROJECT = "mp"
 CRASH_CHILD = r"""
 import json, os, signal, sys
 from pathlib import Path
+import comfyvn.registry.sidecars as sidecarmod
 import comfyvn.studio.core.asset_registry as regmod
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
@@ -56,7 +57,7 @@ elif point == "placed":          # file at its final name, no row
 elif point == "sidecar_tmp":     # sidecar temp file written, not renamed, transaction open
     before(os, "replace", lambda src, dst, *a, **k: str(dst).endswith(".asset.json"))
 elif point == "sidecar":         # sidecar in place, row transaction not committed
-    after(regmod, "atomic_write_json")
+    after(sidecarmod, "atomic_write_json")
 elif point == "committed":       # row, events and sidecar committed; hooks never ran
     before(AssetRegistry, "_run_hooks")
 elif point == "pause":           # file placed, then wait for the parent (a live process)

@@ -24,27 +24,24 @@ from typing import Any
 
 from ... import rights
 from ...config import Workspace, get_setting, setup_logging, workspace
-from ...confined import open_confined
 from ...core import modder_hooks
 from ...fsutil import (
     UnsafePathError,
-    atomic_write_json,
     fsync_dir,
     open_temp,
     owner_alive,
     owner_token,
-    parse_json_object,
     refuse_hidden,
     safe_relative,
     temp_owner,
 )
 from ...hashing import copy_and_hash as _copy_path_and_hash
 from ...hashing import sha256_file
-from ...hooks.events import utc_timestamp
 from ...registry import listeners
 from ...registry.errors import AssetCollisionError, AssetNotFoundError, AssetRegistryError
 from ...registry.listeners import Hook, Listeners
 from ...registry.paths import INCOMING_DIR, SIDECAR_SUFFIX, AssetsRoot
+from ...registry.previews import Previews
 from ...registry.records import (
     DERIVED_META_KEYS,
     FIELD_KEYS,
@@ -65,8 +62,8 @@ from ...registry.records import (
     split_metadata,
     stated_terms,
 )
+from ...registry.sidecars import MAX_SIDECAR_BYTES, Sidecars, sidecar_uid
 from ...store import Database, get_database
-from .thumbnails import WAVEFORM, get_thumbnailer, max_pixels_setting, preview_kind, write_preview
 
 __all__ = [  # every public name this module had before the registry was split by role
     "DERIVED_META_KEYS", "FIELD_KEYS", "INCOMING_DIR", "MAX_SIDECAR_BYTES", "PROJECT_RE", "RIGHTS_BOOL_FILTERS",
@@ -77,7 +74,6 @@ __all__ = [  # every public name this module had before the registry was split b
 
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
 
-MAX_SIDECAR_BYTES = 16 * 1024 * 1024  # a sidecar is a few KiB; a bigger one is not read whole
 _DIGEST_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _TYPE_RE = TYPE_RE
 _UNSET = UNSET
@@ -170,6 +166,9 @@ class AssetRegistry:
         self.db: Database = get_database(Path(db_path).resolve() if db_path else self.ws.db_path)
         self._listeners = Listeners(self.db, project_id)
         self._records = Records(self.db, project_id, self._root)
+        self._sidecars = Sidecars(self.db, project_id, self._root, self._records, self._listeners, self.meta_root)
+        self._previews = Previews(self.ws, self.db, project_id, self._root, self.thumbnails_root, self._records,
+                                  make_thumbnails=make_thumbnails)
         modder_hooks.watch_database(self.db)  # listeners of comfyvn.core.modder_hooks see this database
         recovery_key = (str(self.db.path), project_id, str(self.assets_root))
         if recover and recovery_key not in _RECOVERED:
@@ -461,7 +460,7 @@ class AssetRegistry:
             "uid": uid, "type": asset_type, "path": rel, "hash": digest, "bytes": size, "tags": tag_list,
             "license": license_tag or None, "origin": origin or prov.get("provider") or "local", "version": 1,
             "created_at": float(created_at) if created_at is not None else now, "updated_at": now,
-            "meta": meta, "preview": self._preview_for(uid, rel), "provenance": prov,
+            "meta": meta, "preview": self._previews.preview_for(uid, rel), "provenance": prov,
             "license_terms": rights.asset_rights(license_tag or None, stated, base_model=meta.get("base_model")),
         }
         record["license_known"] = rights.licence_known(record["license"], record["license_terms"])
@@ -553,7 +552,7 @@ class AssetRegistry:
         for plan in committed:
             log.debug("registered %s as %s (%s, %d bytes)", plan["record"]["path"], plan["record"]["uid"],
                       plan["op"], plan["record"]["bytes"])
-            self._schedule_thumbnails(plan["record"])
+            self._previews.schedule(plan["record"])
             results[plan["index"]] = self._records.public(plan["record"])
 
     def _commit_one(self, conn, plan: dict, on_commit) -> list[tuple[str, dict]] | BaseException | None:
@@ -579,11 +578,11 @@ class AssetRegistry:
                  {"bytes": rec["bytes"], "license_terms": dict(rec["license_terms"])}),
                 (self.HOOK_SIDECAR_WRITTEN, self._records.sidecar_payload(rec), None)])
             if rec["preview"].get("kind"):
-                self._mark_thumbnails(conn, rec, "pending")
+                self._previews.mark(conn, rec, "pending")
             if on_commit is not None:
                 on_commit(conn, plan["index"], self._records.public(rec))
             # written under the write lock: no other writer can slip an older sidecar in after
-            self._write_sidecar(rec)
+            self._sidecars.write(rec)
             plan["sidecar_written"] = True
         except Exception as exc:
             conn.execute("ROLLBACK TO register_one")
@@ -705,19 +704,6 @@ class AssetRegistry:
                                           license_tag=license_tag if license_tag is not None else _UNSET)
         return self._records.public(row)
 
-    def _preview_for(self, uid: str, rel: str) -> dict:
-        kind = preview_kind(rel)
-        if kind == "image":
-            sizes = [str(s) for s in get_setting("registry.thumbnail_sizes", [256, 512], self.ws)]
-            return {"kind": "image", "thumbnails": {s: self._thumb_rel(uid, s) for s in sizes}}
-        if kind == "audio":
-            return {"kind": "audio", "waveform": self._thumb_rel(uid, WAVEFORM)}
-        return {"kind": None}
-
-    def _thumb_rel(self, uid: str, size: str) -> str:
-        ext = "json" if size == WAVEFORM else "png"
-        return f"{uid[:2]}/{uid}_{size}.{ext}"
-
     # ------------------------------------------------------------------ rows
     def meta_view(self, rec: dict) -> dict:
         """An asset's ``meta`` as records, hook payloads and sidecars show it (see :func:`comfyvn.registry.records.meta_view`)."""
@@ -728,49 +714,14 @@ class AssetRegistry:
     # ------------------------------------------------------------------ sidecars
     def sidecar_document(self, rec: dict) -> dict:
         """The sidecar JSON for a record (the database is the source of truth)."""
-        return {
-            "uid": rec["uid"], "type": rec["type"], "path": rec["path"], "hash": rec["hash"],
-            "bytes": rec["bytes"], "tags": rec["tags"], "license": rec["license"], "origin": rec["origin"],
-            "version": rec["version"], "created_at": utc_timestamp(rec["created_at"]), "meta": meta_view(rec),
-            "preview": rec["preview"], "provenance": rec["provenance"], "license_terms": rec["license_terms"],
-        }
+        return self._sidecars.document(rec)
 
     def _sync_sidecars(self, uids: Iterable[str], batch: int = 64) -> int:
-        """Write the sidecars of rows marked pending, from the row as committed *now*.
-
-        The write happens under the database write lock, so two processes updating one
-        asset can never leave the older version on disk.
-        """
-        written = 0
-        pending = list(uids)
-        for i in range(0, len(pending), batch):
-            with self.db.transaction() as conn:
-                for uid in pending[i:i + batch]:
-                    rec = self._records.row(uid, conn)
-                    if rec is None or not rec["sidecar_pending"] or not self._abs(rec["path"]).exists():
-                        continue
-                    self._write_sidecar(rec)
-                    conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ?",
-                                 (self.project_id, uid))
-                    written += 1
-        return written
+        return self._sidecars.sync(uids, batch)
 
     def read_sidecar(self, uid: str) -> dict:
         """The parsed sidecar of an asset (raises AssetRegistryError naming the file if missing or corrupt)."""
-        rec = self._records.require(uid)
-        path = self.sidecar_path_for(rec["path"])
-        try:  # the confined reader: a sidecar swapped for a symlink is refused, never followed
-            fh, _ = open_confined(self.assets_root, rec["path"] + SIDECAR_SUFFIX, what="sidecar")
-        except FileNotFoundError:
-            raise AssetRegistryError(f"sidecar {path} is missing; run the enforcer to rewrite it") from None
-        with fh:
-            raw = fh.read(MAX_SIDECAR_BYTES + 1)
-        if len(raw) > MAX_SIDECAR_BYTES:
-            raise AssetRegistryError(f"sidecar {path} is over {MAX_SIDECAR_BYTES} bytes; run the enforcer to rewrite it")
-        data, problem = parse_json_object(raw)
-        if data is None:
-            raise AssetRegistryError(f"sidecar {path} is {problem}; run the enforcer to rewrite it")
-        return data
+        return self._sidecars.read(uid)
 
     def rewrite_sidecar(self, uid: str, *, reason: str = "rewrite") -> dict:
         """Rewrite a sidecar from the database row (the enforcer's fix).
@@ -778,45 +729,16 @@ class AssetRegistry:
         The sidecar's contents change, so both ``asset_meta_updated`` and
         ``asset_sidecar_written`` fire (with ``reason`` in the modder envelopes).
         """
-        with self.db.transaction() as conn:
-            rec = self._records.require(uid, conn)
-            if not self._abs(rec["path"]).exists():
-                raise AssetRegistryError(f"asset {uid}: file {self._abs(rec['path'])} is missing; "
-                                         "not writing a sidecar for it")
-            fired = self._emit_all(conn, [
-                (self.HOOK_ASSET_META_UPDATED, self._records.payload(rec, include_meta=True),
-                 {"tags": rec["tags"], "license": rec["license"], "reason": reason}),
-                (self.HOOK_SIDECAR_WRITTEN, self._records.sidecar_payload(rec), {"reason": reason})])
-            self._write_sidecar(rec)
-            conn.execute("UPDATE assets SET sidecar_pending = 0 WHERE project_id = ? AND uid = ?",
-                         (self.project_id, uid))
-        self._run_hooks(fired)
-        return self._records.public(rec)
+        return self._sidecars.rewrite(uid, reason=reason)
 
     def ensure_sidecar(self, uid: str, *, overwrite: bool = False) -> Path:
         """The asset's sidecar path, writing it from the database when missing (or when
         ``overwrite``; that fires ``asset_meta_updated`` and ``asset_sidecar_written``)."""
-        rec = self._records.require(uid)
-        path = self.sidecar_path_for(rec["path"])
-        if overwrite or not path.is_file():
-            self.rewrite_sidecar(uid, reason="ensure_sidecar")
-        return path
-
-    def _write_sidecar(self, rec: dict) -> None:
-        """Write the sidecar (atomically) and, with ``meta_root``, the original's legacy mirror."""
-        doc = self.sidecar_document(rec)
-        atomic_write_json(self.sidecar_path_for(rec["path"]), doc, fsync=False)
-        mirror = self.legacy_sidecar_path(rec["path"])
-        if mirror is not None:
-            try:  # a derived copy for old tooling: its failure never undoes the change
-                mirror.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(mirror, {"id": rec["uid"], **doc}, fsync=False)
-            except OSError:
-                log.exception("could not write the legacy sidecar mirror %s", mirror)
+        return self._sidecars.ensure(uid, overwrite=overwrite)
 
     def legacy_sidecar_path(self, rel: str) -> Path | None:
         """``<meta_root>/<rel without suffix>.json`` (the original's mirror), or None without meta_root."""
-        return (self.meta_root / rel).with_suffix(".json") if self.meta_root is not None else None
+        return self._sidecars.legacy_path(rel)
 
     # ------------------------------------------------------------------ queries
     def get_asset(self, uid: str) -> dict | None:
@@ -1021,7 +943,7 @@ class AssetRegistry:
                 (self.HOOK_SIDECAR_WRITTEN, self._records.sidecar_payload(new), None)])
         self._sync_sidecars([uid])
         old_sidecar = self.sidecar_path_for(old_rel)
-        if _sidecar_uid(old_sidecar) == uid and not self._abs(old_rel).exists():
+        if sidecar_uid(old_sidecar) == uid and not self._abs(old_rel).exists():
             old_sidecar.unlink(missing_ok=True)
         self._run_hooks(fired)
         return self._records.public(new)
@@ -1083,76 +1005,25 @@ class AssetRegistry:
                 shutil.move(str(path), str(Path(trash) / path.name))
             else:
                 path.unlink(missing_ok=True)
-        for thumb in self.thumbnails_root.glob(f"{uid[:2]}/{uid}_*"):
-            thumb.unlink(missing_ok=True)
+        self._previews.delete_files(uid)
 
     # ------------------------------------------------------------------ thumbnails
-    def _mark_thumbnails(self, conn, rec: dict, status: str) -> None:
-        preview = rec["preview"]
-        sizes = list(preview.get("thumbnails", {})) or ([WAVEFORM] if preview.get("waveform") else [])
-        conn.executemany(
-            "INSERT OR REPLACE INTO thumbnails(project_id, uid, size, path, status, error, updated_at)"
-            " VALUES (?,?,?,?,?,NULL,?)",
-            [(self.project_id, rec["uid"], s, self._thumb_rel(rec["uid"], s), status, time.time()) for s in sizes])
-
-    def _schedule_thumbnails(self, rec: dict) -> None:
-        if not self.make_thumbnails or not rec["preview"].get("kind"):
-            return
-        get_thumbnailer().submit(self._make_thumbnails, rec["uid"], rec["path"], rec["preview"])
-
-    def _make_thumbnails(self, uid: str, rel: str, preview: dict) -> None:
-        sizes = list(preview.get("thumbnails", {})) or [WAVEFORM]
-        src = self._abs(rel)
-        max_pixels = max_pixels_setting(self.ws)  # this workspace's cap, not the process's current one
-        for size in sizes:
-            dest = self.thumbnails_root / self._thumb_rel(uid, size)
-            try:
-                write_preview(src, dest, size, max_pixels=max_pixels)
-                status, error = "ready", None
-            except Exception as exc:  # a broken image is recorded, never listed as present
-                status, error = "failed", f"{type(exc).__name__}: {exc}"
-                log.warning("thumbnail %s for %s failed: %s", size, uid, error)
-            with self.db.transaction() as conn:
-                hit = conn.execute("UPDATE thumbnails SET status = ?, error = ?, updated_at = ? WHERE project_id = ?"
-                                   " AND uid = ? AND size = ?",
-                                   (status, error, time.time(), self.project_id, uid, size)).rowcount
-                if not hit:  # the asset was removed meanwhile: leave no orphan preview behind
-                    dest.unlink(missing_ok=True)
-
     def regenerate_thumbnails(self, uid: str) -> None:
         """Make an asset's thumbnails (or waveform) again, off the caller's thread."""
-        rec = self._records.require(uid)
-        if not rec["preview"].get("kind"):
-            return
-        with self.db.transaction() as conn:
-            self._mark_thumbnails(conn, rec, "pending")
-        get_thumbnailer().submit(self._make_thumbnails, rec["uid"], rec["path"], rec["preview"])
+        self._previews.regenerate(uid)
 
     def thumbnail_status(self, uid: str) -> dict[str, dict]:
         """``{size: {"path", "status": pending|ready|failed, "error"}}`` for an asset."""
-        rows = self.db.query("SELECT size, path, status, error FROM thumbnails WHERE project_id = ? AND uid = ?",
-                             (self.project_id, uid))
-        return {r["size"]: {"path": str(self.thumbnails_root / r["path"]), "status": r["status"],
-                            "error": r["error"]} for r in rows}
+        return self._previews.status(uid)
 
     def resolve_thumbnail_path(self, uid: str, size: int | str = 256) -> Path | None:
         """The cached thumbnail (or ``"waveform"`` JSON) of an asset, or None if not (yet) made."""
-        row = self.db.query_one("SELECT path, status FROM thumbnails WHERE project_id = ? AND uid = ? AND size = ?",
-                                (self.project_id, uid, str(size)))
-        if row is None or row["status"] != "ready":
-            return None
-        path = self.thumbnails_root / row["path"]
-        try:  # only a regular file below the thumbnails root, never through a symlink
-            fh, _ = open_confined(self.thumbnails_root, row["path"], what="thumbnail")
-        except (OSError, UnsafePathError):
-            return None
-        fh.close()
-        return path
+        return self._previews.resolve(uid, size)
 
     @staticmethod
     def wait_for_thumbnails(timeout: float | None = 30.0) -> bool:
         """Block until this process has no thumbnail pending (True) or ``timeout`` passed (False)."""
-        return get_thumbnailer().wait(timeout)
+        return Previews.wait(timeout)
 
     # ------------------------------------------------------------------ recovery
     def recover(self) -> dict[str, int]:
@@ -1192,7 +1063,7 @@ class AssetRegistry:
                     else:
                         final.unlink(missing_ok=True)
                     sidecar = self.sidecar_path_for(intent["dest"])
-                    if _sidecar_uid(sidecar) == intent["uid"]:
+                    if sidecar_uid(sidecar) == intent["uid"]:
                         sidecar.unlink(missing_ok=True)
                 stats["undone"] += 1
             stats["temp_files"] += _sweep_temp_files(final.parent, f".{final.name}")
@@ -1209,10 +1080,7 @@ class AssetRegistry:
         stuck = self.db.query("SELECT uid, path, preview FROM assets WHERE project_id = ? AND uid IN "
                               "(SELECT uid FROM thumbnails WHERE project_id = ? AND status = 'pending')",
                               (self.project_id, self.project_id))
-        if self.make_thumbnails:
-            for row in stuck:
-                get_thumbnailer().submit(self._make_thumbnails, row["uid"], row["path"], json.loads(row["preview"]))
-            stats["thumbnails"] = len(stuck)
+        stats["thumbnails"] = self._previews.resume(stuck)
         if any(v for k, v in stats.items() if k not in ("skipped_live", "thumbnails")):
             log.info("recovered project %s: %s", self.project_id, stats)
         return stats
@@ -1259,14 +1127,6 @@ class AssetRegistry:
             return final.is_file() and not final.is_symlink() and sha256_file(final)[0][:16] == uid
         except OSError:
             return False
-
-
-def _sidecar_uid(path: Path) -> str | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data.get("uid") if isinstance(data, dict) else None
 
 
 def _sweep_temp_files(folder: Path, prefix: str) -> int:
