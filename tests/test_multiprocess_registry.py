@@ -23,6 +23,7 @@ import json, os, signal, sys
 from pathlib import Path
 import comfyvn.registry.sidecars as sidecarmod
 import comfyvn.studio.core.asset_registry as regmod
+from comfyvn.registry.sidecars import Sidecars
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 point, action, arg = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -71,7 +72,7 @@ elif point == "pause":           # file placed, then wait for the parent (a live
 elif point == "remove":          # row deleted and journalled, files not yet moved
     before(AssetRegistry, "_finish_remove")
 elif point == "update":          # new tags committed, sidecar not yet rewritten
-    before(AssetRegistry, "_sync_sidecars")
+    before(Sidecars, "sync")
 
 if action == "copy":
     reg.register_file(arg, "docs", tags=["crash"])

@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import rights
 from ..store import Database
-from .errors import AssetNotFoundError
+from .errors import AssetCollisionError, AssetNotFoundError
 from .paths import SIDECAR_SUFFIX, AssetsRoot
 
 TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -228,6 +228,15 @@ class Records:
         row = (conn or self.db.conn).execute("SELECT uid FROM assets WHERE project_id = ? AND path = ?",
                                              (self.project_id, rel)).fetchone()
         return row[0] if row is not None else None
+
+    def check_path_free(self, conn, rel: str) -> None:
+        """``AssetCollisionError`` when another asset is registered at ``rel``."""
+        other = conn.execute("SELECT uid FROM assets WHERE project_id = ? AND path = ?",
+                             (self.project_id, rel)).fetchone()
+        if other is not None:
+            raise AssetCollisionError(
+                f"{rel!r} is already registered as asset {other[0]} but its file now has different bytes; "
+                "run the enforcer (comfyvn-enforcer) to inspect it")
 
     @staticmethod
     def decode(row) -> dict:

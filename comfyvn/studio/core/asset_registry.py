@@ -63,6 +63,7 @@ from ...registry.records import (
     stated_terms,
 )
 from ...registry.sidecars import MAX_SIDECAR_BYTES, Sidecars, sidecar_uid
+from ...registry.updates import Updates
 from ...store import Database, get_database
 
 __all__ = [  # every public name this module had before the registry was split by role
@@ -167,6 +168,7 @@ class AssetRegistry:
         self._listeners = Listeners(self.db, project_id)
         self._records = Records(self.db, project_id, self._root)
         self._sidecars = Sidecars(self.db, project_id, self._root, self._records, self._listeners, self.meta_root)
+        self._updates = Updates(self.db, project_id, self._root, self._records, self._sidecars, self._listeners)
         self._previews = Previews(self.ws, self.db, project_id, self._root, self.thumbnails_root, self._records,
                                   make_thumbnails=make_thumbnails)
         modder_hooks.watch_database(self.db)  # listeners of comfyvn.core.modder_hooks see this database
@@ -570,7 +572,7 @@ class AssetRegistry:
                     conn.execute("ROLLBACK TO register_one")
                     conn.execute("RELEASE register_one")
                     return None
-                self._check_path_free(conn, rec["path"])
+                self._records.check_path_free(conn, rec["path"])
                 raise
             conn.execute("DELETE FROM file_intents WHERE id = ?", (plan["intent"],))
             fired = self._emit_all(conn, [
@@ -682,14 +684,6 @@ class AssetRegistry:
         except OSError:
             log.exception("could not undo placing %s; recover() will retry", final)
 
-    def _check_path_free(self, conn, rel: str) -> None:
-        other = conn.execute("SELECT uid FROM assets WHERE project_id = ? AND path = ?",
-                             (self.project_id, rel)).fetchone()
-        if other is not None:
-            raise AssetCollisionError(
-                f"{rel!r} is already registered as asset {other[0]} but its file now has different bytes; "
-                "run the enforcer (comfyvn-enforcer) to inspect it")
-
     def _duplicate(self, row: dict, digest: str, meta: dict, tags: list[str], license_tag: str | None) -> dict:
         if row["hash"] != digest:
             raise AssetRegistryError(f"uid collision: {row['uid']} already names a different file ({row['path']})")
@@ -700,7 +694,7 @@ class AssetRegistry:
         changed = bool(patch_tags) or (meta and deep_merge(row["meta"], meta) != row["meta"]) or (
             license_tag is not None and license_tag != row["license"])
         if changed:
-            return self.update_asset_meta(row["uid"], meta, add_tags=patch_tags,
+            return self._updates.update_meta(row["uid"], meta, add_tags=patch_tags,
                                           license_tag=license_tag if license_tag is not None else _UNSET)
         return self._records.public(row)
 
@@ -799,7 +793,7 @@ class AssetRegistry:
     def update_asset_meta(self, uid: str, metadata: dict | None = None, *, replace: bool = False,
                           add_tags: Iterable[str] | str | None = None,
                           remove_tags: Iterable[str] | str | None = None,
-                          license_tag: Any = _UNSET, expected_version: int | None = None) -> dict:
+                          license_tag: Any = UNSET, expected_version: int | None = None) -> dict:
         """Merge ``metadata`` into an asset (``replace=True`` swaps it); preview and thumbnails stay.
 
         ``tags``, ``license``, ``origin`` and ``version`` inside ``metadata`` are the asset's
@@ -811,109 +805,13 @@ class AssetRegistry:
         ``expected_version`` makes the update conditional (optimistic concurrency): a row
         changed meanwhile by someone else raises instead of silently losing their edit.
         """
-        if metadata is not None and not isinstance(metadata, dict):
-            raise ValueError("metadata must be a JSON object (dict)")
-        return self._update_many([uid], metadata=metadata, replace=replace, add_tags=normalise_tags(add_tags),
-                                 remove_tags=normalise_tags(remove_tags), license_tag=license_tag,
-                                 expected_version=expected_version)[0]
+        return self._updates.update_meta(uid, metadata, replace=replace, add_tags=add_tags, remove_tags=remove_tags,
+                                         license_tag=license_tag, expected_version=expected_version)
 
     def bulk_update_tags(self, uids: Iterable[str], add_tags: Iterable[str] | str | None = None,
-                         remove_tags: Iterable[str] | str | None = None, license_tag: Any = _UNSET) -> list[dict]:
+                         remove_tags: Iterable[str] | str | None = None, license_tag: Any = UNSET) -> list[dict]:
         """Add/remove tags and override (``"cc0"``) or clear (``None``) the licence of many assets in one transaction."""
-        uids = list(dict.fromkeys(uids))
-        return self._update_many(uids, metadata=None, replace=False, add_tags=normalise_tags(add_tags),
-                                 remove_tags=normalise_tags(remove_tags), license_tag=license_tag)
-
-    def _update_many(self, uids: list[str], *, metadata: dict | None, replace: bool, add_tags: list[str],
-                     remove_tags: list[str], license_tag: Any, expected_version: int | None = None) -> list[dict]:
-        fields: dict[str, Any] = {}
-        terms_given: dict | None = None
-        if metadata is not None:
-            metadata, fields = split_metadata(metadata)
-            if "license_terms" in metadata:  # terms a person sets are a field, not free-form meta
-                terms_given = check_terms(metadata.pop("license_terms"), default_source="user")
-        if license_tag is _UNSET and "license" in fields:
-            license_tag = fields["license"]
-        if "version" in fields:
-            if expected_version is not None and expected_version != fields["version"]:
-                raise ValueError(f"metadata version {fields['version']} disagrees with expected_version "
-                                 f"{expected_version}")
-            expected_version = fields["version"]
-        if license_tag is not _UNSET and license_tag is not None and not isinstance(license_tag, str):
-            raise ValueError("license_tag must be a string, or None to clear it")
-        if license_tag == "":
-            license_tag = None
-        updated: list[dict] = []
-        fired: list[tuple[str, dict]] = []
-        calls: list[tuple[str, dict, dict | None]] = []
-        now = time.time()
-        with self.db.transaction() as conn:
-            records = []
-            missing = []
-            for uid in uids:
-                rec = self._records.row(uid, conn)
-                (missing.append(uid) if rec is None else records.append(rec))
-            if missing:
-                raise AssetNotFoundError(f"unknown asset uid(s) in project {self.project_id!r}: {', '.join(missing)}")
-            for rec in records:
-                if expected_version is not None and rec["version"] != expected_version:
-                    raise AssetRegistryError(
-                        f"asset {rec['uid']} changed meanwhile (version {rec['version']}, expected {expected_version})")
-                new = dict(rec)
-                if metadata is not None:
-                    new["meta"] = dict(metadata) if replace else deep_merge(rec["meta"], metadata)
-                base_tags = fields.get("tags", rec["tags"])
-                new["tags"] = [t for t in base_tags if t not in remove_tags] + [
-                    t for t in add_tags if t not in base_tags and t not in remove_tags]
-                if license_tag is not _UNSET:
-                    new["license"] = license_tag
-                new["origin"] = fields.get("origin", rec["origin"])
-                given = None if terms_given == rec["license_terms"] else terms_given  # a meta round trip
-                if license_tag is not _UNSET or given is not None:
-                    new["license_terms"] = self._rights_after_change(rec, new, given)
-                    new["license_known"] = rights.licence_known(new["license"], new["license_terms"])
-                if (new["meta"], new["tags"], new["license"], new["origin"], new["license_terms"]) == (
-                        rec["meta"], rec["tags"], rec["license"], rec["origin"], rec["license_terms"]):
-                    updated.append(rec)
-                    continue
-                new["version"] = rec["version"] + 1
-                new["updated_at"] = now
-                conn.execute(
-                    "UPDATE assets SET meta = ?, tags = ?, license = ?, origin = ?, version = ?, updated_at = ?,"
-                    " search_text = ?, sidecar_pending = 1, license_terms = ?, commercial_rank = ?,"
-                    " credit_required = ?, derivatives_allowed = ?, license_known = ?"
-                    " WHERE project_id = ? AND uid = ?",
-                    (json.dumps(new["meta"], ensure_ascii=False), json.dumps(new["tags"]), new["license"],
-                     new["origin"], new["version"], now, self._records.search_text(new), *self._records.rights_columns(new),
-                     self.project_id, rec["uid"]))
-                conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, rec["uid"]))
-                conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
-                                 [(self.project_id, rec["uid"], t) for t in new["tags"]])
-                calls.append((self.HOOK_ASSET_META_UPDATED, self._records.payload(new, include_meta=True),
-                              {"tags": new["tags"], "license": new["license"],
-                               "license_terms": dict(new["license_terms"])}))
-                calls.append((self.HOOK_SIDECAR_WRITTEN, self._records.sidecar_payload(new), None))
-                updated.append(new)
-            if calls:
-                fired = self._emit_all(conn, calls)
-        self._sync_sidecars([r["uid"] for r in updated if r["updated_at"] == now])
-        self._run_hooks(fired)
-        return [self._records.public(r) for r in updated]
-
-    @staticmethod
-    def _rights_after_change(rec: dict, new: dict, terms_given: dict | None) -> dict:
-        """An asset's rights after its licence or terms changed: terms a person gives win (over the
-        current ones, term by term); a new
-        licence decides by itself; a cleared one falls back to what the source stated.  The base
-        model's licence stays."""
-        keep = {"base_model_license": rec["license_terms"].get("base_model_license")}
-        if terms_given is not None:
-            stated: dict = {**rec["license_terms"], **{k: v for k, v in terms_given.items() if v is not None}}
-        elif new["license"] is None:
-            stated = {**keep, **(rec["provenance"].get("license_terms") or {})}
-        else:
-            stated = keep
-        return rights.asset_rights(new["license"], stated, base_model=new["meta"].get("base_model"))
+        return self._updates.bulk_update_tags(uids, add_tags, remove_tags, license_tag)
 
     def relocate_asset(self, uid: str, new_relative: str) -> dict:
         """Point an asset at the place its file was moved to by hand (the enforcer's fix).
@@ -921,32 +819,7 @@ class AssetRegistry:
         The file must already be at ``new_relative`` (inside the assets root) with the
         registered bytes; the sidecar is written there and the old one removed.
         """
-        rel = str(safe_relative(new_relative, what="new_relative"))
-        final = self._root.confine(rel, "new_relative")
-        rec = self._records.require(uid)
-        if not final.is_file() or sha256_file(final)[0] != rec["hash"]:
-            raise AssetRegistryError(f"{rel!r} does not hold the bytes of asset {uid}; nothing changed")
-        old_rel = rec["path"]
-        if old_rel == rel:
-            return self._records.public(rec)
-        fired: list[tuple[str, dict]] = []
-        with self.db.transaction() as conn:
-            rec = self._records.require(uid, conn)
-            self._check_path_free(conn, rel)
-            new = {**rec, "path": rel, "version": rec["version"] + 1, "updated_at": time.time()}
-            conn.execute("UPDATE assets SET path = ?, version = ?, updated_at = ?, search_text = ?, sidecar_pending = 1"
-                         " WHERE project_id = ? AND uid = ?",
-                         (rel, new["version"], new["updated_at"], self._records.search_text(new), self.project_id, uid))
-            fired = self._emit_all(conn, [
-                (self.HOOK_ASSET_META_UPDATED, self._records.payload(new, include_meta=True),
-                 {"tags": new["tags"], "license": new["license"], "moved_from": old_rel}),
-                (self.HOOK_SIDECAR_WRITTEN, self._records.sidecar_payload(new), None)])
-        self._sync_sidecars([uid])
-        old_sidecar = self.sidecar_path_for(old_rel)
-        if sidecar_uid(old_sidecar) == uid and not self._abs(old_rel).exists():
-            old_sidecar.unlink(missing_ok=True)
-        self._run_hooks(fired)
-        return self._records.public(new)
+        return self._updates.relocate(uid, new_relative)
 
     # ------------------------------------------------------------------ removal
     def remove_asset(self, uid: str, *, delete_files: bool = False) -> bool:
