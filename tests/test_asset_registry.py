@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import comfyvn.registry.placement as placemod
 import comfyvn.registry.sidecars as sidecarmod
-import comfyvn.studio.core.asset_registry as regmod
 import comfyvn.studio.core.thumbnails as thumbmod
 from comfyvn.fsutil import UnsafePathError
 from comfyvn.hooks import get_hook_bus
@@ -186,12 +186,12 @@ def test_a_trusted_digest_skips_hashing_but_must_be_well_formed(reg, src, monkey
     def no_hashing(*args, **kwargs):
         raise AssertionError("hashed again")
 
-    monkeypatch.setattr(regmod, "sha256_file", no_hashing)
+    monkeypatch.setattr(placemod, "sha256_file", no_hashing)
     rec = reg.register_file(source, "models", copy=False, digest=digest.upper())
     assert rec["hash"] == digest
     copy_of_it = make_file(src, "again.bin", b"staged bytes")
     before = files_under(reg.assets_root)
-    monkeypatch.setattr(regmod, "copy_and_hash", no_hashing)  # a known duplicate is not even read
+    monkeypatch.setattr(placemod, "copy_and_hash", no_hashing)  # a known duplicate is not even read
     again = reg.register_file(copy_of_it, "models", digest=digest, tags=["dup"])
     assert again["uid"] == rec["uid"] and again["tags"] == ["dup"] and files_under(reg.assets_root) == before
     with pytest.raises(ValueError, match="64 hexadecimal"):

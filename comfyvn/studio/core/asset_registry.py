@@ -9,14 +9,11 @@ file + sidecar" or "nothing", never half of it.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
-import re
 import shutil
 import sqlite3
-import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -26,21 +23,17 @@ from ... import rights
 from ...config import Workspace, get_setting, setup_logging, workspace
 from ...core import modder_hooks
 from ...fsutil import (
-    UnsafePathError,
-    fsync_dir,
-    open_temp,
     owner_alive,
     owner_token,
-    refuse_hidden,
-    safe_relative,
     temp_owner,
 )
-from ...hashing import copy_and_hash as _copy_path_and_hash
 from ...hashing import sha256_file
 from ...registry import listeners
 from ...registry.errors import AssetCollisionError, AssetNotFoundError, AssetRegistryError
+from ...registry.journal import MoveJournal
 from ...registry.listeners import Hook, Listeners
 from ...registry.paths import INCOMING_DIR, SIDECAR_SUFFIX, AssetsRoot
+from ...registry.placement import Placement, copy_and_hash
 from ...registry.previews import Previews
 from ...registry.records import (
     DERIVED_META_KEYS,
@@ -55,7 +48,6 @@ from ...registry.records import (
     check_project_id,
     check_terms,
     decode_cursor,
-    deep_merge,
     encode_cursor,
     meta_view,
     normalise_tags,
@@ -75,17 +67,7 @@ __all__ = [  # every public name this module had before the registry was split b
 
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
 
-_DIGEST_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _TYPE_RE = TYPE_RE
-_UNSET = UNSET
-
-
-def copy_and_hash(source: Any, dest_fh, *, fsync: bool = True) -> tuple[str, int]:
-    """Copy and hash ``source`` into ``dest_fh``: an opened, checked source (read from its
-    descriptor, never past its size limit) or a path of the registry's own hand-off files."""
-    if isinstance(source, str | os.PathLike):
-        return _copy_path_and_hash(source, dest_fh, fsync=fsync)
-    return source.copy_into(dest_fh, fsync=fsync)
 
 
 _RECOVERED: set[tuple[str, str, str]] = set()
@@ -171,6 +153,9 @@ class AssetRegistry:
         self._updates = Updates(self.db, project_id, self._root, self._records, self._sidecars, self._listeners)
         self._previews = Previews(self.ws, self.db, project_id, self._root, self.thumbnails_root, self._records,
                                   make_thumbnails=make_thumbnails)
+        self._journal = MoveJournal(self.db, project_id)
+        self._placement = Placement(self.ws, self.db, project_id, self._root, self._records, self._sidecars,
+                                    self._previews, self._updates, self._listeners, self._journal, fsync=self.fsync)
         modder_hooks.watch_database(self.db)  # listeners of comfyvn.core.modder_hooks see this database
         recovery_key = (str(self.db.path), project_id, str(self.assets_root))
         if recover and recovery_key not in _RECOVERED:
@@ -245,24 +230,6 @@ class AssetRegistry:
         """Where the sidecar of the asset at ``rel`` (relative to the assets root) lives."""
         return self._root.sidecar_path(rel)
 
-    def _dest_relative(self, source: Path, source_real: Path, asset_type: str,
-                       dest_relative: str | None) -> tuple[str, Path]:
-        """``(rel, resolved destination)`` for a registration, validated against the assets root."""
-        if dest_relative is None:
-            rel = str(safe_relative(f"{asset_type}/{source.name}", what="dest_relative"))
-        else:
-            text = os.fspath(dest_relative).replace("\\", "/")
-            pure = safe_relative(text, what="dest_relative")
-            # a folder ("characters/" or no suffix) keeps the original file name, unless it names
-            # the very file being registered in place
-            as_folder = text.endswith("/") or (not pure.suffix and self._root.confine(str(pure), "dest_relative")
-                                               != source_real)
-            rel = str(pure / source.name) if as_folder else str(pure)
-        if rel.endswith(SIDECAR_SUFFIX):
-            raise UnsafePathError(f"dest_relative {rel!r} may not end with {SIDECAR_SUFFIX}")
-        refuse_hidden(rel)
-        return rel, self._root.confine(rel, "dest_relative")
-
     # ------------------------------------------------------------------ register
     def register_file(self, source_path: str | os.PathLike[str], asset_type: str, *,
                       dest_relative: str | None = None, metadata: dict | None = None, copy: bool = True,
@@ -306,397 +273,7 @@ class AssetRegistry:
         inside the commit transaction for each item whose row is inserted there, so a caller's
         own bookkeeping (the ingest queue's job status) commits atomically with the row.
         """
-        results: list[dict | Exception | None] = [None] * len(items)
-        plans: list[dict] = []
-        try:
-            for index, item in enumerate(items):
-                try:
-                    plan = self._plan_registration(**item)
-                except Exception as exc:
-                    results[index] = exc
-                    continue
-                if "result" in plan:
-                    results[index] = plan["result"]
-                else:
-                    plans.append({**plan, "index": index})
-            if plans:
-                self._commit_registrations(plans, results, on_commit)
-        finally:
-            for plan in plans:
-                if plan.get("tmp") is not None:
-                    plan["tmp"].unlink(missing_ok=True)
-        return results  # type: ignore[return-value]
-
-    def _plan_registration(self, source_path: str | os.PathLike[str], asset_type: str, *,
-                           dest_relative: str | None = None, metadata: dict | None = None, copy: bool = True,
-                           provenance: dict | None = None, license_tag: str | None = None,
-                           tags: Iterable[str] | str | None = None, origin: str | None = None,
-                           digest: str | None = None, created_at: float | None = None) -> dict:
-        """Check one registration and read its bytes: ``{"result": record}`` when nothing is
-        to be placed (a duplicate), else the plan :meth:`_commit_registrations` carries out.
-
-        The source obeys :mod:`comfyvn.sources` (opened once, checked as opened, read from that
-        descriptor).  ``copy=False`` registers a file of this project's assets root where it
-        lies; the only files it moves are the workspace's own hand-offs (a staged ingest file,
-        an upload's body), never a file a caller named elsewhere.
-        """
-        from ... import sources  # not at the top: comfyvn.ingest (which sources imports) imports this module
-
-        if not isinstance(asset_type, str) or not TYPE_RE.match(asset_type):
-            raise ValueError(f"asset_type {asset_type!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise ValueError("metadata must be a JSON object (dict)")
-        if provenance is not None and not isinstance(provenance, dict):
-            raise ValueError("provenance must be a JSON object (dict)")
-        if license_tag is not None and not isinstance(license_tag, str):
-            raise ValueError("license_tag must be a string or None")
-        if digest is not None and not _DIGEST_RE.match(str(digest)):
-            raise ValueError(f"digest {digest!r} must be 64 hexadecimal digits (SHA-256)")
-        meta, fields = split_metadata(metadata)  # tags/license/origin inside metadata are the fields
-        tag_list = normalise_tags([*normalise_tags(tags), *fields.get("tags", [])])
-        if license_tag is None and "license" in fields:
-            license_tag = fields["license"]  # "" clears the licence of a duplicate; a new asset gets none
-        origin = origin or fields.get("origin")
-        merge = {"meta": meta, "tags": tag_list, "license_tag": license_tag}
-        confined = isinstance(source_path, sources.SourcePath)  # named by a remote caller (check_source)
-        args = {"asset_type": asset_type, "dest_relative": dest_relative, "merge": merge, "provenance": provenance,
-                "origin": origin, "created_at": created_at}
-        if not copy and not confined and (handoff := self._handoff_source(source_path)) is not None:
-            return self._plan_bytes(Path(os.fspath(source_path)), handoff, None, op="move", digest=digest, **args)
-        limit = sources.source_limit(self.ws, self.assets_root if copy else None)
-        with sources.open_source(source_path, self.ws, confined=confined, assets_root=self.assets_root,
-                                 limit=limit) as opened:
-            return self._plan_bytes(Path(os.fspath(source_path)), opened.path, opened, op="copy" if copy else "adopt",
-                                    digest=digest, **args)
-
-    def _handoff_source(self, source_path: str | os.PathLike[str]) -> Path | None:
-        """The resolved path of a hand-off file (see :func:`comfyvn.sources.is_handoff_file`), else None."""
-        from ... import sources
-
-        raw = Path(os.fspath(source_path))
-        try:
-            mode = os.lstat(raw).st_mode
-        except (OSError, ValueError):
-            return None
-        if not stat.S_ISREG(mode):  # a symlink is never a hand-off
-            return None
-        real = Path(os.path.realpath(raw))
-        return real if sources.is_handoff_file(real, self.ws) else None
-
-    def _in_place_relative(self, source: Path, source_real: Path, asset_type: str,
-                           dest_relative: str | None) -> tuple[str, Path]:
-        """``(rel, path)`` of a ``copy=False`` registration: the file's own place in the assets root."""
-        from ... import sources
-
-        real = str(source_real)
-        if not real.startswith(self._root.real + os.sep):
-            raise sources.CopyRequiredError(
-                f"copy=false registers a file where it lies, so it must already be inside this project's assets "
-                f"root ({self._root.real}); {source} is not. Use copy=true to copy it in (the original is left alone)")
-        rel = real[len(self._root.real) + 1:].replace(os.sep, "/")
-        if rel.endswith(SIDECAR_SUFFIX):
-            raise UnsafePathError(f"{rel!r} is a sidecar, not an asset")
-        if dest_relative is not None and self._dest_relative(source, source_real, asset_type,
-                                                             dest_relative)[1] != source_real:
-            raise sources.CopyRequiredError(
-                f"copy=false registers {rel!r} where it lies (it is never moved), but dest_relative "
-                f"{dest_relative!r} names another place: omit dest_relative, or use copy=true to copy it there")
-        return rel, source_real
-
-    def _plan_bytes(self, source: Path, source_real: Path, opened: Any, *, op: str, asset_type: str,
-                    dest_relative: str | None, merge: dict, digest: str | None, provenance: dict | None,
-                    origin: str | None, created_at: float | None) -> dict:
-        """Read (copy or hash) the bytes of a checked source and plan its placement.
-
-        ``op``: ``copy`` (from ``opened``), ``adopt`` (``copy=False``: in place, hashed from
-        ``opened``) or ``move`` (a hand-off file, by path)."""
-        meta, tag_list, license_tag = merge["meta"], merge["tags"], merge["license_tag"]
-        if op == "adopt":
-            rel, final_real = self._in_place_relative(source, source_real, asset_type, dest_relative)
-        else:
-            rel, final_real = self._dest_relative(source, source_real, asset_type, dest_relative)
-        final = self._abs(rel)
-        in_place = source_real == final_real
-        if in_place:
-            op = "adopt"
-        if digest is not None:  # a known digest finds a duplicate before any byte is read or copied
-            known = self._records.row(digest.lower()[:16])
-            if known is not None and known["hash"] == digest.lower():
-                return {"result": self._duplicate(known, known["hash"], meta, tag_list, license_tag)}
-        tmp: Path | None = None
-        keep_tmp = False
-        try:
-            if op == "copy":
-                tmp, digest, size = self._copy_in(opened)
-            elif digest is None:
-                digest, size = opened.sha256() if opened is not None else sha256_file(source_real)
-            else:
-                size = opened.size if opened is not None else source_real.stat().st_size
-            digest = digest.lower()
-            uid = digest[:16]
-            self._check_not_another_asset(source_real, digest)
-            existing = self._records.row(uid)
-            if existing is not None:
-                return {"result": self._duplicate(existing, digest, meta, tag_list, license_tag)}
-            if op != "adopt" and os.path.lexists(final):
-                if final.is_file() and not final.is_symlink() and sha256_file(final)[0] == digest:
-                    op = "adopt"  # the identical file is already there: register it where it lies
-                else:
-                    raise AssetCollisionError(
-                        f"a different file already exists at {rel!r}; choose another dest_relative")
-            keep_tmp = True  # the plan owns it now
-        finally:
-            if tmp is not None and not keep_tmp:
-                tmp.unlink(missing_ok=True)
-        now = time.time()
-        prov = dict(provenance or {})
-        prov.setdefault("source", str(source_real))
-        prov.setdefault("provider", origin or "local")
-        prov.setdefault("digest", digest)
-        prov.setdefault("terms_acknowledged", False)
-        prov.setdefault("provider_metadata", {})
-        meta, stated = stated_terms(meta, prov)
-        if stated is not None:
-            prov["license_terms"] = stated  # what the source said: a cleared licence falls back to it
-        record = {
-            "uid": uid, "type": asset_type, "path": rel, "hash": digest, "bytes": size, "tags": tag_list,
-            "license": license_tag or None, "origin": origin or prov.get("provider") or "local", "version": 1,
-            "created_at": float(created_at) if created_at is not None else now, "updated_at": now,
-            "meta": meta, "preview": self._previews.preview_for(uid, rel), "provenance": prov,
-            "license_terms": rights.asset_rights(license_tag or None, stated, base_model=meta.get("base_model")),
-        }
-        record["license_known"] = rights.licence_known(record["license"], record["license_terms"])
-        return {"record": record, "op": op, "source": source_real, "final": final, "tmp": tmp, "merge": merge,
-                "placed": False}
-
-    def _check_not_another_asset(self, source_real: Path, digest: str) -> None:
-        """Refuse a source that is the registered file of another asset whose bytes it no longer holds."""
-        real = str(source_real)
-        if not real.startswith(self._root.real + os.sep):
-            return
-        rel = real[len(self._root.real) + 1:].replace(os.sep, "/")
-        row = self.db.query_one("SELECT uid, hash FROM assets WHERE project_id = ? AND path = ?", (self.project_id, rel))
-        if row is not None and row["hash"] != digest:
-            from ... import sources
-
-            raise sources.SourceRefusedError(
-                f"{rel!r} is the registered file of asset {row['uid']} but no longer holds its bytes; run the "
-                "enforcer (comfyvn-enforcer) to inspect it instead of registering it again")
-
-    def _commit_registrations(self, plans: list[dict], results: list, on_commit) -> None:
-        """1) journal every file operation, 2) put the files in place and fsync their folders
-        once, 3) commit rows + events + sidecars (+ ``on_commit``) in one transaction.  A
-        process killed anywhere leaves journal entries :meth:`recover` finishes or undoes."""
-        now, owner = time.time(), owner_token()
-        with self.db.transaction() as conn:
-            for plan in plans:
-                rec, op = plan["record"], plan["op"]
-                plan["intent"] = conn.execute(
-                    "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner) VALUES (?,?,?,?,?,?,?)",
-                    (self.project_id, rec["uid"], op, str(plan["source"]) if op == "move" else None, rec["path"],
-                     now, owner)).lastrowid
-        folders: set[str] = set()
-        undo: list[dict] = []  # plans whose placement is to be taken back (and journal entry dropped)
-        live: list[dict] = []
-        try:
-            for plan in plans:
-                if plan["op"] == "adopt":
-                    live.append(plan)
-                    continue
-                src = plan["tmp"] if plan["tmp"] is not None else plan["source"]
-                try:
-                    plan["placed"] = self._place(src, plan["final"], plan["record"]["hash"],
-                                                 from_source=plan["tmp"] is None, folders=folders)
-                except Exception as exc:
-                    results[plan["index"]] = exc
-                    undo.append(plan)
-                    continue
-                if plan["placed"]:
-                    plan["tmp"] = None  # moved into place
-                else:
-                    plan["op"] = "adopt"  # an identical file raced in at the destination
-                live.append(plan)
-            if self.fsync:
-                for folder in folders:
-                    fsync_dir(Path(folder))
-            fired: list[tuple[str, dict]] = []
-            committed: list[dict] = []
-            with self.db.transaction() as conn:
-                for plan in live:
-                    outcome = self._commit_one(conn, plan, on_commit)
-                    if isinstance(outcome, list):
-                        fired.extend(outcome)
-                        committed.append(plan)
-                    else:
-                        undo.append(plan)
-                        if isinstance(outcome, BaseException):
-                            results[plan["index"]] = outcome
-        except BaseException as exc:  # the commit itself failed: nothing of this batch is registered
-            for plan in live:
-                if plan not in undo:
-                    undo.append(plan)
-                    results[plan["index"]] = exc if isinstance(exc, Exception) else None
-                if plan.get("sidecar_written"):  # written for a row that never committed
-                    self.sidecar_path_for(plan["record"]["path"]).unlink(missing_ok=True)
-            self._undo_all(undo)
-            raise
-        self._undo_all(undo)
-        for plan in undo:
-            if results[plan["index"]] is None:  # another process registered the same bytes a moment ago
-                clash = plan["clash"]
-                merge = plan["merge"]
-                try:
-                    results[plan["index"]] = self._duplicate(clash, plan["record"]["hash"], merge["meta"],
-                                                             merge["tags"], merge["license_tag"])
-                except Exception as exc:
-                    results[plan["index"]] = exc
-        self._run_hooks(fired)
-        for plan in committed:
-            log.debug("registered %s as %s (%s, %d bytes)", plan["record"]["path"], plan["record"]["uid"],
-                      plan["op"], plan["record"]["bytes"])
-            self._previews.schedule(plan["record"])
-            results[plan["index"]] = self._records.public(plan["record"])
-
-    def _commit_one(self, conn, plan: dict, on_commit) -> list[tuple[str, dict]] | BaseException | None:
-        """Insert one planned row inside the group transaction (under a savepoint, so a clash
-        or a failed sidecar undoes only this item).  Returns the hook calls to run, or the
-        item's exception, or None when another process holds the same bytes (``plan["clash"]``)."""
-        rec = plan["record"]
-        conn.execute("SAVEPOINT register_one")
-        try:
-            try:
-                self._records.insert(conn, rec)
-            except sqlite3.IntegrityError:  # the uid or the path is taken (by another process)
-                plan["clash"] = self._records.row(rec["uid"], conn)
-                if plan["clash"] is not None:
-                    conn.execute("ROLLBACK TO register_one")
-                    conn.execute("RELEASE register_one")
-                    return None
-                self._records.check_path_free(conn, rec["path"])
-                raise
-            conn.execute("DELETE FROM file_intents WHERE id = ?", (plan["intent"],))
-            fired = self._emit_all(conn, [
-                (self.HOOK_ASSET_REGISTERED, self._records.payload(rec, include_meta=True),
-                 {"bytes": rec["bytes"], "license_terms": dict(rec["license_terms"])}),
-                (self.HOOK_SIDECAR_WRITTEN, self._records.sidecar_payload(rec), None)])
-            if rec["preview"].get("kind"):
-                self._previews.mark(conn, rec, "pending")
-            if on_commit is not None:
-                on_commit(conn, plan["index"], self._records.public(rec))
-            # written under the write lock: no other writer can slip an older sidecar in after
-            self._sidecars.write(rec)
-            plan["sidecar_written"] = True
-        except Exception as exc:
-            conn.execute("ROLLBACK TO register_one")
-            conn.execute("RELEASE register_one")
-            return exc
-        conn.execute("RELEASE register_one")
-        return fired
-
-    def _undo_all(self, plans: list[dict]) -> None:
-        """Take back the placements of items that did not commit and drop their journal entries."""
-        for plan in plans:
-            self._undo_place(plan["op"] if plan["placed"] else "adopt", plan["source"], plan["final"])
-        self._drop_intents([p["intent"] for p in plans])
-
-    def _drop_intents(self, intents: list[int]) -> None:
-        if not intents:
-            return
-        try:
-            with self.db.transaction() as conn:
-                conn.executemany("DELETE FROM file_intents WHERE id = ?", [(i,) for i in intents])
-        except Exception:
-            log.exception("could not clear file intents %s; recover() will retry", intents)
-
-    def _copy_in(self, source: Any) -> tuple[Path, str, int]:
-        """Copy ``source`` (a path, or an opened :class:`comfyvn.sources.OpenedSource`) into the
-        registry's incoming folder, hashing it in the same pass."""
-        incoming = self._root.text + os.sep + INCOMING_DIR
-        try:
-            fd, name = open_temp(incoming, "copy")
-        except FileNotFoundError:
-            os.makedirs(incoming, exist_ok=True)
-            fd, name = open_temp(incoming, "copy")
-        tmp = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                digest, size = copy_and_hash(source, fh, fsync=self.fsync)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return tmp, digest, size
-
-    def _place(self, src: Path, final: Path, digest: str, *, from_source: bool, folders: set[str]) -> bool:
-        """Move ``src`` to ``final`` without ever overwriting anything there.
-
-        Returns False (and leaves ``src`` alone) when an identical file already sits at
-        ``final``; raises :class:`AssetCollisionError` when a different one does.  The folder
-        to fsync (once per group commit) is added to ``folders``.
-        """
-        try:
-            try:
-                os.link(src, final)
-            except FileNotFoundError:
-                if not src.exists():
-                    raise
-                final.parent.mkdir(parents=True, exist_ok=True)  # first file in a new folder
-                os.link(src, final)
-        except FileExistsError:
-            if final.is_file() and sha256_file(final)[0] == digest:
-                return False
-            raise AssetCollisionError(f"a different file appeared at {final} while registering; "
-                                      "nothing was overwritten") from None
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                raise
-            if exc.errno == errno.EXDEV and from_source:  # moving across file systems: copy in first
-                tmp, copied, _ = self._copy_in(src)
-                try:
-                    if copied != digest:
-                        raise AssetRegistryError(f"{src} does not match the digest given for it") from None
-                    placed = self._place(tmp, final, digest, from_source=False, folders=folders)
-                finally:
-                    tmp.unlink(missing_ok=True)
-                if placed:
-                    src.unlink()
-                return placed
-            # no hard links on this file system: reserve the name, then rename over the reservation
-            try:
-                os.close(os.open(final, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-            except FileExistsError:
-                raise AssetCollisionError(f"a file already exists at {final}") from None
-            os.replace(src, final)
-        else:
-            src.unlink()
-        folders.add(str(final.parent))
-        return True
-
-    def _undo_place(self, op: str, source: Path, final: Path) -> None:
-        """Take back a file this call put at ``final`` (best effort; recover() finishes the rest)."""
-        try:
-            if op == "copy":
-                final.unlink(missing_ok=True)
-            elif op == "move":
-                if source.exists():
-                    final.unlink(missing_ok=True)
-                elif final.exists():
-                    shutil.move(str(final), str(source))
-        except OSError:
-            log.exception("could not undo placing %s; recover() will retry", final)
-
-    def _duplicate(self, row: dict, digest: str, meta: dict, tags: list[str], license_tag: str | None) -> dict:
-        if row["hash"] != digest:
-            raise AssetRegistryError(f"uid collision: {row['uid']} already names a different file ({row['path']})")
-        return self._merge_duplicate(row, meta, tags, license_tag)
-
-    def _merge_duplicate(self, row: dict, meta: dict, tags: list[str], license_tag: str | None) -> dict:
-        patch_tags = [t for t in tags if t not in row["tags"]]
-        changed = bool(patch_tags) or (meta and deep_merge(row["meta"], meta) != row["meta"]) or (
-            license_tag is not None and license_tag != row["license"])
-        if changed:
-            return self._updates.update_meta(row["uid"], meta, add_tags=patch_tags,
-                                          license_tag=license_tag if license_tag is not None else _UNSET)
-        return self._records.public(row)
+        return self._placement.register_files(items, on_commit=on_commit)
 
     # ------------------------------------------------------------------ rows
     def meta_view(self, rec: dict) -> dict:
@@ -844,9 +421,7 @@ class AssetRegistry:
         with self.db.transaction() as conn:
             rec = self._records.require(uid, conn)
             trash = None if delete_files else str(self._trash_dir(uid, now))
-            intent = conn.execute(
-                "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner) VALUES (?,?,?,?,?,?,?)",
-                (self.project_id, uid, "remove", trash, rec["path"], now, owner_token())).lastrowid
+            intent = self._journal.record(conn, uid, "remove", trash, rec["path"], now, owner_token())
             conn.execute("DELETE FROM assets WHERE project_id = ? AND uid = ?", (self.project_id, uid))
             conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, uid))
             conn.execute("DELETE FROM thumbnails WHERE project_id = ? AND uid = ?", (self.project_id, uid))
@@ -856,7 +431,7 @@ class AssetRegistry:
                                     {"trashed_to": trash, "deleted_files": delete_files, "bytes": rec["bytes"],
                                      "meta": meta_view(rec)}))
         self._finish_remove(rec["uid"], rec["path"], trash)
-        self._drop_intents([intent])
+        self._journal.drop([intent])
         mirror = self.legacy_sidecar_path(rec["path"])
         if mirror is not None:
             mirror.unlink(missing_ok=True)
