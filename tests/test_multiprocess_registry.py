@@ -25,6 +25,7 @@ import comfyvn.registry.placement as placemod
 import comfyvn.registry.sidecars as sidecarmod
 from comfyvn.registry.listeners import Listeners
 from comfyvn.registry.placement import Placement
+from comfyvn.registry.removal import Removal
 from comfyvn.registry.sidecars import Sidecars
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
@@ -72,7 +73,7 @@ elif point == "pause":           # file placed, then wait for the parent (a live
         return out
     Placement.place = paused
 elif point == "remove":          # row deleted and journalled, files not yet moved
-    before(AssetRegistry, "_finish_remove")
+    before(Removal, "finish")
 elif point == "update":          # new tags committed, sidecar not yet rewritten
     before(Sidecars, "sync")
 

@@ -9,25 +9,15 @@ file + sidecar" or "nothing", never half of it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ... import rights
 from ...config import Workspace, get_setting, setup_logging, workspace
 from ...core import modder_hooks
-from ...fsutil import (
-    owner_alive,
-    owner_token,
-    temp_owner,
-)
-from ...hashing import sha256_file
 from ...registry import listeners
 from ...registry.errors import AssetCollisionError, AssetNotFoundError, AssetRegistryError
 from ...registry.journal import MoveJournal
@@ -46,15 +36,15 @@ from ...registry.records import (
     UNSET,
     Records,
     check_project_id,
-    check_terms,
     decode_cursor,
     encode_cursor,
     meta_view,
     normalise_tags,
     split_metadata,
-    stated_terms,
 )
-from ...registry.sidecars import MAX_SIDECAR_BYTES, Sidecars, sidecar_uid
+from ...registry.recovery import Recovery
+from ...registry.removal import Removal
+from ...registry.sidecars import MAX_SIDECAR_BYTES, Sidecars
 from ...registry.updates import Updates
 from ...store import Database, get_database
 
@@ -67,35 +57,9 @@ __all__ = [  # every public name this module had before the registry was split b
 
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
 
-_TYPE_RE = TYPE_RE
-
-
+_TYPE_RE = TYPE_RE  # the enforcer's guess_type reads it (until comfyvn.kinds owns the type-name rule)
+# (database, project, assets root) recovered in this process: recover() runs once per process and project
 _RECOVERED: set[tuple[str, str, str]] = set()
-
-
-def _stored_terms(rec: dict) -> tuple[dict, dict | None]:
-    """The terms a row registered before rights were stored carries (see ``_rederive_rights``)."""
-    prov = rec["provenance"]
-    raw, provider = prov.get("provider_metadata"), prov.get("provider")
-    meta = {k: v for k, v in rec["meta"].items() if k != "license_terms"}
-    try:
-        stated = stated_terms(rec["meta"], {})[1]
-    except ValueError:  # terms an old version stored in a shape we no longer accept: not stated
-        stated = None
-    if isinstance(raw, dict) and raw and isinstance(provider, str):
-        from ...ingest.mappers import normalise_metadata  # ingest imports this module
-
-        try:
-            mapped = normalise_metadata(provider, raw).get("license_terms") or {}
-        except (ValueError, TypeError, KeyError, AttributeError):
-            log.warning("asset %s: its stored %s metadata could not be read again", rec["uid"], provider)
-            mapped = {}
-        if mapped.get("source"):
-            return meta, {key: mapped.get(key) for key in rights.TERM_KEYS}
-    try:
-        return meta, stated if stated is not None else check_terms(prov["license_terms"], default_source="provider")
-    except (KeyError, ValueError):
-        return meta, stated
 
 
 class AssetRegistry:
@@ -154,6 +118,10 @@ class AssetRegistry:
         self._previews = Previews(self.ws, self.db, project_id, self._root, self.thumbnails_root, self._records,
                                   make_thumbnails=make_thumbnails)
         self._journal = MoveJournal(self.db, project_id)
+        self._removal = Removal(self.ws, self.db, project_id, self._root, self._records, self._sidecars,
+                                self._previews, self._listeners, self._journal)
+        self._recovery = Recovery(self.db, project_id, self._root, self._records, self._sidecars, self._previews,
+                                  self._removal, self._journal)
         self._placement = Placement(self.ws, self.db, project_id, self._root, self._records, self._sidecars,
                                     self._previews, self._updates, self._listeners, self._journal, fsync=self.fsync)
         modder_hooks.watch_database(self.db)  # listeners of comfyvn.core.modder_hooks see this database
@@ -416,44 +384,7 @@ class AssetRegistry:
 
         Returns the removed record (with ``trashed_to``, ``trashed`` and ``removed``); an unknown
         uid raises :class:`AssetNotFoundError` (a ``KeyError``)."""
-        fired: list[tuple[str, dict]] = []
-        now = time.time()
-        with self.db.transaction() as conn:
-            rec = self._records.require(uid, conn)
-            trash = None if delete_files else str(self._trash_dir(uid, now))
-            intent = self._journal.record(conn, uid, "remove", trash, rec["path"], now, owner_token())
-            conn.execute("DELETE FROM assets WHERE project_id = ? AND uid = ?", (self.project_id, uid))
-            conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, uid))
-            conn.execute("DELETE FROM thumbnails WHERE project_id = ? AND uid = ?", (self.project_id, uid))
-            payload = {"uid": uid, "type": rec["type"], "path": str(self._abs(rec["path"])),
-                       "sidecar": str(self.sidecar_path_for(rec["path"]))}
-            fired.append(self._emit(conn, self.HOOK_ASSET_REMOVED, payload,
-                                    {"trashed_to": trash, "deleted_files": delete_files, "bytes": rec["bytes"],
-                                     "meta": meta_view(rec)}))
-        self._finish_remove(rec["uid"], rec["path"], trash)
-        self._journal.drop([intent])
-        mirror = self.legacy_sidecar_path(rec["path"])
-        if mirror is not None:
-            mirror.unlink(missing_ok=True)
-        self._run_hooks(fired)
-        out = self._records.public(rec)
-        out.update(trashed_to=trash, trashed=trash is not None, removed=True)
-        return out
-
-    def _trash_dir(self, uid: str, now: float) -> Path:
-        return self.ws.trash_dir / self.project_id / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}_{uid}"
-
-    def _finish_remove(self, uid: str, rel: str, trash: str | None) -> None:
-        file_path, sidecar = self._abs(rel), self.sidecar_path_for(rel)
-        for path in (file_path, sidecar):
-            if not path.exists():
-                continue
-            if trash:
-                Path(trash).mkdir(parents=True, exist_ok=True)
-                shutil.move(str(path), str(Path(trash) / path.name))
-            else:
-                path.unlink(missing_ok=True)
-        self._previews.delete_files(uid)
+        return self._removal.remove(uid, delete_files=delete_files)
 
     # ------------------------------------------------------------------ thumbnails
     def regenerate_thumbnails(self, uid: str) -> None:
@@ -486,111 +417,8 @@ class AssetRegistry:
 
         Operations of live processes (this one included) are left alone.
         """
-        stats = {"undone": 0, "kept": 0, "finished": 0, "skipped_live": 0, "temp_files": 0, "sidecars": 0,
-                 "thumbnails": 0, "rights": 0}
-        intents = self.db.query("SELECT * FROM file_intents WHERE project_id = ? ORDER BY id", (self.project_id,))
-        for intent in intents:
-            if owner_alive(intent["owner"]):
-                stats["skipped_live"] += 1
-                continue
-            claim = self.db.query_one("SELECT uid FROM assets WHERE project_id = ? AND path = ?",
-                                      (self.project_id, intent["dest"]))
-            final = self._abs(intent["dest"])
-            if intent["op"] == "remove":
-                if claim is None:
-                    self._finish_remove(intent["uid"], intent["dest"], intent["src"])
-                stats["finished"] += 1
-            elif claim is not None and claim["uid"] == intent["uid"]:
-                stats["kept"] += 1  # the registration committed; only the journal entry was left
-            else:
-                if intent["op"] in ("copy", "move") and claim is None and self._is_ours(final, intent["uid"]):
-                    src = Path(intent["src"]) if intent["src"] else None
-                    if intent["op"] == "move" and src is not None and not src.exists():
-                        src.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.move(str(final), str(src))
-                    else:
-                        final.unlink(missing_ok=True)
-                    sidecar = self.sidecar_path_for(intent["dest"])
-                    if sidecar_uid(sidecar) == intent["uid"]:
-                        sidecar.unlink(missing_ok=True)
-                stats["undone"] += 1
-            stats["temp_files"] += _sweep_temp_files(final.parent, f".{final.name}")
-            with self.db.transaction() as conn:
-                conn.execute("DELETE FROM file_intents WHERE id = ?", (intent["id"],))
-        stats["temp_files"] += _sweep_temp_files(self.assets_root / INCOMING_DIR, "")
-        stats["rights"] = self._rederive_rights()
-        pending_rows = self.db.query("SELECT uid, path FROM assets WHERE project_id = ? AND sidecar_pending = 1",
-                                     (self.project_id,))
-        for row in pending_rows:  # a writer killed mid-sidecar leaves its temporary file beside it
-            sidecar = self.sidecar_path_for(row["path"])
-            stats["temp_files"] += _sweep_temp_files(sidecar.parent, f".{sidecar.name}")
-        stats["sidecars"] = self._sync_sidecars([r["uid"] for r in pending_rows])
-        stuck = self.db.query("SELECT uid, path, preview FROM assets WHERE project_id = ? AND uid IN "
-                              "(SELECT uid FROM thumbnails WHERE project_id = ? AND status = 'pending')",
-                              (self.project_id, self.project_id))
-        stats["thumbnails"] = self._previews.resume(stuck)
-        if any(v for k, v in stats.items() if k not in ("skipped_live", "thumbnails")):
-            log.info("recovered project %s: %s", self.project_id, stats)
-        return stats
-
-    def _rederive_rights(self, batch: int = 200) -> int:
-        """The one-time step of migration ``registry.004_rights``: rows registered before it
-        (``rights_version`` 0) get their rights derived from their stored provider metadata
-        (``provenance.provider_metadata``, read again by today's mapper), else the terms their
-        metadata carries, else their licence.  The ``license_terms`` left in free-form ``meta`` move
-        to ``provenance.license_terms``; the sidecar is rewritten.  No hook fires: nothing was edited."""
-        done = 0
-        while True:
-            with self.db.transaction() as conn:
-                rows = conn.execute("SELECT * FROM assets WHERE project_id = ? AND rights_version < ? LIMIT ?",
-                                    (self.project_id, RIGHTS_VERSION, batch)).fetchall()
-                for row in rows:
-                    rec = self._records.decode(row)
-                    meta, stated = _stored_terms(rec)
-                    prov = dict(rec["provenance"])
-                    if stated is not None:
-                        prov["license_terms"] = stated
-                    rec.update(meta=meta, provenance=prov,
-                               license_terms=rights.asset_rights(rec["license"], stated,
-                                                                 base_model=meta.get("base_model")))
-                    conn.execute(
-                        "UPDATE assets SET meta = ?, provenance = ?, license_terms = ?, commercial_rank = ?,"
-                        " credit_required = ?, derivatives_allowed = ?, license_known = ?, rights_version = ?,"
-                        " search_text = ?, sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
-                        (json.dumps(meta, ensure_ascii=False), json.dumps(prov, ensure_ascii=False),
-                         *self._records.rights_columns(rec), RIGHTS_VERSION, self._records.search_text(rec), self.project_id,
-                         rec["uid"]))
-            done += len(rows)
-            if len(rows) < batch:
-                return done
+        return self._recovery.recover()
 
     def pending_recovery(self) -> list[dict]:
         """Journalled file operations of processes that are no longer running (what recover() would fix)."""
-        rows = self.db.query("SELECT * FROM file_intents WHERE project_id = ? ORDER BY id", (self.project_id,))
-        return [dict(r) for r in rows if not owner_alive(r["owner"])]
-
-    @staticmethod
-    def _is_ours(final: Path, uid: str) -> bool:
-        try:
-            return final.is_file() and not final.is_symlink() and sha256_file(final)[0][:16] == uid
-        except OSError:
-            return False
-
-
-def _sweep_temp_files(folder: Path, prefix: str) -> int:
-    """Delete temporary files under ``folder`` (names starting with ``prefix``) whose writer is dead."""
-    removed = 0
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return 0
-    for entry in entries:
-        if not entry.name.startswith(prefix) or not entry.name.endswith(".tmp"):
-            continue
-        if not owner_alive(temp_owner(entry.name) or ""):
-            try:
-                os.unlink(entry.path)
-                removed += 1
-            except OSError:
-                pass
-    return removed
+        return self._recovery.pending()
