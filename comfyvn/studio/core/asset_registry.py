@@ -181,19 +181,7 @@ class AssetRegistry:
         return {event: [f"{getattr(cb, '__module__', '?')}.{getattr(cb, '__qualname__', repr(cb))}" for cb in cbs]
                 for event, cbs in self.iter_hooks().items()}
 
-    def _run_hooks(self, fired: list[tuple[str, dict]]) -> None:
-        self._listeners.run(fired)
-
-    def _emit(self, conn, event: str, payload: dict, extra: dict | None = None) -> tuple[str, dict]:
-        return self._listeners.emit(conn, event, payload, extra)
-
-    def _emit_all(self, conn, calls: list[tuple[str, dict, dict | None]]) -> list[tuple[str, dict]]:
-        return self._listeners.emit_all(conn, calls)
-
     # ------------------------------------------------------------------ paths
-    def _abs(self, rel: str) -> Path:
-        return self._root.abs(rel)
-
     def sidecar_path_for(self, rel: str) -> Path:
         """Where the sidecar of the asset at ``rel`` (relative to the assets root) lives."""
         return self._root.sidecar_path(rel)
@@ -245,8 +233,13 @@ class AssetRegistry:
 
     # ------------------------------------------------------------------ rows
     def meta_view(self, rec: dict) -> dict:
-        """An asset's ``meta`` as records, hook payloads and sidecars show it (see :func:`comfyvn.registry.records.meta_view`)."""
+        """An asset's ``meta`` as records, hook payloads and sidecars show it
+        (:func:`comfyvn.registry.records.meta_view`)."""
         return meta_view(rec)
+
+    def _row(self, uid: str, conn=None) -> dict | None:
+        """The decoded row (tests/reliability/test_fuzz_sidecars.py reads it)."""
+        return self._records.row(uid, conn)
 
     _search_text = staticmethod(Records.search_text)  # bench/bench_registry.py builds rows with it
 
@@ -254,9 +247,6 @@ class AssetRegistry:
     def sidecar_document(self, rec: dict) -> dict:
         """The sidecar JSON for a record (the database is the source of truth)."""
         return self._sidecars.document(rec)
-
-    def _sync_sidecars(self, uids: Iterable[str], batch: int = 64) -> int:
-        return self._sidecars.sync(uids, batch)
 
     def read_sidecar(self, uid: str) -> dict:
         """The parsed sidecar of an asset (raises AssetRegistryError naming the file if missing or corrupt)."""
@@ -287,7 +277,7 @@ class AssetRegistry:
     def resolve_path(self, uid: str) -> Path | None:
         """The absolute path of an asset's file, or None for an unknown uid."""
         rec = self._records.row(uid)
-        return self._abs(rec["path"]) if rec else None
+        return self._root.abs(rec["path"]) if rec else None
 
     def find_by_hash(self, digest: str) -> dict | None:
         return self._records.find_by_hash(digest)
