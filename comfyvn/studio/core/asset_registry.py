@@ -32,7 +32,6 @@ from ...registry.records import (
     RIGHTS_BOOL_FILTERS,
     RIGHTS_VERSION,
     SORT_COLUMNS,
-    TYPE_RE,
     UNSET,
     Records,
     check_project_id,
@@ -57,7 +56,6 @@ __all__ = [  # every public name this module had before the registry was split b
 
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
 
-_TYPE_RE = TYPE_RE  # the enforcer's guess_type reads it (until comfyvn.kinds owns the type-name rule)
 # (database, project, assets root) recovered in this process: recover() runs once per process and project
 _RECOVERED: set[tuple[str, str, str]] = set()
 
