@@ -103,11 +103,10 @@ class AssetRegistry:
         self.meta_root = self._legacy_meta_root(meta_root)
         self.assets_root.mkdir(parents=True, exist_ok=True)
         self._root = AssetsRoot(self.assets_root)
-        self.make_thumbnails = make_thumbnails
         # registry.fsync (default true): an asset's bytes and its directory entry reach the disk
         # before its row commits.  Sidecars and thumbnails are derived from the row, so they are
         # only written atomically (rename), not fsynced: recover() and the enforcer rebuild them.
-        self.fsync = bool(get_setting("registry.fsync", True, self.ws))
+        fsync = bool(get_setting("registry.fsync", True, self.ws))
         self.db: Database = get_database(Path(db_path).resolve() if db_path else self.ws.db_path)
         self._listeners = Listeners(self.db, project_id)
         self._records = Records(self.db, project_id, self._root)
@@ -121,7 +120,7 @@ class AssetRegistry:
         self._recovery = Recovery(self.db, project_id, self._root, self._records, self._sidecars, self._previews,
                                   self._removal, self._journal)
         self._placement = Placement(self.ws, self.db, project_id, self._root, self._records, self._sidecars,
-                                    self._previews, self._updates, self._listeners, self._journal, fsync=self.fsync)
+                                    self._previews, self._updates, self._listeners, self._journal, fsync=fsync)
         modder_hooks.watch_database(self.db)  # listeners of comfyvn.core.modder_hooks see this database
         recovery_key = (str(self.db.path), project_id, str(self.assets_root))
         if recover and recovery_key not in _RECOVERED:
@@ -158,6 +157,24 @@ class AssetRegistry:
     @property
     def db_path(self) -> Path:
         return self.db.path
+
+    @property
+    def make_thumbnails(self) -> bool:
+        """Whether this registry makes thumbnails and waveforms (on its worker thread)."""
+        return self._previews.make_thumbnails
+
+    @make_thumbnails.setter
+    def make_thumbnails(self, value: bool) -> None:
+        self._previews.make_thumbnails = value
+
+    @property
+    def fsync(self) -> bool:
+        """``registry.fsync``: fsync an asset's bytes and folder before its row commits."""
+        return self._placement.fsync
+
+    @fsync.setter
+    def fsync(self, value: bool) -> None:
+        self._placement.fsync = value
 
     # ------------------------------------------------------------------ hooks
     def add_hook(self, event: str, callback: Hook) -> None:
