@@ -100,7 +100,7 @@ class Listeners:
 
     def emit_all(self, conn, calls: list[tuple[str, dict, dict | None]]) -> list[HookCall]:
         """Write the modder envelopes of several hook calls in one statement (same transaction)."""
-        items = []
+        items: list[tuple[str, dict]] = []
         for event, payload, extra in calls:
             data = {**payload, **(extra or {}), "project_id": self.project_id}
             items.extend((topic, data) for topic in MODDER_TOPICS[event])

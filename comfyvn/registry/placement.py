@@ -152,15 +152,17 @@ class Placement:
         origin = origin or fields.get("origin")
         merge = Merge(meta=meta, tags=tag_list, license_tag=license_tag)
         confined = isinstance(source_path, sources.SourcePath)  # named by a remote caller (check_source)
-        args = {"asset_type": asset_type, "dest_relative": dest_relative, "merge": merge, "provenance": provenance,
-                "origin": origin, "created_at": created_at}
+        source = Path(os.fspath(source_path))
         if not copy and not confined and (handoff := self.handoff_source(source_path)) is not None:
-            return self.plan_bytes(Path(os.fspath(source_path)), handoff, None, op="move", digest=digest, **args)
+            return self.plan_bytes(source, handoff, None, op="move", asset_type=asset_type, dest_relative=dest_relative,
+                                   merge=merge, digest=digest, provenance=provenance, origin=origin,
+                                   created_at=created_at)
         limit = sources.source_limit(self.ws, self.root.path if copy else None)
         with sources.open_source(source_path, self.ws, confined=confined, assets_root=self.root.path,
                                  limit=limit) as opened:
-            return self.plan_bytes(Path(os.fspath(source_path)), opened.path, opened, op="copy" if copy else "adopt",
-                                   digest=digest, **args)
+            return self.plan_bytes(source, opened.path, opened, op="copy" if copy else "adopt", asset_type=asset_type,
+                                   dest_relative=dest_relative, merge=merge, digest=digest, provenance=provenance,
+                                   origin=origin, created_at=created_at)
 
     def handoff_source(self, source_path: str | os.PathLike[str]) -> Path | None:
         """The resolved path of a hand-off file (see :func:`comfyvn.sources.is_handoff_file`), else None."""
@@ -268,7 +270,7 @@ class Placement:
         if stated is not None:
             prov["license_terms"] = stated  # what the source said: a cleared licence falls back to it
         license_tag = merge.license_tag
-        record = {
+        record: dict[str, Any] = {
             "uid": uid, "type": asset_type, "path": rel, "hash": digest, "bytes": size, "tags": merge.tags,
             "license": license_tag or None, "origin": origin or prov.get("provider") or "local", "version": 1,
             "created_at": float(created_at) if created_at is not None else now, "updated_at": now,
@@ -348,7 +350,7 @@ class Placement:
             raise
         self.undo_all(undo)
         for plan in undo:
-            if results[plan.index] is None:  # another process registered the same bytes a moment ago
+            if results[plan.index] is None and plan.clash is not None:  # another process registered these bytes
                 try:
                     results[plan.index] = self.duplicate(plan.clash, plan.record["hash"], plan.merge)
                 except Exception as exc:
