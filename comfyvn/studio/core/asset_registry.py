@@ -5,6 +5,11 @@ sidecar beside the file (atomically) and runs the in-process hooks synchronously
 moves are journalled in ``file_intents`` first, so a process killed at any point leaves a
 state that :meth:`AssetRegistry.recover` (run when a registry opens) brings back to "row +
 file + sidecar" or "nothing", never half of it.
+
+This module is the facade at the path the seeds name: :class:`AssetRegistry` opens a project
+and delegates each call to one part under :mod:`comfyvn.registry` (``records``, ``placement``,
+``journal``, ``sidecars``, ``previews``, ``listeners``, ``updates``, ``removal``,
+``recovery``), and every name this module always offered is still importable from it.
 """
 
 from __future__ import annotations
