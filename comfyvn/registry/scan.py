@@ -18,6 +18,7 @@ from ..fsutil import owner_alive, read_json_object, temp_owner
 from ..hashing import sha256_file
 from ..studio.core.asset_registry import AssetRegistry
 from .derive import LICENSE_FILE_NAMES
+from .journal import MoveJournal
 from .paths import INCOMING_DIR, SIDECAR_SUFFIX
 
 
@@ -82,7 +83,7 @@ def plan_disk(reg: AssetRegistry, scan: Scan, rows_by_path: dict[str, dict]) -> 
     """What to do with files and sidecars that have no row: register, relocate, report."""
     rows_missing_file = {r["hash"]: r for r in rows_by_path.values() if not Path(r["abs_path"]).exists()}
     # files another process is registering or removing right now (journalled, row not yet committed)
-    in_flight = {r[0] for r in reg.db.query("SELECT dest FROM file_intents WHERE project_id = ?", (reg.project_id,))}
+    in_flight = {r["dest"] for r in MoveJournal(reg.db, reg.project_id).entries()}
     plans: list[dict] = []
     for rel, path in scan.files.items():
         if rel in rows_by_path or rel in in_flight:
