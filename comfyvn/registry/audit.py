@@ -81,7 +81,7 @@ def audit_sidecar(reg: AssetRegistry, row: dict, report: Report, *, fix: bool, o
     if error:
         finding = report.add("invalid_sidecar", uid, rel, f"{path.name} is {error}")
     elif data != expected:
-        fields = diff_fields(data, expected)
+        fields = diff_fields(data or {}, expected)
         finding = report.add("sidecar_mismatch", uid, rel, f"{path.name} disagrees with the database on: "
                              + ", ".join(fields))
     else:

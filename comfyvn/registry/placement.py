@@ -48,7 +48,7 @@ def copy_and_hash(source: Any, dest_fh, *, fsync: bool = True) -> tuple[str, int
     """Copy and hash ``source`` into ``dest_fh``: an opened, checked source (read from its
     descriptor, never past its size limit) or a path of the registry's own hand-off files."""
     if isinstance(source, str | os.PathLike):
-        return copy_path_and_hash(source, dest_fh, fsync=fsync)
+        return copy_path_and_hash(Path(source), dest_fh, fsync=fsync)
     return source.copy_into(dest_fh, fsync=fsync)
 
 

@@ -369,7 +369,8 @@ class Records:
             last = items[-1]
             page["next_cursor"] = encode_cursor(last[col], last["uid"])
         if with_total:
-            page["total"] = self.db.query_one(f"SELECT COUNT(*) FROM assets a WHERE {filter_sql}", filter_params)[0]
+            row = self.db.query_one(f"SELECT COUNT(*) FROM assets a WHERE {filter_sql}", tuple(filter_params))
+            page["total"] = row[0] if row is not None else 0
         return page
 
     def list_assets(self, asset_type: str | None = None, *, hash_value: str | None = None,
@@ -405,7 +406,8 @@ class Records:
                 return
 
     def count(self) -> int:
-        return self.db.query_one("SELECT COUNT(*) FROM assets WHERE project_id = ?", (self.project_id,))[0]
+        row = self.db.query_one("SELECT COUNT(*) FROM assets WHERE project_id = ?", (self.project_id,))
+        return row[0] if row is not None else 0
 
     def facets(self) -> dict[str, list[tuple[str, int]]]:
         """Types, tags and licences with counts (for filter drop-downs)."""
