@@ -13,11 +13,13 @@ import pytest
 from comfyvn_server_ext.handlers.base import error_row
 from PIL import Image
 
-import comfyvn.studio.core.asset_registry as regmod
+import comfyvn.registry.placement as placemod
+import comfyvn.registry.sidecars as sidecarmod
 import comfyvn.studio.core.thumbnails as thumbmod
 from comfyvn.fsutil import UnsafePathError
 from comfyvn.hooks import get_hook_bus
 from comfyvn.ingest.errors import IngestError
+from comfyvn.registry.records import Records
 from comfyvn.studio.core.asset_registry import (
     AssetCollisionError,
     AssetNotFoundError,
@@ -185,12 +187,12 @@ def test_a_trusted_digest_skips_hashing_but_must_be_well_formed(reg, src, monkey
     def no_hashing(*args, **kwargs):
         raise AssertionError("hashed again")
 
-    monkeypatch.setattr(regmod, "sha256_file", no_hashing)
+    monkeypatch.setattr(placemod, "sha256_file", no_hashing)
     rec = reg.register_file(source, "models", copy=False, digest=digest.upper())
     assert rec["hash"] == digest
     copy_of_it = make_file(src, "again.bin", b"staged bytes")
     before = files_under(reg.assets_root)
-    monkeypatch.setattr(regmod, "copy_and_hash", no_hashing)  # a known duplicate is not even read
+    monkeypatch.setattr(placemod, "copy_and_hash", no_hashing)  # a known duplicate is not even read
     again = reg.register_file(copy_of_it, "models", digest=digest, tags=["dup"])
     assert again["uid"] == rec["uid"] and again["tags"] == ["dup"] and files_under(reg.assets_root) == before
     with pytest.raises(ValueError, match="64 hexadecimal"):
@@ -546,7 +548,7 @@ def test_a_failure_half_way_leaves_no_row_event_file_or_sidecar(reg, src, monkey
     def disk_full(path, payload, fsync=True):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(regmod, "atomic_write_json", disk_full)
+    monkeypatch.setattr(sidecarmod, "atomic_write_json", disk_full)
     for copy in (True, False):  # a copy from anywhere, a move of a hand-off (staged) file
         source = make_file(src if copy else reg.ws.staging_dir, "half.txt" if copy else "0123456789ab-half.txt",
                            "half")
@@ -707,7 +709,7 @@ def test_bulk_update_tags_changes_all_or_nothing(reg, catalog):
 def test_bulk_update_is_one_transaction(reg, catalog, monkeypatch):
     uids = [r["uid"] for r in catalog]
     calls = {"n": 0}
-    real = AssetRegistry._search_text
+    real = Records.search_text
 
     def fail_on_fourth(rec):
         calls["n"] += 1
@@ -715,7 +717,7 @@ def test_bulk_update_is_one_transaction(reg, catalog, monkeypatch):
             raise RuntimeError("crash in the middle of the batch")
         return real(rec)
 
-    monkeypatch.setattr(AssetRegistry, "_search_text", staticmethod(fail_on_fourth))
+    monkeypatch.setattr(Records, "search_text", staticmethod(fail_on_fourth))
     versions = {u: reg.get_asset(u)["version"] for u in uids}
     with pytest.raises(RuntimeError):
         reg.bulk_update_tags(uids, add_tags=["batch"])

@@ -43,10 +43,11 @@ def kill_on_second(fn, before):
     return wrapper
 
 if point == "registry.placed":          # file moved into the assets root, row not committed
-    AssetRegistry._place = kill_on_second(AssetRegistry._place, before=False)
+    from comfyvn.registry.placement import Placement
+    Placement.place = kill_on_second(Placement.place, before=False)
 elif point == "registry.sidecar_written":  # sidecar written, row not committed yet
-    import comfyvn.studio.core.asset_registry as registry_module
-    registry_module.atomic_write_json = kill_on_second(registry_module.atomic_write_json, before=False)
+    import comfyvn.registry.sidecars as sidecar_module
+    sidecar_module.atomic_write_json = kill_on_second(sidecar_module.atomic_write_json, before=False)
 from comfyvn.ingest import get_ingest_queue
 get_ingest_queue().apply()
 print("survived")

@@ -734,10 +734,10 @@ def test_after_a_machine_restart_staged_bytes_are_hashed_again(ws, q, damaged):
 
 def test_apply_is_a_group_commit_with_one_folder_fsync_per_batch(ws, q, monkeypatch):
     import comfyvn.ingest.queue as queue_module
-    import comfyvn.studio.core.asset_registry as registry_module
+    import comfyvn.registry.placement as placement_module
 
     folder_syncs: list[str] = []
-    monkeypatch.setattr(registry_module, "fsync_dir", lambda path: folder_syncs.append(str(path)))
+    monkeypatch.setattr(placement_module, "fsync_dir", lambda path: folder_syncs.append(str(path)))
     monkeypatch.setattr(queue_module, "APPLY_BATCH", 50)
     ids = [q.enqueue(source_path=write(ws.root / "in" / f"s{i:03d}.bin", os.urandom(64)))["job_id"]
            for i in range(120)]

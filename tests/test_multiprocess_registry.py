@@ -21,7 +21,12 @@ PROJECT = "mp"
 CRASH_CHILD = r"""
 import json, os, signal, sys
 from pathlib import Path
-import comfyvn.studio.core.asset_registry as regmod
+import comfyvn.registry.placement as placemod
+import comfyvn.registry.sidecars as sidecarmod
+from comfyvn.registry.listeners import Listeners
+from comfyvn.registry.placement import Placement
+from comfyvn.registry.removal import Removal
+from comfyvn.registry.sidecars import Sidecars
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 point, action, arg = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -46,31 +51,31 @@ def before(owner, name, cond=lambda *a, **k: True):
     setattr(owner, name, wrapper)
 
 if point == "copied":            # the copy sits in the incoming folder, nothing journalled yet
-    after(regmod, "copy_and_hash")
+    after(placemod, "copy_and_hash")
 elif point == "journalled":      # the intent committed, the file not placed
-    before(AssetRegistry, "_place")
+    before(Placement, "place")
 elif point == "linked":          # hard link made, temp/source not yet unlinked
     after(os, "link")
 elif point == "placed":          # file at its final name, no row
-    after(AssetRegistry, "_place")
+    after(Placement, "place")
 elif point == "sidecar_tmp":     # sidecar temp file written, not renamed, transaction open
     before(os, "replace", lambda src, dst, *a, **k: str(dst).endswith(".asset.json"))
 elif point == "sidecar":         # sidecar in place, row transaction not committed
-    after(regmod, "atomic_write_json")
+    after(sidecarmod, "atomic_write_json")
 elif point == "committed":       # row, events and sidecar committed; hooks never ran
-    before(AssetRegistry, "_run_hooks")
+    before(Listeners, "run")
 elif point == "pause":           # file placed, then wait for the parent (a live process)
-    real = AssetRegistry._place
+    real = Placement.place
     def paused(self, *a, **k):
         out = real(self, *a, **k)
         print("PAUSED", flush=True)
         sys.stdin.readline()
         return out
-    AssetRegistry._place = paused
+    Placement.place = paused
 elif point == "remove":          # row deleted and journalled, files not yet moved
-    before(AssetRegistry, "_finish_remove")
+    before(Removal, "finish")
 elif point == "update":          # new tags committed, sidecar not yet rewritten
-    before(AssetRegistry, "_sync_sidecars")
+    before(Sidecars, "sync")
 
 if action == "copy":
     reg.register_file(arg, "docs", tags=["crash"])

@@ -1,0 +1,420 @@
+"""Asset rows: the naming rules, the row codec (row <-> record), metadata fields, and queries with cursors.
+
+:class:`Records` owns every read of the ``assets`` and ``asset_tags`` tables and the row insert;
+a record is the decoded row, :meth:`Records.public` the form callers receive.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .. import rights
+from ..kinds import normalise_tags
+from ..store import Database
+from .errors import AssetCollisionError, AssetNotFoundError
+from .paths import SIDECAR_SUFFIX, AssetsRoot
+
+PROJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_project_id(project_id: Any) -> str:
+    """``project_id`` if it is a valid project name (it names a folder: no ``/``, never ``.``/``..``)."""
+    if not isinstance(project_id, str) or not PROJECT_RE.match(project_id):
+        raise ValueError(f"project_id {project_id!r} must be 1-64 letters, digits, '.', '_' or '-' "
+                         "(starting with a letter or digit)")
+    return project_id
+
+
+UNSET: Any = object()  # "argument not given" where None means "clear it"
+# keys of a metadata dict that are the asset's own fields (the original registry kept them in meta)
+FIELD_KEYS = ("tags", "license", "origin", "version")
+RIGHTS_VERSION = 1  # rows with an older rights_version get their rights re-derived by recover()
+# rights filters of query_assets: parameter -> column (booleans 0/1; NULL = not stated, never matches)
+RIGHTS_BOOL_FILTERS = {"credit_required": "credit_required", "derivatives": "derivatives_allowed",
+                       "license_known": "license_known"}
+# keys the registry derives and shows inside ``meta`` (never stored there)
+DERIVED_META_KEYS = ("preview", "thumbnails")
+SORT_COLUMNS = {"created_at": "created_at", "updated_at": "updated_at", "path": "path", "bytes": "bytes",
+                "type": "type", "uid": "uid"}
+
+
+def split_metadata(metadata: dict | None) -> tuple[dict, dict]:
+    """``(free-form meta, fields)``: ``tags``, ``license``, ``origin`` and ``version`` inside a
+    metadata dict are the asset's fields, not free-form keys (``preview``/``thumbnails`` are
+    derived and dropped).  ``fields`` holds only the keys present: tags normalised (``None``
+    clears them), an empty licence as ``""`` (clears it), origin as a string, version as an int."""
+    meta = dict(metadata or {})
+    fields: dict[str, Any] = {}
+    for key in DERIVED_META_KEYS:
+        meta.pop(key, None)
+    if "tags" in meta:
+        fields["tags"] = normalise_tags(meta.pop("tags"))
+    if "license" in meta:
+        value = meta.pop("license")
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"metadata license must be a string or null, got {value!r}")
+        fields["license"] = (value or "").strip()
+    if "origin" in meta:
+        value = meta.pop("origin")
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"metadata origin must be a string or null, got {value!r}")
+        if value and value.strip():
+            fields["origin"] = value.strip()
+    if "version" in meta:
+        value = meta.pop("version")
+        if value is not None:
+            try:
+                fields["version"] = int(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"metadata version must be an integer, got {value!r}") from None
+    return meta, fields
+
+
+def stated_terms(meta: dict, provenance: dict) -> tuple[dict, dict | None]:
+    """``(meta without license_terms, the terms a pull or caller stated)``: ``license_terms`` in the
+    metadata (a pull's normalised metadata carries them) or in the provenance; None when neither."""
+    given = meta.get("license_terms", provenance.get("license_terms"))
+    if "license_terms" in meta:
+        meta = {k: v for k, v in meta.items() if k != "license_terms"}
+    if given is None:
+        return meta, None
+    return meta, check_terms(given, default_source="provider")
+
+
+def check_terms(terms: Any, *, default_source: str) -> dict:
+    """Validated ``license_terms`` (unknown keys dropped; ``source`` defaults to ``default_source``)."""
+    if not isinstance(terms, dict):
+        raise ValueError(f"license_terms must be a JSON object, got {type(terms).__name__}")
+    level = terms.get("commercial_use")
+    if level is not None and level not in rights.COMMERCIAL_LEVELS:
+        raise ValueError(f"license_terms.commercial_use must be one of {', '.join(rights.COMMERCIAL_LEVELS)} "
+                         f"or null, got {level!r}")
+    for key in ("credit_required", "derivatives_allowed", "relicense_allowed"):
+        if terms.get(key) is not None and not isinstance(terms[key], bool):
+            raise ValueError(f"license_terms.{key} must be true, false or null, got {terms[key]!r}")
+    out = {key: terms.get(key) for key in rights.TERM_KEYS}
+    if not out["source"] and any(out[k] is not None for k in rights.TERM_KEYS if k not in ("source",
+                                                                                         "base_model_license")):
+        out["source"] = default_source
+    return out
+
+
+def deep_merge(base: dict, patch: dict) -> dict:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def encode_cursor(value: Any, uid: str) -> str:
+    """The ``next_cursor`` of a page: its last row's sort value and uid."""
+    return base64.urlsafe_b64encode(json.dumps([value, uid]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[Any, str]:
+    """``(sort value, uid)`` of a cursor :func:`encode_cursor` made; ``ValueError`` for anything
+    else (an object, a list, a number SQLite cannot hold, bytes that are not the registry's form)."""
+    try:
+        pad = "=" * (-len(cursor) % 4)
+        value, uid = json.loads(base64.urlsafe_b64decode(cursor + pad))
+        if not isinstance(uid, str) or isinstance(value, bool) or not isinstance(value, str | int | float | None):
+            raise ValueError
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise ValueError
+        if encode_cursor(value, uid) != cursor.rstrip("="):
+            raise ValueError
+        return value, uid
+    except Exception:
+        raise ValueError(f"invalid cursor {cursor[:80]!r}: pass next_cursor from the previous page unchanged") from None
+
+
+def meta_view(rec: dict) -> dict:
+    """An asset's ``meta`` as records, hook payloads and sidecars show it: the free-form
+    metadata with the asset's fields (``tags``, ``license``, ``origin``, ``version``) and its
+    ``preview`` (``paths`` ``{"256": ..., "512": ...}`` relative to the thumbnail root, and
+    the ``default`` one) inside, as the original registry kept them."""
+    view = dict(rec["meta"])
+    view.update(tags=list(rec["tags"]), license=rec["license"], origin=rec["origin"], version=rec["version"])
+    preview = dict(rec["preview"])
+    if preview.get("thumbnails"):
+        preview["paths"] = dict(preview["thumbnails"])
+        preview["default"] = next(iter(preview["paths"].values()))
+        view["thumbnails"] = dict(preview["paths"])
+    elif preview.get("waveform"):
+        preview["path"] = preview["default"] = preview["waveform"]
+    view["preview"] = preview
+    return view
+
+
+
+class Records:
+    """The rows of one project: the codec, the insert, and every query."""
+
+    def __init__(self, db: Database, project_id: str, root: AssetsRoot) -> None:
+        self.db = db
+        self.project_id = project_id
+        self.root = root
+
+    # ------------------------------------------------------------------ codec
+    def insert(self, conn, rec: dict) -> None:
+        conn.execute(
+            "INSERT INTO assets(project_id, uid, type, path, hash, bytes, tags, license, origin, version, created_at,"
+            " updated_at, meta, preview, provenance, search_text, sidecar_pending, license_terms, commercial_rank,"
+            " credit_required, derivatives_allowed, license_known, rights_version)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?)",
+            (self.project_id, rec["uid"], rec["type"], rec["path"], rec["hash"], rec["bytes"], json.dumps(rec["tags"]),
+             rec["license"], rec["origin"], rec["version"], rec["created_at"], rec["updated_at"],
+             json.dumps(rec["meta"], ensure_ascii=False), json.dumps(rec["preview"]),
+             json.dumps(rec["provenance"], ensure_ascii=False), self.search_text(rec),
+             *self.rights_columns(rec), RIGHTS_VERSION))
+        if rec["tags"]:
+            conn.executemany("INSERT OR IGNORE INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
+                             [(self.project_id, rec["uid"], t) for t in rec["tags"]])
+
+    @staticmethod
+    def rights_columns(rec: dict) -> tuple:
+        """``(license_terms JSON, commercial_rank, credit_required, derivatives_allowed, license_known)``."""
+        terms = rec["license_terms"]
+
+        def flag(value: Any) -> int | None:
+            return None if value is None else int(value)
+
+        return (json.dumps(terms, ensure_ascii=False), rights.commercial_rank(terms.get("commercial_use")),
+                flag(terms.get("credit_required")), flag(terms.get("derivatives_allowed")),
+                int(rights.licence_known(rec["license"], terms)))
+
+    @staticmethod
+    def search_text(rec: dict) -> str:
+        parts = [rec["path"], rec["type"], rec.get("license") or "", " ".join(rec["tags"]),
+                 json.dumps(rec["meta"], ensure_ascii=False)]
+        return " ".join(parts).lower()
+
+    def row(self, uid: str, conn=None) -> dict | None:
+        row = (conn or self.db.conn).execute("SELECT * FROM assets WHERE project_id = ? AND uid = ?",
+                                             (self.project_id, uid)).fetchone()
+        return self.decode(row) if row else None
+
+    def require(self, uid: str, conn=None) -> dict:
+        rec = self.row(uid, conn)
+        if rec is None:
+            raise AssetNotFoundError(f"no asset {uid!r} in project {self.project_id!r}")
+        return rec
+
+    def uid_at(self, rel: str, conn=None) -> str | None:
+        """The uid of the asset registered at ``rel``, or None."""
+        row = (conn or self.db.conn).execute("SELECT uid FROM assets WHERE project_id = ? AND path = ?",
+                                             (self.project_id, rel)).fetchone()
+        return row[0] if row is not None else None
+
+    def check_path_free(self, conn, rel: str) -> None:
+        """``AssetCollisionError`` when another asset is registered at ``rel``."""
+        other = conn.execute("SELECT uid FROM assets WHERE project_id = ? AND path = ?",
+                             (self.project_id, rel)).fetchone()
+        if other is not None:
+            raise AssetCollisionError(
+                f"{rel!r} is already registered as asset {other[0]} but its file now has different bytes; "
+                "run the enforcer (comfyvn-enforcer) to inspect it")
+
+    @staticmethod
+    def decode(row) -> dict:
+        rec = dict(row)
+        for key in ("tags", "meta", "preview", "provenance"):
+            rec[key] = json.loads(rec[key]) if rec[key] else ({} if key != "tags" else [])
+        rec.pop("search_text", None)
+        stored = json.loads(rec.get("license_terms") or "{}")
+        rec["license_terms"] = {key: stored.get(key) for key in rights.TERM_KEYS}
+        rec["license_known"] = bool(rec.get("license_known"))
+        for key in ("commercial_rank", "credit_required", "derivatives_allowed", "rights_version"):
+            rec.pop(key, None)  # indexed copies of license_terms
+        return rec
+
+    def public(self, rec: dict) -> dict:
+        out = {k: v for k, v in rec.items() if k not in ("sidecar_pending", "project_id")}
+        out["project_id"] = self.project_id
+        out["abs_path"] = abs_path = self.root.abs_str(rec["path"])
+        out["sidecar"] = abs_path + SIDECAR_SUFFIX
+        out["meta"] = meta = meta_view(rec)
+        # the original registry's keys: id, thumb (relative to THUMB_ROOT) and links (relative paths)
+        preview = meta["preview"]
+        out["id"] = rec["uid"]
+        out["thumb"] = preview.get("default")
+        links: dict[str, Any] = {"file": rec["path"], "sidecar": rec["path"] + SIDECAR_SUFFIX}
+        if out["thumb"]:
+            links["thumbnail"] = out["thumb"]
+        if preview.get("paths"):
+            links["thumbnails"] = dict(preview["paths"])
+        out["links"] = links
+        return out
+
+    def payload(self, rec: dict, *, include_meta: bool) -> dict:
+        abs_path = self.root.abs_str(rec["path"])
+        payload = {"uid": rec["uid"], "type": rec["type"], "path": abs_path}
+        if include_meta:
+            payload["meta"] = meta_view(rec)
+        payload["sidecar"] = abs_path + SIDECAR_SUFFIX
+        return payload
+
+    def sidecar_payload(self, rec: dict) -> dict:
+        return {"uid": rec["uid"], "type": rec["type"], "sidecar": self.root.abs_str(rec["path"]) + SIDECAR_SUFFIX,
+                "rel_path": rec["path"]}
+
+    # ------------------------------------------------------------------ queries
+    def find_by_hash(self, digest: str) -> dict | None:
+        digest = digest.lower()  # the uid is the digest's first 16 digits: a primary-key lookup
+        row = self.db.query_one("SELECT * FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
+                                (self.project_id, digest[:16], digest))
+        return self.public(self.decode(row)) if row else None
+
+    def query_assets(self, *, asset_type: str | None = None, tags: Iterable[str] | str | None = None,
+                     tags_mode: str = "all", license: str | None = None, text: str | None = None,
+                     hash: str | None = None, limit: int = 50, offset: int = 0, cursor: str | None = None,
+                     sort: str = "created_at", descending: bool = True, with_total: bool = False,
+                     commercial_use: str | None = None, credit_required: bool | None = None,
+                     derivatives: bool | None = None, license_known: bool | None = None) -> dict:
+        """One page of assets: ``{"items", "next_cursor", "total"?}`` (indexed SQL, keyset cursor).
+
+        Rights filters: ``commercial_use`` keeps assets allowing at least that level (``none <
+        image < rent-civit < rent < sell``); ``credit_required``, ``derivatives`` (derivatives
+        allowed) and ``license_known`` match the term exactly.  A term not stated matches no
+        level and neither true nor false."""
+        if sort not in SORT_COLUMNS:
+            raise ValueError(f"sort must be one of {', '.join(SORT_COLUMNS)}")
+        if tags_mode not in ("all", "any"):
+            raise ValueError("tags_mode must be 'all' or 'any'")
+        if not 1 <= int(limit) <= 1000:
+            raise ValueError("limit must be between 1 and 1000")
+        where = ["a.project_id = ?"]
+        params: list[Any] = [self.project_id]
+        if asset_type:
+            where.append("a.type = ?")
+            params.append(asset_type)
+        if license is not None:
+            if license == "":
+                where.append("a.license IS NULL")
+            else:
+                where.append("a.license = ?")
+                params.append(license)
+        if commercial_use is not None:
+            rank = rights.commercial_rank(commercial_use)
+            if rank is None:
+                raise ValueError(f"commercial_use must be one of {', '.join(rights.COMMERCIAL_LEVELS)}, "
+                                 f"got {commercial_use!r}")
+            # an IN list, not ">=": each level is an index range already in created_at order (x100 faster)
+            levels = range(rank, len(rights.COMMERCIAL_LEVELS))
+            where.append(f"a.commercial_rank IN ({','.join('?' * len(levels))})")
+            params.extend(levels)
+        for name, value in (("credit_required", credit_required), ("derivatives", derivatives),
+                            ("license_known", license_known)):
+            if value is None:
+                continue
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+            where.append(f"a.{RIGHTS_BOOL_FILTERS[name]} = ?")
+            params.append(int(value))
+        if hash:
+            where.append("a.uid = ? AND a.hash = ?")  # primary key: uid = first 16 hex digits
+            params.extend([hash.lower()[:16], hash.lower()])
+        tag_list = normalise_tags(tags)
+        if tag_list:
+            marks = ",".join("?" * len(tag_list))
+            if tags_mode == "all":
+                for tag in tag_list:
+                    where.append("EXISTS (SELECT 1 FROM asset_tags t WHERE t.project_id = a.project_id"
+                                 " AND t.tag = ? AND t.uid = a.uid)")
+                    params.append(tag)
+            else:
+                where.append(f"EXISTS (SELECT 1 FROM asset_tags t WHERE t.project_id = a.project_id"
+                             f" AND t.uid = a.uid AND t.tag IN ({marks}))")
+                params.extend(tag_list)
+        if text:
+            where.append("a.search_text LIKE ? ESCAPE '\\'")
+            params.append("%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        filter_sql, filter_params = " AND ".join(where), list(params)
+        col = SORT_COLUMNS[sort]
+        order = "DESC" if descending else "ASC"
+        if cursor:
+            value, uid = decode_cursor(cursor)
+            op = "<" if descending else ">"
+            where.append(f"(a.{col}, a.uid) {op} (?, ?)")  # a row value: an index range, not a filter
+            params.extend([value, uid])
+        sql = (f"SELECT a.* FROM assets a WHERE {' AND '.join(where)} ORDER BY a.{col} {order}, a.uid {order}"
+               f" LIMIT ? OFFSET ?")
+        rows = self.db.query(sql, (*params, int(limit) + 1, 0 if cursor else int(offset)))
+        items = [self.public(self.decode(r)) for r in rows[:limit]]
+        page: dict[str, Any] = {"items": items, "next_cursor": None}
+        if len(rows) > limit and items:
+            last = items[-1]
+            page["next_cursor"] = encode_cursor(last[col], last["uid"])
+        if with_total:
+            row = self.db.query_one(f"SELECT COUNT(*) FROM assets a WHERE {filter_sql}", tuple(filter_params))
+            page["total"] = row[0] if row is not None else 0
+        return page
+
+    def list_assets(self, asset_type: str | None = None, *, hash_value: str | None = None,
+                    tags: Iterable[str] | str | None = None, text: str | None = None, limit: int | None = None,
+                    **filters: Any) -> list[dict]:
+        """Assets matching the filters of :meth:`query_assets` (``hash_value`` is ``hash``).
+
+        ``limit=None`` returns every match (read in pages of 1000), as the original did."""
+        if hash_value is not None:
+            filters["hash"] = hash_value
+        if limit is not None:
+            return self.query_assets(asset_type=asset_type, tags=tags, text=text, limit=limit, **filters)["items"]
+        if filters.get("offset") or filters.get("cursor"):
+            raise ValueError("offset/cursor need a limit (or use query_assets)")
+        items: list[dict] = []
+        cursor = None
+        while True:
+            page = self.query_assets(asset_type=asset_type, tags=tags, text=text, limit=1000, cursor=cursor,
+                                     **filters)
+            items.extend(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return items
+
+    def iter_assets(self, batch: int = 500) -> Iterator[dict]:
+        """Every asset of the project, in path order, read in batches."""
+        cursor = None
+        while True:
+            page = self.query_assets(limit=batch, cursor=cursor, sort="path", descending=False)
+            yield from page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    def count(self) -> int:
+        row = self.db.query_one("SELECT COUNT(*) FROM assets WHERE project_id = ?", (self.project_id,))
+        return row[0] if row is not None else 0
+
+    def facets(self) -> dict[str, list[tuple[str, int]]]:
+        """Types, tags and licences with counts (for filter drop-downs)."""
+        q = self.db.query
+        pid = (self.project_id,)
+        return {
+            "types": [(r[0], r[1]) for r in q("SELECT type, COUNT(*) FROM assets WHERE project_id = ? GROUP BY type"
+                                              " ORDER BY type", pid)],
+            "licenses": [(r[0], r[1]) for r in q("SELECT license, COUNT(*) FROM assets WHERE project_id = ?"
+                                                 " AND license IS NOT NULL GROUP BY license ORDER BY license", pid)],
+            "tags": [(r[0], r[1]) for r in q("SELECT tag, COUNT(*) FROM asset_tags WHERE project_id = ? GROUP BY tag"
+                                             " ORDER BY COUNT(*) DESC, tag LIMIT 500", pid)],
+        }
+
+    def to_dataframe(self, **filters: Any):
+        """Matching assets as a pandas DataFrame (every asset when no filter is given)."""
+        import pandas as pd
+
+        rows = list(self.iter_assets()) if not filters else self.list_assets(**{"limit": 1000, **filters})
+        columns = ["uid", "type", "path", "hash", "bytes", "tags", "license", "origin", "version", "created_at",
+                   "updated_at", "meta", "provenance", "sidecar"]
+        frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+        for col in ("created_at", "updated_at"):
+            frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
+        return frame
+
