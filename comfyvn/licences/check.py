@@ -131,12 +131,13 @@ class _Checker:
         need = p.output_commercial_use if mode == "output" else p.commercial_use
         if need is not None:
             level = terms.get("commercial_use")
-            if level is None:
+            have, want = rights.commercial_rank(level), rights.commercial_rank(need)
+            if have is None or want is None:  # not stated, or a level no one can read (the profile's is checked)
                 out.append(_f(UNKNOWN, "commercial-unstated", f"{label}: commercial use is not stated "
                                                               f"(the {p.name} use needs {need})", source, lid))
-            elif rights.commercial_rank(level) < rights.commercial_rank(need):
+            elif have < want:
                 what = {"none": "non-commercial", "image": "only its generated images may be sold",
-                        "rent-civit": "only on Civitai's generator", "rent": "rent-only (run as a service)"}[level]
+                        "rent-civit": "only on Civitai's generator", "rent": "rent-only (run as a service)"}[str(level)]
                 out.append(_f(BLOCKED, "commercial", f"{label}: {what}; the {p.name} use needs {need}", source, lid))
         if mode == "derive":
             allowed = terms.get("derivatives_allowed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Workspace
-from ..runbooks import Report, Verdict, plural
+from ..runbook_reports import Report, Verdict, plural
 from .check import VERDICTS, check_project
 from .cli import open_project
 from .manifest import render_manifest, write_manifest

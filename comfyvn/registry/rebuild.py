@@ -80,8 +80,7 @@ def register_plan(reg: AssetRegistry, plan: dict, *, fill_metadata: bool) -> dic
     rel, sidecar = plan["rel"], plan["sidecar"] or {}
     asset_type = guess_type(rel, sidecar)
     meta = sidecar.get("meta") if isinstance(sidecar.get("meta"), dict) else {}
-    tags = sidecar.get("tags") if isinstance(sidecar.get("tags"), list) else []
-    tags = [t for t in tags if isinstance(t, str)]
+    tags = [t for t in sidecar.get("tags") or [] if isinstance(t, str)] if isinstance(sidecar.get("tags"), list) else []
     license_tag = sidecar.get("license") if isinstance(sidecar.get("license"), str) else None
     provenance = dict(sidecar["provenance"]) if isinstance(sidecar.get("provenance"), dict) else None
     if provenance and provenance.get("digest") != plan["digest"]:

@@ -60,8 +60,8 @@ class CheckHandler(LicencesBase):
         if unknown:
             raise ApiError(400, "invalid_parameter", f"verdict must be among {', '.join(VERDICTS)}, got "
                                                      f"{', '.join(unknown)}")
-        limit = self.q_int("limit", 1000, minimum=1, maximum=10_000)
-        offset = self.q_int("offset", 0, minimum=0, maximum=2**62)
+        limit = self.q_int("limit", 1000, minimum=1, maximum=10_000) or 1000
+        offset = self.q_int("offset", 0, minimum=0, maximum=2**62) or 0
         reg = await self.project()
         use = self.q_str("use", max_len=64)
 
