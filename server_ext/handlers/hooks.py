@@ -531,17 +531,17 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         if self._closed or self.ws_connection is None or self.ws_connection.is_closing():
             return True
         size = sum(len(text) for _, text in events)
-        if not self._fits(size, len(events)):
+        if not self._reserve(size, len(events)):
             return False
         self._position = events[-1][0]
         stream = getattr(self.ws_connection, "stream", None)
         if stream is None or getattr(self.ws_connection, "_compressor", None) is not None:
-            for _, text in events:  # a compressed connection: frames must go through Tornado
+            for i, (_, text) in enumerate(events):  # a compressed connection: frames must go through Tornado
                 try:
                     fut = self.write_message(text.decode())
                 except WebSocketClosedError:
+                    self._release(sum(len(t) for _, t in events[i:]), len(events) - i)
                     return True
-                self._account(len(text), 1)
                 fut.add_done_callback(functools.partial(self._written, size=len(text), count=1))
             return True
         try:
@@ -556,24 +556,38 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
                     small += text
             fut = stream.write(bytes(small))  # futures resolve in order: the last one covers the batch
         except StreamClosedError:
+            self._release(size, len(events))
             return True
-        self._account(size, len(events))
         fut.add_done_callback(functools.partial(self._written, size=size, count=len(events)))
         return True
 
-    def _fits(self, size: int, count: int, *, slack: int = 0) -> bool:
-        """Whether ``size`` more bytes (``count`` messages) fit in what the client has not read yet.
-        One message always fits a socket with nothing queued."""
-        backlog = self.buffered_bytes
-        return (not backlog or backlog + size <= self.limit_bytes + slack) and \
-            self._pending + count <= self.services.ws_max_pending
+    def _reserve(self, size: int, count: int, *, slack: int = 0) -> bool:
+        """Count ``size`` bytes (``count`` messages) as queued for the client if they fit in what it
+        has not read yet (one message always fits a socket with nothing queued); False otherwise.
 
-    def _too_slow(self, size: int, count: int, *, slack: int = 0) -> bool:
-        """Close the socket (4008) when a control message does not fit even with ``slack``."""
-        if self._fits(size, count, slack=slack):
-            return False
-        self._close_too_slow()
+        Checked and counted under the lock, before the write: the bus thread, queueing events
+        meanwhile (the write of a big batch releases the GIL), sees these bytes, so the backlog
+        never ends up over the limit."""
+        with self._lock:
+            backlog = self._outbox_bytes + self._stream_bytes
+            if (backlog and backlog + size > self.limit_bytes + slack) or \
+                    self._pending + count > self.services.ws_max_pending:
+                return False
+            self._stream_bytes += size
+            self._pending += count
+            buffered = backlog + size
+        if buffered > self.peak_buffered_bytes:
+            self.peak_buffered_bytes = buffered
+            if buffered > _stream_totals["peak_client_buffered_bytes"]:
+                _stream_totals["peak_client_buffered_bytes"] = buffered
         return True
+
+    def _release(self, size: int, count: int) -> None:
+        """Un-count reserved bytes that were not written after all (the socket closed)."""
+        with self._lock:
+            self._stream_bytes -= size
+            self._pending -= count
+        self._drained.set()
 
     def _close_too_slow(self) -> None:
         if self._closed:
@@ -583,15 +597,6 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._drained.set()
         self.close(CLOSE_TOO_SLOW, f"too slow; resume from last_event_id={self._position}")
 
-    def _account(self, size: int, count: int) -> None:
-        with self._lock:
-            self._stream_bytes += size
-        self._pending += count
-        if self.buffered_bytes > self.peak_buffered_bytes:
-            self.peak_buffered_bytes = self.buffered_bytes
-            if self.peak_buffered_bytes > _stream_totals["peak_client_buffered_bytes"]:
-                _stream_totals["peak_client_buffered_bytes"] = self.peak_buffered_bytes
-
     def _send(self, message: dict[str, Any]) -> None:
         self._write(json.dumps(message, default=str))
 
@@ -599,19 +604,20 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         if self._closed or self.ws_connection is None:
             return
         size = len(text.encode()) if not text.isascii() else len(text)
-        if self._too_slow(size, 1, slack=CONTROL_SLACK):  # acks, pings, errors: small, never refused for lag
+        if not self._reserve(size, 1, slack=CONTROL_SLACK):  # acks, pings, errors: small, never refused for lag
+            self._close_too_slow()  # not even room for a control message: 4008
             return
         try:
             fut = self.write_message(text)
         except WebSocketClosedError:
+            self._release(size, 1)
             return
-        self._account(size, 1)
         fut.add_done_callback(functools.partial(self._written, size=size, count=1))
 
     def _written(self, fut, *, size: int, count: int) -> None:
         with self._lock:
             self._stream_bytes -= size
-        self._pending -= count
+            self._pending -= count
         self._drained.set()  # wakes a replay waiting for room (it checks its own condition)
         if not fut.cancelled():
             fut.exception()  # a closed socket is handled by on_close; don't log it as unretrieved

@@ -10,6 +10,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 from server_helpers import assert_error
@@ -190,40 +191,76 @@ async def test_a_non_reading_replay_from_zero_is_paged_and_stays_bounded(ws, raw
         assert [e["id"] for e in await client.read_events(1)] == live
 
 
-async def test_a_reading_client_gets_a_burst_bigger_than_the_limit_complete_and_in_order(ws, jp_ws_fetch):
+def interleave_bus_with_a_write(handler, hold: float = 0.3) -> None:
+    """Reproduce what CPU load does by chance: the bus thread queues events for ``handler`` while
+    the loop thread is in the middle of writing a batch to the socket.  The bus hands over the
+    first event, then waits until the loop is inside a write; that write waits ``hold`` seconds
+    while the bus thread hands over the rest."""
+    writing = threading.Event()
+    sub, stream = handler._sub, handler.ws_connection.stream
+    deliver, write = sub.callback, stream.write
+    first = [True]
+
+    def deliver_then_wait(env):  # bus thread
+        deliver(env)
+        if first[0]:
+            first[0] = False
+            writing.wait(10)
+
+    def write_and_hold(data, *args, **kwargs):  # loop thread
+        if not writing.is_set() and len(data) > 1024:
+            writing.set()
+            time.sleep(hold)
+        return write(data, *args, **kwargs)
+
+    sub.callback, stream.write = deliver_then_wait, write_and_hold
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["idle", "bus-queues-mid-write"])
+async def test_a_reading_client_gets_a_burst_bigger_than_the_limit_complete_and_in_order(ws, jp_ws_fetch, loaded):
     """One commit of 8 MiB of events (16 x the limit) to a client that reads: its backlog fills, it
-    reads on from the log as it drains and goes live again; nothing lost, nothing reordered."""
+    reads on from the log as it drains and goes live again; nothing lost, nothing reordered.
+
+    Under CPU load the bus thread queues events while the loop thread is in the middle of writing
+    a batch: the batch's bytes must already count, or the backlog ends up over the limit."""
     from comfyvn_server_ext.handlers import hooks
 
     limit = 512 * 1024
     update_config({"hooks": {"ws_max_backlog_bytes": limit}}, ws)
     hooks.reset_stream_stats()
     conn = await jp_ws_fetch("api", "modder", "hooks", "ws", params={"topics": "on_modder_test"})
-    assert json.loads(await asyncio.wait_for(conn.read_message(), 20))["type"] == "ack"
+    try:
+        assert json.loads(await asyncio.wait_for(conn.read_message(), 20))["type"] == "ack"
+        await settle(lambda: any(h._sub is not None for h in list(hooks._live_streams) if not h._closed))
+        if loaded:
+            [handler] = [h for h in list(hooks._live_streams) if not h._closed]
+            interleave_bus_with_a_write(handler)
 
-    def burst() -> list[int]:
-        db = get_database(ws.db_path)
-        with db.transaction() as tx:
-            ids = [emit(tx, "on_modder_test", {"message": f"b{i}", "blob": "y" * 100_000})["id"] for i in range(80)]
-        get_hook_bus(db).poke()
-        return ids
+        def burst() -> list[int]:
+            db = get_database(ws.db_path)
+            with db.transaction() as tx:
+                ids = [emit(tx, "on_modder_test", {"message": f"b{i}", "blob": "y" * 100_000})["id"]
+                       for i in range(80)]
+            get_hook_bus(db).poke()
+            return ids
 
-    ids = await asyncio.to_thread(burst)
-    got = []
-    while len(got) < len(ids):
-        msg = json.loads(await asyncio.wait_for(conn.read_message(), 30))
-        if msg["type"] == "event":
-            got.append(msg["id"])
-    assert got == ids
-    stats = hooks.stream_stats()
-    assert stats["closed_too_slow"] == 0 and stats["peak_client_buffered_bytes"] <= limit + 1024, stats
-    live = await asyncio.to_thread(emit_big, ws, 1, 10)  # live again
-    while True:
-        msg = json.loads(await asyncio.wait_for(conn.read_message(), 30))
-        if msg["type"] == "event":
-            assert msg["id"] == live[0]
-            break
-    conn.close()
+        ids = await asyncio.to_thread(burst)
+        got = []
+        while len(got) < len(ids):
+            msg = json.loads(await asyncio.wait_for(conn.read_message(), 30))
+            if msg["type"] == "event":
+                got.append(msg["id"])
+        assert got == ids
+        stats = hooks.stream_stats()
+        assert stats["closed_too_slow"] == 0 and stats["peak_client_buffered_bytes"] <= limit + 1024, stats
+        live = await asyncio.to_thread(emit_big, ws, 1, 10)  # live again
+        while True:
+            msg = json.loads(await asyncio.wait_for(conn.read_message(), 30))
+            if msg["type"] == "event":
+                assert msg["id"] == live[0]
+                break
+    finally:  # a client left open would count against the next test's hooks.ws_max_clients
+        conn.close()
 
 
 async def test_a_replay_of_events_bigger_than_half_the_limit_waits_instead_of_dropping(ws, raw_ws):
