@@ -8,8 +8,8 @@ WebSocket protocol (``/api/modder/hooks/ws`` and ``/api/modder/hooks/stream``):
   (plus ``"missed": {"first_id", "last_id", "message"}`` when events after ``N`` have been pruned
   from the log by its retention policy), then every matching event after ``N`` arrives as
   ``{"type": "event", "id", "event", "ts", "data"}`` in commit order;
-* ``{"type": "ping", "ts", "last_event_id"}`` every few seconds (plus WebSocket pings); a client
-  may send ``{"type": "ping"}`` and gets ``{"type": "pong"}``;
+* ``{"type": "ping", "ts", "last_event_id"}`` every few seconds (plus a WebSocket ping, which
+  the client's library answers); a client may send ``{"type": "ping"}`` and gets ``{"type": "pong"}``;
 * a bad message or an unknown topic gets ``{"type": "error", "message"}``; the socket stays open
   and the previous subscription stays in force.
 
@@ -279,6 +279,10 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
     holds at most about the limit.  A client that leaves its backlog unread for
     ``hooks.ws_stall_timeout_s`` (30 s) is closed with code 4008 and the reason
     ``too slow; resume from last_event_id=N`` (every event up to N precedes the close frame).
+    An unanswered WebSocket ping counts as unread backlog: a client that stopped reading a quiet
+    stream (whose few bytes the kernel's socket buffers took) is closed the same way.  This is the
+    stream's one keep-alive; jupyter_server's (``WebSocketMixin``: "ping timeout" warnings and a
+    close without a resume point) and Tornado's are off for it (``ping_interval`` = 0).
 
     Live events reach a socket in batches: the bus thread queues them and schedules one loop
     callback, which writes every queued event as consecutive frames.  One ``write_message``
@@ -297,7 +301,9 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._stall_checker: PeriodicCallback | None = None
         self._topics: list[str] | None = None
         self._progress_mark: Any = None  # bytes the stream has sent, at the last stall check
+        self._unsent = 0  # bytes the stream held that the kernel had no room for, at the last stall check
         self._last_progress = time.monotonic()
+        self._ping_unanswered = False  # a WebSocket ping sent and no pong since
         self.stall_seconds = DEFAULT_STALL_SECONDS
         self._closed = False
         self._lock = threading.Lock()  # guards the outbox and the byte counts (bus thread + loop)
@@ -319,6 +325,12 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
     def buffered_bytes(self) -> int:
         """Bytes queued for this client and not yet handed to the kernel."""
         return self._outbox_bytes + self._stream_bytes
+
+    @property
+    def ping_interval(self) -> int:
+        """0: neither WebSocketMixin's pinger (its interval in ms shadows Tornado's, in seconds)
+        nor Tornado's runs for this stream; ``_send_ping`` and ``_check_stall`` keep it alive."""
+        return 0
 
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -512,16 +524,26 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._task = asyncio.ensure_future(self._follow(self._generation, self._topics, replay=True))
 
     def _check_stall(self) -> None:
-        """Close (4008) a client that has left its backlog unread for ``hooks.ws_stall_timeout_s``."""
+        """Close (4008) a client that has left its backlog (or our last ping) unread for
+        ``hooks.ws_stall_timeout_s``.
+
+        The client is reading when it answered a ping (``on_pong``) or when the kernel took more
+        bytes while it had no room for all of them (the stream held unsent bytes at the last check):
+        with room, the kernel takes our bytes whether the client reads or not."""
         if self._closed:
             return
         stream = getattr(self.ws_connection, "stream", None)
         mark = getattr(stream, "_total_write_done_index", None)  # bytes the kernel has taken so far
+        handed = getattr(stream, "_total_write_index", None)  # bytes handed to the stream so far
+        kernel_was_full = self._unsent > 0
+        self._unsent = handed - mark if mark is not None and handed is not None else 0
         now = time.monotonic()
-        if not self.buffered_bytes or mark is None or mark != self._progress_mark:
-            self._progress_mark, self._last_progress = mark, now
+        if mark is None or not (self.buffered_bytes or self._ping_unanswered) or \
+                (kernel_was_full and mark != self._progress_mark):
+            self._last_progress = now
         elif now - self._last_progress > self.stall_seconds:
             self._close_too_slow()
+        self._progress_mark = mark
 
     def _write_events(self, events: list[tuple[int, bytes]]) -> bool:
         """Write event messages as frames: a small header plus a view of the shared payload each.
@@ -624,6 +646,18 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
 
     def _send_ping(self) -> None:
         self._send({"type": "ping", "ts": time.time(), "last_event_id": self._position})
+        if self._closed or self._ping_unanswered:
+            return
+        try:
+            self.ping(b"")
+        except WebSocketClosedError:
+            return
+        self._ping_unanswered = True
+
+    def on_pong(self, data: bytes) -> None:
+        """The client read everything up to our ping: it is reading (progress for ``_check_stall``)."""
+        self._ping_unanswered = False
+        self._last_progress = time.monotonic()
 
     def on_close(self) -> None:
         self._closed = True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import socket
 import struct
@@ -401,3 +402,57 @@ async def test_ws_cursors_of_the_wrong_shape_get_an_error_and_the_bus_keeps_runn
         if msg["type"] == "event" and msg["id"] == sent["id"]:
             break
     conn.close()
+
+
+# ---------------------------------------------------------------------------- keep-alive
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+# the mixin's pings as short as a deployment may set them for kernels (ms), ours every 0.2 s
+@pytest.mark.serverapp(tornado_settings={"ws_ping_interval": 200, "ws_ping_timeout": 600})
+@pytest.mark.comfyvn(ws_ping_seconds=0.2)
+async def test_keep_alive_a_reading_client_stays_and_a_stalled_one_is_closed_4008_without_a_ping_timeout(
+        ws, raw_ws, jp_ws_fetch):
+    """jupyter_server's WebSocketMixin logs "WebSocket ping timeout after N ms" (WARNING) and closes
+    with no code when a client has not answered its pings for ws_ping_timeout: a client that
+    stopped reading on a quiet stream (the kernel's buffers take our few bytes, so our stall rule
+    saw no backlog).  The stream's own keep-alive handles both: a reading client stays connected
+    past many ping intervals, a stalled one is closed 4008 with its resume point, no warning."""
+    from comfyvn_server_ext.handlers import hooks
+
+    update_config({"hooks": {"ws_stall_timeout_s": 1}}, ws)
+    hooks.reset_stream_stats()
+    records = _Records()
+    conn = await jp_ws_fetch("api", "modder", "hooks", "ws")
+    try:
+        assert json.loads(await asyncio.wait_for(conn.read_message(), 20))["type"] == "ack"
+        [reader] = [h for h in list(hooks._live_streams) if not h._closed]
+        reader.log.addHandler(records)
+        stalled = await raw_ws()  # never reads: never answers a ping
+        await settle(lambda: len([h for h in list(hooks._live_streams) if not h._closed]) == 2)
+        assert all(h.log is reader.log for h in list(hooks._live_streams))  # one server log
+        # Tornado's own pinger (which would read the mixin's ms figures as seconds) stays off
+        assert reader.ws_connection._ping_coroutine is None
+        loop = asyncio.get_running_loop()
+        deadline, pings = loop.time() + 4.0, 0  # 20 of our ping intervals, 20 of the mixin's
+        while loop.time() < deadline:
+            msg = json.loads(await asyncio.wait_for(conn.read_message(), 5))
+            assert msg is not None and msg["type"] == "ping", msg
+            pings += 1
+        assert pings >= 10
+        assert not reader._closed and conn.protocol is not None  # the reading client is still there
+        assert hooks.stream_stats()["closed_too_slow"] == 1  # the stalled one, by the stall rule
+        messages, close = await stalled.read_all(timeout=20)
+        assert close is not None and close[0] == 4008, close
+        assert messages[0]["type"] == "ack" and {m["type"] for m in messages[1:]} <= {"ping"}
+        assert close[1] == f"too slow; resume from last_event_id={messages[0]['last_event_id']}", close
+        warnings = [r.getMessage() for r in records.records if r.levelno >= logging.WARNING]
+        assert not warnings, warnings
+    finally:
+        conn.close()
