@@ -229,12 +229,13 @@ async def test_a_reading_client_gets_a_burst_bigger_than_the_limit_complete_and_
     limit = 512 * 1024
     update_config({"hooks": {"ws_max_backlog_bytes": limit}}, ws)
     hooks.reset_stream_stats()
+    earlier = set(hooks._live_streams)  # a previous test's server may not have ended its handlers yet
     conn = await jp_ws_fetch("api", "modder", "hooks", "ws", params={"topics": "on_modder_test"})
     try:
         assert json.loads(await asyncio.wait_for(conn.read_message(), 20))["type"] == "ack"
-        await settle(lambda: any(h._sub is not None for h in list(hooks._live_streams) if not h._closed))
+        [handler] = [h for h in list(hooks._live_streams) if h not in earlier]
+        await settle(lambda: handler._sub is not None)
         if loaded:
-            [handler] = [h for h in list(hooks._live_streams) if not h._closed]
             interleave_bus_with_a_write(handler)
 
         def burst() -> list[int]:
@@ -428,15 +429,18 @@ async def test_keep_alive_a_reading_client_stays_and_a_stalled_one_is_closed_400
 
     update_config({"hooks": {"ws_stall_timeout_s": 1}}, ws)
     hooks.reset_stream_stats()
-    records = _Records()
+    records, logs = _Records(), []
+    earlier = set(hooks._live_streams)  # a previous test's server may not have ended its handlers yet
     conn = await jp_ws_fetch("api", "modder", "hooks", "ws")
     try:
         assert json.loads(await asyncio.wait_for(conn.read_message(), 20))["type"] == "ack"
-        [reader] = [h for h in list(hooks._live_streams) if not h._closed]
+        [reader] = [h for h in list(hooks._live_streams) if h not in earlier]
+        logs.append(reader.log)
         reader.log.addHandler(records)
         stalled = await raw_ws()  # never reads: never answers a ping
-        await settle(lambda: len([h for h in list(hooks._live_streams) if not h._closed]) == 2)
-        assert all(h.log is reader.log for h in list(hooks._live_streams))  # one server log
+        await settle(lambda: len([h for h in list(hooks._live_streams) if h not in earlier]) == 2)
+        [stalled_handler] = [h for h in list(hooks._live_streams) if h not in earlier and h is not reader]
+        assert stalled_handler.log is reader.log  # one server log
         # Tornado's own pinger (which would read the mixin's ms figures as seconds) stays off
         assert reader.ws_connection._ping_coroutine is None
         loop = asyncio.get_running_loop()
@@ -447,7 +451,7 @@ async def test_keep_alive_a_reading_client_stays_and_a_stalled_one_is_closed_400
             pings += 1
         assert pings >= 10
         assert not reader._closed and conn.protocol is not None  # the reading client is still there
-        assert hooks.stream_stats()["closed_too_slow"] == 1  # the stalled one, by the stall rule
+        assert stalled_handler._closed and hooks.stream_stats()["closed_too_slow"] == 1  # by the stall rule
         messages, close = await stalled.read_all(timeout=20)
         assert close is not None and close[0] == 4008, close
         assert messages[0]["type"] == "ack" and {m["type"] for m in messages[1:]} <= {"ping"}
@@ -456,3 +460,5 @@ async def test_keep_alive_a_reading_client_stays_and_a_stalled_one_is_closed_400
         assert not warnings, warnings
     finally:
         conn.close()
+        for server_log in logs:
+            server_log.removeHandler(records)
