@@ -68,7 +68,7 @@ class HooksHandler(HooksBase):
         limit = await self.run(get_setting, "hooks.ws_max_backlog_bytes", DEFAULT_BACKLOG_BYTES, self.services.ws)
         self.reply({"hooks": bus.specs(category), "last_event_id": last_id,
                     "websocket": ["/api/modder/hooks/ws", "/api/modder/hooks/stream"],
-                    "streams": {**stream_stats(), "limit_bytes": limit,
+                    "streams": {**stream_stats(self.settings), "limit_bytes": limit,
                                 "max_clients": await self.run(max_clients_setting, self.services.ws)}})
 
 
@@ -242,7 +242,13 @@ SHARED_PAYLOAD_BYTES = 2048  # Tornado keeps a view of bigger writes (no copy); 
 _live_streams: weakref.WeakSet[HookStreamHandler] = weakref.WeakSet()
 _stream_totals = {"closed_too_slow": 0, "peak_client_buffered_bytes": 0, "refused_too_many_clients": 0}
 DEFAULT_MAX_CLIENTS = 64
-_admitted: set[HookStreamHandler] = set()  # handshakes accepted and not yet ended (the client cap counts these)
+ADMITTED = "comfyvn_hook_clients"  # application setting: this server's accepted, not yet ended handshakes
+
+
+def admitted(settings: dict[str, Any]) -> set[HookStreamHandler]:
+    """The hook WebSocket handshakes one server accepted and has not ended (its client cap counts
+    these).  Per server: a handler another (stopped) server never ended does not take a slot."""
+    return settings.setdefault(ADMITTED, set())
 
 
 def max_clients_setting(ws: Any) -> int:
@@ -251,9 +257,10 @@ def max_clients_setting(ws: Any) -> int:
     return max(1, int(value)) if isinstance(value, int | float) and not isinstance(value, bool) else DEFAULT_MAX_CLIENTS
 
 
-def stream_stats() -> dict[str, int]:
-    """The WebSocket clients of this process and the bytes queued for them (nothing blocks)."""
-    live = [h for h in list(_live_streams) if not h._closed]
+def stream_stats(settings: dict[str, Any] | None = None) -> dict[str, int]:
+    """The WebSocket clients of this process (of one server: its application ``settings``) and the
+    bytes queued for them (nothing blocks)."""
+    live = [h for h in list(_live_streams) if not h._closed and (settings is None or h.settings is settings)]
     buffered = [h.buffered_bytes for h in live]
     return {"clients": len(live), "buffered_bytes": sum(buffered), "max_client_buffered_bytes": max(buffered, default=0),
             **_stream_totals}
@@ -341,15 +348,16 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         # Refused before the upgrade (a plain 503 + JSON + Retry-After): no socket, buffer or
         # subscription is ever made for a client over the cap, and every HTTP client can read why.
         limit = await IOLoop.current().run_in_executor(self.services.executor, max_clients_setting, self.services.ws)
-        if len(_admitted) >= limit:
+        clients = admitted(self.settings)
+        if len(clients) >= limit:
             _stream_totals["refused_too_many_clients"] += 1
             raise ApiError(503, "too_many_clients", f"this server already holds {limit} hook WebSocket clients "
                            "(hooks.ws_max_clients); try again later", {"Retry-After": "5"})
-        _admitted.add(self)  # checked and taken with no await in between: the cap is exact
+        clients.add(self)  # checked and taken with no await in between: the cap is exact
         try:
             await super().get(*args, **kwargs)  # returns when the connection has ended
         finally:
-            _admitted.discard(self)
+            clients.discard(self)
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)  # WebSocketMixin: protocol-level pings

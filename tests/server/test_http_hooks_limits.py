@@ -289,7 +289,7 @@ async def test_stream_counters_are_reported(api, raw_ws):
 
 
 async def test_hook_websocket_clients_are_capped_per_server(ws, api, raw_ws, http_server_client, jp_http_port,
-                                                            jp_base_url, jp_auth_header):
+                                                            jp_base_url, jp_auth_header, jp_serverapp):
     """300-400 non-reading replay sockets held ~1 GB: past hooks.ws_max_clients the handshake is a 503."""
     from comfyvn_server_ext.handlers import hooks
 
@@ -316,7 +316,7 @@ async def test_hook_websocket_clients_are_capped_per_server(ws, api, raw_ws, htt
     streams = (await api("GET", "/api/modder/hooks")).json["streams"]
     assert streams["refused_too_many_clients"] == 2 and streams["max_clients"] == 3 and streams["clients"] == 3
     held[0].close()  # a slot frees when a client leaves
-    await settle(lambda: len(hooks._admitted) < 3)
+    await settle(lambda: len(hooks.admitted(jp_serverapp.web_app.settings)) < 3)
     await raw_ws()
     assert hooks.stream_stats()["refused_too_many_clients"] == 2
 
