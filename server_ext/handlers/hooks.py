@@ -8,8 +8,8 @@ WebSocket protocol (``/api/modder/hooks/ws`` and ``/api/modder/hooks/stream``):
   (plus ``"missed": {"first_id", "last_id", "message"}`` when events after ``N`` have been pruned
   from the log by its retention policy), then every matching event after ``N`` arrives as
   ``{"type": "event", "id", "event", "ts", "data"}`` in commit order;
-* ``{"type": "ping", "ts", "last_event_id"}`` every few seconds (plus WebSocket pings); a client
-  may send ``{"type": "ping"}`` and gets ``{"type": "pong"}``;
+* ``{"type": "ping", "ts", "last_event_id"}`` every few seconds (plus a WebSocket ping, which
+  the client's library answers); a client may send ``{"type": "ping"}`` and gets ``{"type": "pong"}``;
 * a bad message or an unknown topic gets ``{"type": "error", "message"}``; the socket stays open
   and the previous subscription stays in force.
 
@@ -68,7 +68,7 @@ class HooksHandler(HooksBase):
         limit = await self.run(get_setting, "hooks.ws_max_backlog_bytes", DEFAULT_BACKLOG_BYTES, self.services.ws)
         self.reply({"hooks": bus.specs(category), "last_event_id": last_id,
                     "websocket": ["/api/modder/hooks/ws", "/api/modder/hooks/stream"],
-                    "streams": {**stream_stats(), "limit_bytes": limit,
+                    "streams": {**stream_stats(self.settings), "limit_bytes": limit,
                                 "max_clients": await self.run(max_clients_setting, self.services.ws)}})
 
 
@@ -242,7 +242,13 @@ SHARED_PAYLOAD_BYTES = 2048  # Tornado keeps a view of bigger writes (no copy); 
 _live_streams: weakref.WeakSet[HookStreamHandler] = weakref.WeakSet()
 _stream_totals = {"closed_too_slow": 0, "peak_client_buffered_bytes": 0, "refused_too_many_clients": 0}
 DEFAULT_MAX_CLIENTS = 64
-_admitted: set[HookStreamHandler] = set()  # handshakes accepted and not yet ended (the client cap counts these)
+ADMITTED = "comfyvn_hook_clients"  # application setting: this server's accepted, not yet ended handshakes
+
+
+def admitted(settings: dict[str, Any]) -> set[HookStreamHandler]:
+    """The hook WebSocket handshakes one server accepted and has not ended (its client cap counts
+    these).  Per server: a handler another (stopped) server never ended does not take a slot."""
+    return settings.setdefault(ADMITTED, set())
 
 
 def max_clients_setting(ws: Any) -> int:
@@ -251,9 +257,10 @@ def max_clients_setting(ws: Any) -> int:
     return max(1, int(value)) if isinstance(value, int | float) and not isinstance(value, bool) else DEFAULT_MAX_CLIENTS
 
 
-def stream_stats() -> dict[str, int]:
-    """The WebSocket clients of this process and the bytes queued for them (nothing blocks)."""
-    live = [h for h in list(_live_streams) if not h._closed]
+def stream_stats(settings: dict[str, Any] | None = None) -> dict[str, int]:
+    """The WebSocket clients of this process (of one server: its application ``settings``) and the
+    bytes queued for them (nothing blocks)."""
+    live = [h for h in list(_live_streams) if not h._closed and (settings is None or h.settings is settings)]
     buffered = [h.buffered_bytes for h in live]
     return {"clients": len(live), "buffered_bytes": sum(buffered), "max_client_buffered_bytes": max(buffered, default=0),
             **_stream_totals}
@@ -279,6 +286,10 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
     holds at most about the limit.  A client that leaves its backlog unread for
     ``hooks.ws_stall_timeout_s`` (30 s) is closed with code 4008 and the reason
     ``too slow; resume from last_event_id=N`` (every event up to N precedes the close frame).
+    An unanswered WebSocket ping counts as unread backlog: a client that stopped reading a quiet
+    stream (whose few bytes the kernel's socket buffers took) is closed the same way.  This is the
+    stream's one keep-alive; jupyter_server's (``WebSocketMixin``: "ping timeout" warnings and a
+    close without a resume point) and Tornado's are off for it (``ping_interval`` = 0).
 
     Live events reach a socket in batches: the bus thread queues them and schedules one loop
     callback, which writes every queued event as consecutive frames.  One ``write_message``
@@ -297,7 +308,9 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._stall_checker: PeriodicCallback | None = None
         self._topics: list[str] | None = None
         self._progress_mark: Any = None  # bytes the stream has sent, at the last stall check
+        self._unsent = 0  # bytes the stream held that the kernel had no room for, at the last stall check
         self._last_progress = time.monotonic()
+        self._ping_unanswered = False  # a WebSocket ping sent and no pong since
         self.stall_seconds = DEFAULT_STALL_SECONDS
         self._closed = False
         self._lock = threading.Lock()  # guards the outbox and the byte counts (bus thread + loop)
@@ -320,6 +333,12 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         """Bytes queued for this client and not yet handed to the kernel."""
         return self._outbox_bytes + self._stream_bytes
 
+    @property
+    def ping_interval(self) -> int:
+        """0: neither WebSocketMixin's pinger (its interval in ms shadows Tornado's, in seconds)
+        nor Tornado's runs for this stream; ``_send_ping`` and ``_check_stall`` keep it alive."""
+        return 0
+
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
         allowed = await ensure_async(self.authorizer.is_authorized(self, self.current_user, "execute",
@@ -329,15 +348,16 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         # Refused before the upgrade (a plain 503 + JSON + Retry-After): no socket, buffer or
         # subscription is ever made for a client over the cap, and every HTTP client can read why.
         limit = await IOLoop.current().run_in_executor(self.services.executor, max_clients_setting, self.services.ws)
-        if len(_admitted) >= limit:
+        clients = admitted(self.settings)
+        if len(clients) >= limit:
             _stream_totals["refused_too_many_clients"] += 1
             raise ApiError(503, "too_many_clients", f"this server already holds {limit} hook WebSocket clients "
                            "(hooks.ws_max_clients); try again later", {"Retry-After": "5"})
-        _admitted.add(self)  # checked and taken with no await in between: the cap is exact
+        clients.add(self)  # checked and taken with no await in between: the cap is exact
         try:
             await super().get(*args, **kwargs)  # returns when the connection has ended
         finally:
-            _admitted.discard(self)
+            clients.discard(self)
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)  # WebSocketMixin: protocol-level pings
@@ -512,16 +532,26 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._task = asyncio.ensure_future(self._follow(self._generation, self._topics, replay=True))
 
     def _check_stall(self) -> None:
-        """Close (4008) a client that has left its backlog unread for ``hooks.ws_stall_timeout_s``."""
+        """Close (4008) a client that has left its backlog (or our last ping) unread for
+        ``hooks.ws_stall_timeout_s``.
+
+        The client is reading when it answered a ping (``on_pong``) or when the kernel took more
+        bytes while it had no room for all of them (the stream held unsent bytes at the last check):
+        with room, the kernel takes our bytes whether the client reads or not."""
         if self._closed:
             return
         stream = getattr(self.ws_connection, "stream", None)
         mark = getattr(stream, "_total_write_done_index", None)  # bytes the kernel has taken so far
+        handed = getattr(stream, "_total_write_index", None)  # bytes handed to the stream so far
+        kernel_was_full = self._unsent > 0
+        self._unsent = handed - mark if mark is not None and handed is not None else 0
         now = time.monotonic()
-        if not self.buffered_bytes or mark is None or mark != self._progress_mark:
-            self._progress_mark, self._last_progress = mark, now
+        if mark is None or not (self.buffered_bytes or self._ping_unanswered) or \
+                (kernel_was_full and mark != self._progress_mark):
+            self._last_progress = now
         elif now - self._last_progress > self.stall_seconds:
             self._close_too_slow()
+        self._progress_mark = mark
 
     def _write_events(self, events: list[tuple[int, bytes]]) -> bool:
         """Write event messages as frames: a small header plus a view of the shared payload each.
@@ -531,17 +561,17 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         if self._closed or self.ws_connection is None or self.ws_connection.is_closing():
             return True
         size = sum(len(text) for _, text in events)
-        if not self._fits(size, len(events)):
+        if not self._reserve(size, len(events)):
             return False
         self._position = events[-1][0]
         stream = getattr(self.ws_connection, "stream", None)
         if stream is None or getattr(self.ws_connection, "_compressor", None) is not None:
-            for _, text in events:  # a compressed connection: frames must go through Tornado
+            for i, (_, text) in enumerate(events):  # a compressed connection: frames must go through Tornado
                 try:
                     fut = self.write_message(text.decode())
                 except WebSocketClosedError:
+                    self._release(sum(len(t) for _, t in events[i:]), len(events) - i)
                     return True
-                self._account(len(text), 1)
                 fut.add_done_callback(functools.partial(self._written, size=len(text), count=1))
             return True
         try:
@@ -556,24 +586,38 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
                     small += text
             fut = stream.write(bytes(small))  # futures resolve in order: the last one covers the batch
         except StreamClosedError:
+            self._release(size, len(events))
             return True
-        self._account(size, len(events))
         fut.add_done_callback(functools.partial(self._written, size=size, count=len(events)))
         return True
 
-    def _fits(self, size: int, count: int, *, slack: int = 0) -> bool:
-        """Whether ``size`` more bytes (``count`` messages) fit in what the client has not read yet.
-        One message always fits a socket with nothing queued."""
-        backlog = self.buffered_bytes
-        return (not backlog or backlog + size <= self.limit_bytes + slack) and \
-            self._pending + count <= self.services.ws_max_pending
+    def _reserve(self, size: int, count: int, *, slack: int = 0) -> bool:
+        """Count ``size`` bytes (``count`` messages) as queued for the client if they fit in what it
+        has not read yet (one message always fits a socket with nothing queued); False otherwise.
 
-    def _too_slow(self, size: int, count: int, *, slack: int = 0) -> bool:
-        """Close the socket (4008) when a control message does not fit even with ``slack``."""
-        if self._fits(size, count, slack=slack):
-            return False
-        self._close_too_slow()
+        Checked and counted under the lock, before the write: the bus thread, queueing events
+        meanwhile (the write of a big batch releases the GIL), sees these bytes, so the backlog
+        never ends up over the limit."""
+        with self._lock:
+            backlog = self._outbox_bytes + self._stream_bytes
+            if (backlog and backlog + size > self.limit_bytes + slack) or \
+                    self._pending + count > self.services.ws_max_pending:
+                return False
+            self._stream_bytes += size
+            self._pending += count
+            buffered = backlog + size
+        if buffered > self.peak_buffered_bytes:
+            self.peak_buffered_bytes = buffered
+            if buffered > _stream_totals["peak_client_buffered_bytes"]:
+                _stream_totals["peak_client_buffered_bytes"] = buffered
         return True
+
+    def _release(self, size: int, count: int) -> None:
+        """Un-count reserved bytes that were not written after all (the socket closed)."""
+        with self._lock:
+            self._stream_bytes -= size
+            self._pending -= count
+        self._drained.set()
 
     def _close_too_slow(self) -> None:
         if self._closed:
@@ -583,15 +627,6 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         self._drained.set()
         self.close(CLOSE_TOO_SLOW, f"too slow; resume from last_event_id={self._position}")
 
-    def _account(self, size: int, count: int) -> None:
-        with self._lock:
-            self._stream_bytes += size
-        self._pending += count
-        if self.buffered_bytes > self.peak_buffered_bytes:
-            self.peak_buffered_bytes = self.buffered_bytes
-            if self.peak_buffered_bytes > _stream_totals["peak_client_buffered_bytes"]:
-                _stream_totals["peak_client_buffered_bytes"] = self.peak_buffered_bytes
-
     def _send(self, message: dict[str, Any]) -> None:
         self._write(json.dumps(message, default=str))
 
@@ -599,25 +634,38 @@ class HookStreamHandler(WebSocketMixin, WebSocketHandler, JsonErrorsMixin, Jupyt
         if self._closed or self.ws_connection is None:
             return
         size = len(text.encode()) if not text.isascii() else len(text)
-        if self._too_slow(size, 1, slack=CONTROL_SLACK):  # acks, pings, errors: small, never refused for lag
+        if not self._reserve(size, 1, slack=CONTROL_SLACK):  # acks, pings, errors: small, never refused for lag
+            self._close_too_slow()  # not even room for a control message: 4008
             return
         try:
             fut = self.write_message(text)
         except WebSocketClosedError:
+            self._release(size, 1)
             return
-        self._account(size, 1)
         fut.add_done_callback(functools.partial(self._written, size=size, count=1))
 
     def _written(self, fut, *, size: int, count: int) -> None:
         with self._lock:
             self._stream_bytes -= size
-        self._pending -= count
+            self._pending -= count
         self._drained.set()  # wakes a replay waiting for room (it checks its own condition)
         if not fut.cancelled():
             fut.exception()  # a closed socket is handled by on_close; don't log it as unretrieved
 
     def _send_ping(self) -> None:
         self._send({"type": "ping", "ts": time.time(), "last_event_id": self._position})
+        if self._closed or self._ping_unanswered:
+            return
+        try:
+            self.ping(b"")
+        except WebSocketClosedError:
+            return
+        self._ping_unanswered = True
+
+    def on_pong(self, data: bytes) -> None:
+        """The client read everything up to our ping: it is reading (progress for ``_check_stall``)."""
+        self._ping_unanswered = False
+        self._last_progress = time.monotonic()
 
     def on_close(self) -> None:
         self._closed = True

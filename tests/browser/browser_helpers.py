@@ -126,9 +126,15 @@ def picture(path: Path, kind: str, colours: tuple[str, str], seed: int) -> Path:
     return path
 
 
-def save_shot(name: str) -> str:
-    DOCS_IMG.mkdir(parents=True, exist_ok=True)
-    return str(DOCS_IMG / f"{name}.png")
+UPDATE_SCREENSHOTS = "COMFYVN_UPDATE_SCREENSHOTS"
+
+
+def screenshot_dir(tmp: Path) -> Path:
+    """``docs/img`` when ``COMFYVN_UPDATE_SCREENSHOTS=1`` (re-taking the README's screenshots),
+    else a folder of the test's own: a normal test run never changes tracked files."""
+    folder = DOCS_IMG if os.environ.get(UPDATE_SCREENSHOTS) == "1" else tmp / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 class explain_failures:

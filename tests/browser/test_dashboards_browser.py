@@ -9,7 +9,7 @@ import textwrap
 import time
 
 import pytest
-from browser_helpers import ASSETS, explain_failures, open_browser, picture, save_shot, voila_server
+from browser_helpers import ASSETS, explain_failures, open_browser, picture, voila_server
 from playwright.async_api import async_playwright
 
 from comfyvn.hooks import get_hook_bus
@@ -87,7 +87,6 @@ def test_queue_inspector_enqueue_form_to_applied(voila_env, seeded_ws, tmp_path)
                     await page.click(".cvn-table tbody tr:nth-child(2)")
                     await page.wait_for_selector(".cvn-table tbody tr:nth-child(2).selected")
                     await page.wait_for_selector(".cvn-pre :text('released')")
-                    await page.screenshot(path=save_shot("queue"), full_page=True)
                 await browser.close()
 
     asyncio.run(scenario())
@@ -138,7 +137,6 @@ def test_hook_monitor_streams_filters_and_inspects(voila_env, seeded_ws, tmp_pat
                     assert "on_asset_sidecar_written" in await first.text_content()
                     await first.click()
                     await page.wait_for_selector(f".cvn-hooks :text('#{newest} ·')")
-                    await page.screenshot(path=save_shot("hooks"), full_page=True)
                 await browser.close()
 
     asyncio.run(scenario())
@@ -162,7 +160,6 @@ def test_enforcer_report_dry_run_then_fix(voila_env, seeded_ws, tmp_path):
                     chart = await page.text_content(".cvn-bars")
                     assert "Missing sidecar" in chart and "Invalid sidecar" in chart and "Missing licence" in chart
                     assert not registry.sidecar_path_for(recs[0]["path"]).exists()  # a dry run
-                    await page.screenshot(path=save_shot("enforcer"), full_page=True)
 
                     await page.click(".cvn-enforcer-overwrite input")
                     await page.click(".cvn-enforcer-fix")
@@ -196,7 +193,6 @@ def test_workbench_shows_the_four_dashboards_in_tabs(voila_env, seeded_ws, tmp_p
                     assert await page.query_selector(".cvn-failed") is None  # no dashboard failed to start
                     await page.wait_for_function("Array.from(document.querySelectorAll('.cvn-tile img'))"
                                                  ".filter(i => i.naturalWidth > 0).length === 8")
-                    await page.screenshot(path=save_shot("workbench"), full_page=True)
                     await page.click(".cvn-tab .lm-TabBar-tab:has-text('Hook monitor')")
                     await page.wait_for_selector(".cvn-hooks .cvn-table tbody tr", state="visible")
                 await browser.close()

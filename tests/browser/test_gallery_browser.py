@@ -10,7 +10,7 @@ import textwrap
 import time
 
 import pytest
-from browser_helpers import ASSETS, explain_failures, open_browser, picture, save_shot, voila_server
+from browser_helpers import ASSETS, explain_failures, open_browser, picture, voila_server
 from playwright.async_api import async_playwright
 
 from comfyvn.studio.core.asset_registry import AssetRegistry
@@ -139,7 +139,6 @@ def test_gallery_in_voila(voila_env, seeded_ws, tmp_path):
                     await page.wait_for_selector(".cvn-detail-img")
                     await page.click("button:has-text('Reset filters')")
                     await wait_for(lambda: _loaded(page, len(ASSETS) + 1), what="the unfiltered grid")
-                    await page.screenshot(path=save_shot("gallery"), full_page=True)
                 await browser.close()
 
     asyncio.run(scenario())

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 from server_helpers import assert_error
@@ -190,40 +192,77 @@ async def test_a_non_reading_replay_from_zero_is_paged_and_stays_bounded(ws, raw
         assert [e["id"] for e in await client.read_events(1)] == live
 
 
-async def test_a_reading_client_gets_a_burst_bigger_than_the_limit_complete_and_in_order(ws, jp_ws_fetch):
+def interleave_bus_with_a_write(handler, hold: float = 0.3) -> None:
+    """Reproduce what CPU load does by chance: the bus thread queues events for ``handler`` while
+    the loop thread is in the middle of writing a batch to the socket.  The bus hands over the
+    first event, then waits until the loop is inside a write; that write waits ``hold`` seconds
+    while the bus thread hands over the rest."""
+    writing = threading.Event()
+    sub, stream = handler._sub, handler.ws_connection.stream
+    deliver, write = sub.callback, stream.write
+    first = [True]
+
+    def deliver_then_wait(env):  # bus thread
+        deliver(env)
+        if first[0]:
+            first[0] = False
+            writing.wait(10)
+
+    def write_and_hold(data, *args, **kwargs):  # loop thread
+        if not writing.is_set() and len(data) > 1024:
+            writing.set()
+            time.sleep(hold)
+        return write(data, *args, **kwargs)
+
+    sub.callback, stream.write = deliver_then_wait, write_and_hold
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["idle", "bus-queues-mid-write"])
+async def test_a_reading_client_gets_a_burst_bigger_than_the_limit_complete_and_in_order(ws, jp_ws_fetch, loaded):
     """One commit of 8 MiB of events (16 x the limit) to a client that reads: its backlog fills, it
-    reads on from the log as it drains and goes live again; nothing lost, nothing reordered."""
+    reads on from the log as it drains and goes live again; nothing lost, nothing reordered.
+
+    Under CPU load the bus thread queues events while the loop thread is in the middle of writing
+    a batch: the batch's bytes must already count, or the backlog ends up over the limit."""
     from comfyvn_server_ext.handlers import hooks
 
     limit = 512 * 1024
     update_config({"hooks": {"ws_max_backlog_bytes": limit}}, ws)
     hooks.reset_stream_stats()
+    earlier = set(hooks._live_streams)  # a previous test's server may not have ended its handlers yet
     conn = await jp_ws_fetch("api", "modder", "hooks", "ws", params={"topics": "on_modder_test"})
-    assert json.loads(await asyncio.wait_for(conn.read_message(), 20))["type"] == "ack"
+    try:
+        assert json.loads(await asyncio.wait_for(conn.read_message(), 20))["type"] == "ack"
+        [handler] = [h for h in list(hooks._live_streams) if h not in earlier]
+        await settle(lambda: handler._sub is not None)
+        if loaded:
+            interleave_bus_with_a_write(handler)
 
-    def burst() -> list[int]:
-        db = get_database(ws.db_path)
-        with db.transaction() as tx:
-            ids = [emit(tx, "on_modder_test", {"message": f"b{i}", "blob": "y" * 100_000})["id"] for i in range(80)]
-        get_hook_bus(db).poke()
-        return ids
+        def burst() -> list[int]:
+            db = get_database(ws.db_path)
+            with db.transaction() as tx:
+                ids = [emit(tx, "on_modder_test", {"message": f"b{i}", "blob": "y" * 100_000})["id"]
+                       for i in range(80)]
+            get_hook_bus(db).poke()
+            return ids
 
-    ids = await asyncio.to_thread(burst)
-    got = []
-    while len(got) < len(ids):
-        msg = json.loads(await asyncio.wait_for(conn.read_message(), 30))
-        if msg["type"] == "event":
-            got.append(msg["id"])
-    assert got == ids
-    stats = hooks.stream_stats()
-    assert stats["closed_too_slow"] == 0 and stats["peak_client_buffered_bytes"] <= limit + 1024, stats
-    live = await asyncio.to_thread(emit_big, ws, 1, 10)  # live again
-    while True:
-        msg = json.loads(await asyncio.wait_for(conn.read_message(), 30))
-        if msg["type"] == "event":
-            assert msg["id"] == live[0]
-            break
-    conn.close()
+        ids = await asyncio.to_thread(burst)
+        got = []
+        while len(got) < len(ids):
+            msg = json.loads(await asyncio.wait_for(conn.read_message(), 30))
+            if msg["type"] == "event":
+                got.append(msg["id"])
+        assert got == ids
+        stats = hooks.stream_stats()
+        assert stats["closed_too_slow"] == 0 and stats["peak_client_buffered_bytes"] <= limit + 1024, stats
+        live = await asyncio.to_thread(emit_big, ws, 1, 10)  # live again
+        while True:
+            msg = json.loads(await asyncio.wait_for(conn.read_message(), 30))
+            if msg["type"] == "event":
+                assert msg["id"] == live[0]
+                break
+    finally:  # a client left open would count against the next test's hooks.ws_max_clients
+        conn.close()
 
 
 async def test_a_replay_of_events_bigger_than_half_the_limit_waits_instead_of_dropping(ws, raw_ws):
@@ -250,7 +289,7 @@ async def test_stream_counters_are_reported(api, raw_ws):
 
 
 async def test_hook_websocket_clients_are_capped_per_server(ws, api, raw_ws, http_server_client, jp_http_port,
-                                                            jp_base_url, jp_auth_header):
+                                                            jp_base_url, jp_auth_header, jp_serverapp):
     """300-400 non-reading replay sockets held ~1 GB: past hooks.ws_max_clients the handshake is a 503."""
     from comfyvn_server_ext.handlers import hooks
 
@@ -277,7 +316,7 @@ async def test_hook_websocket_clients_are_capped_per_server(ws, api, raw_ws, htt
     streams = (await api("GET", "/api/modder/hooks")).json["streams"]
     assert streams["refused_too_many_clients"] == 2 and streams["max_clients"] == 3 and streams["clients"] == 3
     held[0].close()  # a slot frees when a client leaves
-    await settle(lambda: len(hooks._admitted) < 3)
+    await settle(lambda: len(hooks.admitted(jp_serverapp.web_app.settings)) < 3)
     await raw_ws()
     assert hooks.stream_stats()["refused_too_many_clients"] == 2
 
@@ -364,3 +403,62 @@ async def test_ws_cursors_of_the_wrong_shape_get_an_error_and_the_bus_keeps_runn
         if msg["type"] == "event" and msg["id"] == sent["id"]:
             break
     conn.close()
+
+
+# ---------------------------------------------------------------------------- keep-alive
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+# the mixin's pings as short as a deployment may set them for kernels (ms), ours every 0.2 s
+@pytest.mark.serverapp(tornado_settings={"ws_ping_interval": 200, "ws_ping_timeout": 600})
+@pytest.mark.comfyvn(ws_ping_seconds=0.2)
+async def test_keep_alive_a_reading_client_stays_and_a_stalled_one_is_closed_4008_without_a_ping_timeout(
+        ws, raw_ws, jp_ws_fetch):
+    """jupyter_server's WebSocketMixin logs "WebSocket ping timeout after N ms" (WARNING) and closes
+    with no code when a client has not answered its pings for ws_ping_timeout: a client that
+    stopped reading on a quiet stream (the kernel's buffers take our few bytes, so our stall rule
+    saw no backlog).  The stream's own keep-alive handles both: a reading client stays connected
+    past many ping intervals, a stalled one is closed 4008 with its resume point, no warning."""
+    from comfyvn_server_ext.handlers import hooks
+
+    update_config({"hooks": {"ws_stall_timeout_s": 1}}, ws)
+    hooks.reset_stream_stats()
+    records, logs = _Records(), []
+    earlier = set(hooks._live_streams)  # a previous test's server may not have ended its handlers yet
+    conn = await jp_ws_fetch("api", "modder", "hooks", "ws")
+    try:
+        assert json.loads(await asyncio.wait_for(conn.read_message(), 20))["type"] == "ack"
+        [reader] = [h for h in list(hooks._live_streams) if h not in earlier]
+        logs.append(reader.log)
+        reader.log.addHandler(records)
+        stalled = await raw_ws()  # never reads: never answers a ping
+        await settle(lambda: len([h for h in list(hooks._live_streams) if h not in earlier]) == 2)
+        [stalled_handler] = [h for h in list(hooks._live_streams) if h not in earlier and h is not reader]
+        assert stalled_handler.log is reader.log  # one server log
+        # Tornado's own pinger (which would read the mixin's ms figures as seconds) stays off
+        assert reader.ws_connection._ping_coroutine is None
+        loop = asyncio.get_running_loop()
+        deadline, pings = loop.time() + 4.0, 0  # 20 of our ping intervals, 20 of the mixin's
+        while loop.time() < deadline:
+            msg = json.loads(await asyncio.wait_for(conn.read_message(), 5))
+            assert msg is not None and msg["type"] == "ping", msg
+            pings += 1
+        assert pings >= 10
+        assert not reader._closed and conn.protocol is not None  # the reading client is still there
+        assert stalled_handler._closed and hooks.stream_stats()["closed_too_slow"] == 1  # by the stall rule
+        messages, close = await stalled.read_all(timeout=20)
+        assert close is not None and close[0] == 4008, close
+        assert messages[0]["type"] == "ack" and {m["type"] for m in messages[1:]} <= {"ping"}
+        assert close[1] == f"too slow; resume from last_event_id={messages[0]['last_event_id']}", close
+        warnings = [r.getMessage() for r in records.records if r.levelno >= logging.WARNING]
+        assert not warnings, warnings
+    finally:
+        conn.close()
+        for server_log in logs:
+            server_log.removeHandler(records)
