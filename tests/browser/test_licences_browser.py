@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from browser_helpers import explain_failures, open_browser, save_shot, voila_server
+from browser_helpers import explain_failures, open_browser, voila_server
 from playwright.async_api import async_playwright
 
 from comfyvn.studio.core.asset_registry import AssetRegistry
@@ -41,7 +41,6 @@ def test_licences_tab_chart_fix_unknowns_open_in_gallery_and_export(voila_env, s
                     for verdict, n in (("allowed", 3), ("allowed_with_duties", 3), ("blocked", 0), ("unknown", 2)):
                         await page.wait_for_function(count(verdict, n))
                     assert "2 stop the release" in await page.text_content(".cvn-licences")
-                    await page.screenshot(path=save_shot("licences"), full_page=True)
 
                     # bulk-fix the unknowns: select them, set a licence; the chart follows
                     await page.click(".cvn-licences-select-unknown")
