@@ -328,7 +328,9 @@ def http_route(server, path: str, *, concurrency: int, seconds: float, procs: in
     done = sum(part["requests"] for part in parts)
     return {"rps": round(done / seconds, 1), "requests": done, "errors": sum(part["errors"] for part in parts),
             "p50_ms": round(pct(lat, 50) * 1000, 2), "p99_ms": round(pct(lat, 99) * 1000, 2),
-            "server_cpu_cores": round(server_cpu, 2)}
+            "server_cpu_cores": round(server_cpu, 2),
+            # CPU of the server process per answered request: less disturbed by other load than req/s
+            "server_cpu_ms_per_request": round(server_cpu * seconds / max(1, done) * 1000, 3)}
 
 
 def http_throughput(server, *, concurrency: int, seconds: float, procs: int) -> dict:
@@ -338,6 +340,9 @@ def http_throughput(server, *, concurrency: int, seconds: float, procs: int) -> 
         out[name] = http_route(server, path, concurrency=concurrency, seconds=seconds, procs=procs)
     base = out["baseline_api_status"]["rps"] or float("nan")
     out["ratio_vs_baseline"] = {k: round(out[k]["rps"] / base, 3) for k in ("ingest_status", "assets")}
+    base_cpu = out["baseline_api_status"]["server_cpu_ms_per_request"] or float("nan")
+    out["server_cpu_per_request_vs_baseline"] = {k: round(out[k]["server_cpu_ms_per_request"] / base_cpu, 2)
+                                                 for k in ("ingest_status", "assets")}
     return out
 
 
@@ -361,6 +366,25 @@ def seed(ws, *, assets: int, jobs: int) -> None:
         queue.enqueue("local", source_path=str(f), asset_type_hint="models")
 
 
+def http_only(server, args: argparse.Namespace, http_seconds: float) -> int:
+    load_before = os.getloadavg()[0]
+    http = http_throughput(server, concurrency=args.concurrency, seconds=http_seconds,
+                           procs=max(1, min(args.http_procs, args.concurrency)))
+    report = {"bench": "fanout_http", "quick": args.quick, "http": http,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    for k in ("baseline_api_status", "ingest_status", "assets"):
+        print(f"  GET {k}: {http[k]['rps']} req/s (p99 {http[k]['p99_ms']} ms, errors {http[k]['errors']}, "
+              f"server cpu {http[k]['server_cpu_cores']} cores, {http[k]['server_cpu_ms_per_request']} ms/request)",
+              flush=True)
+    print(f"ingest/status {http['ratio_vs_baseline']['ingest_status']}x and /assets "
+          f"{http['ratio_vs_baseline']['assets']}x the /api/status baseline (load {report['machine']['loadavg_1m']}) "
+          f"-> {args.out}")
+    return 1 if any(http[k]["errors"] for k in ("baseline_api_status", "ingest_status", "assets")) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run")
@@ -374,12 +398,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--http-procs", type=int, default=2, help="processes the HTTP clients run in")
     parser.add_argument("--http-seconds", type=float, default=None, help="per route (default 5, quick 2)")
+    parser.add_argument("--http-only", action="store_true",
+                        help="measure only the HTTP routes (skip the fan-out; results go to fanout_http.json)")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra jupyter server command-line argument (repeatable)")
     parser.add_argument("--server-config", type=Path, default=None,
                         help="a jupyter_server_config.py for the server (e.g. to try a patch)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    args.out = args.out or (RESULTS.with_name("fanout_http.json") if args.http_only else RESULTS)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     http_seconds = args.http_seconds or (2.0 if args.quick else 5.0)
 
@@ -391,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                                  new_session=True, python_config=args.server_config.read_text()
                                  if args.server_config else None) as server:
             seed(server.ws, assets=40 if args.quick else 200, jobs=10 if args.quick else 50)
+            if args.http_only:
+                return http_only(server, args, http_seconds)
             print(f"server {server.base_url} ready; fan-out {args.rate:g} ev/s for {seconds:g} s", flush=True)
             baseline = fanout(server, clients=1, procs=1, rate=args.rate, seconds=seconds,
                               client_impl=args.client_impl)
