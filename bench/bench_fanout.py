@@ -12,7 +12,9 @@
 2. **HTTP**: ``GET /api/ingest/status`` and ``GET /assets`` requests/s at ``--concurrency`` (16)
    concurrent httpx async clients (spread over ``--http-procs`` processes so the client is not
    the bottleneck), against Jupyter's own ``GET /api/status`` as the baseline (same server,
-   same clients, same concurrency).
+   same clients, same concurrency); ``GET /assets`` once more while another process commits
+   500 events/s (so its page cache cannot answer); the server's CPU per request beside each.
+   ``--http-only`` skips the fan-out.
 
 The server, the producer and each client process run in their own sessions, as separate
 programs do (on a shared machine the kernel's per-session fair share would otherwise cap the
@@ -47,6 +49,7 @@ import httpx  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fanout.json"
 TOPIC = "on_modder_test"
+WRITES_PER_S = 500.0  # commits a second beside the "assets_while_writing" run
 
 
 # ---------------------------------------------------------------------------- producer process
@@ -307,8 +310,10 @@ def hammer_proc(url: str, headers: dict, concurrency: int, start: float, until: 
     out.put(asyncio.run(_hammer(url, headers, concurrency, until)))
 
 
-def http_route(server, path: str, *, concurrency: int, seconds: float, procs: int) -> dict:
-    """``concurrency`` concurrent requests in a loop for ``seconds``, spread over ``procs`` processes."""
+def http_route(server, path: str, *, concurrency: int, seconds: float, procs: int, writes_per_s: float = 0) -> dict:
+    """``concurrency`` concurrent requests in a loop for ``seconds``, spread over ``procs`` processes;
+    ``writes_per_s``: meanwhile another process commits that many events a second (each commit
+    changes the database, so cached answers go stale)."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     split = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
@@ -316,14 +321,23 @@ def http_route(server, path: str, *, concurrency: int, seconds: float, procs: in
     until = start + seconds
     workers = [ctx.Process(target=hammer_proc, args=(server.url(path), server.headers, n, start, until, out))
                for n in split]
+    writer, go, written = None, ctx.Event(), ctx.Queue()
+    if writes_per_s:
+        writer = ctx.Process(target=produce, args=(str(server.ws.root), writes_per_s, int(writes_per_s * seconds),
+                                                   go, written))
+        writer.start()
     for w in workers:
         w.start()
     time.sleep(max(0.0, start - time.time()))
+    go.set()
     cpu0 = cpu_seconds(server.proc.pid)
     parts = [out.get(timeout=seconds + 120) for _ in workers]
     server_cpu = (cpu_seconds(server.proc.pid) - cpu0) / max(1e-9, time.time() - start)
     for w in workers:
         w.join(timeout=30)
+    if writer is not None:
+        written.get(timeout=seconds + 120)
+        writer.join(timeout=30)
     lat = [x for part in parts for x in part["lat"]]
     done = sum(part["requests"] for part in parts)
     return {"rps": round(done / seconds, 1), "requests": done, "errors": sum(part["errors"] for part in parts),
@@ -338,11 +352,16 @@ def http_throughput(server, *, concurrency: int, seconds: float, procs: int) -> 
     for name, path in (("baseline_api_status", "api/status"), ("ingest_status", "api/ingest/status"),
                        ("assets", "assets")):
         out[name] = http_route(server, path, concurrency=concurrency, seconds=seconds, procs=procs)
+    # the same /assets page while another process commits: answers cannot come from the page cache
+    out["assets_while_writing"] = http_route(server, "assets", concurrency=concurrency, seconds=seconds,
+                                             procs=procs, writes_per_s=WRITES_PER_S)
+    out["assets_while_writing"]["writes_per_s"] = WRITES_PER_S
     base = out["baseline_api_status"]["rps"] or float("nan")
-    out["ratio_vs_baseline"] = {k: round(out[k]["rps"] / base, 3) for k in ("ingest_status", "assets")}
+    out["ratio_vs_baseline"] = {k: round(out[k]["rps"] / base, 3)
+                                for k in ("ingest_status", "assets", "assets_while_writing")}
     base_cpu = out["baseline_api_status"]["server_cpu_ms_per_request"] or float("nan")
     out["server_cpu_per_request_vs_baseline"] = {k: round(out[k]["server_cpu_ms_per_request"] / base_cpu, 2)
-                                                 for k in ("ingest_status", "assets")}
+                                                 for k in ("ingest_status", "assets", "assets_while_writing")}
     return out
 
 
@@ -375,12 +394,13 @@ def http_only(server, args: argparse.Namespace, http_seconds: float) -> int:
                           "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    for k in ("baseline_api_status", "ingest_status", "assets"):
+    for k in ("baseline_api_status", "ingest_status", "assets", "assets_while_writing"):
         print(f"  GET {k}: {http[k]['rps']} req/s (p99 {http[k]['p99_ms']} ms, errors {http[k]['errors']}, "
               f"server cpu {http[k]['server_cpu_cores']} cores, {http[k]['server_cpu_ms_per_request']} ms/request)",
               flush=True)
     print(f"ingest/status {http['ratio_vs_baseline']['ingest_status']}x and /assets "
-          f"{http['ratio_vs_baseline']['assets']}x the /api/status baseline (load {report['machine']['loadavg_1m']}) "
+          f"{http['ratio_vs_baseline']['assets']}x ({http['ratio_vs_baseline']['assets_while_writing']}x while "
+          f"another process writes) the /api/status baseline (load {report['machine']['loadavg_1m']}) "
           f"-> {args.out}")
     return 1 if any(http[k]["errors"] for k in ("baseline_api_status", "ingest_status", "assets")) else 0
 
