@@ -242,12 +242,11 @@ class HashingWriter:
         self.written = 0  # bytes written by this writer
         self._free: queue.Queue[bytearray] = queue.Queue()
         self._todo: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
-        for _ in range(depth):
-            self._free.put(bytearray(group))
+        self._group, self._depth, self._made = group, depth, 1  # buffers made when the hash lags, not before
         self._failure: list[BaseException] = []
         self._thread = threading.Thread(target=self._hash, name="comfyvn-sha256", daemon=True)
         self._thread.start()
-        self._buf = self._free.get()
+        self._buf = bytearray(group)
         self._view = memoryview(self._buf)
         self._filled = 0
 
@@ -300,7 +299,11 @@ class HashingWriter:
         self.position += n
         self.written += n
         self._todo.put((self._buf, n))
-        self._buf = self._free.get()
+        if self._free.empty() and self._made < self._depth:  # only this thread takes buffers
+            self._made += 1
+            self._buf = bytearray(self._group)
+        else:
+            self._buf = self._free.get()
         self._view = memoryview(self._buf)
         self._filled = 0
 
