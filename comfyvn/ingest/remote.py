@@ -15,6 +15,9 @@ validators) and returns ``(sha256, size)``:
 - the size cap holds while streaming, with or without ``Content-Length``
   (``remote.size_limit``, "Remote asset exceeds size limit"), and the partial file is removed;
 - hashing happens in the same pass; a resumed download re-hashes the kept prefix once;
+- a body framed by ``Content-Length`` is read from the socket itself into 1 MiB groups (checked
+  against the caps before the first byte), each written with one ``os.write`` and hashed on a
+  helper thread (:class:`comfyvn.hashing.HashingWriter`); other bodies come through httpx;
 - a dropped connection keeps ``.part`` + ``.part.json`` (ETag / Last-Modified, URL) so the next
   call resumes with ``Range`` + ``If-Range``; a ``200`` instead of ``206`` starts over; a cut
   after progress is resumed inline up to :data:`INLINE_RESUMES` times;
