@@ -405,3 +405,31 @@ def test_a_full_disk_fails_the_pull_with_the_os_error_and_no_thread_left(provide
         signal.signal(signal.SIGXFSZ, handler)
     assert err.value.errno == errno.EFBIG
     assert not [t for t in threading.enumerate() if t.name == "comfyvn-sha256"]
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_fsync_false_leaves_a_finished_file_written_behind_but_a_kept_prefix_durable(provider_servers, ws, tmp_path,
+                                                                                   monkeypatch, fsync):
+    import os
+
+    fp = provider_servers
+    monkeypatch.setattr(remote, "INLINE_RESUMES", 0)
+    url = fp.add_file("sheet.bin", Payload(seed=b"sprite sheet\n", size=900_000))
+    payload = fp.files["sheet.bin"][0]
+    plan = _direct_plan(url, expected_sha256=payload.sha256)
+    part = tmp_path / "x.part"
+    synced: list[int] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(remote.os, "fsync", spy)
+    fp.inject("civitai_cdn", "/files/*", "cut", after=400_000)
+    with pytest.raises(RemoteError):
+        download(plan, part, ws=ws, max_bytes=MiB, fsync=fsync)
+    assert part.stat().st_ino in synced  # the prefix kept for the resume is on disk either way
+    synced.clear()
+    assert download(plan, part, ws=ws, max_bytes=MiB, fsync=fsync) == (payload.sha256, 900_000)
+    assert (part.stat().st_ino in synced) is fsync

@@ -39,6 +39,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -152,8 +153,9 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 class _Download:
     def __init__(self, plan: RemotePlan, part_path: Path, ws: Workspace | None, max_bytes: int,
-                 progress: Progress | None, cancelled: Callable[[], bool] | None) -> None:
+                 progress: Progress | None, cancelled: Callable[[], bool] | None, fsync: bool = True) -> None:
         self.plan = plan
+        self.fsync = fsync
         self.part = Path(part_path)
         self.meta_path = resume_meta_path(self.part)
         self.ws = ws
@@ -372,7 +374,8 @@ class _Download:
                 writer.close()  # every received byte is written and hashed before anyone reads the digest
                 self.offset = start + writer.written
         finally:
-            if keep:
+            # a finished file is fsynced unless the caller vouches for it (fsync=False); a kept prefix always
+            if keep and (self.fsync or sys.exc_info()[0] is not None or (total is not None and done < total)):
                 os.fsync(fd)
             os.close(fd)
             if not keep:
@@ -438,15 +441,20 @@ class _Download:
 
 
 def download(plan: RemotePlan, part_path: Path, *, ws: Workspace | None, max_bytes: int,
-             progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> tuple[str, int]:
+             progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
+             fsync: bool = True) -> tuple[str, int]:
     """Download ``plan`` into ``part_path`` (resuming it when possible); return ``(sha256, size)``.
+
+    ``fsync=False`` leaves the finished file written behind (its write-back started, nobody
+    waiting): for a caller that makes it durable later, as staging does with ``staged_boot``.
+    A partial file kept for a resume is fsynced either way.
 
     ``progress(bytes_done, bytes_total_or_None)`` is called at most every
     :data:`PROGRESS_INTERVAL_S` seconds and once at the end; ``cancelled()`` is polled as often
     and stops the download with ``RemoteError(code="remote.cancelled")`` (the partial file and
     its validators are kept, so a retry resumes).  Any other failure raises :class:`RemoteError`.
     """
-    return _Download(plan, Path(part_path), ws, max_bytes, progress, cancelled).run()
+    return _Download(plan, Path(part_path), ws, max_bytes, progress, cancelled, fsync).run()
 
 
 __all__ = ["DEFAULT_RETRY_AFTER_S", "INLINE_RESUMES", "RemotePlan", "discard_partial", "download", "plan_remote",
