@@ -335,7 +335,7 @@ class _Download:
             writer = HashingWriter(fd, self.hasher, group=GROUP, depth=GROUPS_IN_FLIGHT)
             try:
                 sock = _body_socket(resp, clen)
-                if sock is not None:  # Content-Length framing: straight from the socket into the groups
+                if sock is not None and clen is not None:  # Content-Length framing: from the socket into the groups
                     end = start + clen
                     if (refused := self._beyond_caps(end)) is not None:  # a Content-Length past the caps
                         keep = False
