@@ -12,7 +12,9 @@
 2. **HTTP**: ``GET /api/ingest/status`` and ``GET /assets`` requests/s at ``--concurrency`` (16)
    concurrent httpx async clients (spread over ``--http-procs`` processes so the client is not
    the bottleneck), against Jupyter's own ``GET /api/status`` as the baseline (same server,
-   same clients, same concurrency).
+   same clients, same concurrency); ``GET /assets`` once more while another process commits
+   500 events/s (so its page cache cannot answer); the server's CPU per request beside each.
+   ``--http-only`` skips the fan-out.
 
 The server, the producer and each client process run in their own sessions, as separate
 programs do (on a shared machine the kernel's per-session fair share would otherwise cap the
@@ -47,6 +49,7 @@ import httpx  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fanout.json"
 TOPIC = "on_modder_test"
+WRITES_PER_S = 500.0  # commits a second beside the "assets_while_writing" run
 
 
 # ---------------------------------------------------------------------------- producer process
@@ -307,8 +310,10 @@ def hammer_proc(url: str, headers: dict, concurrency: int, start: float, until: 
     out.put(asyncio.run(_hammer(url, headers, concurrency, until)))
 
 
-def http_route(server, path: str, *, concurrency: int, seconds: float, procs: int) -> dict:
-    """``concurrency`` concurrent requests in a loop for ``seconds``, spread over ``procs`` processes."""
+def http_route(server, path: str, *, concurrency: int, seconds: float, procs: int, writes_per_s: float = 0) -> dict:
+    """``concurrency`` concurrent requests in a loop for ``seconds``, spread over ``procs`` processes;
+    ``writes_per_s``: meanwhile another process commits that many events a second (each commit
+    changes the database, so cached answers go stale)."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     split = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
@@ -316,19 +321,30 @@ def http_route(server, path: str, *, concurrency: int, seconds: float, procs: in
     until = start + seconds
     workers = [ctx.Process(target=hammer_proc, args=(server.url(path), server.headers, n, start, until, out))
                for n in split]
+    writer, go, written = None, ctx.Event(), ctx.Queue()
+    if writes_per_s:
+        writer = ctx.Process(target=produce, args=(str(server.ws.root), writes_per_s, int(writes_per_s * seconds),
+                                                   go, written))
+        writer.start()
     for w in workers:
         w.start()
     time.sleep(max(0.0, start - time.time()))
+    go.set()
     cpu0 = cpu_seconds(server.proc.pid)
     parts = [out.get(timeout=seconds + 120) for _ in workers]
     server_cpu = (cpu_seconds(server.proc.pid) - cpu0) / max(1e-9, time.time() - start)
     for w in workers:
         w.join(timeout=30)
+    if writer is not None:
+        written.get(timeout=seconds + 120)
+        writer.join(timeout=30)
     lat = [x for part in parts for x in part["lat"]]
     done = sum(part["requests"] for part in parts)
     return {"rps": round(done / seconds, 1), "requests": done, "errors": sum(part["errors"] for part in parts),
             "p50_ms": round(pct(lat, 50) * 1000, 2), "p99_ms": round(pct(lat, 99) * 1000, 2),
-            "server_cpu_cores": round(server_cpu, 2)}
+            "server_cpu_cores": round(server_cpu, 2),
+            # CPU of the server process per answered request: less disturbed by other load than req/s
+            "server_cpu_ms_per_request": round(server_cpu * seconds / max(1, done) * 1000, 3)}
 
 
 def http_throughput(server, *, concurrency: int, seconds: float, procs: int) -> dict:
@@ -336,8 +352,16 @@ def http_throughput(server, *, concurrency: int, seconds: float, procs: int) -> 
     for name, path in (("baseline_api_status", "api/status"), ("ingest_status", "api/ingest/status"),
                        ("assets", "assets")):
         out[name] = http_route(server, path, concurrency=concurrency, seconds=seconds, procs=procs)
+    # the same /assets page while another process commits: answers cannot come from the page cache
+    out["assets_while_writing"] = http_route(server, "assets", concurrency=concurrency, seconds=seconds,
+                                             procs=procs, writes_per_s=WRITES_PER_S)
+    out["assets_while_writing"]["writes_per_s"] = WRITES_PER_S
     base = out["baseline_api_status"]["rps"] or float("nan")
-    out["ratio_vs_baseline"] = {k: round(out[k]["rps"] / base, 3) for k in ("ingest_status", "assets")}
+    out["ratio_vs_baseline"] = {k: round(out[k]["rps"] / base, 3)
+                                for k in ("ingest_status", "assets", "assets_while_writing")}
+    base_cpu = out["baseline_api_status"]["server_cpu_ms_per_request"] or float("nan")
+    out["server_cpu_per_request_vs_baseline"] = {k: round(out[k]["server_cpu_ms_per_request"] / base_cpu, 2)
+                                                 for k in ("ingest_status", "assets", "assets_while_writing")}
     return out
 
 
@@ -361,6 +385,26 @@ def seed(ws, *, assets: int, jobs: int) -> None:
         queue.enqueue("local", source_path=str(f), asset_type_hint="models")
 
 
+def http_only(server, args: argparse.Namespace, http_seconds: float) -> int:
+    load_before = os.getloadavg()[0]
+    http = http_throughput(server, concurrency=args.concurrency, seconds=http_seconds,
+                           procs=max(1, min(args.http_procs, args.concurrency)))
+    report = {"bench": "fanout_http", "quick": args.quick, "http": http,
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    for k in ("baseline_api_status", "ingest_status", "assets", "assets_while_writing"):
+        print(f"  GET {k}: {http[k]['rps']} req/s (p99 {http[k]['p99_ms']} ms, errors {http[k]['errors']}, "
+              f"server cpu {http[k]['server_cpu_cores']} cores, {http[k]['server_cpu_ms_per_request']} ms/request)",
+              flush=True)
+    print(f"ingest/status {http['ratio_vs_baseline']['ingest_status']}x and /assets "
+          f"{http['ratio_vs_baseline']['assets']}x ({http['ratio_vs_baseline']['assets_while_writing']}x while "
+          f"another process writes) the /api/status baseline (load {report['machine']['loadavg_1m']}) "
+          f"-> {args.out}")
+    return 1 if any(http[k]["errors"] for k in ("baseline_api_status", "ingest_status", "assets")) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short smoke run")
@@ -374,12 +418,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--http-procs", type=int, default=2, help="processes the HTTP clients run in")
     parser.add_argument("--http-seconds", type=float, default=None, help="per route (default 5, quick 2)")
+    parser.add_argument("--http-only", action="store_true",
+                        help="measure only the HTTP routes (skip the fan-out; results go to fanout_http.json)")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra jupyter server command-line argument (repeatable)")
     parser.add_argument("--server-config", type=Path, default=None,
                         help="a jupyter_server_config.py for the server (e.g. to try a patch)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    args.out = args.out or (RESULTS.with_name("fanout_http.json") if args.http_only else RESULTS)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     http_seconds = args.http_seconds or (2.0 if args.quick else 5.0)
 
@@ -391,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                                  new_session=True, python_config=args.server_config.read_text()
                                  if args.server_config else None) as server:
             seed(server.ws, assets=40 if args.quick else 200, jobs=10 if args.quick else 50)
+            if args.http_only:
+                return http_only(server, args, http_seconds)
             print(f"server {server.base_url} ready; fan-out {args.rate:g} ev/s for {seconds:g} s", flush=True)
             baseline = fanout(server, clients=1, procs=1, rate=args.rate, seconds=seconds,
                               client_impl=args.client_impl)

@@ -1,17 +1,21 @@
-"""Remote pull throughput and memory: ``download()`` vs a plain httpx streamed download.
+"""Remote pull throughput and memory: ``download()`` and the queue vs a plain httpx streamed download.
 
 A fake storage host (``tests.fakes.provider_server``, in its own process so its memory and CPU
 are not ours) serves a generated file of ``--mib`` MiB (200 by default, 32 with ``--quick``).
-Each round downloads it twice into a temporary folder, alternating:
+Each round downloads it three times into a temporary folder, in turn:
 
 - baseline: ``httpx.Client.stream("GET")`` + ``iter_raw()`` written to a file, nothing else;
 - ``comfyvn.ingest.remote.download()``: allow-list + address check + pinned connection,
   manual redirects, streaming size cap, SHA-256 in the same pass, resume validators, fsync,
-  verification against the published hash.
+  verification against the published hash;
+- through the queue, the way users pull: ``enqueue("generic", remote_url=...)`` with the
+  published hash and size, the queue's background worker claims, plans, downloads, renames
+  into staging and records the job; timed from the enqueue call until the job reads
+  ``staged`` (polled every 2 ms); the job is released between rounds.
 
-Reported: best-of-N MiB/s of each and their ratio (the median ratio too, the CPU seconds each
-used, and the load average, since other work on a shared 2-core machine disturbs wall-clock
-figures), and the peak memory growth
+Reported: best-of-N MiB/s of each and their ratios to the baseline (the median ratios too, the
+CPU seconds of this process per pull, all threads, and the load average, since other work on a
+shared 2-core machine disturbs wall-clock figures), and the peak memory growth
 of one download() in a fresh process (peak RSS above the RSS before it, via
 ``/proc/self/clear_refs``; tracemalloc's Python-heap peak as a second opinion; target < 64 MiB).
 Results go to ``bench/results/remote.json``.
@@ -38,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from comfyvn.config import init_workspace, update_config, workspace  # noqa: E402
+from comfyvn.ingest.queue import AssetIngestQueue  # noqa: E402
 from comfyvn.ingest.remote import RemotePlan, download  # noqa: E402
 
 MiB = 1024 * 1024
@@ -113,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = RemotePlan(provider="civitai", source_url=url, download_url=url, filename="bench.bin",
                           expected_sha256=file_info["sha256"], expected_size=size)
 
-        cpu: dict[str, list[float]] = {"baseline": [], "download": []}
+        update_config({"ingest": {"extra_allowed_hosts": [host], "rate_limit_rps": 1000,
+                                   "rate_limit_burst": 100}}, ws)
+        queue = AssetIngestQueue(ws, start_worker=True)
+        cpu: dict[str, list[float]] = {"baseline": [], "download": [], "queue": []}
 
         def run_remote() -> float:
             part = tmp / "remote.part"
@@ -126,6 +134,20 @@ def main(argv: list[str] | None = None) -> int:
             part.unlink()
             return dt
 
+        def run_queue() -> float:
+            c, t = time.process_time(), time.perf_counter()
+            job_id = queue.enqueue("generic", {"sha256": file_info["sha256"], "size": size}, remote_url=url,
+                                   terms_acknowledged=True)["job_id"]
+            while (status := queue.db.query_one("SELECT status FROM ingest_jobs WHERE job_id = ?",
+                                                (job_id,))[0]) in ("queued", "downloading"):
+                time.sleep(0.002)
+            dt = time.perf_counter() - t
+            cpu["queue"].append(time.process_time() - c)
+            job = queue.get(job_id)
+            assert status == "staged" and (job["digest"], job["bytes"]) == (file_info["sha256"], size), job
+            queue.release(job_id)
+            return dt
+
         def run_base() -> float:
             dest = tmp / "base.bin"
             c, t = time.process_time(), time.perf_counter()
@@ -136,13 +158,17 @@ def main(argv: list[str] | None = None) -> int:
             dest.unlink()
             return dt
 
-        run_base()  # warm both paths (imports, page cache, server)
+        load_before = os.getloadavg()[0]
+        run_base()  # warm every path (imports, page cache, server)
         run_remote()
-        cpu = {"baseline": [], "download": []}
-        base_t, remote_t = [], []
+        run_queue()
+        cpu = {"baseline": [], "download": [], "queue": []}
+        base_t, remote_t, queue_t = [], [], []
         for _ in range(rounds):
             base_t.append(run_base())
             remote_t.append(run_remote())
+            queue_t.append(run_queue())
+        queue.stop_worker()
 
         # Memory: one download() in a fresh process, so earlier rounds cannot hide its growth.
         child = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child-memory",
@@ -161,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         # Best-of-N is the figure least disturbed by other load on a shared 2-core machine.
         base_mibs = size / MiB / min(base_t)
         remote_mibs = size / MiB / min(remote_t)
-        median_ratio = statistics.median(base_t) / statistics.median(remote_t)
+        queue_mibs = size / MiB / min(queue_t)
+        cpu_median = {k: statistics.median(v) for k, v in cpu.items()}
         result = {
             "bench": "remote",
             "quick": args.quick,
@@ -169,20 +196,25 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": rounds,
             "baseline_httpx_stream_mib_s": round(base_mibs, 1),
             "download_mib_s": round(remote_mibs, 1),
+            "queue_mib_s": round(queue_mibs, 1),
             "throughput_ratio": round(remote_mibs / base_mibs, 3),
-            "throughput_ratio_median": round(median_ratio, 3),
-            "load_average_1m": round(os.getloadavg()[0], 2),
-            # CPU seconds of this process (all threads) per run: less disturbed by other load
-            "cpu_s_baseline_median": round(statistics.median(cpu["baseline"]), 3),
-            "cpu_s_download_median": round(statistics.median(cpu["download"]), 3),
-            "cpu_ratio_download_over_baseline": round(statistics.median(cpu["download"])
-                                                      / statistics.median(cpu["baseline"]), 3),
+            "throughput_ratio_median": round(statistics.median(base_t) / statistics.median(remote_t), 3),
+            "queue_throughput_ratio": round(queue_mibs / base_mibs, 3),
+            "queue_throughput_ratio_median": round(statistics.median(base_t) / statistics.median(queue_t), 3),
+            "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after
+            # CPU seconds of this process (all threads) per pull: less disturbed by other load
+            "cpu_s_baseline_median": round(cpu_median["baseline"], 3),
+            "cpu_s_download_median": round(cpu_median["download"], 3),
+            "cpu_s_queue_median": round(cpu_median["queue"], 3),
+            "cpu_ratio_download_over_baseline": round(cpu_median["download"] / cpu_median["baseline"], 3),
+            "cpu_ratio_queue_over_baseline": round(cpu_median["queue"] / cpu_median["baseline"], 3),
             "peak_rss_growth_mib": round(rss_growth_mib, 1),
             "peak_rss_method": "VmHWM after clear_refs" if have_hwm else "VmRSS after (no peak reset)",
             "tracemalloc_peak_mib": round(py_peak / MiB, 2),
             "target_memory_mib_max": 64,
             "memory_ok": rss_growth_mib < 64,
-            "times_s": {"baseline": [round(x, 3) for x in base_t], "download": [round(x, 3) for x in remote_t]},
+            "times_s": {"baseline": [round(x, 3) for x in base_t], "download": [round(x, 3) for x in remote_t],
+                        "queue": [round(x, 3) for x in queue_t]},
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         }
     finally:
@@ -195,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"remote pull of {result['size_mib']} MiB: download() {result['download_mib_s']} MiB/s vs plain httpx "
           f"stream {result['baseline_httpx_stream_mib_s']} MiB/s -> ratio {result['throughput_ratio']} (median "
-          f"{result['throughput_ratio_median']}, CPU {result['cpu_ratio_download_over_baseline']}x); peak memory "
+          f"{result['throughput_ratio_median']}, CPU {result['cpu_ratio_download_over_baseline']}x); through the "
+          f"queue {result['queue_mib_s']} MiB/s -> ratio {result['queue_throughput_ratio']} (median "
+          f"{result['queue_throughput_ratio_median']}, CPU {result['cpu_ratio_queue_over_baseline']}x); peak memory "
           f"growth {result['peak_rss_growth_mib']} MiB RSS ({result['tracemalloc_peak_mib']} MiB Python heap); "
           f"wrote {out.relative_to(ROOT)}")
     return 0 if result["memory_ok"] else 1

@@ -223,48 +223,114 @@ def _hash_ranges(fd: int, h, todo: queue.Queue, failure: list[BaseException]) ->
             pass
 
 
+class HashingWriter:
+    """Writes a stream to ``fd`` in groups of ``group`` bytes while a helper thread hashes them.
+
+    The caller fills :meth:`space` (``readinto`` / ``recv_into`` straight into it) and reports
+    :meth:`landed` bytes, or hands over bytes with :meth:`feed`.  A full group is written with
+    ``os.write`` (no Python buffering), its write-back is started, and it goes to the helper
+    thread, which hashes the very buffer that was written (hashlib drops the GIL), so the digest
+    covers exactly the bytes written and hashing overlaps the reading.  At most ``depth``
+    buffers exist (bounded memory); :meth:`close` writes the rest and waits for the hash.
+    ``hasher`` may already hold a prefix (a resumed download).
+    """
+
+    def __init__(self, fd: int, hasher=None, *, group: int = 8 * CHUNK, depth: int = 4) -> None:
+        self.fd = fd
+        self.hasher = hasher if hasher is not None else hashlib.sha256()
+        self.position = os.lseek(fd, 0, os.SEEK_CUR)
+        self.written = 0  # bytes written by this writer
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        self._todo: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+        self._group, self._depth, self._made = group, depth, 1  # buffers made when the hash lags, not before
+        self._failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._hash, name="comfyvn-sha256", daemon=True)
+        self._thread.start()
+        self._buf = bytearray(group)
+        self._view = memoryview(self._buf)
+        self._filled = 0
+
+    def _hash(self) -> None:
+        while (item := self._todo.get()) is not None:
+            buf, n = item
+            try:
+                with memoryview(buf) as view:
+                    self.hasher.update(view[:n])
+            except BaseException as exc:  # pragma: no cover - hashlib does not fail on bytes
+                self._failure.append(exc)
+            self._free.put(buf)
+
+    @property
+    def size(self) -> int:
+        """Bytes taken so far (written, or waiting in the current group)."""
+        return self.written + self._filled
+
+    def space(self, limit: int | None = None) -> memoryview:
+        """The free part of the current group (at most ``limit`` bytes): read into it, then :meth:`landed`."""
+        end = len(self._buf) if limit is None else min(len(self._buf), self._filled + limit)
+        return self._view[self._filled:end]
+
+    def landed(self, n: int) -> None:
+        """``n`` bytes were read into :meth:`space`."""
+        self._filled += n
+        if self._filled == len(self._buf):
+            self.flush()
+
+    def feed(self, data: bytes | memoryview) -> None:
+        """Copy ``data`` into the groups."""
+        data = memoryview(data)
+        while data:
+            room = self.space(len(data))
+            n = len(room)
+            room[:] = data[:n]
+            data = data[n:]
+            self.landed(n)
+
+    def flush(self) -> None:
+        """Write the current group and hand it to the hashing thread."""
+        n = self._filled
+        if not n:
+            return
+        view = self._view[:n]
+        done = 0
+        while done < n:
+            done += os.write(self.fd, view[done:])
+        _start_writeback(self.fd, self.position, n)
+        self.position += n
+        self.written += n
+        self._todo.put((self._buf, n))
+        if self._free.empty() and self._made < self._depth:  # only this thread takes buffers
+            self._made += 1
+            self._buf = bytearray(self._group)
+        else:
+            self._buf = self._free.get()
+        self._view = memoryview(self._buf)
+        self._filled = 0
+
+    def close(self) -> str:
+        """Write what is left, wait until every written byte is hashed; the hex digest."""
+        try:
+            self.flush()
+        finally:
+            if self._thread.is_alive():
+                self._todo.put(None)
+                self._thread.join()
+        if self._failure:
+            raise self._failure[0]
+        return self.hasher.hexdigest()
+
+
 def _copy_and_hash_pipelined(fh, fd: int, *, fsync: bool, limit: int | None = None) -> tuple[str, int]:
     """Read and write 8 MiB chunks in this thread while a helper thread hashes them (hashlib
     releases the GIL); write-back of every written chunk starts at once."""
-    h = hashlib.sha256()
-    free: queue.Queue = queue.Queue()
-    todo: queue.Queue = queue.Queue()
-    for _ in range(_PIPE_DEPTH):
-        free.put(bytearray(_PIPE_CHUNK))
-    failure: list[BaseException] = []
-
-    def hasher() -> None:
-        while (item := todo.get()) is not None:
-            buf, n = item
-            try:
-                h.update(memoryview(buf)[:n])
-            except BaseException as exc:  # pragma: no cover - hashlib does not fail on bytes
-                failure.append(exc)
-            free.put(buf)
-
-    worker = threading.Thread(target=hasher, name="comfyvn-sha256", daemon=True)
-    worker.start()
-    size = 0
+    writer = HashingWriter(fd, group=_PIPE_CHUNK, depth=_PIPE_DEPTH)
     try:
-        while True:
-            buf = free.get()
-            n = fh.readinto(_bounded(memoryview(buf), size, limit))
-            if not n:
-                break
-            if limit is not None and size + n > limit:
+        while n := fh.readinto(_bounded(writer.space(), writer.size, limit)):
+            if limit is not None and writer.size + n > limit:
                 raise LimitExceededError(limit)
-            view = memoryview(buf)[:n]
-            written = 0
-            while written < n:
-                written += os.write(fd, view[written:])
-            _start_writeback(fd, size, n)
-            size += n
-            todo.put((buf, n))
+            writer.landed(n)
     finally:
-        todo.put(None)
-        worker.join()
-    if failure:
-        raise failure[0]
+        digest = writer.close()
     if fsync:
         os.fsync(fd)
-    return h.hexdigest(), size
+    return digest, writer.written

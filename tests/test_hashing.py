@@ -116,3 +116,61 @@ def test_sha256_fd_hashes_from_the_start_and_honours_its_limit(tmp_path):
             hashing.sha256_fd(fd, limit=99_999)
     finally:
         os.close(fd)
+
+
+# -- HashingWriter: grouped writes, hashed on a helper thread (the pipelined copy, remote pulls) ----
+def test_hashing_writer_digest_and_file_match_the_bytes_fed_across_groups(tmp_path):
+    data = os.urandom(3 * 65536 + 777)
+    seed = hashlib.sha256(b"a kept prefix")  # a resumed download continues its hash
+    fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"a kept prefix")
+        writer = hashing.HashingWriter(fd, seed, group=65536, depth=2)
+        view, pos = memoryview(data), 0
+        for piece in (1, 65535, 70000, 3, 100000):  # fed pieces straddle the group boundaries
+            writer.feed(view[pos:pos + piece])
+            pos += piece
+        while pos < len(data):  # the rest read "into" the writer's own buffer
+            room = writer.space(len(data) - pos)
+            room[:len(room)] = view[pos:pos + len(room)]
+            writer.landed(len(room))
+            pos += len(room)
+        assert writer.close() == hashlib.sha256(b"a kept prefix" + data).hexdigest()
+        assert writer.written == len(data)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "out").read_bytes() == b"a kept prefix" + data
+
+
+def test_hashing_writer_waits_for_a_slow_hash_instead_of_buffering_more(tmp_path):
+    """Memory stays bounded: with the hash stuck, at most ``depth`` groups are written ahead."""
+    import threading
+
+    release = threading.Event()
+
+    class StuckHash:
+        def __init__(self) -> None:
+            self.h = hashlib.sha256()
+
+        def update(self, data) -> None:
+            release.wait()
+            self.h.update(data)
+
+        def hexdigest(self) -> str:
+            return self.h.hexdigest()
+
+    data = os.urandom(10 * 4096)
+    fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        writer = hashing.HashingWriter(fd, StuckHash(), group=4096, depth=3)
+        feeder = threading.Thread(target=writer.feed, args=(data,))
+        feeder.start()
+        feeder.join(0.5)
+        assert feeder.is_alive()  # blocked on a free buffer
+        assert writer.written <= 3 * 4096
+        release.set()
+        feeder.join()
+        assert writer.close() == hashlib.sha256(data).hexdigest()
+    finally:
+        release.set()
+        os.close(fd)

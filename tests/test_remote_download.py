@@ -320,3 +320,116 @@ def test_expired_storage_link_is_retryable(provider_servers, ws, tmp_path):
     assert (err.value.code, err.value.retryable) == ("remote.link_expired", True)
     fp.link_ttl = 3600
     assert download(plan, tmp_path / "x.part", ws=ws, max_bytes=200 * MiB)[0] == plan.expected_sha256
+
+
+# ---------------------------------------------------------------------------- the body straight from the socket
+@pytest.mark.parametrize("published", [False, True])
+def test_a_resumed_range_longer_than_announced_is_refused_before_its_body(provider_servers, ws, tmp_path,
+                                                                         monkeypatch, published):
+    """A 206 whose Content-Length runs past the size cap (or the published size) is refused before
+    a byte of it is read: the body is read by its Content-Length, so that length is checked first."""
+    fp = provider_servers
+    monkeypatch.setattr(remote, "INLINE_RESUMES", 0)
+    url = fp.add_file("sheet.bin", Payload(seed=b"sprite sheet\n", size=900_000))
+    payload = fp.files["sheet.bin"][0]
+    plan = _direct_plan(url, **({"expected_size": 900_000} if published else {}))
+    cap = 4 * MiB if published else 900_000  # the published size is the tighter bound, or the cap is
+    part = tmp_path / "x.part"
+    fp.inject("civitai_cdn", "/files/*", "cut", after=400_000)
+    with pytest.raises(RemoteError):
+        download(plan, part, ws=ws, max_bytes=cap)
+    fp.inject("civitai_cdn", "/files/*", "oversize", extra=2 * MiB)  # the resume's 206 carries 2 MiB more
+    with pytest.raises(RemoteError) as err:
+        download(plan, part, ws=ws, max_bytes=cap)
+    assert err.value.code == ("remote.hash_mismatch" if published else "remote.size_limit")
+    assert fp.requests("civitai_cdn")[-1].headers["range"] == "bytes=400000-"
+    assert not part.exists() and not resume_meta_path(part).exists()
+    assert download(plan, part, ws=ws, max_bytes=cap)[1] == 900_000  # a sane server afterwards: whole file
+    assert part.read_bytes() == payload.all_bytes()
+
+
+def test_a_content_length_body_is_read_in_large_reads_not_through_httpx(provider_servers, ws, tmp_path, monkeypatch):
+    """httpx reads 64 KiB per call through h11 (48 calls for 3 MiB); the downloader takes the body
+    from the socket itself, so httpcore only reads the headers and what came with them."""
+    import httpcore._sync.http11 as http11
+
+    fp = provider_servers
+    reads = []
+    real = http11.HTTP11Connection._receive_event
+
+    def counted(self, *args, **kwargs):
+        reads.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(http11.HTTP11Connection, "_receive_event", counted)
+    url = fp.add_file("big.bin", Payload(seed=b"0123456789abcdef!", size=3 * MiB + 4097))
+    payload = fp.files["big.bin"][0]
+    part = tmp_path / "big.part"
+    assert download(_direct_plan(url, expected_sha256=payload.sha256), part, ws=ws, max_bytes=4 * MiB) == (
+        payload.sha256, 3 * MiB + 4097)
+    assert part.read_bytes() == payload.all_bytes()
+    assert len(reads) <= 4, len(reads)
+
+
+def test_https_pull_read_from_the_tls_socket_resumes_after_a_cut(ws, tmp_path):
+    """The direct read works on the TLS socket too (decrypted records), across groups and a resume."""
+    with FakeProviders(tls=True) as fp:
+        fp.configure(ws)
+        url = fp.add_file("big.bin", Payload(seed=b"0123456789abcdef!", size=3 * MiB + 4097))
+        payload = fp.files["big.bin"][0]
+        assert url.startswith("https://")
+        fp.inject("civitai_cdn", "/files/*", "cut", after=1_500_000)
+        part = tmp_path / "big.part"
+        plan = _direct_plan(url, expected_sha256=payload.sha256)
+        assert download(plan, part, ws=ws, max_bytes=4 * MiB) == (payload.sha256, 3 * MiB + 4097)
+        assert part.read_bytes() == payload.all_bytes()
+        assert fp.requests("civitai_cdn")[-1].headers["range"] == "bytes=1500000-"
+
+
+def test_a_full_disk_fails_the_pull_with_the_os_error_and_no_thread_left(provider_servers, ws, tmp_path):
+    import errno
+    import resource
+    import signal
+    import threading
+
+    fp = provider_servers
+    url = fp.add_file("big.bin", Payload(seed=b"0123456789abcdef!", size=3 * MiB))
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (MiB + 12345, limits[1]))  # the "disk" fills mid-file
+        with pytest.raises(OSError) as err:
+            download(_direct_plan(url), tmp_path / "big.part", ws=ws, max_bytes=4 * MiB)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert err.value.errno == errno.EFBIG
+    assert not [t for t in threading.enumerate() if t.name == "comfyvn-sha256"]
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_fsync_false_leaves_a_finished_file_written_behind_but_a_kept_prefix_durable(provider_servers, ws, tmp_path,
+                                                                                   monkeypatch, fsync):
+    import os
+
+    fp = provider_servers
+    monkeypatch.setattr(remote, "INLINE_RESUMES", 0)
+    url = fp.add_file("sheet.bin", Payload(seed=b"sprite sheet\n", size=900_000))
+    payload = fp.files["sheet.bin"][0]
+    plan = _direct_plan(url, expected_sha256=payload.sha256)
+    part = tmp_path / "x.part"
+    synced: list[int] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    monkeypatch.setattr(remote.os, "fsync", spy)
+    fp.inject("civitai_cdn", "/files/*", "cut", after=400_000)
+    with pytest.raises(RemoteError):
+        download(plan, part, ws=ws, max_bytes=MiB, fsync=fsync)
+    assert part.stat().st_ino in synced  # the prefix kept for the resume is on disk either way
+    synced.clear()
+    assert download(plan, part, ws=ws, max_bytes=MiB, fsync=fsync) == (payload.sha256, 900_000)
+    assert (part.stat().st_ino in synced) is fsync

@@ -15,6 +15,9 @@ validators) and returns ``(sha256, size)``:
 - the size cap holds while streaming, with or without ``Content-Length``
   (``remote.size_limit``, "Remote asset exceeds size limit"), and the partial file is removed;
 - hashing happens in the same pass; a resumed download re-hashes the kept prefix once;
+- a body framed by ``Content-Length`` is read from the socket itself into 1 MiB groups (checked
+  against the caps before the first byte), each written with one ``os.write`` and hashed on a
+  helper thread (:class:`comfyvn.hashing.HashingWriter`); other bodies come through httpx;
 - a dropped connection keeps ``.part`` + ``.part.json`` (ETag / Last-Modified, URL) so the next
   call resumes with ``Range`` + ``If-Range``; a ``200`` instead of ``206`` starts over; a cut
   after progress is resumed inline up to :data:`INLINE_RESUMES` times;
@@ -34,9 +37,9 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import re
-import threading
+import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +49,7 @@ import httpx
 from ..config import Workspace
 from ..errors import ComfyvnError
 from ..fsutil import atomic_write_json
-from ..hashing import CHUNK
+from ..hashing import CHUNK, HashingWriter
 from .errors import RemoteError
 from .netguard import display_url
 from .providers import canonical_provider, get_provider, plan_generic
@@ -111,26 +114,38 @@ class _StartOver(ComfyvnError):
     """The server's answer does not continue our partial file: truncate and ask again."""
 
 
-class _HashPipe:
-    """Feeds SHA-256 from a helper thread, so hashing overlaps the network reads (hashlib drops
-    the GIL on large buffers).  At most ``depth`` chunks (~64 KiB each) wait in between."""
+GROUP = 1024 * 1024  # bytes per write + hash of a download (one buffer)
+GROUPS_IN_FLIGHT = 4  # buffers at most: being filled, written, hashed (memory bound 4 MiB)
 
-    def __init__(self, hasher, depth: int = 16) -> None:
-        self.hasher = hasher
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self.thread = threading.Thread(target=self._run, name="comfyvn-sha256", daemon=True)
-        self.thread.start()
 
-    def _run(self) -> None:
-        while (chunk := self.queue.get()) is not None:
-            self.hasher.update(chunk)
+def _body_socket(resp: httpx.Response, length: int | None) -> socket.socket | None:
+    """The connection's socket when the body may be read from it directly, else None.
 
-    def update(self, chunk: bytes) -> None:
-        self.queue.put(chunk)
+    Only an HTTP/1.x body framed by ``Content-Length`` (no ``Transfer-Encoding``): then the
+    body is exactly the next ``length`` bytes of the connection, after what httpx read along
+    with the headers.  httpcore hands out the stream in its documented ``network_stream``
+    response extension (TLS included: the socket is then the ``ssl.SSLSocket``).  The
+    connection is not reused afterwards (httpcore closes a response closed mid-body).
+    """
+    if length is None or "transfer-encoding" in resp.headers or resp.http_version not in ("HTTP/1.1", "HTTP/1.0"):
+        return None
+    stream = resp.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    return sock if isinstance(sock, socket.socket) else None
 
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
+
+def _read_timeout(resp: httpx.Response) -> float | None:
+    return (resp.request.extensions.get("timeout") or {}).get("read")
+
+
+def _recv_into(sock: socket.socket, view: memoryview) -> int:
+    """``sock.recv_into`` with httpx's exceptions (a stall or a lost connection gets resumed)."""
+    try:
+        return sock.recv_into(view)
+    except TimeoutError as exc:
+        raise httpx.ReadTimeout(str(exc) or "read timed out") from None
+    except OSError as exc:
+        raise httpx.ReadError(str(exc) or type(exc).__name__) from None
 
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
@@ -138,8 +153,9 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 class _Download:
     def __init__(self, plan: RemotePlan, part_path: Path, ws: Workspace | None, max_bytes: int,
-                 progress: Progress | None, cancelled: Callable[[], bool] | None) -> None:
+                 progress: Progress | None, cancelled: Callable[[], bool] | None, fsync: bool = True) -> None:
         self.plan = plan
+        self.fsync = fsync
         self.part = Path(part_path)
         self.meta_path = resume_meta_path(self.part)
         self.ws = ws
@@ -184,6 +200,16 @@ class _Download:
         if self.part.exists():
             with open(self.part, "r+b") as fh:
                 fh.truncate(0)
+
+    def _beyond_caps(self, size: int) -> RemoteError | None:
+        """The error refusing a file of (at least) ``size`` bytes: past the size cap or the published size."""
+        if size > self.max_bytes:
+            return size_limit_error(None, self.max_bytes, self.subject)
+        expected = self.plan.expected_size
+        if expected is not None and size > expected + self.plan.size_tolerance:
+            return self._err(f"Download of {self.subject} sent more than the {expected} bytes the provider "
+                             "published; refusing the file.", "remote.hash_mismatch")
+        return None
 
     def _fail_content(self, message: str, code: str) -> RemoteError:
         discard_partial(self.part)
@@ -301,40 +327,59 @@ class _Download:
         start = self.offset
         done = self.offset
         self._tick(done, shown_total, force=True)
-        fh = open(self.part, "r+b" if self.part.exists() else "w+b", buffering=CHUNK)  # noqa: SIM115
-        hashing = _HashPipe(self.hasher)
+        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o666)
+        keep = True  # False once the partial file is deleted (refused content)
         try:
-            fh.seek(self.offset)
-            fh.truncate()
-            for chunk in resp.iter_raw():
-                done += len(chunk)
-                if done > self.max_bytes:
-                    fh.close()
-                    discard_partial(self.part)
-                    raise size_limit_error(None, self.max_bytes, self.subject)
-                if expected is not None and done > expected + self.plan.size_tolerance:
-                    fh.close()
-                    raise self._fail_content(
-                        f"Download of {self.subject} sent more than the {expected} bytes the provider published; "
-                        "refusing the file.", "remote.hash_mismatch")
-                fh.write(chunk)
-                hashing.update(chunk)
-                self.offset = done
-                self._tick(done, shown_total)
-        except httpx.TimeoutException:
-            raise _Interrupted(self._err(
-                f"Download of {self.subject} stalled at {done} bytes (no data within the read timeout); "
-                "it will resume from there.", "remote.timeout", retryable=True), progressed=done > start) from None
-        except httpx.HTTPError as exc:
-            raise _Interrupted(self._err(
-                f"Connection lost while downloading {self.subject} at {done} bytes ({type(exc).__name__}); "
-                "it will resume from there.", "remote.connection", retryable=True), progressed=done > start) from None
+            os.ftruncate(fd, self.offset)
+            os.lseek(fd, self.offset, os.SEEK_SET)
+            writer = HashingWriter(fd, self.hasher, group=GROUP, depth=GROUPS_IN_FLIGHT)
+            try:
+                sock = _body_socket(resp, clen)
+                if sock is not None and clen is not None:  # Content-Length framing: from the socket into the groups
+                    end = start + clen
+                    if (refused := self._beyond_caps(end)) is not None:  # a Content-Length past the caps
+                        keep = False
+                        raise refused
+                    # First what httpx read along with the headers (one chunk empties its buffer);
+                    # the iterator stays referenced: dropping it would close the connection.
+                    body = resp.iter_raw()
+                    writer.feed(next(body, b""))
+                    done = start + writer.size
+                    sock.settimeout(_read_timeout(resp))
+                    while done < end:
+                        n = _recv_into(sock, writer.space(end - done))
+                        if not n:
+                            break  # the server closed early: resumed below
+                        writer.landed(n)
+                        done += n
+                        self._tick(done, shown_total)
+                else:  # chunked or unframed: through httpx, with the caps checked as the bytes arrive
+                    for chunk in resp.iter_raw():
+                        done += len(chunk)
+                        if (refused := self._beyond_caps(done)) is not None:
+                            keep = False
+                            raise refused
+                        writer.feed(chunk)
+                        self._tick(done, shown_total)
+            except httpx.TimeoutException:
+                raise _Interrupted(self._err(
+                    f"Download of {self.subject} stalled at {done} bytes (no data within the read timeout); "
+                    "it will resume from there.", "remote.timeout", retryable=True), progressed=done > start) from None
+            except httpx.HTTPError as exc:
+                raise _Interrupted(self._err(
+                    f"Connection lost while downloading {self.subject} at {done} bytes ({type(exc).__name__}); "
+                    "it will resume from there.", "remote.connection", retryable=True),
+                    progressed=done > start) from None
+            finally:
+                writer.close()  # every received byte is written and hashed before anyone reads the digest
+                self.offset = start + writer.written
         finally:
-            hashing.close()  # every written byte is hashed before anyone reads the digest
-            if not fh.closed:
-                fh.flush()
-                os.fsync(fh.fileno())
-                fh.close()
+            # a finished file is fsynced unless the caller vouches for it (fsync=False); a kept prefix always
+            if keep and (self.fsync or sys.exc_info()[0] is not None or (total is not None and done < total)):
+                os.fsync(fd)
+            os.close(fd)
+            if not keep:
+                discard_partial(self.part)
         if total is not None and done < total:
             raise _Interrupted(self._err(
                 f"Download of {self.subject} ended early at {done} of {total} bytes; it will resume from there.",
@@ -396,15 +441,20 @@ class _Download:
 
 
 def download(plan: RemotePlan, part_path: Path, *, ws: Workspace | None, max_bytes: int,
-             progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> tuple[str, int]:
+             progress: Progress | None = None, cancelled: Callable[[], bool] | None = None,
+             fsync: bool = True) -> tuple[str, int]:
     """Download ``plan`` into ``part_path`` (resuming it when possible); return ``(sha256, size)``.
+
+    ``fsync=False`` leaves the finished file written behind (its write-back started, nobody
+    waiting): for a caller that makes it durable later, as staging does with ``staged_boot``.
+    A partial file kept for a resume is fsynced either way.
 
     ``progress(bytes_done, bytes_total_or_None)`` is called at most every
     :data:`PROGRESS_INTERVAL_S` seconds and once at the end; ``cancelled()`` is polled as often
     and stops the download with ``RemoteError(code="remote.cancelled")`` (the partial file and
     its validators are kept, so a retry resumes).  Any other failure raises :class:`RemoteError`.
     """
-    return _Download(plan, Path(part_path), ws, max_bytes, progress, cancelled).run()
+    return _Download(plan, Path(part_path), ws, max_bytes, progress, cancelled, fsync).run()
 
 
 __all__ = ["DEFAULT_RETRY_AFTER_S", "INLINE_RESUMES", "RemotePlan", "discard_partial", "download", "plan_remote",

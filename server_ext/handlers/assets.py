@@ -5,10 +5,15 @@ Every route takes ``?project=`` (default: ``registry.default_project``).
 
 from __future__ import annotations
 
+import json
 import logging
 import mimetypes
 import os
+import sqlite3
+import threading
 import time
+import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote
@@ -129,17 +134,27 @@ class AssetsHandler(AssetsBase):
             "with_total": self.q_bool("total"),
             **self.rights_filters(),
         }
-        reg = await self.existing_registry()
-        if reg is None:  # a project nobody wrote to: empty, and nothing is created for the read
-            page: dict[str, Any] = {"items": [], "next_cursor": None}
-            if filters["with_total"]:
-                page["total"] = 0
-            page["project"] = self.q_str("project", max_len=64)
-            self.reply(page)
-            return
-        page = await self.run(reg.query_assets, **filters)
-        page["project"] = reg.project_id
-        self.reply(page)
+        project = self.q_str("project", max_len=64)
+        services = self.services
+
+        def page_json() -> bytes:  # one trip to the worker pool: registry, page (or its cached JSON)
+            reg = services.existing_registry(project)
+            if reg is None:  # a project nobody wrote to: empty, and nothing is created for the read
+                page: dict[str, Any] = {"items": [], "next_cursor": None}
+                if filters["with_total"]:
+                    page["total"] = 0
+                page["project"] = project
+                return json_bytes(page)
+
+            def fresh() -> bytes:
+                page = reg.query_assets(**filters)
+                page["project"] = reg.project_id
+                return json_bytes(page)
+
+            return page_cache(reg).get(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in filters.items()),
+                                       fresh)
+
+        self.finish(await self.run(page_json))
 
     def rights_filters(self) -> dict[str, Any]:
         """``?commercial_use=`` (a level: at least it), ``?credit_required=``, ``?derivatives=`` and
@@ -152,6 +167,77 @@ class AssetsHandler(AssetsBase):
         for name in ("credit_required", "derivatives", "license_known"):
             out[name] = None if self.q_str(name, max_len=8) is None else self.q_bool(name)
         return out
+
+
+def json_bytes(payload: Any) -> bytes:
+    """The JSON of a reply, as :meth:`ComfyvnAPIHandler.reply` writes it."""
+    return json.dumps(payload, default=str, ensure_ascii=False).encode("utf-8")
+
+
+class PageCache:
+    """The JSON of recent ``GET /assets`` pages of one registry, served again while its database is unchanged.
+
+    Valid means: SQLite's ``PRAGMA data_version``, read on a private connection that never writes,
+    is what it was when the page was made.  It changes whenever any other connection (another
+    thread, the kernel's process) commits, so a page is never older than the last commit; the
+    version is read *before* the query, so a commit racing the query only makes the next request
+    query again.  Bounded: at most :attr:`MAX_PAGES` bodies and :attr:`MAX_BYTES` in all, least
+    recently used dropped first.  Any SQLite error disables it for that request (a plain query).
+    """
+
+    MAX_PAGES = 64
+    MAX_BYTES = 8 * 1024 * 1024
+
+    def __init__(self, reg: AssetRegistry) -> None:
+        self.db = reg.db
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._pages: OrderedDict[tuple, tuple[int, bytes]] = OrderedDict()
+        self._bytes = 0
+
+    def version(self) -> int | None:
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = self.db.new_connection()
+                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            except sqlite3.Error:
+                self._conn = None
+                return None
+
+    def get(self, key: tuple, make: Any) -> bytes:
+        """The cached body of ``key`` if the database has not changed since, else ``make()`` (kept)."""
+        version = self.version()
+        if version is None:
+            return make()
+        with self._lock:
+            hit = self._pages.get(key)
+            if hit is not None and hit[0] == version:
+                self._pages.move_to_end(key)
+                return hit[1]
+        body = make()
+        with self._lock:
+            old = self._pages.pop(key, None)
+            self._bytes -= len(old[1]) if old else 0
+            if len(body) <= self.MAX_BYTES // 4:
+                self._pages[key] = (version, body)
+                self._bytes += len(body)
+            while self._pages and (len(self._pages) > self.MAX_PAGES or self._bytes > self.MAX_BYTES):
+                self._bytes -= len(self._pages.popitem(last=False)[1][1])
+        return body
+
+
+_page_caches: weakref.WeakKeyDictionary[AssetRegistry, PageCache] = weakref.WeakKeyDictionary()
+_page_caches_lock = threading.Lock()
+
+
+def page_cache(reg: AssetRegistry) -> PageCache:
+    """The :class:`PageCache` of a registry object (made on first use)."""
+    with _page_caches_lock:
+        cache = _page_caches.get(reg)
+        if cache is None:
+            cache = _page_caches[reg] = PageCache(reg)
+        return cache
 
 
 def asset_cursor(cursor: str | None) -> str | None:

@@ -220,7 +220,7 @@ class ComfyvnAPIHandler(JsonErrorsMixin, APIHandler):
                 raise
             self.refuse(map_exception(exc))
             return
-        if not self._finished:
+        if not self._finished and not body_read(self) and self.expects_body():  # a GET reads no config here
             self.watch_body(self.body_policy())
 
     async def admit(self) -> None:

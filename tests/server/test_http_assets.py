@@ -316,3 +316,42 @@ async def test_nan_and_infinity_are_not_json_and_never_stored(api, make_png, con
     assert_error(bad, 400, "invalid_json", "not JSON")
     history = await api("GET", "/api/modder/hooks/history", params={"limit": 100})
     json.loads(history.body, parse_constant=lambda c: pytest.fail(f"{c} in the history"))
+
+
+async def test_a_repeated_page_shows_every_change_committed_since(api, make_png, ws):
+    """Repeated GET /assets pages come from a cache; any commit, by this server or another process's
+    connection, is visible in the very next answer."""
+    a = await register(api, make_png(), tags=["hero"])
+    first = (await api("GET", "/assets", params={"total": "true"})).json
+    assert (await api("GET", "/assets", params={"total": "true"})).json == first  # unchanged: the same page
+
+    other = AssetRegistry("default", ws=ws, make_thumbnails=False)  # another connection, as a kernel's
+    src = ws.root / "incoming" / "other.bin"
+    src.write_bytes(os.urandom(1000))
+    b = other.register_file(src, "models")
+    page = (await api("GET", "/assets", params={"total": "true"})).json
+    assert page["total"] == 2 and [x["uid"] for x in page["items"]] == [b["uid"], a["uid"]]
+
+    other.update_asset_meta(a["uid"], None, add_tags=["villain"])
+    page = (await api("GET", "/assets", params={"total": "true"})).json
+    assert next(x for x in page["items"] if x["uid"] == a["uid"])["tags"] == ["hero", "villain"]
+
+    r = await api("PATCH", f"/assets/{a['uid']}", body={"license": "cc0"})  # through this server
+    assert r.code == 200, r.body
+    page = (await api("GET", "/assets", params={"total": "true"})).json
+    assert next(x for x in page["items"] if x["uid"] == a["uid"])["license"] == "cc0"
+
+
+def test_the_page_cache_is_bounded(ws):
+    from comfyvn_server_ext.handlers.assets import PageCache
+
+    reg = AssetRegistry("default", ws=ws, make_thumbnails=False)
+    cache = PageCache(reg)
+    for i in range(PageCache.MAX_PAGES * 2):
+        assert cache.get(("page", i), lambda i=i: b"x" * 1000 + str(i).encode()).endswith(str(i).encode())
+    assert len(cache._pages) == PageCache.MAX_PAGES
+    big = b"y" * (PageCache.MAX_BYTES // 4 - 1)
+    for i in range(8):
+        cache.get(("big", i), lambda: big)
+    assert cache._bytes <= PageCache.MAX_BYTES and len(cache._pages) <= PageCache.MAX_PAGES
+    assert cache.get(("huge",), lambda: b"z" * PageCache.MAX_BYTES) and ("huge",) not in cache._pages
