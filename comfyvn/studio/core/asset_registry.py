@@ -44,6 +44,7 @@ from ...hashing import copy_and_hash as _copy_path_and_hash
 from ...hashing import sha256_file
 from ...hooks import get_hook_bus
 from ...hooks.events import emit_many, utc_timestamp
+from ...library.roots import IN_PLACE_PREFIX, in_place_path, in_place_sidecar, sidecar_location
 from ...store import Database, get_database
 from .thumbnails import WAVEFORM, get_thumbnailer, max_pixels_setting, preview_kind, write_preview
 
@@ -404,10 +405,14 @@ class AssetRegistry:
         return Path(self._abs_str(rel))
 
     def _abs_str(self, rel: str) -> str:
+        if rel.startswith(IN_PLACE_PREFIX):  # a library file, where it lies (comfyvn.library.roots)
+            return in_place_path(self.ws, rel)
         return self._root_str + os.sep + rel
 
     def sidecar_path_for(self, rel: str) -> Path:
         """Where the sidecar of the asset at ``rel`` (relative to the assets root) lives."""
+        if rel.startswith(IN_PLACE_PREFIX):  # a library file: beside it or in the workspace's mirror
+            return in_place_sidecar(self.ws, self.project_id, rel)
         return Path(self._root_str + os.sep + rel + SIDECAR_SUFFIX)
 
     def _confine(self, rel: str, what: str) -> Path:
@@ -960,8 +965,8 @@ class AssetRegistry:
     def _public(self, rec: dict) -> dict:
         out = {k: v for k, v in rec.items() if k not in ("sidecar_pending", "project_id")}
         out["project_id"] = self.project_id
-        out["abs_path"] = abs_path = self._abs_str(rec["path"])
-        out["sidecar"] = abs_path + SIDECAR_SUFFIX
+        out["abs_path"] = self._abs_str(rec["path"])
+        out["sidecar"] = self._sidecar_str(rec["path"])
         out["meta"] = meta = self.meta_view(rec)
         # the original registry's keys: id, thumb (relative to THUMB_ROOT) and links (relative paths)
         preview = meta["preview"]
@@ -997,11 +1002,11 @@ class AssetRegistry:
         payload = {"uid": rec["uid"], "type": rec["type"], "path": abs_path}
         if include_meta:
             payload["meta"] = self.meta_view(rec)
-        payload["sidecar"] = abs_path + SIDECAR_SUFFIX
+        payload["sidecar"] = self._sidecar_str(rec["path"])
         return payload
 
     def _sidecar_payload(self, rec: dict) -> dict:
-        return {"uid": rec["uid"], "type": rec["type"], "sidecar": self._abs_str(rec["path"]) + SIDECAR_SUFFIX,
+        return {"uid": rec["uid"], "type": rec["type"], "sidecar": self._sidecar_str(rec["path"]),
                 "rel_path": rec["path"]}
 
     # ------------------------------------------------------------------ sidecars
@@ -1039,7 +1044,9 @@ class AssetRegistry:
         rec = self._require(uid)
         path = self.sidecar_path_for(rec["path"])
         try:  # the confined reader: a sidecar swapped for a symlink is refused, never followed
-            fh, _ = open_confined(self.assets_root, rec["path"] + SIDECAR_SUFFIX, what="sidecar")
+            fh, _ = open_confined(*(sidecar_location(self.ws, self.project_id, rec["path"])
+                                    if rec["path"].startswith(IN_PLACE_PREFIX)
+                                    else (self.assets_root, rec["path"] + SIDECAR_SUFFIX)), what="sidecar")
         except FileNotFoundError:
             raise AssetRegistryError(f"sidecar {path} is missing; run the enforcer to rewrite it") from None
         with fh:
@@ -1114,10 +1121,7 @@ class AssetRegistry:
         return rec
 
     def find_by_hash(self, digest: str) -> dict | None:
-        digest = digest.lower()  # the uid is the digest's first 16 digits: a primary-key lookup
-        row = self.db.query_one("SELECT * FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
-                                (self.project_id, digest[:16], digest))
-        return self._public(self._decode(row)) if row else None
+        return self.find_by_any_hash(digest)  # every hash form (comfyvn.library.aliases)
 
     def query_assets(self, *, asset_type: str | None = None, tags: Iterable[str] | str | None = None,
                      tags_mode: str = "all", license: str | None = None, text: str | None = None,
@@ -1465,7 +1469,7 @@ class AssetRegistry:
 
     def _finish_remove(self, uid: str, rel: str, trash: str | None) -> None:
         file_path, sidecar = self._abs(rel), self.sidecar_path_for(rel)
-        for path in (file_path, sidecar):
+        for path in ((sidecar,) if rel.startswith(IN_PLACE_PREFIX) else (file_path, sidecar)):  # library: file stays
             if not path.exists():
                 continue
             if trash:
@@ -1649,6 +1653,138 @@ class AssetRegistry:
             return final.is_file() and not final.is_symlink() and sha256_file(final)[0][:16] == uid
         except OSError:
             return False
+
+    # ------------------------------------------------------------------ library roots (comfyvn.library)
+    def _sidecar_str(self, rel: str) -> str:
+        """:meth:`sidecar_path_for` as a string (records and hook payloads)."""
+        if rel.startswith(IN_PLACE_PREFIX):
+            return str(in_place_sidecar(self.ws, self.project_id, rel))
+        return self._root_str + os.sep + rel + SIDECAR_SUFFIX
+
+    def find_by_any_hash(self, value: str, *, strict: bool = False) -> dict | None:
+        """The asset whose file shows ``value`` in any hash form: SHA-256, BLAKE3, CRC32, AutoV1,
+        AutoV2, AutoV3, full or as the tools display them, any case, with ``blake3:`` /
+        ``sha256:`` tags or A1111's brackets.  None when no asset does; text that is no hash gives
+        None, or ``ValueError`` with the reason when ``strict``."""
+        from ...library.aliases import candidate_sha256s
+
+        conn = self.db.conn
+        try:
+            shas, query = candidate_sha256s(conn, str(value))
+        except ValueError:
+            if strict:
+                raise
+            return None
+        for sha in shas:  # the uid is the digest's first 16 digits: a primary-key lookup each
+            row = conn.execute("SELECT * FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
+                               (self.project_id, sha[:16], sha)).fetchone()
+            if row is not None:
+                return self._public(self._decode(row))
+        if {"autov2", "sha256_short"} & set(query.forms):  # SHA-256 prefixes: files hashed before aliases
+            row = conn.execute("SELECT * FROM assets WHERE project_id = ? AND uid >= ? AND uid < ? ORDER BY uid"
+                               " LIMIT 1", (self.project_id, query.value, query.value + "g")).fetchone()
+            if row is not None:
+                return self._public(self._decode(row))
+        return None
+
+    def register_in_place(self, items: list[dict], *, origin: str = "library") -> list[dict]:
+        """Register files of library roots where they lie (one transaction): each item has
+        ``rel`` (``@library/<root>/<path>``), ``asset_type``, ``sha256``, ``size`` and optionally
+        ``source``, ``tags``, ``metadata``.  The files are never moved, copied or deleted; a
+        content already registered returns the existing record."""
+        now = time.time()
+        plans: list[dict] = []
+        results: list[dict | None] = [None] * len(items)
+        for index, item in enumerate(items):
+            if not str(item["rel"]).startswith(IN_PLACE_PREFIX):
+                raise ValueError(f"{item['rel']!r} is not a library path ({IN_PLACE_PREFIX}<root>/<path>)")
+            if not _TYPE_RE.match(item["asset_type"]) or not _DIGEST_RE.match(item["sha256"]):
+                raise ValueError(f"bad asset type or SHA-256 for {item['rel']!r}")
+            digest, rel = item["sha256"].lower(), item["rel"]
+            existing = self._row(digest[:16])
+            if existing is not None:
+                results[index] = self._public(existing)
+                continue
+            prov = {"source": item.get("source") or self._abs_str(rel), "provider": origin, "digest": digest,
+                    "terms_acknowledged": False, "provider_metadata": {}, "in_place": True}
+            record = {
+                "uid": digest[:16], "type": item["asset_type"], "path": rel, "hash": digest,
+                "bytes": int(item["size"]), "tags": normalise_tags(item.get("tags")), "license": None,
+                "origin": origin, "version": 1, "created_at": now, "updated_at": now,
+                "meta": dict(item.get("metadata") or {}), "preview": self._preview_for(digest[:16], rel),
+                "provenance": prov, "license_terms": rights.asset_rights(None, None, base_model=None)}
+            record["license_known"] = rights.licence_known(None, record["license_terms"])
+            self.sidecar_path_for(rel).parent.mkdir(parents=True, exist_ok=True)
+            plans.append({"record": record, "intent": None, "index": index})
+        fired: list[tuple[str, dict]] = []
+        committed: list[dict] = []
+        with self.db.transaction() as conn:
+            for plan in plans:
+                outcome = self._commit_one(conn, plan, None)
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                if outcome is None:  # registered a moment ago by another process
+                    results[plan["index"]] = self._public(plan["clash"])
+                    continue
+                fired.extend(outcome)
+                committed.append(plan)
+        self._run_hooks(fired)
+        for plan in committed:
+            self._schedule_thumbnails(plan["record"])
+            results[plan["index"]] = self._public(plan["record"])
+        return results  # type: ignore[return-value]
+
+    def relink_in_place(self, uid: str, new_rel: str) -> dict:
+        """Point an asset at the library file its bytes now lie in (a file moved outside the
+        workbench); fires ``asset_meta_updated`` with ``moved_from``.  Nothing is moved."""
+        if not new_rel.startswith(IN_PLACE_PREFIX):
+            raise ValueError(f"{new_rel!r} is not a library path ({IN_PLACE_PREFIX}<root>/<path>)")
+        with self.db.transaction() as conn:
+            rec = self._require(uid, conn)
+            old_rel = rec["path"]
+            if old_rel == new_rel:
+                return self._public(rec)
+            self._check_path_free(conn, new_rel)
+            new = {**rec, "path": new_rel, "version": rec["version"] + 1, "updated_at": time.time()}
+            conn.execute("UPDATE assets SET path = ?, version = ?, updated_at = ?, search_text = ?, sidecar_pending = 1"
+                         " WHERE project_id = ? AND uid = ?",
+                         (new_rel, new["version"], new["updated_at"], self._search_text(new), self.project_id, uid))
+            fired = self._emit_all(conn, [
+                (self.HOOK_ASSET_META_UPDATED, self._payload(new, include_meta=True),
+                 {"tags": new["tags"], "license": new["license"], "moved_from": self._abs_str(old_rel)}),
+                (self.HOOK_SIDECAR_WRITTEN, self._sidecar_payload(new), None)])
+        self.sidecar_path_for(new_rel).parent.mkdir(parents=True, exist_ok=True)
+        self._sync_sidecars([uid])
+        old_sidecar = self.sidecar_path_for(old_rel)
+        if _sidecar_uid(old_sidecar) == uid and not self._abs(old_rel).exists():
+            old_sidecar.unlink(missing_ok=True)
+        self._run_hooks(fired)
+        return self._public(new)
+
+    def set_preview_image(self, uid: str, image: Path) -> dict[str, dict]:
+        """Make an asset's thumbnails from another image (a model's preview from its provider);
+        returns :meth:`thumbnail_status`."""
+        rec = self._require(uid)
+        sizes = [str(s) for s in get_setting("registry.thumbnail_sizes", [256, 512], self.ws)]
+        preview = {"kind": "image", "thumbnails": {s: self._thumb_rel(uid, s) for s in sizes}, "source": "provider"}
+        max_pixels = max_pixels_setting(self.ws)
+        done: list[tuple[str, str, str | None]] = []
+        for size in sizes:
+            try:
+                write_preview(Path(image), self.thumbnails_root / self._thumb_rel(uid, size), size,
+                              max_pixels=max_pixels)
+                done.append((size, "ready", None))
+            except Exception as exc:  # a broken preview is recorded, never listed as present
+                done.append((size, "failed", f"{type(exc).__name__}: {exc}"))
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE assets SET preview = ?, sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
+                         (json.dumps(preview), self.project_id, rec["uid"]))
+            conn.executemany(
+                "INSERT OR REPLACE INTO thumbnails(project_id, uid, size, path, status, error, updated_at)"
+                " VALUES (?,?,?,?,?,?,?)",
+                [(self.project_id, uid, s, self._thumb_rel(uid, s), st, err, time.time()) for s, st, err in done])
+        self._sync_sidecars([uid])
+        return self.thumbnail_status(uid)
 
 
 def _sidecar_uid(path: Path) -> str | None:
