@@ -176,6 +176,9 @@ class Scanner:
         self.db = self.registry.db
         self.cache = cache or HashCache(self.db)
         self.scan_id = f"{int(time.time() * 1000):x}"
+        # one scan per project at a time, across processes; thread_local=False: a scan started by
+        # one thread (an HTTP request) may run and release in another
+        self.lock = FileLock(str(ws.data_dir / f"library-scan-{self.project_id}.lock"), thread_local=False)
 
     def event(self, topic: str, data: dict) -> None:
         try:
@@ -189,7 +192,7 @@ class Scanner:
         started = time.monotonic()
         roots = _select_roots(self.ws, names)
         report = ScanReport(self.project_id, roots=[r.name for r in roots])
-        lock = FileLock(str(self.ws.data_dir / f"library-scan-{self.project_id}.lock"))
+        lock = self.lock
         try:
             lock.acquire(timeout=0)
         except Timeout:
