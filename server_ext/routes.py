@@ -11,7 +11,7 @@ import re
 
 from tornado.web import RequestHandler
 
-from .handlers import assets, compat, hooks, ingest
+from .handlers import assets, compat, hooks, ingest, library
 from .openapi import OpenAPIHandler
 
 ROUTES: list[tuple[str, type[RequestHandler]]] = [
@@ -33,6 +33,7 @@ ROUTES: list[tuple[str, type[RequestHandler]]] = [
     ("/assets/debug/hooks", compat.DebugHooksHandler),  # ours + the original's registry_hooks, modder_hooks
     ("/assets/debug/modder-hooks", assets.DebugModderHooksHandler),
     ("/assets/debug/history", assets.DebugHistoryHandler),
+    ("/assets/by-hash/{hash}", library.ByHashHandler),  # every hash form (comfyvn.library)
     ("/assets/{uid}", assets.AssetHandler),
     ("/assets/{uid}/sidecar", assets.SidecarHandler),
     ("/assets/{uid}/thumbnail", assets.ThumbnailHandler),
@@ -41,6 +42,11 @@ ROUTES: list[tuple[str, type[RequestHandler]]] = [
     ("/api/assets/register", compat.RegisterHandler),
     ("/api/assets/search", compat.SearchHandler),
     ("/api/assets/{uid}", compat.AssetHandler),
+    # library roots in place (comfyvn:library)
+    ("/library", library.LibraryHandler),
+    ("/library/scan", library.ScanHandler),
+    ("/library/identify", library.IdentifyHandler),
+    ("/library/duplicates", library.DuplicatesHandler),
     # modder hooks (comfyvn:hooks)
     ("/api/modder/hooks", hooks.HooksHandler),
     ("/api/modder/hooks/history", hooks.HistoryHandler),

@@ -14,6 +14,7 @@ as are unreadable folders and files; the scan goes on.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat as stat_mod
@@ -404,6 +405,43 @@ def scan_library(roots: list[str] | None = None, *, project: str | None = None, 
     return report
 
 
+def start_scan(registry, roots: list[str] | None = None, *, identify: bool = False) -> dict:
+    """Start a scan in a background thread (the HTTP route and the dashboard): its progress is
+    ``on_library_scan_*`` hook events.  Raises :class:`ScanBusyError` at once when one is running."""
+    scanner = Scanner(registry.ws, registry.project_id, registry=registry)
+    chosen = _select_roots(registry.ws, roots)  # bad names are the caller's error, raised now
+    try:
+        scanner.lock.acquire(timeout=0)
+    except Timeout:
+        raise ScanBusyError(f"a library scan of project {registry.project_id!r} is already running; "
+                            "wait for it to finish") from None
+
+    def work() -> None:
+        try:
+            scanner.run([r.name for r in chosen])
+            if identify:
+                from .identify import identify_unidentified
+
+                identify_unidentified(scanner.registry)
+        except Exception:
+            log.exception("library scan %s of project %s failed", scanner.scan_id, registry.project_id)
+            scanner.event("on_library_scan_finished", {"roots": [r.name for r in chosen], "error": "failed; see "
+                                                       "the server log"})
+        finally:
+            scanner.lock.release()
+
+    threading.Thread(target=work, name=f"comfyvn-library-scan-{scanner.scan_id}", daemon=True).start()
+    return {"scan_id": scanner.scan_id, "project_id": registry.project_id, "roots": [r.name for r in chosen],
+            "identify": identify}
+
+
+def last_scan(registry) -> dict | None:
+    """The newest ``on_library_scan_finished`` event of the project (its summary), or None."""
+    row = registry.db.query_one("SELECT data FROM events WHERE topic = 'on_library_scan_finished' AND project_id = ?"
+                                " ORDER BY id DESC LIMIT 1", (registry.project_id,))
+    return json.loads(row[0]) if row else None
+
+
 def library_status(registry) -> dict:
     """Per root: files, bytes, assets, identified / unidentified, missing (the dashboard's table)."""
     ws = registry.ws
@@ -424,4 +462,5 @@ def library_status(registry) -> dict:
             "negative_cache_days": get_setting("library.negative_cache_days", 7, ws)}
 
 
-__all__ = ["ScanBusyError", "ScanReport", "Scanner", "library_status", "scan_library", "walk_root"]
+__all__ = ["ScanBusyError", "ScanReport", "Scanner", "last_scan", "library_status", "scan_library", "start_scan",
+           "walk_root"]
