@@ -43,11 +43,18 @@ def _hooks(**kw: Any):
     return HookMonitor(**kw)
 
 
+def _library(**kw: Any):
+    from .library import LibraryDashboard
+
+    return LibraryDashboard(**kw)
+
+
 DASHBOARDS: dict[str, tuple[str, Callable[..., Any]]] = {
     "gallery": ("Asset gallery", _gallery),
     "queue": ("Ingest queue", _queue),
     "enforcer": ("Sidecar enforcer", _enforcer),
     "hooks": ("Hook monitor", _hooks),
+    "library": ("Library", _library),
 }
 
 
