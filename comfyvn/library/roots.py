@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..config import ConfigError, Workspace, get_setting
+from ..config import ConfigError, Workspace, get_setting, workspace
 
 IN_PLACE_PREFIX = "@library/"
 SIDECAR_SUFFIX = ".asset.json"  # the registry's (asset_registry imports this package's modules lazily)
@@ -71,12 +71,24 @@ def parse_root(entry: object, index: int = 0) -> LibraryRoot:
 
 def library_roots(ws: Workspace | None = None) -> list[LibraryRoot]:
     """The configured roots (duplicate names refused)."""
+    ws = ws or workspace()
+    try:  # the registry resolves every in-place path through here: one stat, not a config parse
+        st = ws.config_file.stat()
+        stamp: tuple = (str(ws.config_file), st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+    except OSError:
+        stamp = (str(ws.config_file), None)
+    cached = _BY_FILE.get(stamp)
+    if cached is not None:
+        return list(cached)
     raw = get_setting("library.roots", [], ws) or []
     if not isinstance(raw, list):
         raise ConfigError("library.roots must be a list of {name, path, layout, sidecars}")
     key = json.dumps(raw, sort_keys=True)
     cached = _PARSED.get(key)
     if cached is not None:
+        if len(_BY_FILE) > 256:
+            _BY_FILE.clear()
+        _BY_FILE[stamp] = cached
         return list(cached)
     roots = [parse_root(entry, i) for i, entry in enumerate(raw)]
     names = [r.name for r in roots]
@@ -84,11 +96,13 @@ def library_roots(ws: Workspace | None = None) -> list[LibraryRoot]:
         raise ConfigError(f"library.roots names must be unique, got {names}")
     if len(_PARSED) > 64:
         _PARSED.clear()
-    _PARSED[key] = tuple(roots)
+        _BY_FILE.clear()
+    _PARSED[key] = _BY_FILE[stamp] = tuple(roots)
     return roots
 
 
-_PARSED: dict[str, tuple[LibraryRoot, ...]] = {}  # the registry resolves paths through this per record
+_PARSED: dict[str, tuple[LibraryRoot, ...]] = {}  # settings text -> parsed roots
+_BY_FILE: dict[tuple, tuple[LibraryRoot, ...]] = {}  # config file (path, mtime, ctime, size, inode) -> roots
 
 
 def root_named(name: str, ws: Workspace | None = None) -> LibraryRoot | None:

@@ -20,7 +20,7 @@ import os
 import stat as stat_mod
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from filelock import FileLock, Timeout
@@ -53,7 +53,7 @@ class ScanBusyError(RuntimeError):
     """Another scan of the same project is running (in this or another process)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     root: LibraryRoot
     rel: str  # POSIX, inside the root
@@ -93,11 +93,12 @@ class ScanReport:
                 "hashed_bytes": self.hashed_bytes, "seconds": round(self.seconds, 3)}
 
 
-def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = None) -> list[_Entry]:
-    """Every regular file below ``root`` (symlinks followed, loops and unreadable folders reported).
+def walk_root(root: LibraryRoot, errors: list[dict], *,
+              skip: set[str] | None = None) -> Iterator[tuple[str, str, os.stat_result]]:
+    """``(rel, path, stat)`` of every regular file below ``root`` (symlinks followed, loops and
+    unreadable folders reported in ``errors``); ``OSError`` when the root itself cannot be read.
 
     Dot-names, sidecars (``*.asset.json``) and the folders in ``skip`` are left out."""
-    out: list[_Entry] = []
     base = str(root.path)
     try:
         top = os.stat(base)
@@ -139,9 +140,7 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
                 seen_dirs.add(key)
                 stack.append((entry.path, rel))
             elif stat_mod.S_ISREG(st.st_mode):
-                out.append(_Entry(root, rel, entry.path, st))
-    out.sort(key=lambda e: e.rel)
-    return out
+                yield rel, entry.path, st
 
 
 class _Progress:
@@ -217,42 +216,48 @@ class Scanner:
     # -- the phases --------------------------------------------------------------------------
     def _scan(self, roots: list[LibraryRoot], report: ScanReport, prog: _Progress) -> None:
         skip = {str(self.ws.root.joinpath(*MIRROR_DIR))}  # the mirror sidecars, should a root hold the workspace
-        walked: dict[str, list[_Entry]] = {}
-        for root in roots:
-            try:
-                walked[root.name] = walk_root(root, report.errors, skip=skip)
-            except OSError:
-                continue  # an unplugged disk: reported, its files are not marked missing
-        entries = [e for es in walked.values() for e in es]
-        report.files = len(entries)
-        report.bytes = sum(e.st.st_size for e in entries)
-        known = self._known(list(walked))
         todo: list[_Entry] = []
         came_back: list[_Entry] = []
-        for e in entries:
-            row = known.get((e.root.name, e.rel))
-            if row is not None and (row["dev"], row["ino"], row["size"], row["mtime_ns"]) == cache_key(e.st):
-                report.unchanged += 1
-                if row["status"] != "present":
-                    came_back.append(e)
-            else:
-                todo.append(e)
+        known: dict[tuple[str, str], tuple] = {}  # the last scan's rows of new/changed/returned files
+        unseen: dict[str, dict[str, tuple]] = {}  # per available root: rows of files not seen this time
+        for root in roots:
+            rows = self._known(root.name)
+            files = nbytes = 0
+            try:  # one pass: stat, compare with the last scan, keep only what changed
+                for rel, path, st in walk_root(root, report.errors, skip=skip):
+                    files += 1
+                    nbytes += st.st_size
+                    row = rows.pop(rel, None)
+                    if row is not None and row[:4] == cache_key(st):
+                        if row[4] != "present":
+                            came_back.append(_Entry(root, rel, path, st))
+                            known[(root.name, rel)] = row
+                        continue
+                    todo.append(_Entry(root, rel, path, st))
+                    if row is not None:
+                        known[(root.name, rel)] = row
+            except OSError:
+                continue  # an unplugged disk: reported, its files are not marked missing
+            report.files += files
+            report.bytes += nbytes
+            unseen[root.name] = rows
+        report.unchanged = report.files - len(todo)
+        todo.sort(key=lambda e: (e.root.name, e.rel))
         report.new_files = sum((e.root.name, e.rel) not in known for e in todo)
         prog.update(force=True, phase="hash", files_total=len(todo), bytes_total=sum(e.st.st_size for e in todo))
         hashed = self._hash(todo, report, prog)
         affected: set[str] = set()
         now = time.time()
-        seen = {(e.root.name, e.rel) for e in entries}
         with self.db.transaction() as conn:
             for e in came_back:
-                row = known[(e.root.name, e.rel)]
+                row = _row_dict(known[(e.root.name, e.rel)])
                 conn.execute("UPDATE library_files SET status = 'present', missing_since = NULL, seen_at = ?"
                              " WHERE project_id = ? AND root = ? AND rel = ?",
                              (now, self.project_id, e.root.name, e.rel))
                 report.found_again.append(_display(e))
                 affected.add(row["uid"])
             for e, forms in hashed:
-                old = known.get((e.root.name, e.rel))
+                old = _row_dict(known.get((e.root.name, e.rel)))
                 uid = forms.sha256[:16]
                 if old is not None and old["sha256"] != forms.sha256:
                     report.changed.append(_display(e))
@@ -264,12 +269,12 @@ class Scanner:
                      e.st.st_mtime_ns, now))
                 affected.add(uid)
             store_aliases(conn, (forms for _, forms in hashed))
-            for (root, rel), row in known.items():
-                if (root, rel) not in seen and row["status"] == "present":
+            for root, rel, row in ((r, rel, row) for r, rows in unseen.items() for rel, row in rows.items()):
+                if row[4] == "present":
                     conn.execute("UPDATE library_files SET status = 'missing', missing_since = ?"
                                  " WHERE project_id = ? AND root = ? AND rel = ?", (now, self.project_id, root, rel))
                     report.vanished.append(f"{root}:{rel}")
-                    affected.add(row["uid"])
+                    affected.add(row[5])
             # files whose asset was removed from the registry while they stayed in a root
             orphans = conn.execute(
                 "SELECT DISTINCT f.uid FROM library_files f LEFT JOIN assets a ON a.project_id = f.project_id"
@@ -279,14 +284,16 @@ class Scanner:
         prog.update(force=True, phase="register")
         self._reconcile(sorted(affected), report)
 
-    def _known(self, root_names: list[str]) -> dict[tuple[str, str], dict]:
-        if not root_names:
-            return {}
-        cur = self.db.conn.execute(
-            "SELECT root, rel, uid, sha256, size, dev, ino, mtime_ns, status FROM library_files WHERE project_id = ?"
-            f" AND root IN ({','.join('?' * len(root_names))})", (self.project_id, *root_names))
-        cols = ("root", "rel", "uid", "sha256", "size", "dev", "ino", "mtime_ns", "status")
-        return {(r[0], r[1]): dict(zip(cols, r, strict=True)) for r in cur}
+    def _known(self, root_name: str) -> dict[str, tuple]:
+        """What the last scan saw in a root: rel -> (dev, ino, size, mtime_ns, status, uid, sha256)."""
+        cur = self.db.conn.cursor()
+        cur.row_factory = None  # plain tuples: a rescan reads one row per file
+        try:
+            cur.execute("SELECT rel, dev, ino, size, mtime_ns, status, uid, sha256 FROM library_files"
+                        " WHERE project_id = ? AND root = ?", (self.project_id, root_name))
+            return {r[0]: r[1:] for r in cur}
+        finally:
+            cur.close()
 
     def _hash(self, todo: list[_Entry], report: ScanReport, prog: _Progress) -> list[tuple[_Entry, HashForms]]:
         """Forms of new and changed files: the hash cache first (batched), then one read each."""
@@ -360,6 +367,12 @@ class Scanner:
         row = self.db.conn.execute("SELECT uid FROM library_files WHERE project_id = ? AND root = ? AND rel = ?"
                                    " AND status = 'present'", (self.project_id, name, inner)).fetchone()
         return row is not None and row[0] != uid
+
+
+def _row_dict(row: tuple | None) -> dict | None:
+    if row is None:
+        return None
+    return dict(zip(("dev", "ino", "size", "mtime_ns", "status", "uid", "sha256"), row, strict=True))
 
 
 def _display(e: _Entry) -> str:
