@@ -229,7 +229,7 @@ class Scanner:
                     nbytes += st.st_size
                     row = rows.pop(rel, None)
                     if row is not None and row[:4] == cache_key(st):
-                        if row[4] != "present":
+                        if not row[4]:
                             came_back.append(_Entry(root, rel, path, st))
                             known[(root.name, rel)] = row
                         continue
@@ -250,14 +250,14 @@ class Scanner:
         now = time.time()
         with self.db.transaction() as conn:
             for e in came_back:
-                row = _row_dict(known[(e.root.name, e.rel)])
+                row = self._full_row(conn, e.root.name, e.rel)
                 conn.execute("UPDATE library_files SET status = 'present', missing_since = NULL, seen_at = ?"
                              " WHERE project_id = ? AND root = ? AND rel = ?",
                              (now, self.project_id, e.root.name, e.rel))
                 report.found_again.append(_display(e))
                 affected.add(row["uid"])
             for e, forms in hashed:
-                old = _row_dict(known.get((e.root.name, e.rel)))
+                old = self._full_row(conn, e.root.name, e.rel) if (e.root.name, e.rel) in known else None
                 uid = forms.sha256[:16]
                 if old is not None and old["sha256"] != forms.sha256:
                     report.changed.append(_display(e))
@@ -270,11 +270,11 @@ class Scanner:
                 affected.add(uid)
             store_aliases(conn, (forms for _, forms in hashed))
             for root, rel, row in ((r, rel, row) for r, rows in unseen.items() for rel, row in rows.items()):
-                if row[4] == "present":
+                if row[4]:
                     conn.execute("UPDATE library_files SET status = 'missing', missing_since = ?"
                                  " WHERE project_id = ? AND root = ? AND rel = ?", (now, self.project_id, root, rel))
                     report.vanished.append(f"{root}:{rel}")
-                    affected.add(row[5])
+                    affected.add(self._full_row(conn, root, rel)["uid"])
             # files whose asset was removed from the registry while they stayed in a root
             orphans = conn.execute(
                 "SELECT DISTINCT f.uid FROM library_files f LEFT JOIN assets a ON a.project_id = f.project_id"
@@ -285,15 +285,21 @@ class Scanner:
         self._reconcile(sorted(affected), report)
 
     def _known(self, root_name: str) -> dict[str, tuple]:
-        """What the last scan saw in a root: rel -> (dev, ino, size, mtime_ns, status, uid, sha256)."""
+        """What the last scan saw in a root: rel -> (dev, ino, size, mtime_ns, present?); the rest of a
+        row (uid, sha256) is read only for the few files that changed or vanished."""
         cur = self.db.conn.cursor()
         cur.row_factory = None  # plain tuples: a rescan reads one row per file
         try:
-            cur.execute("SELECT rel, dev, ino, size, mtime_ns, status, uid, sha256 FROM library_files"
+            cur.execute("SELECT rel, dev, ino, size, mtime_ns, status = 'present' FROM library_files"
                         " WHERE project_id = ? AND root = ?", (self.project_id, root_name))
             return {r[0]: r[1:] for r in cur}
         finally:
             cur.close()
+
+    def _full_row(self, conn, root: str, rel: str) -> dict:
+        row = conn.execute("SELECT uid, sha256, status FROM library_files WHERE project_id = ? AND root = ? AND rel = ?",
+                           (self.project_id, root, rel)).fetchone()
+        return {"uid": row[0], "sha256": row[1], "status": row[2]}
 
     def _hash(self, todo: list[_Entry], report: ScanReport, prog: _Progress) -> list[tuple[_Entry, HashForms]]:
         """Forms of new and changed files: the hash cache first (batched), then one read each."""
@@ -367,12 +373,6 @@ class Scanner:
         row = self.db.conn.execute("SELECT uid FROM library_files WHERE project_id = ? AND root = ? AND rel = ?"
                                    " AND status = 'present'", (self.project_id, name, inner)).fetchone()
         return row is not None and row[0] != uid
-
-
-def _row_dict(row: tuple | None) -> dict | None:
-    if row is None:
-        return None
-    return dict(zip(("dev", "ino", "size", "mtime_ns", "status", "uid", "sha256"), row, strict=True))
 
 
 def _display(e: _Entry) -> str:
