@@ -185,3 +185,24 @@ def test_an_unplugged_root_is_reported_and_its_files_not_marked_missing(ws, mode
     report = scan_library(ws=ws, registry=r)
     assert "root not readable" in report.errors[0]["error"]
     assert report.vanished == [] and report.missing == []
+
+
+def test_the_enforcer_audits_in_place_assets_and_changes_no_library_file(ws, models):
+    from comfyvn.registry.rebuild import audit_sidecars
+
+    r = reg(ws)
+    scan_library(ws=ws, registry=r)
+    before = {p: p.read_bytes() for p in models.rglob("*") if p.is_file()}
+    report = audit_sidecars(r, fix=False)
+    # tags come from folders and names at registration; a licence only from identification
+    assert {f["kind"] for f in report["findings"]} == {"missing_license"}, report["findings"]
+    lora = models / "loras" / "style.safetensors"
+    uid = hash_bytes(lora.read_bytes()).sha256[:16]
+    Path(r.get_asset(uid)["sidecar"]).unlink()
+    (models / "vae" / "sdxl_vae.safetensors").unlink()
+    del before[models / "vae" / "sdxl_vae.safetensors"]
+    report = audit_sidecars(r, fix=True)
+    kinds = {(f["kind"], f["uid"]) for f in report["findings"]}
+    assert ("missing_sidecar", uid) in kinds and any(k == "missing_file" for k, _ in kinds)
+    assert Path(r.get_asset(uid)["sidecar"]).is_file()  # rewritten into the mirror
+    assert {p: p.read_bytes() for p in models.rglob("*") if p.is_file()} == before  # nothing in the library touched

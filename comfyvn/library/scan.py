@@ -28,6 +28,7 @@ from filelock import FileLock, Timeout
 from ..config import Workspace, existing_workspace, get_setting
 from ..hashforms import HashForms
 from ..hooks.events import emit
+from ..registry.rebuild import derive_tags
 from .aliases import store_aliases
 from .hashcache import HashCache, cache_key
 from .roots import (
@@ -350,8 +351,9 @@ class Scanner:
             if asset is None:
                 if files and files[0]["root"] in roots:
                     f = files[0]
-                    to_register.append({"rel": paths[0], "asset_type": type_for(roots[f["root"]], f["rel"]),
-                                        "sha256": f["sha256"], "size": f["size"]})
+                    kind = type_for(roots[f["root"]], f["rel"])
+                    to_register.append({"rel": paths[0], "asset_type": kind, "sha256": f["sha256"], "size": f["size"],
+                                        "tags": derive_tags(f["rel"], kind)})
                 continue
             if not asset["path"].startswith(IN_PLACE_PREFIX) or asset["path"] in paths:
                 continue  # a registered file of the assets root, or its library file is still there
