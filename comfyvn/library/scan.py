@@ -343,9 +343,15 @@ class Scanner:
                     f" AND uid IN ({','.join('?' * len(chunk))}) ORDER BY root, rel", (self.project_id, *chunk)):
                 present.setdefault(r[0], []).append({"root": r[1], "rel": r[2], "sha256": r[3], "size": r[4]})
         roots = {r.name: r for r in library_roots(self.ws)}
+        registered: set[str] = set()
+        for start in range(0, len(uids), 500):
+            chunk = uids[start:start + 500]
+            registered.update(r[0] for r in self.db.conn.execute(
+                f"SELECT uid FROM assets WHERE project_id = ? AND uid IN ({','.join('?' * len(chunk))})",
+                (self.project_id, *chunk)))
         to_register: list[dict] = []
         for uid in uids:
-            asset = self.registry.get_asset(uid)
+            asset = self.registry.get_asset(uid) if uid in registered else None
             files = present.get(uid, [])
             paths = [in_place_rel(f["root"], f["rel"]) for f in files]
             if asset is None:
