@@ -206,3 +206,16 @@ def test_the_enforcer_audits_in_place_assets_and_changes_no_library_file(ws, mod
     assert ("missing_sidecar", uid) in kinds and any(k == "missing_file" for k, _ in kinds)
     assert Path(r.get_asset(uid)["sidecar"]).is_file()  # rewritten into the mirror
     assert {p: p.read_bytes() for p in models.rglob("*") if p.is_file()} == before  # nothing in the library touched
+
+
+def test_a_removed_in_place_asset_is_registered_again_by_the_next_scan(ws, models):
+    """The roots describe what is on disk: an asset removed from the registry while its file stays
+    comes back at the next scan (found through the removal events, not a query over every file)."""
+    r = reg(ws)
+    scan_library(ws=ws, registry=r)
+    uid = hash_bytes((models / "embeddings" / "neg.pt").read_bytes()).sha256[:16]
+    r.remove_asset_record(uid)
+    report = scan_library(ws=ws, registry=r)
+    assert report.registered == [uid] and report.hashed_files == 0
+    assert r.get_asset(uid)["abs_path"] == str(models / "embeddings" / "neg.pt")
+    assert scan_library(ws=ws, registry=r).registered == []

@@ -27,7 +27,7 @@ from filelock import FileLock, Timeout
 
 from ..config import Workspace, existing_workspace, get_setting
 from ..hashforms import HashForms
-from ..hooks.events import emit
+from ..hooks.events import emit, last_event_id, oldest_event_id
 from ..registry.rebuild import derive_tags
 from .aliases import store_aliases
 from .hashcache import HashCache, cache_key
@@ -202,6 +202,7 @@ class Scanner:
         try:
             before = self.cache.counters()
             prog = _Progress(self, progress)
+            mark = last_event_id(self.db.conn)  # removals after this are found by the next scan's _orphans
             self.event("on_library_scan_started", {"roots": report.roots})
             self._scan(roots, report, prog)
             after = self.cache.counters()
@@ -209,7 +210,7 @@ class Scanner:
             report.hashed_files, report.hashed_bytes = report.cache["files_read"], report.cache["bytes_read"]
             report.seconds = time.monotonic() - started
             prog.update(force=True, phase="done")
-            self.event("on_library_scan_finished", report.summary())
+            self.event("on_library_scan_finished", {**report.summary(), "event_mark": mark})
         finally:
             lock.release()
         return report
@@ -276,14 +277,29 @@ class Scanner:
                                  " WHERE project_id = ? AND root = ? AND rel = ?", (now, self.project_id, root, rel))
                     report.vanished.append(f"{root}:{rel}")
                     affected.add(self._full_row(conn, root, rel)["uid"])
-            # files whose asset was removed from the registry while they stayed in a root
-            orphans = conn.execute(
-                "SELECT DISTINCT f.uid FROM library_files f LEFT JOIN assets a ON a.project_id = f.project_id"
-                " AND a.uid = f.uid WHERE f.project_id = ? AND f.status = 'present' AND a.uid IS NULL",
-                (self.project_id,)).fetchall()
-            affected.update(r[0] for r in orphans)
+            affected.update(self._orphans(conn))
         prog.update(force=True, phase="register")
         self._reconcile(sorted(affected), report)
+
+    def _orphans(self, conn) -> list[str]:
+        """Uids of files still in a root whose asset was removed from the registry: from the
+        ``on_asset_removed`` events since the last scan began (O(removals)), or, when the log no
+        longer reaches back that far, one query over every library file."""
+        row = conn.execute("SELECT data FROM events WHERE topic = 'on_library_scan_finished' AND project_id = ?"
+                           " ORDER BY id DESC LIMIT 1", (self.project_id,)).fetchone()
+        mark = json.loads(row[0]).get("event_mark") if row else None
+        if isinstance(mark, int) and oldest_event_id(conn) <= mark + 1:
+            uids = {json.loads(r[0]).get("uid") for r in conn.execute(
+                "SELECT data FROM events WHERE topic = 'on_asset_removed' AND id > ? AND project_id = ?",
+                (mark, self.project_id))}
+            return [u for u in uids if isinstance(u, str) and conn.execute(
+                "SELECT 1 FROM library_files f WHERE f.project_id = ? AND f.uid = ? AND f.status = 'present' AND NOT"
+                " EXISTS (SELECT 1 FROM assets a WHERE a.project_id = f.project_id AND a.uid = f.uid)",
+                (self.project_id, u)).fetchone()]
+        return [r[0] for r in conn.execute(
+            "SELECT DISTINCT f.uid FROM library_files f LEFT JOIN assets a ON a.project_id = f.project_id"
+            " AND a.uid = f.uid WHERE f.project_id = ? AND f.status = 'present' AND a.uid IS NULL",
+            (self.project_id,))]
 
     def _known(self, root_name: str) -> dict[str, tuple]:
         """What the last scan saw in a root: rel -> (dev, ino, size, mtime_ns, present?); the rest of a
