@@ -94,8 +94,9 @@ async def test_a_second_scan_is_409_and_bad_roots_400(api, ws, root):
         assert code == 409 and err["error"] == "scan_running"
     finally:
         holder.lock.release()
-    code, err = await api("POST", "/library/scan", body={"roots": ["nope"]})
-    assert code == 400 and "not a configured library root" in err["message"]
+    for outside in (["nope"], ["/etc"], [str(root.parent)], [str(root / "..")]):  # only configured roots
+        code, err = await api("POST", "/library/scan", body={"roots": outside})
+        assert code == 400 and "not a configured library root" in err["message"], outside
     code, err = await api("POST", "/library/scan", body={"roots": "comfy", "extra": 1})
     assert code == 400
 

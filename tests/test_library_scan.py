@@ -219,3 +219,14 @@ def test_a_removed_in_place_asset_is_registered_again_by_the_next_scan(ws, model
     assert report.registered == [uid] and report.hashed_files == 0
     assert r.get_asset(uid)["abs_path"] == str(models / "embeddings" / "neg.pt")
     assert scan_library(ws=ws, registry=r).registered == []
+
+
+def test_a_file_name_that_is_not_utf8_text_is_reported_and_the_scan_goes_on(ws, models):
+    with open(os.path.join(os.fsencode(models / "loras"), b"bad\xff.safetensors"), "wb") as fh:
+        fh.write(b"not utf-8 named")
+    make(models / "loras" / "two\nlines.safetensors", b"newline in the name")
+    report = scan_library(ws=ws, registry=reg(ws))
+    refused = [e for e in report.errors if "not printable UTF-8" in e["error"]]
+    assert len(refused) == 2 and "bad\\xff" in " ".join(e["path"] for e in refused)
+    assert len(report.registered) == 6  # every other file made it
+    json.dumps(report.to_dict())  # the report itself is valid JSON text

@@ -121,6 +121,10 @@ def walk_root(root: LibraryRoot, errors: list[dict], *,
             name = entry.name
             if name.startswith(".") or name.endswith(SIDECAR_SUFFIX):
                 continue
+            if not name.isprintable() or _undecodable(name):  # a registry path must be UTF-8 text on one line
+                errors.append({"root": root.name, "path": os.fsencode(entry.path).decode("utf-8", "backslashreplace"),
+                               "error": "file name is not printable UTF-8 text; rename it to register it"})
+                continue
             rel = f"{rel_dir}/{name}" if rel_dir else name
             try:
                 is_link = entry.is_symlink()
@@ -142,6 +146,14 @@ def walk_root(root: LibraryRoot, errors: list[dict], *,
                 stack.append((entry.path, rel))
             elif stat_mod.S_ISREG(st.st_mode):
                 yield rel, entry.path, st
+
+
+def _undecodable(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+        return True
+    return False
 
 
 class _Progress:
