@@ -230,3 +230,17 @@ def test_a_file_name_that_is_not_utf8_text_is_reported_and_the_scan_goes_on(ws, 
     assert len(refused) == 2 and "bad\\xff" in " ".join(e["path"] for e in refused)
     assert len(report.registered) == 6  # every other file made it
     json.dumps(report.to_dict())  # the report itself is valid JSON text
+
+
+def test_the_workspace_internals_and_credentials_are_never_registered(ws, models):
+    (models / "loras" / "db-link").symlink_to(ws.db_path)
+    (models / "loras" / "ws-config").symlink_to(ws.root / "config", target_is_directory=True)
+    os.link(ws.config_file, models / "loras" / "hardlinked-config.safetensors")
+    make(models / "loras" / "id_rsa", b"-----BEGIN OPENSSH PRIVATE KEY-----")
+    make(models / "loras" / "server.pem", b"-----BEGIN CERTIFICATE-----")
+    report = scan_library(ws=ws, registry=reg(ws))
+    skipped = {Path(e["path"]).name for e in report.errors}
+    assert {"db-link", "ws-config", "hardlinked-config.safetensors", "id_rsa", "server.pem"} <= skipped
+    assert len(report.registered) == 6
+    r = reg(ws)
+    assert not [a for a in r.iter_assets() if "db-link" in a["path"] or "config" in a["path"]]

@@ -29,6 +29,7 @@ from ..config import Workspace, existing_workspace, get_setting
 from ..hashforms import HashForms
 from ..hooks.events import emit, last_event_id, oldest_event_id
 from ..registry.rebuild import derive_tags
+from ..sources import WORKSPACE_INTERNALS, sensitive_name
 from .aliases import store_aliases
 from .hashcache import HashCache, cache_key
 from .roots import (
@@ -94,12 +95,15 @@ class ScanReport:
                 "hashed_bytes": self.hashed_bytes, "seconds": round(self.seconds, 3)}
 
 
-def walk_root(root: LibraryRoot, errors: list[dict], *,
-              skip: set[str] | None = None) -> Iterator[tuple[str, str, os.stat_result]]:
+def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = None,
+              refused: set[tuple[int, int]] | None = None) -> Iterator[tuple[str, str, os.stat_result]]:
     """``(rel, path, stat)`` of every regular file below ``root`` (symlinks followed, loops and
     unreadable folders reported in ``errors``); ``OSError`` when the root itself cannot be read.
 
-    Dot-names, sidecars (``*.asset.json``) and the folders in ``skip`` are left out."""
+    Dot-names, sidecars (``*.asset.json``), key and credential files, the folders in ``skip``
+    and the folders or files whose (device, inode) is in ``refused`` (the workspace's own
+    database, config, logs and cache, also through a symlink or a hard link) are left out."""
+    refused = refused or set()
     base = str(root.path)
     try:
         top = os.stat(base)
@@ -134,8 +138,12 @@ def walk_root(root: LibraryRoot, errors: list[dict], *,
                                "error": f"cannot stat: {exc.strerror or exc}" + (" (broken symlink)"
                                                                                   if entry.is_symlink() else "")})
                 continue
+            key = (st.st_dev, st.st_ino)
+            if key in refused:
+                errors.append({"root": root.name, "path": entry.path, "error": "the workspace's own files (database, "
+                               "config, logs, cache) are never registered; skipped"})
+                continue
             if stat_mod.S_ISDIR(st.st_mode):
-                key = (st.st_dev, st.st_ino)
                 if entry.path in skip:
                     continue
                 if key in seen_dirs:
@@ -145,7 +153,29 @@ def walk_root(root: LibraryRoot, errors: list[dict], *,
                 seen_dirs.add(key)
                 stack.append((entry.path, rel))
             elif stat_mod.S_ISREG(st.st_mode):
+                if sensitive_name([name]) is not None:  # keys and credentials are never read
+                    errors.append({"root": root.name, "path": entry.path,
+                                   "error": "a key or credential file name; never registered"})
+                    continue
                 yield rel, entry.path, st
+
+
+def _workspace_identities(ws: Workspace) -> set[tuple[int, int]]:
+    """(device, inode) of the workspace's internal folders and of its database and config files."""
+    out: set[tuple[int, int]] = set()
+    db = str(ws.db_path)
+    try:
+        config_files = [str(p) for p in ws.config_file.parent.iterdir()]
+    except OSError:
+        config_files = []
+    for path in (*(str(ws.root / name) for name in WORKSPACE_INTERNALS), db, db + "-wal", db + "-shm",
+                 db + "-journal", *config_files):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return out
 
 
 def _undecodable(name: str) -> bool:
@@ -234,11 +264,12 @@ class Scanner:
         came_back: list[_Entry] = []
         known: dict[tuple[str, str], tuple] = {}  # the last scan's rows of new/changed/returned files
         unseen: dict[str, dict[str, tuple]] = {}  # per available root: rows of files not seen this time
+        refused = _workspace_identities(self.ws)
         for root in roots:
             rows = self._known(root.name)
             files = nbytes = 0
             try:  # one pass: stat, compare with the last scan, keep only what changed
-                for rel, path, st in walk_root(root, report.errors, skip=skip):
+                for rel, path, st in walk_root(root, report.errors, skip=skip, refused=refused):
                     files += 1
                     nbytes += st.st_size
                     row = rows.pop(rel, None)
