@@ -18,6 +18,7 @@ from comfyvn.hooks.events import read_events
 from comfyvn.library.scan import Scanner
 from comfyvn.store import get_database
 from comfyvn.studio.core.asset_registry import AssetRegistry
+from tests.fakes.provider_server import provider_servers_fixture  # noqa: F401
 
 OLD_NS = 1_600_000_000 * 10**9
 
@@ -106,3 +107,21 @@ async def test_library_routes_require_the_token(api, root):
                          ("GET", "/library/duplicates"), ("GET", f"/assets/by-hash/{'a' * 10}")):
         code, body = await api(method, path, headers={"Authorization": "token nope"})
         assert code == 403 and body["error"] == "forbidden", (method, path)
+
+
+async def test_identify_over_http_against_the_fake_civitai(api, ws, root, provider_servers):
+    fp = provider_servers
+    update_config({"ingest": {"providers": {"civitai": {"rate_limit_rps": 100, "rate_limit_burst": 5}}}}, ws)
+    known = root / "loras" / "known.safetensors"
+    known.write_bytes(fp.civitai_file(1094417).all_bytes())
+    os.utime(known, ns=(OLD_NS, OLD_NS))
+    code, _ = await api("POST", "/library/scan", body={})
+    assert code == 202
+    await wait_finished(ws)
+    code, result = await api("POST", "/library/identify")
+    assert code == 200 and result["calls"] == 1 and [m["title"] for m in result["matched"]]
+    assert result["not_found"] == 2 and result["huggingface"] == []
+    code, rec = await api("GET", f"/assets/by-hash/{fp.civitai_file(1094417).sha256[:10]}")
+    assert code == 200 and rec["origin"] == "civitai"
+    code, again = await api("POST", "/library/identify")
+    assert code == 200 and again["calls"] == 0 and again["skipped_negative"] == 2
