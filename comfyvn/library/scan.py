@@ -35,6 +35,7 @@ from ..sources import WORKSPACE_INTERNALS, sensitive_name
 from ..studio.core.asset_registry import AssetRegistry
 from .aliases import store_aliases
 from .hashcache import HashCache, cache_key
+from .identify import identify_unidentified
 from .roots import (
     IN_PLACE_PREFIX,
     MIRROR_DIR,
@@ -481,8 +482,6 @@ def scan_library(roots: list[str] | None = None, *, project: str | None = None, 
     scanner = Scanner(ws, project, registry=registry)
     report = scanner.run(roots, progress=progress)
     if identify:
-        from .identify import identify_unidentified
-
         report.identify = identify_unidentified(scanner.registry).to_dict()
     return report
 
@@ -502,8 +501,6 @@ def start_scan(registry, roots: list[str] | None = None, *, identify: bool = Fal
         try:
             scanner.run([r.name for r in chosen])
             if identify:
-                from .identify import identify_unidentified
-
                 identify_unidentified(scanner.registry)
         except Exception:
             log.exception("library scan %s of project %s failed", scanner.scan_id, registry.project_id)
