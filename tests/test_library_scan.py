@@ -146,6 +146,33 @@ def test_removing_an_in_place_asset_never_touches_its_file(ws, models):
     assert path.is_file() and not sidecar.exists()
 
 
+def test_hook_payloads_of_an_in_place_asset_name_its_file_and_its_mirror_sidecar(ws, models):
+    """The registry's parts (records, removal) resolve @library paths in hook payloads too, not
+    only in the records callers read: a listener never sees a path inside the assets root."""
+    r = reg(ws)
+    seen: list[tuple[str, dict]] = []
+    hooks = {event: (lambda payload, event=event: seen.append((event, payload)))
+             for event in (r.HOOK_ASSET_REGISTERED, r.HOOK_SIDECAR_WRITTEN, r.HOOK_ASSET_REMOVED)}
+    for event, callback in hooks.items():
+        r.add_hook(event, callback)
+    try:
+        scan_library(ws=ws, registry=r)
+        path = models / "vae" / "sdxl_vae.safetensors"
+        uid = hash_bytes(path.read_bytes()).sha256[:16]
+        sidecar = r.get_asset(uid)["sidecar"]
+        assert str(ws.root) in sidecar and Path(sidecar).is_file()  # the mirror inside the workspace
+        r.remove_asset_record(uid)
+    finally:
+        for event, callback in hooks.items():
+            r.remove_hook(event, callback)
+    mine = {event: payload for event, payload in seen if payload["uid"] == uid}
+    assert mine[r.HOOK_ASSET_REGISTERED]["path"] == str(path)
+    assert mine[r.HOOK_ASSET_REGISTERED]["sidecar"] == sidecar
+    assert mine[r.HOOK_SIDECAR_WRITTEN]["sidecar"] == sidecar
+    assert mine[r.HOOK_ASSET_REMOVED]["path"] == str(path) and mine[r.HOOK_ASSET_REMOVED]["sidecar"] == sidecar
+    assert path.is_file() and not Path(sidecar).exists()  # removed to the trash: only the sidecar went
+
+
 def test_symlink_loop_and_unreadable_file_are_reported_and_the_scan_goes_on(ws, models, monkeypatch):
     (models / "loras" / "loop").symlink_to(models / "loras", target_is_directory=True)
     (models / "loras" / "dangling.safetensors").symlink_to(models / "nowhere")
