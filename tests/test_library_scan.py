@@ -4,6 +4,7 @@ symlink loops and unreadable files, in-place registry semantics."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from comfyvn.config import update_config
 from comfyvn.hashforms import hash_bytes
 from comfyvn.library.scan import Scanner, scan_library
+from comfyvn.registry.sidecars import Sidecars
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 OLD_NS = 1_600_000_000 * 10**9  # outside the hash cache's racy window
@@ -271,3 +273,31 @@ def test_the_workspace_internals_and_credentials_are_never_registered(ws, models
     assert len(report.registered) == 6
     r = reg(ws)
     assert not [a for a in r.iter_assets() if "db-link" in a["path"] or "config" in a["path"]]
+
+
+def test_a_failed_in_place_batch_registers_nothing_and_leaves_no_sidecar_beside_the_files(ws, tmp_path,
+                                                                                       monkeypatch):
+    folder = tmp_path / "beside"
+    files = [make(folder / f"m{i}.safetensors", safetensors(b"model %d" % i * 100)) for i in range(2)]
+    update_config({"library": {"roots": [{"name": "b", "path": str(folder), "layout": "plain",
+                                          "sidecars": "beside"}]}}, ws)
+    items = [{"rel": f"@library/b/{p.name}", "asset_type": "models", "size": p.stat().st_size,
+              "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in files]
+    real_write = Sidecars.write
+    calls = []
+
+    def write_then_fail(self, rec):
+        calls.append(rec["uid"])
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, rec)
+
+    monkeypatch.setattr(Sidecars, "write", write_then_fail)
+    r = reg(ws)
+    with pytest.raises(OSError, match="No space"):
+        r.register_in_place(items)
+    assert len(calls) == 2 and [r.get_asset(i["sha256"][:16]) for i in items] == [None, None]
+    assert sorted(p.name for p in folder.iterdir()) == ["m0.safetensors", "m1.safetensors"]  # no stray sidecar
+    monkeypatch.setattr(Sidecars, "write", real_write)
+    assert [a["abs_path"] for a in r.register_in_place(items)] == [str(p) for p in files]
+    assert all(Path(str(p) + ".asset.json").is_file() for p in files)

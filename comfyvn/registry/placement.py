@@ -154,16 +154,22 @@ class Placement:
                                           merge=Merge({}, record["tags"], None), index=index))
         fired: list[HookCall] = []
         committed: list[RegistrationPlan] = []
-        with self.db.transaction() as conn:
+        try:
+            with self.db.transaction() as conn:
+                for plan in plans:
+                    outcome = self.commit_one(conn, plan, None)
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    if isinstance(outcome, list):
+                        fired.extend(outcome)
+                        committed.append(plan)
+                    elif plan.clash is not None:  # registered a moment ago by another process
+                        results[plan.index] = self.records.public(plan.clash)
+        except BaseException:  # nothing of the batch is registered: leave none of its sidecars behind
             for plan in plans:
-                outcome = self.commit_one(conn, plan, None)
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                if isinstance(outcome, list):
-                    fired.extend(outcome)
-                    committed.append(plan)
-                elif plan.clash is not None:  # registered a moment ago by another process
-                    results[plan.index] = self.records.public(plan.clash)
+                if plan.sidecar_written:
+                    self.root.sidecar_path(plan.record["path"]).unlink(missing_ok=True)
+            raise
         self.listeners.run(fired)
         for plan in committed:
             self.previews.schedule(plan.record)
