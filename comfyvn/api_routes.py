@@ -23,9 +23,9 @@ class Route:
 
 
 #: ingest (auth resource comfyvn:ingest; gated by features.enable_asset_ingest), assets (comfyvn:assets, the
-#: original comfyvn's /api/assets/* included), modder hooks (comfyvn:hooks), licences (comfyvn:licences), the API
-#: description (comfyvn:api)
-AREAS: Final = ("ingest", "assets", "hooks", "licences", "api")
+#: original comfyvn's /api/assets/* included), modder hooks (comfyvn:hooks), licences (comfyvn:licences), library
+#: roots in place (comfyvn:library; ``/assets/by-hash/{hash}`` is an assets route), the API description (comfyvn:api)
+AREAS: Final = ("ingest", "assets", "hooks", "licences", "library", "api")
 
 #: in matching order (specific paths before ``{uid}``)
 ROUTES: Final = (
@@ -45,6 +45,7 @@ ROUTES: Final = (
     Route("/assets/debug/hooks", "compat.DebugHooksHandler", ("GET",), "assets"),  # + the original's registry_hooks
     Route("/assets/debug/modder-hooks", "assets.DebugModderHooksHandler", ("GET",), "assets"),
     Route("/assets/debug/history", "assets.DebugHistoryHandler", ("GET",), "assets"),
+    Route("/assets/by-hash/{hash}", "library.ByHashHandler", ("GET",), "assets"),  # every hash form
     Route("/assets/{uid}", "assets.AssetHandler", ("GET", "PATCH", "DELETE"), "assets"),
     Route("/assets/{uid}/sidecar", "assets.SidecarHandler", ("GET",), "assets"),
     Route("/assets/{uid}/thumbnail", "assets.ThumbnailHandler", ("GET",), "assets"),
@@ -63,6 +64,10 @@ ROUTES: Final = (
     Route("/api/licences/check", "licences.CheckHandler", ("GET",), "licences"),
     Route("/api/licences/manifest", "licences.ManifestHandler", ("GET",), "licences"),
     Route("/api/licences/overrides/{uid}", "licences.OverrideHandler", ("GET", "POST", "DELETE"), "licences"),
+    Route("/api/library", "library.LibraryHandler", ("GET",), "library"),
+    Route("/api/library/scan", "library.ScanHandler", ("POST",), "library"),
+    Route("/api/library/identify", "library.IdentifyHandler", ("POST",), "library"),
+    Route("/api/library/duplicates", "library.DuplicatesHandler", ("GET",), "library"),
     Route("/api/comfyvn/openapi.json", "openapi.OpenAPIHandler", ("GET",), "api"),
 )
 

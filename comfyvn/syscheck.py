@@ -96,6 +96,8 @@ PROBE_DETAILS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/comfyvn/openapi.json", "GET"): {"validate": _has("openapi", "paths")},
     ("/api/licences/check", "GET"): {"params": {"limit": 1}, "validate": _has("counts", "assets")},
     ("/api/licences/manifest", "GET"): {"params": {"format": "json"}, "validate": _has("licences")},
+    ("/api/library", "GET"): {"validate": _has("roots", "last_scan")},
+    ("/api/library/duplicates", "GET"): {"validate": _has("groups", "reclaimable_bytes")},
 }
 
 
@@ -114,6 +116,7 @@ INGEST_PROBES = probes("ingest")
 ASSET_PROBES = probes("assets")
 HOOK_PROBES = probes("hooks", "api")
 LICENCE_PROBES = probes("licences")
+LIBRARY_PROBES = probes("library")
 WS_ROUTES = [route.path for route in api_routes.routes(websocket=True)]
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -135,10 +138,15 @@ PROFILES: dict[str, dict[str, Any]] = {
         "description": "licence check, manifest and override routes, licence hook docs",
         "probes": LICENCE_PROBES, "ws": [], "hooks": topics("licence"), "flags": False,
     },
+    "library": {
+        "description": "library roots, scan, identification and duplicate routes, library hook docs",
+        "probes": LIBRARY_PROBES, "ws": [], "hooks": topics("library"), "flags": False,
+    },
 }
 PROFILES["all"] = {
     "description": "every profile",
-    "probes": INGEST_PROBES + ASSET_PROBES + HOOK_PROBES + LICENCE_PROBES, "ws": WS_ROUTES, "hooks": topics(), "flags": True,
+    "probes": INGEST_PROBES + ASSET_PROBES + HOOK_PROBES + LICENCE_PROBES + LIBRARY_PROBES, "ws": WS_ROUTES,
+    "hooks": topics(), "flags": True,
 }
 
 

@@ -311,12 +311,13 @@ COMPONENTS: dict[str, Any] = {
 def build_openapi(base_url: str = "/") -> dict[str, Any]:
     """The OpenAPI document, with each operation's Jupyter auth resource and action."""
     from .handlers.compat import OPENAPI_OPERATIONS
+    from .handlers.library import OPENAPI_OPERATIONS as LIBRARY_OPERATIONS
     from .handlers.licences import OPENAPI_OPERATIONS as LICENCE_OPERATIONS
     from .routes import ROUTES
 
     resources = {path: getattr(handler, "auth_resource", None) for path, handler in ROUTES}
     paths: dict[str, Any] = {}
-    for path, ops in {**OPERATIONS, **OPENAPI_OPERATIONS, **LICENCE_OPERATIONS}.items():
+    for path, ops in {**OPERATIONS, **OPENAPI_OPERATIONS, **LICENCE_OPERATIONS, **LIBRARY_OPERATIONS}.items():
         paths[path] = {}
         for method, op in ops.items():
             action = "execute" if path.endswith(("/ws", "/stream")) else HTTP_METHOD_TO_AUTH_ACTION[method.upper()]

@@ -15,10 +15,10 @@ from tornado.web import RequestHandler
 from comfyvn.api_routes import ROUTES as ROUTE_TABLE
 
 from . import openapi
-from .handlers import assets, compat, hooks, ingest, licences
+from .handlers import assets, compat, hooks, ingest, library, licences
 
-_MODULES = {"assets": assets, "compat": compat, "hooks": hooks, "ingest": ingest, "licences": licences,
-            "openapi": openapi}
+_MODULES = {"assets": assets, "compat": compat, "hooks": hooks, "ingest": ingest, "library": library,
+            "licences": licences, "openapi": openapi}
 
 
 def handler_class(name: str) -> type[RequestHandler]:

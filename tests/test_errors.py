@@ -104,6 +104,7 @@ BEFORE = {
     # added after the error table (issue 17): they answer by their meaning
     "comfyvn.licences.overrides.OverrideNotFoundError": (404, "override_not_found", "msg"),
     "comfyvn.licences.cli.UsageError": (400, "invalid_request", "msg"),
+    "comfyvn.library.scan.ScanBusyError": (409, "scan_running", "msg"),  # issue 16: one scan per project
     # a request racing the server's shutdown (was a RuntimeError: 500 as well)
     "comfyvn.workbench.WorkbenchClosedError": (500, "internal_error", UNHANDLED.format("WorkbenchClosedError")),
 }

@@ -43,6 +43,8 @@ POST /api/assets/register, GET /api/assets/search?q=, GET /api/assets/{id}.
 POST /api/modder/hooks/webhooks, DELETE /api/modder/hooks/webhooks/{id},
 GET /api/modder/hooks/webhooks/{id}/deliveries, POST /api/modder/hooks/test, /api/comfyvn/openapi.json.
 GET /api/licences/check, /api/licences/manifest?format=md, POST /api/licences/overrides/{uid}.
+GET /assets/by-hash/{hash}, GET /api/library, POST /api/library/scan, POST /api/library/identify,
+GET /api/library/duplicates.
 """
 
 
@@ -132,7 +134,7 @@ def test_usage_errors_exit_2():
 
 
 # ------------------------------------------------------------------------------ live
-@pytest.mark.parametrize("profile", ["p7_asset_ingest_cache", "asset_gallery", "hook_bus", "all"])
+@pytest.mark.parametrize("profile", ["p7_asset_ingest_cache", "asset_gallery", "hook_bus", "library", "all"])
 def test_every_profile_passes_against_a_complete_server(live_server, tmp_path, profile):  # noqa: F811
     docs = write_docs(tmp_path / "docs")
     code, report = run_tool("--profile", profile, "--base", live_server.base_url, "--token", live_server.token,

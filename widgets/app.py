@@ -49,12 +49,19 @@ def _licences(**kw: Any):
     return LicencesDashboard(**kw)
 
 
+def _library(**kw: Any):
+    from .library import LibraryDashboard
+
+    return LibraryDashboard(**kw)
+
+
 DASHBOARDS: dict[str, tuple[str, Callable[..., Any]]] = {
     "gallery": ("Asset gallery", _gallery),
     "queue": ("Ingest queue", _queue),
     "enforcer": ("Sidecar enforcer", _enforcer),
     "hooks": ("Hook monitor", _hooks),
     "licences": ("Licences", _licences),
+    "library": ("Library", _library),
 }
 
 

@@ -23,6 +23,7 @@ from comfyvn.fsutil import UnsafePathError
 from comfyvn.hooks.events import utc_timestamp
 from comfyvn.studio.core.asset_registry import AssetRegistry, AssetRegistryError, normalise_tags
 
+from .library_model import hash_query
 from .selection import SelectionModel
 
 PAGE_SIZE = 48
@@ -220,7 +221,7 @@ class GalleryModel:
             from comfyvn.hooks import get_hook_bus
 
             self.loaded_event_id = get_hook_bus(self.registry.db).last_id()
-            kwargs = self.filter.query_kwargs()
+            kwargs = hash_query(self.registry, self.filter.query_kwargs())  # a pasted hash finds its asset
             cursor = self._cursors.get(self.page_index) if self.page_index else None
             if self.page_index and cursor is not None:
                 page = self.registry.query_assets(limit=self.page_size, cursor=cursor, with_total=True, **kwargs)

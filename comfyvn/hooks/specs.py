@@ -8,7 +8,7 @@ from typing import Any, Final
 from ..errors import InvalidInput
 
 #: the categories of hooks, in the order the API lists them
-CATEGORIES: Final = ("asset", "ingest", "licence", "system")
+CATEGORIES: Final = ("asset", "ingest", "licence", "library", "system")
 
 
 class UnknownHookError(InvalidInput, KeyError):
@@ -104,6 +104,28 @@ _SPECS = [
     HookSpec("on_asset_ingest_updated", "ingest", "Any other job status change (staged, released, "
              "cancelled, retried, duplicate).",
              {**_INGEST_BASE, **_COMMON}, hook_event="ingest_updated"),
+    HookSpec("on_library_scan_started", "library", "A library scan (comfyvn-library scan, POST /api/library/scan) "
+             "started.", {"scan_id": "string: this scan", "project_id": "string: registry project",
+                          "roots": "list[string]: root names being scanned", **_COMMON}, hook_event="library_scan"),
+    HookSpec("on_library_scan_progress", "library", "Progress of a running library scan (at most twice a second).",
+             {"scan_id": "string: this scan", "project_id": "string: registry project",
+              "phase": "string: walk | hash | register | done", "files_done": "int: files hashed so far",
+              "files_total": "int: files to hash (new or changed)", "bytes_done": "int: bytes hashed so far",
+              "bytes_total": "int: bytes to hash", "started_at": "float: epoch seconds the scan started",
+              **_COMMON}, hook_event="library_scan"),
+    HookSpec("on_library_scan_finished", "library", "A library scan finished: its summary.",
+             {"scan_id": "string: this scan", "project_id": "string: registry project",
+              "roots": "list[string]: roots scanned", "files": "int: files seen", "bytes": "int: their bytes",
+              "unchanged": "int: files unchanged since the last scan (not read)",
+              "registered": "int: new assets", "moved": "int: assets whose file moved",
+              "missing": "int: assets with no file left", "errors": "int: folders or files that could not be read",
+              "hashed_files": "int: files read", "hashed_bytes": "int: bytes read", "seconds": "float: duration",
+              **_COMMON}, hook_event="library_scan"),
+    HookSpec("on_library_identified", "library", "Library files were looked up on a provider in bulk.",
+             {"project_id": "string: registry project", "provider": "string: civitai | huggingface",
+              "asked": "int: hashes sent", "calls": "int: requests made", "matched": "int: assets identified",
+              "not_found": "int: hashes the provider does not know (negative cache)", **_COMMON},
+             hook_event="library_identify"),
     HookSpec("on_modder_test", "system", "A sample event emitted by POST /api/modder/hooks/test.",
              {"message": "string", **_COMMON}, hook_event="modder_test"),
 ]

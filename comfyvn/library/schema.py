@@ -23,4 +23,58 @@ HASH_CACHE_MIGRATION: tuple[str, str] = (
     """,
 )
 
-LIBRARY_MIGRATIONS: list[tuple[str, str]] = [HASH_CACHE_MIGRATION]
+LIBRARY_FILES_MIGRATION: tuple[str, str] = (
+    # every file seen under a library root (one asset may have several: byte-identical copies);
+    # ``status`` is present | missing; (dev, ino, size, mtime_ns) of the last scan make an unchanged
+    # file cost one stat.  The negative cache remembers hashes a provider does not know.
+    "library.002_library_files",
+    """
+    CREATE TABLE library_files (
+        project_id TEXT NOT NULL,
+        root TEXT NOT NULL,
+        rel TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        dev INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        missing_since REAL,
+        PRIMARY KEY (project_id, root, rel)
+    );
+    CREATE INDEX library_files_sha ON library_files(sha256);
+    CREATE INDEX library_files_uid ON library_files(project_id, uid);
+    CREATE TABLE library_negative (
+        provider TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        asked_at REAL NOT NULL,
+        PRIMARY KEY (provider, sha256)
+    ) WITHOUT ROWID;
+    CREATE TABLE library_identified (
+        project_id TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        identified_at REAL NOT NULL,
+        PRIMARY KEY (project_id, uid, provider)
+    ) WITHOUT ROWID;
+    """,
+)
+
+HASH_ALIAS_MIGRATION: tuple[str, str] = (
+    # every form a tool displays -> the file's SHA-256 (lower-case hex); looked up by value
+    "library.003_hash_aliases",
+    """
+    CREATE TABLE hash_aliases (
+        value TEXT NOT NULL,
+        form TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        PRIMARY KEY (value, form, sha256)
+    ) WITHOUT ROWID;
+    CREATE INDEX hash_aliases_sha ON hash_aliases(sha256);
+    """,
+)
+
+LIBRARY_MIGRATIONS: list[tuple[str, str]] = [HASH_CACHE_MIGRATION, LIBRARY_FILES_MIGRATION, HASH_ALIAS_MIGRATION]

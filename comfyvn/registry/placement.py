@@ -33,7 +33,7 @@ from ..store import Database
 from .errors import AssetCollisionError, AssetRegistryError
 from .journal import MoveJournal
 from .listeners import HOOK_ASSET_REGISTERED, HOOK_SIDECAR_WRITTEN, HookCall, Listeners
-from .paths import INCOMING_DIR, SIDECAR_SUFFIX, AssetsRoot
+from .paths import IN_PLACE_PREFIX, INCOMING_DIR, SIDECAR_SUFFIX, AssetsRoot
 from .previews import Previews
 from .records import UNSET, Records, deep_merge, normalise_tags, split_metadata, stated_terms
 from .sidecars import Sidecars
@@ -119,6 +119,61 @@ class Placement:
             for plan in plans:
                 if plan.tmp is not None:
                     plan.tmp.unlink(missing_ok=True)
+        return results  # type: ignore[return-value]
+
+    def register_in_place(self, items: list[dict], *, origin: str = "library") -> list[dict]:
+        """Register files of library roots where they lie (one transaction; see
+        :meth:`AssetRegistry.register_in_place`).  Nothing is journalled: no file is placed, so
+        nothing is left to undo."""
+        now = time.time()
+        plans: list[RegistrationPlan] = []
+        results: list[dict | None] = [None] * len(items)
+        for index, item in enumerate(items):
+            rel = str(item["rel"])
+            if not self.root.in_place(rel):
+                raise ValueError(f"{rel!r} is not a library path ({IN_PLACE_PREFIX}<root>/<path>)")
+            if not TYPE_NAME_RE.match(item["asset_type"]) or not DIGEST_RE.match(item["sha256"]):
+                raise ValueError(f"bad asset type or SHA-256 for {rel!r}")
+            digest = item["sha256"].lower()
+            existing = self.records.row(digest[:16])
+            if existing is not None:
+                results[index] = self.records.public(existing)
+                continue
+            where = self.root.abs_str(rel)
+            prov = {"source": item.get("source") or where, "provider": origin, "digest": digest,
+                    "terms_acknowledged": False, "provider_metadata": {}, "in_place": True}
+            record: dict[str, Any] = {
+                "uid": digest[:16], "type": item["asset_type"], "path": rel, "hash": digest,
+                "bytes": int(item["size"]), "tags": normalise_tags(item.get("tags")), "license": None,
+                "origin": origin, "version": 1, "created_at": now, "updated_at": now,
+                "meta": dict(item.get("metadata") or {}), "preview": self.previews.preview_for(digest[:16], rel),
+                "provenance": prov, "license_terms": rights.asset_rights(None, None, base_model=None)}
+            record["license_known"] = rights.licence_known(None, record["license_terms"])
+            self.root.sidecar_path(rel).parent.mkdir(parents=True, exist_ok=True)
+            plans.append(RegistrationPlan(record=record, op="adopt", source=Path(where), final=Path(where), tmp=None,
+                                          merge=Merge({}, record["tags"], None), index=index))
+        fired: list[HookCall] = []
+        committed: list[RegistrationPlan] = []
+        try:
+            with self.db.transaction() as conn:
+                for plan in plans:
+                    outcome = self.commit_one(conn, plan, None)
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    if isinstance(outcome, list):
+                        fired.extend(outcome)
+                        committed.append(plan)
+                    elif plan.clash is not None:  # registered a moment ago by another process
+                        results[plan.index] = self.records.public(plan.clash)
+        except BaseException:  # nothing of the batch is registered: leave none of its sidecars behind
+            for plan in plans:
+                if plan.sidecar_written:
+                    self.root.sidecar_path(plan.record["path"]).unlink(missing_ok=True)
+            raise
+        self.listeners.run(fired)
+        for plan in committed:
+            self.previews.schedule(plan.record)
+            results[plan.index] = self.records.public(plan.record)
         return results  # type: ignore[return-value]
 
     def plan(self, source_path: str | os.PathLike[str], asset_type: str, *,

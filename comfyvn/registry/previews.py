@@ -111,6 +111,30 @@ class Previews:
             self.mark(conn, rec, "pending")
         get_thumbnailer().submit(self.make, rec["uid"], rec["path"], rec["preview"])
 
+    def set_image(self, uid: str, image: Path) -> dict[str, dict]:
+        """Make an asset's thumbnails from another image (a model's preview from its provider), now,
+        on the caller's thread; the row's preview and status rows follow, its sidecar is marked
+        pending (the caller syncs it).  Returns :meth:`status`."""
+        rec = self.records.require(uid)
+        sizes = [str(s) for s in get_setting("registry.thumbnail_sizes", [256, 512], self.ws)]
+        preview = {"kind": "image", "thumbnails": {s: thumb_rel(uid, s) for s in sizes}, "source": "provider"}
+        max_pixels = max_pixels_setting(self.ws)
+        done: list[tuple[str, str, str | None]] = []
+        for size in sizes:
+            try:
+                write_preview(Path(image), self.thumbnails_root / thumb_rel(uid, size), size, max_pixels=max_pixels)
+                done.append((size, "ready", None))
+            except Exception as exc:  # a broken preview is recorded, never listed as present
+                done.append((size, "failed", f"{type(exc).__name__}: {exc}"))
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE assets SET preview = ?, sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
+                         (json.dumps(preview), self.project_id, rec["uid"]))
+            conn.executemany(
+                "INSERT OR REPLACE INTO thumbnails(project_id, uid, size, path, status, error, updated_at)"
+                " VALUES (?,?,?,?,?,?,?)",
+                [(self.project_id, uid, s, thumb_rel(uid, s), st, err, time.time()) for s, st, err in done])
+        return self.status(uid)
+
     def status(self, uid: str) -> dict[str, dict]:
         """``{size: {"path", "status": pending|ready|failed, "error"}}`` for an asset."""
         rows = self.db.query("SELECT size, path, status, error FROM thumbnails WHERE project_id = ? AND uid = ?",

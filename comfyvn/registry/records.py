@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import rights
 from ..kinds import normalise_tags
+from ..library.aliases import candidate_sha256s
 from ..store import Database
 from .errors import AssetCollisionError, AssetNotFoundError
 from .paths import SIDECAR_SUFFIX, AssetsRoot
@@ -238,8 +239,8 @@ class Records:
     def public(self, rec: dict) -> dict:
         out = {k: v for k, v in rec.items() if k not in ("sidecar_pending", "project_id")}
         out["project_id"] = self.project_id
-        out["abs_path"] = abs_path = self.root.abs_str(rec["path"])
-        out["sidecar"] = abs_path + SIDECAR_SUFFIX
+        out["abs_path"] = self.root.abs_str(rec["path"])
+        out["sidecar"] = self.root.sidecar_str(rec["path"])
         out["meta"] = meta = meta_view(rec)
         # the original registry's keys: id, thumb (relative to THUMB_ROOT) and links (relative paths)
         preview = meta["preview"]
@@ -258,19 +259,40 @@ class Records:
         payload = {"uid": rec["uid"], "type": rec["type"], "path": abs_path}
         if include_meta:
             payload["meta"] = meta_view(rec)
-        payload["sidecar"] = abs_path + SIDECAR_SUFFIX
+        payload["sidecar"] = self.root.sidecar_str(rec["path"])
         return payload
 
     def sidecar_payload(self, rec: dict) -> dict:
-        return {"uid": rec["uid"], "type": rec["type"], "sidecar": self.root.abs_str(rec["path"]) + SIDECAR_SUFFIX,
+        return {"uid": rec["uid"], "type": rec["type"], "sidecar": self.root.sidecar_str(rec["path"]),
                 "rel_path": rec["path"]}
 
     # ------------------------------------------------------------------ queries
     def find_by_hash(self, digest: str) -> dict | None:
-        digest = digest.lower()  # the uid is the digest's first 16 digits: a primary-key lookup
-        row = self.db.query_one("SELECT * FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
-                                (self.project_id, digest[:16], digest))
-        return self.public(self.decode(row)) if row else None
+        return self.find_by_any_hash(digest)  # every hash form (comfyvn.library.aliases)
+
+    def find_by_any_hash(self, value: str, *, strict: bool = False) -> dict | None:
+        """The asset whose file shows ``value`` in any hash form: SHA-256, BLAKE3, CRC32, AutoV1,
+        AutoV2, AutoV3, full or as the tools display them, any case, with ``blake3:`` /
+        ``sha256:`` tags or A1111's brackets.  None when no asset does; text that is no hash gives
+        None, or ``ValueError`` with the reason when ``strict``."""
+        conn = self.db.conn
+        try:
+            shas, query = candidate_sha256s(conn, str(value))
+        except ValueError:
+            if strict:
+                raise
+            return None
+        for sha in shas:  # the uid is the digest's first 16 digits: a primary-key lookup each
+            row = conn.execute("SELECT * FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
+                               (self.project_id, sha[:16], sha)).fetchone()
+            if row is not None:
+                return self.public(self.decode(row))
+        if {"autov2", "sha256_short"} & set(query.forms):  # SHA-256 prefixes: files hashed before aliases
+            row = conn.execute("SELECT * FROM assets WHERE project_id = ? AND uid >= ? AND uid < ? ORDER BY uid"
+                               " LIMIT 1", (self.project_id, query.value, query.value + "g")).fetchone()
+            if row is not None:
+                return self.public(self.decode(row))
+        return None
 
     def query_assets(self, *, asset_type: str | None = None, tags: Iterable[str] | str | None = None,
                      tags_mode: str = "all", license: str | None = None, text: str | None = None,

@@ -63,9 +63,10 @@ class Removal:
         return self.ws.trash_dir / self.project_id / f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}_{uid}"
 
     def finish(self, uid: str, rel: str, trash: str | None) -> None:
-        """Move (or delete) a removed asset's file and sidecar and delete its thumbnails."""
+        """Move (or delete) a removed asset's file and sidecar and delete its thumbnails; a library
+        file registered in place stays where it lies (only its sidecar goes)."""
         file_path, sidecar = self.root.abs(rel), self.root.sidecar_path(rel)
-        for path in (file_path, sidecar):
+        for path in ((sidecar,) if self.root.in_place(rel) else (file_path, sidecar)):
             if not path.exists():
                 continue
             if trash:

@@ -17,7 +17,7 @@ from ..hooks.events import utc_timestamp
 from ..store import Database
 from .errors import AssetRegistryError
 from .listeners import HOOK_ASSET_META_UPDATED, HOOK_SIDECAR_WRITTEN, Listeners
-from .paths import SIDECAR_SUFFIX, AssetsRoot
+from .paths import AssetsRoot
 from .records import Records, meta_view
 
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
@@ -81,7 +81,7 @@ class Sidecars:
         rec = self.records.require(uid)
         path = self.root.sidecar_path(rec["path"])
         try:  # the confined reader: a sidecar swapped for a symlink is refused, never followed
-            fh, _ = open_confined(self.root.path, rec["path"] + SIDECAR_SUFFIX, what="sidecar")
+            fh, _ = open_confined(*self.root.sidecar_location(rec["path"]), what="sidecar")
         except FileNotFoundError:
             raise AssetRegistryError(f"sidecar {path} is missing; run the enforcer to rewrite it") from None
         with fh:

@@ -14,7 +14,7 @@ from ..hashing import sha256_file
 from ..store import Database
 from .errors import AssetNotFoundError, AssetRegistryError
 from .listeners import HOOK_ASSET_META_UPDATED, HOOK_SIDECAR_WRITTEN, Listeners
-from .paths import AssetsRoot
+from .paths import IN_PLACE_PREFIX, AssetsRoot
 from .records import UNSET, Records, check_terms, deep_merge, normalise_tags, split_metadata
 from .sidecars import Sidecars, sidecar_uid
 
@@ -176,6 +176,34 @@ class Updates:
                 (HOOK_ASSET_META_UPDATED, self.records.payload(new, include_meta=True),
                  {"tags": new["tags"], "license": new["license"], "moved_from": old_rel}),
                 (HOOK_SIDECAR_WRITTEN, self.records.sidecar_payload(new), None)])
+        self.sidecars.sync([uid])
+        old_sidecar = self.root.sidecar_path(old_rel)
+        if sidecar_uid(old_sidecar) == uid and not self.root.abs(old_rel).exists():
+            old_sidecar.unlink(missing_ok=True)
+        self.listeners.run(fired)
+        return self.records.public(new)
+
+    def relink_in_place(self, uid: str, new_rel: str) -> dict:
+        """Point an asset at the library file its bytes now lie in (a file moved outside the
+        workbench); fires ``asset_meta_updated`` with ``moved_from``.  Nothing is moved."""
+        if not self.root.in_place(new_rel):
+            raise ValueError(f"{new_rel!r} is not a library path ({IN_PLACE_PREFIX}<root>/<path>)")
+        with self.db.transaction() as conn:
+            rec = self.records.require(uid, conn)
+            old_rel = rec["path"]
+            if old_rel == new_rel:
+                return self.records.public(rec)
+            self.records.check_path_free(conn, new_rel)
+            new = {**rec, "path": new_rel, "version": rec["version"] + 1, "updated_at": time.time()}
+            conn.execute("UPDATE assets SET path = ?, version = ?, updated_at = ?, search_text = ?, sidecar_pending = 1"
+                         " WHERE project_id = ? AND uid = ?",
+                         (new_rel, new["version"], new["updated_at"], self.records.search_text(new), self.project_id,
+                          uid))
+            fired = self.listeners.emit_all(conn, [
+                (HOOK_ASSET_META_UPDATED, self.records.payload(new, include_meta=True),
+                 {"tags": new["tags"], "license": new["license"], "moved_from": self.root.abs_str(old_rel)}),
+                (HOOK_SIDECAR_WRITTEN, self.records.sidecar_payload(new), None)])
+        self.root.sidecar_path(new_rel).parent.mkdir(parents=True, exist_ok=True)
         self.sidecars.sync([uid])
         old_sidecar = self.root.sidecar_path(old_rel)
         if sidecar_uid(old_sidecar) == uid and not self.root.abs(old_rel).exists():

@@ -189,7 +189,8 @@ def test_workbench_shows_the_four_dashboards_in_tabs(voila_env, seeded_ws, tmp_p
                     await page.goto(url)
                     await page.wait_for_selector(".cvn-tile img")
                     tabs = await page.eval_on_selector_all(".cvn-tab .lm-TabBar-tab", "t => t.map(x => x.textContent)")
-                    assert tabs == ["Asset gallery", "Ingest queue", "Sidecar enforcer", "Hook monitor"]
+                    assert tabs == ["Asset gallery", "Ingest queue", "Sidecar enforcer", "Hook monitor", "Licences",
+                                    "Library"]
                     assert await page.query_selector(".cvn-failed") is None  # no dashboard failed to start
                     await page.wait_for_function("Array.from(document.querySelectorAll('.cvn-tile img'))"
                                                  ".filter(i => i.naturalWidth > 0).length === 8")

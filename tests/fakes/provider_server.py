@@ -10,6 +10,7 @@ role           stands for                          serves
 =============  ==================================  ==========================================
 civitai        ``https://civitai.com``             ``/api/v1/models/{id}``, ``/api/v1/model-versions/{id}``,
                                                    ``/api/v1/model-versions/by-hash/{hash}`` (any case),
+                                                   ``POST /api/v1/model-versions/by-hash`` (bulk, <= 100 SHA-256),
                                                    ``/api/download/models/{versionId}`` → 307 to civitai_cdn
 civitai_cdn    ``civitai-delivery-worker-prod.     signed ``/model/...`` objects (200/206, Content-Disposition,
                <hex>.r2.cloudflarestorage.com``    ETag, Last-Modified, Range + If-Range), and ``/files/{name}``
@@ -115,6 +116,7 @@ CIVITAI_MODEL_ID = 913572
 CIVITAI_VERSION_ID = 1184630  # v2.0 (newest): primary file 1094417 + a training-data zip
 CIVITAI_OLD_VERSION_ID = 1021947  # v1.0, the by_hash.json document
 ROLES = ("civitai", "civitai_cdn", "hf", "hf_cdn", "evil")
+BULK_BY_HASH = "/api/v1/model-versions/by-hash"
 _CHUNK = 256 * 1024
 _BROWSERS = ("mozilla", "chrome", "safari", "firefox", "opera", "edge")
 
@@ -268,6 +270,7 @@ class Recorded:
     path: str
     query: str
     headers: dict[str, str]
+    body: bytes = b""
 
 
 BODY_ACTIONS = ("cut", "corrupt", "oversize", "slow", "ignore_range", "change_etag")
@@ -306,6 +309,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802
         self._dispatch("HEAD")
 
+    def do_POST(self) -> None:  # noqa: N802
+        """Only Civitai's bulk by-hash lookup takes a POST; anything else is unsupported, as before."""
+        if self.server.role != "civitai" or urlsplit(self.path).path.rstrip("/") != BULK_BY_HASH:
+            return self.send_error(501, f"Unsupported method ('{self.command}')")
+        length = int(self.headers.get("Content-Length") or 0)
+        self.body = self.rfile.read(min(length, 16 * 1024 * 1024))
+        self._dispatch("POST")
+
     def _dispatch(self, method: str) -> None:
         app = self.server.app
         parts = urlsplit(self.path)
@@ -314,7 +325,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         self.method = method
         self.headers_lc = {k.lower(): v for k, v in self.headers.items()}
-        app._record(Recorded(self.server.role, method, self.req_path, parts.query, self.headers_lc))
+        app._record(Recorded(self.server.role, method, self.req_path, parts.query, self.headers_lc,
+                             getattr(self, "body", b"")))
         self.body_faults = (app._take_faults(self.server.role, method, self.req_path, BODY_ACTIONS)
                             if method == "GET" else [])
         try:
@@ -752,6 +764,8 @@ class FakeProviders:
         path = h.req_path.rstrip("/")
         cache = {"Cache-Control": "public, s-maxage=300, stale-while-revalidate=150",
                  "Access-Control-Allow-Origin": "*"}
+        if h.method == "POST":
+            return self._civitai_bulk_by_hash(h)
         seg = path.split("/")
         if path.startswith("/api/v1/models/") and len(seg) == 5:
             mid = seg[4]
@@ -781,6 +795,40 @@ class FakeProviders:
         if path.startswith("/login"):
             return h.send(200, {"Content-Type": "text/html"}, "<html><body>Log in to Civitai</body></html>")
         return h.send(404, {"Content-Type": "text/html"}, "<html>404</html>")
+
+    def _civitai_published(self, doc: dict) -> bool:
+        model = self.real_models.get(int(doc.get("modelId") or 0)) or doc.get("model") or {}
+        return doc.get("status", "Published") == "Published" and model.get("status", "Published") == "Published"
+
+    def _civitai_bulk_by_hash(self, h: _Handler) -> None:
+        """``POST /api/v1/model-versions/by-hash`` as civitai/civitai's handler answers it: a JSON array
+        of at most 100 SHA-256 (64 characters each, any case) -> 200 with one version object per
+        published file whose SHA256 hash matches (a client keeps the first per hash); else 400."""
+        try:
+            hashes = json.loads(h.body or b"null")
+        except ValueError:
+            hashes = None
+        problem = None
+        if not isinstance(hashes, list) or not all(isinstance(x, str) for x in hashes):
+            problem = "Expected array, received " + type(hashes).__name__
+        elif any(len(x) != 64 for x in hashes):
+            problem = "Invalid hash"
+        elif len(hashes) > 100:
+            problem = "Too many hashes"
+        if problem is not None:
+            return h.send(400, {"Content-Type": "application/json"},
+                          {"error": f"Request must include an array of SHA256 Hashes. {problem}"})
+        wanted = {x.upper() for x in hashes}
+        out = []
+        versions = self._civitai_versions()
+        for vid in sorted(versions):
+            doc = versions[vid]
+            if not self._civitai_published(doc):
+                continue
+            for f in doc.get("files", []):
+                if str((f.get("hashes") or {}).get("SHA256", "")).upper() in wanted:
+                    out.append(doc)
+        h.send(200, {"Content-Type": "application/json"}, json.dumps(out))
 
     def _civitai_case(self, h: _Handler, name: str) -> None:
         resp = self.fx["civitai_download"]["cases"][name]["response"]

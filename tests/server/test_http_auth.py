@@ -26,10 +26,11 @@ HTTP_ROUTES.sort(key=lambda pm: pm[1] == "DELETE")  # deletions last: they remov
 
 
 @pytest.fixture
-def seeded(ws, ingest_on, make_png) -> dict[str, Any]:
-    """An asset (with thumbnails), one asset to delete, staged jobs and two webhooks."""
+def seeded(ws, ingest_on, make_png, tmp_path) -> dict[str, Any]:
+    """An asset (with thumbnails), one asset to delete, staged jobs, two webhooks and a library root."""
     reg = AssetRegistry(ws=ws)
-    uid = reg.register_file(make_png(), "images")["uid"]
+    first = reg.register_file(make_png(), "images")
+    uid = first["uid"]
     doomed = reg.register_file(make_png(), "images")["uid"]
     assert AssetRegistry.wait_for_thumbnails(30)
     queue = get_ingest_queue(ws)
@@ -40,7 +41,11 @@ def seeded(ws, ingest_on, make_png) -> dict[str, Any]:
     hooks = WebhookManager(get_database(ws.db_path))
     webhook = hooks.register("on_asset_ingest_failed", "http://127.0.0.1:9/hook")["id"]
     doomed_hook = hooks.register("on_asset_ingest_failed", "http://127.0.0.1:9/other")["id"]
-    return {"uid": uid, "doomed": doomed, "jobs": jobs, "webhook": webhook, "doomed_hook": doomed_hook,
+    library = tmp_path / "library"
+    library.mkdir()
+    make_png().replace(library / "in_place.png")  # an image: identification asks no provider about it
+    update_config({"library": {"roots": [{"name": "seeded", "path": str(library), "layout": "plain"}]}}, ws)
+    return {"uid": uid, "hash": first["hash"], "doomed": doomed, "jobs": jobs, "webhook": webhook, "doomed_hook": doomed_hook,
             "png": make_png}
 
 
@@ -49,7 +54,7 @@ def sample(path: str, method: str, s: dict[str, Any]) -> dict[str, Any]:
     # a DELETE removes the doomed asset, but clears the licence decision the POST before it recorded
     uid = s["doomed"] if method == "DELETE" and "licences" not in path else s["uid"]
     hook = s["doomed_hook"] if method == "DELETE" else s["webhook"]
-    url = path.replace("{uid}", uid).replace("{webhook_id}", hook).replace("{job_id}", s["jobs"]["show"])
+    url = path.replace("{uid}", uid).replace("{webhook_id}", hook).replace("{job_id}", s["jobs"]["show"]).replace("{hash}", s["hash"])
     jobs = s["jobs"]
     bodies: dict[tuple[str, str], dict[str, Any]] = {
         ("/api/ingest/queue", "POST"): {"body": {"source_path": str(s["png"]())}},
@@ -67,6 +72,8 @@ def sample(path: str, method: str, s: dict[str, Any]) -> dict[str, Any]:
         ("/api/modder/hooks/test", "POST"): {"body": {"message": "auth"}},
         ("/api/licences/overrides/{uid}", "POST"): {"body": {"license": "cc0", "note": "auth"}},
         ("/api/licences/overrides/{uid}", "DELETE"): {"params": {"note": "auth"}},
+        ("/api/library/scan", "POST"): {"body": {"roots": ["seeded"]}},
+        ("/api/library/identify", "POST"): {"body": {}},
     }
     req = bodies.get((path, method), {})
     if method in ("POST", "PATCH"):
@@ -75,7 +82,7 @@ def sample(path: str, method: str, s: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_every_http_route_requires_the_token(api, seeded, ws):
-    assert len(HTTP_ROUTES) == 39 and len(WS_ROUTES) == 2
+    assert len(HTTP_ROUTES) == 44 and len(WS_ROUTES) == 2
     problems = []
     for path, method in HTTP_ROUTES:
         req = sample(path, method, seeded)

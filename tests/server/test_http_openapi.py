@@ -42,7 +42,7 @@ async def test_openapi_matches_registered_handlers(api, jp_serverapp, jp_base_ur
     registered = registered_routes(jp_serverapp.web_app, jp_base_url)
     assert not documented - registered, f"documented but not served: {sorted(documented - registered)}"
     assert not registered - documented, f"served but not documented: {sorted(registered - documented)}"
-    assert len(registered) == 41
+    assert len(registered) == 46
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
             assert op["summary"] and op["responses"], (method, path)

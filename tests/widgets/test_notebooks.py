@@ -47,9 +47,9 @@ def test_a_broken_config_becomes_readable_messages_and_the_rest_still_works(ws, 
     outputs = [o for cell in nb.cells for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     texts = widget_texts(nb)
-    for title in ("asset gallery", "ingest queue", "sidecar enforcer", "licences"):
+    for title in ("asset gallery", "ingest queue", "sidecar enforcer", "licences", "library"):
         assert f"The {title} could not start." in texts
-    assert texts.count("features.enable_asset_ingest must be true or false") == 4
+    assert texts.count("features.enable_asset_ingest must be true or false") == 5
     assert "Traceback" not in texts
     assert "Hook monitor" in texts and "The hook monitor could not start" not in texts  # needs no config
 

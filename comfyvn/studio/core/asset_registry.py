@@ -107,7 +107,7 @@ class AssetRegistry:
                                 else self.ws.thumbnails_dir / project_id)
         self.meta_root = self._legacy_meta_root(meta_root)
         self.assets_root.mkdir(parents=True, exist_ok=True)
-        self._root = AssetsRoot(self.assets_root)
+        self._root = AssetsRoot(self.assets_root, self.ws, project_id)
         # registry.fsync (default true): an asset's bytes and its directory entry reach the disk
         # before its row commits.  Sidecars and thumbnails are derived from the row, so they are
         # only written atomically (rename), not fsynced: recover() and the enforcer rebuild them.
@@ -251,6 +251,13 @@ class AssetRegistry:
         """
         return self._placement.register_files(items, on_commit=on_commit)
 
+    def register_in_place(self, items: list[dict], *, origin: str = "library") -> list[dict]:
+        """Register files of library roots where they lie (one transaction): each item has
+        ``rel`` (``@library/<root>/<path>``), ``asset_type``, ``sha256``, ``size`` and optionally
+        ``source``, ``tags``, ``metadata``.  The files are never moved, copied or deleted; a
+        content already registered returns the existing record."""
+        return self._placement.register_in_place(items, origin=origin)
+
     # ------------------------------------------------------------------ rows
     def meta_view(self, rec: dict) -> dict:
         """An asset's ``meta`` as records, hook payloads and sidecars show it
@@ -301,6 +308,12 @@ class AssetRegistry:
 
     def find_by_hash(self, digest: str) -> dict | None:
         return self._records.find_by_hash(digest)
+
+    def find_by_any_hash(self, value: str, *, strict: bool = False) -> dict | None:
+        """The asset whose file shows ``value`` in any hash form (SHA-256, BLAKE3, CRC32, AutoV1/2/3,
+        as tools display them); None when none does, or for text that is no hash (``ValueError``
+        with the reason when ``strict``)."""
+        return self._records.find_by_any_hash(value, strict=strict)
 
     def query_assets(self, *, asset_type: str | None = None, tags: Iterable[str] | str | None = None,
                      tags_mode: str = "all", license: str | None = None, text: str | None = None,
@@ -376,6 +389,11 @@ class AssetRegistry:
         """
         return self._updates.relocate(uid, new_relative)
 
+    def relink_in_place(self, uid: str, new_rel: str) -> dict:
+        """Point an asset at the library file its bytes now lie in (a file moved outside the
+        workbench); fires ``asset_meta_updated`` with ``moved_from``.  Nothing is moved."""
+        return self._updates.relink_in_place(uid, new_rel)
+
     # ------------------------------------------------------------------ removal
     def remove_asset(self, uid: str, *, delete_files: bool = False) -> bool:
         """The original comfyvn's call: remove the asset as :meth:`remove_asset_record` does;
@@ -408,6 +426,13 @@ class AssetRegistry:
     def resolve_thumbnail_path(self, uid: str, size: int | str = 256) -> Path | None:
         """The cached thumbnail (or ``"waveform"`` JSON) of an asset, or None if not (yet) made."""
         return self._previews.resolve(uid, size)
+
+    def set_preview_image(self, uid: str, image: Path) -> dict[str, dict]:
+        """Make an asset's thumbnails from another image (a model's preview from its provider);
+        returns :meth:`thumbnail_status`."""
+        status = self._previews.set_image(uid, image)
+        self._sidecars.sync([uid])
+        return status
 
     @staticmethod
     def wait_for_thumbnails(timeout: float | None = 30.0) -> bool:

@@ -1,0 +1,545 @@
+"""Scan library roots: register new files in place, update changed ones, mark vanished ones.
+
+A scan walks each root once (``os.scandir``, one ``stat`` per file), compares every file with what
+the last scan saw (``library_files``: device, inode, size, mtime_ns), and reads only files that
+are new or changed, through the persistent :class:`~comfyvn.library.hashcache.HashCache` (a file
+renamed inside a disk keeps its inode and is not read again).  Then it reconciles assets with
+files by content: a new content becomes an asset registered in place; an asset whose file
+vanished and whose bytes reappear elsewhere is pointed there (a move, not delete + new); an asset
+with no file left is reported missing (its row stays).  Nothing on disk is moved or deleted.
+
+Symlinked folders are followed; a folder reached twice (a symlink loop) is reported and skipped,
+as are unreadable folders and files; the scan goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat as stat_mod
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from filelock import FileLock, Timeout
+
+from ..config import Workspace, existing_workspace, get_setting
+from ..errors import Conflict
+from ..hashforms import HashForms
+from ..hooks.events import emit, last_event_id, oldest_event_id
+from ..registry.paths import SIDECAR_SUFFIX
+from ..registry.rebuild import derive_tags
+from ..sources import WORKSPACE_INTERNALS, sensitive_name
+from ..studio.core.asset_registry import AssetRegistry
+from .aliases import store_aliases
+from .hashcache import HashCache, cache_key
+from .identify import identify_unidentified
+from .roots import (
+    IN_PLACE_PREFIX,
+    MIRROR_DIR,
+    LibraryRoot,
+    in_place_rel,
+    library_roots,
+    split_in_place,
+    type_for,
+)
+
+log = logging.getLogger("comfyvn.library.scan")
+
+Progress = Callable[[dict], None]
+PROGRESS_EVERY_S = 0.5  # hook events of a running scan at most this often
+_REGISTER_BATCH = 500
+GONE_MARK = "#gone-"  # appended to the path of an asset whose file now holds other bytes (never a real file)
+
+
+class ScanBusyError(Conflict):
+    """Another scan of the same project is running (in this or another process)."""
+
+    code = "scan_running"
+
+
+@dataclass(slots=True)
+class _Entry:
+    root: LibraryRoot
+    rel: str  # POSIX, inside the root
+    path: str
+    st: os.stat_result
+
+
+@dataclass
+class ScanReport:
+    project_id: str
+    roots: list[str] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    unchanged: int = 0
+    new_files: int = 0
+    changed: list[str] = field(default_factory=list)
+    registered: list[str] = field(default_factory=list)
+    moved: list[dict] = field(default_factory=list)
+    missing: list[dict] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    found_again: list[str] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    hashed_files: int = 0
+    hashed_bytes: int = 0
+    cache: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    identify: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def summary(self) -> dict:
+        return {"project_id": self.project_id, "roots": self.roots, "files": self.files, "bytes": self.bytes,
+                "unchanged": self.unchanged, "new_files": self.new_files, "changed": len(self.changed),
+                "registered": len(self.registered), "moved": len(self.moved), "missing": len(self.missing),
+                "vanished": len(self.vanished), "errors": len(self.errors), "hashed_files": self.hashed_files,
+                "hashed_bytes": self.hashed_bytes, "seconds": round(self.seconds, 3)}
+
+
+def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = None,
+              refused: set[tuple[int, int]] | None = None) -> Iterator[tuple[str, str, os.stat_result]]:
+    """``(rel, path, stat)`` of every regular file below ``root`` (symlinks followed, loops and
+    unreadable folders reported in ``errors``); ``OSError`` when the root itself cannot be read.
+
+    Dot-names, sidecars (``*.asset.json``), key and credential files, the folders in ``skip``
+    and the folders or files whose (device, inode) is in ``refused`` (the workspace's own
+    database, config, logs and cache, also through a symlink or a hard link) are left out."""
+    refused = refused or set()
+    base = str(root.path)
+    try:
+        top = os.stat(base)
+    except OSError as exc:
+        errors.append({"root": root.name, "path": base, "error": f"root not readable: {exc.strerror or exc}"})
+        raise
+    seen_dirs = {(top.st_dev, top.st_ino)}
+    stack = [(base, "")]
+    skip = skip or set()
+    while stack:
+        folder, rel_dir = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            errors.append({"root": root.name, "path": folder, "error": f"folder not readable: {exc.strerror or exc}"})
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or name.endswith(SIDECAR_SUFFIX):
+                continue
+            if not name.isprintable() or _undecodable(name):  # a registry path must be UTF-8 text on one line
+                errors.append({"root": root.name, "path": os.fsencode(entry.path).decode("utf-8", "backslashreplace"),
+                               "error": "file name is not printable UTF-8 text; rename it to register it"})
+                continue
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            try:
+                is_link = entry.is_symlink()
+                st = os.stat(entry.path) if is_link else entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                errors.append({"root": root.name, "path": entry.path,
+                               "error": f"cannot stat: {exc.strerror or exc}" + (" (broken symlink)"
+                                                                                  if entry.is_symlink() else "")})
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in refused:
+                errors.append({"root": root.name, "path": entry.path, "error": "the workspace's own files (database, "
+                               "config, logs, cache) are never registered; skipped"})
+                continue
+            if stat_mod.S_ISDIR(st.st_mode):
+                if entry.path in skip:
+                    continue
+                if key in seen_dirs:
+                    errors.append({"root": root.name, "path": entry.path,
+                                   "error": "symlink loop: this folder was already scanned; skipped"})
+                    continue
+                seen_dirs.add(key)
+                stack.append((entry.path, rel))
+            elif stat_mod.S_ISREG(st.st_mode):
+                if sensitive_name([name]) is not None:  # keys and credentials are never read
+                    errors.append({"root": root.name, "path": entry.path,
+                                   "error": "a key or credential file name; never registered"})
+                    continue
+                yield rel, entry.path, st
+
+
+def _workspace_identities(ws: Workspace) -> set[tuple[int, int]]:
+    """(device, inode) of the workspace's internal folders and of its database and config files."""
+    out: set[tuple[int, int]] = set()
+    db = str(ws.db_path)
+    try:
+        config_files = [str(p) for p in ws.config_file.parent.iterdir()]
+    except OSError:
+        config_files = []
+    for path in (*(str(ws.root / name) for name in WORKSPACE_INTERNALS), db, db + "-wal", db + "-shm",
+                 db + "-journal", *config_files):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return out
+
+
+def _undecodable(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+        return True
+    return False
+
+
+class _Progress:
+    """Throttled progress: the callback and ``on_library_scan_progress`` hook events."""
+
+    def __init__(self, scanner: Scanner, callback: Progress | None) -> None:
+        self.scanner = scanner
+        self.callback = callback
+        self.state = {"phase": "walk", "files_done": 0, "files_total": 0, "bytes_done": 0, "bytes_total": 0,
+                      "started_at": time.time()}
+        self._last_event = 0.0
+
+    def update(self, force: bool = False, **changes: object) -> None:
+        self.state.update(changes)
+        if self.callback is not None:
+            self.callback(dict(self.state))
+        now = time.monotonic()
+        if force or now - self._last_event >= PROGRESS_EVERY_S:
+            self._last_event = now
+            self.scanner.event("on_library_scan_progress", dict(self.state))
+
+
+class Scanner:
+    """One scan of some roots of one project (see :func:`scan_library`)."""
+
+    def __init__(self, ws: Workspace, project_id: str | None = None, *, registry=None,
+                 cache: HashCache | None = None) -> None:
+        self.ws = ws
+        self.registry = registry or AssetRegistry(project_id, ws=ws)
+        self.project_id = self.registry.project_id
+        self.db = self.registry.db
+        self.cache = cache or HashCache(self.db)
+        self.scan_id = f"{int(time.time() * 1000):x}"
+        # one scan per project at a time, across processes; thread_local=False: a scan started by
+        # one thread (an HTTP request) may run and release in another
+        self.lock = FileLock(str(ws.data_dir / f"library-scan-{self.project_id}.lock"), thread_local=False)
+
+    def event(self, topic: str, data: dict) -> None:
+        try:
+            with self.db.transaction() as conn:
+                emit(conn, topic, {**data, "scan_id": self.scan_id, "project_id": self.project_id},
+                     project_id=self.project_id)
+        except Exception:  # progress is a courtesy: a busy database never fails the scan
+            log.debug("could not emit %s", topic, exc_info=True)
+
+    def run(self, names: list[str] | None = None, *, progress: Progress | None = None) -> ScanReport:
+        started = time.monotonic()
+        roots = _select_roots(self.ws, names)
+        report = ScanReport(self.project_id, roots=[r.name for r in roots])
+        lock = self.lock
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise ScanBusyError(f"a library scan of project {self.project_id!r} is already running; "
+                                "wait for it to finish") from None
+        try:
+            before = self.cache.counters()
+            prog = _Progress(self, progress)
+            mark = last_event_id(self.db.conn)  # removals after this are found by the next scan's _orphans
+            self.event("on_library_scan_started", {"roots": report.roots})
+            self._scan(roots, report, prog)
+            after = self.cache.counters()
+            report.cache = {k: after[k] - before[k] for k in after}
+            report.hashed_files, report.hashed_bytes = report.cache["files_read"], report.cache["bytes_read"]
+            report.seconds = time.monotonic() - started
+            prog.update(force=True, phase="done")
+            self.event("on_library_scan_finished", {**report.summary(), "event_mark": mark})
+        finally:
+            lock.release()
+        return report
+
+    # -- the phases --------------------------------------------------------------------------
+    def _scan(self, roots: list[LibraryRoot], report: ScanReport, prog: _Progress) -> None:
+        skip = {str(self.ws.root.joinpath(*MIRROR_DIR))}  # the mirror sidecars, should a root hold the workspace
+        todo: list[_Entry] = []
+        came_back: list[_Entry] = []
+        known: dict[tuple[str, str], tuple] = {}  # the last scan's rows of new/changed/returned files
+        unseen: dict[str, dict[str, tuple]] = {}  # per available root: rows of files not seen this time
+        refused = _workspace_identities(self.ws)
+        for root in roots:
+            rows = self._known(root.name)
+            files = nbytes = 0
+            try:  # one pass: stat, compare with the last scan, keep only what changed
+                for rel, path, st in walk_root(root, report.errors, skip=skip, refused=refused):
+                    files += 1
+                    nbytes += st.st_size
+                    row = rows.pop(rel, None)
+                    if row is not None and row[:4] == cache_key(st):
+                        if not row[4]:
+                            came_back.append(_Entry(root, rel, path, st))
+                            known[(root.name, rel)] = row
+                        continue
+                    todo.append(_Entry(root, rel, path, st))
+                    if row is not None:
+                        known[(root.name, rel)] = row
+            except OSError:
+                continue  # an unplugged disk: reported, its files are not marked missing
+            report.files += files
+            report.bytes += nbytes
+            unseen[root.name] = rows
+        report.unchanged = report.files - len(todo)
+        todo.sort(key=lambda e: (e.root.name, e.rel))
+        report.new_files = sum((e.root.name, e.rel) not in known for e in todo)
+        prog.update(force=True, phase="hash", files_total=len(todo), bytes_total=sum(e.st.st_size for e in todo))
+        hashed = self._hash(todo, report, prog)
+        affected: set[str] = set()
+        now = time.time()
+        with self.db.transaction() as conn:
+            for e in came_back:
+                back = self._full_row(conn, e.root.name, e.rel)
+                conn.execute("UPDATE library_files SET status = 'present', missing_since = NULL, seen_at = ?"
+                             " WHERE project_id = ? AND root = ? AND rel = ?",
+                             (now, self.project_id, e.root.name, e.rel))
+                report.found_again.append(_display(e))
+                affected.add(back["uid"])
+            for e, forms in hashed:
+                old = self._full_row(conn, e.root.name, e.rel) if (e.root.name, e.rel) in known else None
+                uid = forms.sha256[:16]
+                if old is not None and old["sha256"] != forms.sha256:
+                    report.changed.append(_display(e))
+                    affected.add(old["uid"])
+                conn.execute(
+                    "INSERT OR REPLACE INTO library_files(project_id, root, rel, uid, sha256, size, dev, ino, mtime_ns,"
+                    " status, seen_at, missing_since) VALUES (?,?,?,?,?,?,?,?,?,'present',?,NULL)",
+                    (self.project_id, e.root.name, e.rel, uid, forms.sha256, forms.size, *cache_key(e.st)[:2],
+                     e.st.st_mtime_ns, now))
+                affected.add(uid)
+            store_aliases(conn, (forms for _, forms in hashed))
+            for name, rel, seen in ((r, rel, seen) for r, rows in unseen.items() for rel, seen in rows.items()):
+                if seen[4]:
+                    conn.execute("UPDATE library_files SET status = 'missing', missing_since = ?"
+                                 " WHERE project_id = ? AND root = ? AND rel = ?", (now, self.project_id, name, rel))
+                    report.vanished.append(f"{name}:{rel}")
+                    affected.add(self._full_row(conn, name, rel)["uid"])
+            affected.update(self._orphans(conn))
+        prog.update(force=True, phase="register")
+        self._reconcile(sorted(affected), report)
+
+    def _orphans(self, conn) -> list[str]:
+        """Uids of files still in a root whose asset was removed from the registry: from the
+        ``on_asset_removed`` events since the last scan began (O(removals)), or, when the log no
+        longer reaches back that far, one query over every library file."""
+        row = conn.execute("SELECT data FROM events WHERE topic = 'on_library_scan_finished' AND project_id = ?"
+                           " ORDER BY id DESC LIMIT 1", (self.project_id,)).fetchone()
+        mark = json.loads(row[0]).get("event_mark") if row else None
+        if isinstance(mark, int) and oldest_event_id(conn) <= mark + 1:
+            uids = {json.loads(r[0]).get("uid") for r in conn.execute(
+                "SELECT data FROM events WHERE topic = 'on_asset_removed' AND id > ? AND project_id = ?",
+                (mark, self.project_id))}
+            return [u for u in uids if isinstance(u, str) and conn.execute(
+                "SELECT 1 FROM library_files f WHERE f.project_id = ? AND f.uid = ? AND f.status = 'present' AND NOT"
+                " EXISTS (SELECT 1 FROM assets a WHERE a.project_id = f.project_id AND a.uid = f.uid)",
+                (self.project_id, u)).fetchone()]
+        return [r[0] for r in conn.execute(
+            "SELECT DISTINCT f.uid FROM library_files f LEFT JOIN assets a ON a.project_id = f.project_id"
+            " AND a.uid = f.uid WHERE f.project_id = ? AND f.status = 'present' AND a.uid IS NULL",
+            (self.project_id,))]
+
+    def _known(self, root_name: str) -> dict[str, tuple]:
+        """What the last scan saw in a root: rel -> (dev, ino, size, mtime_ns, present?); the rest of a
+        row (uid, sha256) is read only for the few files that changed or vanished."""
+        cur = self.db.conn.cursor()
+        cur.row_factory = None  # plain tuples: a rescan reads one row per file
+        try:
+            cur.execute("SELECT rel, dev, ino, size, mtime_ns, status = 'present' FROM library_files"
+                        " WHERE project_id = ? AND root = ?", (self.project_id, root_name))
+            return {r[0]: r[1:] for r in cur}
+        finally:
+            cur.close()
+
+    def _full_row(self, conn, root: str, rel: str) -> dict:
+        row = conn.execute("SELECT uid, sha256, status FROM library_files WHERE project_id = ? AND root = ? AND rel = ?",
+                           (self.project_id, root, rel)).fetchone()
+        return {"uid": row[0], "sha256": row[1], "status": row[2]}
+
+    def _hash(self, todo: list[_Entry], report: ScanReport, prog: _Progress) -> list[tuple[_Entry, HashForms]]:
+        """Forms of new and changed files: the hash cache first (batched), then one read each."""
+        out: list[tuple[_Entry, HashForms]] = []
+        cached = self.cache.lookup_many([e.st for e in todo]) if todo else []
+        done_files = done_bytes = 0
+        lock = threading.Lock()
+
+        def on_bytes(n: int) -> None:
+            nonlocal done_bytes
+            with lock:
+                done_bytes += n
+            prog.update(bytes_done=done_bytes)
+
+        with self.cache.batch():
+            for e, forms in zip(todo, cached, strict=True):
+                if forms is None:
+                    try:
+                        forms = self.cache.hash_file(e.path, on_bytes=on_bytes)
+                    except OSError as exc:
+                        report.errors.append({"root": e.root.name, "path": e.path,
+                                              "error": f"cannot read: {exc.strerror or exc}"})
+                        continue
+                else:
+                    done_bytes += forms.size
+                done_files += 1
+                prog.update(files_done=done_files, bytes_done=done_bytes)
+                out.append((e, forms))
+        return out
+
+    def _reconcile(self, uids: list[str], report: ScanReport) -> None:
+        """Assets against the files that hold their bytes: register, relink (a move), or report missing."""
+        if not uids:
+            return
+        present: dict[str, list[dict]] = {}
+        for start in range(0, len(uids), 500):
+            chunk = uids[start:start + 500]
+            for r in self.db.conn.execute(
+                    "SELECT uid, root, rel, sha256, size FROM library_files WHERE project_id = ? AND status = 'present'"
+                    f" AND uid IN ({','.join('?' * len(chunk))}) ORDER BY root, rel", (self.project_id, *chunk)):
+                present.setdefault(r[0], []).append({"root": r[1], "rel": r[2], "sha256": r[3], "size": r[4]})
+        roots = {r.name: r for r in library_roots(self.ws)}
+        registered: set[str] = set()
+        for start in range(0, len(uids), 500):
+            chunk = uids[start:start + 500]
+            registered.update(r[0] for r in self.db.conn.execute(
+                f"SELECT uid FROM assets WHERE project_id = ? AND uid IN ({','.join('?' * len(chunk))})",
+                (self.project_id, *chunk)))
+        to_register: list[dict] = []
+        for uid in uids:
+            asset = self.registry.get_asset(uid) if uid in registered else None
+            files = present.get(uid, [])
+            paths = [in_place_rel(f["root"], f["rel"]) for f in files]
+            if asset is None:
+                if files and files[0]["root"] in roots:
+                    f = files[0]
+                    kind = type_for(roots[f["root"]], f["rel"])
+                    to_register.append({"rel": paths[0], "asset_type": kind, "sha256": f["sha256"], "size": f["size"],
+                                        "tags": derive_tags(f["rel"], kind)})
+                continue
+            if not asset["path"].startswith(IN_PLACE_PREFIX) or asset["path"] in paths:
+                continue  # a registered file of the assets root, or its library file is still there
+            if files:
+                moved = self.registry.relink_in_place(uid, paths[0])
+                report.moved.append({"uid": uid, "from": _display_rel(asset["path"]), "to": _display_rel(paths[0]),
+                                     "path": moved["abs_path"]})
+            else:
+                report.missing.append({"uid": uid, "path": asset["abs_path"], "type": asset["type"]})
+                if self._holds_other_bytes(asset["path"], uid):  # edited in place: free the path for them
+                    self.registry.relink_in_place(uid, f"{asset['path']}{GONE_MARK}{uid}")
+        for start in range(0, len(to_register), _REGISTER_BATCH):
+            for rec in self.registry.register_in_place(to_register[start:start + _REGISTER_BATCH]):
+                report.registered.append(rec["uid"])
+
+
+    def _holds_other_bytes(self, rel: str, uid: str) -> bool:
+        name, inner = split_in_place(rel)
+        row = self.db.conn.execute("SELECT uid FROM library_files WHERE project_id = ? AND root = ? AND rel = ?"
+                                   " AND status = 'present'", (self.project_id, name, inner)).fetchone()
+        return row is not None and row[0] != uid
+
+
+def _display(e: _Entry) -> str:
+    return f"{e.root.name}:{e.rel}"
+
+
+def _display_rel(rel: str) -> str:
+    name, inner = split_in_place(rel)
+    return f"{name}:{inner}"
+
+
+def _select_roots(ws: Workspace, names: list[str] | None) -> list[LibraryRoot]:
+    roots = library_roots(ws)
+    if not names:
+        if not roots:
+            raise ValueError("no library roots configured: add {name, path, layout, sidecars} entries to "
+                             "library.roots in config/comfyvn.json")
+        return roots
+    by_name = {r.name: r for r in roots}
+    by_path = {str(r.path): r for r in roots}
+    out: list[LibraryRoot] = []
+    for name in names:
+        root = by_name.get(name) or by_path.get(os.path.realpath(os.path.expanduser(name)))
+        if root is None:
+            raise ValueError(f"{name!r} is not a configured library root; known: {', '.join(by_name) or 'none'} "
+                             "(add it to library.roots in config/comfyvn.json)")
+        if root not in out:
+            out.append(root)
+    return out
+
+
+def scan_library(roots: list[str] | None = None, *, project: str | None = None, ws: Workspace | None = None,
+                 identify: bool = False, progress: Progress | None = None, registry=None) -> ScanReport:
+    """Scan library roots (all configured ones, or those named by name or path) of ``project``;
+    with ``identify``, then ask Civitai about unidentified model files in bulk."""
+    ws = ws or existing_workspace()
+    scanner = Scanner(ws, project, registry=registry)
+    report = scanner.run(roots, progress=progress)
+    if identify:
+        report.identify = identify_unidentified(scanner.registry).to_dict()
+    return report
+
+
+def start_scan(registry, roots: list[str] | None = None, *, identify: bool = False) -> dict:
+    """Start a scan in a background thread (the HTTP route and the dashboard): its progress is
+    ``on_library_scan_*`` hook events.  Raises :class:`ScanBusyError` at once when one is running."""
+    scanner = Scanner(registry.ws, registry.project_id, registry=registry)
+    chosen = _select_roots(registry.ws, roots)  # bad names are the caller's error, raised now
+    try:
+        scanner.lock.acquire(timeout=0)
+    except Timeout:
+        raise ScanBusyError(f"a library scan of project {registry.project_id!r} is already running; "
+                            "wait for it to finish") from None
+
+    def work() -> None:
+        try:
+            scanner.run([r.name for r in chosen])
+            if identify:
+                identify_unidentified(scanner.registry)
+        except Exception:
+            log.exception("library scan %s of project %s failed", scanner.scan_id, registry.project_id)
+            scanner.event("on_library_scan_finished", {"roots": [r.name for r in chosen], "error": "failed; see "
+                                                       "the server log"})
+        finally:
+            scanner.lock.release()
+
+    threading.Thread(target=work, name=f"comfyvn-library-scan-{scanner.scan_id}", daemon=True).start()
+    return {"scan_id": scanner.scan_id, "project_id": registry.project_id, "roots": [r.name for r in chosen],
+            "identify": identify}
+
+
+def last_scan(registry) -> dict | None:
+    """The newest ``on_library_scan_finished`` event of the project (its summary), or None."""
+    row = registry.db.query_one("SELECT data FROM events WHERE topic = 'on_library_scan_finished' AND project_id = ?"
+                                " ORDER BY id DESC LIMIT 1", (registry.project_id,))
+    return json.loads(row[0]) if row else None
+
+
+def library_status(registry) -> dict:
+    """Per root: files, bytes, assets, identified / unidentified, missing (the dashboard's table)."""
+    ws = registry.ws
+    out = []
+    rows = registry.db.query(
+        "SELECT f.root, count(*) AS files, coalesce(sum(f.size), 0) AS bytes,"
+        " sum(f.status = 'missing') AS missing, count(DISTINCT f.uid) AS assets,"
+        " count(DISTINCT i.uid) AS identified"
+        " FROM library_files f LEFT JOIN library_identified i ON i.project_id = f.project_id AND i.uid = f.uid"
+        " WHERE f.project_id = ? GROUP BY f.root", (registry.project_id,))
+    by_root = {r["root"]: dict(r) for r in rows}
+    for root in library_roots(ws):
+        r = by_root.get(root.name, {"files": 0, "bytes": 0, "missing": 0, "assets": 0, "identified": 0})
+        out.append({**root.to_dict(), "available": root.path.is_dir(), "files": r["files"], "bytes": r["bytes"],
+                    "missing": r["missing"] or 0, "assets": r["assets"], "identified": r["identified"],
+                    "unidentified": r["assets"] - r["identified"]})
+    return {"project_id": registry.project_id, "roots": out,
+            "negative_cache_days": get_setting("library.negative_cache_days", 7, ws)}
+
+
+__all__ = ["ScanBusyError", "ScanReport", "Scanner", "last_scan", "library_status", "scan_library", "start_scan",
+           "walk_root"]
