@@ -208,39 +208,47 @@ _cache: dict[Path, tuple[tuple[int, int, int, int], dict[str, Any]]] = {}
 _cache_lock = threading.Lock()
 
 
-def load_config(ws: Workspace | None = None) -> dict[str, Any]:
-    """The merged config (shipped defaults overlaid by the workspace file).
-
-    Re-read whenever the file's mtime or size changes.  A missing file means defaults;
-    a malformed one raises :class:`ConfigError` naming the file and the problem.
-    """
+def _merged(ws: Workspace | None) -> dict[str, Any]:
+    """The cached merged config itself (never handed out: callers get copies of what they read)."""
     ws = ws or workspace()
     path = ws.config_file
     try:
         st = path.stat()
     except FileNotFoundError:
-        return copy.deepcopy(_DEFAULTS)
+        return _DEFAULTS
     # an atomic replace changes the inode, an in-place edit the mtime/ctime or size
     key = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
     with _cache_lock:
         hit = _cache.get(path)
         if hit and hit[0] == key:
-            return copy.deepcopy(hit[1])
+            return hit[1]
     raw = _read_file(path)
     merged = _deep_merge(_DEFAULTS, raw)
     with _cache_lock:
         _cache[path] = (key, merged)
-    return copy.deepcopy(merged)
+    return merged
+
+
+def load_config(ws: Workspace | None = None) -> dict[str, Any]:
+    """The merged config (shipped defaults overlaid by the workspace file), a copy the caller owns.
+
+    Re-read whenever the file's mtime or size changes.  A missing file means defaults;
+    a malformed one raises :class:`ConfigError` naming the file and the problem.
+    """
+    return copy.deepcopy(_merged(ws))
 
 
 def get_setting(dotted: str, default: Any = None, ws: Workspace | None = None) -> Any:
-    """Read one setting by dotted path, e.g. ``get_setting("ingest.rate_limit_rps")``."""
-    node: Any = load_config(ws)
+    """Read one setting by dotted path, e.g. ``get_setting("ingest.rate_limit_rps")``.
+
+    Only the value read is copied (a dict or list the caller may change), not the whole config:
+    this runs on every request and every pulled chunk group."""
+    node: Any = _merged(ws)
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
             return default
         node = node[part]
-    return node
+    return copy.deepcopy(node) if isinstance(node, dict | list) else node
 
 
 def shipped_default(dotted: str) -> Any:
@@ -270,7 +278,7 @@ def max_remote_bytes(ws: Workspace | None = None) -> int:
 
 def feature_enabled(name: str, ws: Workspace | None = None) -> bool:
     """The one way to read a feature flag (``features.<name>``)."""
-    flags = load_config(ws).get("features", {})
+    flags = _merged(ws).get("features", {})
     if name not in flags and name not in _DEFAULTS["features"]:
         raise KeyError(f"unknown feature flag {name!r}; known: {sorted(_DEFAULTS['features'])}")
     return bool(flags.get(name, False))
