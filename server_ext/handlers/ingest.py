@@ -135,9 +135,9 @@ class StatusHandler(IngestHandler):
         job_id = self.q_str("job_id", max_len=128)
         limit = self.q_int("limit", 20, minimum=1, maximum=500)
         include_cache = self.q_bool("include_cache")
-        queue = await self.queue()
 
-        def collect() -> dict[str, Any]:
+        def collect() -> dict[str, Any]:  # one trip to the thread pool (the queue is built there once)
+            queue = self.services.queue()
             out: dict[str, Any] = {"enabled": True}
             if job_id:
                 job = queue.get(job_id)
