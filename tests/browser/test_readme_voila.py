@@ -35,7 +35,10 @@ TAB_RENDERED = """() => {
   const panel = panels[0];
   const imgs = Array.from(panel.querySelectorAll('img')).filter(shown);
   const tables = Array.from(panel.querySelectorAll('.cvn-table')).filter(shown);
-  return imgs.every(i => i.complete && i.naturalWidth > 0) && tables.every(t => t.querySelector('tbody tr'))
+  // a table has rows, or says why it has none (its own empty text, not the default shown while loading)
+  const said = t => Array.from(t.parentElement.querySelectorAll('.cvn-table-empty'))
+    .some(e => shown(e) && e.textContent.trim() && e.textContent.trim() !== 'Nothing to show.');
+  return imgs.every(i => i.complete && i.naturalWidth > 0) && tables.every(t => t.querySelector('tbody tr') || said(t))
     && !panel.querySelector('.cvn-failed') && panel.innerText.trim().length > 0;
 }"""
 
