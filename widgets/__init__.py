@@ -1,7 +1,7 @@
 """comfyvn's ipywidgets dashboards (installed as ``comfyvn_widgets``).
 
     from comfyvn_widgets import AssetGallery, QueueInspector, EnforcerReport, HookMonitor, workbench
-    workbench()            # the four dashboards in tabs (what notebooks/workbench.ipynb shows)
+    workbench()            # every dashboard in tabs (what notebooks/workbench.ipynb shows)
 
 Each dashboard keeps its logic in a plain model class (``*_model.py``, testable without a
 browser) and its widget tree thin; live updates come from a worker thread fed by the hook bus
@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["AssetGallery", "EnforcerReport", "HookMonitor", "QueueInspector", "launch", "workbench"]
+__all__ = ["AssetGallery", "EnforcerReport", "HookMonitor", "LibraryDashboard", "LicencesDashboard", "QueueInspector",
+           "launch", "workbench"]
 
 _LAZY = {
     "AssetGallery": ".gallery",
     "QueueInspector": ".queue_inspector",
     "EnforcerReport": ".enforcer_report",
     "HookMonitor": ".hook_monitor",
+    "LibraryDashboard": ".library",
+    "LicencesDashboard": ".licences",
     "launch": ".app",
     "workbench": ".app",
 }

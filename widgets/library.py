@@ -9,6 +9,7 @@ import ipywidgets as W
 
 from comfyvn.config import Workspace
 from comfyvn.studio.core.asset_registry import AssetRegistry
+from comfyvn.workbench import get_workbench
 
 from . import theme
 from .library_model import LIBRARY_TOPICS, LibraryModel, human_bytes
@@ -29,9 +30,9 @@ COLUMNS = [
 
 
 class LibraryDashboard(LiveDashboard):
-    def __init__(self, registry: AssetRegistry | None = None, *, project: str | None = None,
+    def __init__(self, registry: AssetRegistry | None = None, *, project_id: str | None = None,
                  ws: Workspace | None = None, live: bool = True) -> None:
-        self.registry = registry or AssetRegistry(project, ws=ws)
+        self.registry = registry or get_workbench(ws).registry(project_id)
         self.model = LibraryModel(self.registry)
         self.status = theme.StatusBar()
         self.updater: LiveUpdater | None = None

@@ -18,6 +18,7 @@ import ipywidgets as W
 from comfyvn.licences.manifest import MANIFEST_FORMATS
 from comfyvn.rights import COMMERCIAL_LEVELS
 from comfyvn.studio.core.asset_registry import AssetRegistry
+from comfyvn.workbench import get_workbench
 
 from . import theme
 from .licences_model import COLOURS, LABELS, LIVE_TOPICS, TONES, LicencesModel
@@ -118,7 +119,7 @@ class LicencesDashboard(LiveDashboard):
 
     def __init__(self, registry: AssetRegistry | None = None, *, project_id: str | None = None, use: str | None = None,
                  live: bool = True, open_asset: Callable[[str], None] | None = None) -> None:
-        self.registry = registry or AssetRegistry(project_id=project_id)
+        self.registry = registry or get_workbench().registry(project_id)
         self.model = LicencesModel(self.registry, use)
         self.open_asset = open_asset
         self.status = theme.StatusBar()
