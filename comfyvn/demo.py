@@ -12,7 +12,10 @@ The story, all of it generated deterministically (Pillow pictures, ``wave`` soun
   without a licence, and the letter prop's sidecar went missing: the sidecar enforcer reports
   both, and ``comfyvn-enforcer --fill-metadata`` (or ``tools/assets_enforcer.py``) repairs both (a clean report after);
 * two new backgrounds were dropped into ``incoming/`` and are really in the ingest queue,
-  staged and waiting for someone to apply them in the queue inspector.
+  staged and waiting for someone to apply them in the queue inspector;
+* the studio's ComfyUI ``comfyui-models/`` folder (a checkpoint and a LoRA, tiny but valid
+  ``.safetensors``) is a library root, registered in place by a scan; a forgotten copy of the LoRA
+  under ``loras/old/`` shows in the Library tab's duplicate report.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import tempfile
 import wave
 from pathlib import Path
 
-from .config import init_workspace, set_feature, workspace
+from .config import init_workspace, set_feature, update_config, workspace
+from .hashing import sha256_file
+from .library.scan import scan_library
 from .workbench import Workbench
 
 # (type, name, colours, tags, licence)
@@ -56,6 +61,14 @@ MUSIC_FOLDER = "audio/music"  # where the music pack, with its LICENSE.txt, live
 MUSIC_LICENSE = "Demo music pack: theme_intro.wav\nSPDX-License-Identifier: CC-BY-4.0\n"
 LOST_SIDECAR = "letter"  # the prop whose sidecar went missing
 INCOMING = [("cafe_morning", ("#ffe8d6", "#cb997e")), ("park_autumn", ("#dda15e", "#606c38"))]
+# a ComfyUI models folder the studio already had: registered in place by a library scan, never
+# copied or moved. (folder, file, title, licence, seed)
+MODELS_FOLDER = "comfyui-models"
+_MODELS = [
+    ("checkpoints", "school_days_v2.safetensors", "School Days v2", "creativeml-openrail-m", 1),
+    ("loras", "ink_style.safetensors", "Ink Style", "cc-by-4.0", 2),
+]
+DUPLICATE_MODEL = ("loras/old/ink_style_v1.safetensors", "loras/ink_style.safetensors")  # a forgotten copy
 # what each character's face shows
 _EXPRESSIONS = {"neutral": "line", "smile": "smile", "angry": "frown", "surprised": "o"}
 
@@ -67,7 +80,17 @@ def title(name: str) -> str:
 
 def titles() -> list[str]:
     """Every asset title the demo registers (what the gallery shows)."""
-    return [title(item[1]) for item in [*_IMAGES, *_SOUNDS]]
+    return [title(item[1]) for item in [*_IMAGES, *_SOUNDS]] + [item[2] for item in _MODELS]
+
+
+def make_safetensors(path: Path, seed: int) -> Path:
+    """A tiny, valid ``.safetensors`` file (one float32 tensor; distinct bytes per ``seed``)."""
+    header = (f'{{"__metadata__": {{"format": "pt", "comfyvn_demo": "{seed}"}}, '
+              '"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}').encode()
+    header += b" " * (-len(header) % 8)  # the format aligns the data on 8 bytes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(header)) + header + struct.pack("<4f", seed, seed / 2, seed / 3, seed / 4))
+    return path
 
 
 def _hex(c: str) -> tuple[int, int, int]:
@@ -185,11 +208,32 @@ def seed(root: Path, *, quiet: bool = False) -> dict:
             job = queue.enqueue("local", source_path=incoming / f"{name}.png", asset_type_hint="backgrounds",
                                 metadata={"title": title(name), "demo": True})
             staged.append(job["job_id"])
+        models = _seed_library(ws, registry)
         marker.write_text("seeded\n")
     findings = ["theme_intro: no licence (its folder has LICENSE.txt)",
                 f"{LOST_SIDECAR}: sidecar missing"]
     if not quiet:
-        print(f"seeded demo workspace {ws.root}: {len(records)} assets, {len(staged)} files from incoming/ "
+        print(f"seeded demo workspace {ws.root}: {len(records)} assets, {models} models of "
+              f"{MODELS_FOLDER}/ registered in place (a library root), {len(staged)} files from incoming/ "
               "staged in the ingest queue (apply them in the queue inspector), 2 findings for the sidecar "
               f"enforcer (comfyvn-enforcer --fill-metadata --workspace {ws.root} repairs them)")
-    return {"workspace": str(ws.root), "registered": len(records), "staged": staged, "findings": findings}
+    return {"workspace": str(ws.root), "registered": len(records) + models, "staged": staged, "findings": findings}
+
+
+def _seed_library(ws, registry) -> int:
+    """The models folder as a library root, scanned (the copy is reported as a duplicate); returns
+    how many assets the scan registered."""
+    folder = ws.root / MODELS_FOLDER
+    for sub, name, _title, _licence, seed in _MODELS:
+        make_safetensors(folder / sub / name, seed)
+    copy, original = DUPLICATE_MODEL
+    (folder / copy).parent.mkdir(parents=True, exist_ok=True)
+    (folder / copy).write_bytes((folder / original).read_bytes())
+    update_config({"library": {"roots": [{"name": "comfyui", "path": str(folder), "layout": "comfyui",
+                                          "sidecars": "mirror"}]}}, ws)
+    report = scan_library(project="default", ws=ws, registry=registry)
+    named = {sha256_file(folder / sub / name)[0]: (title_, licence) for sub, name, title_, licence, _seed in _MODELS}
+    for uid in report.registered:  # by content: the scan may have met the copy first
+        title_, licence = named[registry.get_asset(uid)["hash"]]
+        registry.update_asset_meta(uid, {"title": title_, "demo": True}, license_tag=licence)
+    return len(report.registered)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import wave
+from pathlib import Path
 
 from comfyvn import demo
 from comfyvn.config import feature_enabled, workspace
 from comfyvn.ingest.queue import AssetIngestQueue
+from comfyvn.library.duplicates import duplicate_report
 from comfyvn.registry.rebuild import audit_sidecars
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
@@ -16,7 +18,7 @@ from comfyvn.studio.core.asset_registry import AssetRegistry
 def test_seed_creates_assets_with_thumbnails_and_is_idempotent(tmp_path):
     root = tmp_path / "demo"
     first = demo.seed(root, quiet=True)
-    assert first["registered"] == len(demo._IMAGES) + len(demo._SOUNDS)
+    assert first["registered"] == len(demo._IMAGES) + len(demo._SOUNDS) + len(demo._MODELS)
     ws = workspace(root)
     assert feature_enabled("enable_asset_ingest", ws) is True
     reg = AssetRegistry(project_id="default", ws=ws)
@@ -36,8 +38,8 @@ def test_every_demo_picture_and_sound_is_distinct(tmp_path):
     demo.seed(tmp_path / "demo", quiet=True)
     reg = AssetRegistry(project_id="default", ws=workspace(tmp_path / "demo"))
     rows = list(reg.iter_assets())
-    digests = {hashlib.sha256((reg.assets_root / r["path"]).read_bytes()).hexdigest() for r in rows}
-    assert len(digests) == len(rows) == len(demo._IMAGES) + len(demo._SOUNDS)
+    digests = {hashlib.sha256(Path(r["abs_path"]).read_bytes()).hexdigest() for r in rows}
+    assert len(digests) == len(rows) == len(demo._IMAGES) + len(demo._SOUNDS) + len(demo._MODELS)
     # two expressions of one character differ in the face, not only in a colour
     from PIL import Image, ImageChops
 
@@ -50,6 +52,20 @@ def test_every_demo_picture_and_sound_is_distinct(tmp_path):
             with wave.open(str(reg.assets_root / r["path"])) as wav:
                 lengths.add(wav.getnframes())
     assert len(lengths) == len(demo._SOUNDS)
+
+
+def test_demo_models_folder_is_a_library_root_registered_in_place_with_one_duplicate(tmp_path):
+    root = tmp_path / "demo"
+    demo.seed(root, quiet=True)
+    ws = workspace(root)
+    reg = AssetRegistry(project_id="default", ws=ws)
+    models = [r for r in reg.iter_assets() if r["path"].startswith("@library/")]
+    assert sorted(r["meta"]["title"] for r in models) == sorted(m[2] for m in demo._MODELS)
+    for rec in models:  # in place: the file is the one in the models folder, nothing was copied
+        assert Path(rec["abs_path"]).is_relative_to(root / demo.MODELS_FOLDER) and Path(rec["abs_path"]).is_file()
+        assert rec["license"]
+    [group] = duplicate_report(reg)["groups"]
+    assert sorted(p["rel"] for p in group["paths"]) == sorted(demo.DUPLICATE_MODEL)
 
 
 def test_demo_queue_holds_the_incoming_files_and_the_enforcer_fix_repairs_its_findings(tmp_path):
