@@ -182,6 +182,7 @@ def seed(root: Path, *, quiet: bool = False) -> dict:
     set_feature("enable_asset_ingest", True, ws)
     with Workbench(ws) as wb:  # closed (bus tailer, worker, connections) once the demo is seeded
         registry = wb.registry("default")
+        models = _seed_library(ws, registry)  # first: the gallery shows the newest (the art) first
         records: dict[str, dict] = {}
         licence: str | None  # the images all have one, a sound may not
         with tempfile.TemporaryDirectory(prefix="comfyvn-demo-") as tmp:
@@ -208,7 +209,6 @@ def seed(root: Path, *, quiet: bool = False) -> dict:
             job = queue.enqueue("local", source_path=incoming / f"{name}.png", asset_type_hint="backgrounds",
                                 metadata={"title": title(name), "demo": True})
             staged.append(job["job_id"])
-        models = _seed_library(ws, registry)
         marker.write_text("seeded\n")
     findings = ["theme_intro: no licence (its folder has LICENSE.txt)",
                 f"{LOST_SIDECAR}: sidecar missing"]

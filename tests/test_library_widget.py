@@ -52,6 +52,8 @@ def test_model_follows_a_scan_through_its_events(ws, tmp_path):
     model.refresh()
     [row] = model.rows()
     assert row["cells"]["files"] == 3 and row["cells"]["unidentified"] == 2
+    # chip cells are [text, tone], the table's format (a dict showed "[object Object]")
+    assert row["cells"]["missing"] == ["0", "ok"] and row["cells"]["available"] == ["mounted", "ok"]
     assert model.duplicates["reclaimable_bytes"] == 20_000 and model.last["files"] == 3
 
 

@@ -316,7 +316,7 @@ class GalleryModel:
         name = PurePosixPath(rec["path"]).name
         return {"uid": rec["uid"], "name": name, "title": title or name, "type": rec["type"],
                 "license": rec.get("license"), "tags": list(rec.get("tags") or []), "bytes": rec.get("bytes", 0),
-                "ext": PurePosixPath(name).suffix.lstrip(".").upper()[:6] or "FILE",
+                "ext": PurePosixPath(name).suffix.lstrip(".").upper()[:12] or "FILE",  # SAFETENSORS whole
                 "kind": (rec.get("preview") or {}).get("kind")}
 
     def tiles(self) -> list[dict]:

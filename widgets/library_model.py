@@ -109,9 +109,9 @@ class LibraryModel:
             out.append({"id": r["name"], "cells": {
                 "name": r["name"], "path": r["path"], "layout": r["layout"], "files": r["files"],
                 "bytes": human_bytes(r["bytes"]), "identified": r["identified"], "unidentified": r["unidentified"],
-                "missing": {"text": str(r["missing"]), "kind": "bad" if r["missing"] else ""},
-                "available": {"text": "yes" if r["available"] else "unavailable",
-                              "kind": "ok" if r["available"] else "bad"}}})
+                # chips are [text, tone] (widgets/table.py)
+                "missing": [str(r["missing"]), "bad" if r["missing"] else "ok"],
+                "available": ["mounted" if r["available"] else "unavailable", "ok" if r["available"] else "bad"]}})
         return out
 
     def scan(self, roots: list[str] | None = None, identify: bool = False) -> dict:

@@ -74,7 +74,7 @@ def test_validate_system_fails_on_a_wrong_token_and_on_a_server_without_routes(s
     assert not report.verdict.ok and f"no Markdown files in {tmp_path}" in str(report.verdict)
     report = rb.validate_system(server.base_url, server.token, profiles="p7_asset_ingest_cache,nope")
     assert report.verdict.line == ("VERDICT: FAIL — unknown profile(s) nope; known: p7_asset_ingest_cache, "
-                                   "asset_gallery, hook_bus, licences, all")
+                                   "asset_gallery, hook_bus, licences, library, all")
 
     with live_server_context(tmp_path / "bare", extension=False) as bare:
         run = runbooks.fail("validate_system", base_url=bare.base_url, token=bare.token, check_docs=False,
