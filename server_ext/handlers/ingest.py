@@ -133,7 +133,7 @@ class StatusHandler(IngestHandler):
     @authorized
     async def get(self) -> None:
         job_id = self.q_str("job_id", max_len=128)
-        limit = self.q_int("limit", 20, minimum=1, maximum=500)
+        limit = self.q_int("limit", 20, minimum=1, maximum=500) or 20
         include_cache = self.q_bool("include_cache")
 
         def collect() -> dict[str, Any]:  # one trip to the thread pool (the queue is built there once)
