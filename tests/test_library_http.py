@@ -125,3 +125,19 @@ async def test_identify_over_http_against_the_fake_civitai(api, ws, root, provid
     assert code == 200 and rec["origin"] == "civitai"
     code, again = await api("POST", "/api/library/identify")
     assert code == 200 and again["calls"] == 0 and again["skipped_negative"] == 2
+
+
+async def test_an_in_place_file_downloads_from_its_root_through_the_confined_reader(api, jp_fetch, ws, root):
+    code, _ = await api("POST", "/api/library/scan", body={"roots": ["comfy"]})
+    assert code == 202
+    await wait_finished(ws)
+    code, rec = await api("GET", f"/assets/by-hash/{hash_path(root / 'vae' / 'v.pt').sha256}")
+    assert code == 200
+    resp = await jp_fetch("assets", rec["uid"], "download", raise_error=False)
+    assert resp.code == 200 and resp.body == b"V" * 1_200_000  # was 404: only the assets root was served
+    # the file swapped for a symlink to a secret is refused, never followed
+    target = root / "vae" / "v.pt"
+    target.unlink()
+    target.symlink_to("/etc/passwd")
+    resp = await jp_fetch("assets", rec["uid"], "download", raise_error=False)
+    assert resp.code == 403 and json.loads(resp.body)["error"] == "file_refused"

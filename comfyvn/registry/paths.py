@@ -61,6 +61,15 @@ class AssetsRoot:
             return str(base / name)
         return self.text + os.sep + rel + SIDECAR_SUFFIX
 
+    def file_location(self, rel: str) -> tuple[Path, str]:
+        """``(base folder, relative name)`` of the asset file at ``rel``, for a confined open: the
+        assets root, or the library root an in-place file lies in."""
+        if rel.startswith(IN_PLACE_PREFIX):
+            path = Path(in_place_path(self.ws, rel))
+            inner = split_in_place(rel)[1]
+            return Path(str(path)[: -len(inner) - 1]), inner
+        return self.path, rel
+
     def sidecar_location(self, rel: str) -> tuple[Path, str]:
         """``(base folder, relative name)`` of the sidecar of the asset at ``rel``, for a confined open."""
         if rel.startswith(IN_PLACE_PREFIX):

@@ -325,7 +325,8 @@ class DownloadHandler(AssetsBase):
     async def get(self, uid: str) -> None:
         reg, rec = await self.require_asset(uid)
         # never through a symlink, never a FIFO or device (tests/reliability/test_security_routes.py)
-        fh, st = await self.open_file(reg.assets_root, rec["path"], "asset file")
+        # the assets root, or the library root of a file registered in place
+        fh, st = await self.open_file(*reg.file_location(rec["path"]), "asset file")
         name = Path(rec["path"]).name
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
         await self.stream_file(fh, st, mime, download_name=name, etag=rec["hash"])

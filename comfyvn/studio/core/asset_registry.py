@@ -202,6 +202,11 @@ class AssetRegistry:
                 for event, cbs in self.iter_hooks().items()}
 
     # ------------------------------------------------------------------ paths
+    def file_location(self, rel: str) -> tuple[Path, str]:
+        """``(base folder, name inside it)`` of the asset file at ``rel``: the assets root, or the
+        library root of a file registered in place (for a confined open)."""
+        return self._root.file_location(rel)
+
     def sidecar_path_for(self, rel: str) -> Path:
         """Where the sidecar of the asset at ``rel`` (relative to the assets root) lives."""
         return self._root.sidecar_path(rel)
