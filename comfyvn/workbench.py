@@ -32,7 +32,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .config import Workspace, get_setting, init_workspace, open_existing_workspace, setup_logging, workspace
+from .config import (
+    Workspace,
+    default_project,
+    init_workspace,
+    open_existing_workspace,
+    setup_logging,
+    workspace,
+)
 from .errors import ComfyvnError
 from .hooks import ModderHookBus, get_hook_bus
 from .store import Database, get_database
@@ -96,7 +103,7 @@ class Workbench:
     @property
     def default_project(self) -> str:
         """``registry.default_project`` (read when asked: a broken config fails only what needs it)."""
-        return str(get_setting("registry.default_project", "default", self.ws))
+        return default_project(self.ws)
 
     def _build(self, attr: str, build: Callable[[], T]) -> T:
         """Build a part once (a failed build is retried on the next use)."""

@@ -15,7 +15,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from comfyvn.config import get_setting
+from comfyvn.config import get_setting, max_remote_bytes
 from comfyvn.hooks import ModderHookBus, Subscription
 from comfyvn.store import Database
 from comfyvn.studio.core.asset_registry import AssetRegistry
@@ -118,4 +118,4 @@ class ComfyvnServices:
         """Upload size limit: the extension's setting, else the workspace's ``ingest.max_remote_bytes``."""
         if self._max_upload_bytes > 0:
             return self._max_upload_bytes
-        return int(get_setting("ingest.max_remote_bytes", 200 * 1024 * 1024, self.ws))
+        return max_remote_bytes(self.ws)

@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import sources
-from ..config import Workspace, feature_enabled, get_setting, setup_logging, workspace
+from ..config import Workspace, default_project, feature_enabled, setup_logging, workspace
 from ..fsutil import (
     UnsafePathError,
     boot_id,
@@ -143,7 +143,7 @@ class AssetIngestQueue:
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         self.db: Database = get_database(self.ws.db_path)
         self.limiter = RateLimiter(self.db, self.ws)
-        self.default_project = get_setting("registry.default_project", "default", self.ws)
+        self.default_project = default_project(self.ws)
         self._registries: dict[str, AssetRegistry] = {}
         self._registries_lock = threading.Lock()
         self.auto_worker = auto_worker

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import sources
-from ..config import Workspace, get_setting
+from ..config import Workspace, get_setting, max_remote_bytes, shipped_default
 from ..fsutil import fsync_dir, owner_token
 from . import remote
 from .errors import IngestError, RemoteError
@@ -35,7 +35,7 @@ POLL_SECONDS = 1.0  # how often an idle worker looks for jobs other processes qu
 RECOVER_SECONDS = 30.0  # how often a running worker looks for jobs of dead processes
 PROGRESS_SECONDS = 0.5  # at most two progress events per second per job
 DEFAULT_MAX_AUTO_RETRIES = 5
-MAX_REMOTE_BYTES = 200 * 1024 * 1024  # a pull's size cap unless ingest.max_remote_bytes says otherwise
+MAX_REMOTE_BYTES = int(shipped_default("ingest.max_remote_bytes"))  # the shipped cap (seed name); see max_remote_bytes
 
 
 def backoff_seconds(failures: int, base: float = 5.0) -> float:
@@ -241,7 +241,7 @@ class IngestWorker:
                 return job
             part = staging.part_file(job_id)
             progress, cancelled = self._callbacks(job)
-            max_bytes = int(get_setting("ingest.max_remote_bytes", None, self.ws) or MAX_REMOTE_BYTES)
+            max_bytes = max_remote_bytes(self.ws)
             digest, size = api.download(plan, part, ws=self.ws, max_bytes=max_bytes, progress=progress,
                                         cancelled=cancelled)
             final = staging.staged_file(job_id, filename)

@@ -21,7 +21,13 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..config import ConfigError, NotAWorkspaceError, Workspace, existing_workspace, get_setting
+from ..config import (
+    ConfigError,
+    NotAWorkspaceError,
+    Workspace,
+    default_project,
+    existing_workspace,
+)
 from ..errors import InvalidInput
 from ..studio.core.asset_registry import AssetNotFoundError, AssetRegistry, check_project_id
 from .check import VERDICTS, check_project
@@ -39,7 +45,7 @@ class UsageError(InvalidInput, ValueError):
 def open_project(workspace: str | None, project: str | None, *, recover: bool = False) -> AssetRegistry:
     """The registry of an existing project of an existing workspace (never creates either)."""
     ws: Workspace = existing_workspace(workspace, hint=HINT)
-    name = check_project_id(project or str(get_setting("registry.default_project", "default", ws)))
+    name = check_project_id(project or default_project(ws))
     env_root = os.environ.get("COMFYVN_ASSETS_ROOT")  # the registry's own override of the assets folder
     root = Path(env_root).expanduser().resolve() if env_root else ws.assets_root
     if not (root / name).is_dir():

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..config import get_setting, workspace
+from ..config import default_project, workspace
 from ..fsutil import owner_alive, read_json_object, temp_owner
 from ..hashing import sha256_file
 from ..studio.core.asset_registry import AssetRegistry
@@ -75,7 +75,7 @@ def open_registry(registry_or_project: AssetRegistry | str | None, workspace_roo
             raise ValueError(f"give either a registry or {', '.join(roots)}, not both")
         return registry_or_project
     ws = workspace(workspace_root)
-    project = registry_or_project or get_setting("registry.default_project", "default", ws)
+    project = registry_or_project or default_project(ws)
     return AssetRegistry(project, ws=ws, recover=recover, **roots)
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ...config import Workspace, get_setting, setup_logging, workspace
+from ...config import Workspace, default_project, get_setting, setup_logging, workspace
 from ...core import modder_hooks
 from ...registry import listeners
 from ...registry.errors import AssetCollisionError, AssetNotFoundError, AssetRegistryError
@@ -95,7 +95,7 @@ class AssetRegistry:
         self.ws: Workspace = ws or workspace(workspace_root)
         self.ws.ensure()
         setup_logging(self.ws.logs_dir)
-        project_id = project_id or get_setting("registry.default_project", "default", self.ws)
+        project_id = project_id or default_project(self.ws)
         self.project_id = check_project_id(project_id)
         thumbnails_root = thumbnails_root or thumb_root
         env_assets, env_thumbs = os.environ.get("COMFYVN_ASSETS_ROOT"), os.environ.get("COMFYVN_THUMBS_ROOT")
