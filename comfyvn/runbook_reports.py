@@ -332,9 +332,10 @@ def validate_system(base_url: str, token: str | None = None, *, profiles: str | 
 
 
 # ---------------------------------------------------------------------------------------- enforce_sidecars
-def enforce_sidecars(ws: Workspace, *, project_id: str = "default", fix: bool = False,
+def enforce_sidecars(ws: Workspace, *, project_id: str | None = None, fix: bool = False,
                      fill_metadata: bool = False, overwrite: bool = False) -> Report:
-    """Audit sidecars (dry run) or fix them and audit again to prove the fix.
+    """Audit sidecars (dry run) or fix them and audit again to prove the fix (``project_id`` None:
+    the workspace's ``registry.default_project``).
 
     The enforcer opens the registry without recovering it first, so interrupted operations
     are reported (and, with ``fix``, finished) rather than silently repaired.
