@@ -35,6 +35,18 @@ setup_browser() {
   fi
 }
 
+setup_postgres() {
+  # the tests start throw-away PostgreSQL clusters (tests/pgserver.py) from Debian's server binaries
+  if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Debian's PostgreSQL server for the shared-store tests"
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+  else
+    log "PostgreSQL is missing: run 'sudo apt-get install -y postgresql'"; exit 1
+  fi
+}
+
 cmd_run() {
   setup_python
   # seeds demo-workspace/ (once) and starts JupyterLab; the URL, the venv's activate line and
@@ -45,6 +57,7 @@ cmd_run() {
 cmd_test() {
   setup_python
   setup_browser
+  setup_postgres
   export PYTHONDONTWRITEBYTECODE=1
   log "ruff"
   "$VENV/bin/ruff" check "$REPO"
@@ -64,6 +77,6 @@ cmd_test() {
 case "${1:-}" in
   run) shift; cmd_run "$@" ;;
   test) shift; cmd_test "$@" ;;
-  setup) setup_python; setup_browser ;;
+  setup) setup_python; setup_browser; setup_postgres ;;
   *) echo "usage: bash tools/dev.sh run|test" >&2; exit 2 ;;
 esac
