@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgserver import Cluster, start_cluster
 
 from comfyvn.config import Workspace, init_workspace, workspace
 
@@ -29,3 +31,19 @@ def subprocess_env(ws) -> dict[str, str]:
     env["COMFYVN_HOME"] = str(ws.root)
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throw-away PostgreSQL server for the session (tests/pgserver.py); never a mock."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> str:
+    """URL of a new, empty PostgreSQL database on the session's server."""
+    return pg_cluster.create_database()
