@@ -100,15 +100,39 @@ class ScanReport:
                 "hashed_bytes": self.hashed_bytes, "seconds": round(self.seconds, 3)}
 
 
+@dataclass(slots=True)
+class WalkTally:
+    """What a walk of one root saw: every regular file, and those it found unchanged itself."""
+
+    files: int = 0
+    bytes: int = 0
+    unchanged: int = 0
+
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
 def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = None,
-              refused: set[tuple[int, int]] | None = None) -> Iterator[tuple[str, str, os.stat_result]]:
-    """``(rel, path, stat)`` of every regular file below ``root`` (symlinks followed, loops and
-    unreadable folders reported in ``errors``); ``OSError`` when the root itself cannot be read.
+              refused: set[tuple[int, int]] | None = None, known: dict[str, tuple] | None = None,
+              tally: WalkTally | None = None, on_folder: Callable[[WalkTally], None] | None = None,
+              ) -> Iterator[tuple[str, str, os.stat_result, tuple | None]]:
+    """``(rel, path, stat, last row)`` of the regular files below ``root`` (symlinks followed, loops
+    and unreadable folders reported in ``errors``); ``OSError`` when the root itself cannot be read.
+
+    ``known`` maps rel -> the last scan's ``(dev, ino, size, mtime_ns, present)`` (see
+    :meth:`Scanner._known`); each file's row is popped from it (what is left was not seen) and
+    yielded with the file.  A present file whose ``lstat`` equals its row is unchanged: it is only
+    counted in ``tally`` (no Python object, no name check: the row was accepted by an earlier scan).
+    Folders are read through a descriptor, so a file's ``lstat`` is an ``fstatat`` of its name, not
+    a walk of its full path.  ``on_folder(tally)`` is called after each folder (progress).
 
     Dot-names, sidecars (``*.asset.json``), key and credential files, the folders in ``skip``
     and the folders or files whose (device, inode) is in ``refused`` (the workspace's own
     database, config, logs and cache, also through a symlink or a hard link) are left out."""
     refused = refused or set()
+    refused_inos = {ino for _, ino in refused}
+    known = {} if known is None else known
+    tally = WalkTally() if tally is None else tally
     base = str(root.path)
     try:
         top = os.stat(base)
@@ -120,49 +144,79 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
     skip = skip or set()
     while stack:
         folder, rel_dir = stack.pop()
+        prefix = f"{rel_dir}/" if rel_dir else ""
         try:
-            with os.scandir(folder) as it:
-                entries = list(it)
+            fd = os.open(folder, _DIR_FLAGS)
         except OSError as exc:
             errors.append({"root": root.name, "path": folder, "error": f"folder not readable: {exc.strerror or exc}"})
             continue
-        for entry in entries:
-            name = entry.name
-            if name.startswith(".") or name.endswith(SIDECAR_SUFFIX):
-                continue
-            if not name.isprintable() or _undecodable(name):  # a registry path must be UTF-8 text on one line
-                errors.append({"root": root.name, "path": os.fsencode(entry.path).decode("utf-8", "backslashreplace"),
-                               "error": "file name is not printable UTF-8 text; rename it to register it"})
-                continue
-            rel = f"{rel_dir}/{name}" if rel_dir else name
+        try:
             try:
-                is_link = entry.is_symlink()
-                st = os.stat(entry.path) if is_link else entry.stat(follow_symlinks=False)
+                with os.scandir(fd) as it:
+                    entries = list(it)
             except OSError as exc:
-                errors.append({"root": root.name, "path": entry.path,
-                               "error": f"cannot stat: {exc.strerror or exc}" + (" (broken symlink)"
-                                                                                  if entry.is_symlink() else "")})
+                errors.append({"root": root.name, "path": folder,
+                               "error": f"folder not readable: {exc.strerror or exc}"})
                 continue
-            key = (st.st_dev, st.st_ino)
-            if key in refused:
-                errors.append({"root": root.name, "path": entry.path, "error": "the workspace's own files (database, "
-                               "config, logs, cache) are never registered; skipped"})
-                continue
-            if stat_mod.S_ISDIR(st.st_mode):
-                if entry.path in skip:
+            files = nbytes = unchanged = 0
+            for entry in entries:
+                name = entry.name
+                row = known.pop(prefix + name, None)  # None for dot-names and sidecars: never registered
+                if row is not None and entry.is_file(follow_symlinks=False):  # the rescan's fast path
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        pass  # reported below
+                    else:
+                        if row == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, 1) and st.st_ino not in refused_inos:
+                            unchanged += 1
+                            nbytes += st.st_size
+                            continue
+                if name.startswith(".") or name.endswith(SIDECAR_SUFFIX):
                     continue
-                if key in seen_dirs:
-                    errors.append({"root": root.name, "path": entry.path,
-                                   "error": "symlink loop: this folder was already scanned; skipped"})
+                rel = prefix + name
+                path = os.path.join(folder, name)
+                if not name.isprintable() or _undecodable(name):  # a registry path must be UTF-8 text on one line
+                    errors.append({"root": root.name, "path": os.fsencode(path).decode("utf-8", "backslashreplace"),
+                                   "error": "file name is not printable UTF-8 text; rename it to register it"})
                     continue
-                seen_dirs.add(key)
-                stack.append((entry.path, rel))
-            elif stat_mod.S_ISREG(st.st_mode):
-                if sensitive_name([name]) is not None:  # keys and credentials are never read
-                    errors.append({"root": root.name, "path": entry.path,
-                                   "error": "a key or credential file name; never registered"})
+                try:
+                    is_link = entry.is_symlink()
+                    st = os.stat(name, dir_fd=fd) if is_link else entry.stat(follow_symlinks=False)
+                except OSError as exc:
+                    errors.append({"root": root.name, "path": path,
+                                   "error": f"cannot stat: {exc.strerror or exc}" + (" (broken symlink)"
+                                                                                      if entry.is_symlink() else "")})
                     continue
-                yield rel, entry.path, st
+                key = (st.st_dev, st.st_ino)
+                if key in refused:
+                    errors.append({"root": root.name, "path": path, "error": "the workspace's own files (database, "
+                                   "config, logs, cache) are never registered; skipped"})
+                    continue
+                if stat_mod.S_ISDIR(st.st_mode):
+                    if path in skip:
+                        continue
+                    if key in seen_dirs:
+                        errors.append({"root": root.name, "path": path,
+                                       "error": "symlink loop: this folder was already scanned; skipped"})
+                        continue
+                    seen_dirs.add(key)
+                    stack.append((path, rel))
+                elif stat_mod.S_ISREG(st.st_mode):
+                    if sensitive_name([name]) is not None:  # keys and credentials are never read
+                        errors.append({"root": root.name, "path": path,
+                                       "error": "a key or credential file name; never registered"})
+                        continue
+                    files += 1
+                    nbytes += st.st_size
+                    yield rel, path, st, row
+            tally.files += files + unchanged
+            tally.bytes += nbytes
+            tally.unchanged += unchanged
+        finally:
+            os.close(fd)
+        if on_folder is not None:
+            on_folder(tally)
 
 
 def _workspace_identities(ws: Workspace) -> set[tuple[int, int]]:
@@ -270,12 +324,14 @@ class Scanner:
         refused = _workspace_identities(self.ws)
         for root in roots:
             rows = self._known(root.name)
-            files = nbytes = 0
+            tally = WalkTally()
+
+            def walked(t: WalkTally, before: int = report.files) -> None:
+                prog.update(files_seen=before + t.files)
+
             try:  # one pass: stat, compare with the last scan, keep only what changed
-                for rel, path, st in walk_root(root, report.errors, skip=skip, refused=refused):
-                    files += 1
-                    nbytes += st.st_size
-                    row = rows.pop(rel, None)
+                for rel, path, st, row in walk_root(root, report.errors, skip=skip, refused=refused, known=rows,
+                                                    tally=tally, on_folder=walked):
                     if row is not None and row[:4] == cache_key(st):
                         if not row[4]:
                             came_back.append(_Entry(root, rel, path, st))
@@ -286,8 +342,8 @@ class Scanner:
                         known[(root.name, rel)] = row
             except OSError:
                 continue  # an unplugged disk: reported, its files are not marked missing
-            report.files += files
-            report.bytes += nbytes
+            report.files += tally.files
+            report.bytes += tally.bytes
             unseen[root.name] = rows
         report.unchanged = report.files - len(todo)
         todo.sort(key=lambda e: (e.root.name, e.rel))
@@ -541,5 +597,5 @@ def library_status(registry) -> dict:
             "negative_cache_days": get_setting("library.negative_cache_days", 7, ws)}
 
 
-__all__ = ["ScanBusyError", "ScanReport", "Scanner", "last_scan", "library_status", "scan_library", "start_scan",
+__all__ = ["ScanBusyError", "ScanReport", "Scanner", "WalkTally", "last_scan", "library_status", "scan_library", "start_scan",
            "walk_root"]
