@@ -68,6 +68,11 @@ _TAGGED = {"blake3": ("blake3",), "sha256": ("sha256",)}
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+def autov3_aliases(autov3: str) -> dict[str, str]:
+    """The forms a tool shows of an AutoV3: in full, and Civitai's / A1111's first 12 hex."""
+    return {"autov3": autov3, "autov3_short": autov3[:12]}
+
+
 @dataclass(frozen=True, slots=True)
 class HashForms:
     """The hashes of one file's bytes (lower-case hex; ``autov3`` is None unless a safetensors file)."""
@@ -88,8 +93,7 @@ class HashForms:
         out = {"sha256": self.sha256, "blake3": self.blake3, "crc32": self.crc32, "autov1": self.autov1,
                "autov2": self.autov2, "sha256_short": self.sha256[:12]}
         if self.autov3 is not None:
-            out["autov3"] = self.autov3
-            out["autov3_short"] = self.autov3[:12]
+            out.update(autov3_aliases(self.autov3))
         return out
 
     def civitai(self) -> dict[str, str]:
@@ -318,6 +322,42 @@ def _hash_threaded(fd: int, state: _State, on_bytes: Callable[[int], None] | Non
         raise failure[0]
 
 
+def safetensors_data_offset(fd: int, size: int) -> int | None:
+    """Where a safetensors file's tensor data starts (``8 + header length``), or None when the
+    file has no valid header (as :class:`_State` decides: the length fits, the JSON starts with ``{``)."""
+    head = os.pread(fd, 9, 0)
+    if len(head) < 9 or head[8:9] != b"{":
+        return None
+    start = 8 + int.from_bytes(head[:8], "little")
+    return start if start <= size else None
+
+
+def autov3_fd(fd: int, *, on_bytes: Callable[[int], None] | None = None) -> str | None:
+    """AutoV3 of an open safetensors file alone (SHA-256 of the bytes after its header), or None
+    when it has no valid header: what :func:`hash_fd` computes with ``safetensors=True``, as a
+    pass of its own (the library's background phase).  One thread, :data:`CHUNK` reads into one
+    reused buffer (``preadv``, no copy)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"file descriptor {fd} is not a regular file")
+    pos = safetensors_data_offset(fd, st.st_size)
+    if pos is None:
+        return None
+    try:
+        os.posix_fadvise(fd, pos, 0, os.POSIX_FADV_SEQUENTIAL)
+    except (AttributeError, OSError):  # hints only
+        pass
+    digest = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    mem = memoryview(buf)
+    while n := os.preadv(fd, [buf], pos):
+        digest.update(mem[:n])
+        pos += n
+        if on_bytes is not None:
+            on_bytes(n)
+    return digest.hexdigest()
+
+
 def hash_bytes(data: bytes, *, safetensors: bool = False) -> HashForms:
     """All hash forms of an in-memory ``bytes`` (for small payloads and tests of callers)."""
     state = _State(safetensors)
@@ -331,5 +371,5 @@ def hash_bytes(data: bytes, *, safetensors: bool = False) -> HashForms:
     return state.result()
 
 
-__all__ = ["CHUNK", "FORM_LENGTHS", "HashForms", "HashQuery", "candidate_forms", "hash_bytes", "hash_fd",
-           "hash_path", "is_safetensors_name"]
+__all__ = ["CHUNK", "FORM_LENGTHS", "HashForms", "HashQuery", "autov3_aliases", "autov3_fd", "candidate_forms", "hash_bytes", "hash_fd",
+           "hash_path", "is_safetensors_name", "safetensors_data_offset"]

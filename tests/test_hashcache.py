@@ -265,3 +265,73 @@ def test_device_and_inode_numbers_with_the_top_bit_set(cache, tmp_path):
     assert [cache.lookup(s) for s in high] == [forms, forms, None]
     assert cache.lookup_many(high) == [forms, forms, None]
     assert cache.known_many(high) == [True, True, False]
+
+
+def safetensors_file(path: Path, tensor: bytes) -> Path:
+    return make(path, (2).to_bytes(8, "little") + b"{}" + tensor)
+
+
+def test_autov3_deferred_then_completed_alone_and_never_read_again(cache, tmp_path, no_reads):
+    path = safetensors_file(tmp_path / "big.safetensors", b"w" * 5000)
+    first = cache.hash_file(path, autov3=False)
+    assert first.autov3 is None and first.sha256 == hash_bytes(path.read_bytes()).sha256
+    key = cache_key(os.stat(path))
+    assert cache.autov3_state(key) is None  # not computed yet (NULL)
+    before = cache.counters()
+    value = cache.complete_autov3(path, key)
+    assert value == hashlib.sha256(b"w" * 5000).hexdigest()
+    after = cache.counters()
+    assert after["files_read"] - before["files_read"] == 1 and after["bytes_read"] - before["bytes_read"] == 5000
+    assert cache.autov3_state(key) == value
+    no_reads()  # from here every answer comes from the cache
+    assert HashCache(cache.db).hash_file(path).autov3 == value
+    assert HashCache(cache.db).hash_file(path, autov3=False).autov3 == value
+
+
+def test_a_cached_row_without_autov3_gets_it_by_a_pass_of_autov3_alone(cache, tmp_path, monkeypatch):
+    path = safetensors_file(tmp_path / "m.safetensors", b"q" * hf.CHUNK)
+    cache.hash_file(path, autov3=False)
+    whole = []
+    real = hf.hash_fd
+    monkeypatch.setattr("comfyvn.library.hashcache.hash_fd", lambda *a, **k: whole.append(1) or real(*a, **k))
+    fresh = HashCache(cache.db)
+    forms = fresh.hash_file(path)  # the caller wants AutoV3: only AutoV3 is read
+    assert forms.autov3 == hashlib.sha256(b"q" * hf.CHUNK).hexdigest() and whole == []
+    assert fresh.counters()["bytes_read"] == hf.CHUNK and fresh.counters()["hits"] == 1
+
+
+def test_no_valid_header_is_remembered_and_not_read_again(cache, tmp_path, no_reads):
+    path = make(tmp_path / "fake.safetensors", b"not a safetensors file at all" * 10)
+    key = cache_key(os.stat(path))
+    cache.hash_file(path, autov3=False)
+    assert cache.complete_autov3(path, key) is None
+    assert cache.autov3_state(key) == ""  # computed: no AutoV3
+    eager = make(tmp_path / "fake2.safetensors", b"also not one" * 10)
+    cache.hash_file(eager)
+    assert cache.autov3_state(cache_key(os.stat(eager))) == ""
+    no_reads()
+    assert HashCache(cache.db).hash_file(path).autov3 is None
+    assert HashCache(cache.db).hash_file(eager).autov3 is None
+
+
+def test_deferred_autov3_is_filled_from_the_alias_table_when_the_bytes_are_known(cache, tmp_path):
+    from comfyvn.library.aliases import store_autov3
+
+    tensor = b"k" * 3000
+    a = safetensors_file(tmp_path / "a.safetensors", tensor)
+    value = hashlib.sha256(tensor).hexdigest()
+    with cache.db.transaction() as conn:
+        store_autov3(conn, hash_bytes(a.read_bytes()).sha256, value)
+    assert cache.hash_file(a, autov3=False).autov3 == value
+    assert cache.autov3_state(cache_key(os.stat(a))) == value
+
+
+def test_complete_autov3_refuses_a_file_that_changed_since_it_was_hashed(cache, tmp_path):
+    path = safetensors_file(tmp_path / "m.safetensors", b"v1" * 100)
+    cache.hash_file(path, autov3=False)
+    key = cache_key(os.stat(path))
+    safetensors_file(path, b"v2" * 100)
+    os.utime(path, ns=(OLD_NS + 10**9, OLD_NS + 10**9))
+    with pytest.raises(FileChangedError, match="changed since it was hashed"):
+        cache.complete_autov3(path, key)
+    assert cache.autov3_state(key) is None

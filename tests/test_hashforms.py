@@ -207,3 +207,33 @@ def test_candidate_forms(text, expected):
 def test_candidate_forms_refuses_what_no_tool_shows(text):
     with pytest.raises(ValueError):
         candidate_forms(text)
+
+
+@pytest.mark.parametrize(("data", "valid"), [
+    (safetensors_bytes(0), True), (safetensors_bytes(4096), True), (safetensors_bytes(hf.CHUNK + 12345), True),
+    (safetensors_bytes(3 * MiB, pad_header_to=hf.CHUNK + 100), True),  # the tensor data starts in the 2nd chunk
+    (struct.pack("<Q", 2) + b"{}", True),  # a header and no tensor data: the AutoV3 of no bytes
+    (b"", False), (b"\x05\x00\x00", False), (struct.pack("<Q", 1000) + b"{}", False),
+    (struct.pack("<Q", 2) + b"[]" + os.urandom(64), False),
+], ids=["no-tensor", "small", "over-a-chunk", "header-over-a-chunk", "header-only", "empty", "short", "truncated",
+        "not-object"])
+def test_autov3_alone_equals_the_one_pass_autov3(tmp_path, data, valid):
+    """The background phase's pass (AutoV3 alone) gives what the one pass gives, valid or not."""
+    path = write(tmp_path / "m.safetensors", data)
+    one_pass = hash_path(path).autov3
+    assert (one_pass is not None) == valid
+    if valid:
+        assert one_pass == reference(data, safetensors=True)["autov3"]
+    seen: list[int] = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert hf.autov3_fd(fd, on_bytes=seen.append) == one_pass
+    finally:
+        os.close(fd)
+    n = int.from_bytes(data[:8], "little") if valid else 0
+    assert sum(seen) == (len(data) - 8 - n if valid else 0)  # only the tensor data is read
+
+
+def test_autov3_aliases_are_the_forms_hashforms_lists():
+    forms = hash_bytes(safetensors_bytes(4096), safetensors=True)
+    assert {k: v for k, v in forms.aliases().items() if k.startswith("autov3")} == hf.autov3_aliases(forms.autov3)

@@ -88,3 +88,28 @@ def test_gallery_search_box_accepts_any_hash_form(ws, tmp_path):
         items = gallery.set_filter(text=value)
         assert [i["uid"] for i in items] == [forms.sha256[:16]], value
     assert len(gallery.set_filter(text="loras")) == 1  # plain text still searches paths
+
+
+def test_model_shows_the_autov3_phase_after_the_summary(ws, tmp_path, monkeypatch):
+    import comfyvn.library.scan as scan_mod
+
+    monkeypatch.setattr(scan_mod, "DEFER_AUTOV3_FROM", 1)  # the small test files stand for big ones
+    root = tree(ws, tmp_path)
+    (root / "loras" / "a.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}" + b"A" * 20_000)
+    os.utime(root / "loras" / "a.safetensors", ns=(OLD_NS, OLD_NS))
+    reg = AssetRegistry("default", ws=ws, make_thumbnails=False)
+    model = LibraryModel(reg)
+    scan_library(ws=ws, registry=reg)
+    events = read_events(reg.db.conn, topics=["on_library_scan_started", "on_library_scan_progress",
+                                              "on_library_scan_finished"])
+    finished = next(i for i, e in enumerate(events) if e["event"] == "on_library_scan_finished")
+    v3 = [e for e in events[finished:] if e["data"].get("phase") == "autov3"]
+    assert v3, "no AutoV3 progress after the summary"
+    model.apply_events([events[0], *events[1:finished + 1], v3[-1]])
+    assert model.scanning
+    fraction, text = model.progress_text()
+    data = v3[-1]["data"]
+    assert data["files_total"] == 2  # a.safetensors and its (now different) copy
+    assert "autov3" in text and f"files {data['files_done']}/2" in text and 0.0 <= fraction <= 1.0
+    model.apply_events(events[-1:])  # the final "done" progress
+    assert not model.scanning and model.progress is None

@@ -71,8 +71,8 @@ class LibraryModel:
                 if topic == "on_library_scan_started":
                     self.progress = {"phase": "walk", "files_done": 0, "files_total": 0, "bytes_done": 0,
                                      "bytes_total": 0, "started_at": time.time(), "scan_id": data.get("scan_id")}
-                elif topic == "on_library_scan_progress":
-                    self.progress = dict(data)
+                elif topic == "on_library_scan_progress":  # "done" may follow the summary (the AutoV3 phase)
+                    self.progress = None if data.get("phase") == "done" else dict(data)
                 elif topic in ("on_library_scan_finished", "on_library_identified"):
                     if topic == "on_library_scan_finished":
                         self.progress = None
@@ -93,13 +93,13 @@ class LibraryModel:
         if p.get("phase") == "walk":
             return 0.0, "walking the roots…"
         total_b, done_b = p.get("bytes_total") or 0, p.get("bytes_done") or 0
-        elapsed = max(1e-3, time.time() - float(p.get("started_at") or time.time()))
+        elapsed = max(1e-3, time.time() - float(p.get("phase_started_at") or p.get("started_at") or time.time()))
         rate = done_b / elapsed
         eta = (total_b - done_b) / rate if rate > 0 else None
         fraction = done_b / total_b if total_b else 1.0
         text = (f"files {p.get('files_done', 0)}/{p.get('files_total', 0)} · {human_bytes(done_b)} of "
                 f"{human_bytes(total_b)} · {human_bytes(rate)}/s"
-                + (f" · ETA {eta:.0f} s" if eta is not None and p.get("phase") == "hash" else "")
+                + (f" · ETA {eta:.0f} s" if eta is not None and p.get("phase") in ("hash", "autov3") else "")
                 + ("" if p.get("phase") == "hash" else f" · {p.get('phase')}"))
         return min(1.0, fraction), text
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 
-from ..hashforms import HashForms, HashQuery, candidate_forms
+from ..hashforms import HashForms, HashQuery, autov3_aliases, candidate_forms
 
 
 def alias_rows(forms: HashForms) -> list[tuple[str, str, str]]:
@@ -21,6 +21,12 @@ def store_aliases(conn: sqlite3.Connection, many: Iterable[HashForms]) -> None:
     rows = [row for forms in many for row in alias_rows(forms)]
     if rows:
         conn.executemany("INSERT OR IGNORE INTO hash_aliases(value, form, sha256) VALUES (?, ?, ?)", rows)
+
+
+def store_autov3(conn: sqlite3.Connection, sha256: str, autov3: str) -> None:
+    """Record the AutoV3 forms of a file hashed earlier without them (the scan's background phase)."""
+    conn.executemany("INSERT OR IGNORE INTO hash_aliases(value, form, sha256) VALUES (?, ?, ?)",
+                     [(value.lower(), form, sha256) for form, value in autov3_aliases(autov3).items()])
 
 
 def candidate_sha256s(conn: sqlite3.Connection, text: str) -> tuple[list[str], HashQuery]:
@@ -42,4 +48,4 @@ def forms_of(conn: sqlite3.Connection, sha256: str) -> dict[str, str]:
     return {r[0]: r[1] for r in conn.execute("SELECT form, value FROM hash_aliases WHERE sha256 = ?", (sha256,))}
 
 
-__all__ = ["alias_rows", "candidate_sha256s", "forms_of", "store_aliases"]
+__all__ = ["alias_rows", "candidate_sha256s", "forms_of", "store_aliases", "store_autov3"]

@@ -1,6 +1,6 @@
 """``comfyvn-library``: scan library roots in place, identify files, report duplicates.
 
-    comfyvn-library scan [ROOT ...] [--project P] [--identify] [--json]
+    comfyvn-library scan [ROOT ...] [--project P] [--identify] [--autov3 background|eager|off] [--json]
     comfyvn-library identify [--project P] [--json]
     comfyvn-library duplicates [--project P] [--json]
     comfyvn-library status [--project P] [--json]
@@ -20,7 +20,7 @@ from ..config import ConfigError, NotAWorkspaceError, existing_workspace
 from ..studio.core.asset_registry import AssetRegistry
 from .duplicates import duplicate_report
 from .identify import identify_unidentified, link_huggingface
-from .scan import ScanBusyError, library_status, scan_library
+from .scan import AUTOV3_MODES, ScanBusyError, library_status, scan_library
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -36,6 +36,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     scan.add_argument("roots", nargs="*", metavar="ROOT", help="root names or paths (default: every root)")
     scan.add_argument("--identify", action="store_true", help="then ask Civitai about unidentified models in bulk")
     scan.add_argument("--no-progress", action="store_true", help="no progress bar")
+    scan.add_argument("--autov3", choices=AUTOV3_MODES, default="background",
+                      help="AutoV3 of .safetensors files (a second SHA-256 of the file): background (default: "
+                      "after every file is registered and findable by its other hashes), eager (in the same "
+                      "pass), off (left queued for a later scan)")
     sub.add_parser("identify", parents=[common], help="ask Civitai (100 hashes per call) and link Hugging Face repos")
     sub.add_parser("duplicates", parents=[common], help="byte-identical files across roots and the registry")
     sub.add_parser("status", parents=[common], help="per root: files, bytes, identified, missing")
@@ -43,23 +47,32 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 class _Bars:
-    """Two tqdm bars on stderr: files and bytes (rate and ETA) of the hashing phase."""
+    """Two tqdm bars on stderr: files and bytes (rate and ETA) of the hashing phase, then of the
+    AutoV3 phase."""
+
+    _DESC = {"hash": ("files", "bytes"), "autov3": ("AutoV3 files", "AutoV3 bytes")}
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.files: Any = None
         self.bytes: Any = None
+        self.phase: str | None = None
 
     def __call__(self, state: dict) -> None:
-        if not self.enabled or state.get("phase") != "hash":
-            if state.get("phase") in ("register", "done"):
+        phase = state.get("phase")
+        if not self.enabled or phase not in self._DESC:
+            if phase in ("register", "done"):
                 self.close()
             return
+        if self.phase != phase:
+            self.close()
         if self.files is None:
             from tqdm import tqdm
 
-            self.files = tqdm(total=state["files_total"], unit="file", desc="files", position=0, file=sys.stderr)
-            self.bytes = tqdm(total=state["bytes_total"], unit="B", unit_scale=True, unit_divisor=1024, desc="bytes",
+            self.phase = phase
+            files, nbytes = self._DESC[phase]
+            self.files = tqdm(total=state["files_total"], unit="file", desc=files, position=0, file=sys.stderr)
+            self.bytes = tqdm(total=state["bytes_total"], unit="B", unit_scale=True, unit_divisor=1024, desc=nbytes,
                               position=1, file=sys.stderr)
         self.files.n, self.bytes.n = state["files_done"], min(state["bytes_done"], state["bytes_total"])
         self.files.refresh()
@@ -70,6 +83,7 @@ class _Bars:
             if bar is not None:
                 bar.close()
         self.files = self.bytes = None
+        self.phase = None
 
 
 def _human(n: float) -> str:
@@ -89,7 +103,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             bars = _Bars(not args.json and not args.no_progress and sys.stderr.isatty())
             try:
                 report = scan_library(args.roots or None, ws=ws, registry=registry, identify=args.identify,
-                                      progress=bars)
+                                      progress=bars, autov3=args.autov3)
             finally:
                 bars.close()
             out: dict = report.to_dict()
@@ -133,6 +147,12 @@ def _scan_text(report) -> str:
     lines += [f"  moved: {m['from']} -> {m['to']}" for m in report.moved]
     lines += [f"  missing: {m['path']}" for m in report.missing]
     lines += [f"  error: {e['path']}: {e['error']}" for e in report.errors]
+    v3 = report.autov3
+    if v3.get("mode") == "off" or v3.get("pending"):
+        lines.append(f"  AutoV3: {v3.get('pending', 0)} contents still to hash (scan with --autov3 background)")
+    elif v3.get("files"):
+        lines.append(f"  AutoV3: {v3['files']} files ({_human(v3['bytes'])}) in {v3['seconds']:.1f} s, after registration")
+    lines += [f"  AutoV3 error: {e['path']}: {e['error']}" for e in v3.get("errors", [])]
     if report.identify:
         i = report.identify
         lines.append(f"  identify: {len(i['matched'])} of {i['asked']} identified in {i['calls']} calls")

@@ -16,10 +16,13 @@ Rules:
   They are stored by a later scan once they are old enough (as git does for its index).
 * Tools that restore an old mtime after rewriting a file of the same size defeat any stat cache;
   a full re-hash (``HashCache.hash_file(path, refresh=True)``) is the way out.
+* AutoV3 may come later than the other forms (the scan's background phase): the row's ``autov3``
+  is NULL while not computed, ``''`` when the file has no valid safetensors header, else the hex.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat as stat_mod
 import threading
@@ -29,7 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import Conflict
-from ..hashforms import HashForms, hash_fd, is_safetensors_name
+from ..hashforms import HashForms, autov3_fd, hash_fd, is_safetensors_name
 from ..store import Database, get_database
 
 RACY_WINDOW_NS = 2_000_000_000
@@ -74,7 +77,7 @@ class HashCache:
         self.bytes_read = 0
         self.not_stored_racy = 0
         self._batching = 0
-        self._pending: list[tuple[os.stat_result, HashForms]] = []
+        self._pending: list[tuple[os.stat_result, HashForms, bool]] = []
 
     # -- lookups ---------------------------------------------------------------------------
     def lookup(self, st: os.stat_result) -> HashForms | None:
@@ -139,18 +142,20 @@ class HashCache:
             self.misses += total - hits
 
     # -- stores ----------------------------------------------------------------------------
-    def store(self, st: os.stat_result, forms: HashForms) -> None:
+    def store(self, st: os.stat_result, forms: HashForms, *, autov3_checked: bool = False) -> None:
         """Remember ``forms`` for the file ``st`` describes (replacing what its inode had).
+        ``autov3_checked``: AutoV3 was computed (``forms.autov3`` None then means "no valid
+        safetensors header", not "not computed yet").
 
         Inside :meth:`batch` the row is written with others, :data:`FLUSH_EVERY` per transaction."""
         with self._lock:
             if self._batching:
-                self._pending.append((st, forms))
+                self._pending.append((st, forms, autov3_checked))
                 if len(self._pending) < FLUSH_EVERY:
                     return
                 items, self._pending = self._pending, []
             else:
-                items = [(st, forms)]
+                items = [(st, forms, autov3_checked)]
         self.store_many(items)
 
     @contextmanager
@@ -168,13 +173,15 @@ class HashCache:
                 items, self._pending = (self._pending, []) if not self._batching else ([], self._pending)
             self.store_many(items)
 
-    def store_many(self, items: Iterable[tuple[os.stat_result, HashForms]]) -> None:
+    def store_many(self, items: Iterable[tuple[os.stat_result, HashForms] | tuple[os.stat_result, HashForms, bool]],
+                   ) -> None:
         rows = []
         now = time.time()
-        for st, forms in items:
+        for st, forms, *checked in items:
             if forms.size != st.st_size:
                 raise ValueError(f"hash forms of {forms.size} bytes do not describe a file of {st.st_size} bytes")
-            rows.append((*cache_key(st), forms.sha256, forms.blake3, forms.crc32, forms.autov1, forms.autov3, now))
+            autov3 = forms.autov3 if forms.autov3 is not None or not (checked and checked[0]) else ""
+            rows.append((*cache_key(st), forms.sha256, forms.blake3, forms.crc32, forms.autov1, autov3, now))
         if not rows:
             return
         with self.db.transaction() as conn:
@@ -183,24 +190,32 @@ class HashCache:
 
     # -- hashing through the cache -------------------------------------------------------------
     def hash_file(self, path: str | os.PathLike, *, safetensors: bool | None = None, refresh: bool = False,
-                  on_bytes: Callable[[int], None] | None = None) -> HashForms:
+                  on_bytes: Callable[[int], None] | None = None, autov3: bool = True) -> HashForms:
         """Every hash form of the file at ``path``: from the cache after one ``stat`` when its key
-        is unchanged, else read once (and stored unless racy).  ``refresh=True`` re-reads anyway."""
+        is unchanged, else read once (and stored unless racy).  ``refresh=True`` re-reads anyway.
+
+        ``autov3=False`` leaves AutoV3 out of the pass (the scan's background phase computes it:
+        :meth:`complete_autov3`); the value is still filled in when the cache or the alias table
+        already knows it for these bytes.  With ``autov3=True`` a cached row that lacks it gets it
+        by a pass of AutoV3 alone."""
         st = os.stat(path)
         _require_regular(path, st)  # before open(): opening a FIFO would block
+        if safetensors is None:
+            safetensors = is_safetensors_name(path)
         if not refresh:
             cached = self.lookup(st)
             if cached is not None:
+                if autov3 and safetensors and cached.autov3 is None and self.autov3_state(st) is None:
+                    return dataclasses.replace(cached, autov3=self.complete_autov3(path, cache_key(st),
+                                                                                   on_bytes=on_bytes))
                 return cached
-        if safetensors is None:
-            safetensors = is_safetensors_name(path)
         # O_NONBLOCK: a FIFO swapped in after the stat cannot block the open (no effect on files)
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
         try:
             before = os.fstat(fd)
             _require_regular(path, before)
             started_ns = time.time_ns()
-            forms = hash_fd(fd, safetensors=safetensors, on_bytes=on_bytes)
+            forms = hash_fd(fd, safetensors=safetensors and autov3, on_bytes=on_bytes)
             after = os.fstat(fd)
         finally:
             os.close(fd)
@@ -210,12 +225,62 @@ class HashCache:
         if cache_key(after) != cache_key(before) or forms.size != after.st_size:
             raise FileChangedError(f"{os.fspath(path)} changed while it was being hashed "
                                    f"({before.st_size} -> {after.st_size} bytes); hash it again once it is complete")
+        if safetensors and not autov3:
+            forms = dataclasses.replace(forms, autov3=self.known_autov3(forms.sha256))
         if after.st_mtime_ns >= started_ns - self.racy_window_ns:
             with self._lock:
                 self.not_stored_racy += 1
         else:
-            self.store(after, forms)
+            self.store(after, forms, autov3_checked=safetensors and autov3)
         return forms
+
+    # -- AutoV3 after the other forms ----------------------------------------------------------
+    def known_autov3(self, sha256: str) -> str | None:
+        """The AutoV3 recorded for these bytes (alias table), or None."""
+        row = self.db.query_one("SELECT value FROM hash_aliases WHERE sha256 = ? AND form = 'autov3'", (sha256,))
+        return row[0] if row else None
+
+    def autov3_state(self, st: os.stat_result | Key) -> str | None:
+        """The cached AutoV3 of the file under this key: its hex, ``""`` (no valid safetensors
+        header) or None (not computed, or no row for this key)."""
+        key = cache_key(st) if isinstance(st, os.stat_result) else st
+        row = self.db.query_one("SELECT autov3 FROM library_hash_cache WHERE dev = ? AND ino = ? AND size = ?"
+                                " AND mtime_ns = ?", key)
+        return row[0] if row else None
+
+    def complete_autov3(self, path: str | os.PathLike, key: Key, *,
+                        on_bytes: Callable[[int], None] | None = None) -> str | None:
+        """Read AutoV3 alone from the file at ``path``, which must still have ``key`` (the key its
+        other forms were computed under), and record it in that key's row (``""`` when the file has
+        no valid safetensors header).  :class:`FileChangedError` when the file is no longer the one
+        hashed (the next scan hashes it again); nothing is stored then."""
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
+        try:
+            before = os.fstat(fd)
+            _require_regular(path, before)
+            if cache_key(before) != tuple(key):
+                raise FileChangedError(f"{os.fspath(path)} changed since it was hashed; the next scan hashes it again")
+            read = 0
+
+            def count(n: int) -> None:
+                nonlocal read
+                read += n
+                if on_bytes is not None:
+                    on_bytes(n)
+
+            value = autov3_fd(fd, on_bytes=count)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        with self._lock:
+            self.files_read += 1
+            self.bytes_read += read
+        if cache_key(after) != cache_key(before):
+            raise FileChangedError(f"{os.fspath(path)} changed while its AutoV3 was computed; hash it again later")
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE library_hash_cache SET autov3 = ? WHERE dev = ? AND ino = ? AND size = ?"
+                         " AND mtime_ns = ?", (value or "", *key))
+        return value
 
     def counters(self) -> dict[str, int]:
         with self._lock:
@@ -240,7 +305,7 @@ def _by_device(keys: Sequence[Key]) -> dict[int, list[int]]:
 def _valid(row, key: Key) -> HashForms | None:
     if row is None or (row[0], row[1], row[2], row[3]) != key:
         return None
-    return HashForms(size=row[2], sha256=row[4], blake3=row[5], crc32=row[6], autov1=row[7], autov3=row[8])
+    return HashForms(size=row[2], sha256=row[4], blake3=row[5], crc32=row[6], autov1=row[7], autov3=row[8] or None)
 
 
 def _require_regular(path: str | os.PathLike, st: os.stat_result) -> None:

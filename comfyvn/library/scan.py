@@ -10,6 +10,11 @@ with no file left is reported missing (its row stays).  Nothing on disk is moved
 
 Symlinked folders are followed; a folder reached twice (a symlink loop) is reported and skipped,
 as are unreadable folders and files; the scan goes on.
+
+AutoV3 (a second SHA-256 over nearly all of a ``.safetensors`` file) is by default left out of the
+first pass for files of :data:`DEFER_AUTOV3_FROM` bytes and more: the files are registered and
+findable by every other form first, then a background phase of the same scan computes it
+(``autov3="background"``; ``"eager"``: in the first pass; ``"off"``: left queued for a later scan).
 """
 
 from __future__ import annotations
@@ -27,13 +32,13 @@ from filelock import FileLock, Timeout
 
 from ..config import Workspace, existing_workspace, get_setting
 from ..errors import Conflict
-from ..hashforms import HashForms
+from ..hashforms import THREADED_FROM, HashForms, is_safetensors_name
 from ..hooks.events import emit, last_event_id, oldest_event_id
 from ..registry.paths import SIDECAR_SUFFIX
 from ..registry.rebuild import derive_tags
 from ..sources import WORKSPACE_INTERNALS, sensitive_name
 from ..studio.core.asset_registry import AssetRegistry
-from .aliases import store_aliases
+from .aliases import store_aliases, store_autov3
 from .hashcache import HashCache, cache_key
 from .identify import identify_unidentified
 from .roots import (
@@ -52,6 +57,10 @@ Progress = Callable[[dict], None]
 PROGRESS_EVERY_S = 0.5  # hook events of a running scan at most this often
 _REGISTER_BATCH = 500
 GONE_MARK = "#gone-"  # appended to the path of an asset whose file now holds other bytes (never a real file)
+AUTOV3_MODES = ("background", "eager", "off")
+# smaller files get AutoV3 in the first pass even in background mode: their scan is bound by
+# registration, and a second open later would cost more than the hash
+DEFER_AUTOV3_FROM = THREADED_FROM
 
 
 class ScanBusyError(Conflict):
@@ -88,6 +97,7 @@ class ScanReport:
     cache: dict = field(default_factory=dict)
     seconds: float = 0.0
     identify: dict | None = None
+    autov3: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -97,7 +107,8 @@ class ScanReport:
                 "unchanged": self.unchanged, "new_files": self.new_files, "changed": len(self.changed),
                 "registered": len(self.registered), "moved": len(self.moved), "missing": len(self.missing),
                 "vanished": len(self.vanished), "errors": len(self.errors), "hashed_files": self.hashed_files,
-                "hashed_bytes": self.hashed_bytes, "seconds": round(self.seconds, 3)}
+                "hashed_bytes": self.hashed_bytes, "seconds": round(self.seconds, 3),
+                "autov3_pending": self.autov3.get("pending", 0)}
 
 
 @dataclass(slots=True)
@@ -269,7 +280,10 @@ class Scanner:
     """One scan of some roots of one project (see :func:`scan_library`)."""
 
     def __init__(self, ws: Workspace, project_id: str | None = None, *, registry=None,
-                 cache: HashCache | None = None) -> None:
+                 cache: HashCache | None = None, autov3: str = "background") -> None:
+        if autov3 not in AUTOV3_MODES:
+            raise ValueError(f"autov3 must be one of {', '.join(AUTOV3_MODES)}, not {autov3!r}")
+        self.autov3 = autov3
         self.ws = ws
         self.registry = registry or AssetRegistry(project_id, ws=ws)
         self.project_id = self.registry.project_id
@@ -288,7 +302,10 @@ class Scanner:
         except Exception:  # progress is a courtesy: a busy database never fails the scan
             log.debug("could not emit %s", topic, exc_info=True)
 
-    def run(self, names: list[str] | None = None, *, progress: Progress | None = None) -> ScanReport:
+    def run(self, names: list[str] | None = None, *, progress: Progress | None = None,
+            then: Callable[[ScanReport], None] | None = None) -> ScanReport:
+        """Scan; ``then(report)`` runs once every file is registered with every form but AutoV3
+        (bulk identification needs no more), before the AutoV3 phase."""
         started = time.monotonic()
         roots = _select_roots(self.ws, names)
         report = ScanReport(self.project_id, roots=[r.name for r in roots])
@@ -308,8 +325,20 @@ class Scanner:
             report.cache = {k: after[k] - before[k] for k in after}
             report.hashed_files, report.hashed_bytes = report.cache["files_read"], report.cache["bytes_read"]
             report.seconds = time.monotonic() - started
-            prog.update(force=True, phase="done")
+            todo = self._autov3_todo(roots) if self.autov3 != "off" else []
+            queued = self._autov3_pending_count() if self.autov3 == "off" else len(todo)
+            # queued: contents whose AutoV3 was still to compute after the first phase; pending: still after this scan
+            report.autov3 = {"mode": self.autov3, "queued": queued, "pending": queued, "files": 0, "bytes": 0,
+                             "seconds": 0.0, "errors": []}
+            if not todo:
+                prog.update(force=True, phase="done")
             self.event("on_library_scan_finished", {**report.summary(), "event_mark": mark})
+            if then is not None:
+                then(report)
+            if todo:
+                self._autov3_phase(todo, report, prog)
+                prog.update(force=True, phase="done", autov3_files=report.autov3["files"],
+                            autov3_bytes=report.autov3["bytes"], autov3_seconds=report.autov3["seconds"])
         finally:
             lock.release()
         return report
@@ -373,6 +402,14 @@ class Scanner:
                      e.st.st_mtime_ns, now))
                 affected.add(uid)
             store_aliases(conn, (forms for _, forms in hashed))
+            # AutoV3 still to compute (background phase); not for bytes whose AutoV3 is known, nor
+            # for a file the cache knows has no valid safetensors header
+            conn.executemany(
+                "INSERT OR IGNORE INTO library_autov3_pending(sha256, size, queued_at) SELECT ?, ?, ? WHERE NOT EXISTS"
+                " (SELECT 1 FROM hash_aliases WHERE sha256 = ? AND form = 'autov3') AND NOT EXISTS (SELECT 1 FROM"
+                " library_hash_cache WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ? AND autov3 = '')",
+                [(forms.sha256, forms.size, now, forms.sha256, *cache_key(e.st)) for e, forms in hashed
+                 if forms.autov3 is None and is_safetensors_name(e.rel)])
             for name, rel, seen in ((r, rel, seen) for r, rows in unseen.items() for rel, seen in rows.items()):
                 if seen[4]:
                     conn.execute("UPDATE library_files SET status = 'missing', missing_since = ?"
@@ -435,9 +472,10 @@ class Scanner:
 
         with self.cache.batch():
             for e, forms in zip(todo, cached, strict=True):
-                if forms is None:
-                    try:
-                        forms = self.cache.hash_file(e.path, on_bytes=on_bytes)
+                eager = self.autov3 == "eager" or (self.autov3 == "background" and e.st.st_size < DEFER_AUTOV3_FROM)
+                if forms is None or (eager and forms.autov3 is None and is_safetensors_name(e.rel)):
+                    try:  # (a cached row without AutoV3 gets it by a pass of AutoV3 alone)
+                        forms = self.cache.hash_file(e.path, on_bytes=on_bytes, autov3=eager)
                     except OSError as exc:
                         report.errors.append({"root": e.root.name, "path": e.path,
                                               "error": f"cannot read: {exc.strerror or exc}"})
@@ -448,6 +486,62 @@ class Scanner:
                 prog.update(files_done=done_files, bytes_done=done_bytes)
                 out.append((e, forms))
         return out
+
+    # -- AutoV3, after the files are registered and findable by every other form -----------------
+    def _autov3_todo(self, roots: list[LibraryRoot]) -> list[tuple]:
+        """One present file of these roots per queued content: ``(sha256, root, rel, dev, ino, size,
+        mtime_ns)``.  An empty queue (every rescan of an unchanged library) costs this one query."""
+        names = {r.name for r in roots}
+        out: dict[str, tuple] = {}
+        for row in self.db.conn.execute(
+                "SELECT p.sha256, f.root, f.rel, f.dev, f.ino, f.size, f.mtime_ns FROM library_autov3_pending p"
+                " JOIN library_files f ON f.sha256 = p.sha256 WHERE f.project_id = ? AND f.status = 'present'"
+                " ORDER BY f.root, f.rel", (self.project_id,)):
+            if row[1] in names and row[0] not in out:
+                out[row[0]] = tuple(row)
+        return list(out.values())
+
+    def _autov3_pending_count(self) -> int:
+        return self.db.conn.execute("SELECT count(*) FROM library_autov3_pending").fetchone()[0]
+
+    def _autov3_phase(self, todo: list[tuple], report: ScanReport, prog: _Progress) -> None:
+        """AutoV3 of the queued contents, one file each: recorded in the hash cache and the alias
+        table as soon as it is known (``find_by_hash`` resolves it from then on)."""
+        started = time.monotonic()
+        before = self.cache.counters()
+        roots = {r.name: r for r in library_roots(self.ws)}
+        done_files = done_bytes = 0
+
+        def on_bytes(n: int) -> None:
+            nonlocal done_bytes
+            done_bytes += n
+            prog.update(bytes_done=done_bytes)
+
+        prog.update(force=True, phase="autov3", files_done=0, files_total=len(todo), bytes_done=0,
+                    bytes_total=sum(r[5] for r in todo), phase_started_at=time.time())
+        for sha256, root_name, rel, *key in todo:
+            path = os.path.join(str(roots[root_name].path), rel)
+            state = self.cache.autov3_state(tuple(key))  # known for this file (an interrupted phase)
+            if state is None:
+                try:
+                    state = self.cache.complete_autov3(path, tuple(key), on_bytes=on_bytes) or ""
+                except OSError as exc:  # changed or gone since the first phase: the next scan hashes it
+                    report.autov3["errors"].append({"root": root_name, "path": path,
+                                                    "error": f"AutoV3 not computed: {exc.strerror or exc}"})
+                    continue
+            with self.db.transaction() as conn:
+                if state:
+                    store_autov3(conn, sha256, state)
+                conn.execute("DELETE FROM library_autov3_pending WHERE sha256 = ?", (sha256,))
+            done_files += 1
+            prog.update(files_done=done_files)
+        with self.db.transaction() as conn:  # contents no file holds any more
+            conn.execute("DELETE FROM library_autov3_pending WHERE NOT EXISTS (SELECT 1 FROM library_files f"
+                         " WHERE f.sha256 = library_autov3_pending.sha256 AND f.status = 'present')")
+        after = self.cache.counters()
+        report.autov3.update(files=after["files_read"] - before["files_read"],
+                             bytes=after["bytes_read"] - before["bytes_read"],
+                             pending=len(todo) - done_files, seconds=round(time.monotonic() - started, 3))
 
     def _reconcile(self, uids: list[str], report: ScanReport) -> None:
         """Assets against the files that hold their bytes: register, relink (a move), or report missing."""
@@ -531,21 +625,25 @@ def _select_roots(ws: Workspace, names: list[str] | None) -> list[LibraryRoot]:
 
 
 def scan_library(roots: list[str] | None = None, *, project: str | None = None, ws: Workspace | None = None,
-                 identify: bool = False, progress: Progress | None = None, registry=None) -> ScanReport:
+                 identify: bool = False, progress: Progress | None = None, registry=None,
+                 autov3: str = "background") -> ScanReport:
     """Scan library roots (all configured ones, or those named by name or path) of ``project``;
-    with ``identify``, then ask Civitai about unidentified model files in bulk."""
+    with ``identify``, ask Civitai about unidentified model files in bulk as soon as they are
+    registered (before the AutoV3 phase).  ``autov3``: see :data:`AUTOV3_MODES` and the module."""
     ws = ws or existing_workspace()
-    scanner = Scanner(ws, project, registry=registry)
-    report = scanner.run(roots, progress=progress)
-    if identify:
+    scanner = Scanner(ws, project, registry=registry, autov3=autov3)
+
+    def then(report: ScanReport) -> None:
         report.identify = identify_unidentified(scanner.registry).to_dict()
-    return report
+
+    return scanner.run(roots, progress=progress, then=then if identify else None)
 
 
-def start_scan(registry, roots: list[str] | None = None, *, identify: bool = False) -> dict:
+def start_scan(registry, roots: list[str] | None = None, *, identify: bool = False,
+               autov3: str = "background") -> dict:
     """Start a scan in a background thread (the HTTP route and the dashboard): its progress is
     ``on_library_scan_*`` hook events.  Raises :class:`ScanBusyError` at once when one is running."""
-    scanner = Scanner(registry.ws, registry.project_id, registry=registry)
+    scanner = Scanner(registry.ws, registry.project_id, registry=registry, autov3=autov3)
     chosen = _select_roots(registry.ws, roots)  # bad names are the caller's error, raised now
     try:
         scanner.lock.acquire(timeout=0)
@@ -555,9 +653,8 @@ def start_scan(registry, roots: list[str] | None = None, *, identify: bool = Fal
 
     def work() -> None:
         try:
-            scanner.run([r.name for r in chosen])
-            if identify:
-                identify_unidentified(scanner.registry)
+            scanner.run([r.name for r in chosen],
+                        then=(lambda _report: identify_unidentified(scanner.registry)) if identify else None)
         except Exception:
             log.exception("library scan %s of project %s failed", scanner.scan_id, registry.project_id)
             scanner.event("on_library_scan_finished", {"roots": [r.name for r in chosen], "error": "failed; see "
@@ -567,7 +664,7 @@ def start_scan(registry, roots: list[str] | None = None, *, identify: bool = Fal
 
     threading.Thread(target=work, name=f"comfyvn-library-scan-{scanner.scan_id}", daemon=True).start()
     return {"scan_id": scanner.scan_id, "project_id": registry.project_id, "roots": [r.name for r in chosen],
-            "identify": identify}
+            "identify": identify, "autov3": autov3}
 
 
 def last_scan(registry) -> dict | None:
@@ -597,5 +694,5 @@ def library_status(registry) -> dict:
             "negative_cache_days": get_setting("library.negative_cache_days", 7, ws)}
 
 
-__all__ = ["ScanBusyError", "ScanReport", "Scanner", "WalkTally", "last_scan", "library_status", "scan_library", "start_scan",
+__all__ = ["AUTOV3_MODES", "DEFER_AUTOV3_FROM", "ScanBusyError", "ScanReport", "Scanner", "WalkTally", "last_scan", "library_status", "scan_library", "start_scan",
            "walk_root"]

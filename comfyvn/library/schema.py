@@ -77,4 +77,18 @@ HASH_ALIAS_MIGRATION: tuple[str, str] = (
     """,
 )
 
-LIBRARY_MIGRATIONS: list[tuple[str, str]] = [HASH_CACHE_MIGRATION, LIBRARY_FILES_MIGRATION, HASH_ALIAS_MIGRATION]
+AUTOV3_PENDING_MIGRATION: tuple[str, str] = (
+    # contents (by SHA-256) whose AutoV3 the scan's background phase has still to compute; a rescan
+    # that finds it empty costs one query, never a pass over library_files
+    "library.004_autov3_pending",
+    """
+    CREATE TABLE library_autov3_pending (
+        sha256 TEXT NOT NULL PRIMARY KEY,
+        size INTEGER NOT NULL,
+        queued_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+
+LIBRARY_MIGRATIONS: list[tuple[str, str]] = [HASH_CACHE_MIGRATION, LIBRARY_FILES_MIGRATION, HASH_ALIAS_MIGRATION,
+                                             AUTOV3_PENDING_MIGRATION]
