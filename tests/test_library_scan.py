@@ -301,3 +301,25 @@ def test_a_failed_in_place_batch_registers_nothing_and_leaves_no_sidecar_beside_
     monkeypatch.setattr(Sidecars, "write", real_write)
     assert [a["abs_path"] for a in r.register_in_place(items)] == [str(p) for p in files]
     assert all(Path(str(p) + ".asset.json").is_file() for p in files)
+
+
+def test_the_walk_reports_progress_per_folder(ws, models):
+    scan_library(ws=ws, registry=reg(ws))
+    states: list[dict] = []
+    Scanner(ws, "default", registry=reg(ws)).run(progress=states.append)
+    seen = [s["files_seen"] for s in states if s["phase"] == "walk" and "files_seen" in s]
+    assert seen == sorted(seen) and seen[-1] == 6 and len(seen) >= 6  # a folder at a time, unchanged files too
+
+
+def test_rescan_fast_path_still_sees_symlinked_files_and_a_file_turned_folder(ws, models, tmp_path):
+    outside = make(tmp_path / "elsewhere" / "linked.safetensors", safetensors(b"linked" * 100))
+    (models / "loras" / "linked.safetensors").symlink_to(outside)
+    scan_library(ws=ws, registry=reg(ws))
+    scanner = Scanner(ws, "default", registry=reg(ws))
+    report = scanner.run()
+    assert report.unchanged == 7 and scanner.cache.counters()["files_read"] == 0  # the symlinked one too
+    (models / "embeddings" / "neg.pt").unlink()
+    make(models / "embeddings" / "neg.pt" / "inner.pt", b"inner" * 30)  # the name is a folder now
+    report = Scanner(ws, "default", registry=reg(ws)).run()
+    assert report.vanished == ["comfy:embeddings/neg.pt"] and report.new_files == 1
+    assert report.files == 7 and report.unchanged == 6

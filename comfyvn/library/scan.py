@@ -186,6 +186,8 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
                 if name.startswith(".") or name.endswith(SIDECAR_SUFFIX):
                     continue
                 rel = prefix + name
+                if row is not None:  # back in: only a file yielded below counts as seen (a folder now is not)
+                    known[rel] = row
                 path = os.path.join(folder, name)
                 if not name.isprintable() or _undecodable(name):  # a registry path must be UTF-8 text on one line
                     errors.append({"root": root.name, "path": os.fsencode(path).decode("utf-8", "backslashreplace"),
@@ -220,6 +222,7 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
                         continue
                     files += 1
                     nbytes += st.st_size
+                    known.pop(rel, None)
                     yield rel, path, st, row
             tally.files += files + unchanged
             tally.bytes += nbytes
