@@ -27,6 +27,8 @@ Sources of the rules (checked against their code):
 One pass: the file is read once, in 8 MiB chunks into reused buffers (``preadv``, no copy);
 big files fan every chunk out to one thread per digest (hashlib, blake3 and zlib release the
 GIL on big buffers), so SHA-256, AutoV3 and BLAKE3 + CRC32 run side by side on separate cores.
+:func:`autov3_fd` computes AutoV3 alone, for callers that leave it out of the one pass
+(``hash_fd(fd, safetensors=False)``) and compute it later: the library scan's background phase.
 """
 
 from __future__ import annotations
