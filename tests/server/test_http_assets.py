@@ -346,7 +346,7 @@ def test_the_page_cache_is_bounded(ws):
     from comfyvn_server_ext.handlers.assets import PageCache
 
     reg = AssetRegistry("default", ws=ws, make_thumbnails=False)
-    cache = PageCache(reg)
+    cache = PageCache(reg.db)
     for i in range(PageCache.MAX_PAGES * 2):
         assert cache.get(("page", i), lambda i=i: b"x" * 1000 + str(i).encode()).endswith(str(i).encode())
     assert len(cache._pages) == PageCache.MAX_PAGES
