@@ -105,7 +105,7 @@ def test_statuses_read_the_settings_once_and_match_status(ws, limiter, monkeypat
     real = ratelimit_module.get_setting
     monkeypatch.setattr(ratelimit_module, "get_setting", lambda name, *a: reads.append(name) or real(name, *a))
     got = limiter.statuses(keys)
-    assert len(reads) == 3  # the workspace-wide rate and burst, and the providers' section: not 4 per key
+    assert reads == ["ingest"]  # the section once, not 4 settings per key
     assert got["civitai"] == limiter.status("civitai") == {"rate": 2.0, "burst": 5.0, "tokens": 5.0, "retry_after": 0}
     assert got["huggingface"]["tokens"] == pytest.approx(2, abs=0.01) and got["huggingface"]["burst"] == 3.0
     assert got["furaffinity"]["tokens"] == 0 and 29 < got["furaffinity"]["retry_after"] <= 30

@@ -17,7 +17,6 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..config import Workspace, get_setting
 from ..store import Database
@@ -42,25 +41,23 @@ class RateLimiter:
     def config(self, key: str) -> BucketConfig:
         return self._config(key, self._settings())
 
-    def _settings(self) -> tuple[Any, Any, dict]:
-        """``(rate_limit_rps, rate_limit_burst, ingest.providers)``: the rate settings of every key, read once."""
-        providers = get_setting("ingest.providers", None, self.ws)
-        return (get_setting("ingest.rate_limit_rps", DEFAULT_RATE_LIMIT, self.ws),
-                get_setting("ingest.rate_limit_burst", DEFAULT_BURST, self.ws),
-                providers if isinstance(providers, dict) else {})
+    def _settings(self) -> dict:
+        """The ``ingest`` section, read once for every key (one read of the config, not four per key)."""
+        section = get_setting("ingest", None, self.ws)
+        return section if isinstance(section, dict) else {}
 
     @staticmethod
-    def _config(key: str, settings: tuple[Any, Any, dict]) -> BucketConfig:
-        """``key``'s bucket: its ``ingest.providers.<key>.*`` settings, else the workspace-wide ones."""
-        default_rate, default_burst, providers = settings
-        own = providers.get(key)
+    def _config(key: str, section: dict) -> BucketConfig:
+        """``key``'s bucket: its ``providers.<key>.*`` settings, else the section-wide ones."""
+        providers = section.get("providers")
+        own = providers.get(key) if isinstance(providers, dict) else None
         own = own if isinstance(own, dict) else {}
         rate = own.get("rate_limit_rps")
         if rate is None:
-            rate = default_rate
+            rate = section.get("rate_limit_rps", DEFAULT_RATE_LIMIT)
         burst = own.get("rate_limit_burst")
         if burst is None:
-            burst = default_burst
+            burst = section.get("rate_limit_burst", DEFAULT_BURST)
         try:
             rate, burst = float(rate), float(burst)
         except (TypeError, ValueError):
