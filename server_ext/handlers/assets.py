@@ -5,6 +5,7 @@ Every route takes ``?project=`` (default: ``registry.default_project``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import mimetypes
@@ -140,24 +141,31 @@ class AssetsHandler(AssetsBase):
         project = self.q_str("project", max_len=64)
         services = self.services
 
-        def page_json() -> bytes:  # one trip to the worker pool: registry, page (or its cached JSON)
+        def page_json() -> tuple[bytes, str]:  # one trip to the worker pool: registry, page (or its cached JSON)
             reg = services.existing_registry(project)
             if reg is None:  # a project nobody wrote to: empty, and nothing is created for the read
                 page: dict[str, Any] = {"items": [], "next_cursor": None}
                 if filters["with_total"]:
                     page["total"] = 0
                 page["project"] = project
-                return json_bytes(page)
+                return with_etag(json_bytes(page))
 
-            def fresh() -> bytes:
+            def fresh() -> tuple[bytes, str]:
                 page = reg.query_assets(**filters)
                 page["project"] = reg.project_id
-                return json_bytes(page)
+                return with_etag(json_bytes(page))
 
             key = ("assets", reg.project_id, *((k, tuple(v) if isinstance(v, list) else v) for k, v in filters.items()))
-            return page_cache(reg.db).get(key, fresh)
+            return page_cache(reg.db).get(key, fresh, size=lambda answer: len(answer[0]))
 
-        self.finish(await self.run(page_json))
+        body, self._etag = await self.run(page_json)
+        self.finish(body)
+
+    _etag: str | None = None
+
+    def compute_etag(self) -> str | None:
+        """The page's ETag, made with the page (a cached page is not hashed again for every request)."""
+        return self._etag if self._etag is not None else super().compute_etag()
 
     def rights_filters(self) -> dict[str, Any]:
         """``?commercial_use=`` (a level: at least it), ``?credit_required=``, ``?derivatives=`` and
@@ -175,6 +183,11 @@ class AssetsHandler(AssetsBase):
 def json_bytes(payload: Any) -> bytes:
     """The JSON of a reply, as :meth:`ComfyvnAPIHandler.reply` writes it."""
     return json.dumps(payload, default=str, ensure_ascii=False).encode("utf-8")
+
+
+def with_etag(body: bytes) -> tuple[bytes, str]:
+    """A reply body and the ETag Tornado gives it (``compute_etag``: the SHA-1 of the body)."""
+    return body, f'"{hashlib.sha1(body).hexdigest()}"'
 
 
 class PageCache:
