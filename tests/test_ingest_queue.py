@@ -373,6 +373,7 @@ class FakeRemote:
         self.errors: dict[str, list[RemoteError]] = {}
         self.publish_hash = True
         self.downloads: list[str] = []
+        self.fsyncs: list[bool] = []  # download(fsync=...) of each call
         self.chunk = 1 << 16
         self.gate: threading.Event | None = None
 
@@ -383,8 +384,9 @@ class FakeRemote:
                     {"name": "Remote Model", "modelVersions": [{"id": 7, "baseModel": "SDXL 1.0", "files": []}],
                      "allowCommercialUse": "{Image,Sell}"})
 
-    def download(self, plan, part_path, *, ws, max_bytes, progress=None, cancelled=None):
+    def download(self, plan, part_path, *, ws, max_bytes, progress=None, cancelled=None, fsync=True):
         self.downloads.append(plan.source_url)
+        self.fsyncs.append(fsync)
         queued = self.errors.get(plan.source_url)
         if queued:
             raise queued.pop(0)

@@ -90,3 +90,25 @@ def test_processes_share_one_bucket(ws, subprocess_env, limiter):
     assert all(p.returncode == 0 for p in procs)
     assert sum(int(o.strip()) for o in outs) == 6  # 15 attempts in 3 processes, exactly the burst granted
     assert limiter.try_acquire("civitai") > 100  # and this process sees the same empty bucket
+
+
+def test_statuses_read_the_settings_once_and_match_status(ws, limiter, monkeypatch):
+    import comfyvn.ingest.ratelimit as ratelimit_module
+
+    update_config({"ingest": {"rate_limit_rps": 2, "rate_limit_burst": 3,
+                              "providers": {"civitai": {"rate_limit_burst": 5}, "generic": {"rate_limit_rps": 0}}}},
+                  ws)
+    limiter.try_acquire("huggingface")
+    limiter.block("furaffinity", 30)
+    keys = ("civitai", "huggingface", "furaffinity", "generic")
+    reads: list[str] = []
+    real = ratelimit_module.get_setting
+    monkeypatch.setattr(ratelimit_module, "get_setting", lambda name, *a: reads.append(name) or real(name, *a))
+    got = limiter.statuses(keys)
+    assert reads == ["ingest"]  # the section once, not 4 settings per key
+    assert got["civitai"] == limiter.status("civitai") == {"rate": 2.0, "burst": 5.0, "tokens": 5.0, "retry_after": 0}
+    assert got["huggingface"]["tokens"] == pytest.approx(2, abs=0.01) and got["huggingface"]["burst"] == 3.0
+    assert got["furaffinity"]["tokens"] == 0 and 29 < got["furaffinity"]["retry_after"] <= 30
+    assert "rate_limit_rps > 0" in got["generic"]["error"]
+    with pytest.raises(IngestError, match="rate_limit_rps > 0"):
+        limiter.status("generic")

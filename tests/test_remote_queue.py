@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -172,3 +173,70 @@ def test_bad_ports_and_overlong_urls_are_refused_at_enqueue(q, provider, url, wo
         q.enqueue(provider, remote_url=url, terms_acknowledged=True)
     assert err.value.code == "remote.bad_url" and error_row(err.value).status == 400
     assert q.list_jobs() == []  # nothing half-made
+
+
+# ---------------------------------------------------------------------------- written behind, made durable by apply
+def _fsynced_paths(monkeypatch) -> list[str]:
+    """Record the path of every file ``os.fsync`` is called on (from now until the test ends)."""
+    import os
+
+    real = os.fsync
+    synced: list[str] = []
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_a_pull_is_staged_written_behind_and_apply_makes_it_durable(q, provider_servers, ws, monkeypatch):
+    from comfyvn.fsutil import boot_id
+
+    synced = _fsynced_paths(monkeypatch)
+    job = q.enqueue("civitai", remote_url=FakeProviders.civitai_model_page(), terms_acknowledged=True)
+    q.run_pending(timeout=30)
+    row = q.jobs.get(job["job_id"])
+    assert row["status"] == "staged" and row["staged_boot"] == boot_id() is not None
+    part = q.part_file(job["job_id"])
+    assert str(part) not in synced and row["staging_path"] not in synced  # the pull did not wait for the disk
+    [applied] = q.apply([job["job_id"]])["applied"]
+    assert row["staging_path"] in synced  # the bytes reached the disk before the asset row committed
+    asset = AssetRegistry(ws=ws).get_asset(applied["asset_uid"])
+    assert Path(asset["abs_path"]).stat().st_size == row["bytes"]
+
+
+def test_without_a_boot_id_a_pull_is_fsynced_before_it_is_staged(q, provider_servers, monkeypatch):
+    import comfyvn.ingest.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "boot_id", lambda: None)
+    synced = _fsynced_paths(monkeypatch)
+    job = q.enqueue("civitai", remote_url=FakeProviders.civitai_model_page(), terms_acknowledged=True)
+    q.run_pending(timeout=30)
+    row = q.jobs.get(job["job_id"])
+    assert row["status"] == "staged" and row["staged_boot"] is None
+    assert str(q.part_file(job["job_id"])) in synced  # durable before the row refers to it
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_a_pull_staged_before_a_machine_restart_is_hashed_again_at_apply(q, provider_servers, damaged):
+    job = q.enqueue("civitai", remote_url=FakeProviders.civitai_model_page(), terms_acknowledged=True)
+    q.run_pending(timeout=30)
+    staged = q.get(job["job_id"])
+    with q.db.transaction() as conn:  # as if pulled in an earlier boot of the machine
+        conn.execute("UPDATE ingest_jobs SET staged_boot = 'an-earlier-boot' WHERE job_id = ?", (job["job_id"],))
+    if damaged:  # the page cache never reached the disk
+        Path(staged["staging_path"]).write_bytes(b"\0" * staged["bytes"])
+    result = q.apply([job["job_id"]])
+    if not damaged:
+        assert [j["job_id"] for j in result["applied"]] == [job["job_id"]]
+        return
+    [failed] = result["failed"]
+    assert failed["error"].startswith("Staged bytes no longer match their digest")
+    assert not Path(staged["staging_path"]).exists() and AssetRegistry(ws=q.ws).count() == 0
+    q.retry(job["job_id"])  # pulled again
+    q.run_pending(timeout=30)
+    again = q.get(job["job_id"])
+    assert again["status"] == "staged" and again["digest"] == staged["digest"]
+    assert hashlib.sha256(Path(again["staging_path"]).read_bytes()).hexdigest() == staged["digest"]

@@ -554,20 +554,24 @@ class AssetIngestQueue:
         """The newest ``limit`` jobs, optionally of one status / provider."""
         return self.page_jobs(limit=limit, status=status, provider=provider)["items"]
 
-    def summary(self) -> dict:
-        counts = self.jobs.counts()
-        providers = self.jobs.provider_counts()
-        staged_bytes, pinned = self.jobs.held_totals()
-        rate_limits = {}
-        for provider in REMOTE_PROVIDERS:
-            try:
-                rate_limits[provider] = self.limiter.status(provider)
-            except IngestError as exc:
-                rate_limits[provider] = {"error": exc.message}
-        return {"counts": counts, "total": sum(counts.values()), "providers": providers,
-                "staged_bytes": staged_bytes, "pinned": pinned, "rate_limits": rate_limits,
+    def summary(self, stored: dict | None = None) -> dict:
+        """Job counts, held bytes, the providers' rate limits and the worker's state.
+
+        ``stored``: :meth:`summary_rows` read earlier (by a caller that keeps them while the
+        database is unchanged); the rate limits are worked out from them for now."""
+        stored = self.summary_rows() if stored is None else stored
+        counts = stored["counts"]
+        return {"counts": counts, "total": sum(counts.values()), "providers": stored["providers"],
+                "staged_bytes": stored["staged_bytes"], "pinned": stored["pinned"],
+                "rate_limits": self.limiter.statuses(REMOTE_PROVIDERS, stored["buckets"]),
                 "worker_running": self.worker.running, "state_version": STATE_VERSION,
                 "staging_dir": str(self.staging_dir)}
+
+    def summary_rows(self) -> dict:
+        """What :meth:`summary` reads from the database (the same answer while nothing commits)."""
+        staged_bytes, pinned = self.jobs.held_totals()
+        return {"counts": self.jobs.counts(), "providers": self.jobs.provider_counts(),
+                "staged_bytes": staged_bytes, "pinned": pinned, "buckets": self.limiter.rows(REMOTE_PROVIDERS)}
 
     def dedup_snapshot(self) -> dict:
         """``{digest: {...}}`` of the bytes that block duplicates now (staged/applying jobs)."""

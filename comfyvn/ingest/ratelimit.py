@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config import Workspace, get_setting
@@ -38,12 +39,25 @@ class RateLimiter:
 
     # -- settings ----------------------------------------------------------------------
     def config(self, key: str) -> BucketConfig:
-        rate = get_setting(f"ingest.providers.{key}.rate_limit_rps", None, self.ws)
+        return self._config(key, self._settings())
+
+    def _settings(self) -> dict:
+        """The ``ingest`` section, read once for every key (one read of the config, not four per key)."""
+        section = get_setting("ingest", None, self.ws)
+        return section if isinstance(section, dict) else {}
+
+    @staticmethod
+    def _config(key: str, section: dict) -> BucketConfig:
+        """``key``'s bucket: its ``providers.<key>.*`` settings, else the section-wide ones."""
+        providers = section.get("providers")
+        own = providers.get(key) if isinstance(providers, dict) else None
+        own = own if isinstance(own, dict) else {}
+        rate = own.get("rate_limit_rps")
         if rate is None:
-            rate = get_setting("ingest.rate_limit_rps", DEFAULT_RATE_LIMIT, self.ws)
-        burst = get_setting(f"ingest.providers.{key}.rate_limit_burst", None, self.ws)
+            rate = section.get("rate_limit_rps", DEFAULT_RATE_LIMIT)
+        burst = own.get("rate_limit_burst")
         if burst is None:
-            burst = get_setting("ingest.rate_limit_burst", DEFAULT_BURST, self.ws)
+            burst = section.get("rate_limit_burst", DEFAULT_BURST)
         try:
             rate, burst = float(rate), float(burst)
         except (TypeError, ValueError):
@@ -55,13 +69,18 @@ class RateLimiter:
         return BucketConfig(rate, burst)
 
     # -- the bucket --------------------------------------------------------------------
-    def _level(self, conn: sqlite3.Connection, key: str, cfg: BucketConfig, now: float) -> tuple[float, float]:
-        row = conn.execute("SELECT tokens, updated_at, blocked_until FROM ingest_rate_buckets WHERE key = ?",
-                           (key,)).fetchone()
+    @staticmethod
+    def _refill(row: Sequence[float] | None, cfg: BucketConfig, now: float) -> tuple[float, float]:
+        """``(tokens, blocked_until)`` of a stored bucket row ``(tokens, updated_at, blocked_until)`` at ``now``."""
         if row is None:
             return cfg.burst, 0.0
         tokens = min(cfg.burst, row[0] + max(0.0, now - row[1]) * cfg.rate)
         return tokens, row[2]
+
+    def _level(self, conn: sqlite3.Connection, key: str, cfg: BucketConfig, now: float) -> tuple[float, float]:
+        row = conn.execute("SELECT tokens, updated_at, blocked_until FROM ingest_rate_buckets WHERE key = ?",
+                           (key,)).fetchone()
+        return self._refill(row, cfg, now)
 
     def try_acquire(self, key: str, *, conn: sqlite3.Connection | None = None, now: float | None = None) -> float:
         """Take one token: returns 0.0 on success, else the seconds until one is available.
@@ -107,7 +126,34 @@ class RateLimiter:
         """``{"rate", "burst", "tokens", "retry_after"}`` without taking a token."""
         cfg = self.config(key)
         now = time.time()
-        tokens, blocked_until = self._level(self.db.conn, key, cfg, now)
+        return self._status(cfg, self._level(self.db.conn, key, cfg, now), now)
+
+    def rows(self, keys: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+        """The stored buckets of ``keys`` in one query: ``{key: (tokens, updated_at, blocked_until)}``
+        (a key nobody drew from yet has none)."""
+        found = self.db.query("SELECT key, tokens, updated_at, blocked_until FROM ingest_rate_buckets WHERE key IN "
+                              f"({', '.join('?' * len(keys))})", tuple(keys)) if keys else []
+        return {r[0]: (r[1], r[2], r[3]) for r in found}
+
+    def statuses(self, keys: Sequence[str], rows: dict[str, tuple[float, float, float]] | None = None) -> dict[str, dict]:
+        """:meth:`status` of every key, the settings read once; ``rows``: :meth:`rows` read earlier.
+        A key with bad settings gets ``{"error": message}``."""
+        rows = self.rows(keys) if rows is None else rows
+        settings = self._settings()
+        now = time.time()
+        out: dict[str, dict] = {}
+        for key in keys:
+            try:
+                cfg = self._config(key, settings)
+            except IngestError as exc:
+                out[key] = {"error": exc.message}
+                continue
+            out[key] = self._status(cfg, self._refill(rows.get(key), cfg, now), now)
+        return out
+
+    @staticmethod
+    def _status(cfg: BucketConfig, level: tuple[float, float], now: float) -> dict:
+        tokens, blocked_until = level
         if blocked_until > now:
             tokens, retry_after = 0.0, blocked_until - now
         else:

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import sources
 from ..config import Workspace, get_setting, max_remote_bytes, shipped_default
-from ..fsutil import fsync_dir, owner_token
+from ..fsutil import boot_id, fsync_dir, owner_token
 from . import remote
 from .errors import IngestError, RemoteError
 from .jobs import JobStatus
@@ -242,11 +242,15 @@ class IngestWorker:
             part = staging.part_file(job_id)
             progress, cancelled = self._callbacks(job)
             max_bytes = max_remote_bytes(self.ws)
+            # Written behind, as local staging does: apply() fsyncs the bytes in this boot, or
+            # re-hashes them after a restart (staged_boot).  No boot id: fsynced here.
+            boot = boot_id()
             digest, size = api.download(plan, part, ws=self.ws, max_bytes=max_bytes, progress=progress,
-                                        cancelled=cancelled)
+                                        cancelled=cancelled, fsync=boot is None)
             final = staging.staged_file(job_id, filename)
             os.replace(part, final)
-            fsync_dir(staging.dir)
+            if boot is None:
+                fsync_dir(staging.dir)  # else a lost rename shows up as "Staging file missing"
         except RemoteError as exc:
             return self._remote_failed(job_id, exc)
         except (OSError, IngestError, ValueError) as exc:
@@ -255,7 +259,8 @@ class IngestWorker:
             current = self._still_mine(conn, job_id)
             if current is None:
                 return self._abandon(job_id)
-            job = jobs.settle_staged(conn, current, digest, size, final, insert=False, topic=UPDATED)
+            job = jobs.settle_staged(conn, current, digest, size, final, insert=False, topic=UPDATED,
+                                     staged_boot=boot)
         if job["status"] == JobStatus.DUPLICATE:
             staging.remove_job_files(job)
         jobs.notify()

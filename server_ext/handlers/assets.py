@@ -5,6 +5,7 @@ Every route takes ``?project=`` (default: ``registry.default_project``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import mimetypes
@@ -14,8 +15,9 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, TypeVar, cast
 from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
@@ -27,6 +29,7 @@ from comfyvn.config import get_setting
 from comfyvn.confined import open_confined
 from comfyvn.hooks.specs import topics
 from comfyvn.kinds import KIND_TYPES, file_kind
+from comfyvn.store import Database
 from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry, decode_cursor
 from comfyvn.studio.core.thumbnails import WAVEFORM
 
@@ -37,6 +40,7 @@ log = logging.getLogger("comfyvn.server")
 AUTH_RESOURCE = "comfyvn:assets"
 CHUNK = 256 * 1024
 ASSET_TOPICS = topics("asset")
+T = TypeVar("T")
 
 
 class AssetsBase(ComfyvnAPIHandler):
@@ -137,24 +141,31 @@ class AssetsHandler(AssetsBase):
         project = self.q_str("project", max_len=64)
         services = self.services
 
-        def page_json() -> bytes:  # one trip to the worker pool: registry, page (or its cached JSON)
+        def page_json() -> tuple[bytes, str]:  # one trip to the worker pool: registry, page (or its cached JSON)
             reg = services.existing_registry(project)
             if reg is None:  # a project nobody wrote to: empty, and nothing is created for the read
                 page: dict[str, Any] = {"items": [], "next_cursor": None}
                 if filters["with_total"]:
                     page["total"] = 0
                 page["project"] = project
-                return json_bytes(page)
+                return with_etag(json_bytes(page))
 
-            def fresh() -> bytes:
+            def fresh() -> tuple[bytes, str]:
                 page = reg.query_assets(**filters)
                 page["project"] = reg.project_id
-                return json_bytes(page)
+                return with_etag(json_bytes(page))
 
-            return page_cache(reg).get(tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in filters.items()),
-                                       fresh)
+            key = ("assets", reg.project_id, *((k, tuple(v) if isinstance(v, list) else v) for k, v in filters.items()))
+            return page_cache(reg.db).get(key, fresh, size=lambda answer: len(answer[0]))
 
-        self.finish(await self.run(page_json))
+        body, self._etag = await self.run(page_json)
+        self.finish(body)
+
+    _etag: str | None = None
+
+    def compute_etag(self) -> str | None:
+        """The page's ETag, made with the page (a cached page is not hashed again for every request)."""
+        return self._etag if self._etag is not None else super().compute_etag()
 
     def rights_filters(self) -> dict[str, Any]:
         """``?commercial_use=`` (a level: at least it), ``?credit_required=``, ``?derivatives=`` and
@@ -174,25 +185,31 @@ def json_bytes(payload: Any) -> bytes:
     return json.dumps(payload, default=str, ensure_ascii=False).encode("utf-8")
 
 
+def with_etag(body: bytes) -> tuple[bytes, str]:
+    """A reply body and the ETag Tornado gives it (``compute_etag``: the SHA-1 of the body)."""
+    return body, f'"{hashlib.sha1(body).hexdigest()}"'
+
+
 class PageCache:
-    """The JSON of recent ``GET /assets`` pages of one registry, served again while its database is unchanged.
+    """Recent answers made from one database (``GET /assets`` pages, the ingest status), kept while it is unchanged.
 
     Valid means: SQLite's ``PRAGMA data_version``, read on a private connection that never writes,
-    is what it was when the page was made.  It changes whenever any other connection (another
-    thread, the kernel's process) commits, so a page is never older than the last commit; the
+    is what it was when the answer was made.  It changes whenever any other connection (another
+    thread, the kernel's process) commits, so an answer is never older than the last commit; the
     version is read *before* the query, so a commit racing the query only makes the next request
-    query again.  Bounded: at most :attr:`MAX_PAGES` bodies and :attr:`MAX_BYTES` in all, least
-    recently used dropped first.  Any SQLite error disables it for that request (a plain query).
+    query again.  Bounded: at most :attr:`MAX_PAGES` answers and :attr:`MAX_BYTES` in all (``size``
+    of each), least recently used dropped first.  Any SQLite error disables it for that request (a
+    plain query).  Keys name their route (one cache serves every route of the database).
     """
 
     MAX_PAGES = 64
     MAX_BYTES = 8 * 1024 * 1024
 
-    def __init__(self, reg: AssetRegistry) -> None:
-        self.db = reg.db
+    def __init__(self, db: Database) -> None:
+        self.db = db
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._pages: OrderedDict[tuple, tuple[int, bytes]] = OrderedDict()
+        self._pages: OrderedDict[tuple, tuple[int, Any, int]] = OrderedDict()
         self._bytes = 0
 
     def version(self) -> int | None:
@@ -205,8 +222,9 @@ class PageCache:
                 self._conn = None
                 return None
 
-    def get(self, key: tuple, make: Any) -> bytes:
-        """The cached body of ``key`` if the database has not changed since, else ``make()`` (kept)."""
+    def get(self, key: tuple, make: Callable[[], T], size: Callable[[T], int] = len) -> T:
+        """The cached answer of ``key`` if the database has not changed since, else ``make()`` (kept).
+        Answers are shared between threads: nobody may change one."""
         version = self.version()
         if version is None:
             return make()
@@ -215,28 +233,29 @@ class PageCache:
             if hit is not None and hit[0] == version:
                 self._pages.move_to_end(key)
                 return hit[1]
-        body = make()
+        answer = make()
+        n = size(answer)
         with self._lock:
             old = self._pages.pop(key, None)
-            self._bytes -= len(old[1]) if old else 0
-            if len(body) <= self.MAX_BYTES // 4:
-                self._pages[key] = (version, body)
-                self._bytes += len(body)
+            self._bytes -= old[2] if old else 0
+            if n <= self.MAX_BYTES // 4:
+                self._pages[key] = (version, answer, n)
+                self._bytes += n
             while self._pages and (len(self._pages) > self.MAX_PAGES or self._bytes > self.MAX_BYTES):
-                self._bytes -= len(self._pages.popitem(last=False)[1][1])
-        return body
+                self._bytes -= self._pages.popitem(last=False)[1][2]
+        return answer
 
 
-_page_caches: weakref.WeakKeyDictionary[AssetRegistry, PageCache] = weakref.WeakKeyDictionary()
+_page_caches: weakref.WeakKeyDictionary[Database, PageCache] = weakref.WeakKeyDictionary()
 _page_caches_lock = threading.Lock()
 
 
-def page_cache(reg: AssetRegistry) -> PageCache:
-    """The :class:`PageCache` of a registry object (made on first use)."""
+def page_cache(db: Database) -> PageCache:
+    """The :class:`PageCache` of a database (made on first use)."""
     with _page_caches_lock:
-        cache = _page_caches.get(reg)
+        cache = _page_caches.get(db)
         if cache is None:
-            cache = _page_caches[reg] = PageCache(reg)
+            cache = _page_caches[db] = PageCache(db)
         return cache
 
 

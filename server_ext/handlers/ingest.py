@@ -15,6 +15,7 @@ from tornado import web
 from comfyvn.config import ConfigError, feature_enabled
 from comfyvn.ingest.jobs import PENDING, STATUSES, JobStatus
 
+from .assets import json_bytes, page_cache
 from .base import ApiError, ComfyvnAPIHandler, field, map_exception, string_list
 from .uploads import StreamedUploadMixin
 
@@ -136,22 +137,24 @@ class StatusHandler(IngestHandler):
         limit = self.q_int("limit", 20, minimum=1, maximum=500) or 20
         include_cache = self.q_bool("include_cache")
 
-        def collect() -> dict[str, Any]:  # one trip to the thread pool (the queue is built there once)
+        def collect() -> bytes:  # one trip to the thread pool (the queue is built there once); JSON made there
             queue = self.services.queue()
-            out: dict[str, Any] = {"enabled": True}
             if job_id:
                 job = queue.get(job_id)
                 if job is None:
                     raise ApiError(404, "job_not_found", f"no ingest job {job_id!r}")
-                out["job"] = job
+                body = b'{"enabled": true, "job": ' + json_bytes(job)
             else:
-                out["summary"] = queue.summary()
-                out["jobs"] = queue.list_jobs(limit=limit)
+                # what the database says is read again only after a commit; the rate limits (they
+                # refill with time), the worker's state and the config are read for every answer
+                stored, jobs = page_cache(queue.db).get(("ingest.status", limit), lambda: (
+                    queue.summary_rows(), json_bytes(queue.list_jobs(limit=limit))), size=lambda made: len(made[1]))
+                body = b'{"enabled": true, "summary": ' + json_bytes(queue.summary(stored)) + b', "jobs": ' + jobs
             if include_cache:
-                out["cache"] = queue.dedup_snapshot()
-            return out
+                body += b', "cache": ' + json_bytes(queue.dedup_snapshot())
+            return body + b"}"
 
-        self.reply(await self.run(collect))
+        self.finish(await self.run(collect))
 
 
 class JobsHandler(IngestHandler):

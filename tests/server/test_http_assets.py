@@ -342,11 +342,23 @@ async def test_a_repeated_page_shows_every_change_committed_since(api, make_png,
     assert next(x for x in page["items"] if x["uid"] == a["uid"])["license"] == "cc0"
 
 
+async def test_a_cached_page_keeps_the_etag_of_its_body(api, make_png):
+    await register(api, make_png(), tags=["hero"])
+    first = await api("GET", "/assets")
+    again = await api("GET", "/assets")  # from the page cache
+    assert again.body == first.body and again.headers["ETag"] == first.headers["ETag"]
+    assert first.headers["ETag"] == f'"{hashlib.sha1(first.body).hexdigest()}"'
+    assert (await api("GET", "/assets", headers={"If-None-Match": first.headers["ETag"]})).code == 304
+    await register(api, make_png("b.png", color=(9, 9, 9)))
+    changed = await api("GET", "/assets", headers={"If-None-Match": first.headers["ETag"]})
+    assert changed.code == 200 and changed.headers["ETag"] == f'"{hashlib.sha1(changed.body).hexdigest()}"'
+
+
 def test_the_page_cache_is_bounded(ws):
     from comfyvn_server_ext.handlers.assets import PageCache
 
     reg = AssetRegistry("default", ws=ws, make_thumbnails=False)
-    cache = PageCache(reg)
+    cache = PageCache(reg.db)
     for i in range(PageCache.MAX_PAGES * 2):
         assert cache.get(("page", i), lambda i=i: b"x" * 1000 + str(i).encode()).endswith(str(i).encode())
     assert len(cache._pages) == PageCache.MAX_PAGES

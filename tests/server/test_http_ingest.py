@@ -188,3 +188,29 @@ async def test_remote_pull_is_accepted_then_pulled_by_the_worker(api, ingest_on,
         # without wait the same pull is accepted and waits in the queue
         r = await api("POST", "/api/ingest/queue", body={"remote_url": url, "terms_acknowledged": True})
         assert r.code == 202 and r.json["status"] == "queued"
+
+
+async def test_a_repeated_status_shows_every_commit_and_the_live_rate_limits(api, ingest_on, ws, make_png):
+    """The status's database part is served again while nothing commits; a commit by another
+    process's connection, the buckets refilling with time and a config change all show at once."""
+    from comfyvn.ingest.queue import AssetIngestQueue
+
+    first = (await api("GET", "/api/ingest/status")).json
+    assert (await api("GET", "/api/ingest/status")).json["summary"]["counts"] == first["summary"]["counts"]
+
+    other = AssetIngestQueue(ws)  # another connection, as a kernel's
+    job = other.enqueue(source_path=str(make_png()))
+    status = (await api("GET", "/api/ingest/status")).json
+    assert status["summary"]["counts"]["staged"] == first["summary"]["counts"]["staged"] + 1
+    assert status["jobs"][0]["job_id"] == job["job_id"] and status["summary"]["staged_bytes"] == job["bytes"]
+
+    update_config({"ingest": {"rate_limit_rps": 2, "rate_limit_burst": 1}}, ws)  # no database commit
+    assert other.limiter.try_acquire("civitai") == 0.0  # the bucket is now empty
+    drained = (await api("GET", "/api/ingest/status")).json["summary"]["rate_limits"]["civitai"]
+    assert drained["rate"] == 2.0 and drained["tokens"] < 1 and drained["retry_after"] > 0
+    await asyncio.sleep(0.1)  # nothing commits: the same stored bucket, refilled meanwhile
+    later = (await api("GET", "/api/ingest/status")).json["summary"]["rate_limits"]["civitai"]
+    assert later["tokens"] > drained["tokens"] and later["retry_after"] < drained["retry_after"]
+    update_config({"ingest": {"providers": {"civitai": {"rate_limit_rps": "fast"}}}}, ws)
+    rates = (await api("GET", "/api/ingest/status")).json["summary"]["rate_limits"]
+    assert "must be numbers" in rates["civitai"]["error"] and rates["huggingface"]["rate"] == 2.0
