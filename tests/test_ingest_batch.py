@@ -197,3 +197,22 @@ def test_a_failing_syncfs_falls_back_to_an_fsync_each(ws, q, monkeypatch):
     jobs = q.enqueue_many(paths)["jobs"]
     q.apply([j["job_id"] for j in jobs])
     assert sorted(fsynced) == sorted(j["staging_path"] for j in jobs)
+
+
+def test_one_failing_item_of_a_group_commit_fails_alone(ws, q):
+    """The group commit without a savepoint per item falls back to item by item when one fails."""
+    paths, contents = files(ws, 5)
+    jobs = q.enqueue_many(paths, dest_relative="sprites/")["jobs"]
+    blocked = AssetRegistry(ws=ws).assets_root / "sprites" / f"{paths[2].name}.asset.json"
+    blocked.mkdir(parents=True)  # its sidecar cannot be written
+    result = q.apply([j["job_id"] for j in jobs])
+    assert [j["job_id"] for j in result["failed"]] == [jobs[2]["job_id"]]
+    assert len(result["applied"]) == 4
+    reg = AssetRegistry(ws=ws)
+    assert reg.count() == 4 and reg.find_by_hash(sha(contents[2])) is None
+    for job in result["applied"]:
+        assert reg.read_sidecar(job["asset_uid"])["uid"] == job["asset_uid"]
+    applied = events(ws, "on_asset_ingest_applied")
+    assert sorted(e["data"]["job_id"] for e in applied) == sorted(j["job_id"] for j in result["applied"])
+    retry = q.get(jobs[2]["job_id"])
+    assert retry["status"] == "failed" and Path(retry["staging_path"]).read_bytes() == contents[2]

@@ -572,15 +572,13 @@ class AssetIngestQueue:
                 ready.append(job)
             else:
                 failures.append((job, problem))
-        applied: dict[str, dict] = {}  # job id -> job, updated inside the registry's transaction
         outcomes: dict[str, Any] = {}
         by_project: dict[str, list[dict]] = {}
         for job in ready:
             by_project.setdefault(job["project_id"], []).append(job)
         for project_id, jobs in by_project.items():
             def mark_applied(conn, index: int, record: dict, jobs: list[dict] = jobs) -> None:
-                job = jobs[index]
-                applied[job["job_id"]] = self.jobs.update(conn, job, "on_asset_ingest_applied", {
+                self.jobs.update(conn, jobs[index], "on_asset_ingest_applied", {
                     "status": JobStatus.APPLIED, "asset_uid": record["uid"], "pin": False, "staging_path": None,
                     "owner": None, "error": None}, path=record["abs_path"], sidecar=record["sidecar"])
             try:
@@ -593,6 +591,8 @@ class AssetIngestQueue:
         with self.db.transaction() as conn:
             for job, problem in failures:
                 result["failed"].append(public_job(self.jobs.fail(conn, job, problem)))
+            # applied = committed as such inside the registry's transaction (by mark_applied)
+            now = self.jobs.rows(conn, [job["job_id"] for job in ready])
             for job in ready:
                 staged = Path(job["staging_path"])
                 outcome = outcomes[job["job_id"]]
@@ -602,8 +602,8 @@ class AssetIngestQueue:
                         conn, current, f"{type(outcome).__name__}: {outcome}", keep_file=staged.is_file())))
                     continue
                 staged.unlink(missing_ok=True)  # merged, or the identical file already lay at the destination
-                if job["job_id"] in applied:
-                    result["applied"].append(public_job(applied[job["job_id"]]))
+                if now[job["job_id"]]["status"] == JobStatus.APPLIED:
+                    result["applied"].append(public_job(now[job["job_id"]]))
                 else:  # the registry merged us into a row someone else made meanwhile: nothing was moved
                     result["skipped"].append(public_job(self.jobs.update(conn, job, UPDATED, {
                         "status": JobStatus.DUPLICATE, "existing_uid": outcome["uid"], "pin": False, "staging_path": None,

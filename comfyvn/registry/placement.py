@@ -386,7 +386,12 @@ class Placement:
             fired: list[HookCall] = []
             committed: list[RegistrationPlan] = []
             with self.db.transaction() as conn:
-                for plan in live:
+                if len(live) > 1 and self.commit_group(conn, live, on_commit, fired):
+                    committed.extend(live)
+                    live_left: list[RegistrationPlan] = []
+                else:
+                    live_left = live
+                for plan in live_left:
                     outcome = self.commit_one(conn, plan, on_commit)
                     if isinstance(outcome, list):
                         fired.extend(outcome)
@@ -418,6 +423,54 @@ class Placement:
             self.previews.schedule(plan.record)
             results[plan.index] = self.records.public(plan.record)
 
+    def commit_group(self, conn, plans: list[RegistrationPlan], on_commit: OnCommit | None,
+                     fired: list[HookCall]) -> bool:
+        """Insert every planned row under one savepoint: the common case, without a savepoint
+        per item.  When an item fails (a clash, a failed sidecar), everything of the group is
+        rolled back, its sidecars removed, and False returned: :meth:`commit_one` then goes item
+        by item.  ``on_commit`` runs once every row is in (once per item); its failure fails
+        the whole group commit."""
+        conn.execute("SAVEPOINT register_group")
+        calls: list[HookCall] = []
+        try:
+            for plan in plans:
+                calls.extend(self.insert_one(conn, plan, None))
+        except Exception:
+            conn.execute("ROLLBACK TO register_group")
+            conn.execute("RELEASE register_group")
+            for plan in plans:
+                if plan.sidecar_written:  # written for a row that was rolled back
+                    self.root.sidecar_path(plan.record["path"]).unlink(missing_ok=True)
+                    plan.sidecar_written = False
+            return False
+        conn.execute("RELEASE register_group")
+        if on_commit is not None:
+            for plan in plans:
+                on_commit(conn, plan.index, self.records.public(plan.record))
+        fired.extend(calls)
+        return True
+
+    def insert_one(self, conn, plan: RegistrationPlan, on_commit: OnCommit | None, *,
+                   row_inserted: bool = False) -> list[HookCall]:
+        """One planned row with its events, journal entry, thumbnail rows, ``on_commit`` and
+        sidecar, inside the caller's transaction (raises on any failure)."""
+        rec = plan.record
+        if not row_inserted:
+            self.records.insert(conn, rec)
+        self.journal.forget(conn, plan.intent)
+        fired = self.listeners.emit_all(conn, [
+            (HOOK_ASSET_REGISTERED, self.records.payload(rec, include_meta=True),
+             {"bytes": rec["bytes"], "license_terms": dict(rec["license_terms"])}),
+            (HOOK_SIDECAR_WRITTEN, self.records.sidecar_payload(rec), None)])
+        if rec["preview"].get("kind"):
+            self.previews.mark(conn, rec, "pending")
+        if on_commit is not None:
+            on_commit(conn, plan.index, self.records.public(rec))
+        # written under the write lock: no other writer can slip an older sidecar in after
+        self.sidecars.write(rec)
+        plan.sidecar_written = True
+        return fired
+
     def commit_one(self, conn, plan: RegistrationPlan, on_commit: OnCommit | None
                    ) -> list[HookCall] | BaseException | None:
         """Insert one planned row inside the group transaction (under a savepoint, so a clash
@@ -436,18 +489,7 @@ class Placement:
                     return None
                 self.records.check_path_free(conn, rec["path"])
                 raise
-            self.journal.forget(conn, plan.intent)
-            fired = self.listeners.emit_all(conn, [
-                (HOOK_ASSET_REGISTERED, self.records.payload(rec, include_meta=True),
-                 {"bytes": rec["bytes"], "license_terms": dict(rec["license_terms"])}),
-                (HOOK_SIDECAR_WRITTEN, self.records.sidecar_payload(rec), None)])
-            if rec["preview"].get("kind"):
-                self.previews.mark(conn, rec, "pending")
-            if on_commit is not None:
-                on_commit(conn, plan.index, self.records.public(rec))
-            # written under the write lock: no other writer can slip an older sidecar in after
-            self.sidecars.write(rec)
-            plan.sidecar_written = True
+            fired = self.insert_one(conn, plan, on_commit, row_inserted=True)
         except Exception as exc:
             conn.execute("ROLLBACK TO register_one")
             conn.execute("RELEASE register_one")
