@@ -180,6 +180,15 @@ class JobStore:
                 out[row["job_id"]] = job_from_row(row)
         return out
 
+    def statuses(self, conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, str]:
+        """``{job_id: status}`` of the known ids among ``job_ids``."""
+        out: dict[str, str] = {}
+        for start in range(0, len(job_ids), IN_CHUNK):
+            part = job_ids[start:start + IN_CHUNK]
+            out.update(conn.execute(f"SELECT job_id, status FROM ingest_jobs WHERE job_id IN ({', '.join('?' * len(part))})",
+                                    part).fetchall())
+        return out
+
     def update_many(self, conn: sqlite3.Connection, jobs: list[dict], topic: str | None,
                     changes: dict[str, Any]) -> list[dict]:
         """:meth:`update` of many jobs with the same ``changes`` (one statement, one event statement)."""

@@ -307,16 +307,16 @@ class AssetIngestQueue:
         unknown = set(defaults) - set(LOCAL_ARGUMENTS)
         if unknown:
             raise TypeError(f"enqueue_many() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
-        self._item_fields(defaults, {})  # bad defaults fail the whole call before anything is staged
+        common = self._item_fields(defaults, {})  # bad defaults fail the whole call before anything is staged
         result: dict[str, list] = {"jobs": [], "errors": []}
         chunk: list[tuple[int, Any]] = []
         for index, item in enumerate(items):
             chunk.append((index, item))
             if len(chunk) >= chunk_size:
-                self._enqueue_chunk(chunk, defaults, result)
+                self._enqueue_chunk(chunk, defaults, common, result)
                 chunk = []
         if chunk:
-            self._enqueue_chunk(chunk, defaults, result)
+            self._enqueue_chunk(chunk, defaults, common, result)
         return result
 
     def _item_fields(self, defaults: dict, item: dict) -> dict:
@@ -329,8 +329,9 @@ class AssetIngestQueue:
         return self._job_fields(args["provider"], args["metadata"], args["dest_relative"], args["asset_type_hint"],
                                 args["pin"], args["terms_acknowledged"], args["project_id"])
 
-    def _enqueue_chunk(self, chunk: list[tuple[int, Any]], defaults: dict, result: dict) -> None:
-        """Stage one chunk of :meth:`enqueue_many` and record it in one transaction."""
+    def _enqueue_chunk(self, chunk: list[tuple[int, Any]], defaults: dict, common: dict, result: dict) -> None:
+        """Stage one chunk of :meth:`enqueue_many` and record it in one transaction (``common``:
+        the fields of an item that is a bare path)."""
         staged_jobs: list[tuple[int, dict, Path, str, int, str | None]] = []
         limits = self.staging.batch_limits()
         try:
@@ -339,7 +340,8 @@ class AssetIngestQueue:
                 try:
                     if source_path is None:
                         raise ValueError("every item needs a source_path")
-                    fields = self._item_fields(defaults, item if isinstance(item, dict) else {})
+                    fields = (self._item_fields(defaults, item) if isinstance(item, dict)
+                              else {**common, "user_metadata": dict(common["user_metadata"])})
                     with self.staging.open_source(source_path, fields["project_id"], limits=limits) as source:
                         filename = safe_filename(source.path.name)
                         job = new_job(source_path=str(source.path), filename=filename, **fields)
@@ -572,13 +574,15 @@ class AssetIngestQueue:
                 ready.append(job)
             else:
                 failures.append((job, problem))
+        applied: dict[str, dict] = {}  # job id -> job as mark_applied changed it (committed if its row says so)
         outcomes: dict[str, Any] = {}
         by_project: dict[str, list[dict]] = {}
         for job in ready:
             by_project.setdefault(job["project_id"], []).append(job)
         for project_id, jobs in by_project.items():
             def mark_applied(conn, index: int, record: dict, jobs: list[dict] = jobs) -> None:
-                self.jobs.update(conn, jobs[index], "on_asset_ingest_applied", {
+                job = jobs[index]
+                applied[job["job_id"]] = self.jobs.update(conn, job, "on_asset_ingest_applied", {
                     "status": JobStatus.APPLIED, "asset_uid": record["uid"], "pin": False, "staging_path": None,
                     "owner": None, "error": None}, path=record["abs_path"], sidecar=record["sidecar"])
             try:
@@ -592,7 +596,7 @@ class AssetIngestQueue:
             for job, problem in failures:
                 result["failed"].append(public_job(self.jobs.fail(conn, job, problem)))
             # applied = committed as such inside the registry's transaction (by mark_applied)
-            now = self.jobs.rows(conn, [job["job_id"] for job in ready])
+            now = self.jobs.statuses(conn, [job["job_id"] for job in ready])
             for job in ready:
                 staged = Path(job["staging_path"])
                 outcome = outcomes[job["job_id"]]
@@ -602,8 +606,8 @@ class AssetIngestQueue:
                         conn, current, f"{type(outcome).__name__}: {outcome}", keep_file=staged.is_file())))
                     continue
                 staged.unlink(missing_ok=True)  # merged, or the identical file already lay at the destination
-                if now[job["job_id"]]["status"] == JobStatus.APPLIED:
-                    result["applied"].append(public_job(now[job["job_id"]]))
+                if now.get(job["job_id"]) == JobStatus.APPLIED:
+                    result["applied"].append(public_job(applied[job["job_id"]]))
                 else:  # the registry merged us into a row someone else made meanwhile: nothing was moved
                     result["skipped"].append(public_job(self.jobs.update(conn, job, UPDATED, {
                         "status": JobStatus.DUPLICATE, "existing_uid": outcome["uid"], "pin": False, "staging_path": None,

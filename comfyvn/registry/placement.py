@@ -286,10 +286,12 @@ class Placement:
         in_place = source_real == final_real
         if in_place:
             op = "adopt"
+        absent: str | None = None  # a uid just looked up and not registered
         if digest is not None:  # a known digest finds a duplicate before any byte is read or copied
             known = self.records.row(digest.lower()[:16])
             if known is not None and known["hash"] == digest.lower():
                 return self.duplicate(known, known["hash"], merge)
+            absent = digest.lower()[:16] if known is None else None
         tmp: Path | None = None
         keep_tmp = False
         try:
@@ -302,7 +304,7 @@ class Placement:
             digest = digest.lower()
             uid = digest[:16]
             self.check_not_another_asset(source_real, digest)
-            existing = self.records.row(uid)
+            existing = None if uid == absent else self.records.row(uid)  # (a row racing in: commit() sees it)
             if existing is not None:
                 return self.duplicate(existing, digest, merge)
             if op != "adopt" and os.path.lexists(final):
