@@ -436,7 +436,9 @@ class Placement:
         calls: list[HookCall] = []
         try:
             for plan in plans:
-                calls.extend(self.insert_one(conn, plan, None))
+                self.insert_one(conn, plan, None, emit=False)
+            # the events of every row in one statement
+            calls = self.listeners.emit_all(conn, [c for plan in plans for c in self.hook_calls(plan.record)])
         except Exception:
             conn.execute("ROLLBACK TO register_group")
             conn.execute("RELEASE register_group")
@@ -452,18 +454,22 @@ class Placement:
         fired.extend(calls)
         return True
 
+    def hook_calls(self, rec: dict) -> list[tuple[str, dict, dict | None]]:
+        """The hook calls (with their extra event data) of a newly registered asset."""
+        return [(HOOK_ASSET_REGISTERED, self.records.payload(rec, include_meta=True),
+                 {"bytes": rec["bytes"], "license_terms": dict(rec["license_terms"])}),
+                (HOOK_SIDECAR_WRITTEN, self.records.sidecar_payload(rec), None)]
+
     def insert_one(self, conn, plan: RegistrationPlan, on_commit: OnCommit | None, *,
-                   row_inserted: bool = False) -> list[HookCall]:
-        """One planned row with its events, journal entry, thumbnail rows, ``on_commit`` and
-        sidecar, inside the caller's transaction (raises on any failure)."""
+                   row_inserted: bool = False, emit: bool = True) -> list[HookCall]:
+        """One planned row with its events (``emit=False``: the caller emits them), journal
+        entry, thumbnail rows, ``on_commit`` and sidecar, inside the caller's transaction
+        (raises on any failure)."""
         rec = plan.record
         if not row_inserted:
             self.records.insert(conn, rec)
         self.journal.forget(conn, plan.intent)
-        fired = self.listeners.emit_all(conn, [
-            (HOOK_ASSET_REGISTERED, self.records.payload(rec, include_meta=True),
-             {"bytes": rec["bytes"], "license_terms": dict(rec["license_terms"])}),
-            (HOOK_SIDECAR_WRITTEN, self.records.sidecar_payload(rec), None)])
+        fired = self.listeners.emit_all(conn, self.hook_calls(rec)) if emit else []
         if rec["preview"].get("kind"):
             self.previews.mark(conn, rec, "pending")
         if on_commit is not None:
