@@ -149,3 +149,92 @@ def test_kill_during_enqueue_loses_no_job_and_blocks_nothing(ws, subprocess_env)
     job = q.enqueue(source_path=src)  # the orphan copy does not block the same bytes
     assert job["status"] == "staged"
     assert json.loads(json.dumps(q.apply()))["applied"][0]["status"] == "applied"
+
+
+ENQUEUE_MANY_CHILD = """
+import os, signal, sys
+point, paths = sys.argv[1], sys.argv[2:]
+if point == "copy":  # killed halfway through copying the 4th file into its temporary file
+    import comfyvn.sources as sources
+    real_copy, hits = sources.OpenedSource.copy_into, {"n": 0}
+
+    def copy_into(self, dest_fh, *, fsync=True):
+        hits["n"] += 1
+        if hits["n"] == 4:
+            dest_fh.write(b"half of it")
+            dest_fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_copy(self, dest_fh, fsync=fsync)
+    sources.OpenedSource.copy_into = copy_into
+from comfyvn.ingest import get_ingest_queue
+get_ingest_queue().enqueue_many(paths, chunk_size=3)
+print("survived")
+"""
+
+# (crash point, jobs recorded after the restart): 7 files in chunks of 3 ([0-2], [3-5], [6])
+MANY_POINTS = [("enqueue_many.file_staged#5", 3), ("enqueue_many.staged", 0), ("enqueue_many.staged#2", 3),
+               ("enqueue_many.committed#2", 6), ("copy", 3)]
+
+
+@pytest.mark.parametrize(("point", "recorded"), MANY_POINTS, ids=[p for p, _ in MANY_POINTS])
+def test_kill_during_enqueue_many_then_restart(ws, subprocess_env, point, recorded):
+    contents = [os.urandom(4096 + i) for i in range(7)]
+    paths = []
+    for i, data in enumerate(contents):
+        paths.append(ws.root / "in" / f"tile{i}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        paths[-1].write_bytes(data)
+    AssetIngestQueue(ws)
+    env = dict(subprocess_env)
+    if point != "copy":
+        env[CRASH_ENV] = point
+    kill_child(ENQUEUE_MANY_CHILD, [point, *map(str, paths)], env)
+
+    q = AssetIngestQueue(ws)  # "restart": opening the queue recovers and sweeps
+    jobs = q.list_jobs(limit=100)
+    by_source = {j["source_path"]: j for j in jobs}
+    assert sorted(by_source) == sorted(str(p) for p in paths[:recorded])  # whole chunks, in order
+    for path, data in zip(paths[:recorded], contents, strict=False):  # no row without its bytes
+        job = by_source[str(path)]
+        assert job["status"] == "staged" and Path(job["staging_path"]).read_bytes() == data
+    leftovers = [p for p in q.staging_dir.iterdir() if p.name[:12] not in {j["job_id"] for j in jobs}]
+    assert not [p for p in leftovers if p.name.startswith(".")]  # the dead writer's temp files are gone
+    for orphan in leftovers:  # a staged copy whose chunk never committed: complete, and swept when stale
+        assert orphan.read_bytes() in contents
+        os.utime(orphan, (orphan.stat().st_atime, orphan.stat().st_mtime - 2 * 3600))
+    assert q.staging.sweep() == len(leftovers)
+
+    again = q.enqueue_many(paths)  # the whole batch once more: what was recorded is not staged twice
+    statuses = [j["status"] for j in again["jobs"]]
+    assert statuses == ["duplicate"] * recorded + ["staged"] * (7 - recorded)
+    result = q.apply()
+    assert len(result["applied"]) == 7 and result["failed"] == []
+    reg = AssetRegistry(ws=ws)
+    assert sorted(Path(a["abs_path"]).read_bytes() for a in reg.iter_assets()) == sorted(contents)
+    assert {p.name for p in q.staging_dir.iterdir()} == set()
+
+
+@pytest.mark.parametrize(("point", "expected"), [("apply.claimed", "staged"), ("registry.placed", "staged"),
+                                                 ("registry.sidecar_written", "staged"),
+                                                 ("apply.registered", "applied")])
+def test_kill_while_applying_a_batch_staged_by_enqueue_many(ws, subprocess_env, point, expected):
+    """A batch big enough to be made durable by one syncfs: all-or-nothing like any group commit."""
+    q = AssetIngestQueue(ws)
+    contents = {}
+    for i in range(20):
+        data = os.urandom(2048 + i)
+        src = ws.root / "in" / f"icon{i}.png"
+        src.parent.mkdir(exist_ok=True)
+        src.write_bytes(data)
+        contents[src] = data
+    jobs = q.enqueue_many(list(contents))["jobs"]
+    contents = {job["job_id"]: data for job, data in zip(jobs, contents.values(), strict=True)}
+    env = dict(subprocess_env)
+    if not point.startswith("registry."):
+        env[CRASH_ENV] = point
+    kill_child(APPLY_CHILD, [point, "128"], env)
+
+    q = AssetIngestQueue(ws)
+    assert set(check_invariants(ws, q, contents).values()) == {expected}
+    assert q.apply()["failed"] == []
+    assert set(check_invariants(ws, q, contents).values()) == {"applied"}

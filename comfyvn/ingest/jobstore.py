@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hooks import emit, get_hook_bus
+from ..hooks.events import emit_many
 from ..store import Database
 from .errors import JobNotFoundError
 from .jobs import CLAIMED, HOLDS_DIGEST, KEEPS_STAGING, PENDING, STATUSES, JobStatus, check_status, sql_in
@@ -30,6 +31,7 @@ PUBLIC_KEYS = ("job_id", "provider", "status", "source_path", "remote_url", "des
 ENQUEUED = "on_asset_ingest_enqueued"
 UPDATED = "on_asset_ingest_updated"
 FAILED = "on_asset_ingest_failed"
+IN_CHUNK = 500  # values per "IN (...)" list (well under every SQLite build's parameter limit)
 
 
 # ---------------------------------------------------------------------------- the codec
@@ -89,6 +91,25 @@ def registered_asset(conn: sqlite3.Connection, project_id: str, digest: str) -> 
                         (project_id, digest[:16], digest)).fetchone()
 
 
+def settled_fields(job: dict, digest: str, size: int, staged: Path | None, dup: dict | None,
+                   staged_boot: str | None, extra_notes: list[str] | None = None) -> dict[str, Any]:
+    """The changes that record staged bytes: ``staged``, or ``duplicate`` per ``dup`` (see
+    :meth:`JobStore.dedup`).  ``staged_boot``: the boot the bytes were written behind in (None:
+    already fsynced)."""
+    notes = list(job.get("notes") or []) + list(extra_notes or [])
+    fields: dict[str, Any] = {"digest": digest, "bytes": size, "bytes_done": size, "owner": None}
+    if staged is not None:
+        fields["staged_boot"] = staged_boot
+    if dup is None:
+        fields.update(status=JobStatus.STAGED, staging_path=str(staged) if staged else None, error=None)
+    else:
+        fields.update(status=JobStatus.DUPLICATE, staging_path=None, pin=False, dedup_of=dup.get("dedup_of"),
+                      existing_uid=dup.get("existing_uid"), error=None)
+        notes.append(dup["note"])
+    fields["notes"] = list(dict.fromkeys(notes))
+    return fields
+
+
 # ---------------------------------------------------------------------------- the store
 class JobStore:
     """The ``ingest_jobs`` table of one workspace database."""
@@ -134,6 +155,58 @@ class JobStore:
         emit(conn, topic, event_payload(job), project_id=job.get("project_id"))
         return job
 
+    def insert_many(self, conn: sqlite3.Connection, jobs: list[dict], topic: str = ENQUEUED) -> list[dict]:
+        """Store new jobs (every one with the same keys) with one statement, and emit ``topic``
+        for each (one statement per project)."""
+        if not jobs:
+            return jobs
+        keys = list(jobs[0])
+        conn.executemany(f"INSERT INTO ingest_jobs({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+                         [[encode_value(k, job[k]) for k in keys] for job in jobs])
+        by_project: dict[str | None, list[tuple[str, dict]]] = {}
+        for job in jobs:
+            by_project.setdefault(job.get("project_id"), []).append((topic, event_payload(job)))
+        for project_id, events in by_project.items():
+            emit_many(conn, events, project_id=project_id)
+        return jobs
+
+    def rows(self, conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, dict]:
+        """``{job_id: job}`` of the known ids among ``job_ids`` (a few statements, whatever their number)."""
+        out: dict[str, dict] = {}
+        for start in range(0, len(job_ids), IN_CHUNK):
+            part = job_ids[start:start + IN_CHUNK]
+            for row in conn.execute(f"SELECT * FROM ingest_jobs WHERE job_id IN ({', '.join('?' * len(part))})",
+                                    part):
+                out[row["job_id"]] = job_from_row(row)
+        return out
+
+    def statuses(self, conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, str]:
+        """``{job_id: status}`` of the known ids among ``job_ids``."""
+        out: dict[str, str] = {}
+        for start in range(0, len(job_ids), IN_CHUNK):
+            part = job_ids[start:start + IN_CHUNK]
+            out.update(conn.execute(f"SELECT job_id, status FROM ingest_jobs WHERE job_id IN ({', '.join('?' * len(part))})",
+                                    part).fetchall())
+        return out
+
+    def update_many(self, conn: sqlite3.Connection, jobs: list[dict], topic: str | None,
+                    changes: dict[str, Any]) -> list[dict]:
+        """:meth:`update` of many jobs with the same ``changes`` (one statement, one event statement)."""
+        if not jobs:
+            return []
+        changes = {**changes, "updated_at": time.time()}
+        cols = ", ".join(f"{k} = ?" for k in changes)
+        values = [encode_value(k, v) for k, v in changes.items()]
+        conn.executemany(f"UPDATE ingest_jobs SET {cols} WHERE job_id = ?", [(*values, j["job_id"]) for j in jobs])
+        new = [{**job, **changes} for job in jobs]
+        if topic:
+            by_project: dict[str | None, list[tuple[str, dict]]] = {}
+            for job in new:
+                by_project.setdefault(job.get("project_id"), []).append((topic, event_payload(job)))
+            for project_id, events in by_project.items():
+                emit_many(conn, events, project_id=project_id)
+        return new
+
     def update(self, conn: sqlite3.Connection, job: dict, topic: str | None, changes: dict[str, Any],
                **event_extra: Any) -> dict:
         """Apply ``changes`` to a job row and emit ``topic`` (None: no event); returns the new job."""
@@ -177,23 +250,32 @@ class JobStore:
             return {"status": JobStatus.DUPLICATE, "existing_uid": row[0], "note": "duplicate.registry"}
         return None
 
+    def dedup_many(self, conn: sqlite3.Connection, project_id: str, digests: list[str]) -> dict[str, dict]:
+        """:meth:`dedup` of many digests of one project at once: ``{digest: change}`` for those
+        already held by a staged/applying job or a registry row (the others are new)."""
+        out: dict[str, dict] = {}
+        unique = list(dict.fromkeys(digests))
+        for start in range(0, len(unique), IN_CHUNK):
+            part = unique[start:start + IN_CHUNK]
+            marks = ", ".join("?" * len(part))
+            for digest, job_id in conn.execute(
+                    f"SELECT digest, job_id FROM ingest_jobs WHERE project_id = ? AND digest IN ({marks})"
+                    f" AND status IN {sql_in(HOLDS_DIGEST)}", (project_id, *part)):
+                out.setdefault(digest, {"status": JobStatus.DUPLICATE, "dedup_of": job_id, "note": "duplicate.staged"})
+            for uid, digest in conn.execute(
+                    f"SELECT uid, hash FROM assets WHERE project_id = ? AND uid IN ({marks})",
+                    (project_id, *(d[:16] for d in part))):
+                if digest in part and digest not in out:
+                    out[digest] = {"status": JobStatus.DUPLICATE, "existing_uid": uid, "note": "duplicate.registry"}
+        return out
+
     def settle_staged(self, conn: sqlite3.Connection, job: dict, digest: str, size: int, staged: Path | None, *,
                       insert: bool, topic: str, extra_notes: list[str] | None = None,
                       staged_boot: str | None = None) -> dict:
         """Record freshly staged bytes as ``staged``, or as a ``duplicate`` of what exists.
         ``staged_boot``: the boot the bytes were written behind in (None: already fsynced)."""
-        notes = list(job.get("notes") or []) + list(extra_notes or [])
         dup = self.dedup(conn, job["project_id"], digest, exclude=job["job_id"])
-        fields: dict[str, Any] = {"digest": digest, "bytes": size, "bytes_done": size, "owner": None}
-        if staged is not None:
-            fields["staged_boot"] = staged_boot
-        if dup is None:
-            fields.update(status=JobStatus.STAGED, staging_path=str(staged) if staged else None, error=None)
-        else:
-            fields.update(status=JobStatus.DUPLICATE, staging_path=None, pin=False, dedup_of=dup.get("dedup_of"),
-                          existing_uid=dup.get("existing_uid"), error=None)
-            notes.append(dup["note"])
-        fields["notes"] = list(dict.fromkeys(notes))
+        fields = settled_fields(job, digest, size, staged, dup, staged_boot, extra_notes)
         if insert:
             return self.insert(conn, {**job, **fields}, topic)
         return self.update(conn, job, topic, fields)
@@ -298,4 +380,5 @@ __all__ = [
     "new_job",
     "public_job",
     "registered_asset",
+    "settled_fields",
 ]

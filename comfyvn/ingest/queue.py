@@ -28,12 +28,14 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .. import sources
 from ..config import Workspace, default_project, feature_enabled, setup_logging, workspace
+from ..errors import ComfyvnError
 from ..fsutil import (
     UnsafePathError,
     boot_id,
@@ -58,12 +60,19 @@ from .errors import (
     TermsNotAcknowledgedError,
 )
 from .jobs import STATUSES, TRANSITIONS, JobAction, JobStatus
-from .jobstore import PUBLIC_KEYS, UPDATED, JobStore, new_job, public_job, registered_asset
+from .jobstore import PUBLIC_KEYS, UPDATED, JobStore, new_job, public_job, registered_asset, settled_fields
 from .mappers import is_host_allowed, normalise_metadata
 from .providers import civitai, huggingface
 from .providers.base import check_reference_url
 from .ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
-from .staging import PART_SUFFIX, STAGING_MISSING, STALE_TEMP_SECONDS, UNKNOWN_BOOT, Staging
+from .staging import (
+    PART_SUFFIX,
+    STAGING_MISSING,
+    STALE_TEMP_SECONDS,
+    UNKNOWN_BOOT,
+    WRITEBACK_MIN_BYTES,
+    Staging,
+)
 from .state import STATE_VERSION, export_state, import_state
 from .worker import MAX_REMOTE_BYTES, IngestWorker
 
@@ -72,6 +81,10 @@ log = logging.getLogger("comfyvn.ingest.queue")
 STAGING_DAMAGED = ("Staged bytes no longer match their digest (the machine restarted before they reached the "
                    "disk, or the staging file was changed); retry the job to copy the source again")
 APPLY_BATCH = 128  # jobs per group commit in apply()
+ENQUEUE_CHUNK = 256  # files staged per transaction by enqueue_many()
+#: enqueue()'s arguments for a local file besides source_path (enqueue_many() items and defaults)
+LOCAL_ARGUMENTS = ("provider", "metadata", "dest_relative", "asset_type_hint", "pin", "terms_acknowledged",
+                   "project_id")
 CRASH_ENV = "COMFYVN_INGEST_CRASH_AT"  # test-only fault injection: SIGKILL this process at a named point
 
 
@@ -130,6 +143,16 @@ def dest_for(job: dict, asset_type: str) -> str:
 def _check_type(value: str | None, what: str) -> None:
     if value is not None and (not isinstance(value, str) or not _TYPE_RE.match(value)):
         raise ValueError(f"{what} {value!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
+
+
+def error_body(exc: BaseException) -> dict:
+    """``{"error": code, "message": text}`` of one item's failure (the shape of the server's errors)."""
+    code = getattr(exc, "code", None)
+    if not isinstance(code, str):
+        code = ("unsafe_path" if isinstance(exc, UnsafePathError) else "file_not_found"
+                if isinstance(exc, FileNotFoundError) else "source_unreadable" if isinstance(exc, PermissionError)
+                else "invalid_request")
+    return {"error": code, "message": str(exc)}
 
 
 # ---------------------------------------------------------------------------- the queue
@@ -210,24 +233,11 @@ class AssetIngestQueue:
         back ``queued`` (or, with ``wait=True``, after the pull, raising
         :class:`RateLimitedError` instead of sleeping when the provider's bucket is empty).
         """
-        if metadata is not None and not isinstance(metadata, dict):
-            raise ValueError(f"metadata must be a JSON object (dict), got {type(metadata).__name__}")
         if (source_path is None) == (remote_url is None):
             raise ValueError("give exactly one of source_path (a local file) or remote_url")
-        if isinstance(provider, str):  # aliases folded; a URL's provider guessed (comfyvn.provider_names)
-            provider = canonical_provider(provider, None if remote_url is None else str(remote_url))
-        if provider not in PROVIDERS:
-            raise ValueError(f"unknown provider {provider!r}; known providers: {', '.join(PROVIDERS)}")
-        _check_type(asset_type_hint, "asset_type_hint")
-        if dest_relative is not None:
-            pure = safe_relative(dest_relative, what="dest_relative")
-            refuse_hidden(pure)
-            dest_relative = str(pure) + (
-                "/" if str(dest_relative).endswith(("/", "\\")) else "")
-        project_id = check_project_id(project_id or self.default_project)  # it names a folder: checked first
-        fields = {"provider": provider, "project_id": project_id, "dest_relative": dest_relative,
-                  "asset_type_hint": asset_type_hint, "pin": bool(pin),
-                  "terms_acknowledged": bool(terms_acknowledged), "user_metadata": dict(metadata or {})}
+        fields = self._job_fields(provider, metadata, dest_relative, asset_type_hint, pin, terms_acknowledged,
+                                  project_id, remote_url)
+        provider, project_id = fields["provider"], fields["project_id"]
         if remote_url is not None:
             return self._enqueue_remote(remote_url, fields, wait=wait)
 
@@ -249,6 +259,134 @@ class AssetIngestQueue:
             staged.unlink(missing_ok=True)
         self.jobs.notify()
         return public_job(job)
+
+    def _job_fields(self, provider: Any, metadata: Any, dest_relative: Any, asset_type_hint: Any, pin: Any,
+                    terms_acknowledged: Any, project_id: Any, remote_url: Any = None) -> dict:
+        """The checked fields of a new job (:meth:`enqueue`'s arguments); ValueError for a bad one."""
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError(f"metadata must be a JSON object (dict), got {type(metadata).__name__}")
+        if isinstance(provider, str):  # aliases folded; a URL's provider guessed (comfyvn.provider_names)
+            provider = canonical_provider(provider, None if remote_url is None else str(remote_url))
+        if provider not in PROVIDERS:
+            raise ValueError(f"unknown provider {provider!r}; known providers: {', '.join(PROVIDERS)}")
+        _check_type(asset_type_hint, "asset_type_hint")
+        if dest_relative is not None:
+            pure = safe_relative(dest_relative, what="dest_relative")
+            refuse_hidden(pure)
+            dest_relative = str(pure) + (
+                "/" if str(dest_relative).endswith(("/", "\\")) else "")
+        project_id = check_project_id(project_id or self.default_project)  # it names a folder: checked first
+        return {"provider": provider, "project_id": project_id, "dest_relative": dest_relative,
+                "asset_type_hint": asset_type_hint, "pin": bool(pin),
+                "terms_acknowledged": bool(terms_acknowledged), "user_metadata": dict(metadata or {})}
+
+    def enqueue_many(self, items: Iterable[Any], *, chunk_size: int = ENQUEUE_CHUNK, **defaults: Any) -> dict:
+        """Queue many local files: each is staged (copied and hashed) as :meth:`enqueue` does,
+        and every ``chunk_size`` of them are recorded in one transaction (their dedup checks,
+        job rows and ``on_asset_ingest_enqueued`` events together).
+
+        ``items``: paths, or dicts of :meth:`enqueue`'s local arguments (``source_path`` and
+        optionally ``metadata``, ``dest_relative``, ``asset_type_hint``, ``pin``, ``project_id``,
+        ``provider``, ``terms_acknowledged``); ``defaults`` are those arguments for every item
+        (an item's own win).  Any iterable: it is read one chunk at a time, so a generator over
+        a huge folder keeps one chunk of work in memory (the result holds one entry per item).
+
+        Dedup is by content as in :meth:`enqueue`: a file whose bytes are already staged or
+        registered, or appear earlier in the same call, comes back ``duplicate``.  A file that
+        cannot be queued (refused, missing, bad arguments) does not stop the others.  Each
+        chunk commits on its own: a process killed midway keeps the chunks committed before,
+        and of the current chunk only staging files without a job, which the sweep removes.
+
+        Returns ``{"jobs": [job, ...], "errors": [{"index", "source_path", "error", "message"}]}``
+        (jobs in the order of the items).
+        """
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not 1 <= chunk_size <= 10_000:
+            raise ValueError("chunk_size must be an integer between 1 and 10000")
+        if isinstance(items, str | bytes | os.PathLike | dict):
+            raise ValueError("items must be a list (or other iterable) of paths or dicts, not a single one")
+        unknown = set(defaults) - set(LOCAL_ARGUMENTS)
+        if unknown:
+            raise TypeError(f"enqueue_many() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+        common = self._item_fields(defaults, {})  # bad defaults fail the whole call before anything is staged
+        result: dict[str, list] = {"jobs": [], "errors": []}
+        chunk: list[tuple[int, Any]] = []
+        for index, item in enumerate(items):
+            chunk.append((index, item))
+            if len(chunk) >= chunk_size:
+                self._enqueue_chunk(chunk, defaults, common, result)
+                chunk = []
+        if chunk:
+            self._enqueue_chunk(chunk, defaults, common, result)
+        return result
+
+    def _item_fields(self, defaults: dict, item: dict) -> dict:
+        """The job fields of one :meth:`enqueue_many` item over ``defaults``."""
+        unknown = set(item) - set(LOCAL_ARGUMENTS) - {"source_path"}
+        if unknown:
+            raise ValueError(f"unknown item keys: {', '.join(sorted(unknown))} (remote URLs go through enqueue())")
+        args = {**dict.fromkeys(LOCAL_ARGUMENTS), "provider": "local", **defaults,
+                **{k: v for k, v in item.items() if k != "source_path"}}
+        return self._job_fields(args["provider"], args["metadata"], args["dest_relative"], args["asset_type_hint"],
+                                args["pin"], args["terms_acknowledged"], args["project_id"])
+
+    def _enqueue_chunk(self, chunk: list[tuple[int, Any]], defaults: dict, common: dict, result: dict) -> None:
+        """Stage one chunk of :meth:`enqueue_many` and record it in one transaction (``common``:
+        the fields of an item that is a bare path)."""
+        staged_jobs: list[tuple[int, dict, Path, str, int, str | None]] = []
+        limits = self.staging.batch_limits()
+        try:
+            for index, item in chunk:
+                source_path = item.get("source_path") if isinstance(item, dict) else item
+                try:
+                    if source_path is None:
+                        raise ValueError("every item needs a source_path")
+                    fields = (self._item_fields(defaults, item) if isinstance(item, dict)
+                              else {**common, "user_metadata": dict(common["user_metadata"])})
+                    with self.staging.open_source(source_path, fields["project_id"], limits=limits) as source:
+                        filename = safe_filename(source.path.name)
+                        job = new_job(source_path=str(source.path), filename=filename, **fields)
+                        job["metadata"] = normalise_metadata(fields["provider"], fields["user_metadata"] or None,
+                                                             filename=filename)
+                        staged, digest, size, boot = self.staging.stage_opened(
+                            job["job_id"], source, filename, writeback=source.size >= WRITEBACK_MIN_BYTES)
+                        limits.used(size)
+                except (ComfyvnError, ValueError, OSError) as exc:
+                    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | PermissionError):
+                        raise  # the disk, not the item: stop (this chunk's staged files are removed below)
+                    result["errors"].append({"index": index, "source_path": str(source_path), **error_body(exc)})
+                    continue
+                staged_jobs.append((index, job, staged, digest, size, boot))
+                crash_point("enqueue_many.file_staged")
+            crash_point("enqueue_many.staged")
+            with self.db.transaction() as conn:
+                rows = self._settle_chunk(conn, staged_jobs)
+            crash_point("enqueue_many.committed")
+        except BaseException:
+            for _, _, staged, *_ in staged_jobs:
+                staged.unlink(missing_ok=True)
+            raise
+        for (_, _, staged, *_), job in zip(staged_jobs, rows, strict=True):
+            if job["status"] == JobStatus.DUPLICATE:
+                staged.unlink(missing_ok=True)
+            result["jobs"].append(public_job(job))
+        self.jobs.notify()
+
+    def _settle_chunk(self, conn, staged_jobs: list) -> list[dict]:
+        """Record a chunk's staged files as ``staged`` or ``duplicate`` (of what exists, or of an
+        earlier file of the chunk) inside ``conn``'s transaction; the jobs in chunk order."""
+        by_project: dict[str, list[str]] = {}
+        for _, job, _, digest, _, _ in staged_jobs:
+            by_project.setdefault(job["project_id"], []).append(digest)
+        known = {project: self.jobs.dedup_many(conn, project, digests) for project, digests in by_project.items()}
+        rows = []
+        for _, job, staged, digest, size, boot in staged_jobs:
+            held = known[job["project_id"]]
+            fields = settled_fields(job, digest, size, staged, held.get(digest), boot)
+            row = {**job, **fields}
+            if digest not in held:  # later copies in this chunk are duplicates of this job
+                held[digest] = {"status": JobStatus.DUPLICATE, "dedup_of": job["job_id"], "note": "duplicate.staged"}
+            rows.append(row)
+        return self.jobs.insert_many(conn, rows)
 
     def _enqueue_remote(self, url: str, fields: dict, *, wait: bool) -> dict:
         provider = fields["provider"]
@@ -348,8 +486,9 @@ class AssetIngestQueue:
         into ``result``.  Returns the claimed jobs."""
         claimed, dropped = [], []
         with self.db.transaction() as conn:
+            found = self.jobs.rows(conn, [i for i in ids if isinstance(i, str)])
             for job_id in ids:
-                job = self.jobs.row(conn, job_id) if isinstance(job_id, str) else None
+                job = found.get(job_id) if isinstance(job_id, str) else None
                 if job is None:
                     result["unknown"].append(job_id)
                 elif job["status"] != JobStatus.STAGED:
@@ -364,28 +503,43 @@ class AssetIngestQueue:
                     dropped.append(job)
                     result["skipped"].append(public_job(job))
                 else:  # (no other staged job can hold this digest: the unique index on active digests)
-                    claimed.append(self.jobs.update(conn, job, UPDATED,
-                                                {"status": JobStatus.APPLYING, "owner": owner_token()}))
+                    claimed.append(job)
+            claimed = self.jobs.update_many(conn, claimed, UPDATED, {"status": JobStatus.APPLYING, "owner": owner_token()})
         self.jobs.notify()
         for job in dropped:
             self.staging.remove_job_files(job)
         return claimed
 
-    def _staged_bytes_problem(self, job: dict) -> str | None:
+    def _staged_bytes_problem(self, job: dict, synced: set[str]) -> str | None:
         """Make a job's written-behind staged bytes durable (this boot; unless ``registry.fsync``
-        is off), or check them again (after a restart of the machine, or bytes imported from a
-        state file).  Returns the error that fails the job, or None."""
+        is off; ``synced``: paths already made durable together), or check them again (after a
+        restart of the machine, or bytes imported from a state file).  Returns the error that
+        fails the job, or None."""
         boot, path = job.get("staged_boot"), job["staging_path"]
         try:
             if boot is None:
                 return None  # fsynced when staged
             if boot == boot_id():
-                if self.registry(job["project_id"]).fsync:
+                if path not in synced and self.registry(job["project_id"]).fsync:
                     fsync_file(path)
                 return None
             return None if sha256_file(Path(path))[0] == job["digest"] else STAGING_DAMAGED
         except FileNotFoundError:
             return STAGING_MISSING
+
+    def _sync_staged(self, jobs: list[dict]) -> set[str]:
+        """Make the written-behind staged files of this boot durable together where one call does
+        it for many (see :meth:`Staging.sync_many`); the paths so synced."""
+        this_boot = boot_id()
+        paths = [job["staging_path"] for job in jobs if this_boot is not None and job.get("staged_boot") == this_boot
+                 and self._registry_fsyncs(job["project_id"])]
+        return self.staging.sync_many(paths)
+
+    def _registry_fsyncs(self, project_id: str) -> bool:
+        try:
+            return self.registry(project_id).fsync
+        except ValueError:  # a bad project: its job fails in _apply_batch
+            return False
 
     def _registration(self, job: dict, override: str | None) -> dict:
         """The registry item (see :meth:`AssetRegistry.register_files`) that applies a job."""
@@ -409,17 +563,18 @@ class AssetIngestQueue:
         crash_point("apply.claimed")
         ready: list[dict] = []
         failures: list[tuple[dict, str]] = []
+        synced = self._sync_staged(claimed)
         for job in claimed:
             try:  # a job written by an older version may name a project no registry can open
                 check_project_id(job["project_id"])
-                problem = self._staged_bytes_problem(job)
+                problem = self._staged_bytes_problem(job, synced)
             except ValueError as exc:
                 problem = str(exc)
             if problem is None:
                 ready.append(job)
             else:
                 failures.append((job, problem))
-        applied: dict[str, dict] = {}  # job id -> job, updated inside the registry's transaction
+        applied: dict[str, dict] = {}  # job id -> job as mark_applied changed it (committed if its row says so)
         outcomes: dict[str, Any] = {}
         by_project: dict[str, list[dict]] = {}
         for job in ready:
@@ -440,6 +595,8 @@ class AssetIngestQueue:
         with self.db.transaction() as conn:
             for job, problem in failures:
                 result["failed"].append(public_job(self.jobs.fail(conn, job, problem)))
+            # applied = committed as such inside the registry's transaction (by mark_applied)
+            now = self.jobs.statuses(conn, [job["job_id"] for job in ready])
             for job in ready:
                 staged = Path(job["staging_path"])
                 outcome = outcomes[job["job_id"]]
@@ -449,7 +606,7 @@ class AssetIngestQueue:
                         conn, current, f"{type(outcome).__name__}: {outcome}", keep_file=staged.is_file())))
                     continue
                 staged.unlink(missing_ok=True)  # merged, or the identical file already lay at the destination
-                if job["job_id"] in applied:
+                if now.get(job["job_id"]) == JobStatus.APPLIED:
                     result["applied"].append(public_job(applied[job["job_id"]]))
                 else:  # the registry merged us into a row someone else made meanwhile: nothing was moved
                     result["skipped"].append(public_job(self.jobs.update(conn, job, UPDATED, {

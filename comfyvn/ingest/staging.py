@@ -9,7 +9,6 @@ written under a temporary name and renamed, so nothing half-written ever carries
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from .. import sources
 from ..config import Workspace
-from ..fsutil import boot_id, owner_alive, owner_token, temp_owner
+from ..fsutil import boot_id, open_temp, owner_alive, temp_owner
 from ..hashing import start_writeback
 from ..studio.core.asset_registry import check_project_id
 from .jobstore import JobStore
@@ -26,6 +25,41 @@ PART_SUFFIX = ".download.part"
 STALE_TEMP_SECONDS = 3600.0
 STAGING_MISSING = "Staging file missing"
 UNKNOWN_BOOT = "unknown"  # staged_boot of bytes whose durability nobody vouches for (imported state)
+
+
+SYNCFS_MIN_FILES = 16  # from this many staged files, one syncfs costs less than an fsync each
+WRITEBACK_MIN_BYTES = 1024 * 1024  # enqueue_many() starts write-back at once only for files this big
+
+
+def _syncfs_function():
+    """Linux ``syncfs(fd)`` (every dirty page and the journal of one file system), or None."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = ctypes.c_int
+    except (AttributeError, OSError):
+        return None
+    return fn
+
+
+_syncfs = _syncfs_function()
+
+
+class SourceLimits:
+    """:func:`comfyvn.sources.source_limit` of staging, read once for a run of files: each staged
+    file's size is taken off it (the free space it used), so the run never stages more than
+    one reading of the limit allowed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def current(self) -> int:
+        return max(0, self.limit)
+
+    def used(self, size: int) -> None:
+        self.limit -= size
 
 
 class Staging:
@@ -66,10 +100,17 @@ class Staging:
     def project_assets_root(self, project_id: str | None) -> Path:
         return self.ws.assets_root / check_project_id(project_id or self.default_project)
 
-    def open_source(self, src: Any, project_id: str | None, *, uploads_ok: bool = False) -> AbstractContextManager[sources.OpenedSource]:
-        """``src`` opened once and checked as opened (see :func:`comfyvn.sources.open_source`)."""
+    def open_source(self, src: Any, project_id: str | None, *, uploads_ok: bool = False,
+                    limits: SourceLimits | None = None) -> AbstractContextManager[sources.OpenedSource]:
+        """``src`` opened once and checked as opened (see :func:`comfyvn.sources.open_source`);
+        ``limits``: the size cap of a run of files (:meth:`batch_limits`), else read now."""
+        limit = limits.current() if limits is not None else sources.source_limit(self.ws, self.dir)
         return sources.open_source(src, self.ws, confined=True, assets_root=self.project_assets_root(project_id),
-                                   limit=sources.source_limit(self.ws, self.dir), uploads_ok=uploads_ok)
+                                   limit=limit, uploads_ok=uploads_ok)
+
+    def batch_limits(self) -> SourceLimits:
+        """The size cap for a run of files staged one after the other (read once; see :class:`SourceLimits`)."""
+        return SourceLimits(sources.source_limit(self.ws, self.dir))
 
     def stage_file(self, job_id: str, src: Path, filename: str) -> tuple[Path, str, int, str | None]:
         """Copy ``src`` into staging, hashing in the same pass (temp file + rename).
@@ -85,16 +126,18 @@ class Staging:
         with self.open_source(src, self.jobs.project_of(job_id)) as source:
             return self.stage_opened(job_id, source, filename)
 
-    def stage_opened(self, job_id: str, source: sources.OpenedSource,
-                     filename: str) -> tuple[Path, str, int, str | None]:
-        """Copy an opened source into staging (see :meth:`stage_file`)."""
+    def stage_opened(self, job_id: str, source: sources.OpenedSource, filename: str, *,
+                     writeback: bool = True) -> tuple[Path, str, int, str | None]:
+        """Copy an opened source into staging (see :meth:`stage_file`).  ``writeback=False``
+        leaves the write-back to the kernel (a batch of small files, made durable together at
+        apply by :meth:`sync_many`)."""
         final = self.staged_file(job_id, filename)
         boot = boot_id()
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.{owner_token()}.", suffix=".tmp", dir=self.dir)
+        fd, tmp_name = open_temp(self.dir, f".{final.name}")  # ".<job>-<name>.<owner>.<n>.tmp" (see sweep)
         try:
             with os.fdopen(fd, "wb") as fh:
                 digest, size = source.copy_into(fh, fsync=boot is None)  # pipelined for big files
-                if boot is not None:
+                if boot is not None and writeback:
                     start_writeback(fh.fileno())
             os.replace(tmp_name, final)
         except BaseException:
@@ -102,6 +145,23 @@ class Staging:
             raise
         # A lost rename shows up as "Staging file missing", never as wrong bytes.
         return final, digest, size, boot
+
+    # ------------------------------------------------------------------ durability
+    def sync_many(self, paths: list[str]) -> set[str]:
+        """Make many written-behind staged files durable with one ``syncfs`` of the staging file
+        system instead of an fsync each (from :data:`SYNCFS_MIN_FILES` files of this folder; Linux).
+        Returns the paths so synced: the caller fsyncs any other itself (none when syncfs is
+        missing or reports an error)."""
+        folder = str(self.dir)
+        ours = [p for p in paths if p and os.path.dirname(p) == folder]
+        if len(ours) < SYNCFS_MIN_FILES or _syncfs is None:
+            return set()
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            ok = _syncfs(fd) == 0
+        finally:
+            os.close(fd)
+        return set(ours) if ok else set()
 
     # ------------------------------------------------------------------ sweeping
     def sweep(self) -> int:
@@ -134,4 +194,4 @@ class Staging:
         return swept
 
 
-__all__ = ["PART_SUFFIX", "STAGING_MISSING", "STALE_TEMP_SECONDS", "UNKNOWN_BOOT", "Staging"]
+__all__ = ["PART_SUFFIX", "STAGING_MISSING", "STALE_TEMP_SECONDS", "UNKNOWN_BOOT", "SYNCFS_MIN_FILES", "WRITEBACK_MIN_BYTES", "SourceLimits", "Staging"]

@@ -286,10 +286,12 @@ class Placement:
         in_place = source_real == final_real
         if in_place:
             op = "adopt"
+        absent: str | None = None  # a uid just looked up and not registered
         if digest is not None:  # a known digest finds a duplicate before any byte is read or copied
             known = self.records.row(digest.lower()[:16])
             if known is not None and known["hash"] == digest.lower():
                 return self.duplicate(known, known["hash"], merge)
+            absent = digest.lower()[:16] if known is None else None
         tmp: Path | None = None
         keep_tmp = False
         try:
@@ -302,7 +304,7 @@ class Placement:
             digest = digest.lower()
             uid = digest[:16]
             self.check_not_another_asset(source_real, digest)
-            existing = self.records.row(uid)
+            existing = None if uid == absent else self.records.row(uid)  # (a row racing in: commit() sees it)
             if existing is not None:
                 return self.duplicate(existing, digest, merge)
             if op != "adopt" and os.path.lexists(final):
@@ -386,7 +388,12 @@ class Placement:
             fired: list[HookCall] = []
             committed: list[RegistrationPlan] = []
             with self.db.transaction() as conn:
-                for plan in live:
+                if len(live) > 1 and self.commit_group(conn, live, on_commit, fired):
+                    committed.extend(live)
+                    live_left: list[RegistrationPlan] = []
+                else:
+                    live_left = live
+                for plan in live_left:
                     outcome = self.commit_one(conn, plan, on_commit)
                     if isinstance(outcome, list):
                         fired.extend(outcome)
@@ -418,6 +425,60 @@ class Placement:
             self.previews.schedule(plan.record)
             results[plan.index] = self.records.public(plan.record)
 
+    def commit_group(self, conn, plans: list[RegistrationPlan], on_commit: OnCommit | None,
+                     fired: list[HookCall]) -> bool:
+        """Insert every planned row under one savepoint: the common case, without a savepoint
+        per item.  When an item fails (a clash, a failed sidecar), everything of the group is
+        rolled back, its sidecars removed, and False returned: :meth:`commit_one` then goes item
+        by item.  ``on_commit`` runs once every row is in (once per item); its failure fails
+        the whole group commit."""
+        conn.execute("SAVEPOINT register_group")
+        calls: list[HookCall] = []
+        try:
+            for plan in plans:
+                self.insert_one(conn, plan, None, emit=False)
+            # the events of every row in one statement
+            calls = self.listeners.emit_all(conn, [c for plan in plans for c in self.hook_calls(plan.record)])
+        except Exception:
+            conn.execute("ROLLBACK TO register_group")
+            conn.execute("RELEASE register_group")
+            for plan in plans:
+                if plan.sidecar_written:  # written for a row that was rolled back
+                    self.root.sidecar_path(plan.record["path"]).unlink(missing_ok=True)
+                    plan.sidecar_written = False
+            return False
+        conn.execute("RELEASE register_group")
+        if on_commit is not None:
+            for plan in plans:
+                on_commit(conn, plan.index, self.records.public(plan.record))
+        fired.extend(calls)
+        return True
+
+    def hook_calls(self, rec: dict) -> list[tuple[str, dict, dict | None]]:
+        """The hook calls (with their extra event data) of a newly registered asset."""
+        return [(HOOK_ASSET_REGISTERED, self.records.payload(rec, include_meta=True),
+                 {"bytes": rec["bytes"], "license_terms": dict(rec["license_terms"])}),
+                (HOOK_SIDECAR_WRITTEN, self.records.sidecar_payload(rec), None)]
+
+    def insert_one(self, conn, plan: RegistrationPlan, on_commit: OnCommit | None, *,
+                   row_inserted: bool = False, emit: bool = True) -> list[HookCall]:
+        """One planned row with its events (``emit=False``: the caller emits them), journal
+        entry, thumbnail rows, ``on_commit`` and sidecar, inside the caller's transaction
+        (raises on any failure)."""
+        rec = plan.record
+        if not row_inserted:
+            self.records.insert(conn, rec)
+        self.journal.forget(conn, plan.intent)
+        fired = self.listeners.emit_all(conn, self.hook_calls(rec)) if emit else []
+        if rec["preview"].get("kind"):
+            self.previews.mark(conn, rec, "pending")
+        if on_commit is not None:
+            on_commit(conn, plan.index, self.records.public(rec))
+        # written under the write lock: no other writer can slip an older sidecar in after
+        self.sidecars.write(rec)
+        plan.sidecar_written = True
+        return fired
+
     def commit_one(self, conn, plan: RegistrationPlan, on_commit: OnCommit | None
                    ) -> list[HookCall] | BaseException | None:
         """Insert one planned row inside the group transaction (under a savepoint, so a clash
@@ -436,18 +497,7 @@ class Placement:
                     return None
                 self.records.check_path_free(conn, rec["path"])
                 raise
-            self.journal.forget(conn, plan.intent)
-            fired = self.listeners.emit_all(conn, [
-                (HOOK_ASSET_REGISTERED, self.records.payload(rec, include_meta=True),
-                 {"bytes": rec["bytes"], "license_terms": dict(rec["license_terms"])}),
-                (HOOK_SIDECAR_WRITTEN, self.records.sidecar_payload(rec), None)])
-            if rec["preview"].get("kind"):
-                self.previews.mark(conn, rec, "pending")
-            if on_commit is not None:
-                on_commit(conn, plan.index, self.records.public(rec))
-            # written under the write lock: no other writer can slip an older sidecar in after
-            self.sidecars.write(rec)
-            plan.sidecar_written = True
+            fired = self.insert_one(conn, plan, on_commit, row_inserted=True)
         except Exception as exc:
             conn.execute("ROLLBACK TO register_one")
             conn.execute("RELEASE register_one")
