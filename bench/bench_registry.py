@@ -375,6 +375,81 @@ def bench_server(n: int, queries: int, work: Path, rng: random.Random) -> dict:
             "note": "every 4th request asks total=true (an exact count)"}
 
 
+AUDIT_CHILD = """
+import json, sys, time, hashlib
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+mode, ws_root, project = sys.argv[2], sys.argv[3], sys.argv[4]
+
+def hwm():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+t0, c0 = time.perf_counter(), time.process_time()
+if mode == "baseline":  # what a script does: each row's file hashed, its sidecar parsed and compared
+    import sqlite3
+    conn = sqlite3.connect(sys.argv[5])
+    root = Path(sys.argv[6])
+    bad = rows = 0
+    for uid, path, digest in conn.execute("SELECT uid, path, hash FROM assets WHERE project_id = ?", (project,)):
+        rows += 1
+        f = root / path
+        if not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+            bad += 1
+            continue
+        doc = json.loads((root / (path + ".asset.json")).read_text())
+        if doc.get("uid") != uid or doc.get("hash") != digest:
+            bad += 1
+    out = {"rows": rows, "problems": bad}
+else:
+    from comfyvn.registry import audit_sidecars
+    from comfyvn.studio.core.asset_registry import AssetRegistry
+    from comfyvn.config import workspace
+    reg = AssetRegistry(project, ws=workspace(ws_root), make_thumbnails=False, recover=False)
+    ticks = []
+    report = audit_sidecars(reg, progress=lambda d, t: ticks.append(d)) if mode == "streaming" else audit_sidecars(reg)
+    out = {"rows": report["summary"]["assets"], "problems": report["summary"]["findings"],
+           "counts": report["counts"], "progress_reports": len(ticks)}
+out.update(wall_s=round(time.perf_counter() - t0, 1), cpu_s=round(time.process_time() - c0, 1), peak_rss_kib=hwm())
+print(json.dumps(out))
+"""
+
+
+def run_audit_child(mode: str, reg: AssetRegistry, code_root: Path) -> dict:
+    import subprocess
+
+    args = [sys.executable, "-c", AUDIT_CHILD, str(code_root), mode, str(reg.ws.root), reg.project_id,
+            str(reg.ws.db_path), str(reg.assets_root)]
+    load = os.getloadavg()[0]
+    proc = subprocess.run(args, capture_output=True, text=True, check=True,
+                          env=dict(os.environ, COMFYVN_HOME=str(reg.ws.root)))
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "loadavg_before": round(load, 2)}
+
+
+def bench_audit(sizes: list[int], work: Path, old_code: Path | None) -> dict:
+    """The enforcer's audit (re-hashing every file) of n assets whose files and sidecars are on disk
+    (tiny files), each run in its own process for its peak memory: the streaming audit, a bare
+    script (hash each file, parse each sidecar) and, given ``old_code`` (a checkout of the code
+    before the streaming audit), the old audit."""
+    out: dict[str, Any] = {}
+    for n in sizes:
+        reg = bigregistry.open_registry(n, work / f"audit_{n}")
+        t0 = time.perf_counter()
+        bigregistry.materialise(reg)
+        made_s = time.perf_counter() - t0
+        reg.db.close()
+        r: dict[str, Any] = {"assets": n, "materialise_s": round(made_s, 1)}
+        modes = ["baseline", "streaming"] + (["old"] if old_code is not None and n <= 100_000 else [])
+        for mode in modes:
+            r[mode] = run_audit_child("audit" if mode == "old" else mode, reg,
+                                      old_code if mode == "old" else HERE.parent)
+            print(f"  audit {n:,} {mode}: {r[mode]}", flush=True)
+        out[str(n)] = r
+        shutil.rmtree(work / f"audit_{n}", ignore_errors=True)
+    return out
+
+
 # ------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -388,6 +463,10 @@ def main(argv: list[str] | None = None) -> int:
                     "only the scale benches (results: registry_scale.json)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the scale page queries")
     ap.add_argument("--server", action="store_true", help="with --scale: also a jupyter server answering /assets")
+    ap.add_argument("--audit", action="store_true", help="with --scale: the enforcer's audit (files on disk)")
+    ap.add_argument("--old-code", type=Path, default=None,
+                    help="with --audit: a checkout of the code before the streaming audit, run beside it")
+    ap.add_argument("--no-pages", action="store_true", help="with --scale: skip the query benches")
     args = ap.parse_args(argv)
     if args.scale:
         return main_scale(args)
@@ -431,7 +510,7 @@ def main_scale(args: argparse.Namespace) -> int:
     for n in sizes:
         bigregistry.cached_db(n)  # built (once) before anything is timed
     with tempfile.TemporaryDirectory(prefix="comfyvn-bench-scale-") as tmp:
-        for n in sizes:
+        for n in [] if args.no_pages else sizes:
             r = result["sizes"][str(n)] = bench_scale_one(n, args.queries, args.rounds, Path(tmp), rng)
             p, c = r["page"], r["page_cpu"]
             print(f"{n:,} assets (load {r['loadavg']}): list_assets type+tag+licence p50 "
@@ -453,6 +532,8 @@ def main_scale(args: argparse.Namespace) -> int:
                       f"ms; RSS after start {r['server_rss_kib_after_start']} KiB, after "
                       f"{r['requests']} requests {r['server_rss_kib_after_requests']} KiB (load {r['loadavg']})",
                       flush=True)
+        if args.audit:
+            result["audit"] = bench_audit(sizes, Path(tmp), args.old_code)
     out = Path(args.out or HERE / "results" / "registry_scale.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
