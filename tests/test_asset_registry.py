@@ -876,12 +876,35 @@ def test_a_count_by_tag_reads_the_tag_not_every_asset(reg, skewed):
     reg.db.conn.set_trace_callback(statements.append)
     try:
         assert reg.query_assets(tags=["common"], with_total=True, limit=1)["total"] == 30
+        one_tag = [s for s in statements if s.startswith("SELECT COUNT(*) FROM asset_tags t WHERE")]
+        statements.clear()
+        assert reg.query_assets(asset_type="sprites", tags=["even"], with_total=True, limit=1)["total"] == \
+            len(expected(skewed, kind="sprites", tags=["even"]))
     finally:
         reg.db.conn.set_trace_callback(None)
+    assert len(one_tag) == 1  # the tag's rows in asset_tags' primary key: not one asset read
+    plan = [r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + one_tag[0])]
+    assert plan == ["SEARCH t USING COVERING INDEX sqlite_autoindex_asset_tags_1 (project_id=? AND tag=?)"] or \
+        plan == ["SEARCH t USING PRIMARY KEY (project_id=? AND tag=?)"], plan
     counts = [s for s in statements if s.startswith("SELECT COUNT(*) FROM asset_tags d")]
-    assert len(counts) == 1, statements  # the 30 "common" rows through asset_tags' primary key
-    plan = [r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + counts[0])]
-    assert plan[0].startswith("SEARCH d USING PRIMARY KEY"), plan
+    assert len(counts) == 1, statements  # tag + type: from the tag's rows (15 of 30), each asset by primary key
+    assert [r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + counts[0])][0].startswith("SEARCH d USING PRIMARY KEY")
+
+
+def test_a_first_page_holding_every_match_is_its_own_total(reg, skewed):
+    statements: list[str] = []
+    reg.db.conn.set_trace_callback(statements.append)
+    try:
+        page = reg.query_assets(tags=["rare"], with_total=True, limit=5)
+        capped = Records.of(reg).query_assets(asset_type="audio", with_total=True, limit=50, total_cap=4)
+    finally:
+        reg.db.conn.set_trace_callback(None)
+    assert page["total"] == 3 and len(page["items"]) == 3
+    assert (capped["total"], capped["total_capped"], len(capped["items"])) == (4, True, 10)
+    counted = [s for s in statements if s.startswith("SELECT COUNT(*)")
+               and ("FROM assets a" in s or "asset_tags d" in s or "LIMIT" not in s)]
+    assert not counted, counted  # only the tag's size probe (capped) ran
+    assert reg.query_assets(tags=["rare"], with_total=True, limit=2)["total"] == 3  # a next page: counted
 
 
 def test_capped_totals(reg, skewed):

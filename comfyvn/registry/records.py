@@ -177,12 +177,16 @@ class AssetFilter:
         self.scans = scans  # free text: walking an index means reading every row
         self.by_hash = by_hash  # a primary-key lookup: nothing to choose
 
-    def capped_count(self, from_sql: str, where: list[str], params: list[Any], cap: int) -> int:
-        sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM {from_sql} WHERE {' AND '.join(where)} LIMIT ?) capped"
-        row = self.db.query_one(sql, (*params, cap))
+    def capped_count(self, from_sql: str, where: list[str], params: list[Any], cap: int | None) -> int:
+        """Rows matching, counting at most ``cap`` (None: all of them)."""
+        if cap is None:
+            row = self.db.query_one(f"SELECT COUNT(*) FROM {from_sql} WHERE {' AND '.join(where)}", tuple(params))
+        else:
+            sql = f"SELECT COUNT(*) FROM (SELECT 1 FROM {from_sql} WHERE {' AND '.join(where)} LIMIT ?) capped"
+            row = self.db.query_one(sql, (*params, cap))
         return row[0] if row is not None else 0
 
-    def tag_size(self, tag: str, cap: int) -> int:
+    def tag_size(self, tag: str, cap: int | None) -> int:
         return self.capped_count("asset_tags t", ["t.project_id = ?", "t.tag = ?"], [self.project_id, tag], cap)
 
     def driver(self, *, page: bool) -> str | None:
@@ -222,12 +226,13 @@ class AssetFilter:
 
     def count(self, cap: int | None = None) -> tuple[int, bool]:
         """``(matches, capped)``: with ``cap``, at most ``cap`` are counted."""
-        from_sql, where, params = self.plan(page=False)
-        if cap is None:
-            row = self.db.query_one(f"SELECT COUNT(*) FROM {from_sql} WHERE {' AND '.join(where)}", tuple(params))
-            return (row[0] if row is not None else 0), False
-        n = self.capped_count(from_sql, where, params, cap + 1)
-        return min(n, cap), n > cap
+        if len(self.all_tags) == 1 and len(self.where) == 1 and not self.any_tags:
+            # one tag and nothing else: its rows in asset_tags are the answer (an index range, no asset read;
+            # a tag row never outlives its asset: both go in one transaction)
+            n = self.tag_size(self.all_tags[0], None if cap is None else cap + 1)
+        else:
+            n = self.capped_count(*self.plan(page=False), None if cap is None else cap + 1)
+        return (n, False) if cap is None else (min(n, cap), n > cap)
 
 
 class Records:
@@ -415,8 +420,12 @@ class Records:
         if len(rows) > limit and items:
             last = items[-1]
             page["next_cursor"] = encode_cursor(last[col], last["uid"])
-        if with_total:
+        if with_total and not cursor and not offset and len(rows) <= limit:
+            n = len(rows)  # the whole result is on this page: nothing to count
+            page["total"], capped = (n, False) if total_cap is None else (min(n, total_cap), n > total_cap)
+        elif with_total:
             page["total"], capped = filters.count(total_cap)
+        if with_total:
             if total_cap is not None:
                 page["total_capped"] = capped
         return page
