@@ -13,11 +13,17 @@
    polls ``PRAGMA data_version`` every 25 ms), and a raw SQLite commit -> read in another
    connection polled at the same interval.
 
-Rows beyond the real images are seeded with direct SQL in the registry's own schema
-(``bench_registry.seed_rows``), as register_file would write them.
+Rows beyond the real images come from the cached big registry (``bench/bigregistry.py``: the
+registry's own schema and row codec, built once); the 48 newest assets are real images.
+5. Memory of the kernel (this process, VmRSS/VmHWM) after the imports, after the first render,
+   after the filter changes and after selecting all matching.
+
+``--sizes 100000,1000000`` runs each size in its own process (so memory figures do not mix)
+and writes them side by side.
 
     python bench/bench_gallery.py            # 100,000 assets
     python bench/bench_gallery.py --quick    # 5,000 assets (CI smoke run)
+    python bench/bench_gallery.py --sizes 100000,1000000
 """
 
 from __future__ import annotations
@@ -41,11 +47,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_registry import seed_rows  # noqa: E402
+import bigregistry  # noqa: E402
 from comfyvn_widgets.gallery import AssetGallery  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from comfyvn.config import init_workspace, workspace  # noqa: E402
+from comfyvn.config import update_config  # noqa: E402
 from comfyvn.hooks import get_hook_bus  # noqa: E402
 from comfyvn.studio.core.asset_registry import AssetRegistry  # noqa: E402
 
@@ -76,10 +82,19 @@ def make_png(path: Path, seed: int) -> Path:
     return path
 
 
+def rss_kib() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
 def seed(root: Path, n: int, images: int) -> AssetRegistry:
-    ws = init_workspace(workspace(root))
-    registry = AssetRegistry("default", ws=ws)
-    seed_rows(registry, max(0, n - images), random.Random(7))
+    registry = bigregistry.open_registry(n, root, log=lambda *a: None)
+    update_config({"registry": {"default_project": registry.project_id}}, registry.ws)
+    registry.make_thumbnails = True
     src = root / "src"
     src.mkdir()
     for i in range(images):  # newest: they fill the first page with real thumbnails
@@ -112,17 +127,20 @@ def bench_render(registry: AssetRegistry, repeats: int) -> dict:
 
 def bench_filters(registry: AssetRegistry, repeats: int) -> dict:
     gallery = AssetGallery(registry, live=False)
-    cases = {"type": {"asset_type": "sprites"}, "tag": {"tags": ["tag03"]}, "licence": {"license": "cc0"},
-             "text": {"text": "asset 4242"}, "type+tag+licence": {"asset_type": "audio", "tags": ["tag01"],
-                                                                   "license": "mit"}}
+    cases = {"type": {"asset_type": "sprites"}, "tag": {"tags": ["tag003"]}, "rare tag": {"tags": ["tag350"]},
+             "licence": {"license": "cc0"}, "text": {"text": "asset 4242"},
+             "type+tag+licence": {"asset_type": "audio", "tags": ["tag001"], "license": "mit"},
+             "sort largest": {"sort": "largest"}, "sort recently changed": {"sort": "updated"},
+             "type + sort by path": {"asset_type": "backgrounds", "sort": "name"}}
     out = {}
     for name, changes in cases.items():
         kwargs = gallery.model.filter.__class__(**{k: tuple(v) if k == "tags" else v for k, v in changes.items()}
                                                 ).query_kwargs()
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
         base_ms, page = timed(lambda kw=kwargs: registry.query_assets(limit=48, with_total=True, **kw), repeats)
 
         def change(c=changes):
-            gallery.set_filter(asset_type=None, tags=(), license=None, text="")  # back to all assets
+            gallery.set_filter(asset_type=None, tags=(), license=None, text="", sort="newest")  # back to all
             start = time.perf_counter()
             gallery.set_filter(**c)
             return (time.perf_counter() - start) * 1000
@@ -130,28 +148,40 @@ def bench_filters(registry: AssetRegistry, repeats: int) -> dict:
         samples = [change() for _ in range(repeats)]
         ms = statistics.median(samples)
         out[name] = {"baseline_query_ms": round(base_ms, 2), "filter_change_ms": round(ms, 2),
-                     "ratio": round(ms / base_ms, 2), "matches": page["total"]}
+                     "ratio": round(ms / base_ms, 2), "matches": page["total"],
+                     "gallery_shows": gallery.model.total_text, "loadavg": os.getloadavg()[0]}
     return out
 
 
-def bench_select_all(registry: AssetRegistry) -> dict:
+def bench_select_all(registry: AssetRegistry, n: int) -> dict:
+    kind = "backgrounds"  # ~24% of the assets: ~240,000 at a million
     gallery = AssetGallery(registry, live=False)
-    gallery.set_filter(asset_type="sprites")
-    total = gallery.model.total
+    gallery.set_filter(asset_type=kind)
 
-    def walk():
-        cursor, n = None, 0
+    def bare() -> int:
+        return len(registry.db.conn.execute("SELECT uid FROM assets WHERE project_id = ? AND type = ? ORDER BY"
+                                            " created_at DESC, uid DESC", (registry.project_id, kind)).fetchall())
+
+    def walk():  # what select all matching did before: pages of 1,000 decoded records
+        cursor, got = None, 0
         while True:
-            page = registry.query_assets(limit=1000, cursor=cursor, asset_type="sprites")
-            n += len(page["items"])
+            page = registry.query_assets(limit=1000, cursor=cursor, asset_type=kind)
+            got += len(page["items"])
             cursor = page["next_cursor"]
             if not cursor:
-                return n
+                return got
 
-    base_ms, _ = timed(walk, 1)
-    ms, added = timed(gallery.model.select_all_matching, 1)
-    return {"matching": total, "baseline_page_walk_ms": round(base_ms, 1), "select_all_ms": round(ms, 1),
-            "ratio": round(ms / base_ms, 2), "selected": added}
+    def select() -> int:
+        gallery.model.clear_selection()
+        return gallery.model.select_all_matching()
+
+    base_ms, matching = timed(bare, 3)
+    ms, added = timed(select, 3)
+    out = {"matching": matching, "baseline_bare_select_uid_ms": round(base_ms, 1), "select_all_ms": round(ms, 1),
+           "ratio": round(ms / base_ms, 2), "selected": added, "loadavg": os.getloadavg()[0]}
+    if n <= 200_000:
+        out["old_page_walk_ms"] = round(timed(walk, 1)[0], 1)
+    return out
 
 
 def raw_commit_to_read(db_path: Path, k: int, interval: float) -> list[float]:
@@ -218,7 +248,7 @@ def bench_live(registry: AssetRegistry, k: int, root: Path) -> dict:
     code = textwrap.dedent(f"""
         import time
         from comfyvn.studio.core.asset_registry import AssetRegistry
-        reg = AssetRegistry("default")
+        reg = AssetRegistry()
         for path in {[str(f) for f in files]!r}:
             time.sleep(0.15)
             reg.register_file(path, "backgrounds", tags="live")
@@ -251,48 +281,84 @@ def bench_live(registry: AssetRegistry, k: int, root: Path) -> dict:
             "note": "gallery delay includes the 80 ms debounce and a page query + count + facets at this size"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="5,000 assets, fewer repeats (CI smoke run)")
-    parser.add_argument("--assets", type=int, default=None)
-    args = parser.parse_args(argv)
-    n = args.assets or (5_000 if args.quick else 100_000)
-    repeats, k = (3, 6) if args.quick else (7, 20)
+def run_size(n: int, quick: bool) -> dict:
+    repeats, k = (3, 6) if quick else (7, 20)
     started = time.monotonic()
+    memory = {"after_imports": rss_kib()}
     with tempfile.TemporaryDirectory(prefix="comfyvn-bench-gallery-") as tmp:
         root = Path(tmp) / "ws"
         os.environ["COMFYVN_HOME"] = str(root)
         t0 = time.monotonic()
         registry = seed(root, n, images=48)
         seed_s = time.monotonic() - t0
+        memory["after_opening_the_registry"] = rss_kib()
         results = {
-            "assets": registry.count(), "seed_s": round(seed_s, 1), "quick": args.quick,
+            "assets": registry.count(), "seed_s": round(seed_s, 1), "quick": quick,
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
             "first_render": bench_render(registry, repeats),
-            "filter_change": bench_filters(registry, repeats),
-            "select_all_matching": bench_select_all(registry),
-            "live_delay": bench_live(registry, k, Path(tmp)),
         }
+        results["first_render"]["loadavg"] = os.getloadavg()[0]
+        memory["after_first_renders"] = rss_kib()
+        results["filter_change"] = bench_filters(registry, repeats)
+        memory["after_filter_changes"] = rss_kib()
+        results["select_all_matching"] = bench_select_all(registry, n)
+        memory["after_select_all"] = rss_kib()
+        results["live_delay"] = bench_live(registry, k, Path(tmp))
+        results["kernel_memory_kib"] = memory
     results["wall_s"] = round(time.monotonic() - started, 1)
-    out = HERE / "results" / "gallery.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+def report(results: dict) -> None:
     fr, live = results["first_render"], results["live_delay"]
     print(f"gallery bench at {results['assets']:,} assets (seeded in {results['seed_s']} s)")
     print(f"  first render      {fr['gallery_first_render_ms']:8.1f} ms   bare page query {fr['baseline_query_ms']:.1f} ms"
-          f"  (x{fr['ratio']}; with facets {fr['with_facets_ms']:.1f} ms, x{fr['with_facets_ratio']})")
+          f"  (x{fr['ratio']}; with facets {fr['with_facets_ms']:.1f} ms, x{fr['with_facets_ratio']}) "
+          f"load {fr['loadavg']:.1f}")
     for name, r in results["filter_change"].items():
-        print(f"  filter {name:<17}{r['filter_change_ms']:8.1f} ms   bare query {r['baseline_query_ms']:.1f} ms"
-              f"  (x{r['ratio']}, {r['matches']:,} matches)")
+        print(f"  filter {name:<22}{r['filter_change_ms']:8.1f} ms   bare query {r['baseline_query_ms']:.1f} ms"
+              f"  (x{r['ratio']}, {r['matches']:,} matches, shown as {r['gallery_shows']}) load {r['loadavg']:.1f}")
     sa = results["select_all_matching"]
-    print(f"  select all {sa['matching']:,} {sa['select_all_ms']:8.1f} ms   page walk {sa['baseline_page_walk_ms']:.1f} ms")
+    print(f"  select all {sa['matching']:,} {sa['select_all_ms']:8.1f} ms   bare SELECT uid {sa['baseline_bare_select_uid_ms']}"
+          f" ms, old page walk {sa.get('old_page_walk_ms')} ms")
     g, b, r = live["gallery"], live["baseline_bus_subscriber"], live["baseline_raw_sqlite_commit_to_read"]
     print(f"  live delay p50/p95  gallery {g.get('p50_ms')}/{g.get('p95_ms')} ms   bus subscriber "
           f"{b.get('p50_ms')}/{b.get('p95_ms')} ms   raw sqlite {r.get('p50_ms')}/{r.get('p95_ms')} ms")
+    print(f"  kernel memory (KiB): {results['kernel_memory_kib']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5,000 assets, fewer repeats (CI smoke run)")
+    parser.add_argument("--assets", type=int, default=None)
+    parser.add_argument("--sizes", default=None, help="comma-separated sizes, each in its own process")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.sizes:
+        import subprocess
+
+        merged = {}
+        for n in (int(x) for x in args.sizes.split(",")):
+            bigregistry.cached_db(n)  # built once, before anything is timed
+            part = Path(tempfile.mkdtemp(prefix="comfyvn-bench-gallery-part-")) / "out.json"
+            subprocess.run([sys.executable, __file__, "--assets", str(n), "--out", str(part)], check=True)
+            merged[str(n)] = json.loads(part.read_text())
+        out = args.out or HERE / "results" / "gallery_scale.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+        print(f"  -> {out}")
+        return 0
+    n = args.assets or (5_000 if args.quick else 100_000)
+    results = run_size(n, args.quick)
+    out = args.out or HERE / "results" / "gallery.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    report(results)
     print(f"  -> {out} ({results['wall_s']} s)")
-    ok = g.get("n", 0) == k
+    g = results["live_delay"]["gallery"]
+    ok = g.get("n", 0) == (6 if args.quick else 20)
     if not ok:
-        print(f"live delay: only {g.get('n', 0)} of {k} registrations reached the gallery", file=sys.stderr)
+        print(f"live delay: only {g.get('n', 0)} registrations reached the gallery", file=sys.stderr)
     return 0 if ok else 1
 
 

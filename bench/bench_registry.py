@@ -11,9 +11,22 @@
 2. ``list_assets`` with a type + tag + licence filter, a page of 50, on M assets (rows seeded
    with direct SQL in the registry's own schema, no ANALYZE): p50/p95/max in ms for first
    pages and for the next page through the keyset cursor.
+3. ``--scale 100000,1000000`` (issue 19, a million assets): per size, a registry from the cached
+   big registry (``bench/bigregistry.py``: built once, minutes), and interleaved in rounds
+   * ``list_assets`` type + tag + licence, page of 50 (tags drawn from the 100 most used of
+     400, so rare ones are in), against the bare SQL a script would run (``SELECT a.*`` with the
+     tag as an EXISTS probe, no decoding), wall and CPU; the next page by cursor;
+   * exact and capped (10,000) counts of a tag filter, the whole registry and the three filters;
+   * "select all matching" of the type with ~24% of the assets (~240,000 at a million):
+     ``matching_uids`` against a bare ``SELECT uid`` and against the page walk the gallery
+     used to do (1,000 decoded records a page);
+   * the query plans (EXPLAIN QUERY PLAN) of a common-tag and a rare-tag page;
+   * ``--server``: a ``jupyter server`` answering ``GET /assets`` (the same filters, through
+     HTTP): latency and the server's memory (VmRSS / VmHWM) after start and after the requests.
 
     python bench/bench_registry.py            # 10,000 files / 100,000 assets
     python bench/bench_registry.py --quick    # 1,000 files / 10,000 assets (CI smoke run)
+    python bench/bench_registry.py --scale 100000,1000000 --server   # a million assets only
 """
 
 from __future__ import annotations
@@ -30,12 +43,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+sys.path.insert(0, str(HERE))
+
+import bigregistry  # noqa: E402
+
 from comfyvn.config import init_workspace, update_config, workspace  # noqa: E402
 from comfyvn.fsutil import fsync_dir  # noqa: E402
+from comfyvn.registry.records import Records  # noqa: E402
 from comfyvn.studio.core.asset_registry import AssetRegistry  # noqa: E402
 
 TYPES = ["sprites", "backgrounds", "audio", "models", "docs"]
@@ -186,6 +205,251 @@ def bench_queries(m: int, queries: int, work: Path, rng: random.Random) -> dict:
             "full_pages": sum(1 for s in sizes if s == 50), "target": "p95 < 20 ms"}
 
 
+# ------------------------------------------------------------------------------ scale (issue 19)
+BARE_PAGE = ("SELECT a.* FROM assets a WHERE a.project_id = ? AND a.type = ? AND a.license = ? AND EXISTS"
+             " (SELECT 1 FROM asset_tags t WHERE t.project_id = a.project_id AND t.tag = ? AND t.uid = a.uid)"
+             " ORDER BY a.created_at DESC, a.uid DESC LIMIT 51")
+
+
+def stats(values: list[float]) -> dict:
+    return {"n": len(values), "p50_ms": round(statistics.median(values), 3),
+            "p95_ms": round(percentile(values, 0.95), 3), "max_ms": round(max(values), 3)} if values else {}
+
+
+def timed_ms(fn) -> tuple[float, float, Any]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000, out
+
+
+def query_plan(reg: AssetRegistry, fn) -> list[list[str]]:
+    seen: list[str] = []
+    reg.db.conn.set_trace_callback(seen.append)
+    try:
+        fn()
+    finally:
+        reg.db.conn.set_trace_callback(None)
+    return [[r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + sql)] for sql in seen
+            if sql.startswith(("SELECT a.", "SELECT COUNT"))]
+
+
+def bench_scale_one(n: int, queries: int, rounds: int, work: Path, rng: random.Random) -> dict:
+    t0 = time.perf_counter()
+    reg = bigregistry.open_registry(n, work / f"scale_{n}")
+    opened_s = time.perf_counter() - t0
+    records, conn, pid = Records.of(reg), reg.db.conn, reg.project_id
+    types, lics = list(bigregistry.TYPES), [x for x in bigregistry.LICENCES if x]
+    combos = [(rng.choice(types), rng.choice(bigregistry.TAGS[:100]), rng.choice(lics)) for _ in range(queries)]
+    for kind, tag, lic in combos[:30]:  # warm the page cache
+        reg.list_assets(kind, tags=[tag], license=lic, limit=50)
+        conn.execute(BARE_PAGE, (pid, kind, lic, tag)).fetchall()
+    out: dict[str, Any] = {"assets": n, "open_copy_s": round(opened_s, 2), "rounds": rounds, "loadavg": [],
+                           "filter": "type + tag + licence, page of 50 (tags: the 100 most used of 400)"}
+    wall: dict[str, list[float]] = {"bare_sql": [], "list_assets": [], "next_page": []}
+    cpu: dict[str, list[float]] = {"bare_sql": [], "list_assets": []}
+    sizes = []
+    for r in range(rounds):
+        out["loadavg"].append(os.getloadavg()[0])
+        for i, (kind, tag, lic) in enumerate(combos):
+            def bare(k=kind, t=tag, li=lic):
+                return conn.execute(BARE_PAGE, (pid, k, li, t)).fetchall()
+
+            def ours(k=kind, t=tag, li=lic):
+                return reg.query_assets(asset_type=k, tags=[t], license=li, limit=50)
+
+            order = [("bare_sql", bare), ("list_assets", ours)]
+            if (i + r) % 2:
+                order.reverse()
+            for name, fn in order:
+                w, c, res = timed_ms(fn)
+                wall[name].append(w)
+                cpu[name].append(c)
+                if name == "list_assets":
+                    page = res
+                    if r == 0:
+                        sizes.append(len(page["items"]))
+            if page["next_cursor"]:
+                w, _, _ = timed_ms(lambda k=kind, t=tag, li=lic, cur=page["next_cursor"]: reg.query_assets(
+                    asset_type=k, tags=[t], license=li, limit=50, cursor=cur))
+                wall["next_page"].append(w)
+    out["page"] = {name: stats(v) for name, v in wall.items()}
+    out["page_cpu"] = {name: stats(v) for name, v in cpu.items()}
+    out["page"]["ratio_p50"] = round(out["page"]["list_assets"]["p50_ms"] / out["page"]["bare_sql"]["p50_ms"], 2)
+    out["page"]["ratio_p95"] = round(out["page"]["list_assets"]["p95_ms"] / out["page"]["bare_sql"]["p95_ms"], 2)
+    out["page_cpu"]["ratio_p50"] = round(out["page_cpu"]["list_assets"]["p50_ms"]
+                                         / max(1e-6, out["page_cpu"]["bare_sql"]["p50_ms"]), 2)
+    out["avg_items_per_page"] = round(statistics.mean(sizes), 1)
+    out["full_pages"] = sum(1 for x in sizes if x == 50)
+    common = max(((k, t, li) for k, t, li in combos), key=lambda c: -int(c[1][3:]))
+    rare = max(((k, t, li) for k, t, li in combos), key=lambda c: int(c[1][3:]))
+    out["plans"] = {f"{label} ({c[1]})": query_plan(reg, lambda c=c: reg.query_assets(
+        asset_type=c[0], tags=[c[1]], license=c[2], limit=50)) for label, c in (("common tag", common),
+                                                                                  ("rare tag", rare))}
+    # counts: exact (the API's total=true) and capped (the gallery), against a bare COUNT(*)
+    counts: dict[str, Any] = {}
+    for label, kw in (("every asset", {}), ("one tag (tag003)", {"tags": ["tag003"]}),
+                      ("type + tag + licence", {"asset_type": "audio", "tags": ["tag001"], "license": "mit"})):
+        bare_sql = ("SELECT COUNT(*) FROM assets a WHERE a.project_id = ?"
+                    + (" AND a.type = ?" if "asset_type" in kw else "") + (" AND a.license = ?" if "license" in kw
+                                                                           else "")
+                    + (" AND EXISTS (SELECT 1 FROM asset_tags t WHERE t.project_id = a.project_id AND t.tag = ?"
+                       " AND t.uid = a.uid)" if "tags" in kw else ""))
+        params = [pid] + ([kw["asset_type"]] if "asset_type" in kw else []) + (
+            [kw["license"]] if "license" in kw else []) + (kw["tags"] if "tags" in kw else [])
+        samples: dict[str, list[float]] = {"bare_count": [], "exact": [], "capped_10000": []}
+        for _ in range(5):
+            samples["bare_count"].append(timed_ms(lambda q=bare_sql, p=params: conn.execute(q, p).fetchone())[0])
+            w, _, page = timed_ms(lambda kw=kw: records.query_assets(limit=1, with_total=True, **kw))
+            samples["exact"].append(w)
+            matches = page["total"]
+            samples["capped_10000"].append(timed_ms(lambda kw=kw: records.query_assets(
+                limit=1, with_total=True, total_cap=10_000, **kw))[0])
+        counts[label] = {"matches": matches, **{k: round(statistics.median(v), 2) for k, v in samples.items()}}
+    out["counts_ms"] = counts
+    # select all matching: ids only in one query, against a bare SELECT uid and the old page walk
+    kind = "backgrounds"
+
+    def walk() -> int:
+        cursor, got = None, 0
+        while True:
+            page = reg.query_assets(limit=1000, cursor=cursor, asset_type=kind)
+            got += len(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return got
+
+    sel: dict[str, list[float]] = {"bare_select_uid": [], "matching_uids": []}
+    for i in range(3):
+        order = [("bare_select_uid", lambda: conn.execute(
+            "SELECT uid FROM assets WHERE project_id = ? AND type = ? ORDER BY created_at DESC, uid DESC",
+            (pid, kind)).fetchall()), ("matching_uids", lambda: records.matching_uids(asset_type=kind))]
+        for name, fn in (order if i % 2 else order[::-1]):
+            w, _, res = timed_ms(fn)
+            sel[name].append(w)
+    walk_ms, _, walked = timed_ms(walk)
+    out["select_all"] = {"filter": f"type {kind}", "matching": len(res), **{k: round(statistics.median(v), 1)
+                                                                         for k, v in sel.items()},
+                         "old_page_walk_ms": round(walk_ms, 1), "old_page_walk_items": walked}
+    reg.db.close()
+    return out
+
+
+def rss_kib(pid: int | str = "self") -> dict[str, int]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+def bench_server(n: int, queries: int, work: Path, rng: random.Random) -> dict:
+    """A jupyter server answering GET /assets on n assets: latency and its memory."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    import httpx
+    from live_server import live_server_context
+
+    root = work / f"server_{n}"
+    ws = init_workspace(workspace(root / "workspace"))
+    update_config({"registry": {"default_project": bigregistry.PROJECT}}, ws)
+    shutil.copyfile(bigregistry.cached_db(n), ws.db_path)
+    types, lics = list(bigregistry.TYPES), [x for x in bigregistry.LICENCES if x]
+    with live_server_context(root, new_session=True) as server, httpx.Client(headers=server.headers,
+                                                                             timeout=60) as client:
+        pid = server.proc.pid
+        client.get(server.url("assets"), params={"project": bigregistry.PROJECT, "limit": 1}).raise_for_status()
+        started = rss_kib(pid)
+        lat: list[float] = []
+        for i in range(queries):
+            params = {"project": bigregistry.PROJECT, "type": rng.choice(types),
+                      "tags": rng.choice(bigregistry.TAGS[:100]), "license": rng.choice(lics), "limit": 50}
+            if i % 4 == 0:
+                params["total"] = "true"
+            t0 = time.perf_counter()
+            resp = client.get(server.url("assets"), params=params)
+            lat.append((time.perf_counter() - t0) * 1000)
+            resp.raise_for_status()
+        after = rss_kib(pid)
+    return {"assets": n, "requests": queries, "http": stats(lat), "server_rss_kib_after_start": started,
+            "server_rss_kib_after_requests": after, "loadavg": os.getloadavg()[0],
+            "note": "every 4th request asks total=true (an exact count)"}
+
+
+AUDIT_CHILD = """
+import json, sys, time, hashlib
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+mode, ws_root, project = sys.argv[2], sys.argv[3], sys.argv[4]
+
+def hwm():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+t0, c0 = time.perf_counter(), time.process_time()
+if mode == "baseline":  # what a script does: each row's file hashed, its sidecar parsed and compared
+    import sqlite3
+    conn = sqlite3.connect(sys.argv[5])
+    root = Path(sys.argv[6])
+    bad = rows = 0
+    for uid, path, digest in conn.execute("SELECT uid, path, hash FROM assets WHERE project_id = ?", (project,)):
+        rows += 1
+        f = root / path
+        if not f.exists() or hashlib.sha256(f.read_bytes()).hexdigest() != digest:
+            bad += 1
+            continue
+        doc = json.loads((root / (path + ".asset.json")).read_text())
+        if doc.get("uid") != uid or doc.get("hash") != digest:
+            bad += 1
+    out = {"rows": rows, "problems": bad}
+else:
+    from comfyvn.registry import audit_sidecars
+    from comfyvn.studio.core.asset_registry import AssetRegistry
+    from comfyvn.config import workspace
+    reg = AssetRegistry(project, ws=workspace(ws_root), make_thumbnails=False, recover=False)
+    ticks = []
+    report = audit_sidecars(reg, progress=lambda d, t: ticks.append(d)) if mode == "streaming" else audit_sidecars(reg)
+    out = {"rows": report["summary"]["assets"], "problems": report["summary"]["findings"],
+           "counts": report["counts"], "progress_reports": len(ticks)}
+out.update(wall_s=round(time.perf_counter() - t0, 1), cpu_s=round(time.process_time() - c0, 1), peak_rss_kib=hwm())
+print(json.dumps(out))
+"""
+
+
+def run_audit_child(mode: str, reg: AssetRegistry, code_root: Path) -> dict:
+    import subprocess
+
+    args = [sys.executable, "-c", AUDIT_CHILD, str(code_root), mode, str(reg.ws.root), reg.project_id,
+            str(reg.ws.db_path), str(reg.assets_root)]
+    load = os.getloadavg()[0]
+    proc = subprocess.run(args, capture_output=True, text=True, check=True,
+                          env=dict(os.environ, COMFYVN_HOME=str(reg.ws.root)))
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "loadavg_before": round(load, 2)}
+
+
+def bench_audit(sizes: list[int], work: Path, old_code: Path | None) -> dict:
+    """The enforcer's audit (re-hashing every file) of n assets whose files and sidecars are on disk
+    (tiny files), each run in its own process for its peak memory: the streaming audit, a bare
+    script (hash each file, parse each sidecar) and, given ``old_code`` (a checkout of the code
+    before the streaming audit), the old audit."""
+    out: dict[str, Any] = {}
+    for n in sizes:
+        reg = bigregistry.open_registry(n, work / f"audit_{n}")
+        t0 = time.perf_counter()
+        bigregistry.materialise(reg)
+        made_s = time.perf_counter() - t0
+        reg.db.close()
+        r: dict[str, Any] = {"assets": n, "materialise_s": round(made_s, 1)}
+        modes = ["baseline", "streaming"] + (["old"] if old_code is not None and n <= 100_000 else [])
+        for mode in modes:
+            r[mode] = run_audit_child("audit" if mode == "old" else mode, reg,
+                                      old_code if mode == "old" else HERE.parent)
+            print(f"  audit {n:,} {mode}: {r[mode]}", flush=True)
+        out[str(n)] = r
+        shutil.rmtree(work / f"audit_{n}", ignore_errors=True)
+    return out
+
+
 # ------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -194,8 +458,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--assets", type=int, default=None)
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--out", default=str(HERE / "results" / "registry.json"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--scale", default=None, help="comma-separated registry sizes, e.g. 100000,1000000: "
+                    "only the scale benches (results: registry_scale.json)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the scale page queries")
+    ap.add_argument("--server", action="store_true", help="with --scale: also a jupyter server answering /assets")
+    ap.add_argument("--audit", action="store_true", help="with --scale: the enforcer's audit (files on disk)")
+    ap.add_argument("--old-code", type=Path, default=None,
+                    help="with --audit: a checkout of the code before the streaming audit, run beside it")
+    ap.add_argument("--no-pages", action="store_true", help="with --scale: skip the query benches")
     args = ap.parse_args(argv)
+    if args.scale:
+        return main_scale(args)
+    args.out = args.out or str(HERE / "results" / "registry.json")
     n = args.files or (1_000 if args.quick else 10_000)
     m = args.assets or (10_000 if args.quick else 100_000)
     rng = random.Random(args.seed)
@@ -222,6 +497,46 @@ def main(argv: list[str] | None = None) -> int:
     print(f"list_assets on {m} assets, type+tag+licence, page of 50: first page p50 {fp['p50_ms']} ms, "
           f"p95 {fp['p95_ms']} ms, max {fp['max_ms']} ms; next page p95 {q['next_page'].get('p95_ms')} ms "
           f"(target p95 < 20 ms)")
+    print(f"results: {out}")
+    return 0
+
+
+def main_scale(args: argparse.Namespace) -> int:
+    sizes = [int(x) for x in args.scale.split(",")]
+    rng = random.Random(args.seed)
+    result: dict[str, Any] = {"bench": "registry_scale", "python": platform.python_version(),
+                              "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus",
+                              "sizes": {}, "server": {}}
+    for n in sizes:
+        bigregistry.cached_db(n)  # built (once) before anything is timed
+    with tempfile.TemporaryDirectory(prefix="comfyvn-bench-scale-") as tmp:
+        for n in [] if args.no_pages else sizes:
+            r = result["sizes"][str(n)] = bench_scale_one(n, args.queries, args.rounds, Path(tmp), rng)
+            p, c = r["page"], r["page_cpu"]
+            print(f"{n:,} assets (load {r['loadavg']}): list_assets type+tag+licence p50 "
+                  f"{p['list_assets']['p50_ms']} / p95 {p['list_assets']['p95_ms']} ms vs bare SQL "
+                  f"{p['bare_sql']['p50_ms']} / {p['bare_sql']['p95_ms']} ms (x{p['ratio_p50']} wall, "
+                  f"x{c['ratio_p50']} CPU); next page p95 {p['next_page'].get('p95_ms')} ms", flush=True)
+            for label, cnt in r["counts_ms"].items():
+                print(f"  count {label} ({cnt['matches']:,}): exact {cnt['exact']} ms, capped {cnt['capped_10000']} "
+                      f"ms, bare COUNT(*) {cnt['bare_count']} ms", flush=True)
+            s = r["select_all"]
+            print(f"  select all {s['matching']:,}: ids {s['matching_uids']} ms, bare SELECT uid "
+                  f"{s['bare_select_uid']} ms, old page walk {s['old_page_walk_ms']} ms", flush=True)
+            for label, plan in r["plans"].items():
+                print(f"  plan {label}: {plan}", flush=True)
+        if args.server:
+            for n in sizes:
+                r = result["server"][str(n)] = bench_server(n, args.queries, Path(tmp), rng)
+                print(f"server on {n:,} assets: GET /assets p50 {r['http']['p50_ms']} / p95 {r['http']['p95_ms']} "
+                      f"ms; RSS after start {r['server_rss_kib_after_start']} KiB, after "
+                      f"{r['requests']} requests {r['server_rss_kib_after_requests']} KiB (load {r['loadavg']})",
+                      flush=True)
+        if args.audit:
+            result["audit"] = bench_audit(sizes, Path(tmp), args.old_code)
+    out = Path(args.out or HERE / "results" / "registry_scale.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results: {out}")
     return 0
 

@@ -813,3 +813,154 @@ def test_cursors_of_another_shape_are_a_value_error(value):
         forged = "!!not base64!!"
     with pytest.raises(ValueError, match="invalid cursor"):
         decode_cursor(forged)
+
+
+# ------------------------------------------------------------------------ queries at scale (issue 19)
+@pytest.fixture
+def skewed(reg, src):
+    """30 assets: "common" on all, "rare" on three, two types and two licences, distinct created_at."""
+    recs = []
+    for i in range(30):
+        tags = ["common"] + (["rare"] if i in (3, 14, 27) else []) + (["even"] if i % 2 == 0 else [])
+        recs.append(reg.register_file(make_file(src, f"s{i}.bin", f"skewed {i}"), ("sprites", "audio")[i % 3 == 0],
+                                      tags=tags, license_tag=("cc0", "mit")[i % 4 == 0], created_at=1000.0 + i))
+    return recs
+
+
+def expected(recs: list[dict], *, kind=None, tags=(), lic=None) -> list[str]:
+    hits = [r for r in recs if (kind is None or r["type"] == kind) and set(tags) <= set(r["tags"])
+            and (lic is None or r["license"] == lic)]
+    return [r["uid"] for r in sorted(hits, key=lambda r: (r["created_at"], r["uid"]), reverse=True)]
+
+
+def plans_of(reg, fn) -> list[list[str]]:
+    """EXPLAIN QUERY PLAN of each page query ``fn`` ran."""
+    statements: list[str] = []
+    reg.db.conn.set_trace_callback(statements.append)
+    try:
+        fn()
+    finally:
+        reg.db.conn.set_trace_callback(None)
+    return [[r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + s)] for s in statements
+            if s.lstrip().upper().startswith(("SELECT A.*", "SELECT A.UID"))]
+
+
+@pytest.mark.parametrize(("kind", "tags", "lic"), [
+    ("sprites", ["rare"], "cc0"), (None, ["rare"], None), ("audio", ["common"], "mit"), (None, ["common"], None),
+    ("sprites", ["common", "rare"], None), (None, ["even", "common"], "cc0"), ("audio", ["nothing"], None),
+])
+def test_a_rare_tag_drives_the_query_and_pages_match_the_walk(reg, skewed, monkeypatch, kind, tags, lic):
+    import comfyvn.registry.records as recmod
+
+    monkeypatch.setattr(recmod, "PAGE_DRIVE_MAX", 5)  # "rare" (3 assets) drives; "common" (30) walks
+    monkeypatch.setattr(recmod, "PROBE_CAP", 8)
+    want = expected(skewed, kind=kind, tags=tags, lic=lic)
+    seen, cursor = [], None
+    while True:
+        page = reg.query_assets(asset_type=kind, tags=tags, license=lic, limit=2, cursor=cursor, with_total=True)
+        assert page["total"] == len(want)
+        seen += [r["uid"] for r in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == want
+    assert Records.of(reg).matching_uids(asset_type=kind, tags=tags, license=lic) == want
+    for plan in plans_of(reg, lambda: reg.query_assets(asset_type=kind, tags=tags, license=lic, limit=2)):
+        driven = any(p.startswith("SEARCH d USING PRIMARY KEY") for p in plan)
+        assert driven == ("rare" in tags or "nothing" in tags), plan
+        assert not [p for p in plan if p.startswith("SCAN")], plan
+
+
+def test_a_count_by_tag_reads_the_tag_not_every_asset(reg, skewed):
+    statements: list[str] = []
+    reg.db.conn.set_trace_callback(statements.append)
+    try:
+        assert reg.query_assets(tags=["common"], with_total=True, limit=1)["total"] == 30
+        one_tag = [s for s in statements if s.startswith("SELECT COUNT(*) FROM asset_tags t WHERE")]
+        statements.clear()
+        assert reg.query_assets(asset_type="sprites", tags=["even"], with_total=True, limit=1)["total"] == \
+            len(expected(skewed, kind="sprites", tags=["even"]))
+    finally:
+        reg.db.conn.set_trace_callback(None)
+    assert len(one_tag) == 1  # the tag's rows in asset_tags' primary key: not one asset read
+    plan = [r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + one_tag[0])]
+    assert plan == ["SEARCH t USING COVERING INDEX sqlite_autoindex_asset_tags_1 (project_id=? AND tag=?)"] or \
+        plan == ["SEARCH t USING PRIMARY KEY (project_id=? AND tag=?)"], plan
+    counts = [s for s in statements if s.startswith("SELECT COUNT(*) FROM asset_tags d")]
+    assert len(counts) == 1, statements  # tag + type: from the tag's rows (15 of 30), each asset by primary key
+    assert [r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + counts[0])][0].startswith("SEARCH d USING PRIMARY KEY")
+
+
+def test_a_first_page_holding_every_match_is_its_own_total(reg, skewed):
+    statements: list[str] = []
+    reg.db.conn.set_trace_callback(statements.append)
+    try:
+        page = reg.query_assets(tags=["rare"], with_total=True, limit=5)
+        capped = Records.of(reg).query_assets(asset_type="audio", with_total=True, limit=50, total_cap=4)
+    finally:
+        reg.db.conn.set_trace_callback(None)
+    assert page["total"] == 3 and len(page["items"]) == 3
+    assert (capped["total"], capped["total_capped"], len(capped["items"])) == (4, True, 10)
+    counted = [s for s in statements if s.startswith("SELECT COUNT(*)")
+               and ("FROM assets a" in s or "asset_tags d" in s or "LIMIT" not in s)]
+    assert not counted, counted  # only the tag's size probe (capped) ran
+    assert reg.query_assets(tags=["rare"], with_total=True, limit=2)["total"] == 3  # a next page: counted
+
+
+def test_capped_totals(reg, skewed):
+    records = Records.of(reg)
+    page = records.query_assets(asset_type="sprites", with_total=True, total_cap=5, limit=2)
+    assert (page["total"], page["total_capped"]) == (5, True) and len(page["items"]) == 2
+    assert records.query_assets(tags=["rare"], with_total=True, total_cap=3)["total_capped"] is False
+    exact = records.query_assets(asset_type="sprites", with_total=True, total_cap=1000)
+    assert (exact["total"], exact["total_capped"]) == (len(expected(skewed, kind="sprites")), False)
+    assert "total_capped" not in records.query_assets(with_total=True)  # the API's exact total is unchanged
+    for bad in (0, -1, True, "10", 2.5):
+        with pytest.raises(ValueError, match="total_cap"):
+            records.query_assets(with_total=True, total_cap=bad)
+
+
+def test_matching_uids_reads_ids_only_in_one_query(reg, skewed):
+    records = Records.of(reg)
+    statements: list[str] = []
+    reg.db.conn.set_trace_callback(statements.append)
+    try:
+        uids = records.matching_uids(asset_type="sprites", license="cc0")
+    finally:
+        reg.db.conn.set_trace_callback(None)
+    assert uids == expected(skewed, kind="sprites", lic="cc0")
+    assert [s.split(" FROM")[0] for s in statements if s.startswith("SELECT a.")] == ["SELECT a.uid"]
+    by_path = records.matching_uids(sort="path", descending=False, tags=["even", "rare"], tags_mode="any")
+    assert by_path == [r["uid"] for r in reg.list_assets(sort="path", descending=False, tags=["even", "rare"],
+                                                         tags_mode="any")]
+    assert records.matching_uids(limit=3) == expected(skewed)[:3]
+    assert records.matching_uids(text="skewed 1") == [r["uid"] for r in reg.list_assets(text="skewed 1")]
+    with pytest.raises(ValueError, match="limit"):
+        records.matching_uids(limit=0)
+    with pytest.raises(ValueError, match="sort"):
+        records.matching_uids(sort="size; DROP TABLE assets")
+
+
+def test_keyset_pages_stay_stable_while_assets_are_added(reg, skewed, src):
+    first = reg.query_assets(limit=10)
+    for i in range(5):  # newer assets and one older than the page boundary arrive between pages
+        reg.register_file(make_file(src, f"late{i}.bin", f"late {i}"), "sprites", tags="common",
+                          created_at=2000.0 + i if i else 1000.5)
+    rest, cursor = [], first["next_cursor"]
+    while cursor:
+        page = reg.query_assets(limit=10, cursor=cursor)
+        rest += page["items"]
+        cursor = page["next_cursor"]
+    before = [r["uid"] for r in first["items"]] + [r["uid"] for r in rest]
+    assert len(before) == len(set(before)) == 31  # no asset twice, none skipped, the older newcomer included
+    assert set(before) >= {r["uid"] for r in skewed}
+    assert [r["uid"] for r in first["items"]] == expected(skewed)[:10]
+
+
+@pytest.mark.parametrize(("sort", "kind"), [(s, k) for s in ("updated_at", "bytes", "type", "path", "created_at")
+                                            for k in (None, "sprites")])
+def test_every_gallery_sort_reads_a_page_in_index_order(reg, skewed, sort, kind):
+    for desc in (True, False):
+        plans = plans_of(reg, lambda d=desc: reg.query_assets(asset_type=kind, sort=sort, descending=d, limit=5))
+        assert plans and all(not [p for p in plan if "TEMP B-TREE" in p or p.startswith("SCAN a")]
+                             for plan in plans), plans

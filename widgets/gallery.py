@@ -245,15 +245,17 @@ class AssetGallery(LiveDashboard):
                                     else "No assets registered yet. Register files with AssetRegistry.register_file "
                                          "or the ingest queue; they appear here at once.")
             total_all = m.count_all
-            shown = f"{m.total:,} of {total_all:,} assets" if m.total != total_all else f"{total_all:,} assets"
+            shown = (f"{m.total_text} of {total_all:,} assets" if m.total != total_all or m.total_capped
+                     else f"{total_all:,} assets")
             theme.set_header(self.header, "Asset gallery", f"project {self.registry.project_id} · {shown}",
                              live=self.updater is not None and self.updater.running)
             first = m.page_index * m.page_size + 1 if m.items else 0
             last = m.page_index * m.page_size + len(m.items)
             self.page_label.value = (f'<span class="cvn-muted">Page</span> <b>{m.page_index + 1}</b> '
-                                     f'<span class="cvn-muted">of {m.pages} · {first:,}–{last:,} of {m.total:,}</span>')
+                                     f'<span class="cvn-muted">of {m.pages:,}{"+" if m.total_capped else ""} · '
+                                     f'{first:,}–{last:,} of {m.total_text}</span>')
             self.prev_button.disabled = m.page_index == 0
-            self.next_button.disabled = m.page_index + 1 >= m.pages
+            self.next_button.disabled = not m.has_next
             n = len(m.selection)
             on_page = len(self.grid.selected)
             self.selection_label.value = (
@@ -358,13 +360,16 @@ class AssetGallery(LiveDashboard):
         self.status.info(f"Selected the {len(self.model.items)} assets on this page ({added} newly).")
 
     def _select_all(self) -> None:
-        total = self.model.total
-        self.status.info(f"Selecting all {total:,} matching assets…")
-        added = self.model.select_all_matching(
-            progress=lambda done, tot: self.status.info(f"Selecting all matching assets… {done:,} of {tot:,}")
-            if tot > 5000 else None)
+        self.status.info(f"Selecting all {self.model.total_text} matching assets…")
+        matched = 0
+
+        def counted(done: int, _total: int) -> None:
+            nonlocal matched
+            matched = done
+
+        added = self.model.select_all_matching(progress=counted)
         self.render()
-        self.status.ok(f"Selected all {total:,} assets matching {self.model.filter.describe()} ({added:,} newly).")
+        self.status.ok(f"Selected all {matched:,} assets matching {self.model.filter.describe()} ({added:,} newly).")
 
     def _clear(self) -> None:
         with self.model.lock:

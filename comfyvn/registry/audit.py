@@ -4,6 +4,7 @@ findings report (:class:`Report`) the enforcer returns."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,10 @@ from ..fsutil import read_json_object
 from ..hashing import sha256_file
 from ..studio.core.asset_registry import AssetRegistry
 from .derive import derive_license, derive_tags
+from .records import Records
+from .scan import iter_row_chunks
 
+PROGRESS_EVERY = 1000  # rows between two progress reports of the audit
 FINDING_KINDS = (
     "interrupted_operation",  # a process died half-way through a change (recover() finishes/undoes it)
     "stale_temp_file",        # a temporary file left by a dead writer
@@ -166,33 +170,57 @@ def audit_metadata(reg: AssetRegistry, row: dict, report: Report, *, fix: bool, 
         reg.update_asset_meta(uid, **kwargs)
 
 
-def audit_rows(reg: AssetRegistry, rows_by_path: dict[str, dict], report: Report, *, fix: bool, overwrite: bool,
-               fill_metadata: bool, verify_hashes: bool, relocating: set[str]) -> list[tuple[dict, dict]]:
-    """Check every registered row: its file (present, same bytes), sidecar, thumbnails and metadata.
+def audit_rows(reg: AssetRegistry, rows: Mapping[str, dict] | Iterable[dict], report: Report, *, fix: bool,
+               overwrite: bool, fill_metadata: bool, verify_hashes: bool, relocating: set[str],
+               progress: Callable[[int], None] | None = None) -> list[tuple[dict, dict]]:
+    """Check registered rows: each file (present, same bytes), sidecar, thumbnails and metadata.
 
-    Rows in ``relocating`` (their file was found elsewhere) are not reported missing.  Returns the
-    thumbnails a fix asked to regenerate, as ``(row, finding)``, for :func:`check_regenerated`."""
+    ``rows`` is ``{path: record}`` or any iterable of records (:func:`iter_records` streams a
+    project's in chunks).  Rows in ``relocating`` (their file was found elsewhere) are not
+    reported missing.  ``progress(n)`` is called after every ``PROGRESS_EVERY`` rows and at the
+    end with the rows checked since its last call.  Returns the thumbnails a fix asked to
+    regenerate, as ``(row, finding)``, for :func:`check_regenerated`."""
     thumbs_requested: list[tuple[dict, dict]] = []
-    for rel, row in rows_by_path.items():
-        uid, file_path = row["uid"], Path(row["abs_path"])
-        if not file_path.exists():
-            if uid not in relocating:
-                report.add("missing_file", uid, rel, f"{file_path} is gone; restore it, or remove the asset "
-                           "(AssetRegistry.remove_asset) if it was deleted on purpose")
-            continue
-        size = file_path.stat().st_size
-        if size != row["bytes"]:
-            report.add("file_changed", uid, rel, f"size {size} bytes, registered {row['bytes']}; the bytes of a "
-                       "registered asset must not change: restore them, or register the new file as a new asset")
-        elif verify_hashes and sha256_file(file_path)[0] != row["hash"]:
-            report.add("file_changed", uid, rel, f"SHA-256 differs from the registered {row['hash'][:16]}...; "
-                       "restore the original bytes, or register the new file as a new asset")
-
-        sidecar_ok = audit_sidecar(reg, row, report, fix=fix, overwrite=overwrite)
-        audit_thumbnails(reg, row, report, fix=fix, requested=thumbs_requested)
-        audit_metadata(reg, row, report, fix=fix, fill_metadata=fill_metadata, sidecar_ok=sidecar_ok)
-
+    pending = 0
+    for row in rows.values() if isinstance(rows, Mapping) else rows:
+        audit_row(reg, row, report, fix=fix, overwrite=overwrite, fill_metadata=fill_metadata,
+                  verify_hashes=verify_hashes, relocating=relocating, thumbs_requested=thumbs_requested)
+        pending += 1
+        if progress and pending == PROGRESS_EVERY:
+            progress(pending)
+            pending = 0
+    if progress and pending:
+        progress(pending)
     return thumbs_requested
+
+
+def audit_row(reg: AssetRegistry, row: dict, report: Report, *, fix: bool, overwrite: bool, fill_metadata: bool,
+              verify_hashes: bool, relocating: set[str], thumbs_requested: list[tuple[dict, dict]]) -> None:
+    rel, uid, file_path = row["path"], row["uid"], Path(row["abs_path"])
+    if not file_path.exists():
+        if uid not in relocating:
+            report.add("missing_file", uid, rel, f"{file_path} is gone; restore it, or remove the asset "
+                       "(AssetRegistry.remove_asset) if it was deleted on purpose")
+        return
+    size = file_path.stat().st_size
+    if size != row["bytes"]:
+        report.add("file_changed", uid, rel, f"size {size} bytes, registered {row['bytes']}; the bytes of a "
+                   "registered asset must not change: restore them, or register the new file as a new asset")
+    elif verify_hashes and sha256_file(file_path)[0] != row["hash"]:
+        report.add("file_changed", uid, rel, f"SHA-256 differs from the registered {row['hash'][:16]}...; "
+                   "restore the original bytes, or register the new file as a new asset")
+
+    sidecar_ok = audit_sidecar(reg, row, report, fix=fix, overwrite=overwrite)
+    audit_thumbnails(reg, row, report, fix=fix, requested=thumbs_requested)
+    audit_metadata(reg, row, report, fix=fix, fill_metadata=fill_metadata, sidecar_ok=sidecar_ok)
+
+
+def iter_records(reg: AssetRegistry, chunk: int | None = None) -> Iterator[dict]:
+    """Every asset record of the project, in path order, read ``chunk`` rows a query: what the
+    audit holds at once is one chunk, whatever the registry's size."""
+    records = Records.of(reg)
+    for rows in iter_row_chunks(reg, chunk=chunk):
+        yield from (records.public(records.decode(r)) for r in rows)
 
 
 def check_regenerated(reg: AssetRegistry, requested: list[tuple[dict, dict]]) -> None:

@@ -25,17 +25,19 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ..config import ConfigError, NotAWorkspaceError, existing_workspace
 from ..kinds import MODEL_SUFFIXES as MODEL_SUFFIXES  # re-exported: still importable from here
 from ..kinds import guess_type as kind_type
 from ..kinds import is_type_name
 from ..studio.core.asset_registry import AssetRegistry, AssetRegistryError
-from .audit import FINDING_KINDS, Report, audit_rows, check_regenerated
+from .audit import FINDING_KINDS, Report, audit_rows, check_regenerated, iter_records
 from .derive import LICENSE_FILE_NAMES, derive_license, derive_tags, license_from_file, spdx_to_tag
 from .paths import SIDECAR_SUFFIX
-from .scan import open_registry, parse_time, plan_disk, scan_assets_root
+from .scan import open_registry, parse_time, plan_disk, rows_without_file, scan_unregistered
 
 __all__ = [  # what this module offered before the enforcer was split (and still does)
     "FINDING_KINDS", "LICENSE_FILE_NAMES", "MODEL_SUFFIXES", "RebuildSummary", "audit_sidecars", "build_parser",
@@ -190,12 +192,12 @@ def rebuild_from_disk(registry_or_project: AssetRegistry | str | None = None, *,
     reg = open_registry(registry_or_project, workspace_root, recover=not dry_run, assets_root=assets_root,
                 db_path=db_path, thumbnails_root=thumbs_root)
     report = Report(reg, fix=not dry_run)
-    rows_by_path = {r["path"]: r for r in reg.iter_assets()}
-    plans = plan_disk(reg, scan_assets_root(reg), rows_by_path)
+    scan = scan_unregistered(reg)  # streamed: only what has no row is kept
+    plans = plan_disk(reg, scan, rows_without_file(reg) if scan.files else {})
     done = apply_disk_plans(reg, plans, report, fix=not dry_run, fill_metadata=fill_metadata)
     stale: list[dict] = []
     if remove_stale and not dry_run:
-        for row in list(reg.iter_assets()):
+        for row in rows_without_file(reg).values():
             if not Path(row["abs_path"]).exists() and reg.remove_asset(row["uid"]):  # False: another process was first
                 stale.append({"uid": row["uid"], "path": row["path"]})
     if wait_for_thumbs and not dry_run:
@@ -206,7 +208,8 @@ def rebuild_from_disk(registry_or_project: AssetRegistry | str | None = None, *,
 # ------------------------------------------------------------------------------ audit
 def audit_sidecars(registry_or_project: AssetRegistry | str | None = None, *, fix: bool = False,
                    fill_metadata: bool = False, overwrite: bool = False, verify_hashes: bool = True,
-                   workspace_root: str | os.PathLike | None = None) -> dict:
+                   workspace_root: str | os.PathLike | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
     """Audit (and with ``fix=True`` repair) one project's sidecars, files and metadata.
 
     Returns ``{"ok", "project", "counts": {kind: n}, "findings": [{"kind", "uid", "path",
@@ -222,6 +225,8 @@ def audit_sidecars(registry_or_project: AssetRegistry | str | None = None, *, fi
       (a licence token in the file name, or a LICENSE file in the folder or above); what
       cannot be derived is listed under ``unfilled``.
     * ``verify_hashes=False`` compares file sizes only (fast, misses same-size edits).
+    * ``progress(done, total)``: called as the rows are checked (streamed in chunks of 500:
+      memory stays flat at a million assets; the CLI draws a tqdm bar from it).
     """
     reg = open_registry(registry_or_project, workspace_root, recover=False)
     report = Report(reg, fix=fix)
@@ -235,7 +240,7 @@ def audit_sidecars(registry_or_project: AssetRegistry | str | None = None, *, fi
             finding["fixed"] = True
             finding["detail"] += "; finished or undone by recover()"
 
-    scan = scan_assets_root(reg)
+    scan = scan_unregistered(reg)  # streamed: only what has no row is kept
     for path in scan.stale_temps:
         rel = path.relative_to(reg.assets_root).as_posix()
         fixed = False
@@ -245,17 +250,22 @@ def audit_sidecars(registry_or_project: AssetRegistry | str | None = None, *, fi
         report.add("stale_temp_file", None, rel, "temporary file of a process that is no longer running"
                    + ("; deleted" if fixed else ""), fixed)
 
-    rows_by_path = {r["path"]: r for r in reg.iter_assets()}
-    plans = plan_disk(reg, scan, rows_by_path)
+    plans = plan_disk(reg, scan, rows_without_file(reg) if scan.files else {})  # relocations need a lost file
     relocating = {p["uid"] for p in plans if p["action"] == "relocate"}
     done = apply_disk_plans(reg, plans, report, fix=fix, fill_metadata=fill_metadata)
-    if fix:  # rows may have been added or moved; let new thumbnails finish before checking them
-        rows_by_path = {r["path"]: r for r in reg.iter_assets()}
-        if any(item["done"] for item in done["registered"]):
-            reg.wait_for_thumbnails(300)
+    if fix and any(item["done"] for item in done["registered"]):  # let new thumbnails finish before checking them
+        reg.wait_for_thumbnails(300)
 
-    requested = audit_rows(reg, rows_by_path, report, fix=fix, overwrite=overwrite, fill_metadata=fill_metadata,
-                           verify_hashes=verify_hashes, relocating=relocating)
+    total, checked = reg.count(), 0
+
+    def rows_checked(n: int) -> None:
+        nonlocal checked
+        checked += n
+        if progress:
+            progress(checked, max(total, checked))
+
+    requested = audit_rows(reg, iter_records(reg), report, fix=fix, overwrite=overwrite, fill_metadata=fill_metadata,
+                           verify_hashes=verify_hashes, relocating=relocating, progress=rows_checked)
     check_regenerated(reg, requested)
     result = report.result()
     log.log(logging.INFO if fix else logging.DEBUG, "enforcer %s project %s: %s", "fix" if fix else "dry run",
@@ -264,6 +274,31 @@ def audit_sidecars(registry_or_project: AssetRegistry | str | None = None, *, fi
 
 
 # ------------------------------------------------------------------------------ CLI
+class ProgressBar:
+    """A tqdm bar on stderr for :func:`audit_sidecars`' ``progress(done, total)`` (nothing when off)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="asset", unit_scale=True, desc="audit", file=sys.stderr)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+
 def print_summary(report: dict, out=None) -> None:
     out = out or sys.stdout
     mode = "dry run (nothing changed)" if report["dry_run"] else "fix"
@@ -294,6 +329,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--project", default=None, help="registry project (default: registry.default_project)")
     p.add_argument("--workspace", default=None, help="workspace folder (default: $COMFYVN_HOME or the current one)")
     p.add_argument("--quick", action="store_true", help="compare file sizes only instead of re-hashing every file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it is drawn on a terminal only)")
     return p
 
 
@@ -301,9 +337,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
     try:
         existing_workspace(args.workspace)  # a folder that is not a workspace is refused, never created
-        report = audit_sidecars(args.project, fix=not args.dry_run, fill_metadata=args.fill_metadata,
-                                overwrite=args.overwrite, verify_hashes=not args.quick,
-                                workspace_root=args.workspace)
+        with ProgressBar(not args.json and not args.no_progress and sys.stderr.isatty()) as bar:
+            report = audit_sidecars(args.project, fix=not args.dry_run, fill_metadata=args.fill_metadata,
+                                    overwrite=args.overwrite, verify_hashes=not args.quick,
+                                    workspace_root=args.workspace, progress=bar.update)
     except (ConfigError, ValueError, NotAWorkspaceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

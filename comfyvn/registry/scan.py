@@ -3,11 +3,16 @@
 :func:`scan_assets_root` walks the root once (asset candidates, sidecars, dead writers'
 temporary files); :func:`plan_disk` compares that with the rows: register, relocate (a file
 moved by hand), duplicate, orphan sidecar.  Nothing here changes anything.
+
+At a million assets the enforcer streams: :func:`scan_unregistered` keeps only what has no row
+(each folder checked against the database as it is walked), :func:`rows_without_file` and
+:func:`iter_row_chunks` read the rows in path-ordered chunks; nothing holds every row or file.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +26,8 @@ from .derive import LICENSE_FILE_NAMES
 from .journal import MoveJournal
 from .paths import INCOMING_DIR, SIDECAR_SUFFIX
 
+CHUNK = 500  # rows (or paths) read per query by the streaming audit
+
 
 @dataclass
 class Scan:
@@ -31,11 +38,12 @@ class Scan:
     stale_temps: list[Path] = field(default_factory=list)
 
 
-def scan_assets_root(reg: AssetRegistry) -> Scan:
-    """Walk the assets root once (hidden folders skipped, except the incoming folder's temp files)."""
-    scan = Scan()
+def walk_assets_root(reg: AssetRegistry) -> Iterator[Scan]:
+    """One :class:`Scan` per folder of the assets root (hidden folders skipped, except the incoming
+    folder's temp files), in walk order: memory holds one folder at a time."""
     root = reg.assets_root
     for folder, dirs, names in os.walk(root):
+        scan = Scan()
         here = Path(folder)
         rel_dir = here.relative_to(root)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") or d == INCOMING_DIR)
@@ -53,7 +61,68 @@ def scan_assets_root(reg: AssetRegistry) -> Scan:
                 scan.sidecars[rel[: -len(SIDECAR_SUFFIX)]] = path
             elif name.lower() not in LICENSE_FILE_NAMES and path.is_file():
                 scan.files[rel] = path
+        yield scan
+
+
+def scan_assets_root(reg: AssetRegistry) -> Scan:
+    """Walk the assets root once (hidden folders skipped, except the incoming folder's temp files)."""
+    scan = Scan()
+    for part in walk_assets_root(reg):
+        scan.files.update(part.files)
+        scan.sidecars.update(part.sidecars)
+        scan.stale_temps.extend(part.stale_temps)
     return scan
+
+
+def registered_paths(reg: AssetRegistry, rels: Iterable[str], chunk: int | None = None) -> set[str]:
+    """Which of ``rels`` have a row (index lookups, ``chunk`` paths a query)."""
+    pending, found, chunk = list(rels), set(), chunk or CHUNK
+    for i in range(0, len(pending), chunk):
+        part = pending[i:i + chunk]
+        found.update(r[0] for r in reg.db.query(
+            f"SELECT path FROM assets WHERE project_id = ? AND path IN ({','.join('?' * len(part))})",
+            (reg.project_id, *part)))
+    return found
+
+
+def scan_unregistered(reg: AssetRegistry) -> Scan:
+    """Walk the assets root once and keep only what has no row: unregistered files, sidecars
+    without a row, dead writers' temp files.  Each folder is checked against the database as it
+    is read, so memory holds one folder and the findings, not every file of a million assets."""
+    scan = Scan()
+    for part in walk_assets_root(reg):
+        known = registered_paths(reg, [*part.files, *(rel for rel in part.sidecars if rel not in part.files)])
+        scan.files.update((rel, path) for rel, path in part.files.items() if rel not in known)
+        scan.sidecars.update((rel, path) for rel, path in part.sidecars.items() if rel not in known)
+        scan.stale_temps.extend(part.stale_temps)
+    return scan
+
+
+def iter_row_chunks(reg: AssetRegistry, columns: str = "*", chunk: int | None = None) -> Iterator[list]:
+    """The project's rows in path order, ``chunk`` at a time (keyset pages on the path index)."""
+    last, chunk = None, chunk or CHUNK
+    while True:
+        where = "project_id = ?" + ("" if last is None else " AND path > ?")
+        params = (reg.project_id,) if last is None else (reg.project_id, last)
+        rows = reg.db.query(f"SELECT {columns} FROM assets WHERE {where} ORDER BY path LIMIT ?", (*params, chunk))
+        if not rows:
+            return
+        yield rows
+        last = rows[-1]["path"]
+
+
+def rows_without_file(reg: AssetRegistry) -> dict[str, dict]:
+    """``{path: {"uid", "path", "hash", "abs_path"}}`` of the rows whose file is gone (streamed:
+    a million rows cost a stat each, and memory only for the missing ones)."""
+    missing: dict[str, dict] = {}
+    for rows in iter_row_chunks(reg, "uid, path, hash"):
+        for row in rows:
+            base, name = reg.file_location(row["path"])
+            abs_path = base / name
+            if not abs_path.exists():
+                missing[row["path"]] = {"uid": row["uid"], "path": row["path"], "hash": row["hash"],
+                                        "abs_path": str(abs_path)}
+    return missing
 
 
 def parse_time(value: Any) -> float | None:

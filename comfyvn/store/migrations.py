@@ -127,6 +127,20 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX assets_rights_stale ON assets(project_id, rights_version) WHERE rights_version = 0;
         """,
     ),
+    (
+        # the gallery's other sorts (recently changed, largest, type, path), alone and after a type
+        # filter, as index walks with the uid tie-break (keyset cursors): at a million assets each
+        # was a sort of every matching row (0.6-2.6 s per page), now a page is read in order
+        "registry.005_sort_indexes",
+        """
+        CREATE INDEX assets_updated ON assets(project_id, updated_at, uid);
+        CREATE INDEX assets_bytes ON assets(project_id, bytes, uid);
+        CREATE INDEX assets_type_uid ON assets(project_id, type, uid);
+        CREATE INDEX assets_type_updated ON assets(project_id, type, updated_at, uid);
+        CREATE INDEX assets_type_bytes ON assets(project_id, type, bytes, uid);
+        CREATE INDEX assets_type_path ON assets(project_id, type, path, uid);
+        """,
+    ),
     # --- ingest (issue 3) -----------------------------------------------------------------
     (
         "ingest.001_jobs",

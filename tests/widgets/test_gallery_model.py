@@ -190,3 +190,50 @@ def test_a_sound_gets_a_player_in_the_detail_pane(registry, tmp_path):
     assert base64.b64decode(uri.split(",", 1)[1]) == src.read_bytes()
     html = detail_html(detail)
     assert '<audio class="cvn-detail-audio" controls' in html and "cvn-detail-img" not in html
+
+
+def test_more_matches_than_the_cap_show_as_cap_plus_and_paging_goes_on(registry, seeded, monkeypatch):
+    import comfyvn_widgets.gallery_model as gm
+
+    monkeypatch.setattr(gm, "TOTAL_CAP", 3)  # seven assets, counted up to three
+    m = GalleryModel(registry, page_size=2)
+    m.load()
+    assert (m.total, m.total_capped, m.total_text, m.count_all) == (3, True, "3+", 7)
+    seen = list(m.page_uids)
+    while m.has_next:  # beyond the counted pages, the keyset cursor says whether a next page exists
+        m.next_page()
+        seen += m.page_uids
+    assert len(seen) == len(set(seen)) == 7 and m.page_index == 3
+    m.set_filter(license="cc0")  # three match: counted exactly
+    assert (m.total, m.total_capped, m.total_text) == (3, False, "3")
+
+
+def test_select_all_matching_reads_ids_in_one_query(registry, seeded):
+    m = GalleryModel(registry, page_size=2)
+    m.set_filter(tags="item")
+    statements: list[str] = []
+    registry.db.conn.set_trace_callback(statements.append)
+    try:
+        assert m.select_all_matching(progress=lambda done, total: statements.append(f"progress {done}/{total}")) == 2
+    finally:
+        registry.db.conn.set_trace_callback(None)
+    assert [s.split(" FROM")[0] for s in statements if s.startswith("SELECT a.")] == ["SELECT a.uid"]
+    assert statements[-1] == "progress 2/2"
+    assert set(m.selection.selected) == {r["uid"] for r in seeded if "item" in r["tags"]}
+
+
+def test_the_count_of_every_asset_is_redone_only_after_a_change(registry, seeded, png_factory):
+    m = GalleryModel(registry, page_size=2)
+    m.load()
+    statements: list[str] = []
+    registry.db.conn.set_trace_callback(statements.append)
+    try:
+        m.set_filter(asset_type="props")
+        m.set_filter(asset_type=None)
+        assert not [s for s in statements if s.startswith("SELECT COUNT(*) FROM assets WHERE")]
+        registry.register_file(png_factory(99), "props")
+        m.load()
+    finally:
+        registry.db.conn.set_trace_callback(None)
+    assert len([s for s in statements if s.startswith("SELECT COUNT(*) FROM assets WHERE")]) == 1
+    assert m.count_all == 8

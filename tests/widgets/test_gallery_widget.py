@@ -147,3 +147,18 @@ def test_live_search_typing_is_debounced_through_the_worker(gallery):
     gallery.search.value = "stat"
     gallery.search.value = "station"
     wait_until(lambda: [t["name"] for t in gallery.grid.tiles] == ["station.png"], what="search results")
+
+
+def test_a_capped_total_reads_as_cap_plus_in_the_pager(registry, seeded, monkeypatch):
+    import comfyvn_widgets.gallery_model as gm
+
+    monkeypatch.setattr(gm, "TOTAL_CAP", 5)
+    g = AssetGallery(registry, page_size=4, live=False)
+    try:
+        assert "of 2+" in g.page_label.value and "1–4 of 5+" in g.page_label.value
+        g.next_button.click()
+        assert len(g.grid.tiles) == 3 and g.next_button.disabled  # the cursor ran out: no third page
+        g.select_all_button.click()
+        assert "Selected all 7 assets" in g.status.widget.value
+    finally:
+        g.close()
