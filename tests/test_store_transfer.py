@@ -7,11 +7,13 @@ import os
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from comfyvn.hooks.events import emit
 from comfyvn.hooks.webhooks import WebhookManager
 from comfyvn.ingest import AssetIngestQueue
-from comfyvn.store import get_database
+from comfyvn.store import database_at, forget_database, get_database
 from comfyvn.store.cli import main
 from comfyvn.store.transfer import TransferConflict, TransferError, transfer
 from comfyvn.studio.core.asset_registry import AssetRegistry
@@ -137,3 +139,55 @@ def test_cli_defaults_to_the_workspace_store_and_refuses_bad_input(ws, tmp_path,
     assert not (tmp_path / "nope.sqlite3").exists()
     with pytest.raises(TransferError, match="no such database file"):
         transfer(SQLITE + str(tmp_path / "nope.sqlite3"), SQLITE + str(target))
+
+
+# ---------------------------------------------------------------------------- on a real PostgreSQL
+def test_sqlite_to_postgresql_and_back_keeps_every_row_and_ids_continue(ws, tmp_path, pg_url):
+    made = populate(ws)
+    sqlite_url = SQLITE + str(ws.db_path)
+    first = transfer(sqlite_url, pg_url, batch=3)
+    assert first.identical
+    assert sum(t.copied for t in first.tables) == sum(t.source_rows for t in first.tables) > 40
+    assert sum(t.copied for t in transfer(sqlite_url, pg_url).tables) == 0  # idempotent
+    # the store on PostgreSQL: the same assets, and new rows take ids after the copied ones
+    db = database_at(pg_url)
+    try:
+        assert sorted(r[0] for r in db.query("SELECT uid FROM assets")) == sorted(made["uids"])
+        copied_max = max(r[0] for r in rows(ws.db_path, "SELECT id FROM events"))
+        with db.transaction() as conn:
+            new = emit(conn, "on_modder_test", {"message": "written on PostgreSQL after the move"})
+        assert new["id"] == copied_max + 1
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO webhook_cursor(name, last_event_id, updated_at) VALUES (?, ?, ?)",
+                         ("after-move", new["id"], 0.0))
+        # a portable backup of the PostgreSQL store, and its checksums match PostgreSQL's
+        backup = tmp_path / "backup.sqlite3"
+        back = transfer(pg_url, SQLITE + str(backup))
+        assert back.identical
+        assert {t.table: t.target_rows for t in back.tables}["events"] == copied_max + 1
+        for there, here in zip(first.tables, back.tables, strict=True):
+            if there.table not in ("events", "webhook_cursor"):  # untouched since: one checksum all round
+                assert there.source_checksum == here.target_checksum, there.table
+        assert rows(backup, "SELECT * FROM assets ORDER BY uid") == rows(ws.db_path, "SELECT * FROM assets ORDER BY uid")
+    finally:
+        forget_database(pg_url)
+
+
+def test_a_postgresql_target_with_different_rows_is_refused_unless_replace(ws, pg_url):
+    populate(ws)
+    sqlite_url = SQLITE + str(ws.db_path)
+    transfer(sqlite_url, pg_url)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE ingest_jobs SET notes = '[\"edited on the team store\"]'")
+        conn.execute("INSERT INTO hash_aliases(value, form, sha256) SELECT 'abc', 'md5', hash FROM assets LIMIT 1")
+        before = conn.execute("SELECT notes FROM ingest_jobs").fetchall()
+    with pytest.raises(TransferConflict, match=r"ingest_jobs: 1 rows differ.*hash_aliases: 0 rows differ, 1 only"):
+        transfer(sqlite_url, pg_url)
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT notes FROM ingest_jobs").fetchall() == before
+    out = io.StringIO()
+    assert main(["migrate", "--to", pg_url, "--replace"], out) == 0  # --from: the workspace's store
+    assert "verified: both sides hold the same rows" in out.getvalue()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM hash_aliases").fetchone()[0] == 0
+    assert main(["migrate", "--to", pg_url, "--verify"], io.StringIO()) == 0

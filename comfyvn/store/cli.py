@@ -21,20 +21,12 @@ import json
 import sys
 from typing import TextIO
 
-from ..config import ConfigError, NotAWorkspaceError, Workspace, existing_workspace
+from ..config import ConfigError, NotAWorkspaceError, existing_workspace, store_url
 from ..errors import InvalidInput
-from .transfer import DEFAULT_BATCH, SQLITE_PREFIX, TransferConflict, TransferError, format_report, transfer
+from .errors import StoreUnavailable
+from .transfer import DEFAULT_BATCH, TransferConflict, TransferError, format_report, transfer
 
 HINT = "pass --workspace DIR or set COMFYVN_HOME, or give --from"
-
-
-def workspace_store_url(ws: Workspace) -> str:
-    """The store a workspace uses (``store.url`` when the config layer knows it, else its SQLite file)."""
-    try:
-        from ..config import store_url  # type: ignore[attr-defined]
-    except ImportError:
-        return SQLITE_PREFIX + ws.db_path.as_posix()
-    return str(store_url(ws))
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
@@ -56,13 +48,13 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     if args.verify and args.replace:
         parser.error("--verify writes nothing; it cannot be combined with --replace")
     try:
-        source = args.source or workspace_store_url(existing_workspace(args.workspace, hint=HINT))
+        source = args.source or store_url(existing_workspace(args.workspace, hint=HINT))
         report = transfer(source, args.to, copy=not args.verify, replace=args.replace, batch=args.batch,
                           progress=lambda msg: print(msg, file=sys.stderr))
     except TransferConflict as exc:
         print(f"comfyvn-store: {exc}", file=sys.stderr)
         return 1
-    except (TransferError, InvalidInput, NotAWorkspaceError, ConfigError) as exc:
+    except (TransferError, InvalidInput, NotAWorkspaceError, ConfigError, StoreUnavailable) as exc:
         print(f"comfyvn-store: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report), file=out)
