@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -191,3 +192,17 @@ def test_a_postgresql_target_with_different_rows_is_refused_unless_replace(ws, p
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT COUNT(*) FROM hash_aliases").fetchone()[0] == 0
     assert main(["migrate", "--to", pg_url, "--verify"], io.StringIO()) == 0
+
+
+def test_a_password_in_a_url_is_never_printed(ws, pg_cluster, capsys):
+    populate(ws)
+    pg_cluster.psql("ALTER ROLE comfyvn PASSWORD 'hunter2-secret'")  # trust auth: the password is not checked
+    url = pg_cluster.create_database().replace("comfyvn@", "comfyvn:hunter2-secret@")
+    out = io.StringIO()
+    assert main(["migrate", "--to", url, "--json"], out) == 0
+    assert json.loads(out.getvalue())["target"].startswith("postgresql://comfyvn:***@")
+    assert main(["migrate", "--to", url], out) == 0
+    bad = url.rsplit("/", 1)[0] + "/no_such_db"
+    assert main(["migrate", "--to", bad], out) == 2
+    printed = out.getvalue() + capsys.readouterr().err
+    assert "hunter2-secret" not in printed and "comfyvn:***@" in printed

@@ -371,7 +371,7 @@ class TransferReport:
         return all(t.identical for t in self.tables)
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "target": self.target, "copy": self.copy, "replaced": self.replaced,
+        return {"source": display_url(self.source), "target": display_url(self.target), "copy": self.copy, "replaced": self.replaced,
                 "identical": self.identical, "skipped_tables": self.skipped_tables,
                 "tables": [{**t.__dict__, "identical": t.identical} for t in self.tables]}
 
