@@ -14,7 +14,7 @@ import pytest
 from comfyvn.config import ConfigError, check_storage_paths, init_workspace, update_config, workspace
 from comfyvn.ingest import AssetIngestQueue
 from comfyvn.studio.core.asset_registry import AssetRegistry
-from comfyvn.syscheck import check_paths
+from comfyvn.syscheck import check_paths, run_profile
 
 
 def shared_folders(base: Path) -> dict[str, Path]:
@@ -167,3 +167,10 @@ def test_syscheck_reports_the_storage_folders(ws, tmp_path):
     shutil.rmtree(shared["thumbnails"])
     report = check_paths(ws)
     assert not report.ok and "paths.thumbnails" in report.detail
+
+
+def test_the_system_check_of_a_workspace_reports_its_storage_folders(ws, tmp_path):
+    update_config({"paths": {"thumbnails": str(tmp_path / "not-mounted")}}, ws)
+    report = run_profile("asset_gallery", "http://127.0.0.1:9/", workspace_root=ws.root, timeout=2)
+    [check] = [c for c in report["checks"] if c["name"] == "storage folders"]
+    assert not check["ok"] and "paths.thumbnails" in check["detail"] and not report["ok"]
