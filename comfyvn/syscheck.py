@@ -11,7 +11,10 @@ against the shipped files:
   404 ``asset_not_found``.  A 404/405 from Jupyter or Tornado, an HTML page or a 5xx fails;
   OPTIONS proves nothing and is not used;
 * **documentation coverage**: the Markdown files under ``docs/`` name every route and hook
-  of the profile.
+  of the profile;
+* **storage folders** (with a workspace: ``COMFYVN_HOME`` or ``workspace_root``): the assets
+  root, staging and thumbnails folders (``paths.*``) exist, and staging shares the assets
+  root's file system (placement by rename).
 
 Profiles: ``p7_asset_ingest_cache`` (ingest queue + dedup cache), ``asset_gallery``
 (``/assets/*``), ``hook_bus`` (``/api/modder/hooks*`` incl. a WebSocket handshake) and
@@ -21,6 +24,7 @@ Profiles: ``p7_asset_ingest_cache`` (ingest queue + dedup cache), ``asset_galler
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,7 +35,7 @@ import httpx
 
 from . import api_routes
 from .client import ApiError, BadRequest, ComfyvnClient
-from .config import shipped_default
+from .config import ConfigError, Workspace, check_storage_paths, existing_workspace, shipped_default
 from .hooks import HOOK_SPECS
 from .hooks.specs import topics
 
@@ -192,6 +196,16 @@ def check_ingest_constants() -> Check:
                  f"DEFAULT_RATE_LIMIT=0.33, MAX_REMOTE_BYTES={_mib(limit)}, STATE_VERSION={queue.STATE_VERSION}")
 
 
+def check_paths(ws: Workspace) -> Check:
+    """The workspace's storage folders, as :func:`comfyvn.config.check_storage_paths` sees them."""
+    try:
+        check_storage_paths(ws)
+        where = f"assets root {ws.assets_root}, staging {ws.staging_dir}, thumbnails {ws.thumbnails_dir}"
+    except (ConfigError, OSError) as exc:
+        return Check("storage folders", False, str(exc))
+    return Check("storage folders", True, f"{where}; staging and the assets root on one file system")
+
+
 def _mib(n: int) -> str:
     return f"{n / 1024**2:g} MiB"
 
@@ -334,8 +348,11 @@ def check_docs(docs_dir: Path, routes: list[str], hooks: list[str]) -> list[Chec
 
 # ---------------------------------------------------------------------------- running a profile
 def run_profile(profile: str, base: str, token: str | None = None, *, docs_dir: Path | None = None,
-                config_files: list[Path] | None = None, timeout: float = 15.0) -> dict:
-    """Run every check of ``profile``; returns ``{"profile", "base", "ok", "checks": [...]}``."""
+                config_files: list[Path] | None = None, timeout: float = 15.0,
+                workspace_root: Path | None = None) -> dict:
+    """Run every check of ``profile``; returns ``{"profile", "base", "ok", "checks": [...]}``.
+
+    The storage folders are checked for ``workspace_root``, else for ``COMFYVN_HOME`` when set."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     spec = PROFILES[profile]
@@ -358,6 +375,11 @@ def run_profile(profile: str, base: str, token: str | None = None, *, docs_dir: 
                 checks.append(check_openapi_lists(client, all_routes("all"), exhaustive=profile == "all"))
     if docs_dir is not None:
         checks += check_docs(docs_dir, all_routes(profile), spec["hooks"])
+    if workspace_root is not None or os.environ.get("COMFYVN_HOME"):
+        try:
+            checks.append(check_paths(existing_workspace(workspace_root)))
+        except FileNotFoundError as exc:
+            checks.append(Check("storage folders", False, str(exc)))
     return {"profile": profile, "base": base, "ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +59,13 @@ class Workspace:
 
     @property
     def staging_dir(self) -> Path:
-        return self.data_dir / "ingest" / "staging"
+        """``paths.staging``, default ``data/ingest/staging``."""
+        return storage_path(self, "staging") or self.data_dir / "ingest" / "staging"
 
     @property
     def assets_root(self) -> Path:
-        return self.data_dir / "assets"
+        """``paths.assets_root`` (a folder every server mounts, for a team), default ``data/assets``."""
+        return storage_path(self, "assets_root") or self.data_dir / "assets"
 
     @property
     def trash_dir(self) -> Path:
@@ -70,7 +73,8 @@ class Workspace:
 
     @property
     def thumbnails_dir(self) -> Path:
-        return self.cache_dir / "thumbnails"
+        """``paths.thumbnails``, default ``cache/thumbnails``."""
+        return storage_path(self, "thumbnails") or self.cache_dir / "thumbnails"
 
     @property
     def dedup_cache_file(self) -> Path:
@@ -81,6 +85,14 @@ class Workspace:
         return self.data_dir / "ingest" / "queue_state.json"
 
     def ensure(self) -> Workspace:
+        """Create the workspace's own folders and check the configured storage folders (the
+        registry and the queue call it before they write: :func:`check_storage_paths`)."""
+        self.make_folders()
+        check_storage_paths(self)
+        return self
+
+    def make_folders(self) -> Workspace:
+        """Create the workspace's own folders (config, data, cache, logs); reads no config."""
         for d in (self.config_file.parent, self.data_dir, self.cache_dir, self.logs_dir):
             d.mkdir(parents=True, exist_ok=True)
         return self
@@ -178,6 +190,7 @@ def _validate(path: Path, data: Any) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object, got {type(data).__name__}")
     _check_depth(path, data)
+    _check_paths(path, data.get("paths"))
     for section in ("features", "ingest", "registry", "hooks"):
         if section in data and not isinstance(data[section], dict):
             raise ConfigError(f"{path}: '{section}' must be an object, got {type(data[section]).__name__}")
@@ -304,6 +317,87 @@ def store_url(ws: Workspace | None = None) -> str:
     raise ConfigError(f"{where} must be sqlite:///ABSOLUTE/PATH or postgresql://user@host:port/db, got {shown!r}")
 
 
+# ---------------------------------------------------------------------------- storage folders (paths.*)
+PATH_SETTINGS = ("assets_root", "staging", "thumbnails")
+SERVER_NAME_ENV = "COMFYVN_SERVER_NAME"
+ANY_SERVER = "*"
+
+
+def server_name() -> str:
+    """This server's name for per-server ``paths`` entries: ``COMFYVN_SERVER_NAME``, else the host name."""
+    return os.environ.get(SERVER_NAME_ENV) or socket.gethostname()
+
+
+def _check_paths(path: Path, paths: Any) -> None:
+    """``paths.<name>``: null (the default folder), a folder, or ``{server name or "*": folder}``."""
+    if paths is None:
+        return
+    if not isinstance(paths, dict):
+        raise ConfigError(f"{path}: 'paths' must be an object, got {json.dumps(paths)}")
+    for key, value in paths.items():
+        if key not in PATH_SETTINGS:
+            raise ConfigError(f"{path}: paths.{key} is not a setting (known: {', '.join(PATH_SETTINGS)})")
+        if value is None:
+            continue
+        if isinstance(value, dict) and not value:
+            raise ConfigError(f"{path}: paths.{key} names no server; give a folder, "
+                              f'{{"<server name>": folder, "{ANY_SERVER}": folder}} or null')
+        for server, folder in (value.items() if isinstance(value, dict) else [(None, value)]):
+            where = f"paths.{key}" + (f".{server}" if server is not None else "")
+            if not isinstance(folder, str) or not folder.strip() or "\0" in folder:
+                raise ConfigError(f"{path}: {where} must be a folder path (absolute, or relative to the workspace "
+                                  f"{path.parent.parent}), got {json.dumps(folder)}")
+
+
+def storage_path(ws: Workspace, key: str) -> Path | None:
+    """The folder ``paths.<key>`` names for this server (absolute; a relative one is taken from the
+    workspace root), or None when unset (the caller's default).  ConfigError when the setting is a
+    per-server table without an entry for this server nor a ``"*"`` one."""
+    value = (_merged(ws).get("paths") or {}).get(key)
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        name = server_name()
+        value = value.get(name, value.get(ANY_SERVER))
+        if value is None:
+            raise ConfigError(f"{ws.config_file}: paths.{key} has no entry for this server {name!r} nor a "
+                              f'"{ANY_SERVER}" one; add one, or set {SERVER_NAME_ENV} to one of its names')
+    return Path(os.path.normpath(ws.root / os.path.expanduser(value)))
+
+
+def _device(path: Path) -> int:
+    """The file system ``path`` is (or, not made yet, will be) on: its nearest existing folder's."""
+    for candidate in (path, *path.parents):
+        try:
+            return os.stat(candidate).st_dev
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    raise ConfigError(f"{path}: no part of it exists")
+
+
+def check_storage_paths(ws: Workspace) -> None:
+    """Check the storage folders before anything is written there; ConfigError says what to do.
+
+    * a configured folder must exist and be a folder: it is never created, so a share that is
+      not mounted is refused instead of silently replaced by a local folder;
+    * staging and the assets root must be on one file system: a staged file enters the assets
+      root by a hard link or rename, which is atomic only within one file system.
+    """
+    for key in PATH_SETTINGS:
+        folder = storage_path(ws, key)
+        if folder is not None and not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise ConfigError(f"{ws.config_file}: paths.{key} {folder} {what}; create it on the folder every "
+                              "server mounts (or mount the share). It is never created automatically, so an "
+                              "unmounted share is not replaced by a local folder")
+    staging, assets = ws.staging_dir, ws.assets_root
+    if _device(staging) != _device(assets):
+        raise ConfigError(f"{ws.config_file}: staging {staging} and the assets root {assets} are on different "
+                          "file systems; a staged file is placed in the assets root by rename, which cannot cross "
+                          "file systems. Set paths.staging to a folder on the assets root's file system "
+                          f"(for example {assets.parent / 'staging'})")
+
+
 def feature_enabled(name: str, ws: Workspace | None = None) -> bool:
     """The one way to read a feature flag (``features.<name>``)."""
     flags = _merged(ws).get("features", {})
@@ -336,10 +430,13 @@ def update_config(patch: dict[str, Any], ws: Workspace | None = None) -> None:
 
 
 def init_workspace(ws: Workspace | None = None) -> Workspace:
-    """Create the workspace folders and, if absent, a config file with the shipped defaults."""
+    """Create the workspace folders and, if absent, a config file with the shipped defaults.
+
+    The storage folders are checked later, by the registry and the queue (:meth:`Workspace.ensure`):
+    a server with a broken config starts and its routes say what is wrong."""
     from ..fsutil import atomic_write_json
 
-    ws = (ws or workspace()).ensure()
+    ws = (ws or workspace()).make_folders()
     if not ws.config_file.exists():
         atomic_write_json(ws.config_file, _DEFAULTS)
     return ws
