@@ -53,7 +53,7 @@ from ..netpolicy import (
     setting_hint,
     url_port,
 )
-from ..store import Database
+from ..store import Database, SqliteDatabase
 from .events import apply_retention
 from .secretbox import SecretKeyError, open_sealed, seal
 from .specs import UnknownHookError, hook_spec, resolve_topics
@@ -200,6 +200,8 @@ def _check_host(host: str, port: int, *, resolve: bool, strict: bool) -> list:
 
 def _workspace_for(db: Database) -> Workspace:
     """The workspace whose database ``db`` is (its config holds the webhook settings)."""
+    if not isinstance(db, SqliteDatabase):  # a shared store: the current workspace's settings
+        return workspace()
     path = Path(db.path)
     if path.name == "comfyvn.sqlite3" and path.parent.name == "data":
         return workspace(path.parent.parent)

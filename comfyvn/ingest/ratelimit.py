@@ -13,12 +13,11 @@ Settings: ``ingest.rate_limit_rps`` (default :data:`DEFAULT_RATE_LIMIT`),
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from ..config import Workspace, get_setting
-from ..store import Database
+from ..store import Connection, Database
 from .errors import IngestError
 
 DEFAULT_RATE_LIMIT = 0.33  # requests per second (~1 every 3 s), per provider key
@@ -55,7 +54,7 @@ class RateLimiter:
         return BucketConfig(rate, burst)
 
     # -- the bucket --------------------------------------------------------------------
-    def _level(self, conn: sqlite3.Connection, key: str, cfg: BucketConfig, now: float) -> tuple[float, float]:
+    def _level(self, conn: Connection, key: str, cfg: BucketConfig, now: float) -> tuple[float, float]:
         row = conn.execute("SELECT tokens, updated_at, blocked_until FROM ingest_rate_buckets WHERE key = ?",
                            (key,)).fetchone()
         if row is None:
@@ -63,7 +62,7 @@ class RateLimiter:
         tokens = min(cfg.burst, row[0] + max(0.0, now - row[1]) * cfg.rate)
         return tokens, row[2]
 
-    def try_acquire(self, key: str, *, conn: sqlite3.Connection | None = None, now: float | None = None) -> float:
+    def try_acquire(self, key: str, *, conn: Connection | None = None, now: float | None = None) -> float:
         """Take one token: returns 0.0 on success, else the seconds until one is available.
 
         Pass ``conn`` to take the token inside a transaction you already hold (so the
@@ -76,7 +75,7 @@ class RateLimiter:
                 return self._acquire(own, key, cfg, now)
         return self._acquire(conn, key, cfg, now)
 
-    def _acquire(self, conn: sqlite3.Connection, key: str, cfg: BucketConfig, now: float) -> float:
+    def _acquire(self, conn: Connection, key: str, cfg: BucketConfig, now: float) -> float:
         tokens, blocked_until = self._level(conn, key, cfg, now)
         if blocked_until > now:
             return blocked_until - now  # the row stays as block() left it
@@ -90,7 +89,7 @@ class RateLimiter:
                      (key, tokens, now))
         return wait
 
-    def block(self, key: str, seconds: float, *, conn: sqlite3.Connection | None = None) -> None:
+    def block(self, key: str, seconds: float, *, conn: Connection | None = None) -> None:
         """An upstream 429: nobody of this workspace pulls from ``key`` for ``seconds``."""
         until = time.time() + max(0.0, float(seconds))
         # one token waits at the end of the pause; nothing accrues during it

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..errors import Conflict
 from ..hashforms import HashForms, hash_fd, is_safetensors_name
-from ..store import Database, get_database
+from ..store import Database, get_database, open_store
 
 RACY_WINDOW_NS = 2_000_000_000
 _BATCH = 500  # inodes per query in lookup_many (SQLite's old default limit is 999 parameters)
@@ -64,7 +64,7 @@ class HashCache:
         if db is None:
             from ..config import workspace
 
-            db = workspace().db_path
+            db = open_store(workspace())
         self.db = db if isinstance(db, Database) else get_database(Path(db))
         self.racy_window_ns = racy_window_ns
         self._lock = threading.Lock()

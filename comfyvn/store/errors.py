@@ -1,0 +1,19 @@
+"""Engine-neutral store exceptions (SQLite and PostgreSQL raise the same ones)."""
+
+from __future__ import annotations
+
+from ..errors import ComfyvnError, Conflict
+
+
+class IntegrityError(Conflict):
+    """A constraint refused a write (a unique key, a foreign key, a check or a NOT NULL)."""
+
+
+class StoreUnavailable(ComfyvnError):
+    """The database server cannot be reached (HTTP 503); the next use after it returns reconnects."""
+
+    code = "store_unavailable"
+
+
+class LockTimeout(Conflict, TimeoutError):
+    """:meth:`Database.advisory_lock` was not granted within its timeout (another process holds it)."""
