@@ -141,3 +141,29 @@ async def test_an_in_place_file_downloads_from_its_root_through_the_confined_rea
     target.symlink_to("/etc/passwd")
     resp = await jp_fetch("assets", rec["uid"], "download", raise_error=False)
     assert resp.code == 403 and json.loads(resp.body)["error"] == "file_refused"
+
+
+async def test_autov3_resolves_over_http_once_the_background_phase_has_run(api, ws, root, monkeypatch):
+    import comfyvn.library.scan as scan_mod
+
+    monkeypatch.setattr(scan_mod, "DEFER_AUTOV3_FROM", 1)  # the small test files stand for big ones
+    lora = root / "loras" / "a.safetensors"
+    data = (2).to_bytes(8, "little") + b"{}" + b"L" * 5000
+    lora.write_bytes(data)
+    os.utime(lora, ns=(OLD_NS, OLD_NS))
+    autov3 = hash_path(lora).autov3
+    assert autov3 is not None
+    code, _ = await api("POST", "/api/library/scan", body={"roots": ["comfy"]})
+    assert code == 202
+    summary = await wait_finished(ws)
+    assert summary["autov3_pending"] == 2  # and the copy, which has no valid header
+    conn = get_database(ws.db_path).conn
+    for _ in range(600):  # the AutoV3 phase ends with a "done" progress event after the summary
+        last = read_events(conn, topics=["on_library_scan_progress"])[-1]["data"]
+        if last["phase"] == "done":
+            break
+        await asyncio.sleep(0.05)
+    assert last["phase"] == "done" and last["autov3_files"] == 2
+    for value in (autov3, autov3[:12].upper()):
+        code, rec = await api("GET", f"/assets/by-hash/{value}")
+        assert code == 200 and rec["abs_path"] == str(lora), value

@@ -306,7 +306,7 @@ class Scanner:
             log.debug("could not emit %s", topic, exc_info=True)
 
     def run(self, names: list[str] | None = None, *, progress: Progress | None = None,
-            then: Callable[[ScanReport], None] | None = None) -> ScanReport:
+            then: Callable[[ScanReport], object] | None = None) -> ScanReport:
         """Scan; ``then(report)`` runs once every file is registered with every form but AutoV3
         (bulk identification needs no more), before the AutoV3 phase."""
         started = time.monotonic()
