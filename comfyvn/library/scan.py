@@ -411,9 +411,10 @@ class Scanner:
             # AutoV3 still to compute (background phase); not for bytes whose AutoV3 is known, nor
             # for a file the cache knows has no valid safetensors header
             conn.executemany(
-                "INSERT OR IGNORE INTO library_autov3_pending(sha256, size, queued_at) SELECT ?, ?, ? WHERE NOT EXISTS"
+                "INSERT INTO library_autov3_pending(sha256, size, queued_at) SELECT ?, ?, ? WHERE NOT EXISTS"
                 " (SELECT 1 FROM hash_aliases WHERE sha256 = ? AND form = 'autov3') AND NOT EXISTS (SELECT 1 FROM"
-                " library_hash_cache WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ? AND autov3 = '')",
+                " library_hash_cache WHERE dev = ? AND ino = ? AND size = ? AND mtime_ns = ? AND autov3 = '')"
+                " ON CONFLICT DO NOTHING",
                 [(forms.sha256, forms.size, now, forms.sha256, *cache_key(e.st)) for e, forms in hashed
                  if forms.autov3 is None and is_safetensors_name(e.rel)])
             for name, rel, seen in ((r, rel, seen) for r, rows in unseen.items() for rel, seen in rows.items()):
