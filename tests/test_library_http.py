@@ -167,3 +167,21 @@ async def test_autov3_resolves_over_http_once_the_background_phase_has_run(api, 
     for value in (autov3, autov3[:12].upper()):
         code, rec = await api("GET", f"/assets/by-hash/{value}")
         assert code == 200 and rec["abs_path"] == str(lora), value
+
+
+async def test_the_scan_route_takes_the_autov3_mode(api, ws, root, monkeypatch):
+    import comfyvn.library.scan as scan_mod
+
+    monkeypatch.setattr(scan_mod, "DEFER_AUTOV3_FROM", 1)  # the small test files stand for big ones
+    lora = root / "loras" / "a.safetensors"
+    lora.write_bytes((2).to_bytes(8, "little") + b"{}" + b"E" * 5000)
+    os.utime(lora, ns=(OLD_NS, OLD_NS))
+    for bad in ("later", 3, None):
+        code, err = await api("POST", "/api/library/scan", body={"roots": ["comfy"], "autov3": bad})
+        assert code == 400 and "autov3" in err["message"], bad
+    code, _ = await api("POST", "/api/library/scan", body={"roots": ["comfy"], "autov3": "eager"})
+    assert code == 202
+    summary = await wait_finished(ws)
+    assert summary["autov3_pending"] == 0  # eager: computed in the first pass, nothing left for a phase
+    code, rec = await api("GET", f"/assets/by-hash/{hash_path(lora).autov3}")
+    assert code == 200 and rec["abs_path"] == str(lora)

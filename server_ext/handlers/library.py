@@ -14,7 +14,7 @@ from tornado import web
 
 from comfyvn.library.duplicates import duplicate_report
 from comfyvn.library.identify import identify_unidentified, link_huggingface
-from comfyvn.library.scan import last_scan, library_status, start_scan
+from comfyvn.library.scan import AUTOV3_MODES, last_scan, library_status, start_scan
 
 from ..openapi import PROJECT_PARAM, error_responses, json_body, json_response, path_param, schema_ref
 from .assets import AssetsBase
@@ -55,17 +55,21 @@ class LibraryHandler(LibraryBase):
 
 
 class ScanHandler(LibraryBase):
-    """``POST /api/library/scan`` ``{"roots": [...], "identify": false}``: start a scan (202)."""
+    """``POST /api/library/scan`` ``{"roots": [...], "identify": false, "autov3": "background"}``: start a
+    scan (202)."""
 
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        body = self.json_body(["roots", "identify"], required=False)
+        body = self.json_body(["roots", "identify", "autov3"], required=False)
         roots = string_list(body, "roots")
         identify = field(body, "identify", bool, False)
+        autov3 = field(body, "autov3", str, "background")
+        if autov3 not in AUTOV3_MODES:
+            raise ApiError(400, "invalid_body", f"field 'autov3' must be one of {', '.join(AUTOV3_MODES)}")
         reg = await self.registry()
         # a scan already running: ScanBusyError, a Conflict (409 scan_running through the error table)
-        self.reply(await self.run(start_scan, reg, roots or None, identify=identify), 202)
+        self.reply(await self.run(start_scan, reg, roots or None, identify=identify, autov3=autov3), 202)
 
 
 class IdentifyHandler(LibraryBase):
@@ -110,7 +114,11 @@ OPENAPI_OPERATIONS: dict[str, Any] = {
         "parameters": [PROJECT_PARAM],
         "requestBody": json_body({"type": "object", "properties": {
             "roots": {"type": "array", "items": {"type": "string"}, "description": "names or paths; all if absent"},
-            "identify": {"type": "boolean", "default": False}}}, {"roots": ["comfy"], "identify": True}),
+            "identify": {"type": "boolean", "default": False},
+            "autov3": {"type": "string", "enum": list(AUTOV3_MODES), "default": "background",
+                       "description": "AutoV3 of large .safetensors: after registration (background), in the "
+                                      "first pass (eager) or left for a later scan (off)"}}},
+            {"roots": ["comfy"], "identify": True}),
         "responses": {"202": json_response(_OBJ, "Started: scan_id, roots"), **error_responses(400, 403, 409)}}},
     "/api/library/identify": {"post": {
         "tags": ["library"], "summary": "Identify unidentified models on Civitai in bulk and link Hugging Face repos",
