@@ -44,11 +44,7 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 from blake3 import blake3
-
-try:  # zlib-ng's CRC-32 (same polynomial) is ~7x faster than the system zlib here
-    from zlib_ng.zlib_ng import crc32 as _crc32
-except ImportError:  # pragma: no cover - depends on the environment
-    from zlib import crc32 as _crc32
+from zlib_ng.zlib_ng import crc32 as _crc32  # zlib's polynomial, ~4x faster than the system zlib here
 
 CHUNK = 8 * 1024 * 1024
 THREADED_FROM = 2 * CHUNK  # smaller files are hashed in the calling thread (no thread start-up)
