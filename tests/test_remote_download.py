@@ -433,3 +433,35 @@ def test_fsync_false_leaves_a_finished_file_written_behind_but_a_kept_prefix_dur
     synced.clear()
     assert download(plan, part, ws=ws, max_bytes=MiB, fsync=fsync) == (payload.sha256, 900_000)
     assert (part.stat().st_ino in synced) is fsync
+
+
+def test_resume_validators_reach_the_disk_only_when_a_prefix_is_kept(provider_servers, ws, tmp_path, monkeypatch):
+    """A pull that finishes never needed its validators on disk (they are deleted at the end): no
+    fsync of them per pull.  A prefix kept for a resume is durable with its validators and folder."""
+    import os
+
+    fp = provider_servers
+    monkeypatch.setattr(remote, "INLINE_RESUMES", 0)
+    url = fp.add_file("sheet.bin", Payload(seed=b"sprite sheet\n", size=900_000))
+    payload = fp.files["sheet.bin"][0]
+    plan = _direct_plan(url, expected_sha256=payload.sha256)
+    part = tmp_path / "x.part"
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(remote.os, "fsync", spy)
+    assert download(plan, part, ws=ws, max_bytes=MiB) == (payload.sha256, 900_000)
+    assert synced == [str(part)]  # the finished file only: its validators were written behind
+    part.unlink()
+    synced.clear()
+    fp.inject("civitai_cdn", "/files/*", "cut", after=400_000)
+    with pytest.raises(RemoteError):
+        download(plan, part, ws=ws, max_bytes=MiB)
+    meta = remote.resume_meta_path(part)
+    assert synced == [str(part), str(meta), str(tmp_path)]
+    assert json.loads(meta.read_text())["download_url"] == plan.download_url
+    assert download(plan, part, ws=ws, max_bytes=MiB) == (payload.sha256, 900_000)  # resumed from the prefix

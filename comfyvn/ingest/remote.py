@@ -48,7 +48,7 @@ import httpx
 
 from ..config import Workspace
 from ..errors import ComfyvnError
-from ..fsutil import atomic_write_json
+from ..fsutil import atomic_write_json, fsync_dir, fsync_file
 from ..hashing import CHUNK, HashingWriter
 from .errors import RemoteError
 from .netguard import display_url
@@ -264,6 +264,7 @@ class _Download:
         if etag and etag.startswith("W/"):
             etag = None  # weak validators cannot be used with If-Range
         self.validators = {"etag": etag, "last_modified": resp.headers.get("last-modified")}
+        # not fsynced here: only a kept prefix needs its validators on disk (_keep_for_resume)
         atomic_write_json(self.meta_path, {
             "version": RESUME_META_VERSION,
             "download_url": self.plan.download_url,
@@ -274,7 +275,14 @@ class _Download:
             "total": total,
             "host": host,
             "saved_at": time.time(),
-        })
+        }, fsync=False)
+
+    def _keep_for_resume(self, fd: int) -> None:
+        """Make a prefix kept for a resume durable with its validators (and both names in the folder)."""
+        os.fsync(fd)
+        with contextlib.suppress(FileNotFoundError):
+            fsync_file(self.meta_path)
+        fsync_dir(self.part.parent)
 
     # -- one request
     def _attempt(self, session: GuardedSession) -> tuple[str, int]:
@@ -375,7 +383,9 @@ class _Download:
                 self.offset = start + writer.written
         finally:
             # a finished file is fsynced unless the caller vouches for it (fsync=False); a kept prefix always
-            if keep and (self.fsync or sys.exc_info()[0] is not None or (total is not None and done < total)):
+            if keep and (sys.exc_info()[0] is not None or (total is not None and done < total)):
+                self._keep_for_resume(fd)
+            elif keep and self.fsync:
                 os.fsync(fd)
             os.close(fd)
             if not keep:
