@@ -8,6 +8,7 @@ written under a temporary name and renamed, so nothing half-written ever carries
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from contextlib import AbstractContextManager
@@ -34,8 +35,6 @@ WRITEBACK_MIN_BYTES = 1024 * 1024  # enqueue_many() starts each file's write-bac
 def _syncfs_function():
     """Linux ``syncfs(fd)`` (every dirty page and the journal of one file system), or None."""
     try:
-        import ctypes
-
         fn = ctypes.CDLL(None, use_errno=True).syncfs
         fn.argtypes = [ctypes.c_int]
         fn.restype = ctypes.c_int
