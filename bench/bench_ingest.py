@@ -6,13 +6,21 @@
    ``sha256sum`` lacks the SHA instructions here, openssl uses them).  Rounds alternate which
    runs first; the source is in the page cache for both; ``sync`` runs (untimed) between runs so
    one run's write-back does not land in the next.  Target: ratio ours / baseline <= 1.0.
-2. **Small files** (5,000 x 2 KiB, 500 with ``--quick``): every file enqueued (one call each,
-   as a notebook loop does), then the jobs applied 100 at a time (``apply(ids[i:i+100])``: one
-   group commit each, and a cost per job for every hundred) while the queue and the registry
-   grow.  A job's cost = its enqueue call + its share of its hundred's apply.  Baseline in the
-   same run: ``shutil.copyfile`` + ``sha256_file`` of the copy per file.  Targets: >= 300
-   files/s for enqueue + apply, and the cost of the last 100 jobs over the first 100 about 1
-   (flat as the queue and registry grow; medians, means reported too).
+2. **Small files** (5,000 x 2 KiB, 500 with ``--quick``), in interleaved rounds (``--small-rounds``,
+   default 5; the order of the first two alternates), each in a fresh workspace:
+
+   - **ours**: per batch of 500 (``--batch``), ``enqueue_many(paths)`` then ``apply(ids)``;
+   - **baseline, same durability** (issue 19): per batch, ``shutil.copyfile`` + SHA-256 of the
+     copy for each file, one ``syncfs`` of the destination file system + an fsync of its folder,
+     then one INSERT per file in one SQLite transaction (WAL, ``synchronous=NORMAL``, the
+     workspace database's settings);
+   - **one by one** (reference, the path before ``enqueue_many``; skip with ``--no-one-by-one``):
+     one ``enqueue()`` per file, then ``apply()`` per 100.
+
+   Reported: files/s (median and best of the rounds), the throughput ratio ours / baseline
+   (median of the rounds' ratios), CPU time per file of this process and the CPU ratio, the
+   1-minute load of each round, and the last batch's time over the first (flat as the queue
+   and the registry grow).  Targets: ratio >= 0.5 and >= 1,000 files/s.
 
 The load average is recorded: other work on a shared 2-core machine slows fsync-heavy runs.
 Results: ``bench/results/ingest.json``.
@@ -25,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -35,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from comfyvn.config import init_workspace, workspace  # noqa: E402
+from comfyvn.config import init_workspace, update_config, workspace  # noqa: E402
 from comfyvn.hashing import copy_and_hash_large, sha256_file  # noqa: E402
 from comfyvn.ingest import AssetIngestQueue  # noqa: E402
 
@@ -116,10 +125,101 @@ def bench_big(tmp: Path, mib: int, rounds: int) -> dict:
             "diagnostic_python_pipeline_ratio_best": round(min(python_copy) / min(base_times), 3)}
 
 
-def bench_small(tmp: Path, n: int, size: int) -> dict:
-    ws = init_workspace(workspace(tmp / "ws-small"))
-    q = AssetIngestQueue(ws)
-    src_dir = ws.root / "incoming"
+def _syncfs_call():
+    """Linux ``syncfs(fd)`` through ctypes, else None (the baseline then calls ``os.sync()``)."""
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+        fn.argtypes = [ctypes.c_int]
+        return fn
+    except (AttributeError, OSError):
+        return None
+
+
+_SYNCFS = _syncfs_call()
+
+
+def baseline_small(sources: list[Path], dest: Path, db_path: Path, batch: int) -> tuple[float, float]:
+    """Same durability, nothing else: per batch, copy each file and SHA-256 the copy, one
+    ``syncfs`` of the destination's file system + an fsync of its folder, then one INSERT per
+    file in one SQLite transaction (WAL, ``synchronous=NORMAL``: the workspace database's
+    settings).  Returns ``(wall s, CPU s)``."""
+    dest.mkdir(parents=True)
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE files(path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL)")
+    start, cpu = time.perf_counter(), time.process_time()
+    folder = os.open(dest, os.O_RDONLY)
+    try:
+        for first in range(0, len(sources), batch):
+            rows = []
+            for path in sources[first:first + batch]:
+                copy = dest / path.name
+                shutil.copyfile(path, copy)
+                digest, size = sha256_file(copy)
+                rows.append((str(copy), digest, size))
+            if _SYNCFS is not None:
+                _SYNCFS(folder)
+            else:
+                os.sync()
+            os.fsync(folder)
+            db.execute("BEGIN IMMEDIATE")
+            for row in rows:
+                db.execute("INSERT INTO files(path, sha256, bytes) VALUES (?, ?, ?)", row)
+            db.execute("COMMIT")
+    finally:
+        os.close(folder)
+    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    db.close()
+    return elapsed, cpu_s
+
+
+def fresh_queue(ws_root: Path, sources_dir: Path) -> AssetIngestQueue:
+    """The queue of a new workspace that may read the shared source folder."""
+    os.environ["COMFYVN_HOME"] = str(ws_root)
+    ws = init_workspace(workspace(ws_root))
+    update_config({"ingest": {"allowed_source_roots": ["$COMFYVN_HOME", str(sources_dir)]}}, ws)
+    return AssetIngestQueue(ws)
+
+
+def ours_batched(ws_root: Path, sources: list[Path], batch: int) -> dict:
+    """The batch path: per batch ``enqueue_many(paths)`` then ``apply(ids)``, in a fresh workspace."""
+    q = fresh_queue(ws_root, sources[0].parent)
+    enqueue_s = apply_s = 0.0
+    per_batch = []
+    start, cpu = time.perf_counter(), time.process_time()
+    for first in range(0, len(sources), batch):
+        t0 = time.perf_counter()
+        staged = q.enqueue_many(sources[first:first + batch])
+        t1 = time.perf_counter()
+        ids = [job["job_id"] for job in staged["jobs"]]
+        result = q.apply(ids)
+        t2 = time.perf_counter()
+        assert not staged["errors"] and len(result["applied"]) == len(ids) == len(sources[first:first + batch]), (
+            staged["errors"][:3], result["failed"][:3])
+        enqueue_s, apply_s = enqueue_s + t1 - t0, apply_s + t2 - t1
+        per_batch.append(t2 - t0)
+    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    assert q.registry().count() == len(sources)
+    return {"s": elapsed, "cpu_s": cpu_s, "enqueue_s": enqueue_s, "apply_s": apply_s, "per_batch_s": per_batch}
+
+
+def ours_one_by_one(ws_root: Path, sources: list[Path]) -> dict:
+    """The path before enqueue_many (reference): one ``enqueue()`` per file, ``apply()`` per 100."""
+    q = fresh_queue(ws_root, sources[0].parent)
+    start, cpu = time.perf_counter(), time.process_time()
+    ids = [q.enqueue(source_path=path)["job_id"] for path in sources]
+    enqueued = time.perf_counter()
+    for first in range(0, len(ids), APPLY_GROUP):
+        assert len(q.apply(ids[first:first + APPLY_GROUP])["applied"]) == len(ids[first:first + APPLY_GROUP])
+    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    return {"s": elapsed, "cpu_s": cpu_s, "enqueue_s": enqueued - start, "apply_s": elapsed - (enqueued - start)}
+
+
+def bench_small(tmp: Path, n: int, size: int, batch: int, rounds: int, one_by_one: bool) -> dict:
+    src_dir = tmp / "small-sources"
     src_dir.mkdir()
     sources = []
     for i in range(n):
@@ -127,59 +227,59 @@ def bench_small(tmp: Path, n: int, size: int) -> dict:
         path.write_bytes(os.urandom(size))
         sources.append(path)
     os.sync()
+    runs: list[dict] = []
+    for r in range(rounds):
+        order = ["base", "ours", "single"] if r % 2 == 0 else ["ours", "base", "single"]
+        row: dict = {"round": r, "load_1min": round(os.getloadavg()[0], 2)}
+        for which in order:
+            if which == "single" and not one_by_one:
+                continue
+            work = tmp / f"small-{which}-{r}"
+            if which == "base":
+                wall, cpu = baseline_small(sources, work / "copies", work.with_suffix(".db"), batch)
+                row["base"] = {"s": wall, "cpu_s": cpu}
+            elif which == "ours":
+                row["ours"] = ours_batched(work, sources, batch)
+            else:
+                row["single"] = ours_one_by_one(work, sources)
+            shutil.rmtree(work, ignore_errors=True)
+            for extra in (work.with_suffix(".db"), Path(f"{work}.db-wal"), Path(f"{work}.db-shm")):
+                extra.unlink(missing_ok=True)
+            os.sync()  # untimed: one run's write-back does not land in the next
+        row["ratio"] = row["base"]["s"] / row["ours"]["s"]  # throughput ours / baseline
+        row["cpu_ratio"] = row["base"]["cpu_s"] / row["ours"]["cpu_s"]
+        print(f"  round {r}: ours {n / row['ours']['s']:.0f} files/s, baseline {n / row['base']['s']:.0f} files/s, "
+              f"ratio {row['ratio']:.2f} (CPU {row['cpu_ratio']:.2f})"
+              + (f", one by one {n / row['single']['s']:.0f} files/s" if "single" in row else "")
+              + f"; load {row['load_1min']}", flush=True)
+        runs.append(row)
 
-    copies = tmp / "baseline-copies"
-    copies.mkdir()
-    start = time.perf_counter()
-    for path in sources:
-        dst = copies / path.name
-        shutil.copyfile(path, dst)
-        sha256_file(dst)
-    baseline_s = time.perf_counter() - start
-    shutil.rmtree(copies)
-    os.sync()
+    def rate(key: str, pick) -> float:
+        return round(n / pick([row[key]["s"] for row in runs]), 1)
 
-    enqueue_s, apply_s, ids = [], [], []
-    cpu_start = time.process_time()
-    for path in sources:
-        t = time.perf_counter()
-        ids.append(q.enqueue(source_path=path)["job_id"])
-        enqueue_s.append(time.perf_counter() - t)
-    for start in range(0, n, APPLY_GROUP):
-        group = ids[start:start + APPLY_GROUP]
-        t = time.perf_counter()
-        result = q.apply(group)
-        elapsed = time.perf_counter() - t
-        assert len(result["applied"]) == len(group), result
-        apply_s.extend([elapsed / len(group)] * len(group))  # each job's share of its group commit
-    cpu_s = time.process_time() - cpu_start
-    total_s = sum(enqueue_s) + sum(apply_s)
-    per_job = [e + a for e, a in zip(enqueue_s, apply_s, strict=True)]
-    k = min(100, n // 5)
-    first, last = statistics.mean(per_job[:k]), statistics.mean(per_job[-k:])
-    first_med, last_med = statistics.median(per_job[:k]), statistics.median(per_job[-k:])
-    tenth = max(n // 10, 1)  # first vs last tenth: several group commits each, less at the mercy of one stall
-    first_tenth, last_tenth = statistics.mean(per_job[:tenth]), statistics.mean(per_job[-tenth:])
-    assert q.registry().count() == n
-    return {
-        "files": n, "file_bytes": size, "files_per_s": round(n / total_s, 1),
-        "enqueue_files_per_s": round(n / sum(enqueue_s), 1), "apply_files_per_s": round(n / sum(apply_s), 1),
-        "baseline_copy_hash_files_per_s": round(n / baseline_s, 1),
-        "ratio_throughput_vs_baseline": round((n / total_s) / (n / baseline_s), 3),
-        "first_k": k, "first_k_mean_ms": round(first * 1000, 3), "last_k_mean_ms": round(last * 1000, 3),
-        "last_over_first": round(last_med / first_med, 3),  # medians: robust to a neighbour's burst
-        "last_over_first_mean": round(last / first, 3),
-        "first_k_median_ms": round(first_med * 1000, 3), "last_k_median_ms": round(last_med * 1000, 3),
-        "median_job_ms": round(statistics.median(per_job) * 1000, 3),
-        "first_k_enqueue_ms": round(statistics.mean(enqueue_s[:k]) * 1000, 3),
-        "last_k_enqueue_ms": round(statistics.mean(enqueue_s[-k:]) * 1000, 3),
-        "first_k_apply_ms": round(statistics.mean(apply_s[:k]) * 1000, 3),
-        "last_k_apply_ms": round(statistics.mean(apply_s[-k:]) * 1000, 3),
-        "last_tenth_over_first_tenth": round(last_tenth / first_tenth, 3),
-        "cpu_ms_per_job": round(cpu_s / n * 1000, 3),  # this process only (fsync waits excluded)
-        "cpu_bound_files_per_s": round(n / cpu_s, 1),
-        "apply_group": APPLY_GROUP, "target_files_per_s": 300, "target_last_over_first": 1.0,
+    def cpu_ms(key: str) -> float:
+        return round(statistics.median(row[key]["cpu_s"] for row in runs) / n * 1000, 3)
+
+    out = {
+        "files": n, "file_bytes": size, "batch": batch, "rounds": rounds,
+        "ours_files_per_s_median": rate("ours", statistics.median), "ours_files_per_s_best": rate("ours", min),
+        "baseline_files_per_s_median": rate("base", statistics.median), "baseline_files_per_s_best": rate("base", min),
+        "ratio_median": round(statistics.median(row["ratio"] for row in runs), 3),
+        "ratio_best_over_best": round(min(row["base"]["s"] for row in runs) / min(row["ours"]["s"] for row in runs), 3),
+        "cpu_ratio_median": round(statistics.median(row["cpu_ratio"] for row in runs), 3),
+        "ours_cpu_ms_per_file": cpu_ms("ours"), "baseline_cpu_ms_per_file": cpu_ms("base"),
+        "ours_enqueue_files_per_s_median": round(n / statistics.median(row["ours"]["enqueue_s"] for row in runs), 1),
+        "ours_apply_files_per_s_median": round(n / statistics.median(row["ours"]["apply_s"] for row in runs), 1),
+        # flat as the queue and the registry grow: the last batch's time over the first's (median of rounds)
+        "last_batch_over_first": round(statistics.median(
+            row["ours"]["per_batch_s"][-1] / row["ours"]["per_batch_s"][0] for row in runs), 3),
+        "targets": {"ratio": 0.5, "files_per_s": 1000},
+        "runs": runs,
     }
+    if one_by_one:
+        out["one_by_one_files_per_s_median"] = rate("single", statistics.median)
+        out["one_by_one_cpu_ms_per_file"] = cpu_ms("single")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,11 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mib", type=int, default=None, help="big file size in MiB (default 1024, quick 64)")
     ap.add_argument("--files", type=int, default=None, help="small files (default 5000, quick 500)")
     ap.add_argument("--rounds", type=int, default=None, help="big-file rounds (default 3, quick 2)")
+    ap.add_argument("--small-rounds", type=int, default=None, help="small-file rounds (default 5, quick 2)")
+    ap.add_argument("--batch", type=int, default=500, help="small files per enqueue_many() + apply() (default 500)")
+    ap.add_argument("--small-only", action="store_true", help="only the small-file part")
+    ap.add_argument("--no-one-by-one", action="store_true", help="skip the one-enqueue()-per-file reference run")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest.json")
     args = ap.parse_args(argv)
     mib = args.mib or (64 if args.quick else 1024)
     files = args.files or (500 if args.quick else 5000)
     rounds = args.rounds or (2 if args.quick else 3)
+    small_rounds = args.small_rounds or (2 if args.quick else 5)
     if shutil.which("openssl") is None:
         print("openssl is needed for the baseline", file=sys.stderr)
         return 2
@@ -200,17 +305,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="comfyvn-bench-ingest-") as tmp_name:
         tmp = Path(tmp_name)
         os.environ["COMFYVN_HOME"] = str(tmp / "ws-big")
-        big = bench_big(tmp, mib, rounds)
-        print(f"big file {mib} MiB: ours {big['ours_best_mib_s']} MiB/s, cp+openssl {big['baseline_best_mib_s']} "
-              f"MiB/s, ratio {big['ratio_best']} (median {big['ratio_median']}; target <= 1.0); copy through "
-              f"Python buffers instead (diagnostic) {big['diagnostic_python_pipeline_ratio_best']}", flush=True)
-        os.environ["COMFYVN_HOME"] = str(tmp / "ws-small")
-        small = bench_small(tmp, files, 2048)
-        print(f"{files} small files: {small['files_per_s']} files/s (enqueue {small['enqueue_files_per_s']}/s, "
-              f"apply {small['apply_files_per_s']}/s; baseline copy+hash {small['baseline_copy_hash_files_per_s']}/s); "
-              f"last/first 100 {small['last_over_first']}, last/first tenth {small['last_tenth_over_first_tenth']} "
-              f"(target >= 300/s, ~1); CPU {small['cpu_ms_per_job']} ms/job",
-              flush=True)
+        if args.small_only:
+            big = None
+        else:
+            big = bench_big(tmp, mib, rounds)
+            print(f"big file {mib} MiB: ours {big['ours_best_mib_s']} MiB/s, cp+openssl {big['baseline_best_mib_s']} "
+                  f"MiB/s, ratio {big['ratio_best']} (median {big['ratio_median']}; target <= 1.0); copy through "
+                  f"Python buffers instead (diagnostic) {big['diagnostic_python_pipeline_ratio_best']}", flush=True)
+        small = bench_small(tmp, files, 2048, args.batch, small_rounds, not args.no_one_by_one)
+        print(f"{files} small files in batches of {args.batch}: ours {small['ours_files_per_s_median']} files/s "
+              f"(best {small['ours_files_per_s_best']}; enqueue {small['ours_enqueue_files_per_s_median']}/s, apply "
+              f"{small['ours_apply_files_per_s_median']}/s), baseline {small['baseline_files_per_s_median']} files/s; "
+              f"ratio median {small['ratio_median']} (targets >= 0.5 and >= 1000 files/s), CPU ratio "
+              f"{small['cpu_ratio_median']} ({small['ours_cpu_ms_per_file']} vs {small['baseline_cpu_ms_per_file']} "
+              f"ms/file); last/first batch {small['last_batch_over_first']}"
+              + (f"; one by one {small['one_by_one_files_per_s_median']} files/s" if "one_by_one_files_per_s_median"
+                 in small else ""), flush=True)
     result = {"bench": "ingest", "quick": args.quick, "python": platform.python_version(),
               "cpus": os.cpu_count(), "load_avg_before": [round(x, 2) for x in load_before],
               "load_avg_after": [round(x, 2) for x in os.getloadavg()], "big_file": big, "small_files": small}

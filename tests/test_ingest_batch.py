@@ -160,23 +160,41 @@ def test_applied_as_a_group_with_rows_sidecars_and_one_event_per_asset(ws, q):
     assert list(q.staging_dir.iterdir()) == []
 
 
-def test_apply_makes_many_staged_files_durable_with_one_syncfs(ws, q, monkeypatch):
+@pytest.fixture
+def sync_calls(monkeypatch) -> tuple[list[int], list[str]]:
+    """``(syncfs calls, fsynced paths)`` of staged files from now on (both really done)."""
     fsynced: list[str] = []
-    monkeypatch.setattr(queue_module, "fsync_file", lambda path: fsynced.append(str(path)))
+    real_fsync = queue_module.fsync_file
+    monkeypatch.setattr(queue_module, "fsync_file", lambda path: fsynced.append(str(path)) or real_fsync(path))
     synced_fs: list[int] = []
     real_syncfs = staging_module._syncfs
     if real_syncfs is None:
         pytest.fail("this Linux test machine must offer syncfs()")
     monkeypatch.setattr(staging_module, "_syncfs", lambda fd: synced_fs.append(fd) or real_syncfs(fd))
+    return synced_fs, fsynced
+
+
+def test_a_chunk_is_made_durable_with_one_syncfs_before_its_rows_commit(ws, q, sync_calls):
+    synced_fs, fsynced = sync_calls
     paths, _ = files(ws, staging_module.SYNCFS_MIN_FILES + 4)
     jobs = q.enqueue_many(paths)["jobs"]
+    assert len(synced_fs) == 1
     assert len(q.apply([j["job_id"] for j in jobs])["applied"]) == len(paths)
-    assert len(synced_fs) == 1 and fsynced == []
+    assert len(synced_fs) == 1 and fsynced == []  # nothing left to sync at apply
 
-    few, _ = files(ws, 3, prefix="few")  # below the threshold: an fsync each, as before
+    few, _ = files(ws, 3, prefix="few")  # below the threshold: written behind, an fsync each at apply
     jobs = q.enqueue_many(few)["jobs"]
     q.apply([j["job_id"] for j in jobs])
     assert len(synced_fs) == 1 and sorted(fsynced) == sorted(j["staging_path"] for j in jobs)
+
+
+def test_apply_makes_many_written_behind_files_durable_with_one_syncfs(ws, q, sync_calls):
+    synced_fs, fsynced = sync_calls
+    paths, _ = files(ws, staging_module.SYNCFS_MIN_FILES + 4)
+    jobs = [q.enqueue(source_path=p) for p in paths]  # one by one: each written behind
+    assert synced_fs == []
+    assert len(q.apply([j["job_id"] for j in jobs])["applied"]) == len(paths)
+    assert len(synced_fs) == 1 and fsynced == []
 
 
 def test_without_syncfs_every_staged_file_is_fsynced(ws, q, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -94,3 +95,31 @@ def test_processes_applying_the_same_queue_apply_each_job_once(ws, subprocess_en
     assert all(os.path.isfile(a["abs_path"]) and os.path.isfile(a["sidecar"]) for a in reg.iter_assets())
     assert len(get_hook_bus(ws.db_path).history(100, topics=["on_asset_ingest_applied"])) == 24
     assert [p for p in ws.staging_dir.iterdir()] == []
+
+
+ENQUEUE_MANY = """
+import json, sys
+from comfyvn.ingest import get_ingest_queue
+q = get_ingest_queue()
+""" + BARRIER + """
+r = q.enqueue_many(sys.argv[2:], chunk_size=7)
+print(json.dumps({"jobs": [[j["job_id"], j["status"], j["digest"]] for j in r["jobs"]], "errors": r["errors"]}))
+"""
+
+
+def test_processes_enqueueing_the_same_batch_at_once_stage_each_file_exactly_once(ws, subprocess_env, tmp_path):
+    contents = [os.urandom(3000 + i) for i in range(30)]
+    paths = []
+    for i, data in enumerate(contents):
+        paths.append(ws.root / "in" / f"frame{i:02d}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        paths[-1].write_bytes(data)
+    AssetIngestQueue(ws)
+    orders = [[str(p) for p in paths], [str(p) for p in reversed(paths)], [str(p) for p in paths[10:] + paths[:10]]]
+    outs = run_all(ENQUEUE_MANY, orders, subprocess_env, tmp_path / "barrier")
+    assert all(out["errors"] == [] and len(out["jobs"]) == 30 for out in outs)
+    staged = [job for out in outs for job in out["jobs"] if job[1] == "staged"]
+    assert sorted(job[2] for job in staged) == sorted(hashlib.sha256(c).hexdigest() for c in contents)
+    q = AssetIngestQueue(ws)
+    assert len(list(q.staging_dir.iterdir())) == 30  # one copy per file, the duplicates' deleted
+    assert len(q.apply()["applied"]) == 30 and AssetRegistry(ws=ws).count() == 30

@@ -81,7 +81,7 @@ log = logging.getLogger("comfyvn.ingest.queue")
 STAGING_DAMAGED = ("Staged bytes no longer match their digest (the machine restarted before they reached the "
                    "disk, or the staging file was changed); retry the job to copy the source again")
 APPLY_BATCH = 128  # jobs per group commit in apply()
-ENQUEUE_CHUNK = 256  # files staged per transaction by enqueue_many()
+ENQUEUE_CHUNK = 500  # files staged per syncfs + transaction by enqueue_many()
 #: enqueue()'s arguments for a local file besides source_path (enqueue_many() items and defaults)
 LOCAL_ARGUMENTS = ("provider", "metadata", "dest_relative", "asset_type_hint", "pin", "terms_acknowledged",
                    "project_id")
@@ -282,8 +282,9 @@ class AssetIngestQueue:
 
     def enqueue_many(self, items: Iterable[Any], *, chunk_size: int = ENQUEUE_CHUNK, **defaults: Any) -> dict:
         """Queue many local files: each is staged (copied and hashed) as :meth:`enqueue` does,
-        and every ``chunk_size`` of them are recorded in one transaction (their dedup checks,
-        job rows and ``on_asset_ingest_enqueued`` events together).
+        and every ``chunk_size`` of them are made durable together (one ``syncfs``, see
+        :meth:`Staging.sync_many`) and recorded in one transaction (their dedup checks, job rows
+        and ``on_asset_ingest_enqueued`` events together).
 
         ``items``: paths, or dicts of :meth:`enqueue`'s local arguments (``source_path`` and
         optionally ``metadata``, ``dest_relative``, ``asset_type_hint``, ``pin``, ``project_id``,
@@ -357,6 +358,11 @@ class AssetIngestQueue:
                     continue
                 staged_jobs.append((index, job, staged, digest, size, boot))
                 crash_point("enqueue_many.file_staged")
+            # one syncfs makes the whole chunk durable before its rows commit (staged_boot None:
+            # apply has nothing left to sync); without it the files stay written behind
+            synced = self.staging.sync_many([str(staged) for _, _, staged, _, _, boot in staged_jobs if boot])
+            staged_jobs = [(i, job, staged, digest, size, None if str(staged) in synced else boot)
+                           for i, job, staged, digest, size, boot in staged_jobs]
             crash_point("enqueue_many.staged")
             with self.db.transaction() as conn:
                 rows = self._settle_chunk(conn, staged_jobs)

@@ -8,6 +8,7 @@ written under a temporary name and renamed, so nothing half-written ever carries
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from contextlib import AbstractContextManager
@@ -28,14 +29,12 @@ UNKNOWN_BOOT = "unknown"  # staged_boot of bytes whose durability nobody vouches
 
 
 SYNCFS_MIN_FILES = 16  # from this many staged files, one syncfs costs less than an fsync each
-WRITEBACK_MIN_BYTES = 1024 * 1024  # enqueue_many() starts write-back at once only for files this big
+WRITEBACK_MIN_BYTES = 1024 * 1024  # enqueue_many() starts each file's write-back at once only from this size
 
 
 def _syncfs_function():
     """Linux ``syncfs(fd)`` (every dirty page and the journal of one file system), or None."""
     try:
-        import ctypes
-
         fn = ctypes.CDLL(None, use_errno=True).syncfs
         fn.argtypes = [ctypes.c_int]
         fn.restype = ctypes.c_int
@@ -129,8 +128,8 @@ class Staging:
     def stage_opened(self, job_id: str, source: sources.OpenedSource, filename: str, *,
                      writeback: bool = True) -> tuple[Path, str, int, str | None]:
         """Copy an opened source into staging (see :meth:`stage_file`).  ``writeback=False``
-        leaves the write-back to the kernel (a batch of small files, made durable together at
-        apply by :meth:`sync_many`)."""
+        leaves the write-back to the kernel (a batch of small files, made durable together by
+        :meth:`sync_many`)."""
         final = self.staged_file(job_id, filename)
         boot = boot_id()
         fd, tmp_name = open_temp(self.dir, f".{final.name}")  # ".<job>-<name>.<owner>.<n>.tmp" (see sweep)
