@@ -20,6 +20,7 @@ import hashlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -48,6 +49,13 @@ def lock_key(name: str) -> int:
 
 
 WRITE_LOCK = lock_key("write")
+_open: weakref.WeakSet[PgDatabase] = weakref.WeakSet()  # every PgDatabase of this process
+
+
+def close_all_databases() -> None:
+    """Close the pool of every PostgreSQL store of this process (tests ending their server)."""
+    for db in list(_open):
+        db.close_all()
 
 
 class Row(tuple):
@@ -279,6 +287,7 @@ class PgDatabase(Database):
         self._pool: ConnectionPool | None = None
         self._closed = False
         self._pid = os.getpid()
+        _open.add(self)
         self.migrate()
 
     # -- connections -------------------------------------------------------------------
