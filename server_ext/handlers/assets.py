@@ -29,7 +29,7 @@ from comfyvn.config import get_setting
 from comfyvn.confined import open_confined
 from comfyvn.hooks.specs import topics
 from comfyvn.kinds import KIND_TYPES, file_kind
-from comfyvn.store import Connection, Database
+from comfyvn.store import Connection, Database, StoreUnavailable
 from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry, decode_cursor
 from comfyvn.studio.core.thumbnails import WAVEFORM
 
@@ -193,9 +193,10 @@ def with_etag(body: bytes) -> tuple[bytes, str]:
 class PageCache:
     """Recent answers made from one database (``GET /assets`` pages, the ingest status), kept while it is unchanged.
 
-    Valid means: SQLite's ``PRAGMA data_version``, read on a private connection that never writes,
-    is what it was when the answer was made.  It changes whenever any other connection (another
-    thread, the kernel's process) commits, so an answer is never older than the last commit; the
+    Valid means: SQLite's ``PRAGMA data_version`` (PostgreSQL: ``pg_current_snapshot()``), read on a
+    private connection that never writes, is what it was when the answer was made.  It changes
+    whenever any other connection (another thread, the kernel's process) commits, so an answer is
+    never older than the last commit; the
     version is read *before* the query, so a commit racing the query only makes the next request
     query again.  Bounded: at most :attr:`MAX_PAGES` answers and :attr:`MAX_BYTES` in all (``size``
     of each), least recently used dropped first.  Any SQLite error disables it for that request (a
@@ -209,18 +210,18 @@ class PageCache:
         self.db = db
         self._conn: Connection | None = None
         self._lock = threading.Lock()
-        self._pages: OrderedDict[tuple, tuple[int, Any, int]] = OrderedDict()
+        self._pages: OrderedDict[tuple, tuple[int | str, Any, int]] = OrderedDict()
         self._bytes = 0
 
-    def version(self) -> int | None:
-        if self.db.engine != "sqlite":  # no data_version on PostgreSQL: every request queries
-            return None
+    def version(self) -> int | str | None:
         with self._lock:
             try:
                 if self._conn is None:
                     self._conn = self.db.new_connection()
+                if self.db.engine != "sqlite":  # PostgreSQL: the snapshot (xmin:xmax:running) changes on any commit
+                    return str(self._conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0])
                 return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-            except sqlite3.Error:
+            except (sqlite3.Error, StoreUnavailable):
                 self._conn = None
                 return None
 
