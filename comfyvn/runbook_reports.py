@@ -28,7 +28,7 @@ from .ingest.jobstore import JobStore
 from .ingest.queue import AssetIngestQueue
 from .registry.rebuild import audit_sidecars
 from .runbook_display import job_table, jobs_frame
-from .store import get_database
+from .store import open_store
 from .syscheck import PROFILES, run_profile
 
 if TYPE_CHECKING:  # pandas is imported when first used: the CLI starts fast without it
@@ -100,7 +100,7 @@ def inspect_queue(ws: Workspace, *, limit: int = 20, stuck_minutes: float = 15) 
 
     if float(stuck_minutes) <= 0:
         raise ValueError("stuck_minutes must be a positive number of minutes")
-    interrupted = repairs.interrupted_jobs(JobStore(get_database(ws.db_path)))  # before the queue recovers them
+    interrupted = repairs.interrupted_jobs(JobStore(open_store(ws)))  # before the queue recovers them
     queue = open_queue(ws)
     now = time.time()
     summary = queue.summary()

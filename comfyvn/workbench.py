@@ -12,7 +12,7 @@ objects here instead of building its own::
       .webhooks()             WebhookManager     -
       .dispatcher()           WebhookDispatcher  its thread and delivery pool
 
-The database, the bus and the queue are process-wide already (``get_database``,
+The database, the bus and the queue are process-wide already (``open_store``,
 ``get_hook_bus``, ``get_ingest_queue``); a registry is the queue's registry of that project, so
 the queue's apply and a handler's read share one instance, and with it one listener list.
 Everything beyond the workspace is built on first use; :meth:`Workbench.start` builds the
@@ -42,7 +42,7 @@ from .config import (
 )
 from .errors import ComfyvnError
 from .hooks import ModderHookBus, get_hook_bus
-from .store import Database, get_database
+from .store import Database, open_store
 from .studio.core.asset_registry import AssetRegistry, check_project_id
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class Workbench:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         setup_logging(ws.logs_dir)
-        self.db: Database = get_database(ws.db_path)
+        self.db: Database = open_store(ws)
         self.bus: ModderHookBus = get_hook_bus(self.db)
         self._queue: AssetIngestQueue | None = None
         self._webhooks: WebhookManager | None = None

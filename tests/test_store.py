@@ -73,9 +73,9 @@ def test_concurrent_first_opens_migrate_once(tmp_path):
 
 
 def test_a_failing_migration_is_rolled_back_and_reported(tmp_path, monkeypatch):
-    import comfyvn.store.db as dbmod
+    import comfyvn.store.base as basemod
 
-    monkeypatch.setattr(dbmod, "MIGRATIONS", [*MIGRATIONS, ("test.001_broken", "CREATE TABLE ok_a(x); INSERT INTO nope VALUES (1)")])
+    monkeypatch.setattr(basemod, "MIGRATIONS", [*MIGRATIONS, ("test.001_broken", "CREATE TABLE ok_a(x); INSERT INTO nope VALUES (1)")])
     with pytest.raises(sqlite3.OperationalError, match="no such table: nope"):
         Database(tmp_path / "db.sqlite3")
     conn = sqlite3.connect(tmp_path / "db.sqlite3")

@@ -276,6 +276,34 @@ def max_remote_bytes(ws: Workspace | None = None) -> int:
     return int(shipped_default("ingest.max_remote_bytes"))
 
 
+STORE_URL_ENV = "COMFYVN_STORE_URL"
+
+
+def store_url(ws: Workspace | None = None) -> str:
+    """``store.url`` (env ``COMFYVN_STORE_URL`` wins): ``sqlite:///ABSOLUTE/PATH`` or
+    ``postgresql://user@host:port/db``; empty (the default) is the workspace's own SQLite file.
+    Anything else raises :class:`ConfigError` naming the setting."""
+    ws = ws or workspace()
+    env = os.environ.get(STORE_URL_ENV, "").strip()
+    value = env or get_setting("store.url", "", ws)
+    where = f"the environment variable {STORE_URL_ENV}" if env else f"{ws.config_file}: store.url"
+    if value is None or value == "":
+        return "sqlite://" + ws.db_path.as_posix()
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {json.dumps(value)}")
+    value = value.strip()
+    if value.startswith("sqlite://"):
+        path = value[len("sqlite://"):]
+        if not path.startswith("/"):
+            raise ConfigError(f"{where} must name an absolute path (sqlite:///abs/path), got {value!r}")
+        return value
+    scheme, sep, rest = value.partition("://")
+    if scheme in ("postgresql", "postgres") and sep and rest.strip("/"):
+        return "postgresql://" + rest
+    shown = value if "@" not in value else f"{scheme}{sep}...@{value.rpartition('@')[2]}"  # no password echoed
+    raise ConfigError(f"{where} must be sqlite:///ABSOLUTE/PATH or postgresql://user@host:port/db, got {shown!r}")
+
+
 def feature_enabled(name: str, ws: Workspace | None = None) -> bool:
     """The one way to read a feature flag (``features.<name>``)."""
     flags = _merged(ws).get("features", {})

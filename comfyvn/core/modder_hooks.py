@@ -21,14 +21,13 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..hooks import HOOK_SPECS as BUS_SPECS
 from ..hooks import Subscription, UnknownHookError, get_hook_bus, hook_spec, resolve_topics
 from ..hooks.events import emit as emit_event
 from ..hooks.events import read_events, utc_timestamp
-from ..store import Database, get_database
+from ..store import Database, StoreUnavailable, open_store
 
 log = logging.getLogger("comfyvn.core.modder_hooks")
 
@@ -137,7 +136,7 @@ class _Feed:
 
 _lock = threading.RLock()
 _listeners: dict[str, list[HookListener]] = {}
-_feeds: dict[Path, _Feed] = {}
+_feeds: dict[str, _Feed] = {}
 
 
 def _default_db() -> Database:
@@ -145,15 +144,15 @@ def _default_db() -> Database:
 
     ws = workspace()
     ws.ensure()
-    return get_database(ws.db_path)
+    return open_store(ws)
 
 
 def watch_database(db: Database) -> None:
     """Feed this database's events to the listeners too (every AssetRegistry calls it)."""
     with _lock:
-        feed = _feeds.get(db.path)
+        feed = _feeds.get(db.url)
         if feed is None:
-            feed = _feeds[db.path] = _Feed(db)
+            feed = _feeds[db.url] = _Feed(db)
         active = any(_listeners.values())
     if active:
         feed.start()
@@ -161,7 +160,7 @@ def watch_database(db: Database) -> None:
 
 def deliver_pending(db: Database) -> None:
     """Deliver the events committed so far in ``db`` now, on the caller's thread."""
-    feed = _feeds.get(db.path)
+    feed = _feeds.get(db.url)
     if feed is not None and feed.subscription is not None:
         feed.drain()
 
@@ -235,13 +234,13 @@ def history(limit: int = 20) -> list[dict[str, Any]]:
     """The newest ``limit`` envelopes ``{"id", "event", "ts", "data"}`` (oldest first) of the
     workspace's database and every database a registry of this process opened."""
     limit = max(1, int(limit))
-    dbs = {db.path: db for db in [_default_db(), *(f.db for f in list(_feeds.values()))]}
+    dbs = {db.url: db for db in [_default_db(), *(f.db for f in list(_feeds.values()))]}
     envelopes: list[dict] = []
     for db in dbs.values():
         try:
             envelopes.extend(get_hook_bus(db).history(limit))
-        except sqlite3.Error as exc:  # a database that went away (a deleted test folder)
-            log.warning("modder hook history: skipping %s: %s", db.path, exc)
+        except (sqlite3.Error, StoreUnavailable) as exc:  # a database that went away (a deleted test folder)
+            log.warning("modder hook history: skipping %s: %s", db.url, exc)
     envelopes.sort(key=lambda env: env["ts"])
     return [legacy_envelope(env) for env in envelopes[-limit:]]
 

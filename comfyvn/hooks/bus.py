@@ -1,7 +1,8 @@
 """The modder hook bus of one process.
 
 Every process that opens a workspace gets one bus (:func:`get_hook_bus`).  A tailer thread
-watches the event log with ``PRAGMA data_version`` (a cheap "did anyone commit?" check) and
+watches the event log with a cheap "did anyone commit?" check (SQLite: ``PRAGMA data_version``;
+PostgreSQL: the log's ``max(id)``) and
 hands new envelopes, in commit order, to each subscriber whose topics match.  Each
 subscription keeps its own cursor (the last event id it saw), so a subscriber can resume
 after a reconnect from the id it last saw, without a gap.
@@ -15,7 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ..store import Database, get_database
+from ..store import Database, StoreUnavailable, get_database, open_store
 from .events import event_messages, history_page, last_event_id, oldest_event_id, read_events, recent_events
 from .specs import HOOK_SPECS, resolve_topics
 
@@ -128,20 +129,25 @@ class ModderHookBus:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._stop.clear()
-                self._thread = threading.Thread(target=self._run, name=f"comfyvn-hook-bus:{self.db.path.name}",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name=f"comfyvn-hook-bus:{self.db.url.rsplit('/', 1)[-1]}")
                 self._thread.start()
 
     def _run(self) -> None:
         conn = self.db.new_connection()
         last_version = None
+        changed = "PRAGMA data_version" if self.db.engine == "sqlite" else "SELECT max(id) FROM events"
         try:
             while not self._stop.is_set():
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
-                if version != last_version or self._wake.is_set():
-                    self._wake.clear()
-                    last_version = version
-                    self._dispatch(conn)
+                try:
+                    version = conn.execute(changed).fetchone()[0]
+                    if version != last_version or self._wake.is_set():
+                        self._wake.clear()
+                        last_version = version
+                        self._dispatch(conn)
+                except StoreUnavailable as exc:  # the server is away: keep trying, resume from the cursors
+                    log.warning("hook bus: %s", exc)
+                    self._stop.wait(1.0)
                 self._wake.wait(self.poll_interval)
         except Exception:  # pragma: no cover - logged, the next subscribe restarts the thread
             log.exception("hook bus tailer stopped")
@@ -171,7 +177,7 @@ class ModderHookBus:
             # a short batch may have been cut by bytes: the next (empty) read says when we are done
 
 
-_buses: dict[Path, ModderHookBus] = {}
+_buses: dict[str, ModderHookBus] = {}
 _buses_lock = threading.Lock()
 
 
@@ -180,10 +186,10 @@ def get_hook_bus(db_or_path: Database | Path | None = None) -> ModderHookBus:
     if db_or_path is None:
         from ..config import workspace
 
-        db_or_path = workspace().db_path
+        db_or_path = open_store(workspace())
     db = db_or_path if isinstance(db_or_path, Database) else get_database(Path(db_or_path))
     with _buses_lock:
-        bus = _buses.get(db.path)
+        bus = _buses.get(db.url)
         if bus is None:
-            bus = _buses[db.path] = ModderHookBus(db)
+            bus = _buses[db.url] = ModderHookBus(db)
         return bus

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from ..store import Connection
 from .specs import hook_spec
 
 log = logging.getLogger("comfyvn.hooks")
+_INSERT_BATCH = 500  # events per INSERT statement (4 parameters each, well under SQLite's limit)
 
 
 def utc_timestamp(ts: float | None = None) -> str:
@@ -23,12 +24,12 @@ def utc_timestamp(ts: float | None = None) -> str:
         "+00:00", "Z")
 
 
-def emit(conn: sqlite3.Connection, topic: str, data: dict[str, Any], *, project_id: str | None = None) -> dict:
+def emit(conn: Connection, topic: str, data: dict[str, Any], *, project_id: str | None = None) -> dict:
     """Insert one event row inside the caller's transaction and return its envelope."""
     return emit_many(conn, [(topic, data)], project_id=project_id)[0]
 
 
-def emit_many(conn: sqlite3.Connection, items: list[tuple[str, dict[str, Any]]], *,
+def emit_many(conn: Connection, items: list[tuple[str, dict[str, Any]]], *,
               project_id: str | None = None) -> list[dict]:
     """Insert the events of one change in the caller's transaction (one statement, one
     timestamp) and return their envelopes."""
@@ -48,28 +49,30 @@ def emit_many(conn: sqlite3.Connection, items: list[tuple[str, dict[str, Any]]],
             bodies[key] = json.dumps(payload, ensure_ascii=False, default=str)
         rows.append((spec.name, ts, project_id, bodies[key]))
         envelopes.append({"id": None, "event": spec.name, "ts": ts, "data": payload})
-    if rows:
-        conn.executemany("INSERT INTO events(topic, ts, project_id, data) VALUES (?, ?, ?, ?)", rows)
-        # one writer at a time (BEGIN IMMEDIATE) and AUTOINCREMENT: the ids are consecutive
-        last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-        for offset, env in enumerate(envelopes):
-            env["id"] = last - len(rows) + 1 + offset
+    for start in range(0, len(rows), _INSERT_BATCH):
+        chunk = rows[start:start + _INSERT_BATCH]
+        # ids ascend in VALUES order (one writer at a time); RETURNING lists them in no set order
+        ids = sorted(r[0] for r in conn.execute(
+            "INSERT INTO events(topic, ts, project_id, data) VALUES " + ",".join(["(?, ?, ?, ?)"] * len(chunk))
+            + " RETURNING id", [value for row in chunk for value in row]).fetchall())
+        for env, event_id in zip(envelopes[start:start + _INSERT_BATCH], ids, strict=True):
+            env["id"] = event_id
     return envelopes
 
 
-def envelope_from_row(row: sqlite3.Row | tuple) -> dict:
+def envelope_from_row(row: tuple) -> dict:
     event_id, topic, ts, _project, data = tuple(row)[:5]
     return {"id": event_id, "event": topic, "ts": ts, "data": json.loads(data)}
 
 
-def _tail(conn: sqlite3.Connection, columns: str, after_id: int, topics: list[str] | None, limit: int):
+def _tail(conn: Connection, columns: str, after_id: int, topics: list[str] | None, limit: int):
     """Rows of the events after ``after_id`` in commit order, optionally filtered by topic."""
     where = f" AND topic IN ({','.join('?' * len(topics))})" if topics else ""
     return conn.execute(f"SELECT {columns} FROM events WHERE id > ?{where} ORDER BY id LIMIT ?",
                         [after_id, *(topics or []), limit])
 
 
-def read_events(conn: sqlite3.Connection, *, after_id: int = 0, topics: list[str] | None = None,
+def read_events(conn: Connection, *, after_id: int = 0, topics: list[str] | None = None,
                 limit: int = 1000, max_bytes: int | None = None) -> list[dict]:
     """Events with ``id > after_id`` in commit order, optionally filtered by topic; with
     ``max_bytes``, stopping before that much event data (at least one event)."""
@@ -83,7 +86,7 @@ def read_events(conn: sqlite3.Connection, *, after_id: int = 0, topics: list[str
     return out
 
 
-def event_messages(conn: sqlite3.Connection, *, after_id: int, max_bytes: int, topics: list[str] | None = None,
+def event_messages(conn: Connection, *, after_id: int, max_bytes: int, topics: list[str] | None = None,
                    limit: int = 1000) -> list[tuple[int, bytes]]:
     """``(id, JSON message)`` of the events after ``after_id`` in commit order, as the WebSocket
     stream sends them (``{"type": "event", "id", "event", "ts", "data"}``), stopping before
@@ -100,7 +103,7 @@ def event_messages(conn: sqlite3.Connection, *, after_id: int, max_bytes: int, t
     return out
 
 
-def recent_events(conn: sqlite3.Connection, *, limit: int = 25, topics: list[str] | None = None,
+def recent_events(conn: Connection, *, limit: int = 25, topics: list[str] | None = None,
                   before_id: int | None = None) -> list[dict]:
     """The newest ``limit`` events (oldest first), using the (topic, id) index when filtered."""
     where, params = _history_filter(topics, before_id)
@@ -109,7 +112,7 @@ def recent_events(conn: sqlite3.Connection, *, limit: int = 25, topics: list[str
     return [envelope_from_row(r) for r in reversed(rows)]
 
 
-def history_page(conn: sqlite3.Connection, *, limit: int, max_bytes: int, topics: list[str] | None = None,
+def history_page(conn: Connection, *, limit: int, max_bytes: int, topics: list[str] | None = None,
                  before_id: int | None = None) -> dict[str, Any]:
     """One page of the newest events before ``before_id`` (oldest first), as ready JSON text.
 
@@ -151,12 +154,12 @@ def _history_filter(topics: list[str] | None, before_id: int | None) -> tuple[st
     return (" WHERE " + " AND ".join(where)) if where else "", params
 
 
-def last_event_id(conn: sqlite3.Connection) -> int:
+def last_event_id(conn: Connection) -> int:
     row = conn.execute("SELECT MAX(id) FROM events").fetchone()
     return int(row[0] or 0)
 
 
-def oldest_event_id(conn: sqlite3.Connection) -> int:
+def oldest_event_id(conn: Connection) -> int:
     """The id of the oldest event still in the log (0 when it is empty)."""
     row = conn.execute("SELECT MIN(id) FROM events").fetchone()
     return int(row[0] or 0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from collections.abc import Iterator
 from enum import Enum
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hooks import emit, get_hook_bus
-from ..store import Database
+from ..store import Connection, Database
 from .errors import JobNotFoundError
 from .jobs import CLAIMED, HOLDS_DIGEST, KEEPS_STAGING, PENDING, STATUSES, JobStatus, check_status, sql_in
 
@@ -33,7 +32,7 @@ FAILED = "on_asset_ingest_failed"
 
 
 # ---------------------------------------------------------------------------- the codec
-def job_from_row(row: sqlite3.Row | dict) -> dict:
+def job_from_row(row: Any) -> dict:
     """A job dict from an ``ingest_jobs`` row (JSON columns decoded)."""
     job = dict(row)
     for key in JSON_COLUMNS:
@@ -83,7 +82,7 @@ def new_job(**fields: Any) -> dict:
     return job
 
 
-def registered_asset(conn: sqlite3.Connection, project_id: str, digest: str) -> sqlite3.Row | None:
+def registered_asset(conn: Connection, project_id: str, digest: str) -> Any:
     """The registry row ``(uid, path)`` holding ``digest`` (a primary-key lookup: uid = digest[:16])."""
     return conn.execute("SELECT uid, path FROM assets WHERE project_id = ? AND uid = ? AND hash = ?",
                         (project_id, digest[:16], digest)).fetchone()
@@ -97,7 +96,7 @@ class JobStore:
         self.db = db
 
     # ------------------------------------------------------------------ one job
-    def row(self, conn: sqlite3.Connection, job_id: str) -> dict | None:
+    def row(self, conn: Connection, job_id: str) -> dict | None:
         """The job ``job_id`` as ``conn`` sees it (inside a transaction: as it will commit)."""
         row = conn.execute("SELECT * FROM ingest_jobs WHERE job_id = ?", (job_id,)).fetchone()
         return job_from_row(row) if row else None
@@ -106,13 +105,13 @@ class JobStore:
         """The job ``job_id`` now (None for an unknown id or one that is not a string)."""
         return self.row(self.db.conn, job_id) if isinstance(job_id, str) else None
 
-    def require(self, conn: sqlite3.Connection, job_id: Any) -> dict:
+    def require(self, conn: Connection, job_id: Any) -> dict:
         job = self.row(conn, job_id) if isinstance(job_id, str) else None
         if job is None:
             raise JobNotFoundError(f"no ingest job {job_id!r}")
         return job
 
-    def exists(self, job_id: str, conn: sqlite3.Connection | None = None) -> bool:
+    def exists(self, job_id: str, conn: Connection | None = None) -> bool:
         return (conn or self.db.conn).execute("SELECT 1 FROM ingest_jobs WHERE job_id = ?",
                                               (job_id,)).fetchone() is not None
 
@@ -126,7 +125,7 @@ class JobStore:
         return (row[0], row[1]) if row else None
 
     # ------------------------------------------------------------------ changes (caller's transaction)
-    def insert(self, conn: sqlite3.Connection, job: dict, topic: str = ENQUEUED) -> dict:
+    def insert(self, conn: Connection, job: dict, topic: str = ENQUEUED) -> dict:
         """Store a new job and emit ``topic``."""
         cols = ", ".join(job)
         values = [encode_value(k, v) for k, v in job.items()]
@@ -134,7 +133,7 @@ class JobStore:
         emit(conn, topic, event_payload(job), project_id=job.get("project_id"))
         return job
 
-    def update(self, conn: sqlite3.Connection, job: dict, topic: str | None, changes: dict[str, Any],
+    def update(self, conn: Connection, job: dict, topic: str | None, changes: dict[str, Any],
                **event_extra: Any) -> dict:
         """Apply ``changes`` to a job row and emit ``topic`` (None: no event); returns the new job."""
         changes = {**changes, "updated_at": time.time()}
@@ -146,7 +145,7 @@ class JobStore:
             emit(conn, topic, event_payload(new, **event_extra), project_id=new.get("project_id"))
         return new
 
-    def fail(self, conn: sqlite3.Connection, job: dict, error: str, *, keep_file: bool = False,
+    def fail(self, conn: Connection, job: dict, error: str, *, keep_file: bool = False,
              **extra: Any) -> dict:
         """Mark a job ``failed`` with ``error`` (added to its error history).  ``keep_file``: it keeps
         its staging file (and pin) for a retry."""
@@ -164,7 +163,7 @@ class JobStore:
         get_hook_bus(self.db).poke()
 
     # ------------------------------------------------------------------ dedup
-    def dedup(self, conn: sqlite3.Connection, project_id: str, digest: str,
+    def dedup(self, conn: Connection, project_id: str, digest: str,
               exclude: str | None = None) -> dict | None:
         """The change that makes a job a duplicate of ``digest``, or None if it is new."""
         row = conn.execute(
@@ -177,7 +176,7 @@ class JobStore:
             return {"status": JobStatus.DUPLICATE, "existing_uid": row[0], "note": "duplicate.registry"}
         return None
 
-    def settle_staged(self, conn: sqlite3.Connection, job: dict, digest: str, size: int, staged: Path | None, *,
+    def settle_staged(self, conn: Connection, job: dict, digest: str, size: int, staged: Path | None, *,
                       insert: bool, topic: str, extra_notes: list[str] | None = None,
                       staged_boot: str | None = None) -> dict:
         """Record freshly staged bytes as ``staged``, or as a ``duplicate`` of what exists.
@@ -198,7 +197,7 @@ class JobStore:
             return self.insert(conn, {**job, **fields}, topic)
         return self.update(conn, job, topic, fields)
 
-    def active_pull(self, conn: sqlite3.Connection, project_id: str, url: str) -> str | None:
+    def active_pull(self, conn: Connection, project_id: str, url: str) -> str | None:
         """The id of a pending pull of ``url`` in ``project_id`` (a second request is its duplicate)."""
         row = conn.execute("SELECT job_id FROM ingest_jobs WHERE project_id = ? AND remote_url = ?"
                            f" AND status IN {sql_in(PENDING)} LIMIT 1", (project_id, url)).fetchone()
@@ -219,10 +218,12 @@ class JobStore:
         return self.db.query_one(
             f"SELECT 1 FROM ingest_jobs WHERE status = '{JobStatus.QUEUED}' LIMIT 1") is not None
 
-    def queued(self, conn: sqlite3.Connection, limit: int = 200) -> Iterator[dict]:
+    def queued(self, conn: Connection, limit: int = 200) -> Iterator[dict]:
         """The oldest queued jobs (for the worker to claim one)."""
+        # PostgreSQL: rows another claimer holds are skipped, not waited for
+        lock = " FOR UPDATE SKIP LOCKED" if self.db.engine == "postgresql" else ""
         for row in conn.execute(f"SELECT * FROM ingest_jobs WHERE status = '{JobStatus.QUEUED}'"
-                                " ORDER BY seq LIMIT ?", (limit,)):
+                                f" ORDER BY seq LIMIT ?{lock}", (limit,)):
             yield job_from_row(row)
 
     def claimed(self) -> list[dict]:

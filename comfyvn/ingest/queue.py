@@ -48,7 +48,7 @@ from ..kinds import TYPE_NAME_RE as _TYPE_RE
 from ..kinds import guess_type
 from ..names import safe_filename
 from ..provider_names import PROVIDERS, REMOTE_PROVIDERS, canonical_provider
-from ..store import Database, get_database
+from ..store import Database, open_store
 from ..studio.core.asset_registry import AssetRegistry, check_project_id
 from .errors import (
     IngestError,
@@ -141,7 +141,7 @@ class AssetIngestQueue:
         setup_logging(self.ws.logs_dir)
         self.staging_dir = self.ws.staging_dir
         self.staging_dir.mkdir(parents=True, exist_ok=True)
-        self.db: Database = get_database(self.ws.db_path)
+        self.db: Database = open_store(self.ws)
         self.limiter = RateLimiter(self.db, self.ws)
         self.default_project = default_project(self.ws)
         self._registries: dict[str, AssetRegistry] = {}

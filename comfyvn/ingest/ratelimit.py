@@ -1,7 +1,8 @@
 """Token buckets per provider key, stored in the workspace database.
 
 Every process of a workspace (server, kernels, CLIs) draws from the same bucket row, inside
-a ``BEGIN IMMEDIATE`` transaction, so the pace holds however many downloaders run.  A bucket
+a write transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: plus a transaction-level advisory
+lock per bucket), so the pace holds however many downloaders run, on however many machines.  A bucket
 refills at ``rate`` tokens per second up to ``burst``; an upstream 429 blocks the key until
 its Retry-After has passed.
 
@@ -13,12 +14,11 @@ Settings: ``ingest.rate_limit_rps`` (default :data:`DEFAULT_RATE_LIMIT`),
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from ..config import Workspace, get_setting
-from ..store import Database
+from ..store import Connection, Database
 from .errors import IngestError
 
 DEFAULT_RATE_LIMIT = 0.33  # requests per second (~1 every 3 s), per provider key
@@ -55,7 +55,7 @@ class RateLimiter:
         return BucketConfig(rate, burst)
 
     # -- the bucket --------------------------------------------------------------------
-    def _level(self, conn: sqlite3.Connection, key: str, cfg: BucketConfig, now: float) -> tuple[float, float]:
+    def _level(self, conn: Connection, key: str, cfg: BucketConfig, now: float) -> tuple[float, float]:
         row = conn.execute("SELECT tokens, updated_at, blocked_until FROM ingest_rate_buckets WHERE key = ?",
                            (key,)).fetchone()
         if row is None:
@@ -63,7 +63,7 @@ class RateLimiter:
         tokens = min(cfg.burst, row[0] + max(0.0, now - row[1]) * cfg.rate)
         return tokens, row[2]
 
-    def try_acquire(self, key: str, *, conn: sqlite3.Connection | None = None, now: float | None = None) -> float:
+    def try_acquire(self, key: str, *, conn: Connection | None = None, now: float | None = None) -> float:
         """Take one token: returns 0.0 on success, else the seconds until one is available.
 
         Pass ``conn`` to take the token inside a transaction you already hold (so the
@@ -76,7 +76,9 @@ class RateLimiter:
                 return self._acquire(own, key, cfg, now)
         return self._acquire(conn, key, cfg, now)
 
-    def _acquire(self, conn: sqlite3.Connection, key: str, cfg: BucketConfig, now: float) -> float:
+    def _acquire(self, conn: Connection, key: str, cfg: BucketConfig, now: float) -> float:
+        if self.db.engine == "postgresql":  # one taker of this bucket at a time on every machine, held to commit
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"comfyvn:ratelimit:{key}",))
         tokens, blocked_until = self._level(conn, key, cfg, now)
         if blocked_until > now:
             return blocked_until - now  # the row stays as block() left it
@@ -90,13 +92,15 @@ class RateLimiter:
                      (key, tokens, now))
         return wait
 
-    def block(self, key: str, seconds: float, *, conn: sqlite3.Connection | None = None) -> None:
+    def block(self, key: str, seconds: float, *, conn: Connection | None = None) -> None:
         """An upstream 429: nobody of this workspace pulls from ``key`` for ``seconds``."""
         until = time.time() + max(0.0, float(seconds))
         # one token waits at the end of the pause; nothing accrues during it
         sql = ("INSERT INTO ingest_rate_buckets(key, tokens, updated_at, blocked_until) VALUES (?, 1, ?, ?)"
-               " ON CONFLICT(key) DO UPDATE SET tokens = 1, updated_at = MAX(updated_at, excluded.updated_at),"
-               " blocked_until = MAX(blocked_until, excluded.blocked_until)")
+               " ON CONFLICT(key) DO UPDATE SET tokens = 1, updated_at = CASE WHEN excluded.updated_at >"
+               " ingest_rate_buckets.updated_at THEN excluded.updated_at ELSE ingest_rate_buckets.updated_at END,"
+               " blocked_until = CASE WHEN excluded.blocked_until > ingest_rate_buckets.blocked_until"
+               " THEN excluded.blocked_until ELSE ingest_rate_buckets.blocked_until END")
         if conn is None:
             with self.db.transaction() as own:
                 own.execute(sql, (key, until, until))

@@ -6,24 +6,24 @@ One indexed lookup turns what a person pastes (an A1111 ``[a5f58eb1c3]``, Invoke
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 
 from ..hashforms import HashForms, HashQuery, candidate_forms
+from ..store import Connection
 
 
 def alias_rows(forms: HashForms) -> list[tuple[str, str, str]]:
     return [(value.lower(), form, forms.sha256) for form, value in forms.aliases().items()]
 
 
-def store_aliases(conn: sqlite3.Connection, many: Iterable[HashForms]) -> None:
+def store_aliases(conn: Connection, many: Iterable[HashForms]) -> None:
     """Record every form of each file (inside the caller's transaction)."""
     rows = [row for forms in many for row in alias_rows(forms)]
     if rows:
-        conn.executemany("INSERT OR IGNORE INTO hash_aliases(value, form, sha256) VALUES (?, ?, ?)", rows)
+        conn.executemany("INSERT INTO hash_aliases(value, form, sha256) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", rows)
 
 
-def candidate_sha256s(conn: sqlite3.Connection, text: str) -> tuple[list[str], HashQuery]:
+def candidate_sha256s(conn: Connection, text: str) -> tuple[list[str], HashQuery]:
     """``(SHA-256s whose files show ``text`` in some form, the forms it could be)``.
 
     Raises :class:`ValueError` (with the reason) for text that is no hash a tool shows."""
@@ -37,7 +37,7 @@ def candidate_sha256s(conn: sqlite3.Connection, text: str) -> tuple[list[str], H
     return found, query
 
 
-def forms_of(conn: sqlite3.Connection, sha256: str) -> dict[str, str]:
+def forms_of(conn: Connection, sha256: str) -> dict[str, str]:
     """Every recorded form of one file (``{}`` when it was never hashed with all forms)."""
     return {r[0]: r[1] for r in conn.execute("SELECT form, value FROM hash_aliases WHERE sha256 = ?", (sha256,))}
 

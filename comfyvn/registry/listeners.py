@@ -51,7 +51,7 @@ class Listeners:
     def __init__(self, db: Database, project_id: str) -> None:
         self.db = db
         self.project_id = project_id
-        self.key = (str(db.path), project_id)
+        self.key = (db.url, project_id)
 
     def add(self, event: str, callback: Hook) -> None:
         """Attach ``callback`` to ``event`` (attaching the same callback twice attaches it once)."""

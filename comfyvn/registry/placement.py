@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import shutil
-import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +28,7 @@ from ..fsutil import UnsafePathError, fsync_dir, open_temp, owner_token, refuse_
 from ..hashing import copy_and_hash as copy_path_and_hash
 from ..hashing import sha256_file
 from ..kinds import TYPE_NAME_RE
-from ..store import Database
+from ..store import Connection, Database, IntegrityError
 from .errors import AssetCollisionError, AssetRegistryError
 from .journal import MoveJournal
 from .listeners import HOOK_ASSET_REGISTERED, HOOK_SIDECAR_WRITTEN, HookCall, Listeners
@@ -42,7 +41,7 @@ from .updates import Updates
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
 
 DIGEST_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-OnCommit = Callable[[sqlite3.Connection, int, dict], None]
+OnCommit = Callable[[Connection, int, dict], None]
 
 
 def copy_and_hash(source: Any, dest_fh, *, fsync: bool = True) -> tuple[str, int]:
@@ -428,10 +427,10 @@ class Placement:
         try:
             try:
                 self.records.insert(conn, rec)
-            except sqlite3.IntegrityError:  # the uid or the path is taken (by another process)
+            except IntegrityError:  # the uid or the path is taken (by another process)
+                conn.execute("ROLLBACK TO register_one")  # first: PostgreSQL refuses reads in a failed transaction
                 plan.clash = self.records.row(rec["uid"], conn)
                 if plan.clash is not None:
-                    conn.execute("ROLLBACK TO register_one")
                     conn.execute("RELEASE register_one")
                     return None
                 self.records.check_path_free(conn, rec["path"])

@@ -1,5 +1,17 @@
-"""The workspace database: one SQLite file, WAL, named migrations and the event log."""
+"""The workspace store: SQLite (embedded default) or PostgreSQL (a team's shared store), named
+migrations and the event log, behind one interface (:class:`Database`)."""
 
-from .db import Database, get_database
+from .db import (
+           Connection,
+           Cursor,
+           Database,
+           SqliteDatabase,
+           database_at,
+           forget_database,
+           get_database,
+           open_store,
+)
+from .errors import IntegrityError, LockTimeout, StoreUnavailable, TransactionFailed
 
-__all__ = ["Database", "get_database"]
+__all__ = ["Connection", "Cursor", "Database", "IntegrityError", "LockTimeout", "SqliteDatabase", "StoreUnavailable",
+           "TransactionFailed", "database_at", "forget_database", "get_database", "open_store"]

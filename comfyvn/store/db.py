@@ -1,32 +1,79 @@
-"""SQLite access shared by every process of a workspace.
+"""The workspace database behind one interface, on two engines, and the process-wide openers.
 
-* WAL journal, ``busy_timeout`` and ``BEGIN IMMEDIATE`` write transactions, so several
-  processes (server, kernels, CLIs) can write one file without ``database is locked``.
-* One connection per thread (``sqlite3`` connections are not shared across threads).
-* :meth:`Database.transaction` is the only way to write; the event log row of a change is
-  inserted in the same transaction (see :mod:`comfyvn.hooks.events`).
+* :class:`~comfyvn.store.base.Database` is the interface every caller uses: ``db.engine``
+  ("sqlite" | "postgresql"), ``db.url``, ``db.conn`` (this thread's connection),
+  :meth:`~Database.transaction` (the only way to write; nested use joins),
+  :meth:`~Database.query` / :meth:`~Database.query_one`, :meth:`~Database.new_connection`,
+  :meth:`~Database.migrate`, :meth:`~Database.advisory_lock`.  ``Database(path_or_url)`` opens
+  the engine the target names; :func:`open_store` the workspace's configured store.
+* :class:`SqliteDatabase` (the embedded default): WAL journal, ``busy_timeout`` and
+  ``BEGIN IMMEDIATE`` write transactions, so several processes (server, kernels, CLIs) can write
+  one file without ``database is locked``; one connection per thread.
+* :class:`~comfyvn.store.pg.PgDatabase` (a team's shared store): psycopg 3 with a connection pool.
+* The event log row of a change is inserted in the change's transaction (see
+  :mod:`comfyvn.hooks.events`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from .migrations import MIGRATIONS
+from ..config import Workspace, store_url
+from . import base
+from .base import Connection, Cursor, Database
+from .errors import IntegrityError, LockTimeout
+from .sql import split_sql
 
 BUSY_TIMEOUT_MS = 30_000
+SQLITE_PREFIX = "sqlite://"
+_split_sql = split_sql  # the name tests and older callers use
+__all__ = ["BUSY_TIMEOUT_MS", "Connection", "Cursor", "Database", "SqliteDatabase", "database_at", "forget_database",
+           "get_database", "open_store"]
 
 
-class Database:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+def _load_engine(name: str) -> None:
+    if name == "postgresql":
+        from . import pg  # noqa: F401  (defining PgDatabase registers it)
+
+
+base._load_engine = _load_engine
+
+
+class _SqliteConnection(sqlite3.Connection):
+    """``sqlite3.Connection`` raising the store's :class:`IntegrityError` (a subclass of sqlite3's)."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from exc
+
+
+class SqliteDatabase(Database):
+    """The embedded engine: one SQLite file (see the module docstring)."""
+
+    engine = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        text = str(path)
+        self.path = Path(text[len(SQLITE_PREFIX):] if text.startswith(SQLITE_PREFIX) else text)
+        self.url = SQLITE_PREFIX + self.path.resolve().as_posix()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []  # (opened by, connection)
@@ -37,7 +84,7 @@ class Database:
     # -- connections -------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                               check_same_thread=False)
+                               check_same_thread=False, factory=_SqliteConnection)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode=WAL")
@@ -93,11 +140,19 @@ class Database:
                 conn.execute("ROLLBACK")
             raise
 
-    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
-        return self.conn.execute(sql, params).fetchall()
-
-    def query_one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
-        return self.conn.execute(sql, params).fetchone()
+    @contextmanager
+    def advisory_lock(self, name: str, timeout: float | None = None) -> Iterator[None]:
+        """A file lock beside the database file (``<file>.<name>.lock``)."""
+        lock = FileLock(f"{self.path}.{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.lock",
+                        timeout=-1 if timeout is None else timeout, thread_local=False)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise LockTimeout(f"{self.path}: lock {name!r} is held by another process") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def close(self) -> None:
         """Close this thread's connection and those of threads that have ended.
@@ -119,56 +174,45 @@ class Database:
         self._local.conn = None
 
     # -- migrations ----------------------------------------------------------------------
-    def migrate(self) -> list[str]:
-        """Apply pending named migrations (serialised across processes by a file lock)."""
-        applied_now: list[str] = []
-        with FileLock(str(self.path) + ".migrate.lock", timeout=120):
-            conn = self.conn
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-            done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
-            for name, sql in MIGRATIONS:
-                if name in done:
-                    continue
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in _split_sql(sql):
-                        conn.execute(statement)
-                    conn.execute("INSERT INTO schema_migrations(name, applied_at) VALUES (?, ?)", (name, time.time()))
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                applied_now.append(name)
-        return applied_now
-
-    def applied_migrations(self) -> list[str]:
-        return [r[0] for r in self.query("SELECT name FROM schema_migrations ORDER BY rowid")]
+    def _ddl(self, spec: str | Mapping[str, str]) -> list[str]:
+        script = spec if isinstance(spec, str) else spec.get("sqlite", "")
+        return split_sql(script)
 
 
-def _split_sql(script: str) -> list[str]:
-    """Split a migration script into statements (``;`` inside triggers and strings is kept)."""
-    statements: list[str] = []
-    current = ""
-    for piece in script.split(";"):
-        current += piece + ";"
-        if sqlite3.complete_statement(current):
-            if current.strip(" \t\r\n;"):
-                statements.append(current.strip())
-            current = ""
-    if current.strip(" \t\r\n;"):
-        raise ValueError(f"incomplete SQL statement in migration: {current.strip()[:80]!r}")
-    return statements
-
-
-_databases: dict[Path, Database] = {}
+_databases: dict[str, Database] = {}
 _databases_lock = threading.Lock()
 
 
-def get_database(path: Path) -> Database:
-    """The process-wide :class:`Database` for one file (created and migrated on first use)."""
-    key = Path(path).resolve()
+def get_database(path: str | os.PathLike[str]) -> Database:
+    """The process-wide :class:`SqliteDatabase` for one file (created and migrated on first use)."""
+    text = str(path)
+    file = Path(text[len(SQLITE_PREFIX):] if text.startswith(SQLITE_PREFIX) else text).resolve()
+    return _cached(SQLITE_PREFIX + file.as_posix(), lambda: SqliteDatabase(file))
+
+
+def database_at(url: str) -> Database:
+    """The process-wide :class:`Database` of a store URL (``sqlite:///...`` or ``postgresql://...``)."""
+    if url.startswith(SQLITE_PREFIX):
+        return get_database(url)
+    return _cached(url, lambda: Database(url))
+
+
+def open_store(ws: Workspace | None = None) -> Database:
+    """The workspace's configured store (``store.url``, see :func:`comfyvn.config.store_url`)."""
+    return database_at(store_url(ws))
+
+
+def _cached(key: str, make: Any) -> Database:
     with _databases_lock:
         db = _databases.get(key)
         if db is None:
-            db = _databases[key] = Database(key)
+            db = _databases[key] = make()
         return db
+
+
+def forget_database(url: str) -> None:
+    """Close a store's connections and drop it from the process cache (tests dropping a database)."""
+    with _databases_lock:
+        db = _databases.pop(url, None)
+    if db is not None:
+        getattr(db, "close_all", db.close)()

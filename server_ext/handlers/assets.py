@@ -27,6 +27,7 @@ from comfyvn.config import get_setting
 from comfyvn.confined import open_confined
 from comfyvn.hooks.specs import topics
 from comfyvn.kinds import KIND_TYPES, file_kind
+from comfyvn.store import Connection
 from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry, decode_cursor
 from comfyvn.studio.core.thumbnails import WAVEFORM
 
@@ -190,12 +191,14 @@ class PageCache:
 
     def __init__(self, reg: AssetRegistry) -> None:
         self.db = reg.db
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Connection | None = None
         self._lock = threading.Lock()
         self._pages: OrderedDict[tuple, tuple[int, bytes]] = OrderedDict()
         self._bytes = 0
 
     def version(self) -> int | None:
+        if self.db.engine != "sqlite":  # no data_version on PostgreSQL: every request queries
+            return None
         with self._lock:
             try:
                 if self._conn is None:

@@ -50,6 +50,7 @@ from comfyvn.fsutil import UnsafePathError
 from comfyvn.hooks import UnknownHookError
 from comfyvn.ingest.errors import IngestError
 from comfyvn.netpolicy import AddressRefused
+from comfyvn.store import StoreUnavailable
 from comfyvn.studio.core.asset_registry import AssetCollisionError, AssetNotFoundError, AssetRegistryError
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ ERROR_TABLE: tuple[ErrorRow, ...] = (
     ErrorRow(AssetNotFoundError, 404, "asset_not_found"),
     ErrorRow(AssetCollisionError, 409, "asset_collision"),
     ErrorRow(AssetRegistryError, 409, "asset_conflict"),  # the registry's files disagree with its rows
+    ErrorRow(StoreUnavailable, 503, "store_unavailable"),  # the PostgreSQL store is unreachable; retry later
     # by meaning
     ErrorRow(RateLimited, 429, "rate_limited"),
     ErrorRow(NotFound, 404, "not_found"),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from ...registry.recovery import Recovery
 from ...registry.removal import Removal
 from ...registry.sidecars import MAX_SIDECAR_BYTES, Sidecars
 from ...registry.updates import Updates
-from ...store import Database, get_database
+from ...store import Connection, Database, SqliteDatabase, get_database, open_store
 
 __all__ = [  # every public name this module had before the registry was split by role
     "DERIVED_META_KEYS", "FIELD_KEYS", "INCOMING_DIR", "MAX_SIDECAR_BYTES", "PROJECT_RE", "RIGHTS_BOOL_FILTERS",
@@ -112,7 +111,7 @@ class AssetRegistry:
         # before its row commits.  Sidecars and thumbnails are derived from the row, so they are
         # only written atomically (rename), not fsynced: recover() and the enforcer rebuild them.
         fsync = bool(get_setting("registry.fsync", True, self.ws))
-        self.db: Database = get_database(Path(db_path).resolve() if db_path else self.ws.db_path)
+        self.db: Database = get_database(Path(db_path).resolve()) if db_path else open_store(self.ws)
         self._listeners = Listeners(self.db, project_id)
         self._records = Records(self.db, project_id, self._root)
         self._sidecars = Sidecars(self.db, project_id, self._root, self._records, self._listeners, self.meta_root)
@@ -127,7 +126,7 @@ class AssetRegistry:
         self._placement = Placement(self.ws, self.db, project_id, self._root, self._records, self._sidecars,
                                     self._previews, self._updates, self._listeners, self._journal, fsync=fsync)
         modder_hooks.watch_database(self.db)  # listeners of comfyvn.core.modder_hooks see this database
-        recovery_key = (str(self.db.path), project_id, str(self.assets_root))
+        recovery_key = (self.db.url, project_id, str(self.assets_root))
         if recover and recovery_key not in _RECOVERED:
             _RECOVERED.add(recovery_key)
             self.recover()
@@ -160,8 +159,9 @@ class AssetRegistry:
         return self.meta_root
 
     @property
-    def db_path(self) -> Path:
-        return self.db.path
+    def db_path(self) -> Path | None:
+        """The SQLite file of the registry (None when the store is PostgreSQL)."""
+        return self.db.path if isinstance(self.db, SqliteDatabase) else None
 
     @property
     def make_thumbnails(self) -> bool:
@@ -243,7 +243,7 @@ class AssetRegistry:
         return outcome
 
     def register_files(self, items: list[dict], *,
-                       on_commit: Callable[[sqlite3.Connection, int, dict], None] | None = None
+                       on_commit: Callable[[Connection, int, dict], None] | None = None
                        ) -> list[dict | Exception]:
         """Register many files as one group commit: one journal transaction, one fsync per
         folder, one transaction for every row, event and sidecar.

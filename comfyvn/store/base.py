@@ -1,0 +1,126 @@
+"""The store interface both engines implement (:class:`Database`, :class:`Connection`).
+
+``Database(path_or_url)`` opens the engine the target names: a path or ``sqlite:///...`` is the
+embedded SQLite engine (:mod:`.db`), ``postgresql://...`` the shared PostgreSQL one (:mod:`.pg`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Protocol
+
+from .migrations import MIGRATIONS
+
+#: engine name -> its Database class (each engine module registers its class by defining it)
+ENGINES: dict[str, type[Database]] = {}
+#: imports the module of an engine not loaded yet (set by :mod:`.db`, which knows the modules)
+_load_engine: Callable[[str], None] | None = None
+
+
+class Cursor(Protocol):
+    """What ``conn.execute`` returns on both engines (rows index by position and by column name)."""
+
+    row_factory: Any
+
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+    def close(self) -> None: ...
+
+
+class Connection(Protocol):
+    """A connection of either engine (``sqlite3.Connection`` is one); SQL uses ``?`` placeholders."""
+
+    @property
+    def in_transaction(self) -> bool: ...
+    def execute(self, sql: str, parameters: Any = (), /) -> Any: ...
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any: ...
+    def cursor(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class Database:
+    """One workspace store; ``Database(path_or_url)`` picks the engine (see the module docstring)."""
+
+    engine: ClassVar[str] = ""
+    url: str
+
+    def __new__(cls, target: str | os.PathLike[str]) -> Database:
+        if cls is Database:  # pick the engine the target names
+            scheme = str(target).partition("://")[0] if "://" in str(target) else "sqlite"
+            scheme = "postgresql" if scheme == "postgres" else scheme
+            if scheme not in ENGINES and _load_engine is not None:
+                _load_engine(scheme)
+            if scheme not in ENGINES:
+                raise ValueError(f"no store engine for {scheme}:// (sqlite or postgresql)")
+            cls = ENGINES[scheme]
+        return super().__new__(cls)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.engine:
+            ENGINES[cls.engine] = cls
+
+    # -- the interface (each engine implements these) -----------------------------------
+    @property
+    def conn(self) -> Connection:
+        """This thread's connection (autocommit; use :meth:`transaction` to write)."""
+        raise NotImplementedError
+
+    def new_connection(self) -> Connection:
+        """A private connection (for long-lived tailers); the caller closes it."""
+        raise NotImplementedError
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A short write transaction; commits on success, rolls back on error; nested use joins."""
+        raise NotImplementedError
+
+    def advisory_lock(self, name: str, timeout: float | None = None) -> AbstractContextManager[None]:
+        """A lock every process of the store honours, on every machine that shares it
+        (:class:`LockTimeout` when ``timeout`` seconds pass without it)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _ddl(self, spec: str | Mapping[str, str]) -> list[str]:
+        """The statements of one migration entry on this engine."""
+        raise NotImplementedError
+
+    def _run_ddl(self, conn: Connection, statement: str) -> None:
+        conn.execute(statement)
+
+    _SCHEMA_MIGRATIONS = "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)"
+    _MIGRATIONS_ORDER = "rowid"
+
+    # -- shared ------------------------------------------------------------------------
+    def query(self, sql: str, params: tuple | dict = ()) -> list[Any]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: tuple | dict = ()) -> Any:
+        return self.conn.execute(sql, params).fetchone()
+
+    def migrate(self) -> list[str]:
+        """Apply pending named migrations (serialised across processes by :meth:`advisory_lock`)."""
+        applied_now: list[str] = []
+        with self.advisory_lock("migrate", timeout=120):
+            conn = self.conn
+            self._run_ddl(conn, self._SCHEMA_MIGRATIONS)
+            done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+            for name, spec in MIGRATIONS:
+                if name in done:
+                    continue
+                with self.transaction() as tx:
+                    for statement in self._ddl(spec):
+                        self._run_ddl(tx, statement)
+                    tx.execute("INSERT INTO schema_migrations(name, applied_at) VALUES (?, ?)", (name, time.time()))
+                applied_now.append(name)
+        return applied_now
+
+    def applied_migrations(self) -> list[str]:
+        return [r[0] for r in self.query(f"SELECT name FROM schema_migrations ORDER BY {self._MIGRATIONS_ORDER}")]
