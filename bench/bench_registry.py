@@ -233,17 +233,10 @@ def query_plan(reg: AssetRegistry, fn) -> list[list[str]]:
             if sql.startswith(("SELECT a.", "SELECT COUNT"))]
 
 
-def bench_scale_one(n: int, queries: int, rounds: int, work: Path, rng: random.Random) -> dict:
-    t0 = time.perf_counter()
-    reg = bigregistry.open_registry(n, work / f"scale_{n}")
-    opened_s = time.perf_counter() - t0
-    records, conn, pid = Records.of(reg), reg.db.conn, reg.project_id
-    types, lics = list(bigregistry.TYPES), [x for x in bigregistry.LICENCES if x]
-    combos = [(rng.choice(types), rng.choice(bigregistry.TAGS[:100]), rng.choice(lics)) for _ in range(queries)]
-    for kind, tag, lic in combos[:30]:  # warm the page cache
-        reg.list_assets(kind, tags=[tag], license=lic, limit=50)
-        conn.execute(BARE_PAGE, (pid, kind, lic, tag)).fetchall()
-    out: dict[str, Any] = {"assets": n, "open_copy_s": round(opened_s, 2), "rounds": rounds, "loadavg": [],
+def page_rounds(reg: AssetRegistry, combos: list[tuple[str, str, str]], rounds: int) -> dict:
+    """list_assets type + tag + licence pages against the bare SQL, interleaved, ``rounds`` times."""
+    conn, pid = reg.db.conn, reg.project_id
+    out: dict[str, Any] = {"rounds": rounds, "loadavg": [],
                            "filter": "type + tag + licence, page of 50 (tags: the 100 most used of 400)"}
     wall: dict[str, list[float]] = {"bare_sql": [], "list_assets": [], "next_page": []}
     cpu: dict[str, list[float]] = {"bare_sql": [], "list_assets": []}
@@ -280,6 +273,20 @@ def bench_scale_one(n: int, queries: int, rounds: int, work: Path, rng: random.R
                                          / max(1e-6, out["page_cpu"]["bare_sql"]["p50_ms"]), 2)
     out["avg_items_per_page"] = round(statistics.mean(sizes), 1)
     out["full_pages"] = sum(1 for x in sizes if x == 50)
+    return out
+
+
+def bench_scale_one(n: int, queries: int, rounds: int, work: Path, rng: random.Random) -> dict:
+    t0 = time.perf_counter()
+    reg = bigregistry.open_registry(n, work / f"scale_{n}")
+    opened_s = time.perf_counter() - t0
+    records, conn, pid = Records.of(reg), reg.db.conn, reg.project_id
+    types, lics = list(bigregistry.TYPES), [x for x in bigregistry.LICENCES if x]
+    combos = [(rng.choice(types), rng.choice(bigregistry.TAGS[:100]), rng.choice(lics)) for _ in range(queries)]
+    for kind, tag, lic in combos[:30]:  # warm the page cache
+        reg.list_assets(kind, tags=[tag], license=lic, limit=50)
+        conn.execute(BARE_PAGE, (pid, kind, lic, tag)).fetchall()
+    out: dict[str, Any] = {"assets": n, "open_copy_s": round(opened_s, 2), **page_rounds(reg, combos, rounds)}
     common = max(((k, t, li) for k, t, li in combos), key=lambda c: -int(c[1][3:]))
     rare = max(((k, t, li) for k, t, li in combos), key=lambda c: int(c[1][3:]))
     out["plans"] = {f"{label} ({c[1]})": query_plan(reg, lambda c=c: reg.query_assets(
@@ -450,6 +457,120 @@ def bench_audit(sizes: list[int], work: Path, old_code: Path | None) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------ PostgreSQL (issue 18)
+PG_SHARED_BUFFERS = "2GB"
+ASSET_COLUMNS = ("project_id, uid, type, path, hash, bytes, tags, license, origin, version, created_at, updated_at,"
+                 " meta, preview, provenance, search_text, sidecar_pending, license_terms, commercial_rank,"
+                 " credit_required, derivatives_allowed, license_known, rights_version")
+
+
+def build_pg_registry(cluster: Any, n: int, seed: int = 7) -> tuple[str, float]:
+    """A database of n assets on the cluster, the same rows as the SQLite cache: the schema by the
+    store's own migrations, rows by COPY with the secondary indexes dropped and re-created, then
+    ANALYZE (what autovacuum does soon after a bulk load)."""
+    import psycopg
+
+    from comfyvn.store.db import Database
+
+    started = time.perf_counter()
+    url = cluster.create_database(f"registry_{n}")
+    Database(url).close()  # every migration, translated for PostgreSQL
+    with psycopg.connect(url, autocommit=True) as conn:
+        indexes = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename IN ('assets', 'asset_tags')"
+                               " AND indexname NOT IN (SELECT conname FROM pg_constraint)").fetchall()
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY assets ({ASSET_COLUMNS}) FROM STDIN") as copy:
+                for row, _ in bigregistry.generate(n, seed):
+                    copy.write_row(row)
+            with cur.copy("COPY asset_tags (project_id, uid, tag) FROM STDIN") as copy:
+                for _, tags in bigregistry.generate(n, seed):
+                    for tag_row in tags:
+                        copy.write_row(tag_row)
+        for _, sql in indexes:
+            conn.execute(sql)
+        conn.execute("ANALYZE assets")
+        conn.execute("ANALYZE asset_tags")
+        # into shared buffers, as SQLite's file is in the page cache after its copy
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        conn.execute("SELECT pg_prewarm(c.oid) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                     " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'i')")
+    return url, time.perf_counter() - started
+
+
+def registry_on(url: str, root: Path, project: str = bigregistry.PROJECT, **config: Any) -> AssetRegistry:
+    ws = init_workspace(workspace(root))
+    update_config({"store": {"url": url}, **config}, ws)
+    return AssetRegistry(project, ws=ws, make_thumbnails=False)
+
+
+def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work: Path, rng: random.Random) -> dict:
+    """The same list_assets bench on SQLite and PostgreSQL, and registering small files on both."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from pgserver import start_cluster
+
+    out: dict[str, Any] = {"list_assets": {}, "register": None}
+    cluster = start_cluster()
+    try:
+        # a server sized for its data: the default 128 MB of shared buffers hold a tenth of a million
+        # assets, and every page read past them is a system call (20-90 ms for a rare tag's page)
+        cluster.psql(f"ALTER SYSTEM SET shared_buffers = '{PG_SHARED_BUFFERS}'")
+        cluster.restart()
+        out["postgresql"] = (cluster.psql("SHOW server_version") + f", shared_buffers {PG_SHARED_BUFFERS}"
+                             " (test cluster: fsync=off, synchronous_commit=off)")
+        types, lics = list(bigregistry.TYPES), [x for x in bigregistry.LICENCES if x]
+        for n in sizes:
+            url, built_s = build_pg_registry(cluster, n)
+            print(f"  PostgreSQL registry of {n:,} built by COPY in {built_s:.0f} s", flush=True)
+            combos = [(rng.choice(types), rng.choice(bigregistry.TAGS[:100]), rng.choice(lics))
+                      for _ in range(queries)]
+            regs = {"sqlite": bigregistry.open_registry(n, work / f"eng_sqlite_{n}"),
+                    "postgresql": registry_on(url, work / f"eng_pg_{n}")}
+            for reg in regs.values():  # warm caches
+                for kind, tag, lic in combos[:30]:
+                    reg.query_assets(asset_type=kind, tags=[tag], license=lic, limit=50)
+            res: dict[str, Any] = {"pg_build_s": round(built_s, 1)}
+            for r in range(rounds):  # alternate the engines round by round
+                for engine in (("sqlite", "postgresql") if r % 2 == 0 else ("postgresql", "sqlite")):
+                    part = page_rounds(regs[engine], combos, 1)
+                    res.setdefault(engine, []).append(part)
+            for engine in ("sqlite", "postgresql"):
+                parts = res[engine]
+                res[engine] = {key: statistics.median(p["page"]["list_assets"][key] for p in parts)
+                               for key in ("p50_ms", "p95_ms")}
+                res[engine]["bare_sql_p95_ms"] = statistics.median(p["page"]["bare_sql"]["p95_ms"] for p in parts)
+                res[engine]["cpu_p50_ms"] = statistics.median(p["page_cpu"]["list_assets"]["p50_ms"] for p in parts)
+                res[engine]["loadavg"] = [x for p in parts for x in p["loadavg"]]
+                records = Records.of(regs[engine])
+                res[engine]["count_tag_capped_ms"] = round(timed_ms(lambda r=records: r.query_assets(
+                    tags=["tag003"], limit=1, with_total=True, total_cap=10_000))[0], 1)
+                res[engine]["select_all_ids_ms"] = round(timed_ms(lambda r=records: r.matching_uids(
+                    asset_type="backgrounds"))[0], 1)
+                print(f"  {engine} {n:,}: list_assets p50 {res[engine]['p50_ms']} / p95 {res[engine]['p95_ms']} ms "
+                      f"(bare SQL p95 {res[engine]['bare_sql_p95_ms']} ms), select all ids "
+                      f"{res[engine]['select_all_ids_ms']} ms, load {res[engine]['loadavg']}", flush=True)
+            out["list_assets"][str(n)] = res
+        if not files:
+            return out
+        # register small files: the same files, slices alternating between the engines
+        sources = make_sources(work / "eng_sources", files, rng)
+        url = cluster.create_database("register")
+        regs = {"sqlite": registry_on("", work / "eng_reg_sqlite", "bench", registry={"fsync": False}),
+                "postgresql": registry_on(url, work / "eng_reg_pg", "bench", registry={"fsync": False})}
+        wall, cpu = _interleaved({name: (lambda chunk, i, r=reg: [r.register_file(p, "models") for p in chunk])
+                                  for name, reg in regs.items()}, sources, 10, rng)
+        assert all(reg.count() == files for reg in regs.values())
+        out["register"] = {"files": files, "registry.fsync": False, "loadavg": os.getloadavg()[0],
+                           "ms_per_file": {k: round(v / files * 1000, 3) for k, v in wall.items()},
+                           "client_cpu_ms_per_file": {k: round(v / files * 1000, 3) for k, v in cpu.items()},
+                           "ratio_pg_vs_sqlite": round(wall["postgresql"] / wall["sqlite"], 2)}
+        print(f"  register {files:,} small files: {out['register']['ms_per_file']} ms/file", flush=True)
+    finally:
+        cluster.destroy()
+    return out
+
+
 # ------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -467,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--old-code", type=Path, default=None,
                     help="with --audit: a checkout of the code before the streaming audit, run beside it")
     ap.add_argument("--no-pages", action="store_true", help="with --scale: skip the query benches")
+    ap.add_argument("--engines", action="store_true",
+                    help="with --scale: the page bench on SQLite and PostgreSQL side by side, and registering "
+                         "--files small files on both (a throw-away PostgreSQL cluster, tests/pgserver.py)")
     args = ap.parse_args(argv)
     if args.scale:
         return main_scale(args)
@@ -534,6 +658,9 @@ def main_scale(args: argparse.Namespace) -> int:
                       flush=True)
         if args.audit:
             result["audit"] = bench_audit(sizes, Path(tmp), args.old_code)
+        if args.engines:
+            result["engines"] = bench_engines(sizes, args.queries, args.rounds, 10_000 if args.files is None
+                                              else args.files, Path(tmp), rng)
     out = Path(args.out or HERE / "results" / "registry_scale.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from comfyvn_server_ext.handlers.base import error_row
 from PIL import Image
+from sqltrace import traced
 
 import comfyvn.registry.placement as placemod
 import comfyvn.registry.sidecars as sidecarmod
@@ -834,13 +835,9 @@ def expected(recs: list[dict], *, kind=None, tags=(), lic=None) -> list[str]:
 
 
 def plans_of(reg, fn) -> list[list[str]]:
-    """EXPLAIN QUERY PLAN of each page query ``fn`` ran."""
-    statements: list[str] = []
-    reg.db.conn.set_trace_callback(statements.append)
-    try:
+    """SQLite's EXPLAIN QUERY PLAN of each page query ``fn`` ran."""
+    with traced(reg.db) as statements:
         fn()
-    finally:
-        reg.db.conn.set_trace_callback(None)
     return [[r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + s)] for s in statements
             if s.lstrip().upper().startswith(("SELECT A.*", "SELECT A.UID"))]
 
@@ -865,6 +862,22 @@ def test_a_rare_tag_drives_the_query_and_pages_match_the_walk(reg, skewed, monke
             break
     assert seen == want
     assert Records.of(reg).matching_uids(asset_type=kind, tags=tags, license=lic) == want
+    with traced(reg.db) as statements:
+        reg.query_assets(asset_type=kind, tags=tags, license=lic, limit=2)
+    probes = [s for s in statements if s.startswith("SELECT COUNT(*) FROM (SELECT 1 FROM asset_tags t")]
+    assert bool(probes) == (reg.db.engine == "sqlite")  # PostgreSQL plans from its statistics: no probe
+
+
+@pytest.mark.parametrize(("kind", "tags", "lic"), [
+    ("sprites", ["rare"], "cc0"), (None, ["rare"], None), ("audio", ["common"], "mit"), (None, ["common"], None),
+    ("sprites", ["common", "rare"], None), ("audio", ["nothing"], None),
+])
+def test_sqlite_plans_a_rare_tag_from_asset_tags_and_a_common_one_by_index_walk(reg, skewed, monkeypatch, kind, tags,
+                                                                              lic):
+    import comfyvn.registry.records as recmod
+
+    monkeypatch.setattr(recmod, "PAGE_DRIVE_MAX", 5)
+    monkeypatch.setattr(recmod, "PROBE_CAP", 8)
     for plan in plans_of(reg, lambda: reg.query_assets(asset_type=kind, tags=tags, license=lic, limit=2)):
         driven = any(p.startswith("SEARCH d USING PRIMARY KEY") for p in plan)
         assert driven == ("rare" in tags or "nothing" in tags), plan
@@ -872,33 +885,34 @@ def test_a_rare_tag_drives_the_query_and_pages_match_the_walk(reg, skewed, monke
 
 
 def test_a_count_by_tag_reads_the_tag_not_every_asset(reg, skewed):
-    statements: list[str] = []
-    reg.db.conn.set_trace_callback(statements.append)
-    try:
+    with traced(reg.db) as statements:
         assert reg.query_assets(tags=["common"], with_total=True, limit=1)["total"] == 30
         one_tag = [s for s in statements if s.startswith("SELECT COUNT(*) FROM asset_tags t WHERE")]
         statements.clear()
         assert reg.query_assets(asset_type="sprites", tags=["even"], with_total=True, limit=1)["total"] == \
             len(expected(skewed, kind="sprites", tags=["even"]))
-    finally:
-        reg.db.conn.set_trace_callback(None)
+        driven = [s for s in statements if s.startswith("SELECT COUNT(*) FROM asset_tags d")]
     assert len(one_tag) == 1  # the tag's rows in asset_tags' primary key: not one asset read
-    plan = [r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + one_tag[0])]
-    assert plan == ["SEARCH t USING COVERING INDEX sqlite_autoindex_asset_tags_1 (project_id=? AND tag=?)"] or \
-        plan == ["SEARCH t USING PRIMARY KEY (project_id=? AND tag=?)"], plan
-    counts = [s for s in statements if s.startswith("SELECT COUNT(*) FROM asset_tags d")]
-    assert len(counts) == 1, statements  # tag + type: from the tag's rows (15 of 30), each asset by primary key
-    assert [r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + counts[0])][0].startswith("SEARCH d USING PRIMARY KEY")
+    # tag + type on SQLite: from the tag's rows (15 of 30), each asset by primary key (PostgreSQL's planner decides)
+    assert len(driven) == (1 if reg.db.engine == "sqlite" else 0), statements
+
+
+def test_sqlite_counts_a_tag_on_asset_tags_primary_key(reg, skewed):
+    with traced(reg.db) as statements:
+        reg.query_assets(tags=["common"], with_total=True, limit=1)
+        reg.query_assets(asset_type="sprites", tags=["even"], with_total=True, limit=1)
+    one_tag = next(s for s in statements if s.startswith("SELECT COUNT(*) FROM asset_tags t WHERE"))
+    driven = next(s for s in statements if s.startswith("SELECT COUNT(*) FROM asset_tags d"))
+    assert [r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + one_tag)] in (
+        ["SEARCH t USING COVERING INDEX sqlite_autoindex_asset_tags_1 (project_id=? AND tag=?)"],
+        ["SEARCH t USING PRIMARY KEY (project_id=? AND tag=?)"])
+    assert [r[3] for r in reg.db.query("EXPLAIN QUERY PLAN " + driven)][0].startswith("SEARCH d USING PRIMARY KEY")
 
 
 def test_a_first_page_holding_every_match_is_its_own_total(reg, skewed):
-    statements: list[str] = []
-    reg.db.conn.set_trace_callback(statements.append)
-    try:
+    with traced(reg.db) as statements:
         page = reg.query_assets(tags=["rare"], with_total=True, limit=5)
         capped = Records.of(reg).query_assets(asset_type="audio", with_total=True, limit=50, total_cap=4)
-    finally:
-        reg.db.conn.set_trace_callback(None)
     assert page["total"] == 3 and len(page["items"]) == 3
     assert (capped["total"], capped["total_capped"], len(capped["items"])) == (4, True, 10)
     counted = [s for s in statements if s.startswith("SELECT COUNT(*)")
@@ -922,12 +936,8 @@ def test_capped_totals(reg, skewed):
 
 def test_matching_uids_reads_ids_only_in_one_query(reg, skewed):
     records = Records.of(reg)
-    statements: list[str] = []
-    reg.db.conn.set_trace_callback(statements.append)
-    try:
+    with traced(reg.db) as statements:
         uids = records.matching_uids(asset_type="sprites", license="cc0")
-    finally:
-        reg.db.conn.set_trace_callback(None)
     assert uids == expected(skewed, kind="sprites", lic="cc0")
     assert [s.split(" FROM")[0] for s in statements if s.startswith("SELECT a.")] == ["SELECT a.uid"]
     by_path = records.matching_uids(sort="path", descending=False, tags=["even", "rare"], tags_mode="any")
@@ -959,7 +969,7 @@ def test_keyset_pages_stay_stable_while_assets_are_added(reg, skewed, src):
 
 @pytest.mark.parametrize(("sort", "kind"), [(s, k) for s in ("updated_at", "bytes", "type", "path", "created_at")
                                             for k in (None, "sprites")])
-def test_every_gallery_sort_reads_a_page_in_index_order(reg, skewed, sort, kind):
+def test_sqlite_reads_every_gallery_sort_in_index_order(reg, skewed, sort, kind):
     for desc in (True, False):
         plans = plans_of(reg, lambda d=desc: reg.query_assets(asset_type=kind, sort=sort, descending=d, limit=5))
         assert plans and all(not [p for p in plan if "TEMP B-TREE" in p or p.startswith("SCAN a")]

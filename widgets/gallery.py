@@ -32,7 +32,8 @@ from .theme import chip, esc, human_bytes
 
 _ANY_KEY, _NONE_KEY = "__any__", "__none__"
 COPY_LIMIT = 5000
-FACETS_EVERY = 2.0  # seconds between recounts of the filter drop-downs during live updates
+FACETS_EVERY = 2.0  # seconds between recounts of the filter drop-downs during live updates, at least
+FACETS_SHARE = 0.1  # ... and at most this share of the live worker's time (0.5-1.5 s a recount at a million)
 
 
 def _when(ts: Any) -> str:
@@ -117,6 +118,7 @@ class AssetGallery(LiveDashboard):
         self._pending_filter: dict[str, Any] = {}
         self._pending_lock = threading.Lock()
         self._facets_at = 0.0
+        self._facets_cost = 0.0  # seconds the last recount of the drop-downs took
         self.updater: LiveUpdater | None = None
         self._build()
         self.model.load()
@@ -245,8 +247,8 @@ class AssetGallery(LiveDashboard):
                                     else "No assets registered yet. Register files with AssetRegistry.register_file "
                                          "or the ingest queue; they appear here at once.")
             total_all = m.count_all
-            shown = (f"{m.total_text} of {total_all:,} assets" if m.total != total_all or m.total_capped
-                     else f"{total_all:,} assets")
+            shown = (f"{m.total_text} of {m.count_all_text} assets"
+                     if (m.total, m.total_capped) != (total_all, m.count_all_capped) else f"{m.count_all_text} assets")
             theme.set_header(self.header, "Asset gallery", f"project {self.registry.project_id} · {shown}",
                              live=self.updater is not None and self.updater.running)
             first = m.page_index * m.page_size + 1 if m.items else 0
@@ -274,9 +276,17 @@ class AssetGallery(LiveDashboard):
     def _sync_facets(self, refresh: bool = False) -> None:
         """Refresh the filter drop-downs from the registry's facets without firing filter changes."""
         with self.model.lock:
+            started = time.monotonic()
             facets = self.model.facets(refresh=refresh)
             self._facets_at = time.monotonic()
+            self._facets_cost = self._facets_at - started
             self._rewrite_filter_widgets(facets)
+
+    def _facets_due(self) -> bool:
+        """Stale drop-down counts are recounted every FACETS_EVERY seconds, or less often when a
+        recount is slow (a million assets): the live worker's renders must not wait behind them."""
+        wait = max(FACETS_EVERY, self._facets_cost / FACETS_SHARE)
+        return self.model.facets_stale and time.monotonic() - self._facets_at >= wait
 
     def _rewrite_filter_widgets(self, facets: dict) -> None:
         self._sync.active = True
@@ -439,15 +449,17 @@ class AssetGallery(LiveDashboard):
                 self.model.apply_events(batch)
             self.render()
         # the drop-down counts follow at most every FACETS_EVERY seconds (they cost a scan of every asset)
-        if self.model.facets_stale and time.monotonic() - self._facets_at >= FACETS_EVERY:
+        if self._facets_due():
             self._sync_facets(refresh=True)
+            self.render()  # the header's exact count of every asset comes with them
 
     def _has_pending_thumbs(self) -> bool:
         return "pending" in self.grid.status.values() or self.model.facets_stale
 
     def _tick(self) -> None:
-        if self.model.facets_stale and time.monotonic() - self._facets_at >= FACETS_EVERY:
+        if self._facets_due():
             self._sync_facets(refresh=True)
+            self.render()
         with self.model.lock:
             thumbs, status = self.model.page_thumbnails()
             if status != self.grid.status or thumbs != self.grid.thumbs:

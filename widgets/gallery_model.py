@@ -207,6 +207,7 @@ class GalleryModel:
         self._facets: dict[str, list[tuple[str, int]]] | None = None
         self.facets_stale = False
         self.count_all = 0  # assets of the project, whatever the filter (the header's "of N")
+        self.count_all_capped = False  # count_all is TOTAL_CAP and more assets exist (until the facets count them)
         self._count_all_at: int | None = None  # the event id count_all was counted at
         self.loaded_event_id = 0
         self.lock = threading.RLock()
@@ -254,15 +255,27 @@ class GalleryModel:
             self.total, self.total_capped = page["total"], page["total_capped"]
             self.items = page["items"]
             self._cursors[self.page_index + 1] = page["next_cursor"]
-            self.recount_all()
+            if self.filter == GalleryFilter(sort=self.filter.sort):  # every asset: the page's total is the count
+                self._set_count_all(self.total, self.total_capped)
+            else:
+                self.recount_all()
             return self.items
 
+    @property
+    def count_all_text(self) -> str:
+        return f"{self.count_all:,}+" if self.count_all_capped else f"{self.count_all:,}"
+
+    def _set_count_all(self, n: int, capped: bool) -> None:
+        if capped and not self.count_all_capped and self.count_all > n:
+            return  # an exact count from the facets beats "10,000+" until the facets count again
+        self.count_all, self.count_all_capped, self._count_all_at = n, capped, self.loaded_event_id
+
     def recount_all(self) -> int:
-        """The header's "of N" (every asset of the project), counted again only after a change
-        (the event log's last id moved): a count of a million rows is 40-60 ms."""
+        """The header's "of N" (every asset of the project): counted up to TOTAL_CAP (an exact
+        count of a million rows is 40-400 ms, too slow for every render), again only after a
+        change (the event log's last id moved); :meth:`facets` sets the exact figure."""
         if self._count_all_at != self.loaded_event_id:
-            self.count_all = self.registry.count()
-            self._count_all_at = self.loaded_event_id
+            self._set_count_all(*self.records.filter_sql().count(TOTAL_CAP))
         return self.count_all
 
     def set_filter(self, **changes: Any) -> list[dict]:
@@ -324,8 +337,14 @@ class GalleryModel:
     def facets(self, refresh: bool = False) -> dict[str, list[tuple[str, int]]]:
         """Types, licences and tags with counts (cached; ``refresh`` recounts)."""
         if self._facets is None or refresh:
+            from comfyvn.hooks import get_hook_bus
+
+            at = get_hook_bus(self.registry.db).last_id()
             self._facets = self.registry.facets()
             self.facets_stale = False
+            with self.lock:  # every asset has one type: their counts add up to the exact count
+                self.count_all, self.count_all_capped = sum(n for _, n in self._facets["types"]), False
+                self._count_all_at = at
         return self._facets
 
     # -- tiles -----------------------------------------------------------------------------

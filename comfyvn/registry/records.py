@@ -190,8 +190,10 @@ class AssetFilter:
         return self.capped_count("asset_tags t", ["t.project_id = ?", "t.tag = ?"], [self.project_id, tag], cap)
 
     def driver(self, *, page: bool) -> str | None:
-        """The tag to read the matches from, or None to walk an index of ``assets``."""
-        if not self.all_tags or self.by_hash:
+        """The tag to read the matches from, or None to walk an index of ``assets`` (always on
+        PostgreSQL: its planner turns the EXISTS probe into the same tag-driven join from its
+        statistics, and the size probes would cost a round trip each)."""
+        if not self.all_tags or self.by_hash or getattr(self.db, "engine", "sqlite") != "sqlite":
             return None
         cap = PAGE_DRIVE_MAX + 1 if page else PROBE_CAP + 1
         size, tag = min((self.tag_size(t, cap), t) for t in self.all_tags)

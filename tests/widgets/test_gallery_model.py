@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 from comfyvn_widgets.gallery_model import UNLICENSED, GalleryModel
+from sqltrace import traced
 
 
 def names(model: GalleryModel) -> list[str]:
@@ -198,7 +200,7 @@ def test_more_matches_than_the_cap_show_as_cap_plus_and_paging_goes_on(registry,
     monkeypatch.setattr(gm, "TOTAL_CAP", 3)  # seven assets, counted up to three
     m = GalleryModel(registry, page_size=2)
     m.load()
-    assert (m.total, m.total_capped, m.total_text, m.count_all) == (3, True, "3+", 7)
+    assert (m.total, m.total_capped, m.total_text, m.count_all_text) == (3, True, "3+", "3+")
     seen = list(m.page_uids)
     while m.has_next:  # beyond the counted pages, the keyset cursor says whether a next page exists
         m.next_page()
@@ -211,29 +213,40 @@ def test_more_matches_than_the_cap_show_as_cap_plus_and_paging_goes_on(registry,
 def test_select_all_matching_reads_ids_in_one_query(registry, seeded):
     m = GalleryModel(registry, page_size=2)
     m.set_filter(tags="item")
-    statements: list[str] = []
-    registry.db.conn.set_trace_callback(statements.append)
-    try:
+    with traced(registry.db) as statements:
         assert m.select_all_matching(progress=lambda done, total: statements.append(f"progress {done}/{total}")) == 2
-    finally:
-        registry.db.conn.set_trace_callback(None)
     assert [s.split(" FROM")[0] for s in statements if s.startswith("SELECT a.")] == ["SELECT a.uid"]
     assert statements[-1] == "progress 2/2"
     assert set(m.selection.selected) == {r["uid"] for r in seeded if "item" in r["tags"]}
 
 
-def test_the_count_of_every_asset_is_redone_only_after_a_change(registry, seeded, png_factory):
+def test_the_count_of_every_asset_is_capped_redone_only_after_a_change_and_exact_from_the_facets(
+        registry, seeded, png_factory, monkeypatch):
+    import comfyvn_widgets.gallery_model as gm
+
+    monkeypatch.setattr(gm, "TOTAL_CAP", 5)
     m = GalleryModel(registry, page_size=2)
-    m.load()
-    statements: list[str] = []
-    registry.db.conn.set_trace_callback(statements.append)
-    try:
+    m.load()  # every asset: the page's capped total is the count
+    assert (m.count_all, m.count_all_capped, m.count_all_text) == (5, True, "5+")
+    every_asset = re.compile(r"^SELECT COUNT\(\*\) FROM \(SELECT 1 FROM assets a WHERE a\.project_id = \S+ LIMIT")
+    with traced(registry.db) as statements:
         m.set_filter(asset_type="props")
-        m.set_filter(asset_type=None)
-        assert not [s for s in statements if s.startswith("SELECT COUNT(*) FROM assets WHERE")]
+        m.set_filter(asset_type="characters")
+        assert not [s for s in statements if every_asset.match(s)]
+        m.facets()  # the drop-downs' counts add up to the exact figure
+        assert (m.count_all, m.count_all_capped) == (7, False)
         registry.register_file(png_factory(99), "props")
-        m.load()
-    finally:
-        registry.db.conn.set_trace_callback(None)
-    assert len([s for s in statements if s.startswith("SELECT COUNT(*) FROM assets WHERE")]) == 1
-    assert m.count_all == 8
+        m.load()  # a change: counted again, but "5+" would say less than the facets knew
+        assert (m.count_all, m.count_all_capped) == (7, False)
+        m.facets(refresh=True)
+    assert (m.count_all, m.count_all_capped) == (8, False)
+    assert not [s for s in statements if s.startswith("SELECT COUNT(*) FROM assets WHERE")]  # no full count
+
+
+def test_a_small_project_is_counted_exactly_after_every_change(registry, seeded, png_factory):
+    m = GalleryModel(registry, page_size=2)
+    m.set_filter(asset_type="props")
+    assert (m.count_all, m.count_all_capped) == (7, False)
+    registry.register_file(png_factory(98), "props")
+    m.load()
+    assert (m.count_all, m.total) == (8, 3)

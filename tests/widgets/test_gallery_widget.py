@@ -156,9 +156,25 @@ def test_a_capped_total_reads_as_cap_plus_in_the_pager(registry, seeded, monkeyp
     g = AssetGallery(registry, page_size=4, live=False)
     try:
         assert "of 2+" in g.page_label.value and "1–4 of 5+" in g.page_label.value
+        assert "5+ of 7 assets" in g.header.value  # the exact count of every asset comes with the facets
         g.next_button.click()
         assert len(g.grid.tiles) == 3 and g.next_button.disabled  # the cursor ran out: no third page
         g.select_all_button.click()
         assert "Selected all 7 assets" in g.status.widget.value
     finally:
         g.close()
+
+
+def test_slow_drop_down_recounts_are_spaced_out_so_live_renders_do_not_wait(gallery):
+    import time
+
+    gallery.model.facets_stale = True
+    gallery._facets_at = time.monotonic() - 3
+    gallery._facets_cost = 0.05  # a small registry: every FACETS_EVERY (2 s)
+    assert gallery._facets_due()
+    gallery._facets_cost = 1.0  # a million assets: at most a tenth of the worker's time
+    assert not gallery._facets_due()
+    gallery._facets_at = time.monotonic() - 10.5
+    assert gallery._facets_due()
+    gallery.model.facets_stale = False
+    assert not gallery._facets_due()
