@@ -182,7 +182,7 @@ def prune_events(db, *, keep_last: int, max_age_s: float, batch: int = 5000) -> 
             keep_from = conn.execute(
                 "SELECT MIN(x) FROM (SELECT MAX(id) - ? + 1 AS x FROM events"
                 " UNION ALL SELECT last_event_id + 1 FROM webhook_cursor WHERE EXISTS (SELECT 1 FROM webhooks)"
-                " UNION ALL SELECT MIN(event_id) FROM webhook_outbox WHERE status = 'pending')",
+                " UNION ALL SELECT MIN(event_id) FROM webhook_outbox WHERE status = 'pending') AS keep",
                 (max(1, int(keep_last)),)).fetchone()[0]
             if keep_from is None:
                 return deleted
