@@ -3,25 +3,78 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from pgserver import Cluster, start_cluster
 
 from comfyvn.config import Workspace, init_workspace, workspace
+from comfyvn.store import forget_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+#: ``COMFYVN_TEST_STORE=postgresql``: every ``ws`` gets a fresh database on the session's PostgreSQL
+TEST_STORE = os.environ.get("COMFYVN_TEST_STORE", "sqlite")
+#: tests of SQLite itself (its tracer, query plans, PRAGMAs, files): they ran in the SQLite suite and
+#: have no PostgreSQL meaning, so a PostgreSQL run deselects them (listed, never skipped silently)
+SQLITE_ONLY = {
+    "tests/test_asset_registry.py::test_filtered_listing_uses_indexes": "SQLite's trace callback and query plans",
+}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if TEST_STORE != "postgresql":
+        return
+    keep, dropped = [], []
+    for item in items:
+        (dropped if item.nodeid.split("[")[0] in SQLITE_ONLY else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture
-def ws(tmp_path, monkeypatch) -> Workspace:
-    """A fresh workspace selected through COMFYVN_HOME (shipped default config)."""
+def ws(tmp_path, monkeypatch, request) -> Iterator[Workspace]:
+    """A fresh workspace selected through COMFYVN_HOME (shipped default config); its store is
+    the workspace's SQLite file, or with ``COMFYVN_TEST_STORE=postgresql`` a fresh PostgreSQL
+    database (``COMFYVN_STORE_URL``)."""
     root = tmp_path / "workspace"
     root.mkdir()
     monkeypatch.setenv("COMFYVN_HOME", str(root))
     monkeypatch.chdir(root)
-    return init_workspace(workspace(root))
+    url = None
+    if TEST_STORE == "postgresql":
+        url = request.getfixturevalue("pg_store_schemas")()
+        monkeypatch.setenv("COMFYVN_STORE_URL", url)
+    yield init_workspace(workspace(root))
+    if url is not None:
+        forget_database(url)
+
+
+@pytest.fixture(scope="session")
+def pg_store_schemas(pg_cluster) -> Iterator[Callable[[], str]]:
+    """Makes the store URL of a fresh, empty schema in one database of the session's server.
+
+    Each workspace of a ``COMFYVN_TEST_STORE=postgresql`` run gets its own schema (its
+    ``search_path``): as isolated as a database of its own for the store, and ~1000x cheaper to
+    make than a database (which copies template1's files on this disk)."""
+    import psycopg
+
+    base = pg_cluster.create_database()
+    admin = psycopg.connect(base, autocommit=True)
+
+    def fresh() -> str:
+        name = f"s_{uuid.uuid4().hex[:12]}"
+        admin.execute(f'CREATE SCHEMA "{name}"')
+        return f"{base}?options=-csearch_path%3D{name}"
+
+    try:
+        yield fresh
+    finally:
+        admin.close()
 
 
 @pytest.fixture

@@ -219,13 +219,16 @@ def seal_plaintext_secrets(db: Database, ws: Workspace) -> int:
     if db.conn.execute("SELECT 1 FROM webhooks WHERE secret IS NOT NULL LIMIT 1").fetchone() is None:
         return 0
     conn = db.conn
-    conn.execute("PRAGMA secure_delete = ON")
+    sqlite = db.engine == "sqlite"
+    if sqlite:
+        conn.execute("PRAGMA secure_delete = ON")
     with db.transaction() as tx:
         rows = tx.execute("SELECT id, secret FROM webhooks WHERE secret IS NOT NULL").fetchall()
         for row in rows:
             tx.execute("UPDATE webhooks SET secret_sealed = ?, secret = NULL WHERE id = ?",
                        (seal(ws, row["secret"], row["id"]), row["id"]))
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    if sqlite:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     log.info("sealed %d webhook secret(s) stored in plain text", len(rows))
     return len(rows)
 
@@ -262,7 +265,8 @@ class WebhookManager:
             last = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
             conn.execute("INSERT INTO webhooks(id, event, url, secret_sealed, start_after_id, created_at, updated_at) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?)", (webhook_id, selector, clean_url, sealed, last, now, now))
-            conn.execute("INSERT OR IGNORE INTO webhook_cursor(name, last_event_id, updated_at) VALUES (?, ?, ?)",
+            conn.execute("INSERT INTO webhook_cursor(name, last_event_id, updated_at) VALUES (?, ?, ?)"
+                         " ON CONFLICT(name) DO NOTHING",
                          (CURSOR_NAME, last, now))
         log.info("webhook %s registered for %s", webhook_id, selector)
         return self.get(webhook_id)  # type: ignore[return-value]
@@ -474,9 +478,9 @@ class WebhookDispatcher:
                     for hook_id, after, topics in matchers:
                         if ev["id"] > after and (topics is None or ev["topic"] in topics):
                             added += conn.execute(
-                                "INSERT OR IGNORE INTO webhook_outbox(webhook_id, event_id, delivery_id, status, "
+                                "INSERT INTO webhook_outbox(webhook_id, event_id, delivery_id, status, "
                                 "attempts, next_attempt_at, created_at, updated_at) "
-                                "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
+                                "VALUES (?, ?, ?, 'pending', 0, ?, ?, ?) ON CONFLICT DO NOTHING",
                                 (hook_id, ev["id"], str(uuid.uuid4()), now, now, now)).rowcount
                 cursor = events[-1]["id"] if events else start
             conn.execute("INSERT INTO webhook_cursor(name, last_event_id, updated_at) VALUES (?, ?, ?) "

@@ -220,8 +220,10 @@ class JobStore:
 
     def queued(self, conn: Connection, limit: int = 200) -> Iterator[dict]:
         """The oldest queued jobs (for the worker to claim one)."""
+        # PostgreSQL: rows another claimer holds are skipped, not waited for
+        lock = " FOR UPDATE SKIP LOCKED" if self.db.engine == "postgresql" else ""
         for row in conn.execute(f"SELECT * FROM ingest_jobs WHERE status = '{JobStatus.QUEUED}'"
-                                " ORDER BY seq LIMIT ?", (limit,)):
+                                f" ORDER BY seq LIMIT ?{lock}", (limit,)):
             yield job_from_row(row)
 
     def claimed(self) -> list[dict]:

@@ -1,7 +1,8 @@
 """Token buckets per provider key, stored in the workspace database.
 
 Every process of a workspace (server, kernels, CLIs) draws from the same bucket row, inside
-a ``BEGIN IMMEDIATE`` transaction, so the pace holds however many downloaders run.  A bucket
+a write transaction (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: plus a transaction-level advisory
+lock per bucket), so the pace holds however many downloaders run, on however many machines.  A bucket
 refills at ``rate`` tokens per second up to ``burst``; an upstream 429 blocks the key until
 its Retry-After has passed.
 
@@ -76,6 +77,8 @@ class RateLimiter:
         return self._acquire(conn, key, cfg, now)
 
     def _acquire(self, conn: Connection, key: str, cfg: BucketConfig, now: float) -> float:
+        if self.db.engine == "postgresql":  # one taker of this bucket at a time on every machine, held to commit
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"comfyvn:ratelimit:{key}",))
         tokens, blocked_until = self._level(conn, key, cfg, now)
         if blocked_until > now:
             return blocked_until - now  # the row stays as block() left it
@@ -94,8 +97,10 @@ class RateLimiter:
         until = time.time() + max(0.0, float(seconds))
         # one token waits at the end of the pause; nothing accrues during it
         sql = ("INSERT INTO ingest_rate_buckets(key, tokens, updated_at, blocked_until) VALUES (?, 1, ?, ?)"
-               " ON CONFLICT(key) DO UPDATE SET tokens = 1, updated_at = MAX(updated_at, excluded.updated_at),"
-               " blocked_until = MAX(blocked_until, excluded.blocked_until)")
+               " ON CONFLICT(key) DO UPDATE SET tokens = 1, updated_at = CASE WHEN excluded.updated_at >"
+               " ingest_rate_buckets.updated_at THEN excluded.updated_at ELSE ingest_rate_buckets.updated_at END,"
+               " blocked_until = CASE WHEN excluded.blocked_until > ingest_rate_buckets.blocked_until"
+               " THEN excluded.blocked_until ELSE ingest_rate_buckets.blocked_until END")
         if conn is None:
             with self.db.transaction() as own:
                 own.execute(sql, (key, until, until))

@@ -20,7 +20,7 @@ def store_aliases(conn: Connection, many: Iterable[HashForms]) -> None:
     """Record every form of each file (inside the caller's transaction)."""
     rows = [row for forms in many for row in alias_rows(forms)]
     if rows:
-        conn.executemany("INSERT OR IGNORE INTO hash_aliases(value, form, sha256) VALUES (?, ?, ?)", rows)
+        conn.executemany("INSERT INTO hash_aliases(value, form, sha256) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", rows)
 
 
 def candidate_sha256s(conn: Connection, text: str) -> tuple[list[str], HashQuery]:

@@ -36,6 +36,9 @@ RACY_WINDOW_NS = 2_000_000_000
 _BATCH = 500  # inodes per query in lookup_many (SQLite's old default limit is 999 parameters)
 FLUSH_EVERY = 500  # rows per write transaction inside batch()
 _COLUMNS = "dev, ino, size, mtime_ns, sha256, blake3, crc32, autov1, autov3"
+# a changed file replaces its inode's row
+_UPSERT = "ON CONFLICT(dev, ino) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in [*_COLUMNS.split(", ")[2:], "hashed_at"])
 
 Key = tuple[int, int, int, int]
 _S64, _U64 = 1 << 63, 1 << 64
@@ -178,8 +181,8 @@ class HashCache:
         if not rows:
             return
         with self.db.transaction() as conn:
-            conn.executemany(f"INSERT OR REPLACE INTO library_hash_cache({_COLUMNS}, hashed_at) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(f"INSERT INTO library_hash_cache({_COLUMNS}, hashed_at) "
+                             f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) {_UPSERT}", rows)
 
     # -- hashing through the cache -------------------------------------------------------------
     def hash_file(self, path: str | os.PathLike, *, safetensors: bool | None = None, refresh: bool = False,

@@ -46,6 +46,8 @@ log = logging.getLogger("comfyvn.library.identify")
 BATCH = 100  # Civitai's limit per by-hash call (it answers 400 beyond)
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft")
 PREVIEW_MAX_BYTES = 20 * 1024 * 1024
+_UPSERT_IDENTIFIED = ("ON CONFLICT(project_id, uid, provider) DO UPDATE SET ref = excluded.ref,"
+                      " identified_at = excluded.identified_at")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 _META_SKIP = ("tags", "license", "provider")
 
@@ -226,7 +228,8 @@ def identify_unidentified(registry, *, limit: int | None = None, previews: bool 
             report.not_found += len(missing)
             now = time.time()
             with registry.db.transaction() as conn:
-                conn.executemany("INSERT OR REPLACE INTO library_negative(provider, sha256, asked_at) VALUES (?,?,?)",
+                conn.executemany("INSERT INTO library_negative(provider, sha256, asked_at) VALUES (?,?,?)"
+                                 " ON CONFLICT(provider, sha256) DO UPDATE SET asked_at = excluded.asked_at",
                                  [("civitai", sha, now) for sha in missing])
     finally:
         bulk.close()
@@ -249,8 +252,8 @@ def _apply_match(registry, bulk: CivitaiBulk, asset: dict, version: dict, models
     registry.update_asset_meta(asset["uid"], update, add_tags=meta.get("tags") or [],
                                **({"license_tag": meta["license"]} if meta.get("license") else {}))
     with registry.db.transaction() as conn:
-        conn.execute("INSERT OR REPLACE INTO library_identified(project_id, uid, provider, ref, identified_at)"
-                     " VALUES (?,?,?,?,?)", (registry.project_id, asset["uid"], "civitai",
+        conn.execute(f"INSERT INTO library_identified(project_id, uid, provider, ref, identified_at)"
+                     f" VALUES (?,?,?,?,?) {_UPSERT_IDENTIFIED}", (registry.project_id, asset["uid"], "civitai",
                                               f"{model_id}@{version.get('id')}", time.time()))
     report.matched.append({"uid": asset["uid"], "model_id": model_id, "version_id": version.get("id"),
                            "title": meta.get("title")})
@@ -337,8 +340,8 @@ def link_huggingface(registry, *, limit: int | None = None) -> list[dict]:
             registry.update_asset_meta(row["uid"], update, add_tags=meta.get("tags") or [],
                                        **({"license_tag": meta["license"]} if meta.get("license") else {}))
             with registry.db.transaction() as conn:
-                conn.execute("INSERT OR REPLACE INTO library_identified(project_id, uid, provider, ref, identified_at)"
-                             " VALUES (?,?,?,?,?)", (registry.project_id, row["uid"], "huggingface",
+                conn.execute(f"INSERT INTO library_identified(project_id, uid, provider, ref, identified_at)"
+                             f" VALUES (?,?,?,?,?) {_UPSERT_IDENTIFIED}", (registry.project_id, row["uid"], "huggingface",
                                                       f"{info.get('id', repo)}/{sibling.get('rfilename')}", time.time()))
             linked.append({"uid": row["uid"], "repo": info.get("id", repo), "file": sibling.get("rfilename")})
     return linked

@@ -311,8 +311,11 @@ class Scanner:
                     report.changed.append(_display(e))
                     affected.add(old["uid"])
                 conn.execute(
-                    "INSERT OR REPLACE INTO library_files(project_id, root, rel, uid, sha256, size, dev, ino, mtime_ns,"
-                    " status, seen_at, missing_since) VALUES (?,?,?,?,?,?,?,?,?,'present',?,NULL)",
+                    "INSERT INTO library_files(project_id, root, rel, uid, sha256, size, dev, ino, mtime_ns,"
+                    " status, seen_at, missing_since) VALUES (?,?,?,?,?,?,?,?,?,'present',?,NULL)"
+                    " ON CONFLICT(project_id, root, rel) DO UPDATE SET uid = excluded.uid, sha256 = excluded.sha256,"
+                    " size = excluded.size, dev = excluded.dev, ino = excluded.ino, mtime_ns = excluded.mtime_ns,"
+                    " status = excluded.status, seen_at = excluded.seen_at, missing_since = excluded.missing_since",
                     (self.project_id, e.root.name, e.rel, uid, forms.sha256, forms.size, *cache_key(e.st)[:2],
                      e.st.st_mtime_ns, now))
                 affected.add(uid)
@@ -353,7 +356,8 @@ class Scanner:
         cur = self.db.conn.cursor()
         cur.row_factory = None  # plain tuples: a rescan reads one row per file
         try:
-            cur.execute("SELECT rel, dev, ino, size, mtime_ns, status = 'present' FROM library_files"
+            cur.execute("SELECT rel, dev, ino, size, mtime_ns, CASE WHEN status = 'present' THEN 1 ELSE 0 END"
+                        " FROM library_files"
                         " WHERE project_id = ? AND root = ?", (self.project_id, root_name))
             return {r[0]: r[1:] for r in cur}
         finally:
@@ -527,7 +531,7 @@ def library_status(registry) -> dict:
     out = []
     rows = registry.db.query(
         "SELECT f.root, count(*) AS files, coalesce(sum(f.size), 0) AS bytes,"
-        " sum(f.status = 'missing') AS missing, count(DISTINCT f.uid) AS assets,"
+        " sum(CASE WHEN f.status = 'missing' THEN 1 ELSE 0 END) AS missing, count(DISTINCT f.uid) AS assets,"
         " count(DISTINCT i.uid) AS identified"
         " FROM library_files f LEFT JOIN library_identified i ON i.project_id = f.project_id AND i.uid = f.uid"
         " WHERE f.project_id = ? GROUP BY f.root", (registry.project_id,))

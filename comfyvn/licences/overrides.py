@@ -99,10 +99,10 @@ def set_overrides(registry: AssetRegistry, uids: Iterable[str], *, note: str, de
         for uid in uids:
             cur = conn.execute(
                 "INSERT INTO licence_overrides(project_id, uid, action, license, terms, covers_sources, note,"
-                " decided_by, decided_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                " decided_by, decided_at) VALUES (?,?,?,?,?,?,?,?,?) RETURNING id",
                 (registry.project_id, uid, "set", licence, json.dumps(given, sort_keys=True), int(covers_sources),
                  note, who, now))
-            rec = _record(conn.execute("SELECT * FROM licence_overrides WHERE id = ?", (cur.lastrowid,)).fetchone())
+            rec = _record(conn.execute("SELECT * FROM licence_overrides WHERE id = ?", cur.fetchone()).fetchone())
             emit(conn, TOPIC, _payload(rec), project_id=registry.project_id)
             out.append(rec)
     return out
@@ -123,9 +123,9 @@ def clear_override(registry: AssetRegistry, uid: str, *, note: str, decided_by: 
             raise OverrideNotFoundError(f"asset {uid!r} of project {registry.project_id!r} has no licence override")
         cur = conn.execute(
             "INSERT INTO licence_overrides(project_id, uid, action, license, terms, covers_sources, note,"
-            " decided_by, decided_at) VALUES (?,?,'cleared',NULL,'{}',0,?,?,?)",
+            " decided_by, decided_at) VALUES (?,?,'cleared',NULL,'{}',0,?,?,?) RETURNING id",
             (registry.project_id, uid, note, who, time.time()))
-        rec = _record(conn.execute("SELECT * FROM licence_overrides WHERE id = ?", (cur.lastrowid,)).fetchone())
+        rec = _record(conn.execute("SELECT * FROM licence_overrides WHERE id = ?", cur.fetchone()).fetchone())
         emit(conn, TOPIC, _payload(rec), project_id=registry.project_id)
     return rec
 

@@ -25,8 +25,8 @@ class MoveJournal:
     def record(self, conn, uid: str, op: str, src: str | None, dest: str, now: float, owner: str) -> int:
         """Journal one operation (``copy``, ``move``, ``adopt`` or ``remove``) in ``conn``'s transaction; its id."""
         return conn.execute(
-            "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner) VALUES (?,?,?,?,?,?,?)",
-            (self.project_id, uid, op, src, dest, now, owner)).lastrowid
+            "INSERT INTO file_intents(project_id, uid, op, src, dest, created_at, owner) VALUES (?,?,?,?,?,?,?)"
+            " RETURNING id", (self.project_id, uid, op, src, dest, now, owner)).fetchone()[0]
 
     @staticmethod
     def forget(conn, intent: int) -> None:

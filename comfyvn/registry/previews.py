@@ -27,6 +27,8 @@ from .paths import AssetsRoot
 from .records import Records
 
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
+_UPSERT_THUMBNAIL = ("ON CONFLICT(project_id, uid, size) DO UPDATE SET path = excluded.path, status = excluded.status,"
+                     " error = excluded.error, updated_at = excluded.updated_at")
 
 
 def thumb_rel(uid: str, size: str) -> str:
@@ -63,8 +65,8 @@ class Previews:
         preview = rec["preview"]
         sizes = list(preview.get("thumbnails", {})) or ([WAVEFORM] if preview.get("waveform") else [])
         conn.executemany(
-            "INSERT OR REPLACE INTO thumbnails(project_id, uid, size, path, status, error, updated_at)"
-            " VALUES (?,?,?,?,?,NULL,?)",
+            "INSERT INTO thumbnails(project_id, uid, size, path, status, error, updated_at) VALUES (?,?,?,?,?,NULL,?)"
+            f" {_UPSERT_THUMBNAIL}",
             [(self.project_id, rec["uid"], s, thumb_rel(rec["uid"], s), status, time.time()) for s in sizes])
 
     def schedule(self, rec: dict) -> None:
@@ -130,8 +132,8 @@ class Previews:
             conn.execute("UPDATE assets SET preview = ?, sidecar_pending = 1 WHERE project_id = ? AND uid = ?",
                          (json.dumps(preview), self.project_id, rec["uid"]))
             conn.executemany(
-                "INSERT OR REPLACE INTO thumbnails(project_id, uid, size, path, status, error, updated_at)"
-                " VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO thumbnails(project_id, uid, size, path, status, error, updated_at) VALUES (?,?,?,?,?,?,?)"
+                f" {_UPSERT_THUMBNAIL}",
                 [(self.project_id, uid, s, thumb_rel(uid, s), st, err, time.time()) for s, st, err in done])
         return self.status(uid)
 

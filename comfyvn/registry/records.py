@@ -176,7 +176,7 @@ class Records:
              json.dumps(rec["provenance"], ensure_ascii=False), self.search_text(rec),
              *self.rights_columns(rec), RIGHTS_VERSION))
         if rec["tags"]:
-            conn.executemany("INSERT OR IGNORE INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
+            conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?) ON CONFLICT DO NOTHING",
                              [(self.project_id, rec["uid"], t) for t in rec["tags"]])
 
     @staticmethod

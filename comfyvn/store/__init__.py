@@ -11,7 +11,7 @@ from .db import (
            get_database,
            open_store,
 )
-from .errors import IntegrityError, LockTimeout, StoreUnavailable
+from .errors import IntegrityError, LockTimeout, StoreUnavailable, TransactionFailed
 
 __all__ = ["Connection", "Cursor", "Database", "IntegrityError", "LockTimeout", "SqliteDatabase", "StoreUnavailable",
-           "database_at", "forget_database", "get_database", "open_store"]
+           "TransactionFailed", "database_at", "forget_database", "get_database", "open_store"]

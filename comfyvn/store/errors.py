@@ -15,5 +15,10 @@ class StoreUnavailable(ComfyvnError):
     code = "store_unavailable"
 
 
+class TransactionFailed(ComfyvnError, RuntimeError):
+    """A statement failed inside a transaction and its error was swallowed: PostgreSQL refuses the
+    rest of the transaction, so nothing was committed (undo one statement with a SAVEPOINT instead)."""
+
+
 class LockTimeout(Conflict, TimeoutError):
     """:meth:`Database.advisory_lock` was not granted within its timeout (another process holds it)."""

@@ -26,12 +26,13 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg.adapt import Loader
+from psycopg import postgres
+from psycopg.adapt import Dumper, Loader
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .base import Database
-from .errors import IntegrityError, LockTimeout, StoreUnavailable
+from .errors import IntegrityError, LockTimeout, StoreUnavailable, TransactionFailed
 from .sql import pg_ddl, pg_placeholders, split_sql
 
 CONNECT_TIMEOUT_S = 5  # a request waits at most this long for an unreachable server, then gets a 503
@@ -91,8 +92,18 @@ class _NumericLoader(Loader):
         return int(value) if value == value.to_integral_value() else float(value)
 
 
+class _BoolAsIntDumper(Dumper):
+    """Python booleans as 1/0: the schema's flags are integer columns (as SQLite stores them)."""
+
+    oid = postgres.types["int8"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
 def _configure(raw: psycopg.Connection) -> None:
     raw.adapters.register_loader("numeric", _NumericLoader)
+    raw.adapters.register_dumper(bool, _BoolAsIntDumper)
     raw.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
 
 
@@ -221,11 +232,14 @@ class PgDatabase(Database):
         self._held: dict[int, tuple[threading.Thread | None, psycopg.Connection]] = {}
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
+        self._closed = False
         self._pid = os.getpid()
         self.migrate()
 
     # -- connections -------------------------------------------------------------------
     def _get_pool(self) -> ConnectionPool:
+        if self._closed:
+            raise StoreUnavailable(f"{self._safe_url()}: this store was closed (close_all)")
         if os.getpid() != self._pid:  # forked child: the parent's sockets and pool threads are not ours
             self._pool, self._held, self._local = None, {}, threading.local()
             self._pid = os.getpid()
@@ -308,8 +322,8 @@ class PgDatabase(Database):
             conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
             yield conn
             if conn.failed:  # COMMIT would silently roll back: say so instead
-                raise psycopg.errors.InFailedSqlTransaction(
-                    "a statement failed inside the transaction and its error was swallowed; nothing was committed")
+                raise TransactionFailed("a statement failed inside the transaction and its error was swallowed; "
+                                        "nothing was committed")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -357,6 +371,7 @@ class PgDatabase(Database):
 
     def close_all(self) -> None:
         """Close the pool and every connection (the store is not used again)."""
+        self._closed = True
         with self._lock:
             held = [raw for _, raw in self._held.values()]
             self._held = {}
