@@ -12,7 +12,7 @@ import pytest
 import comfyvn.hashforms as hf
 from comfyvn.hashforms import HashForms, hash_bytes
 from comfyvn.library.hashcache import FileChangedError, HashCache, cache_key
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 
 OLD_NS = 1_600_000_000 * 10**9  # an mtime well outside the racy window
 
@@ -25,7 +25,7 @@ def make(path: Path, data: bytes, mtime_ns: int = OLD_NS) -> Path:
 
 @pytest.fixture
 def cache(ws) -> HashCache:
-    return HashCache(ws.db_path)
+    return HashCache(open_store(ws))
 
 
 @pytest.fixture
@@ -41,11 +41,11 @@ def no_reads(monkeypatch):
 
 
 def test_migration_creates_the_table(ws):
-    HashCache(ws.db_path)
-    db = get_database(ws.db_path)
+    HashCache(open_store(ws))
+    db = open_store(ws)
     assert "library.001_hash_cache" in db.applied_migrations()
     assert db.query_one("SELECT count(*) FROM library_hash_cache")[0] == 0
-    HashCache(ws.db_path)  # a second instance (or process) does not apply it again
+    HashCache(open_store(ws))  # a second instance (or process) does not apply it again
     assert db.applied_migrations().count("library.001_hash_cache") == 1
 
 
@@ -72,8 +72,8 @@ def test_rescan_of_an_unchanged_file_reads_nothing(cache, tmp_path, no_reads):
 
 def test_the_cache_persists_across_instances(ws, tmp_path, no_reads):
     path = make(tmp_path / "a.bin", b"x" * 5000)
-    forms = HashCache(ws.db_path).hash_file(path)
-    fresh = HashCache(ws.db_path)
+    forms = HashCache(open_store(ws)).hash_file(path)
+    fresh = HashCache(open_store(ws))
     no_reads()
     assert fresh.hash_file(path) == forms
     assert fresh.counters()["hits"] == 1 and fresh.bytes_read == 0

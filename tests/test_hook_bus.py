@@ -11,7 +11,7 @@ import pytest
 
 from comfyvn.hooks import HOOK_SPECS, UnknownHookError, emit, get_hook_bus, hook_spec, resolve_topics
 from comfyvn.hooks.events import utc_timestamp
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 
 WAIT = 30  # seconds; a guard against hanging, never a speed assertion
 ASSET_TOPICS = ["on_asset_registered", "on_asset_saved", "on_asset_meta_updated", "on_asset_removed",
@@ -42,7 +42,7 @@ class Collector:
 
 @pytest.fixture
 def bus(ws):
-    return get_hook_bus(get_database(ws.db_path))
+    return get_hook_bus(open_store(ws))
 
 
 def _emit(bus, topic: str, **data) -> dict:
@@ -121,8 +121,8 @@ def test_subscribers_get_events_from_another_process_in_order(ws, bus, subproces
     code = """
 import sys
 from comfyvn.hooks import emit
-from comfyvn.store import get_database
-db = get_database(sys.argv[1])
+from comfyvn.store import open_store
+db = open_store()
 for i in range(60):
     with db.transaction() as conn:
         emit(conn, "on_modder_test", {"n": i})
@@ -147,8 +147,8 @@ def test_two_writer_processes_interleave_without_gaps(ws, bus, subprocess_env):
     code = """
 import sys
 from comfyvn.hooks import emit
-from comfyvn.store import get_database
-db = get_database(sys.argv[1])
+from comfyvn.store import open_store
+db = open_store()
 for i in range(100):
     with db.transaction() as conn:
         emit(conn, "on_modder_test", {"who": sys.argv[2], "n": i})

@@ -30,6 +30,7 @@ from comfyvn.ingest import (
     TermsNotAcknowledgedError,
     get_ingest_queue,
 )
+from comfyvn.store import open_store
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 SEED_PAYLOAD_KEYS = {"job_id", "provider", "status", "digest", "asset_type_hint", "notes"}
@@ -46,7 +47,7 @@ def sha(data: bytes) -> str:
 
 
 def events(ws, topic: str | None = None) -> list[dict]:
-    return get_hook_bus(ws.db_path).history(1000, topics=[topic] if topic else ["on_asset_ingest_*"])
+    return get_hook_bus(open_store(ws)).history(1000, topics=[topic] if topic else ["on_asset_ingest_*"])
 
 
 @pytest.fixture

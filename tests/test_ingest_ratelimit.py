@@ -11,12 +11,12 @@ import pytest
 from comfyvn.config import update_config
 from comfyvn.ingest.errors import IngestError
 from comfyvn.ingest.ratelimit import DEFAULT_RATE_LIMIT, RateLimiter
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 
 
 @pytest.fixture
 def limiter(ws):
-    return RateLimiter(get_database(ws.db_path), ws)
+    return RateLimiter(open_store(ws), ws)
 
 
 def test_default_rate_is_about_one_request_every_three_seconds(ws, limiter):
@@ -71,9 +71,9 @@ TAKE = """
 import sys, time
 from comfyvn.config import workspace
 from comfyvn.ingest.ratelimit import RateLimiter
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 ws = workspace()
-lim = RateLimiter(get_database(ws.db_path), ws)
+lim = RateLimiter(open_store(ws), ws)
 while time.time() < float(sys.argv[1]):
     time.sleep(0.001)
 got = sum(1 for _ in range(int(sys.argv[2])) if lim.try_acquire("civitai") == 0.0)

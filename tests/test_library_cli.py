@@ -12,7 +12,7 @@ from comfyvn.hooks.events import read_events
 from comfyvn.library.cli import main
 from comfyvn.library.duplicates import duplicate_report
 from comfyvn.library.scan import ScanBusyError, Scanner, scan_library
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 OLD_NS = 1_600_000_000 * 10**9
@@ -79,7 +79,7 @@ def test_scan_progress_reaches_hooks_and_a_second_scan_is_refused_while_one_runs
     reg = AssetRegistry("default", ws=ws, make_thumbnails=False)
     scan_library(ws=ws, registry=reg, progress=seen.append)
     assert seen[-1]["phase"] == "done" and any(s["phase"] == "hash" and s["files_done"] == 5 for s in seen)
-    topics = [e["event"] for e in read_events(get_database(ws.db_path).conn, after_id=0, limit=1000)]
+    topics = [e["event"] for e in read_events(open_store(ws).conn, after_id=0, limit=1000)]
     assert "on_library_scan_started" in topics and "on_library_scan_finished" in topics
     assert "on_library_scan_progress" in topics
     busy = Scanner(ws, "default", registry=reg)

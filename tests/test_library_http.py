@@ -16,7 +16,7 @@ from comfyvn.config import update_config
 from comfyvn.hashforms import hash_path
 from comfyvn.hooks.events import read_events
 from comfyvn.library.scan import Scanner
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 from comfyvn.studio.core.asset_registry import AssetRegistry
 from tests.fakes.provider_server import provider_servers_fixture  # noqa: F401
 
@@ -55,7 +55,7 @@ def root(ws, tmp_path) -> Path:
 
 
 async def wait_finished(ws, timeout: float = 30.0) -> dict:
-    conn = get_database(ws.db_path).conn
+    conn = open_store(ws).conn
     for _ in range(int(timeout / 0.05)):
         done = read_events(conn, topics=["on_library_scan_finished"])
         if done:
@@ -69,7 +69,7 @@ async def test_scan_over_http_then_find_by_every_hash_form(api, ws, root):
     assert code == 202 and started["roots"] == ["comfy"]
     summary = await wait_finished(ws)
     assert summary["files"] == 3 and summary["registered"] == 2 and summary["scan_id"] == started["scan_id"]
-    progress = read_events(get_database(ws.db_path).conn, topics=["on_library_scan_progress"])
+    progress = read_events(open_store(ws).conn, topics=["on_library_scan_progress"])
     assert progress and progress[-1]["data"]["phase"] == "done"
     forms = hash_path(root / "vae" / "v.pt")
     for value in (forms.sha256, forms.autov2.upper(), f"blake3:{forms.blake3}", forms.crc32, forms.autov1,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from comfyvn.hooks import get_hook_bus
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 from tests.test_licences import PROJECT, build_project
 
 _SERVER_TESTS = Path(__file__).resolve().parent / "server"
@@ -76,7 +76,7 @@ async def test_overrides_over_http_record_the_jupyter_user_and_emit_the_hook(api
     _reg, uid = project
     target = uid["no_licence"]
     url = f"/api/licences/overrides/{target}"
-    bus = get_hook_bus(get_database(ws.db_path))
+    bus = get_hook_bus(open_store(ws))
     start = bus.last_id()
     r = await api("POST", url, params={"project": PROJECT},
                   body={"license": "cc0", "note": "drawn in the studio, timesheet 42"})

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pgserver import start_cluster
@@ -28,7 +29,8 @@ from comfyvn.store import (
 )
 from comfyvn.store.migrations import MIGRATIONS
 from comfyvn.store.sql import pg_ddl, pg_placeholders
-from conftest import REPO_ROOT
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from comfyvn.config import setup_logging, update_config
+from comfyvn.config import setup_logging, store_url, update_config
 from comfyvn.hooks import emit
 from comfyvn.hooks.webhooks import WebhookDispatcher, WebhookManager, sign, verify
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 from comfyvn.store.db import Database
 
 SECRET = "s3cr3t-Webhook-Value-91f2"
@@ -86,7 +86,7 @@ def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condi
 def db(ws) -> Database:
     update_config({"hooks": {"allow_private_webhook_targets": True, "webhook_backoff_s": 0.2,
                              "webhook_max_attempts": 5, "webhook_timeout_s": 5}}, ws)
-    return get_database(ws.db_path)
+    return open_store(ws)
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_register_validates_event_and_url(db):
                                  "http://[::ffff:127.0.0.1]/h", "http://app.localhost/h",
                                  "http://[::7f00:1]/h", "http://[::ffff:0:a00:1]/h"])
 def test_private_targets_refused_unless_allowed(ws, url):
-    mgr = WebhookManager(get_database(ws.db_path))
+    mgr = WebhookManager(open_store(ws))
     with pytest.raises(ValueError, match="allow_private_webhook_targets"):
         mgr.register("on_modder_test", url)
     update_config({"hooks": {"allow_private_webhook_targets": True}}, ws)
@@ -317,7 +317,7 @@ def test_restarted_dispatcher_delivers_events_committed_while_down(db, ws, recei
     time.sleep(0.2)  # nothing runs: these stay in the log only
     assert rx.event_ids() == [e1]
     # a new process: a fresh Database object on the same file and a new dispatcher
-    fresh = Database(ws.db_path)
+    fresh = Database(store_url(ws))
     dispatchers(fresh).start()
     wait_for(lambda: len(rx.requests) == 4, what="the backlog")
     assert rx.event_ids() == [e1, *down]
@@ -333,7 +333,7 @@ def test_two_dispatchers_on_one_database_never_double_deliver(db, ws, receiver, 
     mgr = WebhookManager(db)
     h1 = mgr.register("on_modder_test", rx.url, secret=SECRET)
     h2 = mgr.register("*", rx.url, secret=SECRET)
-    other_db = Database(ws.db_path)  # as a second server process would open it
+    other_db = Database(store_url(ws))  # as a second server process would open it
     a, b = dispatchers(db), dispatchers(other_db)
     # claims are exclusive (one row in flight per webhook): whatever one holds, the other cannot take
     ids = emit_events(db, 3)

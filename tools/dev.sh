@@ -54,6 +54,19 @@ cmd_run() {
   exec "$VENV/bin/comfyvn-workbench" demo --workspace "${COMFYVN_HOME:-$REPO/demo-workspace}" "$@"
 }
 
+# run a second time with COMFYVN_TEST_STORE=postgresql (tests/conftest.py: the ws fixture's store)
+POSTGRES_TESTS=(
+  tests/test_store.py tests/test_store_engines.py
+  tests/test_asset_registry.py tests/test_multiprocess_registry.py tests/test_registry_layout.py
+  tests/test_rights_registry.py
+  tests/test_ingest_queue.py tests/test_ingest_jobs.py tests/test_ingest_ratelimit.py tests/test_ingest_state.py
+  tests/test_hook_bus.py tests/test_webhooks.py
+  tests/test_library_aliases.py tests/test_library_scan.py tests/test_library_identify.py tests/test_hashcache.py
+  tests/test_library_cli.py tests/test_library_http.py
+  tests/test_licences.py tests/test_licences_http.py
+  tests/server
+)
+
 cmd_test() {
   setup_python
   setup_browser
@@ -69,9 +82,21 @@ cmd_test() {
   "$PY" -m pytest -q -p no:cacheprovider --nbval-lax notebooks/docs
   log "browser tests (Voila + Debian chromium via Playwright)"
   "$PY" -m pytest -q -p no:cacheprovider -m browser tests/browser
-  # the main suite runs last, so its summary line closes the run
   log "unit, server, widget, runbook and reliability tests"
-  "$PY" -m pytest -q -p no:cacheprovider -m "not browser" "$@"
+  local out main_rc=0 pg_rc=0
+  out="$(mktemp -d)"
+  "$PY" -m pytest -q -p no:cacheprovider -m "not browser" "$@" 2>&1 | tee "$out/main.txt" || main_rc=$?
+  if [ "$#" -eq 0 ]; then
+    # the same store behaviour on the shared engine: each test's workspace on a throw-away PostgreSQL
+    log "store, registry, ingest, hook, webhook, library, licence and server-route tests on PostgreSQL"
+    COMFYVN_TEST_STORE=postgresql "$PY" -m pytest -q -p no:cacheprovider -m "not browser" \
+      "${POSTGRES_TESTS[@]/#/$REPO/}" 2>&1 | tee "$out/postgresql.txt" || pg_rc=$?
+    log "summary"
+    printf 'SQLite (whole suite):         %s\nPostgreSQL (store selection): %s\n' \
+      "$(tail -n 1 "$out/main.txt")" "$(tail -n 1 "$out/postgresql.txt")"
+  fi
+  rm -rf "$out"
+  [ "$main_rc" -eq 0 ] && [ "$pg_rc" -eq 0 ]
 }
 
 case "${1:-}" in

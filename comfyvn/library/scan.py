@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from filelock import FileLock, Timeout
-
 from ..config import Workspace, existing_workspace, get_setting
 from ..errors import Conflict
 from ..hashforms import HashForms
@@ -32,6 +30,7 @@ from ..hooks.events import emit, last_event_id, oldest_event_id
 from ..registry.paths import SIDECAR_SUFFIX
 from ..registry.rebuild import derive_tags
 from ..sources import WORKSPACE_INTERNALS, sensitive_name
+from ..store import LockTimeout
 from ..studio.core.asset_registry import AssetRegistry
 from .aliases import store_aliases
 from .hashcache import HashCache, cache_key
@@ -224,7 +223,7 @@ class Scanner:
         self.scan_id = f"{int(time.time() * 1000):x}"
         # one scan per project at a time, across processes; thread_local=False: a scan started by
         # one thread (an HTTP request) may run and release in another
-        self.lock = FileLock(str(ws.data_dir / f"library-scan-{self.project_id}.lock"), thread_local=False)
+        self.lock = self.db.lock(f"library-scan-{self.project_id}")
 
     def event(self, topic: str, data: dict) -> None:
         try:
@@ -241,7 +240,7 @@ class Scanner:
         lock = self.lock
         try:
             lock.acquire(timeout=0)
-        except Timeout:
+        except LockTimeout:
             raise ScanBusyError(f"a library scan of project {self.project_id!r} is already running; "
                                 "wait for it to finish") from None
         try:
@@ -497,7 +496,7 @@ def start_scan(registry, roots: list[str] | None = None, *, identify: bool = Fal
     chosen = _select_roots(registry.ws, roots)  # bad names are the caller's error, raised now
     try:
         scanner.lock.acquire(timeout=0)
-    except Timeout:
+    except LockTimeout:
         raise ScanBusyError(f"a library scan of project {registry.project_id!r} is already running; "
                             "wait for it to finish") from None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar, Protocol
 
 from .migrations import MIGRATIONS
@@ -42,6 +42,27 @@ class Connection(Protocol):
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any: ...
     def cursor(self) -> Any: ...
     def close(self) -> None: ...
+
+
+class StoreLock:
+    """A named lock of the store that every process honours (on PostgreSQL, on every machine).
+
+    Re-entrant for its holder object and releasable by another thread than the one that took it
+    (a request thread starts a scan, its worker thread ends it), as ``FileLock(thread_local=False)``."""
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Take the lock (:class:`~comfyvn.store.errors.LockTimeout` after ``timeout`` seconds; None waits)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> StoreLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class Database:
@@ -80,10 +101,21 @@ class Database:
         """A short write transaction; commits on success, rolls back on error; nested use joins."""
         raise NotImplementedError
 
-    def advisory_lock(self, name: str, timeout: float | None = None) -> AbstractContextManager[None]:
-        """A lock every process of the store honours, on every machine that shares it
-        (:class:`LockTimeout` when ``timeout`` seconds pass without it)."""
+    def lock(self, name: str) -> StoreLock:
+        """A :class:`StoreLock` named ``name`` (a file lock beside SQLite's file; ``pg_advisory_lock``
+        on PostgreSQL, never a file there)."""
         raise NotImplementedError
+
+    @contextmanager
+    def advisory_lock(self, name: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold :meth:`lock` ``name`` for a block (:class:`LockTimeout` when ``timeout`` seconds pass
+        without it)."""
+        lock = self.lock(name)
+        lock.acquire(timeout)
+        try:
+            yield
+        finally:
+            lock.release()
 
     def close(self) -> None:
         raise NotImplementedError

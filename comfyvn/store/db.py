@@ -30,7 +30,7 @@ from filelock import FileLock, Timeout
 
 from ..config import Workspace, store_url
 from . import base
-from .base import Connection, Cursor, Database
+from .base import Connection, Cursor, Database, StoreLock
 from .errors import IntegrityError, LockTimeout
 from .sql import split_sql
 
@@ -63,6 +63,21 @@ class _SqliteConnection(sqlite3.Connection):
             return super().executemany(sql, parameters)
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
+
+
+class _FileStoreLock(StoreLock):
+    def __init__(self, path: Path, name: str) -> None:
+        self._lock = FileLock(str(path), thread_local=False)
+        self._name = name
+
+    def acquire(self, timeout: float | None = None) -> None:
+        try:
+            self._lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout:
+            raise LockTimeout(f"{self._lock.lock_file}: lock {self._name!r} is held by another process") from None
+
+    def release(self) -> None:
+        self._lock.release()
 
 
 class SqliteDatabase(Database):
@@ -140,19 +155,9 @@ class SqliteDatabase(Database):
                 conn.execute("ROLLBACK")
             raise
 
-    @contextmanager
-    def advisory_lock(self, name: str, timeout: float | None = None) -> Iterator[None]:
+    def lock(self, name: str) -> StoreLock:
         """A file lock beside the database file (``<file>.<name>.lock``)."""
-        lock = FileLock(f"{self.path}.{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.lock",
-                        timeout=-1 if timeout is None else timeout, thread_local=False)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise LockTimeout(f"{self.path}: lock {name!r} is held by another process") from None
-        try:
-            yield
-        finally:
-            lock.release()
+        return _FileStoreLock(Path(f"{self.path}.{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.lock"), name)
 
     def close(self) -> None:
         """Close this thread's connection and those of threads that have ended.

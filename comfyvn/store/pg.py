@@ -20,6 +20,7 @@ import hashlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -31,11 +32,12 @@ from psycopg.adapt import Dumper, Loader
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .base import Database
+from .base import Database, StoreLock
 from .errors import IntegrityError, LockTimeout, StoreUnavailable, TransactionFailed
 from .sql import pg_ddl, pg_placeholders, split_sql
 
 CONNECT_TIMEOUT_S = 5  # a request waits at most this long for an unreachable server, then gets a 503
+POOL_WAIT_S = 2.0  # for a pooled connection, before connecting one of its own
 POOL_MAX = 64  # connections held per process (one per thread using the store, plus tailers and locks)
 LOCK_TIMEOUT = "120s"  # a write transaction waits this long for another process's, as SQLite's busy timeout
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
@@ -47,6 +49,13 @@ def lock_key(name: str) -> int:
 
 
 WRITE_LOCK = lock_key("write")
+_open: weakref.WeakSet[PgDatabase] = weakref.WeakSet()  # every PgDatabase of this process
+
+
+def close_all_databases() -> None:
+    """Close the pool of every PostgreSQL store of this process (tests ending their server)."""
+    for db in list(_open):
+        db.close_all()
 
 
 class Row(tuple):
@@ -217,6 +226,50 @@ class PgConnection:
             self.raw = None
 
 
+class _PgStoreLock(StoreLock):
+    """A session-level advisory lock on a private connection of its own while held."""
+
+    def __init__(self, db: PgDatabase, name: str) -> None:
+        self._db, self._name, self._key = db, name, lock_key(name)
+        self._conn: PgConnection | None = None
+        self._count = 0
+        self._mutex = threading.Lock()
+
+    def acquire(self, timeout: float | None = None) -> None:
+        with self._mutex:
+            if self._count:
+                self._count += 1
+                return
+            conn = self._db.new_connection()
+            try:
+                deadline = None if timeout is None else time.monotonic() + timeout
+                delay = 0.02
+                while not conn.execute("SELECT pg_try_advisory_lock(?)", (self._key,)).fetchone()[0]:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise LockTimeout(f"lock {self._name!r} is held by another process of this store")
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.5)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn, self._count = conn, 1
+
+    def release(self) -> None:
+        with self._mutex:
+            if not self._count:
+                raise RuntimeError(f"lock {self._name!r} is not held")
+            self._count -= 1
+            if self._count or self._conn is None:
+                return
+            conn, self._conn = self._conn, None
+            try:
+                conn.execute("SELECT pg_advisory_unlock(?)", (self._key,))
+            except StoreUnavailable:  # the session is gone, and its lock with it
+                pass
+            finally:
+                conn.close()
+
+
 class PgDatabase(Database):
     """The PostgreSQL engine (see the module docstring)."""
 
@@ -234,6 +287,7 @@ class PgDatabase(Database):
         self._pool: ConnectionPool | None = None
         self._closed = False
         self._pid = os.getpid()
+        _open.add(self)
         self.migrate()
 
     # -- connections -------------------------------------------------------------------
@@ -263,9 +317,14 @@ class PgDatabase(Database):
         for raw in returned:
             self._put(raw)
         try:
-            raw = pool.getconn(timeout=CONNECT_TIMEOUT_S)
+            raw = pool.getconn(timeout=POOL_WAIT_S)
         except (PoolTimeout, *_CONNECTION_ERRORS) as exc:
-            raise StoreUnavailable(f"PostgreSQL store unreachable ({self._safe_url()}): {exc}") from exc
+            try:  # after an outage the pool may still be backing off: one connection of our own now
+                raw = psycopg.connect(self.url, autocommit=True, row_factory=_row_factory,
+                                      connect_timeout=CONNECT_TIMEOUT_S)
+                _configure(raw)
+            except _CONNECTION_ERRORS:
+                raise StoreUnavailable(f"PostgreSQL store unreachable ({self._safe_url()}): {exc}") from exc
         with self._lock:
             self._held[id(raw)] = (None if private else threading.current_thread(), raw)
         return raw
@@ -333,28 +392,9 @@ class PgDatabase(Database):
                     pass
             raise
 
-    @contextmanager
-    def advisory_lock(self, name: str, timeout: float | None = None) -> Iterator[None]:
-        """``pg_advisory_lock`` on a private session (held until the block ends; never a file)."""
-        key = lock_key(name)
-        conn = self.new_connection()
-        try:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            delay = 0.02
-            while not conn.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise LockTimeout(f"lock {name!r} is held by another process of this store")
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-            try:
-                yield
-            finally:
-                try:
-                    conn.execute("SELECT pg_advisory_unlock(?)", (key,))
-                except StoreUnavailable:  # the session is gone, and its lock with it
-                    pass
-        finally:
-            conn.close()
+    def lock(self, name: str) -> StoreLock:
+        """``pg_advisory_lock`` on a private session held while the lock is (never a file)."""
+        return _PgStoreLock(self, name)
 
     def close(self) -> None:
         """Give back this thread's connection and those of threads that have ended."""

@@ -27,7 +27,7 @@ from comfyvn.config import get_setting
 from comfyvn.confined import open_confined
 from comfyvn.hooks.specs import topics
 from comfyvn.kinds import KIND_TYPES, file_kind
-from comfyvn.store import Connection
+from comfyvn.store import Connection, StoreUnavailable
 from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry, decode_cursor
 from comfyvn.studio.core.thumbnails import WAVEFORM
 
@@ -178,7 +178,8 @@ def json_bytes(payload: Any) -> bytes:
 class PageCache:
     """The JSON of recent ``GET /assets`` pages of one registry, served again while its database is unchanged.
 
-    Valid means: SQLite's ``PRAGMA data_version``, read on a private connection that never writes,
+    Valid means: SQLite's ``PRAGMA data_version`` (PostgreSQL: ``pg_current_snapshot()``), read on a
+    private connection that never writes,
     is what it was when the page was made.  It changes whenever any other connection (another
     thread, the kernel's process) commits, so a page is never older than the last commit; the
     version is read *before* the query, so a commit racing the query only makes the next request
@@ -193,18 +194,18 @@ class PageCache:
         self.db = reg.db
         self._conn: Connection | None = None
         self._lock = threading.Lock()
-        self._pages: OrderedDict[tuple, tuple[int, bytes]] = OrderedDict()
+        self._pages: OrderedDict[tuple, tuple[int | str, bytes]] = OrderedDict()
         self._bytes = 0
 
-    def version(self) -> int | None:
-        if self.db.engine != "sqlite":  # no data_version on PostgreSQL: every request queries
-            return None
+    def version(self) -> int | str | None:
         with self._lock:
             try:
                 if self._conn is None:
                     self._conn = self.db.new_connection()
+                if self.db.engine != "sqlite":  # PostgreSQL: the snapshot (xmin:xmax:running) changes on any commit
+                    return str(self._conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0])
                 return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-            except sqlite3.Error:
+            except (sqlite3.Error, StoreUnavailable):
                 self._conn = None
                 return None
 

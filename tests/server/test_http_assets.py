@@ -15,7 +15,7 @@ from PIL import Image
 from server_helpers import assert_error, png_bytes
 
 from comfyvn.hooks import emit, get_hook_bus
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 from comfyvn.studio.core.asset_registry import AssetRegistry, split_metadata
 
 
@@ -144,7 +144,7 @@ async def test_thumbnail_and_download(api, make_png, ws):
     assert r.code == 200 and r.headers["Content-Type"] == "application/json"
     assert r.json["sample_rate"] == 8000 and r.json["frames"] == 1600 and max(r.json["peaks"]) > 0.7
 
-    get_database(ws.db_path).conn.execute("UPDATE thumbnails SET status = 'pending' WHERE uid = ?", (uid,))
+    open_store(ws).conn.execute("UPDATE thumbnails SET status = 'pending' WHERE uid = ?", (uid,))
     r = await api("GET", f"/assets/{uid}/thumbnail")
     assert_error(r, 503, "thumbnail_pending")
     assert r.headers["Retry-After"] == "1"
@@ -292,7 +292,7 @@ async def test_debug_surfaces(api, make_png, ws):
     assert all({"hook_event", "timestamp", "uid"} <= set(s["payload"]) for s in specs)
 
     rec = await register(api, make_png())
-    db = get_database(ws.db_path)
+    db = open_store(ws)
     with db.transaction() as conn:  # a burst of other events after the asset change
         for i in range(300):
             emit(conn, "on_modder_test", {"message": f"noise {i}"})

@@ -17,7 +17,7 @@ from tornado.httpclient import HTTPClientError
 from comfyvn.config import update_config
 from comfyvn.hooks.webhooks import WebhookManager
 from comfyvn.ingest.queue import get_ingest_queue
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 WS_ROUTES = [path for path, handler in ROUTES if http_methods(handler) == ["GET"] and path.endswith(("/ws", "/stream"))]
@@ -38,7 +38,7 @@ def seeded(ws, ingest_on, make_png, tmp_path) -> dict[str, Any]:
                                                                                    "cancel", "retry")}
     queue.cancel(jobs["retry"])
     update_config({"hooks": {"allow_private_webhook_targets": True}}, ws)
-    hooks = WebhookManager(get_database(ws.db_path))
+    hooks = WebhookManager(open_store(ws))
     webhook = hooks.register("on_asset_ingest_failed", "http://127.0.0.1:9/hook")["id"]
     doomed_hook = hooks.register("on_asset_ingest_failed", "http://127.0.0.1:9/other")["id"]
     library = tmp_path / "library"

@@ -123,10 +123,10 @@ async def test_ws_resume_from_last_event_id_without_gap_or_duplicate(api, jp_ws_
 
 async def test_ws_resume_across_pruned_events_says_what_was_missed(api, jp_ws_fetch, ws):
     from comfyvn.hooks import prune_events
-    from comfyvn.store import get_database
+    from comfyvn.store import open_store
 
     ids = [(await api("POST", "/api/modder/hooks/test", body={"message": f"m{i}"})).json["id"] for i in range(4)]
-    db = get_database(ws.db_path)
+    db = open_store(ws)
     with db.transaction() as conn:  # everything up to ids[2] is older than the retention period
         conn.execute("UPDATE events SET ts = 0 WHERE id <= ?", (ids[2],))
     assert prune_events(db, keep_last=1, max_age_s=86400) >= 3

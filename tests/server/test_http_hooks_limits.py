@@ -18,13 +18,13 @@ from server_helpers import assert_error
 
 from comfyvn.config import update_config
 from comfyvn.hooks import emit, get_hook_bus
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 
 BIG = 256 * 1024
 
 
 def emit_big(ws, n: int, size: int = BIG) -> list[int]:
-    db = get_database(ws.db_path)
+    db = open_store(ws)
     ids = []
     for i in range(n):
         with db.transaction() as conn:
@@ -239,7 +239,7 @@ async def test_a_reading_client_gets_a_burst_bigger_than_the_limit_complete_and_
             interleave_bus_with_a_write(handler)
 
         def burst() -> list[int]:
-            db = get_database(ws.db_path)
+            db = open_store(ws)
             with db.transaction() as tx:
                 ids = [emit(tx, "on_modder_test", {"message": f"b{i}", "blob": "y" * 100_000})["id"]
                        for i in range(80)]
@@ -376,7 +376,7 @@ async def test_the_test_event_cannot_forge_envelope_fields(api, field):
 
 
 def test_emit_sets_hook_event_and_timestamp_itself(ws):
-    db = get_database(ws.db_path)
+    db = open_store(ws)
     with db.transaction() as conn:
         env = emit(conn, "on_modder_test", {"hook_event": "asset_removed", "timestamp": "1999-01-01T00:00:00Z"})
     assert env["data"]["hook_event"] == "modder_test" and env["data"]["timestamp"] != "1999-01-01T00:00:00Z"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from server_helpers import assert_error, png_bytes
 
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 UPLOAD_ROUTES = ["/assets/upload", "/api/ingest/upload"]
@@ -161,7 +161,7 @@ async def test_config_error_on_upload_and_thumbnail_routes_is_a_clear_config_err
 
 
 async def test_reads_of_an_unknown_project_create_nothing(api, ws, make_png):
-    db = get_database(ws.db_path)
+    db = open_store(ws)
 
     def traces() -> tuple[bool, int, int]:
         return ((ws.assets_root / "brandnew").exists(),
