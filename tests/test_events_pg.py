@@ -241,3 +241,26 @@ def test_the_bus_resumes_after_a_server_restart_without_losing_an_event(pg_clust
     items = got.wait_for(lambda items: len(items) >= 6, "events after the restart")
     bus.close()
     assert [e["id"] for e in items] == [before, *after]
+
+
+def _listeners(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                            " AND application_name = 'comfyvn-events-listen'").fetchone()[0]
+
+
+def test_a_closed_store_leaves_no_listening_connection_behind(pg_url):
+    """A bus whose store was closed (a test dropping its database, a process forgetting a store)
+    stops listening instead of holding a server connection for the rest of the process."""
+    bus = ModderHookBus(database_at(pg_url))
+    bus.subscribe(lambda env: None)
+    deadline = time.monotonic() + WAIT
+    while _listeners(pg_url) != 1:
+        assert time.monotonic() < deadline, "the bus never listened"
+        time.sleep(0.05)
+    forget_database(pg_url)
+    bus.poke()  # its next read finds the store closed
+    while _listeners(pg_url) != 0:
+        assert time.monotonic() < deadline, "the bus still listens on a closed store"
+        time.sleep(0.05)
+    bus.close()

@@ -122,15 +122,17 @@ def tail_postgresql(db, dispatch: Callable[[object], None], wake: threading.Even
     ``dispatch(conn)`` reads the log after the subscribers' cursors and hands the events on.  It
     runs when a notification (or a local ``poke``) sets ``wake``, and at least every
     ``slow_poll`` s; reads are at least ``min_gap`` s apart, so a burst of notifications costs
-    one read, not one per event.  A failed read (the server restarting) drops the connection and
-    retries with a growing pause; the cursors have not moved, so the next read resumes from them.
+    one read, not one per event.  A failed read (the server restarting, the store closed) drops
+    the connection and the listener and retries with a growing pause; the cursors have not moved,
+    so the next read resumes from them, and the listener starts again once the log reads again.
     """
     import psycopg
 
-    listener = NotifyListener(db.url, wake.set, name=name).start()
+    listener: NotifyListener | None = None
     conn = None
     pause = 0.05
     last_read = 0.0
+    failing = False
     try:
         while not stop.is_set():
             try:
@@ -142,18 +144,28 @@ def tail_postgresql(db, dispatch: Callable[[object], None], wake: threading.Even
                 wake.clear()  # before reading: a commit during the read wakes the next round
                 last_read = time.monotonic()
                 dispatch(conn)
-                pause = 0.05
             except (psycopg.OperationalError, psycopg.InterfaceError, StoreUnavailable) as exc:
-                log.warning("event log: reading failed (%s); retrying in %.2f s",
-                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, pause)
+                text = str(exc).strip()
+                (log.debug if failing else log.warning)(
+                    "event log: reading failed (%s); retrying", text.splitlines()[0] if text else type(exc).__name__)
+                failing = True
+                if listener is not None:  # listen only while the log can be read (a closed store leaks nothing)
+                    listener.stop(timeout=0)
+                    listener = None
                 _close_quietly(conn)
                 conn = None
                 stop.wait(pause)
                 pause = min(pause * 2, 2.0)
                 continue
+            if failing:
+                log.info("event log: reading again")
+            failing, pause = False, 0.05
+            if listener is None:  # its first connection wakes us: what committed meanwhile is read then
+                listener = NotifyListener(db.url, wake.set, name=name).start()
             wake.wait(slow_poll)
     finally:
-        listener.stop()
+        if listener is not None:
+            listener.stop()
         _close_quietly(conn)
 
 
