@@ -6,8 +6,11 @@ import threading
 import time
 
 import psycopg
+import pytest
 
-from comfyvn.hooks.pgwake import EVENTS_CHANNEL, LOCK_AND_NOTIFY_SQL, NotifyListener
+from comfyvn.hooks import emit
+from comfyvn.hooks.pgwake import EVENTS_CHANNEL, NotifyListener
+from comfyvn.store import database_at, forget_database
 
 WAIT = 30  # seconds; a guard against hanging, never a speed assertion
 
@@ -28,25 +31,28 @@ class Wakes:
             return self.count
 
 
-def test_a_notification_wakes_only_once_the_emitting_transaction_commits(pg_url):
+def test_an_append_wakes_the_listener_once_its_transaction_commits(pg_url):
+    db = database_at(pg_url)
     wakes = Wakes()
     listener = NotifyListener(pg_url, wakes).start()
     try:
         assert listener.connected.wait(WAIT)
         base = wakes.wait_above(0)  # the wake-up every (re)connection makes
-        with psycopg.connect(pg_url) as conn:
-            conn.execute(LOCK_AND_NOTIFY_SQL)
-            # not yet: NOTIFY is delivered at commit (a rolled-back append never wakes anyone)
+        with db.transaction() as conn:
+            emit(conn, "on_modder_test", {"message": "one"})
+            # not yet: NOTIFY is delivered at commit
             conn.execute("SELECT pg_sleep(0.3)")
             assert wakes.count == base
         assert wakes.wait_above(base) == base + 1
-        with psycopg.connect(pg_url) as conn:
-            conn.execute(LOCK_AND_NOTIFY_SQL)
-            conn.rollback()
-            conn.execute(f"NOTIFY {EVENTS_CHANNEL}")
+        with pytest.raises(KeyError), db.transaction() as conn:
+            emit(conn, "on_modder_test", {"message": "rolled back"})
+            raise KeyError("roll back")
+        with psycopg.connect(pg_url, autocommit=True) as raw:
+            raw.execute(f"NOTIFY {EVENTS_CHANNEL}")  # a rolled-back append woke no one: this is the next wake
         assert wakes.wait_above(base + 1) == base + 2
     finally:
         listener.stop()
+        forget_database(pg_url)
     assert not listener.alive
 
 

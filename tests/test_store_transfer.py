@@ -22,6 +22,12 @@ from comfyvn.studio.core.asset_registry import AssetRegistry
 SQLITE = "sqlite://"
 
 
+@pytest.fixture(autouse=True)
+def sqlite_workspace(ws, monkeypatch):
+    """These tests move a workspace's own SQLite file, whichever engine the suite runs on."""
+    monkeypatch.delenv("COMFYVN_STORE_URL", raising=False)
+
+
 def populate(ws) -> dict:
     """A workspace with rows in most tables: assets with tags and thumbnails, jobs, a webhook, events."""
     reg = AssetRegistry(ws=ws, make_thumbnails=False)

@@ -1,8 +1,9 @@
 """The modder hook bus of one process.
 
 Every process that opens a workspace gets one bus (:func:`get_hook_bus`).  A tailer thread
-watches the event log with a cheap "did anyone commit?" check (SQLite: ``PRAGMA data_version``;
-PostgreSQL: the log's ``max(id)``) and
+watches the event log (SQLite: ``PRAGMA data_version``, a cheap "did anyone commit?" check;
+PostgreSQL: woken by ``LISTEN/NOTIFY`` with a slow poll behind it, reconnecting after a server
+restart, see :mod:`comfyvn.hooks.pgwake`) and
 hands new envelopes, in commit order, to each subscriber whose topics match.  Each
 subscription keeps its own cursor (the last event id it saw), so a subscriber can resume
 after a reconnect from the id it last saw, without a gap.
@@ -16,8 +17,17 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ..store import Database, StoreUnavailable, get_database, open_store
-from .events import event_messages, history_page, last_event_id, oldest_event_id, read_events, recent_events
+from ..store import Database, get_database, open_store
+from .events import (
+    event_messages,
+    history_page,
+    last_event_id,
+    oldest_event_id,
+    read_batch,
+    read_events,
+    recent_events,
+)
+from .pgwake import tail_postgresql
 from .specs import HOOK_SPECS, resolve_topics
 
 log = logging.getLogger("comfyvn.hooks.bus")
@@ -48,9 +58,10 @@ class Subscription:
 
 
 class ModderHookBus:
-    def __init__(self, db: Database, poll_interval: float = 0.025) -> None:
+    def __init__(self, db: Database, poll_interval: float = 0.025, pg_poll_interval: float = 1.0) -> None:
         self.db = db
-        self.poll_interval = poll_interval
+        self.poll_interval = poll_interval  # SQLite: how often PRAGMA data_version is read
+        self.pg_poll_interval = pg_poll_interval  # PostgreSQL: the log is read at least this often (NOTIFY lost)
         self._subs: dict[int, Subscription] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -134,20 +145,21 @@ class ModderHookBus:
                 self._thread.start()
 
     def _run(self) -> None:
+        if self.db.engine == "postgresql":
+            try:
+                tail_postgresql(self.db, self._dispatch, self._wake, self._stop, slow_poll=self.pg_poll_interval)
+            except Exception:  # pragma: no cover - logged, the next subscribe restarts the thread
+                log.exception("hook bus tailer stopped")
+            return
         conn = self.db.new_connection()
         last_version = None
-        changed = "PRAGMA data_version" if self.db.engine == "sqlite" else "SELECT max(id) FROM events"
         try:
             while not self._stop.is_set():
-                try:
-                    version = conn.execute(changed).fetchone()[0]
-                    if version != last_version or self._wake.is_set():
-                        self._wake.clear()
-                        last_version = version
-                        self._dispatch(conn)
-                except StoreUnavailable as exc:  # the server is away: keep trying, resume from the cursors
-                    log.warning("hook bus: %s", exc)
-                    self._stop.wait(1.0)
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version != last_version or self._wake.is_set():
+                    self._wake.clear()
+                    last_version = version
+                    self._dispatch(conn)
                 self._wake.wait(self.poll_interval)
         except Exception:  # pragma: no cover - logged, the next subscribe restarts the thread
             log.exception("hook bus tailer stopped")
@@ -161,9 +173,7 @@ class ModderHookBus:
             if not subs:
                 return
             start = min(s.cursor for s in subs)
-            batch = read_events(conn, after_id=start, limit=500, max_bytes=DISPATCH_BATCH_BYTES)
-            if not batch:
-                return
+            batch, more = read_batch(conn, after_id=start, limit=500, max_bytes=DISPATCH_BATCH_BYTES)
             for env in batch:
                 for sub in subs:
                     if not sub.active or env["id"] <= sub.cursor:
@@ -174,7 +184,8 @@ class ModderHookBus:
                             sub.callback(env)
                         except Exception:
                             log.exception("hook subscriber %s failed on event %s", sub.id, env["id"])
-            # a short batch may have been cut by bytes: the next (empty) read says when we are done
+            if not more:  # the log's end: nothing to read until the next wake-up
+                return
 
 
 _buses: dict[str, ModderHookBus] = {}

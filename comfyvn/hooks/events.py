@@ -1,18 +1,22 @@
 """Writing and reading the event log (the outbox).
 
 A change and its event commit in one transaction: call :func:`emit` with the connection of
-the open :meth:`~comfyvn.store.Database.transaction`.
+the open :meth:`~comfyvn.store.Database.transaction`.  Ids commit in id order on both engines
+(SQLite has one writer at a time; on PostgreSQL appends are serialised, see
+:mod:`comfyvn.hooks.pgwake`), so every reader may tail ``id > last seen``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from ..store import Connection
+from .pgwake import PG_SERIALISED_INSERT
 from .specs import hook_spec
 
 log = logging.getLogger("comfyvn.hooks")
@@ -49,12 +53,16 @@ def emit_many(conn: Connection, items: list[tuple[str, dict[str, Any]]], *,
             bodies[key] = json.dumps(payload, ensure_ascii=False, default=str)
         rows.append((spec.name, ts, project_id, bodies[key]))
         envelopes.append({"id": None, "event": spec.name, "ts": ts, "data": payload})
+    # PostgreSQL: the insert takes the event-log lock first (ids commit in id order) and NOTIFYs
+    # every bus at commit (see comfyvn.hooks.pgwake)
+    insert = "INSERT INTO events(topic, ts, project_id, data) VALUES {}" if isinstance(conn, sqlite3.Connection) \
+        else PG_SERIALISED_INSERT
     for start in range(0, len(rows), _INSERT_BATCH):
         chunk = rows[start:start + _INSERT_BATCH]
         # ids ascend in VALUES order (one writer at a time); RETURNING lists them in no set order
         ids = sorted(r[0] for r in conn.execute(
-            "INSERT INTO events(topic, ts, project_id, data) VALUES " + ",".join(["(?, ?, ?, ?)"] * len(chunk))
-            + " RETURNING id", [value for row in chunk for value in row]).fetchall())
+            insert.format(",".join(["(?, ?, ?, ?)"] * len(chunk))) + " RETURNING id",
+            [value for row in chunk for value in row]).fetchall())
         for env, event_id in zip(envelopes[start:start + _INSERT_BATCH], ids, strict=True):
             env["id"] = event_id
     return envelopes
@@ -76,14 +84,21 @@ def read_events(conn: Connection, *, after_id: int = 0, topics: list[str] | None
                 limit: int = 1000, max_bytes: int | None = None) -> list[dict]:
     """Events with ``id > after_id`` in commit order, optionally filtered by topic; with
     ``max_bytes``, stopping before that much event data (at least one event)."""
+    return read_batch(conn, after_id=after_id, topics=topics, limit=limit, max_bytes=max_bytes)[0]
+
+
+def read_batch(conn: Connection, *, after_id: int = 0, topics: list[str] | None = None,
+               limit: int = 1000, max_bytes: int | None = None) -> tuple[list[dict], bool]:
+    """:func:`read_events`, and whether more may follow (the batch stopped at ``limit`` or at
+    ``max_bytes``): a tailer that gets False has read the log to its end, without a second read."""
     out: list[dict] = []
     used = 0
     for row in _tail(conn, "id, topic, ts, project_id, data", after_id, topics, limit):
         used += len(row[4])
         if out and max_bytes is not None and used > max_bytes:
-            break
+            return out, True
         out.append(envelope_from_row(row))
-    return out
+    return out, len(out) >= limit
 
 
 def event_messages(conn: Connection, *, after_id: int, max_bytes: int, topics: list[str] | None = None,

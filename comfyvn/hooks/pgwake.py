@@ -24,6 +24,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..store import StoreUnavailable
+
 log = logging.getLogger("comfyvn.hooks.pgwake")
 
 #: the NOTIFY channel of the event log (notifications stay within one database: one workspace)
@@ -31,9 +33,13 @@ EVENTS_CHANNEL = "comfyvn_events"
 #: (class, key) of the transaction-level advisory lock serialising appends to the event log; the
 #: two-int4 form never collides with single-bigint advisory locks (PostgreSQL keeps them apart)
 EVENT_LOG_LOCK = (0x636F6D66, 1)  # "comf", 1
-#: taken just before the insert, held to commit; NOTIFY is sent only if the transaction commits
-LOCK_AND_NOTIFY_SQL = f"SELECT pg_advisory_xact_lock({EVENT_LOG_LOCK[0]}, {EVENT_LOG_LOCK[1]}), " \
-                      f"pg_notify('{EVENTS_CHANNEL}', '')"
+#: the append (``{}``: the VALUES rows): the lock is taken in the same statement before any id is
+#: drawn (the CTE is scanned before the rows that nextval() is computed for) and held to commit;
+#: the NOTIFY is sent only if the transaction commits
+PG_SERIALISED_INSERT = (
+    f"WITH serialised AS MATERIALIZED (SELECT pg_advisory_xact_lock({EVENT_LOG_LOCK[0]}, {EVENT_LOG_LOCK[1]}),"
+    f" pg_notify('{EVENTS_CHANNEL}', '')) INSERT INTO events(topic, ts, project_id, data)"
+    " SELECT v.* FROM (VALUES {}) AS v(topic, ts, project_id, data) CROSS JOIN serialised")
 
 
 class NotifyListener:
@@ -107,3 +113,65 @@ class NotifyListener:
             if time.monotonic() - checked >= self.health_every:
                 conn.execute("SELECT 1")  # raises on a connection that died silently
                 checked = time.monotonic()
+
+
+def tail_postgresql(db, dispatch: Callable[[object], None], wake: threading.Event, stop: threading.Event, *,
+                    slow_poll: float = 1.0, min_gap: float = 0.005, name: str = "comfyvn-events-listen") -> None:
+    """The bus tailer's loop on PostgreSQL (runs on the bus thread until ``stop`` is set).
+
+    ``dispatch(conn)`` reads the log after the subscribers' cursors and hands the events on.  It
+    runs when a notification (or a local ``poke``) sets ``wake``, and at least every
+    ``slow_poll`` s; reads are at least ``min_gap`` s apart, so a burst of notifications costs
+    one read, not one per event.  A failed read (the server restarting, the store closed) drops
+    the connection and the listener and retries with a growing pause; the cursors have not moved,
+    so the next read resumes from them, and the listener starts again once the log reads again.
+    """
+    import psycopg
+
+    listener: NotifyListener | None = None
+    conn = None
+    pause = 0.05
+    last_read = 0.0
+    failing = False
+    try:
+        while not stop.is_set():
+            try:
+                if conn is None:
+                    conn = db.new_connection()
+                early = last_read + min_gap - time.monotonic()
+                if early > 0 and stop.wait(early):
+                    break
+                wake.clear()  # before reading: a commit during the read wakes the next round
+                last_read = time.monotonic()
+                dispatch(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError, StoreUnavailable) as exc:
+                text = str(exc).strip()
+                (log.debug if failing else log.warning)(
+                    "event log: reading failed (%s); retrying", text.splitlines()[0] if text else type(exc).__name__)
+                failing = True
+                if listener is not None:  # listen only while the log can be read (a closed store leaks nothing)
+                    listener.stop(timeout=0)
+                    listener = None
+                _close_quietly(conn)
+                conn = None
+                stop.wait(pause)
+                pause = min(pause * 2, 2.0)
+                continue
+            if failing:
+                log.info("event log: reading again")
+            failing, pause = False, 0.05
+            if listener is None:  # its first connection wakes us: what committed meanwhile is read then
+                listener = NotifyListener(db.url, wake.set, name=name).start()
+            wake.wait(slow_poll)
+    finally:
+        if listener is not None:
+            listener.stop()
+        _close_quietly(conn)
+
+
+def _close_quietly(conn) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is dropped anyway
+            pass
