@@ -237,7 +237,9 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
             fingerprint = folder_fingerprint(names, sts, targets)
             stored = folders.get(rel_dir)
             fast = (stored is not None and stored[0] == fingerprint and not failed
-                    and refused_inos.isdisjoint(map(_INO, sts)))
+                    and refused_inos.isdisjoint(map(_INO, sts))
+                    and refused.isdisjoint((t.st_dev, t.st_ino) for t in targets.values()
+                                           if isinstance(t, os.stat_result)))
             if fast:  # unchanged folder: only its subfolders and links are looked at
                 assert stored is not None
                 files, nbytes, unchanged = 0, stored[2], stored[1]
