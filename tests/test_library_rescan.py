@@ -164,8 +164,13 @@ def test_a_symlinked_file_whose_target_changed_is_found(ws, tree, tmp_path):
 
 def test_a_folder_with_something_to_report_reports_it_on_every_rescan(ws, tree):
     make(tree / "bg" / "id_rsa", b"not a key, but named like one")
+    (tree / "chars" / "db-link").symlink_to(ws.db_path)
+    os.link(ws.config_file, tree / "chars" / "side" / "hardlinked.png")
+    expected = sorted(str(p) for p in (tree / "bg" / "id_rsa", tree / "chars" / "db-link",
+                                       tree / "chars" / "side" / "hardlinked.png"))
     first = scan_library(ws=ws, registry=reg(ws))
-    assert [e["path"] for e in first.errors] == [str(tree / "bg" / "id_rsa")]
+    assert sorted(e["path"] for e in first.errors) == expected and len(first.registered) == 10
     scanner, report = rescan(ws)
-    assert [e["path"] for e in report.errors] == [str(tree / "bg" / "id_rsa")]
-    assert report.folders == {"unchanged": 3, "compared": 1, "gone": 0} and report.unchanged == 10
+    assert sorted(e["path"] for e in report.errors) == expected
+    assert report.folders == {"unchanged": 1, "compared": 3, "gone": 0} and report.unchanged == 10
+    assert report.registered == [] and scanner.rows_loaded == 9
