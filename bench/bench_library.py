@@ -2,9 +2,11 @@
 
 1. **Rescan of an unchanged tree** (``--files``, default 100,000 small files in folders of 1,000;
    10,000 with ``--quick``): a first :func:`comfyvn.library.scan.scan_library` registers them all
-   in place (reported: files/s), then full rescans (walk, one ``lstat`` per file, compare with the
-   last scan, reconcile) are timed against ``find ROOT -printf '%i %s %T@\\n'`` over the same tree.
-   Every rescan asserts that no file was read (the hash cache's counters).  Target: ratio <= 2.
+   in place (reported: files/s), then full rescans (walk, one ``lstat`` per file, one fingerprint
+   per folder compared with the last scan's, reconcile) are timed against
+   ``find ROOT -printf '%i %s %T@\\n'`` over the same tree.  Every rescan asserts that no file was
+   read (the hash cache's counters) and no file row loaded (every folder's fingerprint matched).
+   Target: ratio <= 2.
 2. **First scan of model-sized files** (``--model-files`` x ``--model-mib``, default 4 x 1024 MiB
    ``.safetensors``; 4 x 64 with ``--quick``) vs ``openssl dgst -sha256`` over the same files (page
    cache warm for both), with the default ``autov3="background"``: the time until every file is
@@ -74,6 +76,7 @@ def bench_rescan(tmp: Path, n: int, rounds: int) -> dict:
             ours_s.append(time.perf_counter() - t0)
             ours_cpu.append(cpu_s(resource.RUSAGE_SELF) - cpu0)
             assert report.unchanged == n and report.hashed_files == 0 and scanner.cache.counters()["files_read"] == 0
+            assert scanner.rows_loaded == 0 and report.folders["compared"] == 0, report.folders
     best = min(ours_s) / min(base_s)
     return {"files": n, "make_tree_s": round(made, 2), "first_scan_s": round(first_s, 2),
             "first_scan_files_per_s": round(n / first_s), "rescan_s": [round(x, 3) for x in ours_s],

@@ -19,8 +19,12 @@ findable by every other form first, then a background phase of the same scan com
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import itertools
 import json
 import logging
+import operator
 import os
 import stat as stat_mod
 import threading
@@ -97,6 +101,8 @@ class ScanReport:
     seconds: float = 0.0
     identify: dict | None = None
     autov3: dict = field(default_factory=dict)
+    # folders whose fingerprint matched (no row loaded), compared file by file, gone since the last scan
+    folders: dict = field(default_factory=lambda: {"unchanged": 0, "compared": 0, "gone": 0})
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -120,28 +126,79 @@ class WalkTally:
 
 
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_STAT_KEY = operator.attrgetter("st_mode", "st_dev", "st_ino", "st_size", "st_mtime_ns")
+_MODE = operator.attrgetter("st_mode")
+_INO = operator.attrgetter("st_ino")
+
+
+@dataclass(slots=True)
+class FolderScan:
+    """A folder a walk compared file by file: the fingerprint to keep (None: never trust it, the
+    folder had something to report), and its regular files' count and bytes."""
+
+    fingerprint: str | None
+    files: int
+    bytes: int
+
+
+def _folder_entries(fd: int) -> tuple[list[str], list[os.stat_result], list[tuple[str, str]]]:
+    """Sorted names of a folder read through ``fd``, their ``lstat`` and the names that could not
+    be stat'ed (with the reason): one C-level map in the common case."""
+    names = sorted(os.listdir(fd))
+    try:
+        return names, list(map(functools.partial(os.stat, dir_fd=fd, follow_symlinks=False), names)), []
+    except OSError:  # an entry went away (or is unreadable) since the listing: one at a time
+        kept: list[str] = []
+        sts: list[os.stat_result] = []
+        failed: list[tuple[str, str]] = []
+        for name in names:
+            try:
+                sts.append(os.stat(name, dir_fd=fd, follow_symlinks=False))
+            except OSError as exc:
+                failed.append((name, exc.strerror or str(exc)))
+                continue
+            kept.append(name)
+        return kept, sts, failed
+
+
+def folder_fingerprint(names: list[str], sts: list[os.stat_result], targets: dict[str, object]) -> str:
+    """A stable digest (BLAKE2b) of a folder's entries: sorted names with their (mode, device,
+    inode, size, mtime_ns), and for symlinks the same of their target (or the error).  Any
+    change of a file, a name, a subfolder's entries or a link's target changes it."""
+    text = repr((names, list(map(_STAT_KEY, sts)), sorted(
+        (name, _STAT_KEY(t) if isinstance(t, os.stat_result) else repr(t)) for name, t in targets.items())))
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
 def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = None,
-              refused: set[tuple[int, int]] | None = None, known: dict[str, tuple] | None = None,
+              refused: set[tuple[int, int]] | None = None,
+              folders: dict[str, tuple[str, int, int]] | None = None,
+              rows_of: Callable[[str], dict[str, tuple]] | None = None,
+              walked: dict[str, FolderScan | None] | None = None, unseen: dict[str, tuple] | None = None,
               tally: WalkTally | None = None, on_folder: Callable[[WalkTally], None] | None = None,
               ) -> Iterator[tuple[str, str, os.stat_result, tuple | None]]:
-    """``(rel, path, stat, last row)`` of the regular files below ``root`` (symlinks followed, loops
-    and unreadable folders reported in ``errors``); ``OSError`` when the root itself cannot be read.
+    """``(rel, path, stat, last row)`` of the new or changed regular files below ``root`` (symlinks
+    followed, loops and unreadable folders reported in ``errors``); ``OSError`` when the root
+    itself cannot be read.
 
-    ``known`` maps rel -> the last scan's ``(dev, ino, size, mtime_ns, present)`` (see
-    :meth:`Scanner._known`); each file's row is popped from it (what is left was not seen) and
-    yielded with the file.  A present file whose ``lstat`` equals its row is unchanged: it is only
-    counted in ``tally`` (no Python object, no name check: the row was accepted by an earlier scan).
-    Folders are read through a descriptor, so a file's ``lstat`` is an ``fstatat`` of its name, not
-    a walk of its full path.  ``on_folder(tally)`` is called after each folder (progress).
+    Each folder is listed through a descriptor and every entry ``lstat``-ed by name (one C-level
+    map); their :func:`folder_fingerprint` is compared with the last scan's (``folders``: rel_dir
+    -> (fingerprint, files, bytes)).  Equal: the folder is unchanged, its files are only counted
+    in ``tally`` from the stored figures (no row loaded, nothing yielded) and ``walked[rel_dir]``
+    is None.  Different (or unknown): ``rows_of(rel_dir)`` loads the last scan's rows of its files
+    (rel -> ``(dev, ino, size, mtime_ns, present)``); a present file whose ``lstat`` equals its row
+    is unchanged (counted), the others are yielded with their row (None for new files), the rows
+    not seen go to ``unseen`` and ``walked[rel_dir]`` is the :class:`FolderScan` to store.
+    ``on_folder(tally)`` is called after each folder (progress).
 
     Dot-names, sidecars (``*.asset.json``), key and credential files, the folders in ``skip``
     and the folders or files whose (device, inode) is in ``refused`` (the workspace's own
     database, config, logs and cache, also through a symlink or a hard link) are left out."""
     refused = refused or set()
     refused_inos = {ino for _, ino in refused}
-    known = {} if known is None else known
+    folders = folders or {}
+    walked = {} if walked is None else walked
+    unseen = {} if unseen is None else unseen
     tally = WalkTally() if tally is None else tally
     base = str(root.path)
     try:
@@ -155,6 +212,7 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
     while stack:
         folder, rel_dir = stack.pop()
         prefix = f"{rel_dir}/" if rel_dir else ""
+        errors_before = len(errors)
         try:
             fd = os.open(folder, _DIR_FLAGS)
         except OSError as exc:
@@ -162,29 +220,46 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
             continue
         try:
             try:
-                with os.scandir(fd) as it:
-                    entries = list(it)
+                names, sts, failed = _folder_entries(fd)
             except OSError as exc:
                 errors.append({"root": root.name, "path": folder,
                                "error": f"folder not readable: {exc.strerror or exc}"})
                 continue
-            files = nbytes = unchanged = 0
-            for entry in entries:
-                name = entry.name
-                row = known.pop(prefix + name, None)  # None for dot-names and sidecars: never registered
-                if row is not None and entry.is_file(follow_symlinks=False):  # the rescan's fast path
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        pass  # reported below
-                    else:
-                        if row == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, 1) and st.st_ino not in refused_inos:
-                            unchanged += 1
-                            nbytes += st.st_size
-                            continue
+            for name, reason in failed:
+                errors.append({"root": root.name, "path": os.path.join(folder, name), "error": f"cannot stat: {reason}"})
+            targets: dict[str, object] = {}  # symlinks: the stat of their target, or the error
+            for name in itertools.compress(names, map(stat_mod.S_ISLNK, map(_MODE, sts))):
+                try:
+                    targets[name] = os.stat(name, dir_fd=fd)
+                except OSError as exc:
+                    targets[name] = exc
+            fingerprint = folder_fingerprint(names, sts, targets)
+            stored = folders.get(rel_dir)
+            fast = (stored is not None and stored[0] == fingerprint and not failed
+                    and refused_inos.isdisjoint(map(_INO, sts))
+                    and refused.isdisjoint((t.st_dev, t.st_ino) for t in targets.values()
+                                           if isinstance(t, os.stat_result)))
+            if fast:  # unchanged folder: only its subfolders and links are looked at
+                assert stored is not None
+                files, nbytes, unchanged = 0, stored[2], stored[1]
+                modes = list(map(_MODE, sts))
+                keep = list(map(operator.or_, map(stat_mod.S_ISDIR, modes), map(stat_mod.S_ISLNK, modes)))
+                pairs = zip(itertools.compress(names, keep), itertools.compress(sts, keep), strict=True)
+                known: dict[str, tuple] = {}
+            else:
+                files = nbytes = unchanged = 0
+                pairs = zip(names, sts, strict=True)
+                known = rows_of(rel_dir) if rows_of is not None else {}
+            for name, st in pairs:
+                rel = prefix + name
+                row = known.pop(rel, None)  # None for dot-names and sidecars: never registered
+                if (row is not None and row == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, 1)
+                        and stat_mod.S_ISREG(st.st_mode) and st.st_ino not in refused_inos):  # unchanged file
+                    unchanged += 1
+                    nbytes += st.st_size
+                    continue
                 if name.startswith(".") or name.endswith(SIDECAR_SUFFIX):
                     continue
-                rel = prefix + name
                 if row is not None:  # back in: only a file yielded below counts as seen (a folder now is not)
                     known[rel] = row
                 path = os.path.join(folder, name)
@@ -192,14 +267,14 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
                     errors.append({"root": root.name, "path": os.fsencode(path).decode("utf-8", "backslashreplace"),
                                    "error": "file name is not printable UTF-8 text; rename it to register it"})
                     continue
-                try:
-                    is_link = entry.is_symlink()
-                    st = os.stat(name, dir_fd=fd) if is_link else entry.stat(follow_symlinks=False)
-                except OSError as exc:
-                    errors.append({"root": root.name, "path": path,
-                                   "error": f"cannot stat: {exc.strerror or exc}" + (" (broken symlink)"
-                                                                                      if entry.is_symlink() else "")})
-                    continue
+                if stat_mod.S_ISLNK(st.st_mode):
+                    target = targets[name]
+                    if not isinstance(target, os.stat_result):
+                        errors.append({"root": root.name, "path": path,
+                                       "error": f"cannot stat: {getattr(target, 'strerror', None) or target}"
+                                                " (broken symlink)"})
+                        continue
+                    st = target
                 key = (st.st_dev, st.st_ino)
                 if key in refused:
                     errors.append({"root": root.name, "path": path, "error": "the workspace's own files (database, "
@@ -214,7 +289,7 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
                         continue
                     seen_dirs.add(key)
                     stack.append((path, rel))
-                elif stat_mod.S_ISREG(st.st_mode):
+                elif stat_mod.S_ISREG(st.st_mode) and not fast:
                     if sensitive_name([name]) is not None:  # keys and credentials are never read
                         errors.append({"root": root.name, "path": path,
                                        "error": "a key or credential file name; never registered"})
@@ -226,6 +301,12 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
             tally.files += files + unchanged
             tally.bytes += nbytes
             tally.unchanged += unchanged
+            unseen.update(known)
+            clean = len(errors) == errors_before
+            if not fast or not clean:  # a folder with something to report is compared file by file next time
+                walked[rel_dir] = FolderScan(fingerprint if clean else None, files + unchanged, nbytes)
+            else:
+                walked[rel_dir] = None
         finally:
             os.close(fd)
         if on_folder is not None:
@@ -292,6 +373,7 @@ class Scanner:
         self.db = self.registry.db
         self.cache = cache or HashCache(self.db)
         self.scan_id = f"{int(time.time() * 1000):x}"
+        self.rows_loaded = 0  # library_files rows read to compare folders whose fingerprint changed
         # one scan per project at a time, across processes; thread_local=False: a scan started by
         # one thread (an HTTP request) may run and release in another
         self.lock = self.db.lock(f"library-scan-{self.project_id}")
@@ -353,16 +435,24 @@ class Scanner:
         known: dict[tuple[str, str], tuple] = {}  # the last scan's rows of new/changed/returned files
         unseen: dict[str, dict[str, tuple]] = {}  # per available root: rows of files not seen this time
         refused = _workspace_identities(self.ws)
+        folder_rows: dict[str, dict[str, FolderScan | None]] = {}  # per walked root: folders to store / drop
         for root in roots:
-            rows = self._known(root.name)
+            self._fill_dirs(root.name)
+            folders = self._folders(root.name)
             tally = WalkTally()
+            walked: dict[str, FolderScan | None] = {}
+            rows: dict[str, tuple] = {}
 
-            def walked(t: WalkTally, before: int = report.files) -> None:
+            def walked_one(t: WalkTally, before: int = report.files) -> None:
                 prog.update(files_seen=before + t.files)
 
+            def rows_of(rel_dir: str, name: str = root.name) -> dict[str, tuple]:
+                return self._known(name, rel_dir)
+
             try:  # one pass: stat, compare with the last scan, keep only what changed
-                for rel, path, st, row in walk_root(root, report.errors, skip=skip, refused=refused, known=rows,
-                                                    tally=tally, on_folder=walked):
+                for rel, path, st, row in walk_root(root, report.errors, skip=skip, refused=refused, folders=folders,
+                                                    rows_of=rows_of, walked=walked, unseen=rows, tally=tally,
+                                                    on_folder=walked_one):
                     if row is not None and row[:4] == cache_key(st):
                         if not row[4]:
                             came_back.append(_Entry(root, rel, path, st))
@@ -373,9 +463,16 @@ class Scanner:
                         known[(root.name, rel)] = row
             except OSError:
                 continue  # an unplugged disk: reported, its files are not marked missing
+            for rel_dir in folders.keys() - walked.keys():  # folders gone (or unreadable): their files vanished
+                rows.update(self._known(root.name, rel_dir))
             report.files += tally.files
             report.bytes += tally.bytes
+            report.folders["unchanged"] += sum(v is None for v in walked.values())
+            report.folders["compared"] += sum(v is not None for v in walked.values())
+            report.folders["gone"] += len(folders.keys() - walked.keys())
             unseen[root.name] = rows
+            folder_rows[root.name] = {**dict.fromkeys(folders.keys() - walked.keys()),
+                                      **{d: v for d, v in walked.items() if v is not None}}
         report.unchanged = report.files - len(todo)
         todo.sort(key=lambda e: (e.root.name, e.rel))
         report.new_files = sum((e.root.name, e.rel) not in known for e in todo)
@@ -398,13 +495,14 @@ class Scanner:
                     report.changed.append(_display(e))
                     affected.add(old["uid"])
                 conn.execute(
-                    "INSERT INTO library_files(project_id, root, rel, uid, sha256, size, dev, ino, mtime_ns,"
-                    " status, seen_at, missing_since) VALUES (?,?,?,?,?,?,?,?,?,'present',?,NULL)"
+                    "INSERT INTO library_files(project_id, root, rel, dir, uid, sha256, size, dev, ino, mtime_ns,"
+                    " status, seen_at, missing_since) VALUES (?,?,?,?,?,?,?,?,?,?,'present',?,NULL)"
                     " ON CONFLICT(project_id, root, rel) DO UPDATE SET uid = excluded.uid, sha256 = excluded.sha256,"
                     " size = excluded.size, dev = excluded.dev, ino = excluded.ino, mtime_ns = excluded.mtime_ns,"
-                    " status = excluded.status, seen_at = excluded.seen_at, missing_since = excluded.missing_since",
-                    (self.project_id, e.root.name, e.rel, uid, forms.sha256, forms.size, *cache_key(e.st)[:2],
-                     e.st.st_mtime_ns, now))
+                    " status = excluded.status, seen_at = excluded.seen_at, missing_since = excluded.missing_since,"
+                    " dir = excluded.dir",
+                    (self.project_id, e.root.name, e.rel, _rel_dir(e.rel), uid, forms.sha256, forms.size,
+                     *cache_key(e.st)[:2], e.st.st_mtime_ns, now))
                 affected.add(uid)
             store_aliases(conn, (forms for _, forms in hashed))
             # AutoV3 still to compute (background phase); not for bytes whose AutoV3 is known, nor
@@ -422,6 +520,8 @@ class Scanner:
                                  " WHERE project_id = ? AND root = ? AND rel = ?", (now, self.project_id, name, rel))
                     report.vanished.append(f"{name}:{rel}")
                     affected.add(self._full_row(conn, name, rel)["uid"])
+            unread = {(e.root.name, e.rel) for e in todo} - {(e.root.name, e.rel) for e, _ in hashed}
+            self._store_folders(conn, folder_rows, {(name, _rel_dir(rel)) for name, rel in unread})
             affected.update(self._orphans(conn))
         prog.update(force=True, phase="register")
         self._reconcile(sorted(affected), report)
@@ -446,18 +546,66 @@ class Scanner:
             " AND a.uid = f.uid WHERE f.project_id = ? AND f.status = 'present' AND a.uid IS NULL",
             (self.project_id,))]
 
-    def _known(self, root_name: str) -> dict[str, tuple]:
-        """What the last scan saw in a root: rel -> (dev, ino, size, mtime_ns, present?); the rest of a
-        row (uid, sha256) is read only for the few files that changed or vanished."""
+    def _known(self, root_name: str, rel_dir: str) -> dict[str, tuple]:
+        """What the last scan saw in one folder of a root: rel -> (dev, ino, size, mtime_ns, present?);
+        the rest of a row (uid, sha256) is read only for the few files that changed or vanished.
+        Only folders whose fingerprint changed (or that are gone) are loaded."""
         cur = self.db.conn.cursor()
-        cur.row_factory = None  # plain tuples: a rescan reads one row per file
+        cur.row_factory = None  # plain tuples
         try:
             cur.execute("SELECT rel, dev, ino, size, mtime_ns, CASE WHEN status = 'present' THEN 1 ELSE 0 END"
-                        " FROM library_files"
-                        " WHERE project_id = ? AND root = ?", (self.project_id, root_name))
+                        " FROM library_files WHERE project_id = ? AND root = ? AND dir = ?",
+                        (self.project_id, root_name, rel_dir))
+            out = {r[0]: r[1:] for r in cur}
+        finally:
+            cur.close()
+        self.rows_loaded += len(out)
+        return out
+
+    def _folders(self, root_name: str) -> dict[str, tuple[str, int, int]]:
+        """The last scan's folders of a root: rel_dir -> (fingerprint, files, bytes)."""
+        cur = self.db.conn.cursor()
+        cur.row_factory = None
+        try:
+            cur.execute("SELECT rel_dir, fingerprint, files, bytes FROM library_folders WHERE project_id = ? AND root = ?",
+                        (self.project_id, root_name))
             return {r[0]: r[1:] for r in cur}
         finally:
             cur.close()
+
+    def _fill_dirs(self, root_name: str) -> None:
+        """Rows written before folder fingerprints (``dir`` NULL): their folder is filled in and
+        recorded with an untrusted fingerprint (compared file by file, found gone if not walked)."""
+        if self.db.conn.execute("SELECT 1 FROM library_files WHERE project_id = ? AND root = ? AND dir IS NULL"
+                                " LIMIT 1", (self.project_id, root_name)).fetchone() is None:
+            return
+        with self.db.transaction() as conn:
+            rels = [r[0] for r in conn.execute("SELECT rel FROM library_files WHERE project_id = ? AND root = ?"
+                                               " AND dir IS NULL", (self.project_id, root_name)).fetchall()]
+            conn.executemany("UPDATE library_files SET dir = ? WHERE project_id = ? AND root = ? AND rel = ?",
+                             [(_rel_dir(rel), self.project_id, root_name, rel) for rel in rels])
+            conn.executemany("INSERT INTO library_folders(project_id, root, rel_dir, fingerprint, files, bytes)"
+                             " VALUES (?,?,?,'',0,0) ON CONFLICT DO NOTHING",
+                             [(self.project_id, root_name, d) for d in sorted({_rel_dir(rel) for rel in rels})])
+
+    def _store_folders(self, conn, folder_rows: dict[str, dict[str, FolderScan | None]], unread: set[tuple[str, str]]) -> None:
+        """Fingerprints of the folders compared file by file (in the files' own transaction); a
+        folder holding a file that could not be read keeps none (compared again next time)."""
+        upserts, gone = [], []
+        for root_name, rows in folder_rows.items():
+            for rel_dir, f in rows.items():
+                if f is None:
+                    gone.append((self.project_id, root_name, rel_dir))
+                    continue
+                fingerprint = "" if f.fingerprint is None or (root_name, rel_dir) in unread else f.fingerprint
+                upserts.append((self.project_id, root_name, rel_dir, fingerprint, f.files, f.bytes))
+        if gone:
+            conn.executemany("DELETE FROM library_folders WHERE project_id = ? AND root = ? AND rel_dir = ?", gone)
+        if upserts:
+            conn.executemany(
+                "INSERT INTO library_folders(project_id, root, rel_dir, fingerprint, files, bytes) VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT(project_id, root, rel_dir) DO UPDATE SET fingerprint = excluded.fingerprint,"
+                " files = excluded.files, bytes = excluded.bytes", upserts)
 
     def _full_row(self, conn, root: str, rel: str) -> dict:
         row = conn.execute("SELECT uid, sha256, status FROM library_files WHERE project_id = ? AND root = ? AND rel = ?",
@@ -602,6 +750,11 @@ class Scanner:
         return row is not None and row[0] != uid
 
 
+def _rel_dir(rel: str) -> str:
+    """The folder part of a root-relative POSIX path ('' at the top of the root)."""
+    return rel.rpartition("/")[0]
+
+
 def _display(e: _Entry) -> str:
     return f"{e.root.name}:{e.rel}"
 
@@ -701,5 +854,5 @@ def library_status(registry) -> dict:
             "negative_cache_days": get_setting("library.negative_cache_days", 7, ws)}
 
 
-__all__ = ["AUTOV3_MODES", "DEFER_AUTOV3_FROM", "ScanBusyError", "ScanReport", "Scanner", "WalkTally", "last_scan", "library_status", "scan_library", "start_scan",
+__all__ = ["AUTOV3_MODES", "DEFER_AUTOV3_FROM", "ScanBusyError", "FolderScan", "ScanReport", "Scanner", "WalkTally", "folder_fingerprint", "last_scan", "library_status", "scan_library", "start_scan",
            "walk_root"]

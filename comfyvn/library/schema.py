@@ -90,5 +90,27 @@ AUTOV3_PENDING_MIGRATION: tuple[str, str] = (
     """,
 )
 
+FOLDER_FINGERPRINT_MIGRATION: tuple[str, str] = (
+    # one row per folder a scan walked: a digest of its entries as last scanned, and its regular
+    # files' count and bytes; a folder whose digest is unchanged costs a rescan no library_files
+    # row.  ``library_files.dir`` (the folder part of ``rel``, '' at the top) loads one folder's
+    # rows; it is NULL for rows written before this migration (the next scan fills it).  A
+    # fingerprint '' is never trusted (the folder is compared file by file).
+    "library.005_library_folders",
+    """
+    ALTER TABLE library_files ADD COLUMN dir TEXT;
+    CREATE INDEX library_files_dir ON library_files(project_id, root, dir);
+    CREATE TABLE library_folders (
+        project_id TEXT NOT NULL,
+        root TEXT NOT NULL,
+        rel_dir TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        files INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY (project_id, root, rel_dir)
+    );
+    """,
+)
+
 LIBRARY_MIGRATIONS: list[tuple[str, str]] = [HASH_CACHE_MIGRATION, LIBRARY_FILES_MIGRATION, HASH_ALIAS_MIGRATION,
-                                             AUTOV3_PENDING_MIGRATION]
+                                             AUTOV3_PENDING_MIGRATION, FOLDER_FINGERPRINT_MIGRATION]
