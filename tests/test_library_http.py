@@ -157,7 +157,7 @@ async def test_autov3_resolves_over_http_once_the_background_phase_has_run(api, 
     assert code == 202
     summary = await wait_finished(ws)
     assert summary["autov3_pending"] == 2  # and the copy, which has no valid header
-    conn = get_database(ws.db_path).conn
+    conn = open_store(ws).conn
     for _ in range(600):  # the AutoV3 phase ends with a "done" progress event after the summary
         last = read_events(conn, topics=["on_library_scan_progress"])[-1]["data"]
         if last["phase"] == "done":
