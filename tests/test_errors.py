@@ -107,6 +107,11 @@ BEFORE = {
     "comfyvn.library.scan.ScanBusyError": (409, "scan_running", "msg"),  # issue 16: one scan per project
     # a request racing the server's shutdown (was a RuntimeError: 500 as well)
     "comfyvn.workbench.WorkbenchClosedError": (500, "internal_error", UNHANDLED.format("WorkbenchClosedError")),
+    # the store engines (issue 18): a PostgreSQL store out of reach is a 503; the rest by meaning
+    "comfyvn.store.errors.StoreUnavailable": (503, "store_unavailable", "msg"),
+    "comfyvn.store.errors.IntegrityError": (409, "conflict", "msg"),
+    "comfyvn.store.errors.LockTimeout": (409, "conflict", "msg"),
+    "comfyvn.store.errors.TransactionFailed": (500, "internal_error", UNHANDLED.format("TransactionFailed")),
 }
 #: raised only inside the core, which turns them into the errors above before any route sees
 #: them (sources.py: LimitExceededError -> SourceTooLargeError; the hash cache serves no route):

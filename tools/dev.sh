@@ -67,6 +67,10 @@ POSTGRES_TESTS=(
   tests/server
 )
 
+summary_line() {  # pytest's closing "N passed, M failed ... in Xs" line of a saved run
+  grep -aE '^[0-9]+ (passed|failed|errors?|deselected)|no tests ran' "$1" | tail -n 1
+}
+
 cmd_test() {
   setup_python
   setup_browser
@@ -90,10 +94,10 @@ cmd_test() {
     # the same store behaviour on the shared engine: each test's workspace on a throw-away PostgreSQL
     log "store, registry, ingest, hook, webhook, library, licence and server-route tests on PostgreSQL"
     COMFYVN_TEST_STORE=postgresql "$PY" -m pytest -q -p no:cacheprovider -m "not browser" \
-      "${POSTGRES_TESTS[@]/#/$REPO/}" 2>&1 | tee "$out/postgresql.txt" || pg_rc=$?
+      "${POSTGRES_TESTS[@]}" 2>&1 | tee "$out/postgresql.txt" || pg_rc=$?
     log "summary"
     printf 'SQLite (whole suite):         %s\nPostgreSQL (store selection): %s\n' \
-      "$(tail -n 1 "$out/main.txt")" "$(tail -n 1 "$out/postgresql.txt")"
+      "$(summary_line "$out/main.txt")" "$(summary_line "$out/postgresql.txt")"
   fi
   rm -rf "$out"
   [ "$main_rc" -eq 0 ] && [ "$pg_rc" -eq 0 ]
