@@ -53,7 +53,7 @@ def produce(ws_root: str, store_url: str | None, rate: float, count: int, part: 
             go: mp.Event, out: mp.Queue) -> None:
     """Commit this producer's share of ``count`` events on the schedule of ``rate``/s, ``per_tx``
     events per transaction (runs in its own process; ``parts`` producers share the work)."""
-    from comfyvn.hooks import emit_many
+    from comfyvn.hooks.events import emit_many
 
     os.setsid()
     db = _open_store(ws_root, store_url)

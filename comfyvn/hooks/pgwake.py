@@ -4,11 +4,13 @@
 transaction inserts and the row becomes visible when it commits, so with two writers id 8 can
 commit after id 9, and a reader tailing ``id > last seen`` that read 9 first never sees 8.
 Every append therefore takes one transaction-level advisory lock of the workspace database
-(:data:`EVENT_LOG_LOCK`) just before its insert and holds it to commit (PostgreSQL makes the
-commit visible before it releases the lock): ids are taken and committed in the same order, so
+(:data:`EVENT_LOG_LOCK`) in its insert statement, before any id is drawn, and holds it to
+commit (PostgreSQL makes the commit visible before it releases the lock; the store's own write
+lock serialises write transactions today as well, but the log does not rely on it): ids are taken and committed in the same order, so
 ``id > last seen`` never skips, for every reader the log has (the bus, WebSocket replays, the
 webhook fan-out, history pages) without changing them.  Writers of events queue only for the
-insert-to-commit tail of their transactions.
+insert-to-commit tail of their transactions.  (This needs the ids' sequence to hand out values
+in call order, as it does with its default ``CACHE 1``: a per-session cache would not.)
 
 **Wake-ups**: the appending transaction also issues ``NOTIFY`` (:data:`EVENTS_CHANNEL`), which
 PostgreSQL delivers to every listening session of the database at commit.  Each process's bus
