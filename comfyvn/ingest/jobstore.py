@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ..fsutil import owner_alive
 from ..hooks import emit, get_hook_bus
 from ..hooks.events import emit_many
 from ..store import Connection, Database
@@ -109,6 +110,21 @@ def settled_fields(job: dict, digest: str, size: int, staged: Path | None, dup: 
     return fields
 
 
+def claim_lapsed(job: dict, now: float) -> bool:
+    """Whether a claimed job's claim may be taken back: its owner process is gone (a process on
+    this host), or its lease ran out (any host; ``lease_until`` NULL: a claim without a lease)."""
+    lease = job.get("lease_until")
+    return not owner_alive(job["owner"]) or (lease is not None and lease < now)
+
+
+def _claim_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` with ``lease_until`` cleared when they set the owner without a lease of their
+    own (a lease belongs to one claim: a stale one must never outlive it)."""
+    if "owner" in changes and "lease_until" not in changes:
+        return {**changes, "lease_until": None}
+    return changes
+
+
 # ---------------------------------------------------------------------------- the store
 class JobStore:
     """The ``ingest_jobs`` table of one workspace database."""
@@ -193,7 +209,7 @@ class JobStore:
         """:meth:`update` of many jobs with the same ``changes`` (one statement, one event statement)."""
         if not jobs:
             return []
-        changes = {**changes, "updated_at": time.time()}
+        changes = {**_claim_changes(changes), "updated_at": time.time()}
         cols = ", ".join(f"{k} = ?" for k in changes)
         values = [encode_value(k, v) for k, v in changes.items()]
         conn.executemany(f"UPDATE ingest_jobs SET {cols} WHERE job_id = ?", [(*values, j["job_id"]) for j in jobs])
@@ -209,7 +225,7 @@ class JobStore:
     def update(self, conn: Connection, job: dict, topic: str | None, changes: dict[str, Any],
                **event_extra: Any) -> dict:
         """Apply ``changes`` to a job row and emit ``topic`` (None: no event); returns the new job."""
-        changes = {**changes, "updated_at": time.time()}
+        changes = {**_claim_changes(changes), "updated_at": time.time()}
         cols = ", ".join(f"{k} = ?" for k in changes)
         values = [encode_value(k, v) for k, v in changes.items()]
         conn.execute(f"UPDATE ingest_jobs SET {cols} WHERE job_id = ?", (*values, job["job_id"]))
@@ -230,6 +246,19 @@ class JobStore:
             changes["staging_path"] = None
         changes.update(extra)
         return self.update(conn, job, FAILED, changes)
+
+    def renew_leases(self, job_ids: list[str], owner: str, until: float) -> int:
+        """Extend the lease of those of ``job_ids`` still ``downloading`` under ``owner`` (a worker's
+        heartbeat; no event: nothing a reader sees changes); returns how many were renewed."""
+        renewed = 0
+        with self.db.transaction() as conn:
+            for start in range(0, len(job_ids), IN_CHUNK):
+                part = job_ids[start:start + IN_CHUNK]
+                cur = conn.execute(
+                    f"UPDATE ingest_jobs SET lease_until = ? WHERE job_id IN ({', '.join('?' * len(part))})"
+                    " AND owner = ? AND status = ?", (until, *part, owner, str(JobStatus.DOWNLOADING)))
+                renewed += max(0, cur.rowcount)
+        return renewed
 
     def notify(self) -> None:
         """Wake this process's event tailer now (after a commit) rather than at its next poll."""
@@ -375,6 +404,7 @@ __all__ = [
     "JSON_COLUMNS",
     "PUBLIC_KEYS",
     "JobStore",
+    "claim_lapsed",
     "encode_value",
     "event_payload",
     "job_from_row",

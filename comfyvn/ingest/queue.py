@@ -40,7 +40,6 @@ from ..fsutil import (
     UnsafePathError,
     boot_id,
     fsync_file,
-    owner_alive,
     owner_token,
     refuse_hidden,
     safe_relative,
@@ -60,7 +59,16 @@ from .errors import (
     TermsNotAcknowledgedError,
 )
 from .jobs import STATUSES, TRANSITIONS, JobAction, JobStatus
-from .jobstore import PUBLIC_KEYS, UPDATED, JobStore, new_job, public_job, registered_asset, settled_fields
+from .jobstore import (
+    PUBLIC_KEYS,
+    UPDATED,
+    JobStore,
+    claim_lapsed,
+    new_job,
+    public_job,
+    registered_asset,
+    settled_fields,
+)
 from .mappers import is_host_allowed, normalise_metadata
 from .providers import civitai, huggingface
 from .providers.base import check_reference_url
@@ -792,14 +800,15 @@ class AssetIngestQueue:
 
     # ------------------------------------------------------------------ recovery
     def recover(self) -> dict[str, int]:
-        """Bring back the jobs of dead processes and sweep stale staging leftovers.
+        """Bring back the jobs of dead processes (or whose lease ran out) and sweep stale staging leftovers.
 
         ``downloading`` -> ``queued`` (the partial file stays for a resumed download);
         ``applying`` -> ``applied`` when the registry holds the bytes, else ``staged`` (the
         registry's intent journal has put the file back), else ``failed``.
         """
         stats = {"requeued": 0, "applied": 0, "restaged": 0, "failed": 0, "swept": 0}
-        stuck = [j for j in self.jobs.claimed() if not owner_alive(j["owner"])]
+        now = time.time()
+        stuck = [j for j in self.jobs.claimed() if claim_lapsed(j, now)]
         projects_recovered: set[str] = set()
         for job in stuck:
             bad_project: str | None
@@ -814,7 +823,8 @@ class AssetIngestQueue:
                     self.registry(job["project_id"]).recover()
             with self.db.transaction() as conn:
                 current = self.jobs.row(conn, job["job_id"])
-                if current is None or current["status"] != job["status"] or current["owner"] != job["owner"]:
+                if (current is None or current["status"] != job["status"] or current["owner"] != job["owner"]
+                        or not claim_lapsed(current, time.time())):  # renewed meanwhile
                     continue
                 if bad_project is not None:
                     self.jobs.fail(conn, current, bad_project)
