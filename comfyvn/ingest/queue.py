@@ -178,7 +178,7 @@ class AssetIngestQueue:
         self._registries: dict[str, AssetRegistry] = {}
         self._registries_lock = threading.Lock()
         self.auto_worker = auto_worker
-        self.jobs = JobStore(self.db)
+        self.jobs = JobStore(self.db, self.staging_dir)
         self.staging = Staging(self.ws, self.jobs, self.default_project)
         self.worker = IngestWorker(self.ws, self.jobs, self.staging, self.limiter, recover=self.recover,
                                    safe_name=safe_filename)
