@@ -110,13 +110,6 @@ def settled_fields(job: dict, digest: str, size: int, staged: Path | None, dup: 
     return fields
 
 
-def claim_lapsed(job: dict, now: float) -> bool:
-    """Whether a claimed job's claim may be taken back: its owner process is gone (a process on
-    this host), or its lease ran out (any host; ``lease_until`` NULL: a claim without a lease)."""
-    lease = job.get("lease_until")
-    return not owner_alive(job["owner"]) or (lease is not None and lease < now)
-
-
 def _claim_changes(changes: dict[str, Any]) -> dict[str, Any]:
     """``changes`` with ``lease_until`` cleared when they set the owner without a lease of their
     own (a lease belongs to one claim: a stale one must never outlive it)."""
@@ -283,6 +276,13 @@ class JobStore:
         changes.update(extra)
         return self.update(conn, job, FAILED, changes)
 
+    @staticmethod
+    def claim_lapsed(job: dict, now: float) -> bool:
+        """Whether a claimed job's claim may be taken back: its owner process is gone (a process on
+        this host), or its lease ran out (any host; ``lease_until`` NULL: a claim without a lease)."""
+        lease = job.get("lease_until")
+        return not owner_alive(job["owner"]) or (lease is not None and lease < now)
+
     def renew_leases(self, job_ids: list[str], owner: str, until: float) -> int:
         """Extend the lease of those of ``job_ids`` still ``downloading`` under ``owner`` (a worker's
         heartbeat; no event: nothing a reader sees changes); returns how many were renewed."""
@@ -440,7 +440,6 @@ __all__ = [
     "JSON_COLUMNS",
     "PUBLIC_KEYS",
     "JobStore",
-    "claim_lapsed",
     "encode_value",
     "event_payload",
     "job_from_row",

@@ -59,16 +59,7 @@ from .errors import (
     TermsNotAcknowledgedError,
 )
 from .jobs import STATUSES, TRANSITIONS, JobAction, JobStatus
-from .jobstore import (
-    PUBLIC_KEYS,
-    UPDATED,
-    JobStore,
-    claim_lapsed,
-    new_job,
-    public_job,
-    registered_asset,
-    settled_fields,
-)
+from .jobstore import PUBLIC_KEYS, UPDATED, JobStore, new_job, public_job, registered_asset, settled_fields
 from .mappers import is_host_allowed, normalise_metadata
 from .providers import civitai, huggingface
 from .providers.base import check_reference_url
@@ -808,7 +799,7 @@ class AssetIngestQueue:
         """
         stats = {"requeued": 0, "applied": 0, "restaged": 0, "failed": 0, "swept": 0}
         now = time.time()
-        stuck = [j for j in self.jobs.claimed() if claim_lapsed(j, now)]
+        stuck = [j for j in self.jobs.claimed() if self.jobs.claim_lapsed(j, now)]
         projects_recovered: set[str] = set()
         for job in stuck:
             bad_project: str | None
@@ -824,7 +815,7 @@ class AssetIngestQueue:
             with self.db.transaction() as conn:
                 current = self.jobs.row(conn, job["job_id"])
                 if (current is None or current["status"] != job["status"] or current["owner"] != job["owner"]
-                        or not claim_lapsed(current, time.time())):  # renewed meanwhile
+                        or not self.jobs.claim_lapsed(current, time.time())):  # renewed meanwhile
                     continue
                 if bad_project is not None:
                     self.jobs.fail(conn, current, bad_project)
