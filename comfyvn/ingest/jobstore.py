@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ..fsutil import owner_alive
 from ..hooks import emit, get_hook_bus
 from ..hooks.events import emit_many
 from ..store import Connection, Database
@@ -109,18 +110,62 @@ def settled_fields(job: dict, digest: str, size: int, staged: Path | None, dup: 
     return fields
 
 
+def _claim_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` with ``lease_until`` cleared when they set the owner without a lease of their
+    own (a lease belongs to one claim: a stale one must never outlive it)."""
+    if "owner" in changes and "lease_until" not in changes:
+        return {**changes, "lease_until": None}
+    return changes
+
+
 # ---------------------------------------------------------------------------- the store
 class JobStore:
-    """The ``ingest_jobs`` table of one workspace database."""
+    """The ``ingest_jobs`` table of one workspace database.
 
-    def __init__(self, db: Database) -> None:
+    ``staging_dir``: this server's staging folder.  A staged file's path is stored as its name in
+    that folder and resolved against it on read, so servers mounting the shared staging folder at
+    different paths (``paths.staging``) all find it; rows of older versions hold absolute paths,
+    which still work (and a missing one is looked up by its name in this staging folder)."""
+
+    def __init__(self, db: Database, staging_dir: Path | None = None) -> None:
         self.db = db
+        self.staging_dir = staging_dir
+        self._staging_dirs = {staging_dir, staging_dir.resolve()} if staging_dir is not None else set()
+
+    # ------------------------------------------------------------------ the staging path column
+    def _encode(self, key: str, value: Any) -> Any:
+        """:func:`encode_value`, with a path in this staging folder stored as its name."""
+        if key == "staging_path" and value is not None and self.staging_dir is not None:
+            path = Path(value)
+            if path.is_absolute() and path.parent in self._staging_dirs:
+                return path.name
+        return encode_value(key, value)
+
+    def staged_path(self, stored: str | None) -> str | None:
+        """The ``staging_path`` column read on this server: a name resolved in this staging folder;
+        an absolute path (older rows) as it is, or by its name here when it is missing there."""
+        if stored is None or self.staging_dir is None:
+            return stored
+        path = Path(stored)
+        if not path.is_absolute():
+            return str(self.staging_dir / path.name)
+        if path.parent not in self._staging_dirs and not path.exists():
+            local = self.staging_dir / path.name
+            if local.exists():
+                return str(local)
+        return stored
+
+    def _job(self, row: Any) -> dict:
+        job = job_from_row(row)
+        if job.get("staging_path") is not None:
+            job["staging_path"] = self.staged_path(job["staging_path"])
+        return job
 
     # ------------------------------------------------------------------ one job
     def row(self, conn: Connection, job_id: str) -> dict | None:
         """The job ``job_id`` as ``conn`` sees it (inside a transaction: as it will commit)."""
         row = conn.execute("SELECT * FROM ingest_jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return job_from_row(row) if row else None
+        return self._job(row) if row else None
 
     def get(self, job_id: Any) -> dict | None:
         """The job ``job_id`` now (None for an unknown id or one that is not a string)."""
@@ -149,7 +194,7 @@ class JobStore:
     def insert(self, conn: Connection, job: dict, topic: str = ENQUEUED) -> dict:
         """Store a new job and emit ``topic``."""
         cols = ", ".join(job)
-        values = [encode_value(k, v) for k, v in job.items()]
+        values = [self._encode(k, v) for k, v in job.items()]
         conn.execute(f"INSERT INTO ingest_jobs({cols}) VALUES ({', '.join('?' * len(job))})", values)
         emit(conn, topic, event_payload(job), project_id=job.get("project_id"))
         return job
@@ -161,7 +206,7 @@ class JobStore:
             return jobs
         keys = list(jobs[0])
         conn.executemany(f"INSERT INTO ingest_jobs({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-                         [[encode_value(k, job[k]) for k in keys] for job in jobs])
+                         [[self._encode(k, job[k]) for k in keys] for job in jobs])
         by_project: dict[str | None, list[tuple[str, dict]]] = {}
         for job in jobs:
             by_project.setdefault(job.get("project_id"), []).append((topic, event_payload(job)))
@@ -176,7 +221,7 @@ class JobStore:
             part = job_ids[start:start + IN_CHUNK]
             for row in conn.execute(f"SELECT * FROM ingest_jobs WHERE job_id IN ({', '.join('?' * len(part))})",
                                     part):
-                out[row["job_id"]] = job_from_row(row)
+                out[row["job_id"]] = self._job(row)
         return out
 
     def statuses(self, conn: Connection, job_ids: list[str]) -> dict[str, str]:
@@ -193,9 +238,9 @@ class JobStore:
         """:meth:`update` of many jobs with the same ``changes`` (one statement, one event statement)."""
         if not jobs:
             return []
-        changes = {**changes, "updated_at": time.time()}
+        changes = {**_claim_changes(changes), "updated_at": time.time()}
         cols = ", ".join(f"{k} = ?" for k in changes)
-        values = [encode_value(k, v) for k, v in changes.items()]
+        values = [self._encode(k, v) for k, v in changes.items()]
         conn.executemany(f"UPDATE ingest_jobs SET {cols} WHERE job_id = ?", [(*values, j["job_id"]) for j in jobs])
         new = [{**job, **changes} for job in jobs]
         if topic:
@@ -209,9 +254,9 @@ class JobStore:
     def update(self, conn: Connection, job: dict, topic: str | None, changes: dict[str, Any],
                **event_extra: Any) -> dict:
         """Apply ``changes`` to a job row and emit ``topic`` (None: no event); returns the new job."""
-        changes = {**changes, "updated_at": time.time()}
+        changes = {**_claim_changes(changes), "updated_at": time.time()}
         cols = ", ".join(f"{k} = ?" for k in changes)
-        values = [encode_value(k, v) for k, v in changes.items()]
+        values = [self._encode(k, v) for k, v in changes.items()]
         conn.execute(f"UPDATE ingest_jobs SET {cols} WHERE job_id = ?", (*values, job["job_id"]))
         new = {**job, **changes}
         if topic:
@@ -230,6 +275,26 @@ class JobStore:
             changes["staging_path"] = None
         changes.update(extra)
         return self.update(conn, job, FAILED, changes)
+
+    @staticmethod
+    def claim_lapsed(job: dict, now: float) -> bool:
+        """Whether a claimed job's claim may be taken back: its owner process is gone (a process on
+        this host), or its lease ran out (any host; ``lease_until`` NULL: a claim without a lease)."""
+        lease = job.get("lease_until")
+        return not owner_alive(job["owner"]) or (lease is not None and lease < now)
+
+    def renew_leases(self, job_ids: list[str], owner: str, until: float) -> int:
+        """Extend the lease of those of ``job_ids`` still ``downloading`` under ``owner`` (a worker's
+        heartbeat; no event: nothing a reader sees changes); returns how many were renewed."""
+        renewed = 0
+        with self.db.transaction() as conn:
+            for start in range(0, len(job_ids), IN_CHUNK):
+                part = job_ids[start:start + IN_CHUNK]
+                cur = conn.execute(
+                    f"UPDATE ingest_jobs SET lease_until = ? WHERE job_id IN ({', '.join('?' * len(part))})"
+                    " AND owner = ? AND status = ?", (until, *part, owner, str(JobStatus.DOWNLOADING)))
+                renewed += max(0, cur.rowcount)
+        return renewed
 
     def notify(self) -> None:
         """Wake this process's event tailer now (after a commit) rather than at its next poll."""
@@ -306,11 +371,11 @@ class JobStore:
         lock = " FOR UPDATE SKIP LOCKED" if self.db.engine == "postgresql" else ""
         for row in conn.execute(f"SELECT * FROM ingest_jobs WHERE status = '{JobStatus.QUEUED}'"
                                 f" ORDER BY seq LIMIT ?{lock}", (limit,)):
-            yield job_from_row(row)
+            yield self._job(row)
 
     def claimed(self) -> list[dict]:
         """The ``downloading``/``applying`` jobs, whoever owns them."""
-        return [job_from_row(r) for r in self.db.query(
+        return [self._job(r) for r in self.db.query(
             f"SELECT * FROM ingest_jobs WHERE status IN {sql_in(CLAIMED)} ORDER BY seq")]
 
     def ids_keeping_staging(self) -> set[str]:
@@ -319,7 +384,7 @@ class JobStore:
 
     def all_jobs(self) -> list[dict]:
         """Every job, oldest first."""
-        return [job_from_row(r) for r in self.db.query("SELECT * FROM ingest_jobs ORDER BY seq")]
+        return [self._job(r) for r in self.db.query("SELECT * FROM ingest_jobs ORDER BY seq")]
 
     def page(self, limit: int, status: str | None = None, provider: str | None = None,
              before_seq: int | None = None) -> tuple[list[dict], int | None]:
@@ -339,7 +404,7 @@ class JobStore:
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         rows = self.db.query(f"SELECT * FROM ingest_jobs{clause} ORDER BY seq DESC LIMIT ?", (*params, limit + 1))
         more = rows[limit - 1]["seq"] if len(rows) > limit else None
-        return [job_from_row(r) for r in rows[:limit]], more
+        return [self._job(r) for r in rows[:limit]], more
 
     # ------------------------------------------------------------------ figures
     def counts(self) -> dict[str, int]:
@@ -367,7 +432,7 @@ class JobStore:
             f" FROM ingest_jobs WHERE status IN {sql_in(HOLDS_DIGEST)} AND digest IS NOT NULL ORDER BY seq")
         return {r["digest"]: {"job_id": r["job_id"], "status": r["status"], "pinned": bool(r["pin"]),
                               "provider": r["provider"], "project_id": r["project_id"],
-                              "staging_path": r["staging_path"], "bytes": r["bytes"],
+                              "staging_path": self.staged_path(r["staging_path"]), "bytes": r["bytes"],
                               "updated_at": r["updated_at"]} for r in rows}
 
 

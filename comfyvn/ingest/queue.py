@@ -40,7 +40,6 @@ from ..fsutil import (
     UnsafePathError,
     boot_id,
     fsync_file,
-    owner_alive,
     owner_token,
     refuse_hidden,
     safe_relative,
@@ -170,7 +169,7 @@ class AssetIngestQueue:
         self._registries: dict[str, AssetRegistry] = {}
         self._registries_lock = threading.Lock()
         self.auto_worker = auto_worker
-        self.jobs = JobStore(self.db)
+        self.jobs = JobStore(self.db, self.staging_dir)
         self.staging = Staging(self.ws, self.jobs, self.default_project)
         self.worker = IngestWorker(self.ws, self.jobs, self.staging, self.limiter, recover=self.recover,
                                    safe_name=safe_filename)
@@ -792,14 +791,15 @@ class AssetIngestQueue:
 
     # ------------------------------------------------------------------ recovery
     def recover(self) -> dict[str, int]:
-        """Bring back the jobs of dead processes and sweep stale staging leftovers.
+        """Bring back the jobs of dead processes (or whose lease ran out) and sweep stale staging leftovers.
 
         ``downloading`` -> ``queued`` (the partial file stays for a resumed download);
         ``applying`` -> ``applied`` when the registry holds the bytes, else ``staged`` (the
         registry's intent journal has put the file back), else ``failed``.
         """
         stats = {"requeued": 0, "applied": 0, "restaged": 0, "failed": 0, "swept": 0}
-        stuck = [j for j in self.jobs.claimed() if not owner_alive(j["owner"])]
+        now = time.time()
+        stuck = [j for j in self.jobs.claimed() if self.jobs.claim_lapsed(j, now)]
         projects_recovered: set[str] = set()
         for job in stuck:
             bad_project: str | None
@@ -814,7 +814,8 @@ class AssetIngestQueue:
                     self.registry(job["project_id"]).recover()
             with self.db.transaction() as conn:
                 current = self.jobs.row(conn, job["job_id"])
-                if current is None or current["status"] != job["status"] or current["owner"] != job["owner"]:
+                if (current is None or current["status"] != job["status"] or current["owner"] != job["owner"]
+                        or not self.jobs.claim_lapsed(current, time.time())):  # renewed meanwhile
                     continue
                 if bad_project is not None:
                     self.jobs.fail(conn, current, bad_project)

@@ -14,13 +14,15 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
 from .. import sources
 from ..config import Workspace, get_setting, max_remote_bytes, shipped_default
 from ..fsutil import boot_id, fsync_dir, owner_token
+from ..store.errors import StoreUnavailable
 from . import remote
 from .errors import IngestError, RemoteError
 from .jobs import JobStatus
@@ -34,6 +36,9 @@ log = logging.getLogger("comfyvn.ingest.worker")
 POLL_SECONDS = 1.0  # how often an idle worker looks for jobs other processes queued
 RECOVER_SECONDS = 30.0  # how often a running worker looks for jobs of dead processes
 PROGRESS_SECONDS = 0.5  # at most two progress events per second per job
+LEASE_SECONDS = 60.0  # ingest.lease_s: a claim nobody renews this long is taken back, whatever its host
+RENEW_SECONDS = 10.0  # ingest.lease_renew_s: how often a worker renews the leases of the jobs it runs
+OUTAGE_MAX_WAIT = 10.0  # while the store is unreachable, the worker retries at most this far apart
 DEFAULT_MAX_AUTO_RETRIES = 5
 MAX_REMOTE_BYTES = int(shipped_default("ingest.max_remote_bytes"))  # the shipped cap (seed name); see max_remote_bytes
 
@@ -63,6 +68,11 @@ class IngestWorker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
+        self._in_flight: set[str] = set()  # jobs this worker runs now (their leases are renewed)
+        self._interrupted: set[str] = set()  # jobs whose run failed because the store was unreachable
+        self._heartbeat: threading.Thread | None = None
+        self._down_since: float | None = None  # monotonic time the store was found unreachable
+        self._outage_wait = POLL_SECONDS
 
     # ------------------------------------------------------------------ thread control
     @property
@@ -95,6 +105,8 @@ class IngestWorker:
         last_recover = time.monotonic()
         while not self._stop.is_set():
             try:
+                if self._down_since is not None:
+                    self._store_answers()
                 if time.monotonic() - last_recover > RECOVER_SECONDS:
                     last_recover = time.monotonic()
                     self.recover()
@@ -102,11 +114,101 @@ class IngestWorker:
                 if job is not None:
                     self.run_job(job)
                     continue
+            except StoreUnavailable as exc:  # back off until the store answers (no busy loop)
+                wait = self._store_lost(exc)
             except Exception:  # keep the worker alive; the job (if any) records its own error
                 log.exception("ingest worker iteration failed")
                 wait = POLL_SECONDS
-            self._wake.wait(min(wait, POLL_SECONDS))
+            self._wake.wait(wait if self._down_since is not None else min(wait, POLL_SECONDS))
             self._wake.clear()
+
+    # ------------------------------------------------------------------ store outages
+    def _store_lost(self, exc: StoreUnavailable) -> float:
+        """The store stopped answering: one warning per outage; returns the wait before the next try."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self._outage_wait = POLL_SECONDS
+            log.warning("ingest worker paused: the store is unreachable (%s); it resumes by itself when the "
+                        "store answers again", exc)
+        else:
+            self._outage_wait = min(self._outage_wait * 2, OUTAGE_MAX_WAIT)
+        return self._outage_wait
+
+    def _store_answers(self) -> None:
+        """Raises StoreUnavailable while the store is away; else ends the outage."""
+        self.jobs.db.query_one("SELECT 1")
+        assert self._down_since is not None
+        log.warning("ingest worker resumed: the store answers again after %.0f s", time.monotonic() - self._down_since)
+        self._down_since = None
+
+    def requeue_interrupted(self) -> int:
+        """Put back in the queue the jobs whose run failed because the store was unreachable (their
+        partial files stay for a resume); returns how many.  Raises StoreUnavailable while it still is."""
+        with self._lock:
+            ids = sorted(self._interrupted - self._in_flight)
+        requeued = 0
+        for job_id in ids:
+            with self.jobs.db.transaction() as conn:
+                current = self._still_mine(conn, job_id)
+                if current is not None:
+                    self.jobs.update(conn, current, UPDATED, {
+                        "status": JobStatus.QUEUED, "owner": None,
+                        "notes": list(dict.fromkeys(current["notes"] + ["recovered.store_outage"]))})
+                    requeued += 1
+            if current is None:  # cancelled or taken over meanwhile
+                self._abandon(job_id)
+            with self._lock:
+                self._interrupted.discard(job_id)
+        if requeued:
+            log.info("ingest worker: %d job(s) interrupted by the store outage queued again", requeued)
+            self.jobs.notify()
+        return requeued
+
+    # ------------------------------------------------------------------ leases
+    def lease_seconds(self) -> float:
+        return float(get_setting("ingest.lease_s", LEASE_SECONDS, self.ws))
+
+    def renew_seconds(self) -> float:
+        return float(get_setting("ingest.lease_renew_s", RENEW_SECONDS, self.ws))
+
+    @contextmanager
+    def _working(self, job_id: str) -> Iterator[None]:
+        """While this worker runs ``job_id``: its lease is renewed; a store outage marks it interrupted."""
+        with self._lock:
+            self._in_flight.add(job_id)
+            if self._heartbeat is None or not self._heartbeat.is_alive():
+                self._heartbeat = threading.Thread(target=self._renew_leases, daemon=True,
+                                                   name=f"comfyvn-ingest-lease:{self.ws.root.name}")
+                self._heartbeat.start()
+        try:
+            yield
+        except StoreUnavailable:
+            with self._lock:
+                self._interrupted.add(job_id)
+            raise
+        finally:
+            with self._lock:
+                self._in_flight.discard(job_id)
+
+    def _renew_leases(self) -> None:
+        """The heartbeat: renews the leases of the jobs in flight; ends when none is left."""
+        owner = owner_token()
+        try:
+            while True:
+                time.sleep(self.renew_seconds())
+                with self._lock:
+                    ids = sorted(self._in_flight)
+                    if not ids:
+                        self._heartbeat = None
+                        return
+                try:
+                    self.jobs.renew_leases(ids, owner, time.time() + self.lease_seconds())
+                except StoreUnavailable:  # the run notices the outage itself
+                    pass
+                except Exception:
+                    log.exception("renewing ingest leases failed")
+        finally:
+            self.jobs.db.close()  # this thread's connection
 
     def run_pending(self, timeout: float | None = None) -> list[dict]:
         """Process queued jobs in this thread until none is left or ``timeout`` seconds pass."""
@@ -127,6 +229,8 @@ class IngestWorker:
     # ------------------------------------------------------------------ claiming
     def claim_next(self) -> tuple[dict | None, float]:
         """Claim the oldest runnable queued job (taking its provider's token); else the wait."""
+        if self._interrupted:
+            self.requeue_interrupted()
         if not self.jobs.has_queued():
             return None, POLL_SECONDS
         now = time.time()
@@ -145,7 +249,8 @@ class IngestWorker:
                         blocked.add(job["provider"])
                         wait = min(wait, pause)
                         continue
-                job = self.jobs.update(conn, job, UPDATED, {"status": JobStatus.DOWNLOADING, "owner": owner_token()})
+                job = self.jobs.update(conn, job, UPDATED, {"status": JobStatus.DOWNLOADING, "owner": owner_token(),
+                                                            "lease_until": now + self.lease_seconds()})
                 break
             else:
                 return None, max(0.01, wait)
@@ -179,13 +284,18 @@ class IngestWorker:
             current = self.jobs.row(conn, job["job_id"])
             if current is None or current["status"] != JobStatus.QUEUED:
                 return None
-            job = self.jobs.update(conn, current, UPDATED, {"status": JobStatus.DOWNLOADING, "owner": owner_token()})
+            job = self.jobs.update(conn, current, UPDATED, {"status": JobStatus.DOWNLOADING, "owner": owner_token(),
+                                                            "lease_until": time.time() + self.lease_seconds()})
         self.jobs.notify()
         return job
 
     # ------------------------------------------------------------------ local (re-)staging
     def process_local(self, job: dict) -> dict:
         """Stage a queued local job from its ``source_path`` (after a retry or an import)."""
+        with self._working(job["job_id"]):
+            return self._stage_local(job)
+
+    def _stage_local(self, job: dict) -> dict:
         claimed = self._claim_local(job)
         if claimed is None:
             return self.jobs.get(job["job_id"]) or job
@@ -210,6 +320,10 @@ class IngestWorker:
     # ------------------------------------------------------------------ remote pulls
     def process(self, job: dict) -> dict:
         """Pull a claimed (``downloading``) remote job: plan, dedup by published hash, download, stage."""
+        with self._working(job["job_id"]):
+            return self._pull(job)
+
+    def _pull(self, job: dict) -> dict:
         jobs, staging = self.jobs, self.staging
         api = self._api()
         job_id = job["job_id"]
@@ -351,4 +465,4 @@ class IngestWorker:
         return job
 
 
-__all__ = ["MAX_REMOTE_BYTES", "IngestWorker", "backoff_seconds"]
+__all__ = ["LEASE_SECONDS", "MAX_REMOTE_BYTES", "RENEW_SECONDS", "IngestWorker", "backoff_seconds"]

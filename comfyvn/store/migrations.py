@@ -199,6 +199,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         "ingest.002_staged_boot",
         "ALTER TABLE ingest_jobs ADD COLUMN staged_boot TEXT;",
     ),
+    (
+        # a claim's lease (epoch seconds): the owning worker renews it while it works, and recovery
+        # takes back a claim whose lease ran out whatever its host (NULL: no lease, owner liveness only)
+        "ingest.003_claim_lease",
+        "ALTER TABLE ingest_jobs ADD COLUMN lease_until REAL;",
+    ),
     # --- hooks / webhooks (issue 4) ---------------------------------------------------------
     (
         "hooks.001_webhooks",
