@@ -112,6 +112,9 @@ BEFORE = {
     "comfyvn.store.errors.IntegrityError": (409, "conflict", "msg"),
     "comfyvn.store.errors.LockTimeout": (409, "conflict", "msg"),
     "comfyvn.store.errors.TransactionFailed": (500, "internal_error", UNHANDLED.format("TransactionFailed")),
+    # comfyvn-store migrate (a CLI; no route raises them): by their meaning
+    "comfyvn.store.transfer.TransferError": (400, "invalid_request", "msg"),
+    "comfyvn.store.transfer.TransferConflict": (409, "conflict", "msg"),
 }
 #: raised only inside the core, which turns them into the errors above before any route sees
 #: them (sources.py: LimitExceededError -> SourceTooLargeError; the hash cache serves no route):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ComfyvnError, Conflict, InvalidInput
+from ..errors import Conflict, InvalidInput
 from .migrations import MIGRATIONS
 
 SQLITE_PREFIX = "sqlite://"
@@ -36,8 +36,8 @@ DEFAULT_BATCH = 5000
 SKIPPED_TABLES = frozenset({"schema_migrations"})  # each side's own migration record
 
 
-class TransferError(ComfyvnError):
-    """The two stores cannot be copied between (bad URL, schemas that differ)."""
+class TransferError(InvalidInput):
+    """The two stores cannot be copied between (bad URL, no such file, schemas that differ)."""
 
 
 class TransferConflict(Conflict):
