@@ -36,8 +36,6 @@ log = logging.getLogger("comfyvn.ingest.worker")
 POLL_SECONDS = 1.0  # how often an idle worker looks for jobs other processes queued
 RECOVER_SECONDS = 30.0  # how often a running worker looks for jobs of dead processes
 PROGRESS_SECONDS = 0.5  # at most two progress events per second per job
-LEASE_SECONDS = 60.0  # ingest.lease_s: a claim nobody renews this long is taken back, whatever its host
-RENEW_SECONDS = 10.0  # ingest.lease_renew_s: how often a worker renews the leases of the jobs it runs
 OUTAGE_MAX_WAIT = 10.0  # while the store is unreachable, the worker retries at most this far apart
 DEFAULT_MAX_AUTO_RETRIES = 5
 MAX_REMOTE_BYTES = int(shipped_default("ingest.max_remote_bytes"))  # the shipped cap (seed name); see max_remote_bytes
@@ -166,10 +164,10 @@ class IngestWorker:
 
     # ------------------------------------------------------------------ leases
     def lease_seconds(self) -> float:
-        return float(get_setting("ingest.lease_s", LEASE_SECONDS, self.ws))
+        return float(get_setting("ingest.lease_s", ws=self.ws))
 
     def renew_seconds(self) -> float:
-        return float(get_setting("ingest.lease_renew_s", RENEW_SECONDS, self.ws))
+        return float(get_setting("ingest.lease_renew_s", ws=self.ws))
 
     @contextmanager
     def _working(self, job_id: str) -> Iterator[None]:
@@ -465,4 +463,4 @@ class IngestWorker:
         return job
 
 
-__all__ = ["LEASE_SECONDS", "MAX_REMOTE_BYTES", "RENEW_SECONDS", "IngestWorker", "backoff_seconds"]
+__all__ = ["MAX_REMOTE_BYTES", "IngestWorker", "backoff_seconds"]
