@@ -11,6 +11,7 @@ import pytest
 
 from comfyvn.hooks import get_hook_bus
 from comfyvn.ingest import AssetIngestQueue
+from comfyvn.store import forget_database
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 
@@ -79,3 +80,18 @@ def test_the_queue_marks_every_applied_job_of_a_group_in_one_call(ws, monkeypatc
     assert {q.get(j["job_id"])["status"] for j in jobs} == {"applied"}
     assert all(q.get(j["job_id"])["staging_path"] is None for j in jobs)
     q.stop_worker()
+
+
+def test_the_batched_apply_on_postgresql(ws, pg_url, monkeypatch):
+    monkeypatch.setenv("COMFYVN_STORE_URL", pg_url)  # the same SQL on the team store
+    q = AssetIngestQueue(ws)
+    paths = [write(ws.root / "in" / f"p{i}.png", os.urandom(300)) for i in range(5)]
+    jobs = q.enqueue_many(paths, metadata={"tags": ["pg", "batch"]})["jobs"]
+    result = q.apply([j["job_id"] for j in jobs])
+    assert len(result["applied"]) == 5 and result["failed"] == []
+    reg = q.registry()
+    assert reg.db.engine == "postgresql" and reg.count() == 5
+    assert len(reg.query_assets(tags=["pg"], limit=50)["items"]) == 5
+    assert {q.get(j["job_id"])["status"] for j in jobs} == {"applied"}
+    q.stop_worker()
+    forget_database(pg_url)  # close its pool before the session's server goes away
