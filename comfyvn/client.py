@@ -220,6 +220,23 @@ class ComfyvnClient:
                 "pin": pin, "terms_acknowledged": terms_acknowledged, "project_id": project_id, "wait": wait}
         return self._post("api/ingest/queue", {k: v for k, v in body.items() if v is not None})
 
+    def enqueue_many(self, items: Iterable[str | os.PathLike[str] | dict], *, provider: str | None = None,
+                     metadata: dict | None = None, dest_relative: str | None = None,
+                     asset_type_hint: str | None = None, pin: bool | None = None,
+                     terms_acknowledged: bool | None = None, project_id: str | None = None) -> dict:
+        """Queue many files that are on the *server* in one request (at most 10,000): each item a
+        path or a dict of :meth:`enqueue`'s local arguments (``source_path`` required); the keyword
+        arguments are defaults for every item.  Returns ``{"jobs": [...], "errors": [{"index",
+        "source_path", "error", "message"}]}``: a refused file does not stop the others."""
+        body: dict[str, Any] = {
+            "provider": provider, "metadata": metadata, "dest_relative": dest_relative,
+            "asset_type_hint": asset_type_hint, "pin": pin, "terms_acknowledged": terms_acknowledged,
+            "project_id": project_id,
+            "items": [os.fspath(item) if isinstance(item, str | os.PathLike) else
+                      {k: os.fspath(v) if k == "source_path" and isinstance(v, os.PathLike) else v
+                       for k, v in item.items()} for item in items]}
+        return self._post("api/ingest/queue", {k: v for k, v in body.items() if v is not None})
+
     def upload(self, path: str | os.PathLike[str], *, filename: str | None = None, metadata: dict | None = None,
                dest_relative: str | None = None, asset_type_hint: str | None = None, pin: bool = False,
                project_id: str | None = None) -> dict:

@@ -56,6 +56,7 @@ __all__ = [
     "SourceNotAllowedError",
     "SourceNotRegularError",
     "SourcePath",
+    "SourcePolicy",
     "SourcePathError",
     "SourceRefusedError",
     "SourceTooLargeError",
@@ -65,6 +66,7 @@ __all__ = [
     "is_handoff_file",
     "open_source",
     "source_limit",
+    "source_policy",
     "uploads_dir",
 ]
 
@@ -172,12 +174,28 @@ def sensitive_name(parts: list[str]) -> str | None:
     return None
 
 
+_handoff_dirs: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def _handoff_realpaths(ws: Workspace) -> tuple[str, str]:
+    """The real paths of the staging and uploads folders, cached by the folders the settings name
+    (a changed ``paths.staging`` is a new key; a folder swapped for a symlink after its first use
+    is not seen until the process restarts, as the settings' own cache)."""
+    key = (os.fspath(ws.staging_dir), os.fspath(uploads_dir(ws)))
+    hit = _handoff_dirs.get(key)
+    if hit is None:
+        hit = _handoff_dirs[key] = (os.path.realpath(key[0]), os.path.realpath(key[1]))
+    return hit
+
+
 def is_handoff_file(path: str | os.PathLike[str], ws: Workspace) -> bool:
     """Whether ``path`` (already resolved) is a file the workspace wrote itself to hand over:
     a staged ingest file (``data/ingest/staging/<job>-<name>``) or an upload's body
     (``data/uploads/.upload-*/<name>``).  Only these may be *moved* into a registry."""
-    text = os.fspath(path)
-    staging, uploads = os.path.realpath(ws.staging_dir), os.path.realpath(uploads_dir(ws))
+    return _is_handoff(os.fspath(path), *_handoff_realpaths(ws))
+
+
+def _is_handoff(text: str, staging: str, uploads: str) -> bool:
     if _inside(text, staging):
         parts = _parts_below(text, staging)
         return len(parts) == 1 and not parts[0].startswith(".")
@@ -187,16 +205,40 @@ def is_handoff_file(path: str | os.PathLike[str], ws: Workspace) -> bool:
     return False
 
 
-def _refusal(real: str, ws: Workspace, roots: list[Path] | None, assets_root: Path | None,
-             uploads_ok: bool) -> Exception | None:
+@dataclass(frozen=True)
+class SourcePolicy:
+    """Everything :func:`open_source` checks a path against, resolved once (for a batch of
+    files: see :func:`source_policy`); the per-path rules are the same as for one file."""
+
+    ws: Workspace
+    roots: tuple[str, ...] | None  # the allowed roots of a confined caller; None: any folder
+    own_assets: str  # real path of the caller's own assets root (the one readable part of data/)
+    internals: tuple[tuple[str, str], ...]  # (name, real path) of the workspace's own folders
+    staging: str
+    uploads: str
+    identities: frozenset[tuple[int, int]]
+
+
+def source_policy(ws: Workspace, *, confined: bool = True, assets_root: Path | None = None) -> SourcePolicy:
+    """The workspace's folders, identities and allowed roots resolved now, for checking many
+    sources with :func:`open_source` (``policy=``); the same arguments as :func:`open_source`."""
+    roots = tuple(str(r) for r in allowed_source_roots(ws)) if confined else None
+    staging, uploads = _handoff_realpaths(ws)
+    return SourcePolicy(
+        ws=ws, roots=roots, own_assets=os.path.realpath(assets_root if assets_root is not None else ws.assets_root),
+        internals=tuple((name, os.path.realpath(ws.root / name)) for name in WORKSPACE_INTERNALS),
+        staging=staging, uploads=uploads, identities=frozenset(_workspace_identities(ws)))
+
+
+def _refusal(real: str, policy: SourcePolicy, uploads_ok: bool) -> Exception | None:
     """Why ``real`` (a fully resolved path) may not be read, or None."""
-    ws_root = str(ws.root)
-    own_assets = os.path.realpath(assets_root if assets_root is not None else ws.assets_root)
+    ws = policy.ws
+    own_assets = policy.own_assets
     in_own_assets = _inside(real, own_assets) and real != own_assets
     # compared by real path, so a workspace whose data/ is a symlink to another disk is covered too
-    internal = next((name for name in WORKSPACE_INTERNALS if _inside(real, os.path.realpath(ws.root / name))), None)
+    internal = next((name for name, folder in policy.internals if _inside(real, folder)), None)
     if internal is not None and not in_own_assets:
-        if uploads_ok and _inside(real, os.path.realpath(uploads_dir(ws))) and is_handoff_file(real, ws):
+        if uploads_ok and _inside(real, policy.uploads) and _is_handoff(real, policy.staging, policy.uploads):
             return None
         return SourceRefusedError(
             f"{real} is inside the workspace's own files ({internal}/): the database, config, logs, cache, "
@@ -210,9 +252,9 @@ def _refusal(real: str, ws: Workspace, roots: list[Path] | None, assets_root: Pa
         return SourceRefusedError(
             f"{real} is inside the own files of another comfyvn workspace ({other}): its database, config, "
             "logs, cache and assets are never read as sources; register from that workspace instead")
-    bases = [str(r) for r in roots] if roots is not None else [ws_root, os.path.expanduser("~")]
+    bases = list(policy.roots) if policy.roots is not None else [str(ws.root), os.path.expanduser("~")]
     containing = [b for b in bases if _inside(real, b)]
-    if roots is not None and not containing:
+    if policy.roots is not None and not containing:
         shown = ", ".join(bases) or "(none configured)"
         return SourceNotAllowedError(
             f"{real} is outside the folders ingest may read from: {shown}. Move the file into one of them "
@@ -309,7 +351,7 @@ def check_source(source_path: str | os.PathLike[str], ws: Workspace, *, confined
     """
     raw = _absolute(source_path, ws)
     resolved = _resolve(raw)
-    problem = _refusal(resolved, ws, allowed_source_roots(ws) if confined else None, assets_root, False)
+    problem = _refusal(resolved, source_policy(ws, confined=confined, assets_root=assets_root), False)
     if problem is not None:
         if os.path.abspath(raw) != resolved:
             problem.args = (f"{raw} (symlink to {resolved}): {problem}",)
@@ -374,7 +416,7 @@ class OpenedSource:
 @contextmanager
 def open_source(source_path: str | os.PathLike[str], ws: Workspace, *, confined: bool | None = None,
                 assets_root: Path | None = None, limit: int | None = None,
-                uploads_ok: bool = False) -> Iterator[OpenedSource]:
+                uploads_ok: bool = False, policy: SourcePolicy | None = None) -> Iterator[OpenedSource]:
     """Open a caller-named source once and check the descriptor (see the module docstring).
 
     ``confined``: apply ``ingest.allowed_source_roots`` (default True; the registry passes False
@@ -382,14 +424,15 @@ def open_source(source_path: str | os.PathLike[str], ws: Workspace, *, confined:
     the caller's own project's assets root, the one part of ``data/`` that may be read (None:
     any project's, for a check that does not know the project yet).  ``limit``: most bytes
     (default :func:`source_limit` without a destination).  ``uploads_ok``: an upload's body
-    handed on by the upload route (``data/uploads/.upload-*/<name>``) may be read.
+    handed on by the upload route (``data/uploads/.upload-*/<name>``) may be read.  ``policy``:
+    :func:`source_policy` resolved once for a batch of files (then ``confined`` and
+    ``assets_root`` are the policy's).
     """
-    if confined is None:
-        confined = True
-    roots = allowed_source_roots(ws) if confined else None
+    if policy is None:
+        policy = source_policy(ws, confined=True if confined is None else confined, assets_root=assets_root)
     raw = _absolute(source_path, ws)
     resolved = _resolve(raw)
-    problem = _refusal(resolved, ws, roots, assets_root, uploads_ok)
+    problem = _refusal(resolved, policy, uploads_ok)
     if problem is not None:
         if os.path.abspath(raw) != resolved:
             message = f"{raw} (symlink to {resolved}): {problem}"
@@ -410,11 +453,11 @@ def open_source(source_path: str | os.PathLike[str], ws: Workspace, *, confined:
             raise _not_regular(raw, st.st_mode)
         real = _descriptor_path(fd, st, resolved)
         if real != resolved:  # something on the way was swapped after resolving: judge what was opened
-            problem = _refusal(real, ws, roots, assets_root, uploads_ok)
+            problem = _refusal(real, policy, uploads_ok)
             if problem is not None:
                 raise SourceChangedError(f"source file {raw} changed while it was being opened and now leads to a "
                                          f"refused file; nothing was read ({problem})")
-        if (st.st_dev, st.st_ino) in _workspace_identities(ws):
+        if (st.st_dev, st.st_ino) in policy.identities:
             raise SourceRefusedError(f"{raw} is (a link to) the workspace's database or config file")
         cap = source_limit(ws) if limit is None else limit
         opened = OpenedSource(fd=fd, path=Path(real), size=st.st_size, limit=cap)

@@ -80,9 +80,20 @@ OPERATIONS: dict[str, dict[str, dict[str, Any]]] = {
             "remote_url": {"type": ["string", "null"]}, "metadata": {"type": ["object", "null"]},
             "dest_relative": {"type": ["string", "null"]}, "asset_type_hint": {"type": ["string", "null"]},
             "pin": {"type": "boolean"}, "terms_acknowledged": {"type": "boolean"},
-            "project_id": {"type": ["string", "null"]}, "wait": {"type": "boolean"}}},
+            "project_id": {"type": ["string", "null"]}, "wait": {"type": "boolean"},
+            "items": {"type": "array", "maxItems": 10000, "description":
+                      "many files on the server at once (enqueue_many; answers 200 {jobs, errors}); each a path "
+                      "or an object {source_path, metadata, dest_relative, asset_type_hint, pin, project_id, "
+                      "provider, terms_acknowledged}; the other fields are then defaults for every item "
+                      "(source_path, remote_url and wait are refused beside items)",
+                      "items": {"oneOf": [{"type": "string"}, {"type": "object", "required": ["source_path"]}]}}}},
             {"provider": "local", "source_path": "/data/incoming/hero.png", "asset_type_hint": "images"}),
-        "responses": {"201": json_response(schema_ref("Job"), "Staged job"), "200": json_response(schema_ref("Job"), "Duplicate job"),
+        "responses": {"201": json_response(schema_ref("Job"), "Staged job"), "200": json_response({"oneOf": [
+            schema_ref("Job"), {"type": "object", "properties": {
+                "jobs": {"type": "array", "items": schema_ref("Job")}, "errors": {"type": "array", "items": {
+                    "type": "object", "properties": {"index": {"type": "integer"}, "source_path": {"type": "string"},
+                                                     "error": {"type": "string"}, "message": {"type": "string"}}}}}}]},
+            "Duplicate job, or with items: the staged/duplicate jobs and the items refused"),
                       "202": json_response(schema_ref("Job"), "Remote pull queued"), **error_responses(400, 403, 413, 429, 502)}}},
     "/api/ingest/upload": {"post": {
         "tags": ["ingest"], "summary": "Stream a file from the client and enqueue it (raw body or one multipart part)",

@@ -45,6 +45,7 @@ from ..fsutil import (
     safe_relative,
 )
 from ..hashing import sha256_file
+from ..hooks.events import emit_many
 from ..kinds import TYPE_NAME_RE as _TYPE_RE
 from ..kinds import guess_type
 from ..names import safe_filename
@@ -59,7 +60,17 @@ from .errors import (
     TermsNotAcknowledgedError,
 )
 from .jobs import STATUSES, TRANSITIONS, JobAction, JobStatus
-from .jobstore import PUBLIC_KEYS, UPDATED, JobStore, new_job, public_job, registered_asset, settled_fields
+from .jobstore import (
+    PUBLIC_KEYS,
+    UPDATED,
+    JobStore,
+    encode_value,
+    event_payload,
+    new_job,
+    public_job,
+    registered_asset,
+    settled_fields,
+)
 from .mappers import is_host_allowed, normalise_metadata
 from .providers import civitai, huggingface
 from .providers.base import check_reference_url
@@ -585,14 +596,12 @@ class AssetIngestQueue:
         for job in ready:
             by_project.setdefault(job["project_id"], []).append(job)
         for project_id, jobs in by_project.items():
-            def mark_applied(conn, index: int, record: dict, jobs: list[dict] = jobs) -> None:
-                job = jobs[index]
-                applied[job["job_id"]] = self.jobs.update(conn, job, "on_asset_ingest_applied", {
-                    "status": JobStatus.APPLIED, "asset_uid": record["uid"], "pin": False, "staging_path": None,
-                    "owner": None, "error": None}, path=record["abs_path"], sidecar=record["sidecar"])
+            def mark_applied(conn, done: list[tuple[int, dict]], jobs: list[dict] = jobs,
+                             project_id: str = project_id) -> None:
+                applied.update(self._mark_applied(conn, project_id, [(jobs[i], record) for i, record in done]))
             try:
                 items = [self._registration(job, override) for job in jobs]
-                found = self.registry(project_id).register_files(items, on_commit=mark_applied)
+                found = self.registry(project_id).register_files(items, on_commit_many=mark_applied)
             except Exception as exc:  # the group commit failed as a whole: nothing of it registered
                 found = [exc] * len(jobs)
             outcomes.update((job["job_id"], out) for job, out in zip(jobs, found, strict=True))
@@ -621,6 +630,25 @@ class AssetIngestQueue:
             self.staging.remove_job_files(job)
         self.jobs.notify()
         crash_point("apply.committed")
+
+    def _mark_applied(self, conn, project_id: str, done: list[tuple[dict, dict]]) -> dict[str, dict]:
+        """Mark jobs ``applied`` as :meth:`JobStore.update` does, inside the registry's commit:
+        one UPDATE statement for them all and their ``on_asset_ingest_applied`` events in one
+        insert; ``{job_id: job as changed}``."""
+        now = time.time()
+        out: dict[str, dict] = {}
+        rows, events = [], []
+        for job, record in done:
+            changes = {"status": JobStatus.APPLIED, "asset_uid": record["uid"], "pin": False, "staging_path": None,
+                       "owner": None, "error": None, "updated_at": now}
+            new = out[job["job_id"]] = {**job, **changes}
+            rows.append([*(encode_value(k, v) for k, v in changes.items()), job["job_id"]])
+            events.append(("on_asset_ingest_applied",
+                           event_payload(new, path=record["abs_path"], sidecar=record["sidecar"])))
+        conn.executemany("UPDATE ingest_jobs SET status = ?, asset_uid = ?, pin = ?, staging_path = ?, owner = ?,"
+                         " error = ?, updated_at = ? WHERE job_id = ?", rows)
+        emit_many(conn, events, project_id=project_id)
+        return out
 
     # ------------------------------------------------------------------ other transitions
     def release(self, job_id: str) -> dict:

@@ -49,10 +49,12 @@ _syncfs = _syncfs_function()
 class SourceLimits:
     """:func:`comfyvn.sources.source_limit` of staging, read once for a run of files: each staged
     file's size is taken off it (the free space it used), so the run never stages more than
-    one reading of the limit allowed."""
+    one reading of the limit allowed.  It also holds the source policy of each project's run
+    (:func:`comfyvn.sources.source_policy`, resolved once per run)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.policies: dict[Path, sources.SourcePolicy] = {}
 
     def current(self) -> int:
         return max(0, self.limit)
@@ -103,9 +105,15 @@ class Staging:
                     limits: SourceLimits | None = None) -> AbstractContextManager[sources.OpenedSource]:
         """``src`` opened once and checked as opened (see :func:`comfyvn.sources.open_source`);
         ``limits``: the size cap of a run of files (:meth:`batch_limits`), else read now."""
-        limit = limits.current() if limits is not None else sources.source_limit(self.ws, self.dir)
-        return sources.open_source(src, self.ws, confined=True, assets_root=self.project_assets_root(project_id),
-                                   limit=limit, uploads_ok=uploads_ok)
+        assets_root = self.project_assets_root(project_id)
+        if limits is None:
+            return sources.open_source(src, self.ws, confined=True, assets_root=assets_root,
+                                       limit=sources.source_limit(self.ws, self.dir), uploads_ok=uploads_ok)
+        policy = limits.policies.get(assets_root)
+        if policy is None:
+            policy = limits.policies[assets_root] = sources.source_policy(self.ws, confined=True,
+                                                                          assets_root=assets_root)
+        return sources.open_source(src, self.ws, limit=limits.current(), uploads_ok=uploads_ok, policy=policy)
 
     def batch_limits(self) -> SourceLimits:
         """The size cap for a run of files staged one after the other (read once; see :class:`SourceLimits`)."""

@@ -42,6 +42,7 @@ log = logging.getLogger("comfyvn.studio.core.asset_registry")
 
 DIGEST_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 OnCommit = Callable[[Connection, int, dict], None]
+OnCommitMany = Callable[[Connection, list[tuple[int, dict]]], None]
 
 
 def copy_and_hash(source: Any, dest_fh, *, fsync: bool = True) -> tuple[str, int]:
@@ -96,8 +97,19 @@ class Placement:
         self.journal = journal
         self.fsync = fsync
 
-    def register_files(self, items: list[dict], *, on_commit: OnCommit | None = None) -> list[dict | Exception]:
+    def register_files(self, items: list[dict], *, on_commit: OnCommit | None = None,
+                       on_commit_many: OnCommitMany | None = None) -> list[dict | Exception]:
         """Register many files as one group commit (see :meth:`AssetRegistry.register_files`)."""
+        if on_commit is not None and on_commit_many is not None:
+            raise ValueError("give on_commit or on_commit_many, not both")
+        if on_commit is not None:
+            per_item = on_commit
+
+            def each(conn: Connection, done: list[tuple[int, dict]]) -> None:
+                for index, record in done:
+                    per_item(conn, index, record)
+
+            on_commit_many = each
         results: list[dict | Exception | None] = [None] * len(items)
         plans: list[RegistrationPlan] = []
         try:
@@ -113,7 +125,7 @@ class Placement:
                 else:
                     results[index] = planned
             if plans:
-                self.commit(plans, results, on_commit)
+                self.commit(plans, results, on_commit_many)
         finally:
             for plan in plans:
                 if plan.tmp is not None:
@@ -350,7 +362,7 @@ class Placement:
                 f"{rel!r} is the registered file of asset {row['uid']} but no longer holds its bytes; run the "
                 "enforcer (comfyvn-enforcer) to inspect it instead of registering it again")
 
-    def commit(self, plans: list[RegistrationPlan], results: list, on_commit: OnCommit | None) -> None:
+    def commit(self, plans: list[RegistrationPlan], results: list, on_commit: OnCommitMany | None) -> None:
         """1) journal every file operation, 2) put the files in place and fsync their folders
         once, 3) commit rows + events + sidecars (+ ``on_commit``) in one transaction.  A
         process killed anywhere leaves journal entries recovery finishes or undoes."""
@@ -424,18 +436,19 @@ class Placement:
             self.previews.schedule(plan.record)
             results[plan.index] = self.records.public(plan.record)
 
-    def commit_group(self, conn, plans: list[RegistrationPlan], on_commit: OnCommit | None,
+    def commit_group(self, conn, plans: list[RegistrationPlan], on_commit: OnCommitMany | None,
                      fired: list[HookCall]) -> bool:
         """Insert every planned row under one savepoint: the common case, without a savepoint
         per item.  When an item fails (a clash, a failed sidecar), everything of the group is
         rolled back, its sidecars removed, and False returned: :meth:`commit_one` then goes item
-        by item.  ``on_commit`` runs once every row is in (once per item); its failure fails
-        the whole group commit."""
+        by item.  ``on_commit`` runs once every row is in (once, with every item); its failure
+        fails the whole group commit."""
         conn.execute("SAVEPOINT register_group")
         calls: list[HookCall] = []
         try:
+            self.records.insert_many(conn, [plan.record for plan in plans])
             for plan in plans:
-                self.insert_one(conn, plan, None, emit=False)
+                self.insert_one(conn, plan, None, row_inserted=True, emit=False)
             # the events of every row in one statement
             calls = self.listeners.emit_all(conn, [c for plan in plans for c in self.hook_calls(plan.record)])
         except Exception:
@@ -448,8 +461,7 @@ class Placement:
             return False
         conn.execute("RELEASE register_group")
         if on_commit is not None:
-            for plan in plans:
-                on_commit(conn, plan.index, self.records.public(plan.record))
+            on_commit(conn, [(plan.index, self.records.public(plan.record)) for plan in plans])
         fired.extend(calls)
         return True
 
@@ -459,7 +471,7 @@ class Placement:
                  {"bytes": rec["bytes"], "license_terms": dict(rec["license_terms"])}),
                 (HOOK_SIDECAR_WRITTEN, self.records.sidecar_payload(rec), None)]
 
-    def insert_one(self, conn, plan: RegistrationPlan, on_commit: OnCommit | None, *,
+    def insert_one(self, conn, plan: RegistrationPlan, on_commit: OnCommitMany | None, *,
                    row_inserted: bool = False, emit: bool = True) -> list[HookCall]:
         """One planned row with its events (``emit=False``: the caller emits them), journal
         entry, thumbnail rows, ``on_commit`` and sidecar, inside the caller's transaction
@@ -472,13 +484,13 @@ class Placement:
         if rec["preview"].get("kind"):
             self.previews.mark(conn, rec, "pending")
         if on_commit is not None:
-            on_commit(conn, plan.index, self.records.public(rec))
+            on_commit(conn, [(plan.index, self.records.public(rec))])
         # written under the write lock: no other writer can slip an older sidecar in after
         self.sidecars.write(rec)
         plan.sidecar_written = True
         return fired
 
-    def commit_one(self, conn, plan: RegistrationPlan, on_commit: OnCommit | None
+    def commit_one(self, conn, plan: RegistrationPlan, on_commit: OnCommitMany | None
                    ) -> list[HookCall] | BaseException | None:
         """Insert one planned row inside the group transaction (under a savepoint, so a clash
         or a failed sidecar undoes only this item).  Returns the hook calls to run, or the

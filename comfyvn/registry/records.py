@@ -254,19 +254,24 @@ class Records:
 
     # ------------------------------------------------------------------ codec
     def insert(self, conn, rec: dict) -> None:
-        conn.execute(
+        self.insert_many(conn, [rec])
+
+    def insert_many(self, conn, recs: list[dict]) -> None:
+        """Insert new rows (and their tags) inside the caller's transaction: one statement for
+        the rows and one for the tags, whatever their number."""
+        conn.executemany(
             "INSERT INTO assets(project_id, uid, type, path, hash, bytes, tags, license, origin, version, created_at,"
             " updated_at, meta, preview, provenance, search_text, sidecar_pending, license_terms, commercial_rank,"
             " credit_required, derivatives_allowed, license_known, rights_version)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?)",
-            (self.project_id, rec["uid"], rec["type"], rec["path"], rec["hash"], rec["bytes"], json.dumps(rec["tags"]),
-             rec["license"], rec["origin"], rec["version"], rec["created_at"], rec["updated_at"],
-             json.dumps(rec["meta"], ensure_ascii=False), json.dumps(rec["preview"]),
-             json.dumps(rec["provenance"], ensure_ascii=False), self.search_text(rec),
-             *self.rights_columns(rec), RIGHTS_VERSION))
-        if rec["tags"]:
-            conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?) ON CONFLICT DO NOTHING",
-                             [(self.project_id, rec["uid"], t) for t in rec["tags"]])
+            [(self.project_id, rec["uid"], rec["type"], rec["path"], rec["hash"], rec["bytes"], json.dumps(rec["tags"]),
+              rec["license"], rec["origin"], rec["version"], rec["created_at"], rec["updated_at"],
+              json.dumps(rec["meta"], ensure_ascii=False), json.dumps(rec["preview"]),
+              json.dumps(rec["provenance"], ensure_ascii=False), self.search_text(rec),
+              *self.rights_columns(rec), RIGHTS_VERSION) for rec in recs])
+        tags = [(self.project_id, rec["uid"], t) for rec in recs for t in rec["tags"]]
+        if tags:
+            conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?) ON CONFLICT DO NOTHING", tags)
 
     @staticmethod
     def rights_columns(rec: dict) -> tuple:

@@ -22,7 +22,10 @@ from .uploads import StreamedUploadMixin
 AUTH_RESOURCE = "comfyvn:ingest"
 FLAG = "enable_asset_ingest"
 _ENQUEUE_FIELDS = ("provider", "metadata", "source_path", "remote_url", "dest_relative", "asset_type_hint", "pin",
-                   "terms_acknowledged", "project_id", "wait", "asset_type")
+                   "terms_acknowledged", "project_id", "wait", "asset_type", "items")
+MAX_BATCH_ITEMS = 10_000  # items of one POST /api/ingest/queue (one enqueue_many call)
+_ITEM_FIELDS = ("source_path", "metadata", "dest_relative", "asset_type_hint", "pin", "project_id", "provider",
+                "terms_acknowledged")
 
 
 def with_alias(name: str, value: str | None, alias: str, alias_value: str | None,
@@ -89,11 +92,72 @@ def enqueue_kwargs(body: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def local_fields(body: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """The local-file arguments of ``enqueue_many`` present in ``body`` (an item, or the defaults
+    of every item), type-checked; 400 ``invalid_body`` naming ``where`` otherwise."""
+    try:
+        out = {name: field(body, name, kind, nullable=nullable) for name, kind, nullable in (
+            ("provider", str, False), ("metadata", dict, True), ("dest_relative", str, True),
+            ("asset_type_hint", str, True), ("pin", bool, False), ("terms_acknowledged", bool, False),
+            ("project_id", str, True)) if name in body}
+    except ApiError as exc:
+        raise ApiError(400, "invalid_body", f"{where}{exc.message}") from None
+    return out
+
+
+def batch_kwargs(body: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """``(items, defaults)`` of ``AssetIngestQueue.enqueue_many`` from a JSON body with ``items``."""
+    items = body["items"]
+    if not isinstance(items, list) or not items:
+        raise ApiError(400, "invalid_body", "field 'items' must be a non-empty list of paths or objects")
+    if len(items) > MAX_BATCH_ITEMS:
+        raise ApiError(400, "invalid_body", f"field 'items' has {len(items)} entries; at most {MAX_BATCH_ITEMS} "
+                                            "per request (send the rest in further requests)")
+    single = sorted(k for k in ("source_path", "remote_url", "wait") if k in body)
+    if single:
+        raise ApiError(400, "invalid_body", f"{', '.join(single)} cannot be given with 'items': name each file in "
+                                            "its item; remote pulls are queued one per request")
+    defaults = local_fields(body)
+    alias = field(body, "asset_type", str, None, nullable=True)
+    if alias is not None:
+        defaults["asset_type_hint"] = with_alias("asset_type_hint", defaults.get("asset_type_hint"), "asset_type", alias)
+    checked: list[Any] = []
+    for index, item in enumerate(items):
+        where = f"items[{index}]: "
+        if isinstance(item, str):
+            checked.append(item)
+            continue
+        if not isinstance(item, dict):
+            raise ApiError(400, "invalid_body", f"{where}must be a path or an object, got {type(item).__name__}")
+        unknown = sorted(set(item) - set(_ITEM_FIELDS))
+        if unknown:
+            hint = " (remote pulls are queued one per request without 'items')" if {"remote_url", "wait"} & set(unknown) else ""
+            raise ApiError(400, "invalid_body", f"{where}unknown field(s) {', '.join(unknown)}; allowed: "
+                                                f"{', '.join(_ITEM_FIELDS)}{hint}")
+        try:
+            source_path = field(item, "source_path", str)
+        except ApiError as exc:
+            raise ApiError(400, "invalid_body", f"{where}{exc.message}") from None
+        checked.append({"source_path": source_path, **local_fields(item, where)})
+    return checked, defaults
+
+
 class QueueHandler(IngestHandler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        kwargs = enqueue_kwargs(self.json_body(_ENQUEUE_FIELDS))
+        body = self.json_body(_ENQUEUE_FIELDS)
+        if "items" in body:  # many local files: one enqueue_many call, 200 {"jobs", "errors"}
+            items, defaults = batch_kwargs(body)
+            queue = await self.queue()
+
+            def enqueue_many() -> bytes:  # the answer (up to 10,000 jobs) is encoded off the event loop too
+                return json_bytes(queue.enqueue_many(items, **defaults))
+
+            self.set_header("Content-Type", "application/json")
+            self.finish(await self.run(enqueue_many))
+            return
+        kwargs = enqueue_kwargs(body)
         queue = await self.queue()
         job = await self.run(queue.enqueue, **kwargs)
         self.reply(job, enqueue_status(job))

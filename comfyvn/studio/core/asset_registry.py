@@ -243,7 +243,8 @@ class AssetRegistry:
         return outcome
 
     def register_files(self, items: list[dict], *,
-                       on_commit: Callable[[Connection, int, dict], None] | None = None
+                       on_commit: Callable[[Connection, int, dict], None] | None = None,
+                       on_commit_many: Callable[[Connection, list[tuple[int, dict]]], None] | None = None
                        ) -> list[dict | Exception]:
         """Register many files as one group commit: one journal transaction, one fsync per
         folder, one transaction for every row, event and sidecar.
@@ -253,8 +254,10 @@ class AssetRegistry:
         that item; one bad item never stops the others.  ``on_commit(conn, index, record)`` runs
         inside the commit transaction for each item whose row is inserted there, so a caller's
         own bookkeeping (the ingest queue's job status) commits atomically with the row.
+        ``on_commit_many(conn, [(index, record), ...])`` instead: the same, once for every row
+        of the group commit (once per item when it falls back to committing item by item).
         """
-        return self._placement.register_files(items, on_commit=on_commit)
+        return self._placement.register_files(items, on_commit=on_commit, on_commit_many=on_commit_many)
 
     def register_in_place(self, items: list[dict], *, origin: str = "library") -> list[dict]:
         """Register files of library roots where they lie (one transaction): each item has

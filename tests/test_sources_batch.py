@@ -1,0 +1,93 @@
+"""The source policy resolved once per batch (comfyvn.sources.source_policy): enqueue_many() refuses
+every kind a single enqueue() refuses, while the workspace's folders, identities and allowed roots
+are read once per chunk; is_handoff_file() caches the real paths of its folders by the settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import comfyvn.sources as sources
+from comfyvn.config import init_workspace, update_config, workspace
+from comfyvn.ingest import AssetIngestQueue
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def q(ws):
+    queue = AssetIngestQueue(ws)
+    yield queue
+    queue.stop_worker()
+
+
+def test_a_batch_refuses_every_kind_a_single_enqueue_refuses(ws, q, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    other = init_workspace(workspace(home / "otherws"))
+    update_config({"ingest": {"allowed_source_roots": ["$COMFYVN_HOME", "~"]}}, ws)
+    key = write(ws.config_file.parent / "secrets.key", os.urandom(32))
+    key_link = ws.root / "in" / "key.png"
+    write(ws.root / "in" / "ok0.png", b"fine 0")
+    os.link(key, key_link)
+    db_link = ws.root / "in" / "db.png"
+    os.link(ws.db_path, db_link)
+    refused = {
+        "internal": (write(ws.logs_dir / "server.log", b"log"), "source_refused"),
+        "other project": (write(ws.assets_root / "other" / "a.png", b"theirs"), "source_refused"),
+        "db identity": (db_link, "source_refused"),
+        "config identity": (key_link, "source_refused"),
+        "other workspace": (write(other.logs_dir / "x.log", b"l"), "source_refused"),
+        "hidden": (write(ws.root / "in" / ".env", b"TOKEN=1"), "source_refused"),
+        "key name": (write(home / "keys" / "id_rsa", b"k"), "source_refused"),
+        "outside roots": (write(tmp_path / "outside" / "x.png", b"x"), "source_not_allowed"),
+    }
+    for path, code in refused.values():  # what one enqueue() says
+        with pytest.raises(sources.SourceRefusedError if code == "source_refused" else sources.SourceNotAllowedError):
+            q.enqueue(source_path=path)
+    fine = [ws.root / "in" / "ok0.png", write(home / "pics" / "ok1.png", b"fine 1")]
+    items = [fine[0], *(path for path, _ in refused.values()), fine[1]]
+    result = q.enqueue_many(items, chunk_size=4)  # the refusals straddle chunks (a policy each)
+    assert [j["source_path"] for j in result["jobs"]] == [str(p.resolve()) for p in fine]
+    got = {e["index"]: e["error"] for e in result["errors"]}
+    assert got == {i: code for i, (_, code) in enumerate(refused.values(), start=1)}
+    assert {p.name for p in q.staging_dir.iterdir()} == {Path(j["staging_path"]).name for j in result["jobs"]}
+
+
+def test_the_policy_is_resolved_once_per_chunk(ws, q, monkeypatch):
+    calls = []
+    real = sources._workspace_identities
+    monkeypatch.setattr(sources, "_workspace_identities", lambda w: calls.append(1) or real(w))
+    paths = [write(ws.root / "in" / f"f{i}.png", bytes([i]) * 10) for i in range(10)]
+    result = q.enqueue_many(paths, chunk_size=5)
+    assert len(result["jobs"]) == 10 and result["errors"] == []
+    assert len(calls) == 2  # one per chunk, not one per file
+
+
+def test_a_policy_resolved_before_a_hard_link_was_made_still_refuses_it_by_what_was_opened(ws, q):
+    policy = sources.source_policy(ws, assets_root=ws.assets_root / "default")
+    link = ws.root / "in" / "db.png"
+    link.parent.mkdir()
+    os.link(ws.db_path, link)  # the database existed when the policy was resolved: its identity is known
+    with pytest.raises(sources.SourceRefusedError), sources.open_source(link, ws, policy=policy):
+        pass
+
+
+def test_handoff_folders_follow_a_changed_staging_setting(ws, tmp_path):
+    old_staged = sources.os.path.realpath(ws.staging_dir / "job-a.png")
+    assert sources.is_handoff_file(old_staged, ws)
+    moved = tmp_path / "elsewhere-staging"
+    moved.mkdir()
+    link = tmp_path / "staging-link"
+    link.symlink_to(moved)  # the setting names a symlink: the cached real path is the target
+    update_config({"paths": {"staging": str(link)}}, ws)
+    assert ws.staging_dir == link
+    assert sources.is_handoff_file(str(moved / "job-a.png"), ws)
+    assert not sources.is_handoff_file(old_staged, ws)  # the old folder is no hand-off place any more
+    assert not sources.is_handoff_file(str(moved / ".job-a.part"), ws)
