@@ -68,7 +68,7 @@ def prepare_schema(url: str) -> list[str]:
     schema; returns its applied migration names."""
     from .db import Database
 
-    db = Database(sqlite_file(url)) if engine_of(url) == "sqlite" else Database(url)  # type: ignore[arg-type]
+    db = Database(sqlite_file(url)) if engine_of(url) == "sqlite" else Database(url)
     try:
         db.migrate()
         return list(db.applied_migrations())
@@ -99,9 +99,9 @@ class Side:
             path = sqlite_file(self.url)
             if not path.is_file():
                 raise TransferError(f"{path}: no such database file")
-            conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-            conn.execute("PRAGMA busy_timeout=30000")
-            return conn
+            lite = sqlite3.connect(path, isolation_level=None, timeout=30)
+            lite.execute("PRAGMA busy_timeout=30000")
+            return lite
         import psycopg
 
         try:
@@ -167,9 +167,9 @@ class Side:
             " JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name"
             " WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE'"
             " ORDER BY c.table_name, c.ordinal_position").fetchall()
-        types: dict[str, dict[str, str]] = {}
+        col_types: dict[str, dict[str, str]] = {}
         for table, column, data_type in rows:
-            types.setdefault(table, {})[column] = data_type
+            col_types.setdefault(table, {})[column] = data_type
         keys: dict[str, list[str]] = {}
         for table, column in conn.execute(
                 "SELECT c.relname, a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
@@ -178,7 +178,7 @@ class Side:
                 " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum"
                 " WHERE i.indisprimary AND n.nspname = current_schema() ORDER BY c.relname, k.pos").fetchall():
             keys.setdefault(table, []).append(column)
-        for table, cols in types.items():
+        for table, cols in col_types.items():
             key = keys.get(table) or list(cols)
             out[table] = Table(table, list(cols), key,
                                [cols[k] in ("text", "character varying", "character") for k in key])
@@ -332,6 +332,7 @@ def _merge(table: Table, columns: list[str], source: Side, target: Side, batch: 
     s, t = next(src, None), next(tgt, None)
     while s is not None or t is not None:
         if t is None or (s is not None and _key(s[0]) < _key(t[0])):
+            assert s is not None  # the loop runs while either side has a row
             s_digest.add(s[1])
             if on_missing is not None:
                 on_missing(s[2])

@@ -225,7 +225,7 @@ class PageCache:
                 self._conn = None
                 return None
 
-    def get(self, key: tuple, make: Callable[[], T], size: Callable[[T], int] = len) -> T:
+    def get(self, key: tuple, make: Callable[[], T], size: Callable[[Any], int] = len) -> T:
         """The cached answer of ``key`` if the database has not changed since, else ``make()`` (kept).
         Answers are shared between threads: nobody may change one."""
         version = self.version()
