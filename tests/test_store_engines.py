@@ -241,7 +241,8 @@ def test_an_advisory_lock_excludes_a_second_process(store, tmp_path):
     assert _try_lock_in_child(store, 5) == "acquired"
     if store.engine == "postgresql":  # a database lock, never a lock file
         assert not list(tmp_path.rglob("*.lock"))
-        assert store.query_one("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory'")[0] == 0
+        assert store.query_one("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND database ="
+                               " (SELECT oid FROM pg_database WHERE datname = current_database())")[0] == 0
 
 
 def test_store_unavailable_while_the_server_is_down_and_back_after(tmp_path):
