@@ -174,3 +174,13 @@ def test_a_folder_with_something_to_report_reports_it_on_every_rescan(ws, tree):
     assert sorted(e["path"] for e in report.errors) == expected
     assert report.folders == {"unchanged": 1, "compared": 3, "gone": 0} and report.unchanged == 10
     assert report.registered == [] and scanner.rows_loaded == 9
+
+
+def test_a_file_dated_before_1970_is_fingerprinted_and_its_change_found(ws, tree):
+    make(tree / "bg" / "old.png", b"from the sixties", mtime_ns=-10**18)
+    assert scan_library(ws=ws, registry=reg(ws)).files == 11
+    scanner, report = rescan(ws)
+    assert scanner.rows_loaded == 0 and report.unchanged == 11
+    make(tree / "bg" / "old.png", b"from the fifties", mtime_ns=-10**18 + 1)
+    _, report = rescan(ws)
+    assert report.folders["compared"] == 1 and report.changed == ["art:bg/old.png"]

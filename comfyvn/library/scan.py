@@ -29,6 +29,7 @@ import os
 import stat as stat_mod
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -129,6 +130,8 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXE
 _STAT_KEY = operator.attrgetter("st_mode", "st_dev", "st_ino", "st_size", "st_mtime_ns")
 _MODE = operator.attrgetter("st_mode")
 _INO = operator.attrgetter("st_ino")
+_UNSIGNED_FIELDS = tuple(map(operator.attrgetter, ("st_mode", "st_dev", "st_ino", "st_size")))
+_MTIME = operator.attrgetter("st_mtime_ns")
 
 
 @dataclass(slots=True)
@@ -164,10 +167,20 @@ def _folder_entries(fd: int) -> tuple[list[str], list[os.stat_result], list[tupl
 def folder_fingerprint(names: list[str], sts: list[os.stat_result], targets: dict[str, object]) -> str:
     """A stable digest (BLAKE2b) of a folder's entries: sorted names with their (mode, device,
     inode, size, mtime_ns), and for symlinks the same of their target (or the error).  Any
-    change of a file, a name, a subfolder's entries or a link's target changes it."""
-    text = repr((names, list(map(_STAT_KEY, sts)), sorted(
-        (name, _STAT_KEY(t) if isinstance(t, os.stat_result) else repr(t)) for name, t in targets.items())))
-    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+    change of a file, a name, a subfolder's entries or a link's target changes it.  Each field
+    goes in as one machine-integer array (C-level maps: no per-file Python)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update("/".join(names).encode("utf-8", "surrogateescape"))  # "/" is never in a name
+    try:
+        for getter in _UNSIGNED_FIELDS:
+            h.update(array("Q", map(getter, sts)))
+        h.update(array("q", map(_MTIME, sts)))  # signed: before 1970 is possible
+    except OverflowError:  # a value no machine integer holds (an exotic file system): as text
+        h.update(repr(list(map(_STAT_KEY, sts))).encode())
+    if targets:
+        h.update(repr(sorted((name, _STAT_KEY(t) if isinstance(t, os.stat_result) else repr(t))
+                             for name, t in targets.items())).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
 
 
 def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = None,
