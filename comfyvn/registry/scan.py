@@ -76,7 +76,8 @@ def scan_assets_root(reg: AssetRegistry) -> Scan:
 
 def registered_paths(reg: AssetRegistry, rels: Iterable[str], chunk: int | None = None) -> set[str]:
     """Which of ``rels`` have a row (index lookups, ``chunk`` paths a query)."""
-    pending, found, chunk = list(rels), set(), chunk or CHUNK
+    pending, chunk = list(rels), chunk or CHUNK
+    found: set[str] = set()
     for i in range(0, len(pending), chunk):
         part = pending[i:i + chunk]
         found.update(r[0] for r in reg.db.query(
