@@ -974,3 +974,16 @@ def test_sqlite_reads_every_gallery_sort_in_index_order(reg, skewed, sort, kind)
         plans = plans_of(reg, lambda d=desc: reg.query_assets(asset_type=kind, sort=sort, descending=d, limit=5))
         assert plans and all(not [p for p in plan if "TEMP B-TREE" in p or p.startswith("SCAN a")]
                              for plan in plans), plans
+
+
+def test_the_facade_passes_on_capped_totals_counts_and_ids(reg, skewed):
+    """The gallery asks the registry, never its rows object: the facade carries the million-asset paths."""
+    sprites = expected(skewed, kind="sprites")
+    page = reg.query_assets(asset_type="sprites", with_total=True, total_cap=5, limit=2)
+    assert (page["total"], page["total_capped"]) == (5, True)
+    assert reg.count_assets(5, asset_type="sprites") == (5, True)
+    assert reg.count_assets(None, asset_type="sprites") == (len(sprites), False)
+    assert reg.count_assets(tags=["rare"]) == (3, False)
+    assert reg.matching_uids(asset_type="sprites") == Records.of(reg).matching_uids(asset_type="sprites")
+    assert reg.matching_uids(asset_type="sprites") == sprites  # newest first, as the pages
+    assert reg.matching_uids(asset_type="sprites", limit=2) == reg.matching_uids(asset_type="sprites")[:2]

@@ -21,7 +21,6 @@ from typing import Any
 
 from comfyvn.fsutil import UnsafePathError
 from comfyvn.hooks.events import utc_timestamp
-from comfyvn.registry.records import Records
 from comfyvn.studio.core.asset_registry import AssetRegistry, AssetRegistryError, normalise_tags
 
 from .library_model import hash_query
@@ -200,7 +199,6 @@ class GalleryModel:
         self.items: list[dict] = []
         self.total = 0
         self.total_capped = False  # more than TOTAL_CAP assets match: ``total`` is the cap
-        self.records = Records.of(registry)
         self.selection = SelectionModel()
         self.thumbs = ThumbnailCache(registry)
         self._cursors: dict[int, str | None] = {0: None}
@@ -233,9 +231,9 @@ class GalleryModel:
 
     def _page(self, kwargs: dict[str, Any], cursor: str | None) -> dict:
         if cursor is not None:
-            return self.records.query_assets(limit=self.page_size, cursor=cursor, with_total=True,
+            return self.registry.query_assets(limit=self.page_size, cursor=cursor, with_total=True,
                                              total_cap=TOTAL_CAP, **kwargs)
-        return self.records.query_assets(limit=self.page_size, offset=self.page_index * self.page_size,
+        return self.registry.query_assets(limit=self.page_size, offset=self.page_index * self.page_size,
                                          with_total=True, total_cap=TOTAL_CAP, **kwargs)
 
     def load(self) -> list[dict]:
@@ -275,7 +273,7 @@ class GalleryModel:
         count of a million rows is 40-400 ms, too slow for every render), again only after a
         change (the event log's last id moved); :meth:`facets` sets the exact figure."""
         if self._count_all_at != self.loaded_event_id:
-            self._set_count_all(*self.records.filter_sql().count(TOTAL_CAP))
+            self._set_count_all(*self.registry.count_assets(TOTAL_CAP))
         return self.count_all
 
     def set_filter(self, **changes: Any) -> list[dict]:
@@ -391,7 +389,7 @@ class GalleryModel:
         One query reads the matching ids only (no rows decoded): 200,000 ids in well under a second."""
         with self.lock:
             kwargs = self.filter.query_kwargs()
-        uids = self.records.matching_uids(**kwargs)
+        uids = self.registry.matching_uids(**kwargs)
         if progress:
             progress(len(uids), len(uids))
         with self.lock:
