@@ -291,7 +291,7 @@ def audit_workspace(ws: Workspace, *, acked_jobs: set[str] | None = None,
         if job["status"] not in STATUSES:
             problems.append(f"job {job['job_id']} has an illegal status {job['status']!r}")
         if job["status"] == JobStatus.STAGED:
-            staged = Path(job["staging_path"] or "")
+            staged = ws.staging_dir / (job["staging_path"] or "")  # a name in the staging folder (or an old absolute path)
             if not job["staging_path"] or not staged.is_file():
                 problems.append(f"staged job {job['job_id']} has no staging file ({job['staging_path']})")
             elif job["digest"] and sha256_of(staged) != job["digest"]:
