@@ -572,6 +572,7 @@ def registry_on(url: str, root: Path, project: str = bigregistry.PROJECT, **conf
 def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work: Path, rng: random.Random) -> dict:
     """The same list_assets bench on SQLite and PostgreSQL, and registering small files on both."""
     sys.path.insert(0, str(HERE.parent / "tests"))
+    import psycopg
     from pgserver import start_cluster
 
     out: dict[str, Any] = {"list_assets": {}, "register": None}
@@ -587,6 +588,10 @@ def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work:
         for n in sizes:
             url, built_s = build_pg_registry(cluster, n)
             print(f"  PostgreSQL registry of {n:,} built by COPY in {built_s:.0f} s", flush=True)
+            with psycopg.connect(url) as conn:  # the visibility map index-only scans rely on
+                res_vm = conn.execute("SELECT relname, relallvisible, relpages FROM pg_class"
+                                      " WHERE relname IN ('assets', 'asset_tags')").fetchall()
+            print(f"  all-visible pages after VACUUM: {res_vm}", flush=True)
             combos = [(rng.choice(types), rng.choice(bigregistry.TAGS[:100]), rng.choice(lics))
                       for _ in range(queries)]
             regs = {"sqlite": bigregistry.open_registry(n, work / f"eng_sqlite_{n}"),
@@ -594,7 +599,7 @@ def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work:
             for reg in regs.values():  # warm caches
                 for kind, tag, lic in combos[:30]:
                     reg.query_assets(asset_type=kind, tags=[tag], license=lic, limit=50)
-            res: dict[str, Any] = {"pg_build_s": round(built_s, 1)}
+            res: dict[str, Any] = {"pg_build_s": round(built_s, 1), "pg_all_visible": res_vm}
             for r in range(rounds):  # alternate the engines round by round
                 for engine in (("sqlite", "postgresql") if r % 2 == 0 else ("postgresql", "sqlite")):
                     part = page_rounds(regs[engine], combos, 1)
@@ -630,6 +635,7 @@ def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work:
                       f"heap fetches {summary['heap_fetches']}, workers {summary['workers']}", flush=True)
                 print("    slowest: " + "\n    ".join(summary["slowest_plan"]), flush=True)
             out["list_assets"][str(n)] = res
+            regs["postgresql"].db.close()  # its pool's sessions gone before the next size's VACUUM
         if not files:
             return out
         # register small files: the same files, slices alternating between the engines
