@@ -241,6 +241,11 @@ def page_rounds(reg: AssetRegistry, combos: list[tuple[str, str, str]], rounds: 
     wall: dict[str, list[float]] = {"bare_sql": [], "list_assets": [], "next_page": []}
     cpu: dict[str, list[float]] = {"bare_sql": [], "list_assets": []}
     sizes = []
+    one_step = None  # PostgreSQL: the page as sent before the late row lookup, parallel workers allowed
+    if getattr(reg.db, "engine", "sqlite") != "sqlite":
+        one_step = Records.of(reg)
+        one_step.late_row_lookup = False
+        wall["one_step"], cpu["one_step"] = [], []
     for r in range(rounds):
         out["loadavg"].append(os.getloadavg()[0])
         for i, (kind, tag, lic) in enumerate(combos):
@@ -250,11 +255,19 @@ def page_rounds(reg: AssetRegistry, combos: list[tuple[str, str, str]], rounds: 
             def ours(k=kind, t=tag, li=lic):
                 return reg.query_assets(asset_type=k, tags=[t], license=li, limit=50)
 
-            order = [("bare_sql", bare), ("list_assets", ours)]
+            def before(k=kind, t=tag, li=lic):
+                assert one_step is not None
+                return one_step.query_assets(asset_type=k, tags=[t], license=li, limit=50)
+
+            order = [("bare_sql", bare), ("list_assets", ours)] + ([("one_step", before)] if one_step else [])
             if (i + r) % 2:
                 order.reverse()
             for name, fn in order:
+                if name == "one_step":
+                    conn.execute("SET max_parallel_workers_per_gather = DEFAULT")
                 w, c, res = timed_ms(fn)
+                if name == "one_step":
+                    conn.execute("SET max_parallel_workers_per_gather = 0")
                 wall[name].append(w)
                 cpu[name].append(c)
                 if name == "list_assets":
@@ -501,6 +514,55 @@ def build_pg_registry(cluster: Any, n: int, seed: int = 7) -> tuple[str, float]:
     return url, time.perf_counter() - started
 
 
+def pg_page_plans(reg: AssetRegistry, combos: list[tuple[str, str, str]]) -> dict:
+    """EXPLAIN (ANALYZE, BUFFERS) of PostgreSQL page queries as Records sends them: in one step with
+    parallel workers allowed (before), and with the late row lookup and no workers (now)."""
+    import re
+
+    conn = reg.db.conn
+    conn_type = type(conn)
+    real = conn_type.execute
+    out: dict[str, Any] = {}
+    for label, late in (("one_step", False), ("late_row_lookup", True)):
+        records = Records.of(reg)
+        records.late_row_lookup = late
+        rows: list[dict] = []
+        for kind, tag, lic in combos:
+            sent: list[tuple[str, Any]] = []
+
+            def recording(self, sql, parameters=(), /, sent=sent):
+                sent.append((sql, parameters))
+                return real(self, sql, parameters)
+
+            conn_type.execute = recording
+            try:
+                records.query_assets(asset_type=kind, tags=[tag], license=lic, limit=50)
+            finally:
+                conn_type.execute = real
+            sql, params = next((q, v) for q, v in sent if q.startswith("SELECT a.*"))
+            if not late:
+                conn.execute("SET max_parallel_workers_per_gather = DEFAULT")
+            try:
+                lines = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).fetchall()]
+            finally:
+                conn.execute("SET max_parallel_workers_per_gather = 0")
+            text = "\n".join(lines)
+            buffers = re.search(r"Buffers: shared hit=(\d+)(?: read=(\d+))?", text)
+            rows.append({"tag": tag, "ms": float(re.search(r"Execution Time: ([\d.]+)", text).group(1)),
+                         "shared_hit": int(buffers.group(1)) if buffers else 0,
+                         "shared_read": int(buffers.group(2) or 0) if buffers else 0,
+                         "heap_fetches": sum(int(x) for x in re.findall(r"Heap Fetches: (\d+)", text)),
+                         "workers": sum(int(x) for x in re.findall(r"Workers Launched: (\d+)", text)),
+                         "plan": lines})
+        slowest = max(rows, key=lambda r: r["ms"])
+        out[label] = {key: statistics.median(r[key] for r in rows)
+                      for key in ("ms", "shared_hit", "shared_read", "heap_fetches", "workers")}
+        out[label]["max_ms"] = slowest["ms"]
+        out[label]["slowest_plan"] = slowest["plan"]
+        out[label]["queries"] = len(rows)
+    return out
+
+
 def registry_on(url: str, root: Path, project: str = bigregistry.PROJECT, **config: Any) -> AssetRegistry:
     ws = init_workspace(workspace(root))
     update_config({"store": {"url": url}, **config}, ws)
@@ -510,6 +572,7 @@ def registry_on(url: str, root: Path, project: str = bigregistry.PROJECT, **conf
 def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work: Path, rng: random.Random) -> dict:
     """The same list_assets bench on SQLite and PostgreSQL, and registering small files on both."""
     sys.path.insert(0, str(HERE.parent / "tests"))
+    import psycopg
     from pgserver import start_cluster
 
     out: dict[str, Any] = {"list_assets": {}, "register": None}
@@ -525,6 +588,10 @@ def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work:
         for n in sizes:
             url, built_s = build_pg_registry(cluster, n)
             print(f"  PostgreSQL registry of {n:,} built by COPY in {built_s:.0f} s", flush=True)
+            with psycopg.connect(url) as conn:  # the visibility map index-only scans rely on
+                res_vm = conn.execute("SELECT relname, relallvisible, relpages FROM pg_class"
+                                      " WHERE relname IN ('assets', 'asset_tags')").fetchall()
+            print(f"  all-visible pages after VACUUM: {res_vm}", flush=True)
             combos = [(rng.choice(types), rng.choice(bigregistry.TAGS[:100]), rng.choice(lics))
                       for _ in range(queries)]
             regs = {"sqlite": bigregistry.open_registry(n, work / f"eng_sqlite_{n}"),
@@ -532,7 +599,7 @@ def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work:
             for reg in regs.values():  # warm caches
                 for kind, tag, lic in combos[:30]:
                     reg.query_assets(asset_type=kind, tags=[tag], license=lic, limit=50)
-            res: dict[str, Any] = {"pg_build_s": round(built_s, 1)}
+            res: dict[str, Any] = {"pg_build_s": round(built_s, 1), "pg_all_visible": res_vm}
             for r in range(rounds):  # alternate the engines round by round
                 for engine in (("sqlite", "postgresql") if r % 2 == 0 else ("postgresql", "sqlite")):
                     part = page_rounds(regs[engine], combos, 1)
@@ -543,6 +610,12 @@ def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work:
                                for key in ("p50_ms", "p95_ms")}
                 res[engine]["bare_sql_p95_ms"] = statistics.median(p["page"]["bare_sql"]["p95_ms"] for p in parts)
                 res[engine]["cpu_p50_ms"] = statistics.median(p["page_cpu"]["list_assets"]["p50_ms"] for p in parts)
+                res[engine]["cpu_p95_ms"] = statistics.median(p["page_cpu"]["list_assets"]["p95_ms"] for p in parts)
+                if "one_step" in parts[0]["page"]:  # PostgreSQL before this change, in the same rounds
+                    res[engine]["one_step"] = {key: statistics.median(p[part]["one_step"][key] for p in parts)
+                                               for part in ("page",) for key in ("p50_ms", "p95_ms")}
+                    res[engine]["one_step"].update({f"cpu_{key}": statistics.median(
+                        p["page_cpu"]["one_step"][key] for p in parts) for key in ("p50_ms", "p95_ms")})
                 res[engine]["loadavg"] = [x for p in parts for x in p["loadavg"]]
                 records = Records.of(regs[engine])
                 res[engine]["count_tag_capped_ms"] = round(timed_ms(lambda r=records: r.query_assets(
@@ -551,8 +624,18 @@ def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work:
                     asset_type="backgrounds"))[0], 1)
                 print(f"  {engine} {n:,}: list_assets p50 {res[engine]['p50_ms']} / p95 {res[engine]['p95_ms']} ms "
                       f"(bare SQL p95 {res[engine]['bare_sql_p95_ms']} ms), select all ids "
-                      f"{res[engine]['select_all_ids_ms']} ms, load {res[engine]['loadavg']}", flush=True)
+                      f"{res[engine]['select_all_ids_ms']} ms, load {res[engine]['loadavg']}, CPU p50/p95 "
+                      f"{res[engine]['cpu_p50_ms']}/{res[engine]['cpu_p95_ms']} ms"
+                      + (f", before (one step, parallel workers) {res[engine]['one_step']}"
+                         if "one_step" in res[engine] else ""), flush=True)
+            res["postgresql"]["plans"] = plans = pg_page_plans(regs["postgresql"], combos[:40])
+            for label, summary in plans.items():
+                print(f"  EXPLAIN ANALYZE {label} ({summary['queries']} queries, medians): {summary['ms']} ms "
+                      f"(max {summary['max_ms']}), shared hit {summary['shared_hit']} read {summary['shared_read']}, "
+                      f"heap fetches {summary['heap_fetches']}, workers {summary['workers']}", flush=True)
+                print("    slowest: " + "\n    ".join(summary["slowest_plan"]), flush=True)
             out["list_assets"][str(n)] = res
+            regs["postgresql"].db.close()  # its pool's sessions gone before the next size's VACUUM
         if not files:
             return out
         # register small files: the same files, slices alternating between the engines

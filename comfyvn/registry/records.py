@@ -244,6 +244,9 @@ class Records:
         self.db = db
         self.project_id = project_id
         self.root = root
+        # PostgreSQL reads a walked row from the heap before its tag semi-join: a page's uids first
+        # (an index-only walk), then those rows by key.  SQLite defers the row read itself.
+        self.late_row_lookup = getattr(db, "engine", "sqlite") != "sqlite"
 
     @classmethod
     def of(cls, registry: Any) -> Records:
@@ -419,9 +422,16 @@ class Records:
             op = "<" if descending else ">"
             where.append(f"(a.{col}, a.uid) {op} (?, ?)")  # a row value: an index range, not a filter
             params.extend([value, uid])
-        sql = (f"SELECT a.* FROM {from_sql} WHERE {' AND '.join(where)} ORDER BY a.{col} {order}, a.uid {order}"
-               f" LIMIT ? OFFSET ?")
-        rows = self.db.query(sql, (*params, int(limit) + 1, 0 if cursor else int(offset)))
+        page_terms = (f"FROM {from_sql} WHERE {' AND '.join(where)} ORDER BY a.{col} {order}, a.uid {order}"
+                      f" LIMIT ? OFFSET ?")
+        params.extend([int(limit) + 1, 0 if cursor else int(offset)])
+        if self.late_row_lookup:
+            sql = (f"SELECT a.* FROM (SELECT a.uid, a.{col} AS sort_key {page_terms}) p JOIN assets a"
+                   f" ON a.project_id = ? AND a.uid = p.uid ORDER BY p.sort_key {order}, p.uid {order}")
+            params.append(self.project_id)
+        else:
+            sql = f"SELECT a.* {page_terms}"
+        rows = self.db.query(sql, tuple(params))
         items = [self.public(self.decode(r)) for r in rows[:limit]]
         page: dict[str, Any] = {"items": items, "next_cursor": None}
         if len(rows) > limit and items:

@@ -114,6 +114,7 @@ def _configure(raw: psycopg.Connection) -> None:
     raw.adapters.register_loader("numeric", _NumericLoader)
     raw.adapters.register_dumper(bool, _BoolAsIntDumper)
     raw.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+    raw.execute("SET max_parallel_workers_per_gather = 0")  # short OLTP queries: workers' start-up outweighs them
 
 
 class PgCursor:
