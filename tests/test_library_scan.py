@@ -323,3 +323,15 @@ def test_rescan_fast_path_still_sees_symlinked_files_and_a_file_turned_folder(ws
     report = Scanner(ws, "default", registry=reg(ws)).run()
     assert report.vanished == ["comfy:embeddings/neg.pt"] and report.new_files == 1
     assert report.files == 7 and report.unchanged == 6
+
+
+def test_a_root_that_links_to_the_workspace_data_folder_is_skipped_and_reported(ws, tmp_path):
+    r = reg(ws)
+    r.list_assets()  # the store, its lock files and the data folder exist
+    (ws.data_dir / "stray.bin").write_bytes(b"not an asset")
+    link = tmp_path / "rootlink"
+    link.symlink_to(ws.data_dir)
+    update_config({"library": {"roots": [{"name": "dbroot", "path": str(link), "layout": "plain"}]}}, ws)
+    report = scan_library(ws=ws, registry=r)
+    assert r.list_assets() == [] and report.registered == []
+    assert any("root skipped" in e["error"] for e in report.errors), report.errors

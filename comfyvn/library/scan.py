@@ -219,6 +219,10 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
     except OSError as exc:
         errors.append({"root": root.name, "path": base, "error": f"root not readable: {exc.strerror or exc}"})
         raise
+    if (top.st_dev, top.st_ino) in refused:  # the root itself is (or links to) a workspace folder
+        errors.append({"root": root.name, "path": base, "error": "the workspace's own files (database, config, "
+                       "logs, cache) are never registered; root skipped"})
+        return
     seen_dirs = {(top.st_dev, top.st_ino)}
     stack = [(base, "")]
     skip = skip or set()
