@@ -335,3 +335,13 @@ def test_a_root_that_links_to_the_workspace_data_folder_is_skipped_and_reported(
     report = scan_library(ws=ws, registry=r)
     assert r.list_assets() == [] and report.registered == []
     assert any("root skipped" in e["error"] for e in report.errors), report.errors
+
+
+def test_a_fifo_in_a_root_is_reported_never_opened(ws, models):
+    os.mkfifo(models / "loras" / "pipe.safetensors")
+    r = reg(ws)
+    for _ in range(2):  # the first scan and a rescan both say so
+        report = scan_library(ws=ws, registry=r)
+        assert [e["path"] for e in report.errors if "not a regular file" in e["error"]] == [
+            str(models / "loras" / "pipe.safetensors")]
+    assert not any(a["path"].endswith("pipe.safetensors") for a in r.list_assets())

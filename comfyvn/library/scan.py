@@ -315,6 +315,9 @@ def walk_root(root: LibraryRoot, errors: list[dict], *, skip: set[str] | None = 
                     nbytes += st.st_size
                     known.pop(rel, None)
                     yield rel, path, st, row
+                elif not stat_mod.S_ISREG(st.st_mode):  # never opened: a FIFO would block, a device never end
+                    errors.append({"root": root.name, "path": path,
+                                   "error": "not a regular file (FIFO, socket or device); skipped"})
             tally.files += files + unchanged
             tally.bytes += nbytes
             tally.unchanged += unchanged
