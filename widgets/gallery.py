@@ -367,7 +367,7 @@ class AssetGallery(LiveDashboard):
             self.status.clear()
             self.render()
         if live and self.model.total_pending and self.updater is not None:
-            self.updater.request()
+            self.updater.request(debounce=False)
 
     def reset_filters(self) -> None:
         self._sync.active = True
@@ -477,18 +477,19 @@ class AssetGallery(LiveDashboard):
     def _on_live(self, batch: list[dict]) -> None:
         with self._pending_lock:
             pending, self._pending_filter = self._pending_filter, {}
-        with self.model.lock:
-            if pending:  # typed filters: the page first, its count right after
-                self.model.set_filter(count="later", **pending)
-            if batch:
-                self.model.apply_events(batch)
-            self.render()
-        if self.model.count_total():
+        if pending or batch:
+            with self.model.lock:
+                if pending:  # typed filters: the page first, its count right after
+                    self.model.set_filter(count="later", **pending)
+                if batch:
+                    self.model.apply_events(batch)
+                self.render()
+        if self.model.count_total():  # a count left by a filter change (no page query, no tiles)
             self._render_counts()
         # the drop-down counts follow at most every FACETS_EVERY seconds (they cost a scan of every asset)
         if self._facets_due():
             self._sync_facets(refresh=True)
-            self.render()  # the header's exact count of every asset comes with them
+            self._render_counts()  # the header's exact count of every asset comes with them
 
     def _has_pending_thumbs(self) -> bool:
         return "pending" in self.grid.status.values() or self.model.facets_stale
@@ -496,7 +497,7 @@ class AssetGallery(LiveDashboard):
     def _tick(self) -> None:
         if self._facets_due():
             self._sync_facets(refresh=True)
-            self.render()
+            self._render_counts()
         with self.model.lock:
             thumbs, status = self.model.page_thumbnails()
             if status != self.grid.status or thumbs != self.grid.thumbs:

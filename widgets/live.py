@@ -8,7 +8,8 @@ update the traits of their (already displayed) widgets from this thread instead:
 * the worker collects them for ``debounce`` seconds and calls ``refresh(batch)`` once;
 * ``tick()`` (optional) runs every ``tick_interval`` seconds while ``tick_wanted()`` says so
   (e.g. thumbnails still pending, downloads in progress);
-* :meth:`request` runs ``refresh([])`` soon, debounced too (typing in a search box).
+* :meth:`request` runs ``refresh([])`` soon, debounced too (typing in a search box);
+  ``request(debounce=False)`` at once (work the caller left for the worker: a count).
 
 Errors in callbacks never kill the thread; they go to ``on_error``.
 """
@@ -42,6 +43,7 @@ class LiveUpdater:
         self.name = name
         self._pending: list[dict] = []
         self._requested = False
+        self._urgent = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -73,10 +75,11 @@ class LiveUpdater:
             self._thread.join(timeout=2)
         self._thread = None
 
-    def request(self) -> None:
-        """Ask for a (debounced) ``refresh([])`` from the worker thread."""
+    def request(self, debounce: bool = True) -> None:
+        """Ask for a ``refresh([])`` from the worker thread: debounced, or at once."""
         with self._lock:
             self._requested = True
+            self._urgent = self._urgent or not debounce
         self._wake.set()
 
     def _on_event(self, envelope: dict) -> None:  # runs on the bus thread: keep it short
@@ -88,6 +91,7 @@ class LiveUpdater:
         with self._lock:
             batch, self._pending = self._pending, []
             requested, self._requested = self._requested, False
+            self._urgent = False
         return batch, requested
 
     def _report(self, exc: BaseException) -> None:
@@ -110,7 +114,7 @@ class LiveUpdater:
                 self._wake.clear()
                 # debounce: let a burst of commits (a bulk edit, a batch ingest) arrive first
                 deadline = time.monotonic() + self.debounce
-                while time.monotonic() < deadline and not self._stop.is_set():
+                while time.monotonic() < deadline and not self._stop.is_set() and not self._urgent:
                     time.sleep(min(0.02, self.debounce))
                 batch, requested = self._take()
                 if batch or requested:
