@@ -54,6 +54,15 @@ def test_gallery_in_voila(voila_env, seeded_ws, tmp_path):
                         lambda: _loaded(page, len(ASSETS)), what="all thumbnails decoded")
                     assert state["tiles"] == len(ASSETS) == state["loaded"]
                     await page.evaluate("window.__noReload = 'still here'")
+                    # the gallery's page CSS (it rides on the grid's stylesheet) applies; widgets sharing one
+                    # Layout model keep their own sizes
+                    assert await page.evaluate(
+                        "getComputedStyle(document.querySelector('.cvn-gallery .cvn-side')).minWidth") == "300px"
+                    assert await page.evaluate("getComputedStyle(document.querySelector('.cvn-pager-label'))"
+                                               ".fontVariantNumeric") == "tabular-nums"
+                    widths = await page.evaluate("""() => ['type', 'license', 'rights', 'text'].map(
+                        k => getComputedStyle(document.querySelector('.cvn-filter-' + k)).width)""")
+                    assert widths == ["200px", "210px", "210px", "260px"], widths
 
                     # 2. a filter narrows the grid
                     await page.select_option(".cvn-filter-type select", label=f"characters ({len(characters)})")
