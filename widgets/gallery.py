@@ -402,7 +402,8 @@ class AssetGallery(LiveDashboard):
         self.status.info(f"Selected the {len(self.model.items)} assets on this page ({added} newly).")
 
     def _select_all(self) -> None:
-        self.status.info(f"Selecting all {self.model.total_text} matching assets…")
+        count = "" if self.model.total_pending else f"{self.model.total_text} "
+        self.status.info(f"Selecting all {count}matching assets…")
         matched = 0
 
         def counted(done: int, _total: int) -> None:
