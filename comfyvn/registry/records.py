@@ -157,6 +157,8 @@ def meta_view(rec: dict) -> dict:
 
 PROBE_CAP = 20_000  # a filter tag's size is counted up to this (an index range of asset_tags, ~1 ms)
 PAGE_DRIVE_MAX = 4_000  # a page is read from a tag's rows when the tag has at most this many assets
+TEXT_INDEX_MIN = 3  # free text this long (characters) goes through the trigram index; shorter scans
+TEXT = object()  # AssetFilter.driver(): the free text's index drives the query
 
 
 class AssetFilter:
@@ -170,12 +172,17 @@ class AssetFilter:
     ``CROSS JOIN`` fixes that join order on SQLite; PostgreSQL plans it from its statistics."""
 
     def __init__(self, db: Database, project_id: str, where: list[str], params: list[Any], all_tags: list[str],
-                 any_tags: list[str], *, scans: bool, by_hash: bool) -> None:
+                 any_tags: list[str], *, scans: bool, by_hash: bool, text_match: str | None = None) -> None:
         self.db, self.project_id = db, project_id
         self.where, self.params = where, params  # terms on assets (the first is the project's)
         self.all_tags, self.any_tags = all_tags, any_tags
-        self.scans = scans  # free text: walking an index means reading every row
+        self.scans = scans  # free text too short for its index: walking an index means reading every row
         self.by_hash = by_hash  # a primary-key lookup: nothing to choose
+        self.text_match = text_match  # SQLite: the FTS5 query of the free text (its LIKE term is the last)
+
+    def text_size(self, cap: int | None) -> int:
+        """Rows of the trigram index matching the free text (every project's: an upper bound)."""
+        return self.capped_count("assets_fts f", ["f.assets_fts MATCH ?"], [self.text_match], cap)
 
     def capped_count(self, from_sql: str, where: list[str], params: list[Any], cap: int | None) -> int:
         """Rows matching, counting at most ``cap`` (None: all of them)."""
@@ -193,17 +200,23 @@ class AssetFilter:
         """The tag to read the matches from, or None to walk an index of ``assets`` (always on
         PostgreSQL: its planner turns the EXISTS probe into the same tag-driven join from its
         statistics, and the size probes would cost a round trip each)."""
-        if not self.all_tags or self.by_hash or getattr(self.db, "engine", "sqlite") != "sqlite":
+        if not (self.all_tags or self.text_match) or self.by_hash or getattr(self.db, "engine", "sqlite") != "sqlite":
             return None
         cap = PAGE_DRIVE_MAX + 1 if page else PROBE_CAP + 1
-        size, tag = min((self.tag_size(t, cap), t) for t in self.all_tags)
+        sizes: list[tuple[int, Any]] = [(self.tag_size(t, cap), t) for t in self.all_tags]
+        if self.text_match is not None:  # the free text's index drives like a tag (FTS5 rowids)
+            sizes.append((self.text_size(cap), TEXT))
+        size, tag = min(sizes, key=lambda s: s[0])
         if self.scans or size == 0:
             return tag
         if page and size > PAGE_DRIVE_MAX:  # a common tag: the walk finds a page within a few thousand rows
             return None
-        if len(self.where) == 1:  # only the tags narrow: the walk would pass every asset
+        where, params = self.where, self.params
+        if self.text_match is not None:  # the text's LIKE (last term, last parameter) is no index range
+            where, params = where[:-1], params[:-1]
+        if len(where) == 1:  # only the tags or the text narrow: the walk would pass every asset
             return tag
-        rest = self.capped_count("assets a", self.where, self.params, size + 1)  # type/licence/rights range
+        rest = self.capped_count("assets a", where, params, size + 1)  # type/licence/rights range
         return tag if size < rest else None
 
     def plan(self, *, page: bool) -> tuple[str, list[str], list[Any]]:
@@ -211,6 +224,9 @@ class AssetFilter:
         drive = self.driver(page=page)
         if drive is None:
             from_sql, where, params = "assets a", list(self.where), list(self.params)
+        elif drive is TEXT:  # the text's index rows, each asset by rowid (its LIKE re-checks the match)
+            from_sql = "assets_fts f CROSS JOIN assets a"
+            where, params = ["f.assets_fts MATCH ?", "a.rowid = f.rowid", *self.where], [self.text_match, *self.params]
         else:
             from_sql = "asset_tags d CROSS JOIN assets a"
             where = ["d.project_id = ?", "d.tag = ?", "a.project_id = d.project_id", "a.uid = d.uid", *self.where]
@@ -507,12 +523,20 @@ class Records:
             where.append("a.uid = ? AND a.hash = ?")  # primary key: uid = first 16 hex digits
             params.extend([hash.lower()[:16], hash.lower()])
         tag_list = normalise_tags(tags)
-        if text:
+        text_match, short_text = None, False
+        if text:  # a case-insensitive substring of search_text; the LIKE stays the last term (AssetFilter)
+            if "\0" in text:
+                raise ValueError("text must not contain NUL characters")
+            needle = text.lower()
             where.append("a.search_text LIKE ? ESCAPE '\\'")
-            params.append("%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            params.append("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            short_text = len(needle) < TEXT_INDEX_MIN
+            if not short_text and getattr(self.db, "engine", "sqlite") == "sqlite":
+                text_match = '"' + needle.replace('"', '""') + '"'  # one FTS5 phrase: every character literal
         all_tags = tag_list if tags_mode == "all" or len(tag_list) == 1 else []
         return AssetFilter(self.db, self.project_id, where, params, all_tags, [] if all_tags else tag_list,
-                           scans=bool(text), by_hash=bool(hash))
+                           scans=short_text, by_hash=bool(hash),
+                           text_match=text_match)
 
     def list_assets(self, asset_type: str | None = None, *, hash_value: str | None = None,
                     tags: Iterable[str] | str | None = None, text: str | None = None, limit: int | None = None,

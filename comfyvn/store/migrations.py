@@ -8,7 +8,7 @@ at the end of their section; never edit one that has shipped.
 from ..library.schema import LIBRARY_MIGRATIONS
 from ..licences.schema import LICENCE_MIGRATIONS
 
-MIGRATIONS: list[tuple[str, str]] = [
+MIGRATIONS: list[tuple[str, str | dict[str, str]]] = [
     # --- core: event log (outbox) -------------------------------------------------------
     (
         "core.001_events",
@@ -140,6 +140,43 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX assets_type_bytes ON assets(project_id, type, bytes, uid);
         CREATE INDEX assets_type_path ON assets(project_id, type, path, uid);
         """,
+    ),
+    (
+        # free text (``text=``, a substring of search_text) through an index instead of a scan of
+        # every row.  SQLite: an FTS5 trigram index over assets.search_text (external content: no
+        # copy of the text; rowid = the asset row's rowid, which VACUUM keeps as assets has indexes),
+        # filled now and kept in step by triggers in the writer's transaction (every writer, every
+        # process, transfers included); case_sensitive 1: the text is already lower-cased, so a match
+        # is exactly a substring.  PostgreSQL: pg_trgm's GIN index, which the LIKE itself uses (patterns of 3+ characters).
+        "registry.006_fulltext",
+        {
+            "sqlite": """
+            CREATE VIRTUAL TABLE assets_fts USING fts5(search_text, content='assets', content_rowid='rowid',
+                tokenize='trigram case_sensitive 1', columnsize=0);
+            INSERT INTO assets_fts(assets_fts) VALUES ('rebuild');
+            CREATE TRIGGER assets_fts_insert AFTER INSERT ON assets BEGIN
+                INSERT INTO assets_fts(rowid, search_text) VALUES (new.rowid, new.search_text);
+            END;
+            CREATE TRIGGER assets_fts_delete AFTER DELETE ON assets BEGIN
+                INSERT INTO assets_fts(assets_fts, rowid, search_text) VALUES ('delete', old.rowid, old.search_text);
+            END;
+            CREATE TRIGGER assets_fts_update AFTER UPDATE OF search_text ON assets
+                WHEN old.search_text IS NOT new.search_text BEGIN
+                INSERT INTO assets_fts(assets_fts, rowid, search_text) VALUES ('delete', old.rowid, old.search_text);
+                INSERT INTO assets_fts(rowid, search_text) VALUES (new.rowid, new.search_text);
+            END;
+            """,
+            # a trusted extension (the database owner creates it), once per database: its operator
+            # class is named in the schema it lives in, whichever schema this workspace's tables are in
+            "postgresql": """
+            CREATE EXTENSION IF NOT EXISTS pg_trgm;
+            DO $$ BEGIN
+                EXECUTE format('CREATE INDEX assets_search_trgm ON assets USING gin (search_text %I.gin_trgm_ops)',
+                    (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                     WHERE e.extname = 'pg_trgm'));
+            END $$;
+            """,
+        },
     ),
     # --- ingest (issue 3) -----------------------------------------------------------------
     (

@@ -12,6 +12,8 @@ then every table is copied in schema order (the order the migrations create them
   that differs or exists only in the target is a conflict.  Conflicts refuse the whole run before
   anything is written, unless ``replace`` empties the target's tables first;
 * **identity**: PostgreSQL's identity sequences are moved past the copied ids;
+* **indexes are the target's**: SQLite's search index (FTS5 virtual and shadow tables) is never
+  copied: the target's triggers index each copied row (PostgreSQL's GIN index likewise);
 * **verifiable**: each table's row count and a checksum of its rows (SHA-256 over an
   engine-neutral encoding of every value, in key order) are reported for both sides.
 """
@@ -152,8 +154,11 @@ class Side:
         conn = self.reader()
         out: dict[str, Table] = {}
         if self.engine == "sqlite":
+            # plain tables only: a virtual table (the FTS5 search index) and its shadow tables are no
+            # data of the workspace's; the target's triggers index the rows as they arrive
             names = [r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+                "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table'"
+                " AND name NOT LIKE 'sqlite_%'")]
             for name in names:
                 info = conn.execute(f"PRAGMA table_info({quote(name)})").fetchall()  # cid, name, type, notnull, dflt, pk
                 columns = [r[1] for r in info]
