@@ -133,9 +133,9 @@ class AssetGallery(LiveDashboard):
         self.model.load()
         if live:  # the grid first; the drop-down counts (a scan of every asset) follow from the worker
             self.model.facets_stale = True
-            self._start_updater()
+            updater = self._start_updater()
             self.render()
-            self.updater.request()
+            updater.request()
         else:
             self._sync_facets()
             self.render()
@@ -469,11 +469,11 @@ class AssetGallery(LiveDashboard):
         self._start_updater()
         self.render()
 
-    def _start_updater(self) -> None:
+    def _start_updater(self) -> LiveUpdater:
         self.updater = LiveUpdater(self.registry.db, self._on_live, topics=ASSET_TOPICS, tick=self._tick,
                                    tick_wanted=self._has_pending_thumbs, on_error=self._live_error,
                                    name="comfyvn-gallery-live")
-        self.updater.start(after_id=self.model.loaded_event_id)
+        return self.updater.start(after_id=self.model.loaded_event_id)
 
     def _on_live(self, batch: list[dict]) -> None:
         with self._pending_lock:
