@@ -179,10 +179,17 @@ class AssetFilter:
         self.scans = scans  # free text too short for its index: walking an index means reading every row
         self.by_hash = by_hash  # a primary-key lookup: nothing to choose
         self.text_match = text_match  # SQLite: the FTS5 query of the free text (its LIKE term is the last)
+        self.text_exact: int | None = None  # the text's size once a probe counted it below its cap
 
     def text_size(self, cap: int | None) -> int:
-        """Rows of the trigram index matching the free text (every project's: an upper bound)."""
-        return self.capped_count("assets_fts f", ["f.assets_fts MATCH ?"], [self.text_match], cap)
+        """Rows of the trigram index matching the free text (every project's: an upper bound);
+        a page and its count share one filter, so an exact size is counted once."""
+        if self.text_exact is not None and (cap is None or self.text_exact < cap):
+            return self.text_exact
+        n = self.capped_count("assets_fts f", ["f.assets_fts MATCH ?"], [self.text_match], cap)
+        if cap is None or n < cap:
+            self.text_exact = n
+        return n
 
     def capped_count(self, from_sql: str, where: list[str], params: list[Any], cap: int | None) -> int:
         """Rows matching, counting at most ``cap`` (None: all of them)."""
@@ -204,8 +211,8 @@ class AssetFilter:
             return None
         cap = PAGE_DRIVE_MAX + 1 if page else PROBE_CAP + 1
         sizes: list[tuple[int, Any]] = [(self.tag_size(t, cap), t) for t in self.all_tags]
-        if self.text_match is not None:  # the free text's index drives like a tag (FTS5 rowids)
-            sizes.append((self.text_size(cap), TEXT))
+        if self.text_match is not None:  # the free text's index drives like a tag (FTS5 rowids), counted
+            sizes.append((self.text_size(min([cap, *(n + 1 for n, _ in sizes)])), TEXT))  # past no smaller tag
         size, tag = min(sizes, key=lambda s: s[0])
         if self.scans or size == 0:
             return tag
