@@ -159,6 +159,7 @@ PROBE_CAP = 20_000  # a filter tag's size is counted up to this (an index range 
 PAGE_DRIVE_MAX = 4_000  # a page is read from a tag's rows when the tag has at most this many assets
 TEXT_INDEX_MIN = 3  # free text this long (characters) goes through the trigram index; shorter scans
 TEXT = object()  # AssetFilter.driver(): the free text's index drives the query
+TEXT_LIKE = "a.search_text LIKE ? ESCAPE '\\'"  # the free text's term: the scan, and the index's re-check
 
 
 class AssetFilter:
@@ -178,7 +179,7 @@ class AssetFilter:
         self.all_tags, self.any_tags = all_tags, any_tags
         self.scans = scans  # free text too short for its index: walking an index means reading every row
         self.by_hash = by_hash  # a primary-key lookup: nothing to choose
-        self.text_match = text_match  # SQLite: the FTS5 query of the free text (its LIKE term is the last)
+        self.text_match = text_match  # SQLite: the FTS5 query of the free text (besides its TEXT_LIKE term)
         self.text_exact: int | None = None  # the text's size once a probe counted it below its cap
 
     def text_size(self, cap: int | None) -> int:
@@ -219,8 +220,10 @@ class AssetFilter:
         if page and size > PAGE_DRIVE_MAX:  # a common tag: the walk finds a page within a few thousand rows
             return None
         where, params = self.where, self.params
-        if self.text_match is not None:  # the text's LIKE (last term, last parameter) is no index range
-            where, params = where[:-1], params[:-1]
+        if self.text_match is not None:  # the text's LIKE is no index range
+            at = where.index(TEXT_LIKE)
+            skip = sum(term.count("?") for term in where[:at])
+            where, params = where[:at] + where[at + 1:], params[:skip] + params[skip + 1:]
         if len(where) == 1:  # only the tags or the text narrow: the walk would pass every asset
             return tag
         rest = self.capped_count("assets a", where, params, size + 1)  # type/licence/rights range
@@ -531,11 +534,11 @@ class Records:
             params.extend([hash.lower()[:16], hash.lower()])
         tag_list = normalise_tags(tags)
         text_match, short_text = None, False
-        if text:  # a case-insensitive substring of search_text; the LIKE stays the last term (AssetFilter)
+        if text:  # a case-insensitive substring of search_text (docs/ASSET_REGISTRY.md, "Free text")
             if "\0" in text:
                 raise ValueError("text must not contain NUL characters")
             needle = text.lower()
-            where.append("a.search_text LIKE ? ESCAPE '\\'")
+            where.append(TEXT_LIKE)
             params.append("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
             short_text = len(needle) < TEXT_INDEX_MIN
             if not short_text and getattr(self.db, "engine", "sqlite") == "sqlite":
