@@ -23,10 +23,16 @@
    * the query plans (EXPLAIN QUERY PLAN) of a common-tag and a rare-tag page;
    * ``--server``: a ``jupyter server`` answering ``GET /assets`` (the same filters, through
      HTTP): latency and the server's memory (VmRSS / VmHWM) after start and after the requests.
+4. ``--scale … --fulltext``: free text (``text=``) per size, the trigram index against the
+   ``LIKE`` scan it replaced (the same code with the index switched off), interleaved: the
+   gallery's filter change (page of 48 + count capped at 10,000), the exact count and "select all
+   matching", for rare to common texts, alone and with a type or tag filter; and registering
+   ``--files`` small files with the index's triggers against the same registry without them.
 
     python bench/bench_registry.py            # 10,000 files / 100,000 assets
     python bench/bench_registry.py --quick    # 1,000 files / 10,000 assets (CI smoke run)
     python bench/bench_registry.py --scale 100000,1000000 --server   # a million assets only
+    python bench/bench_registry.py --scale 100000,1000000 --fulltext --no-pages --files 10000
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ sys.path.insert(0, str(HERE))
 
 import bigregistry  # noqa: E402
 
+import comfyvn.registry.records as recordsmod  # noqa: E402
 from comfyvn.config import init_workspace, update_config, workspace  # noqa: E402
 from comfyvn.fsutil import fsync_dir  # noqa: E402
 from comfyvn.registry.records import Records  # noqa: E402
@@ -352,6 +359,137 @@ def bench_scale_one(n: int, queries: int, rounds: int, work: Path, rng: random.R
                          "old_page_walk_ms": round(walk_ms, 1), "old_page_walk_items": walked}
     reg.db.close()
     return out
+
+
+# ------------------------------------------------------------------------------ free text (issue 19 point 4)
+#: texts over the big registry's search_text ("sprites/0042/asset_0042123.bin sprites cc0 tag001 {"title":
+#: "asset 42123"}"), rare to common; the match counts are measured
+FULLTEXT_QUERIES: list[tuple[str, dict]] = [
+    ("asset_0004242", {}), ("asset 4242", {}), ("0042/", {}), ("tag399", {}), ("tag150", {}), ("voices", {}),
+    ("cc-by-nc", {}), ("asset", {}), ("no-such-text", {}), ("q9", {}),
+    ("0042/", {"asset_type": "audio"}), ("asset 4242", {"tags": ["tag000"]}), ("cc-by-nc", {"tags": ["tag200"]}),
+]
+
+
+class index_off:
+    """The free-text path as it was before the index (a ``LIKE`` scan): the same code, every text
+    treated as too short for the trigram index (SQLite); PostgreSQL's session without bitmap
+    scans, the only way it reads a GIN index."""
+
+    def __init__(self, reg: AssetRegistry) -> None:
+        self.pg = reg.db.engine == "postgresql"
+        self.conn = reg.db.conn
+
+    def __enter__(self) -> None:
+        self.saved = recordsmod.TEXT_INDEX_MIN
+        recordsmod.TEXT_INDEX_MIN = 10**9
+        if self.pg:
+            self.conn.execute("SET enable_bitmapscan = off")
+
+    def __exit__(self, *exc: object) -> None:
+        recordsmod.TEXT_INDEX_MIN = self.saved
+        if self.pg:
+            self.conn.execute("SET enable_bitmapscan = on")
+
+
+def bench_fulltext(n: int, rounds: int, work: Path, reg: AssetRegistry | None = None) -> dict:
+    """The gallery's free-text filter change (page of 48 + total capped at 10,000), the exact count
+    and "select all matching", with the index and with the LIKE scan, interleaved per query."""
+    reg = reg or bigregistry.open_registry(n, work / f"fulltext_{n}")
+    records = Records.of(reg)
+    measures = {
+        "filter_change": lambda kw: records.query_assets(limit=48, with_total=True, total_cap=10_000, **kw),
+        "exact_count": lambda kw: records.query_assets(limit=1, with_total=True, **kw)["total"],
+        "select_all": lambda kw: records.matching_uids(**kw),
+    }
+    samples: dict[str, dict[str, dict[str, list[float]]]] = {}
+    matches: dict[str, int] = {}
+    loads = []
+    for r in range(rounds):
+        loads.append(os.getloadavg()[0])
+        for q, (text, extra) in enumerate(FULLTEXT_QUERIES):
+            label = text + "".join(f" + {k}={v}" for k, v in extra.items())
+            kw = {"text": text, **extra}
+            for measure, fn in measures.items():
+                if measure != "filter_change" and extra:
+                    continue
+                got = {}
+                for variant in (["index", "like_scan"] if (q + r) % 2 else ["like_scan", "index"]):
+                    if variant == "like_scan":
+                        with index_off(reg):
+                            w, c, got[variant] = timed_ms(lambda fn=fn, kw=kw: fn(kw))
+                    else:
+                        w, c, got[variant] = timed_ms(lambda fn=fn, kw=kw: fn(kw))
+                    cell = samples.setdefault(label, {}).setdefault(measure, {})
+                    cell.setdefault(variant, []).append(w)
+                    cell.setdefault(variant + "_cpu", []).append(c)
+                assert got["index"] == got["like_scan"], (label, measure)  # the same answer, always
+                if measure == "exact_count":
+                    matches[label] = got["index"]
+                elif measure == "filter_change" and label not in matches:
+                    matches[label] = got["index"]["total"]
+    out: dict[str, Any] = {"assets": n, "rounds": rounds, "loadavg": loads, "queries": {}}
+    for label, cells in samples.items():
+        row: dict[str, Any] = {"matches": matches[label]}
+        for measure, variants in cells.items():
+            med = {k: round(statistics.median(v), 2) for k, v in variants.items()}
+            med.update({k + "_best": round(min(v), 2) for k, v in variants.items() if not k.endswith("_cpu")})
+            med["ratio"] = round(med["like_scan"] / max(med["index"], 1e-3), 1)
+            med["cpu_ratio"] = round(med["like_scan_cpu"] / max(med["index_cpu"], 1e-3), 1)
+            row[measure] = med
+        out["queries"][label] = row
+    if reg.db.engine == "sqlite":
+        out["plans"] = {text: query_plan(reg, lambda text=text: records.query_assets(limit=48, text=text))
+                        for text in ("asset 4242", "cc-by-nc", "q9")}
+    else:
+        out["index_bytes"] = reg.db.query_one("SELECT pg_relation_size('assets_search_trgm')")[0]
+    reg.db.close()
+    return out
+
+
+def bench_fulltext_pg(sizes: list[int], rounds: int, work: Path) -> dict:
+    """bench_fulltext on PostgreSQL: the same rows (build_pg_registry, GIN index built after the COPY)."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from pgserver import start_cluster
+
+    out: dict[str, Any] = {}
+    cluster = start_cluster()
+    try:
+        cluster.psql(f"ALTER SYSTEM SET shared_buffers = '{PG_SHARED_BUFFERS}'")
+        cluster.restart()
+        for n in sizes:
+            url, built_s = build_pg_registry(cluster, n)
+            out[str(n)] = {"pg_build_s": round(built_s, 1),
+                           **bench_fulltext(n, rounds, work, registry_on(url, work / f"ft_pg_{n}"))}
+    finally:
+        cluster.destroy()
+    return out
+
+
+def bench_register_fulltext(n: int, rounds: int, work: Path, rng: random.Random) -> dict:
+    """Registering ``n`` small files (``registry.fsync=false``) with the index's triggers against the
+    same registry without them (dropped), and the copy + hash + JSON baseline, interleaved."""
+    files = make_sources(work / "fulltext_sources", n, rng)
+    indexed = new_registry(work / "ws_indexed", fsync=False)
+    plain = new_registry(work / "ws_no_index", fsync=False)
+    with plain.db.transaction() as conn:
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'assets_fts%'"
+                                    ).fetchall():
+            conn.execute(f"DROP TRIGGER {name}")
+    load = os.getloadavg()[0]
+    wall, cpu = _interleaved({
+        "baseline": lambda chunk, i: baseline(chunk, work / "fulltext_baseline" / str(i), durable=False),
+        "with_index": lambda chunk, i: [indexed.register_file(p, "models") for p in chunk],
+        "without_index": lambda chunk, i: [plain.register_file(p, "models") for p in chunk],
+    }, files, rounds, rng)
+    assert indexed.count() == plain.count() == n
+    with indexed.db.transaction() as conn:
+        conn.execute("INSERT INTO assets_fts(assets_fts, rank) VALUES ('integrity-check', 1)")
+    ms = lambda seconds: round(seconds / n * 1000, 4)  # noqa: E731
+    return {"files": n, "rounds": rounds, "loadavg": [load, os.getloadavg()[0]],
+            "ms_per_file": {k: ms(v) for k, v in wall.items()}, "cpu_ms_per_file": {k: ms(v) for k, v in cpu.items()},
+            "index_cost": round(wall["with_index"] / wall["without_index"], 3),
+            "index_cost_cpu": round(cpu["with_index"] / cpu["without_index"], 3)}
 
 
 def rss_kib(pid: int | str = "self") -> dict[str, int]:
@@ -673,6 +811,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--old-code", type=Path, default=None,
                     help="with --audit: a checkout of the code before the streaming audit, run beside it")
     ap.add_argument("--no-pages", action="store_true", help="with --scale: skip the query benches")
+    ap.add_argument("--fulltext", action="store_true",
+                    help="with --scale: free text with the index against the LIKE scan, and registering --files "
+                         "small files with and without the index's triggers")
+    ap.add_argument("--fulltext-pg", action="store_true",
+                    help="with --scale: the free-text bench on PostgreSQL (a throw-away cluster)")
     ap.add_argument("--engines", action="store_true",
                     help="with --scale: the page bench on SQLite and PostgreSQL side by side, and registering "
                          "--files small files on both (a throw-away PostgreSQL cluster, tests/pgserver.py)")
@@ -741,6 +884,31 @@ def main_scale(args: argparse.Namespace) -> int:
                       f"ms; RSS after start {r['server_rss_kib_after_start']} KiB, after "
                       f"{r['requests']} requests {r['server_rss_kib_after_requests']} KiB (load {r['loadavg']})",
                       flush=True)
+        if args.fulltext:
+            result["fulltext"] = {}
+            for n in sizes:
+                r = result["fulltext"][str(n)] = bench_fulltext(n, args.rounds, Path(tmp))
+                print(f"free text on {n:,} assets (load {r['loadavg']}), median ms index / LIKE scan (CPU):",
+                      flush=True)
+                for label, row in r["queries"].items():
+                    cells = "; ".join(f"{m} {c['index']} / {c['like_scan']} ({c['index_cpu']} / {c['like_scan_cpu']})"
+                                      for m, c in row.items() if isinstance(c, dict))
+                    print(f"  {label!r} ({row['matches']:,}): {cells}", flush=True)
+            if args.fulltext_pg:
+                result["fulltext"]["postgresql"] = bench_fulltext_pg(sizes, args.rounds, Path(tmp))
+                for n, r in result["fulltext"]["postgresql"].items():
+                    print(f"PostgreSQL free text on {int(n):,} assets (load {r['loadavg']}), median ms index / "
+                          f"LIKE scan (CPU):", flush=True)
+                    for label, row in r["queries"].items():
+                        cells = "; ".join(f"{m} {c['index']} / {c['like_scan']}" for m, c in row.items()
+                                          if isinstance(c, dict))
+                        print(f"  {label!r} ({row['matches']:,}): {cells}", flush=True)
+            if args.files != 0:
+                r = result["fulltext"]["register"] = bench_register_fulltext(
+                    args.files or 10_000, 10, Path(tmp), rng)
+                print(f"register {r['files']} files (load {r['loadavg']}): ms/file {r['ms_per_file']}, CPU "
+                      f"{r['cpu_ms_per_file']}; with / without the index {r['index_cost']}x wall, "
+                      f"{r['index_cost_cpu']}x CPU", flush=True)
         if args.audit:
             result["audit"] = bench_audit(sizes, Path(tmp), args.old_code)
         if args.engines:

@@ -177,6 +177,15 @@ def test_sqlite_reads_free_text_from_the_index_and_short_text_by_scan(tmp_path, 
     monkeypatch.setattr(recordsmod, "PAGE_DRIVE_MAX", 100)
     assert "VIRTUAL TABLE" not in plan(text="common")  # common: a page is found at the walk's start
     assert plan(text="RARE").startswith("SCAN f VIRTUAL TABLE")
+    # with a tag: the narrower of the two drives, the other is checked per row
+    with db.transaction() as conn:
+        conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES ('p', ?, ?)",
+                         [(f"u{i:04d}", "few" if i % 50 == 7 else "many") for i in range(300)])
+    assert plan(text="rare", tags=["many"]).startswith("SCAN f VIRTUAL TABLE")
+    assert plan(text="common", tags=["few"]).startswith("SEARCH d USING PRIMARY KEY")
+    assert reg_db.matching_uids(text="rare", tags=["many"]) == [] and reg_db.matching_uids(text="rare", tags=["few"]) \
+        == ["u0007"]
+    assert reg_db.matching_uids(text="common", tags=["few"]) == [f"u{i:04d}" for i in (257, 207, 157, 107, 57)]
     assert reg_db.matching_uids(text="rare") == ["u0007"] and reg_db.filter_sql(text="rare").count() == (1, False)
     assert reg_db.filter_sql(text="common").count(cap=100) == (100, True)
 

@@ -159,6 +159,7 @@ PROBE_CAP = 20_000  # a filter tag's size is counted up to this (an index range 
 PAGE_DRIVE_MAX = 4_000  # a page is read from a tag's rows when the tag has at most this many assets
 TEXT_INDEX_MIN = 3  # free text this long (characters) goes through the trigram index; shorter scans
 TEXT = object()  # AssetFilter.driver(): the free text's index drives the query
+TEXT_LIKE = "a.search_text LIKE ? ESCAPE '\\'"  # the free text's term: the scan, and the index's re-check
 
 
 class AssetFilter:
@@ -178,11 +179,18 @@ class AssetFilter:
         self.all_tags, self.any_tags = all_tags, any_tags
         self.scans = scans  # free text too short for its index: walking an index means reading every row
         self.by_hash = by_hash  # a primary-key lookup: nothing to choose
-        self.text_match = text_match  # SQLite: the FTS5 query of the free text (its LIKE term is the last)
+        self.text_match = text_match  # SQLite: the FTS5 query of the free text (besides its TEXT_LIKE term)
+        self.text_exact: int | None = None  # the text's size once a probe counted it below its cap
 
     def text_size(self, cap: int | None) -> int:
-        """Rows of the trigram index matching the free text (every project's: an upper bound)."""
-        return self.capped_count("assets_fts f", ["f.assets_fts MATCH ?"], [self.text_match], cap)
+        """Rows of the trigram index matching the free text (every project's: an upper bound);
+        a page and its count share one filter, so an exact size is counted once."""
+        if self.text_exact is not None and (cap is None or self.text_exact < cap):
+            return self.text_exact
+        n = self.capped_count("assets_fts f", ["f.assets_fts MATCH ?"], [self.text_match], cap)
+        if cap is None or n < cap:
+            self.text_exact = n
+        return n
 
     def capped_count(self, from_sql: str, where: list[str], params: list[Any], cap: int | None) -> int:
         """Rows matching, counting at most ``cap`` (None: all of them)."""
@@ -204,16 +212,18 @@ class AssetFilter:
             return None
         cap = PAGE_DRIVE_MAX + 1 if page else PROBE_CAP + 1
         sizes: list[tuple[int, Any]] = [(self.tag_size(t, cap), t) for t in self.all_tags]
-        if self.text_match is not None:  # the free text's index drives like a tag (FTS5 rowids)
-            sizes.append((self.text_size(cap), TEXT))
+        if self.text_match is not None:  # the free text's index drives like a tag (FTS5 rowids), counted
+            sizes.append((self.text_size(min([cap, *(n + 1 for n, _ in sizes)])), TEXT))  # past no smaller tag
         size, tag = min(sizes, key=lambda s: s[0])
         if self.scans or size == 0:
             return tag
         if page and size > PAGE_DRIVE_MAX:  # a common tag: the walk finds a page within a few thousand rows
             return None
         where, params = self.where, self.params
-        if self.text_match is not None:  # the text's LIKE (last term, last parameter) is no index range
-            where, params = where[:-1], params[:-1]
+        if self.text_match is not None:  # the text's LIKE is no index range
+            at = where.index(TEXT_LIKE)
+            skip = sum(term.count("?") for term in where[:at])
+            where, params = where[:at] + where[at + 1:], params[:skip] + params[skip + 1:]
         if len(where) == 1:  # only the tags or the text narrow: the walk would pass every asset
             return tag
         rest = self.capped_count("assets a", where, params, size + 1)  # type/licence/rights range
@@ -524,11 +534,11 @@ class Records:
             params.extend([hash.lower()[:16], hash.lower()])
         tag_list = normalise_tags(tags)
         text_match, short_text = None, False
-        if text:  # a case-insensitive substring of search_text; the LIKE stays the last term (AssetFilter)
+        if text:  # a case-insensitive substring of search_text (docs/ASSET_REGISTRY.md, "Free text")
             if "\0" in text:
                 raise ValueError("text must not contain NUL characters")
             needle = text.lower()
-            where.append("a.search_text LIKE ? ESCAPE '\\'")
+            where.append(TEXT_LIKE)
             params.append("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
             short_text = len(needle) < TEXT_INDEX_MIN
             if not short_text and getattr(self.db, "engine", "sqlite") == "sqlite":
