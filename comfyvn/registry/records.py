@@ -167,7 +167,11 @@ class AssetFilter:
     when it is rare (25 ms at a million assets) and for counts (1.3 s for one tag).  A rare tag
     (or one narrower than the other filters) instead drives the query: its rows in
     ``asset_tags`` (primary key), each asset by primary key, then a sort of those few rows.
-    ``CROSS JOIN`` fixes that join order on SQLite; PostgreSQL plans it from its statistics."""
+    ``CROSS JOIN`` fixes that join order on SQLite; PostgreSQL plans it from its statistics.
+
+    One tag with type/licence filters in ``created_at`` order (the gallery's default) needs
+    neither: a tag's rows carry copies of those columns (:meth:`tag_ordered`), so the page is
+    one index range of ``asset_tags`` in page order, whatever the tag's size, on both engines."""
 
     def __init__(self, db: Database, project_id: str, where: list[str], params: list[Any], all_tags: list[str],
                  any_tags: list[str], *, scans: bool, by_hash: bool, copied_only: bool = False,
