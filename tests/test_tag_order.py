@@ -194,6 +194,7 @@ def test_other_filters_and_sorts_keep_the_form_before(populated):
 def test_cursor_pages_match_the_form_before_while_assets_arrive(populated, src):
     new, old = Records.of(populated), Records.of(populated)
     old.tag_order = False
+    assert new.filter_sql(tags=["red"], asset_type="sprites").tag_ordered("created_at")
     rng = random.Random(3)
     original = [r["uid"] for r in populated.list_assets(tags=["red"], asset_type="sprites")]
     assert len(original) >= 4
