@@ -268,8 +268,8 @@ class Records:
         # (an index-only walk), then those rows by key.  SQLite defers the row read itself.
         self.late_row_lookup = getattr(db, "engine", "sqlite") != "sqlite"
         # a one-tag page from asset_tags' copies of the asset's columns: one index range in page order,
-        # then the rows by key (AssetFilter.tag_ordered).  Both engines: at a million assets SQLite's
-        # p95 fell 11.4 -> 2.3 ms against its walk / rare-tag drive; False is the form before
+        # then the rows by key (AssetFilter.tag_ordered).  Both engines: at a million assets page p95
+        # 54.7 -> 9.2 ms on PostgreSQL, 32.0 -> 11.7 ms on SQLite (docs/BENCHMARKS.md); False: the form before
         self.tag_order = True
 
     @classmethod

@@ -148,7 +148,7 @@ MIGRATIONS: list[tuple[str, str | Mapping[str, str]]] = [
         # a tag's rows carry copies of their asset's type, licence and created_at (the default sort),
         # so a tag filter (with type and licence) reads a page as ONE index range in page order:
         # before, PostgreSQL hash-joined the tag's rows with the type + licence range and sorted them
-        # (20-40 ms at a million assets).  The database keeps the copies: a trigger follows every
+        # (page p95 32-55 ms at a million assets).  The database keeps the copies: a trigger follows every
         # change of the asset's columns, and a tag row inserted without them gets them from its asset
         # (the registry's write path inserts them from the asset row: Records.write_tags)
         "registry.006_tag_copies",
