@@ -168,12 +168,13 @@ def seed_rows(reg: AssetRegistry, m: int, rng: random.Random) -> None:
         rows.append((reg.project_id, uid, kind, rec["path"], digest, rec["bytes"], json.dumps(tags), rec["license"],
                      "local", 1, rec["created_at"], rec["updated_at"], json.dumps(rec["meta"]),
                      json.dumps(rec["preview"]), json.dumps(rec["provenance"]), AssetRegistry._search_text(rec)))
-        tag_rows.extend((reg.project_id, uid, t) for t in tags)
+        tag_rows.extend((reg.project_id, uid, t, kind, rec["license"], rec["created_at"]) for t in tags)
     with reg.db.transaction() as conn:
         conn.executemany(
             "INSERT INTO assets(project_id, uid, type, path, hash, bytes, tags, license, origin, version, created_at,"
             " updated_at, meta, preview, provenance, search_text) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)", tag_rows)
+        conn.executemany("INSERT INTO asset_tags(project_id, uid, tag, type, license, created_at)"
+                         " VALUES (?,?,?,?,?,?)", tag_rows)
     # no ANALYZE: a registry grown by register_file has no statistics either
 
 
@@ -248,11 +249,11 @@ def page_rounds(reg: AssetRegistry, combos: list[tuple[str, str, str]], rounds: 
     wall: dict[str, list[float]] = {"bare_sql": [], "list_assets": [], "next_page": []}
     cpu: dict[str, list[float]] = {"bare_sql": [], "list_assets": []}
     sizes = []
-    one_step = None  # PostgreSQL: the page as sent before the late row lookup, parallel workers allowed
-    if getattr(reg.db, "engine", "sqlite") != "sqlite":
-        one_step = Records.of(reg)
-        one_step.late_row_lookup = False
-        wall["one_step"], cpu["one_step"] = [], []
+    # the page as sent before registry.007_tag_copies (Records.tag_order = False): SQLite's assets
+    # index walk or rare-tag drive, PostgreSQL's late row lookup (its planner's hash join)
+    before_form = Records.of(reg)
+    before_form.tag_order = False
+    wall["before"], cpu["before"] = [], []
     for r in range(rounds):
         out["loadavg"].append(os.getloadavg()[0])
         for i, (kind, tag, lic) in enumerate(combos):
@@ -263,18 +264,13 @@ def page_rounds(reg: AssetRegistry, combos: list[tuple[str, str, str]], rounds: 
                 return reg.query_assets(asset_type=k, tags=[t], license=li, limit=50)
 
             def before(k=kind, t=tag, li=lic):
-                assert one_step is not None
-                return one_step.query_assets(asset_type=k, tags=[t], license=li, limit=50)
+                return before_form.query_assets(asset_type=k, tags=[t], license=li, limit=50)
 
-            order = [("bare_sql", bare), ("list_assets", ours)] + ([("one_step", before)] if one_step else [])
+            order = [("bare_sql", bare), ("list_assets", ours), ("before", before)]
             if (i + r) % 2:
                 order.reverse()
             for name, fn in order:
-                if name == "one_step":
-                    conn.execute("SET max_parallel_workers_per_gather = DEFAULT")
                 w, c, res = timed_ms(fn)
-                if name == "one_step":
-                    conn.execute("SET max_parallel_workers_per_gather = 0")
                 wall[name].append(w)
                 cpu[name].append(c)
                 if name == "list_assets":
@@ -635,7 +631,7 @@ def build_pg_registry(cluster: Any, n: int, seed: int = 7) -> tuple[str, float]:
             with cur.copy(f"COPY assets ({ASSET_COLUMNS}) FROM STDIN") as copy:
                 for row, _ in bigregistry.generate(n, seed):
                     copy.write_row(row)
-            with cur.copy("COPY asset_tags (project_id, uid, tag) FROM STDIN") as copy:
+            with cur.copy("COPY asset_tags (project_id, uid, tag, type, license, created_at) FROM STDIN") as copy:
                 for _, tags in bigregistry.generate(n, seed):
                     for tag_row in tags:
                         copy.write_row(tag_row)
@@ -653,17 +649,18 @@ def build_pg_registry(cluster: Any, n: int, seed: int = 7) -> tuple[str, float]:
 
 
 def pg_page_plans(reg: AssetRegistry, combos: list[tuple[str, str, str]]) -> dict:
-    """EXPLAIN (ANALYZE, BUFFERS) of PostgreSQL page queries as Records sends them: in one step with
-    parallel workers allowed (before), and with the late row lookup and no workers (now)."""
+    """EXPLAIN (ANALYZE, BUFFERS) of PostgreSQL page queries as Records sends them: before
+    registry.007_tag_copies (the late row lookup over assets' index and the tag's primary key) and
+    now (one range of an asset_tags index, in page order)."""
     import re
 
     conn = reg.db.conn
     conn_type = type(conn)
     real = conn_type.execute
     out: dict[str, Any] = {}
-    for label, late in (("one_step", False), ("late_row_lookup", True)):
+    for label, tag_order in (("before", False), ("tag_order", True)):
         records = Records.of(reg)
-        records.late_row_lookup = late
+        records.tag_order = tag_order
         rows: list[dict] = []
         for kind, tag, lic in combos:
             sent: list[tuple[str, Any]] = []
@@ -678,12 +675,7 @@ def pg_page_plans(reg: AssetRegistry, combos: list[tuple[str, str, str]]) -> dic
             finally:
                 conn_type.execute = real
             sql, params = next((q, v) for q, v in sent if q.startswith("SELECT a.*"))
-            if not late:
-                conn.execute("SET max_parallel_workers_per_gather = DEFAULT")
-            try:
-                lines = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).fetchall()]
-            finally:
-                conn.execute("SET max_parallel_workers_per_gather = 0")
+            lines = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).fetchall()]
             text = "\n".join(lines)
             buffers = re.search(r"Buffers: shared hit=(\d+)(?: read=(\d+))?", text)
             rows.append({"tag": tag, "ms": float(re.search(r"Execution Time: ([\d.]+)", text).group(1)),
@@ -699,6 +691,23 @@ def pg_page_plans(reg: AssetRegistry, combos: list[tuple[str, str, str]]) -> dic
         out[label]["slowest_plan"] = slowest["plan"]
         out[label]["queries"] = len(rows)
     return out
+
+
+# what registry.007_tag_copies adds to each write: two indexes of asset_tags and two triggers.  "before"
+# registries drop them (the tag rows keep their three unindexed copy columns, which the write path fills)
+TAG_COPY_WRITE_COST = {
+    "sqlite": ["DROP TRIGGER assets_tag_copies_update", "DROP TRIGGER asset_tags_copies_insert",
+               "DROP INDEX asset_tags_type_license_created", "DROP INDEX asset_tags_created"],
+    "postgresql": ["DROP TRIGGER assets_tag_copies_update ON assets", "DROP TRIGGER asset_tags_copies_insert ON asset_tags",
+                   "DROP INDEX asset_tags_type_license_created", "DROP INDEX asset_tags_created"],
+}
+
+
+def without_tag_copies(reg: AssetRegistry) -> AssetRegistry:
+    with reg.db.transaction() as conn:
+        for statement in TAG_COPY_WRITE_COST[reg.db.engine]:
+            conn.execute(statement)
+    return reg
 
 
 def registry_on(url: str, root: Path, project: str = bigregistry.PROJECT, **config: Any) -> AssetRegistry:
@@ -749,11 +758,11 @@ def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work:
                 res[engine]["bare_sql_p95_ms"] = statistics.median(p["page"]["bare_sql"]["p95_ms"] for p in parts)
                 res[engine]["cpu_p50_ms"] = statistics.median(p["page_cpu"]["list_assets"]["p50_ms"] for p in parts)
                 res[engine]["cpu_p95_ms"] = statistics.median(p["page_cpu"]["list_assets"]["p95_ms"] for p in parts)
-                if "one_step" in parts[0]["page"]:  # PostgreSQL before this change, in the same rounds
-                    res[engine]["one_step"] = {key: statistics.median(p[part]["one_step"][key] for p in parts)
-                                               for part in ("page",) for key in ("p50_ms", "p95_ms")}
-                    res[engine]["one_step"].update({f"cpu_{key}": statistics.median(
-                        p["page_cpu"]["one_step"][key] for p in parts) for key in ("p50_ms", "p95_ms")})
+                # the form before registry.007_tag_copies, in the same rounds
+                res[engine]["before"] = {key: statistics.median(p["page"]["before"][key] for p in parts)
+                                         for key in ("p50_ms", "p95_ms")}
+                res[engine]["before"].update({f"cpu_{key}": statistics.median(
+                    p["page_cpu"]["before"][key] for p in parts) for key in ("p50_ms", "p95_ms")})
                 res[engine]["loadavg"] = [x for p in parts for x in p["loadavg"]]
                 records = Records.of(regs[engine])
                 res[engine]["count_tag_capped_ms"] = round(timed_ms(lambda r=records: r.query_assets(
@@ -764,8 +773,7 @@ def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work:
                       f"(bare SQL p95 {res[engine]['bare_sql_p95_ms']} ms), select all ids "
                       f"{res[engine]['select_all_ids_ms']} ms, load {res[engine]['loadavg']}, CPU p50/p95 "
                       f"{res[engine]['cpu_p50_ms']}/{res[engine]['cpu_p95_ms']} ms"
-                      + (f", before (one step, parallel workers) {res[engine]['one_step']}"
-                         if "one_step" in res[engine] else ""), flush=True)
+                      + f", before (no tag copies) {res[engine]['before']}", flush=True)
             res["postgresql"]["plans"] = plans = pg_page_plans(regs["postgresql"], combos[:40])
             for label, summary in plans.items():
                 print(f"  EXPLAIN ANALYZE {label} ({summary['queries']} queries, medians): {summary['ms']} ms "
@@ -776,19 +784,34 @@ def bench_engines(sizes: list[int], queries: int, rounds: int, files: int, work:
             regs["postgresql"].db.close()  # its pool's sessions gone before the next size's VACUUM
         if not files:
             return out
-        # register small files: the same files, slices alternating between the engines
+        # register small files: the same files, slices alternating between the engines, each with and
+        # without what the tag copies add to a write (tags on every file, as a gallery's imports have)
         sources = make_sources(work / "eng_sources", files, rng)
-        url = cluster.create_database("register")
         regs = {"sqlite": registry_on("", work / "eng_reg_sqlite", "bench", registry={"fsync": False}),
-                "postgresql": registry_on(url, work / "eng_reg_pg", "bench", registry={"fsync": False})}
-        wall, cpu = _interleaved({name: (lambda chunk, i, r=reg: [r.register_file(p, "models") for p in chunk])
-                                  for name, reg in regs.items()}, sources, 10, rng)
+                "sqlite_before": without_tag_copies(registry_on("", work / "eng_reg_sqlite_before", "bench",
+                                                                registry={"fsync": False})),
+                "postgresql": registry_on(cluster.create_database("register"), work / "eng_reg_pg", "bench",
+                                          registry={"fsync": False}),
+                "postgresql_before": without_tag_copies(registry_on(cluster.create_database("register_before"),
+                                                                    work / "eng_reg_pg_before", "bench",
+                                                                    registry={"fsync": False}))}
+        load_before = os.getloadavg()[0]
+        wall, cpu = _interleaved({name: (lambda chunk, i, r=reg: [r.register_file(
+            p, "models", tags=["imported", f"batch{i}", p.stem[-1]], license_tag="cc0") for p in chunk])
+            for name, reg in regs.items()}, sources, 10, rng)
         assert all(reg.count() == files for reg in regs.values())
-        out["register"] = {"files": files, "registry.fsync": False, "loadavg": os.getloadavg()[0],
+        out["register"] = {"files": files, "registry.fsync": False, "tags_per_file": 3,
+                           "loadavg": [load_before, os.getloadavg()[0]],
                            "ms_per_file": {k: round(v / files * 1000, 3) for k, v in wall.items()},
                            "client_cpu_ms_per_file": {k: round(v / files * 1000, 3) for k, v in cpu.items()},
-                           "ratio_pg_vs_sqlite": round(wall["postgresql"] / wall["sqlite"], 2)}
-        print(f"  register {files:,} small files: {out['register']['ms_per_file']} ms/file", flush=True)
+                           "ratio_pg_vs_sqlite": round(wall["postgresql"] / wall["sqlite"], 2),
+                           "ratio_after_vs_before": {e: round(wall[e] / wall[f"{e}_before"], 3)
+                                                     for e in ("sqlite", "postgresql")},
+                           "cpu_ratio_after_vs_before": {e: round(cpu[e] / cpu[f"{e}_before"], 3)
+                                                         for e in ("sqlite", "postgresql")}}
+        print(f"  register {files:,} small files: {out['register']['ms_per_file']} ms/file, client CPU "
+              f"{out['register']['client_cpu_ms_per_file']}, after/before {out['register']['ratio_after_vs_before']}"
+              f" (CPU {out['register']['cpu_ratio_after_vs_before']}), load {out['register']['loadavg']}", flush=True)
     finally:
         cluster.destroy()
     return out

@@ -68,7 +68,8 @@ def content(i: int) -> bytes:
 
 
 def generate(n: int, seed: int = 7):
-    """Yield ``(asset row, tag rows)`` in the registry's column order (Records.insert)."""
+    """Yield ``(asset row, tag rows)`` in the registry's column order (Records.insert; a tag row is
+    ``(project_id, uid, tag, type, license, created_at)``: registry.007_tag_copies)."""
     rng = random.Random(seed)
     types, type_w = list(TYPES), list(TYPES.values())
     lics, lic_w = list(LICENCES), list(LICENCES.values())
@@ -88,7 +89,7 @@ def generate(n: int, seed: int = 7):
         row = (PROJECT, rec["uid"], kind, rec["path"], digest, rec["bytes"], json.dumps(tags), lic, "local", 1,
                created, created, json.dumps(rec["meta"]), json.dumps(rec["preview"]), json.dumps(rec["provenance"]),
                Records.search_text(rec), 0, *Records.rights_columns(rec), RIGHTS_VERSION)
-        yield row, [(PROJECT, rec["uid"], t) for t in tags]
+        yield row, [(PROJECT, rec["uid"], t, kind, lic, created) for t in tags]
 
 
 def build(path: Path, n: int, seed: int = 7, *, log=print) -> Path:
@@ -123,7 +124,8 @@ def build(path: Path, n: int, seed: int = 7, *, log=print) -> Path:
         tag_rows.extend(tags)
         if len(rows) == 50_000 or i == n:
             conn.executemany(insert, rows)
-            conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)", tag_rows)
+            conn.executemany("INSERT INTO asset_tags(project_id, uid, tag, type, license, created_at)"
+                             " VALUES (?,?,?,?,?,?)", tag_rows)
             rows, tag_rows = [], []
             log(f"  {i:,} rows ({time.monotonic() - started:.0f} s)")
     conn.execute("COMMIT")

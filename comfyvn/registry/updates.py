@@ -113,6 +113,8 @@ class Updates:
                     continue
                 new["version"] = rec["version"] + 1
                 new["updated_at"] = now
+                # the tag rows first: the copies trigger (registry.007_tag_copies) then has none to follow
+                conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, rec["uid"]))
                 conn.execute(
                     "UPDATE assets SET meta = ?, tags = ?, license = ?, origin = ?, version = ?, updated_at = ?,"
                     " search_text = ?, sidecar_pending = 1, license_terms = ?, commercial_rank = ?,"
@@ -121,9 +123,7 @@ class Updates:
                     (json.dumps(new["meta"], ensure_ascii=False), json.dumps(new["tags"]), new["license"],
                      new["origin"], new["version"], now, self.records.search_text(new), *self.records.rights_columns(new),
                      self.project_id, rec["uid"]))
-                conn.execute("DELETE FROM asset_tags WHERE project_id = ? AND uid = ?", (self.project_id, rec["uid"]))
-                conn.executemany("INSERT INTO asset_tags(project_id, uid, tag) VALUES (?,?,?)",
-                                 [(self.project_id, rec["uid"], t) for t in new["tags"]])
+                self.records.write_tags(conn, [new])
                 calls.append((HOOK_ASSET_META_UPDATED, self.records.payload(new, include_meta=True),
                               {"tags": new["tags"], "license": new["license"],
                                "license_terms": dict(new["license_terms"])}))
