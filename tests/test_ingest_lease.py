@@ -247,3 +247,23 @@ def test_apply_renews_the_lease_of_its_batch_while_it_works(q, ws, monkeypatch):
         assert len(leases) == 3 and all(until is not None and until > now for until in leases.values()), leases
     assert seen[0][1] != seen[-1][1]  # renewed meanwhile
     assert all(q.jobs.get(j["job_id"])["lease_until"] is None for j in result["applied"])
+
+
+def test_the_stuck_jobs_report_and_the_interrupted_list_follow_the_leases(q, ws):
+    from comfyvn.ingest import repairs
+
+    now = time.time()
+    lapsed = claimed_job(q, OTHER_HOST, now - 30)  # a server on another machine died 30 s after its last renewal
+    held = claimed_job(q, OTHER_HOST, now + 45)  # alive elsewhere: renewing, but silent
+    with q.db.transaction() as conn:
+        conn.execute("UPDATE ingest_jobs SET updated_at = ?", (now - 3600,))
+    interrupted = {j["job_id"]: j for j in repairs.interrupted_jobs(q.jobs, now=now)}
+    assert set(interrupted) == {lapsed}  # what the next recovery takes back, whatever its host
+    assert interrupted[lapsed]["reason"] == "its lease ran out 30 s ago"
+    stuck = {j["job_id"]: j["stuck_reason"] for j in repairs.find_stuck_jobs(q, stuck_minutes=30, now=now)}
+    assert stuck[lapsed].startswith("downloading, no update for 60.0 min; its lease ran out 30 s ago: recovery "
+                                    "takes it back at its next pass")
+    assert stuck[held].startswith("downloading, no update for 60.0 min; cancel it")
+    assert stuck[held].endswith("(its lease is still renewed, to 45 s from now)")
+    assert q.recover()["requeued"] == 1
+    assert [j["job_id"] for j in repairs.interrupted_jobs(q.jobs)] == []
