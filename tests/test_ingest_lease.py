@@ -267,3 +267,22 @@ def test_the_stuck_jobs_report_and_the_interrupted_list_follow_the_leases(q, ws)
     assert stuck[held].endswith("(its lease is still renewed, to 45 s from now)")
     assert q.recover()["requeued"] == 1
     assert [j["job_id"] for j in repairs.interrupted_jobs(q.jobs)] == []
+
+
+def test_a_batch_its_own_live_server_failed_to_finish_is_taken_back_once_its_lease_ran_out(q, ws, monkeypatch):
+    from comfyvn.store.errors import StoreUnavailable
+
+    update_config({"ingest": {"lease_s": 0.5}}, ws)
+    contents = stage_three(q, ws)
+
+    def store_gone(jobs):
+        raise StoreUnavailable("the store went away mid-batch")
+    monkeypatch.setattr(q, "_sync_staged", store_gone)
+    with pytest.raises(StoreUnavailable):
+        q.apply()
+    assert {q.jobs.get(j)["status"] for j in contents} == {JobStatus.APPLYING}  # ours, and we live on
+    assert q.recover()["restaged"] == 0  # its lease still runs
+    time.sleep(0.6)  # nobody renews it: the apply() call is over
+    assert q.recover()["restaged"] == 3
+    monkeypatch.undo()
+    assert len(q.apply()["applied"]) == 3
