@@ -5,39 +5,19 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
 
 import pytest
+from event_helpers import Collector
 
 from comfyvn.hooks import HOOK_SPECS, UnknownHookError, emit, get_hook_bus, hook_spec, resolve_topics
 from comfyvn.hooks.events import utc_timestamp
 from comfyvn.store import open_store
 
-WAIT = 30  # seconds; a guard against hanging, never a speed assertion
 ASSET_TOPICS = ["on_asset_registered", "on_asset_saved", "on_asset_meta_updated", "on_asset_removed",
                 "on_asset_sidecar_written"]
 INGEST_TOPICS = ["on_asset_ingest_enqueued", "on_asset_ingest_progress", "on_asset_ingest_applied",
                  "on_asset_ingest_failed", "on_asset_ingest_updated"]
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-class Collector:
-    """Thread-safe list of received envelopes with a wait-until-n helper."""
-
-    def __init__(self) -> None:
-        self.items: list[dict] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, env: dict) -> None:
-        with self.cond:
-            self.items.append(env)
-            self.cond.notify_all()
-
-    def wait_for(self, n: int) -> list[dict]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: len(self.items) >= n, timeout=WAIT), \
-                f"got {len(self.items)} of {n} events"
-            return list(self.items)
 
 
 @pytest.fixture
