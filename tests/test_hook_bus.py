@@ -18,6 +18,13 @@ ASSET_TOPICS = ["on_asset_registered", "on_asset_saved", "on_asset_meta_updated"
 INGEST_TOPICS = ["on_asset_ingest_enqueued", "on_asset_ingest_progress", "on_asset_ingest_applied",
                  "on_asset_ingest_failed", "on_asset_ingest_updated"]
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+#: the start of a child process that appends events to the workspace's store (``db``)
+WRITER_PRELUDE = """
+import sys
+from comfyvn.hooks import emit
+from comfyvn.store import open_store
+db = open_store()
+"""
 
 
 @pytest.fixture
@@ -98,12 +105,7 @@ def test_subscribers_get_events_from_another_process_in_order(ws, bus, subproces
     wanted, unwanted = Collector(), Collector()
     sub = bus.subscribe(wanted, topics=["on_modder_test"])
     sub_other = bus.subscribe(unwanted, topics=["on_asset_removed"])
-    code = """
-import sys
-from comfyvn.hooks import emit
-from comfyvn.store import open_store
-db = open_store()
-for i in range(60):
+    code = WRITER_PRELUDE + """for i in range(60):
     with db.transaction() as conn:
         emit(conn, "on_modder_test", {"n": i})
         emit(conn, "on_asset_ingest_progress", {"n": i})
@@ -124,12 +126,7 @@ for i in range(60):
 def test_two_writer_processes_interleave_without_gaps(ws, bus, subprocess_env):
     seen = Collector()
     sub = bus.subscribe(seen)
-    code = """
-import sys
-from comfyvn.hooks import emit
-from comfyvn.store import open_store
-db = open_store()
-for i in range(100):
+    code = WRITER_PRELUDE + """for i in range(100):
     with db.transaction() as conn:
         emit(conn, "on_modder_test", {"who": sys.argv[2], "n": i})
 """
