@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -286,3 +287,34 @@ def test_a_batch_its_own_live_server_failed_to_finish_is_taken_back_once_its_lea
     assert q.recover()["restaged"] == 3
     monkeypatch.undo()
     assert len(q.apply()["applied"]) == 3
+
+
+def test_a_takeover_racing_the_old_holders_commit_waits_for_it_and_then_sees_it(q, ws, monkeypatch):
+    """The old holder's commit has fenced its claims (its transaction holds the rows) when another
+    server's recovery, which read them as lapsed, tries to take them over: the takeover waits for
+    that commit and then finds the jobs applied, so it takes nothing."""
+    contents = stage_three(q, ws)
+    real_end_claims, attempts = q.jobs.end_claims, []
+
+    def end_claims_then_race(conn, jobs, owner):
+        real_end_claims(conn, jobs, owner)
+        stale = dict(jobs[0])  # the claim as committed (and as another server read it, judged lapsed)
+
+        def take_over() -> None:
+            with q.db.transaction() as other:
+                attempts.append((time.monotonic(), q.jobs.take_over(other, stale, OTHER_HOST, time.time() + 60)))
+            q.db.close()
+        racer = threading.Thread(target=take_over)
+        racer.start()
+        racer.join(0.5)  # it waits for this transaction
+        assert racer.is_alive() and attempts == []
+        attempts.append(racer)
+    monkeypatch.setattr(q.jobs, "end_claims", end_claims_then_race)
+    result = q.apply()
+    racer = attempts.pop(0)
+    racer.join(30)
+    assert len(result["applied"]) == 3
+    assert attempts and attempts[0][1] is None  # it found the job applied: nothing taken
+    for job_id in contents:
+        job = q.jobs.get(job_id)
+        assert job["status"] == JobStatus.APPLIED and job["owner"] is None and job["lease_until"] is None
