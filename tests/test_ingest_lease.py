@@ -318,3 +318,23 @@ def test_a_takeover_racing_the_old_holders_commit_waits_for_it_and_then_sees_it(
     for job_id in contents:
         job = q.jobs.get(job_id)
         assert job["status"] == JobStatus.APPLIED and job["owner"] is None and job["lease_until"] is None
+
+
+def test_a_dead_remote_apply_is_undone_into_this_servers_staging_whatever_its_mount_point(q, ws, subprocess_env):
+    """The dead server mounted the shared staging folder elsewhere: the paths it journalled do not
+    exist here, and its placed files come back to this server's staging folder, by name."""
+    update_config({"ingest": {"lease_s": 1.0}}, ws)
+    contents = stage_three(q, ws)
+    kill_remote_apply(subprocess_env, "registry.placed")
+    elsewhere = ws.root / "other-server-mount" / "staging"  # (never created: not this server's)
+    with q.db.transaction() as conn:
+        for intent_id, src in conn.execute("SELECT id, src FROM file_intents").fetchall():
+            conn.execute("UPDATE file_intents SET src = ? WHERE id = ?", (str(elsewhere / Path(src).name), intent_id))
+    time.sleep(1.1)
+    assert q.recover()["restaged"] == 3
+    assert not elsewhere.exists()
+    for job_id, data in contents.items():
+        job = q.jobs.get(job_id)
+        assert job["status"] == JobStatus.STAGED and Path(job["staging_path"]).parent == q.staging_dir
+        assert Path(job["staging_path"]).read_bytes() == data
+    assert len(q.apply()["applied"]) == 3

@@ -887,7 +887,7 @@ class AssetIngestQueue:
         with self.jobs.leases.keep([j["job_id"] for j in held], lease_s=self.worker.lease_seconds(),
                                    renew_s=self.worker.renew_seconds()):
             for project_id, jobs in by_project.items():
-                taken_over = {Path(j["staging_path"]).name for j in jobs if j["staging_path"]}
+                taken_over = {Path(j["staging_path"]).name: j["staging_path"] for j in jobs if j["staging_path"]}
                 self.registry(project_id)._recovery.recover(taken_over)  # AssetRegistry.recover() takes no names
             for job in held:
                 with self.db.transaction() as conn:
