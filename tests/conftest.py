@@ -12,7 +12,7 @@ import pytest
 from pgserver import Cluster, start_cluster
 
 from comfyvn.config import Workspace, init_workspace, workspace
-from comfyvn.store import forget_database
+from comfyvn.store import Database, database_at, forget_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,3 +116,11 @@ def pg_cluster() -> Iterator[Cluster]:
 def pg_url(pg_cluster) -> str:
     """URL of a new, empty PostgreSQL database on the session's server."""
     return pg_cluster.create_database()
+
+
+@pytest.fixture
+def pg_db(pg_url) -> Iterator[Database]:
+    """The store on a new, empty PostgreSQL database of the session's server (forgotten after)."""
+    db = database_at(pg_url)
+    yield db
+    forget_database(pg_url)

@@ -13,40 +13,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import psycopg
 import pytest
+from event_helpers import WAIT, Collector, pg_scalar, wait_until
 
 from comfyvn.hooks import emit, get_hook_bus
 from comfyvn.hooks.bus import ModderHookBus
 from comfyvn.hooks.events import read_events
 from comfyvn.hooks.pgwake import EVENT_LOG_LOCK
 from comfyvn.store import Database, StoreUnavailable, database_at, forget_database
-
-WAIT = 30  # seconds; a guard against hanging, never a speed assertion
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.items: list[dict] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, env: dict) -> None:
-        with self.cond:
-            self.items.append(env)
-            self.cond.notify_all()
-
-    def wait_for(self, done, what: str) -> list[dict]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: done(self.items), timeout=WAIT), \
-                f"{what}: got {[e['id'] for e in self.items]}"
-            return list(self.items)
-
-
-@pytest.fixture
-def pg_db(pg_url) -> Iterator[Database]:
-    db = database_at(pg_url)
-    yield db
-    forget_database(pg_url)
 
 
 @pytest.fixture
@@ -79,11 +53,10 @@ def _naive_append(conn) -> int:
 
 
 def _waiting_for_the_event_lock(url: str) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                            " AND classid = %s AND objid = %s AND objsubid = 2"
-                            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                            EVENT_LOG_LOCK).fetchone()[0]
+    return pg_scalar(url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                          " AND classid = %s AND objid = %s AND objsubid = 2"
+                          " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                     EVENT_LOG_LOCK)
 
 
 def test_a_naive_id_tail_skips_an_event_that_commits_out_of_id_order(pg_db):
@@ -124,10 +97,8 @@ def test_emit_serialises_appends_so_ids_commit_in_order(pg_db):
     assert first_emitted.wait(WAIT)
     b = threading.Thread(target=second)
     b.start()
-    deadline = time.monotonic() + WAIT
-    while _waiting_for_the_event_lock(pg_db.url) == 0:  # the second append queues behind the first
-        assert time.monotonic() < deadline, "the second append did not wait for the first"
-        time.sleep(0.01)
+    wait_until(lambda: _waiting_for_the_event_lock(pg_db.url) != 0,  # the second append queues behind the first
+               "the second append did not wait for the first", interval=0.01)
     assert "second" not in ids and read_events(pg_db.conn, after_id=0) == []
     release_first.set()
     a.join(WAIT)
@@ -244,9 +215,8 @@ def test_the_bus_resumes_after_a_server_restart_without_losing_an_event(pg_clust
 
 
 def _listeners(url: str) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                            " AND application_name = 'comfyvn-events-listen'").fetchone()[0]
+    return pg_scalar(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                          " AND application_name = 'comfyvn-events-listen'")
 
 
 def test_a_closed_store_leaves_no_listening_connection_behind(pg_url):
@@ -254,13 +224,8 @@ def test_a_closed_store_leaves_no_listening_connection_behind(pg_url):
     stops listening instead of holding a server connection for the rest of the process."""
     bus = ModderHookBus(database_at(pg_url))
     bus.subscribe(lambda env: None)
-    deadline = time.monotonic() + WAIT
-    while _listeners(pg_url) != 1:
-        assert time.monotonic() < deadline, "the bus never listened"
-        time.sleep(0.05)
+    wait_until(lambda: _listeners(pg_url) == 1, "the bus never listened")
     forget_database(pg_url)
     bus.poke()  # its next read finds the store closed
-    while _listeners(pg_url) != 0:
-        assert time.monotonic() < deadline, "the bus still listens on a closed store"
-        time.sleep(0.05)
+    wait_until(lambda: _listeners(pg_url) == 0, "the bus still listens on a closed store")
     bus.close()

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
+from event_helpers import WAIT, wait_until
 
 from comfyvn.hooks import emit
 from comfyvn.hooks.pgwake import EVENTS_CHANNEL, NotifyListener
-from comfyvn.store import database_at, forget_database
-
-WAIT = 30  # seconds; a guard against hanging, never a speed assertion
 
 
 class Wakes:
@@ -31,44 +30,43 @@ class Wakes:
             return self.count
 
 
-def test_an_append_wakes_the_listener_once_its_transaction_commits(pg_url):
-    db = database_at(pg_url)
-    wakes = Wakes()
-    listener = NotifyListener(pg_url, wakes).start()
+@contextmanager
+def listening(url: str, wakes: Wakes) -> Iterator[NotifyListener]:
+    """A started listener, connected; stopped after the block."""
+    listener = NotifyListener(url, wakes).start()
     try:
         assert listener.connected.wait(WAIT)
+        yield listener
+    finally:
+        listener.stop()
+
+
+def test_an_append_wakes_the_listener_once_its_transaction_commits(pg_db):
+    pg_url = pg_db.url
+    wakes = Wakes()
+    with listening(pg_url, wakes) as listener:
         base = wakes.wait_above(0)  # the wake-up every (re)connection makes
-        with db.transaction() as conn:
+        with pg_db.transaction() as conn:
             emit(conn, "on_modder_test", {"message": "one"})
             # not yet: NOTIFY is delivered at commit
             conn.execute("SELECT pg_sleep(0.3)")
             assert wakes.count == base
         assert wakes.wait_above(base) == base + 1
-        with pytest.raises(KeyError), db.transaction() as conn:
+        with pytest.raises(KeyError), pg_db.transaction() as conn:
             emit(conn, "on_modder_test", {"message": "rolled back"})
             raise KeyError("roll back")
         with psycopg.connect(pg_url, autocommit=True) as raw:
             raw.execute(f"NOTIFY {EVENTS_CHANNEL}")  # a rolled-back append woke no one: this is the next wake
         assert wakes.wait_above(base + 1) == base + 2
-    finally:
-        listener.stop()
-        forget_database(pg_url)
     assert not listener.alive
 
 
 def test_the_listener_reconnects_after_the_server_restarts(pg_cluster, pg_url):
     wakes = Wakes()
-    listener = NotifyListener(pg_url, wakes).start()
-    try:
-        assert listener.connected.wait(WAIT)
+    with listening(pg_url, wakes) as listener:
         pg_cluster.restart(down_for=0.5)
-        deadline = time.monotonic() + WAIT
-        while not (listener.reconnects and listener.connected.is_set()):
-            assert time.monotonic() < deadline, "the listener did not reconnect"
-            time.sleep(0.05)
+        wait_until(lambda: bool(listener.reconnects and listener.connected.is_set()), "the listener did not reconnect")
         base = wakes.count
         with psycopg.connect(pg_url, autocommit=True) as conn:
             conn.execute(f"NOTIFY {EVENTS_CHANNEL}")  # listening again: it wakes us
         assert wakes.wait_above(base) == base + 1
-    finally:
-        listener.stop()

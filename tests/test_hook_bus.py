@@ -5,39 +5,26 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import threading
 
 import pytest
+from event_helpers import Collector
 
 from comfyvn.hooks import HOOK_SPECS, UnknownHookError, emit, get_hook_bus, hook_spec, resolve_topics
 from comfyvn.hooks.events import utc_timestamp
 from comfyvn.store import open_store
 
-WAIT = 30  # seconds; a guard against hanging, never a speed assertion
 ASSET_TOPICS = ["on_asset_registered", "on_asset_saved", "on_asset_meta_updated", "on_asset_removed",
                 "on_asset_sidecar_written"]
 INGEST_TOPICS = ["on_asset_ingest_enqueued", "on_asset_ingest_progress", "on_asset_ingest_applied",
                  "on_asset_ingest_failed", "on_asset_ingest_updated"]
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-
-class Collector:
-    """Thread-safe list of received envelopes with a wait-until-n helper."""
-
-    def __init__(self) -> None:
-        self.items: list[dict] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, env: dict) -> None:
-        with self.cond:
-            self.items.append(env)
-            self.cond.notify_all()
-
-    def wait_for(self, n: int) -> list[dict]:
-        with self.cond:
-            assert self.cond.wait_for(lambda: len(self.items) >= n, timeout=WAIT), \
-                f"got {len(self.items)} of {n} events"
-            return list(self.items)
+#: the start of a child process that appends events to the workspace's store (``db``)
+WRITER_PRELUDE = """
+import sys
+from comfyvn.hooks import emit
+from comfyvn.store import open_store
+db = open_store()
+"""
 
 
 @pytest.fixture
@@ -118,12 +105,7 @@ def test_subscribers_get_events_from_another_process_in_order(ws, bus, subproces
     wanted, unwanted = Collector(), Collector()
     sub = bus.subscribe(wanted, topics=["on_modder_test"])
     sub_other = bus.subscribe(unwanted, topics=["on_asset_removed"])
-    code = """
-import sys
-from comfyvn.hooks import emit
-from comfyvn.store import open_store
-db = open_store()
-for i in range(60):
+    code = WRITER_PRELUDE + """for i in range(60):
     with db.transaction() as conn:
         emit(conn, "on_modder_test", {"n": i})
         emit(conn, "on_asset_ingest_progress", {"n": i})
@@ -144,12 +126,7 @@ for i in range(60):
 def test_two_writer_processes_interleave_without_gaps(ws, bus, subprocess_env):
     seen = Collector()
     sub = bus.subscribe(seen)
-    code = """
-import sys
-from comfyvn.hooks import emit
-from comfyvn.store import open_store
-db = open_store()
-for i in range(100):
+    code = WRITER_PRELUDE + """for i in range(100):
     with db.transaction() as conn:
         emit(conn, "on_modder_test", {"who": sys.argv[2], "n": i})
 """

@@ -9,18 +9,23 @@ The queue, the worker, the state export/import and the repairs all read and writ
 from __future__ import annotations
 
 import json
+import logging
 import secrets
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ..fsutil import owner_alive
+from ..fsutil import owner_alive, owner_token
 from ..hooks import emit, get_hook_bus
 from ..hooks.events import emit_many
 from ..store import Connection, Database
-from .errors import JobNotFoundError
+from ..store.errors import StoreUnavailable
+from .errors import InvalidTransitionError, JobNotFoundError
 from .jobs import CLAIMED, HOLDS_DIGEST, KEEPS_STAGING, PENDING, STATUSES, JobStatus, check_status, sql_in
 
 JSON_COLUMNS = ("notes", "errors", "metadata", "user_metadata", "provider_metadata")
@@ -32,6 +37,8 @@ ENQUEUED = "on_asset_ingest_enqueued"
 UPDATED = "on_asset_ingest_updated"
 FAILED = "on_asset_ingest_failed"
 IN_CHUNK = 500  # values per "IN (...)" list (well under every SQLite build's parameter limit)
+
+log = logging.getLogger("comfyvn.ingest.jobstore")
 
 
 # ---------------------------------------------------------------------------- the codec
@@ -131,6 +138,7 @@ class JobStore:
         self.db = db
         self.staging_dir = staging_dir
         self._staging_dirs = {staging_dir, staging_dir.resolve()} if staging_dir is not None else set()
+        self.leases = LeaseKeeper(self)
 
     # ------------------------------------------------------------------ the staging path column
     def _encode(self, key: str, value: Any) -> Any:
@@ -266,7 +274,15 @@ class JobStore:
     def fail(self, conn: Connection, job: dict, error: str, *, keep_file: bool = False,
              **extra: Any) -> dict:
         """Mark a job ``failed`` with ``error`` (added to its error history).  ``keep_file``: it keeps
-        its staging file (and pin) for a retry."""
+        its staging file (and pin) for a retry.  A claim (``downloading``/``applying`` with an owner)
+        that is no longer held as ``job`` describes it (recovery took it back after its lease ran
+        out) is left to its new holder: the row is returned unchanged."""
+        if job.get("status") in CLAIMED and job.get("owner"):
+            lock = " FOR UPDATE" if self.db.engine == "postgresql" else ""
+            row = conn.execute(f"SELECT * FROM ingest_jobs WHERE job_id = ?{lock}", (job["job_id"],)).fetchone()
+            current = self._job(row) if row else None
+            if current is None or current["status"] != job["status"] or current["owner"] != job["owner"]:
+                return current or job
         errors = list(job.get("errors") or []) + [{"attempt": job["attempts"], "error": error,
                                                   "at": time.time()}]
         changes: dict[str, Any] = {"status": JobStatus.FAILED, "error": error, "errors": errors, "owner": None,
@@ -284,17 +300,50 @@ class JobStore:
         return not owner_alive(job["owner"]) or (lease is not None and lease < now)
 
     def renew_leases(self, job_ids: list[str], owner: str, until: float) -> int:
-        """Extend the lease of those of ``job_ids`` still ``downloading`` under ``owner`` (a worker's
-        heartbeat; no event: nothing a reader sees changes); returns how many were renewed."""
+        """Extend the lease of those of ``job_ids`` still claimed (``downloading`` or ``applying``)
+        under ``owner`` (a heartbeat; no event: nothing a reader sees changes); returns how many
+        were renewed."""
         renewed = 0
         with self.db.transaction() as conn:
             for start in range(0, len(job_ids), IN_CHUNK):
                 part = job_ids[start:start + IN_CHUNK]
                 cur = conn.execute(
                     f"UPDATE ingest_jobs SET lease_until = ? WHERE job_id IN ({', '.join('?' * len(part))})"
-                    " AND owner = ? AND status = ?", (until, *part, owner, str(JobStatus.DOWNLOADING)))
+                    f" AND owner = ? AND status IN {sql_in(CLAIMED)}", (until, *part, owner))
                 renewed += max(0, cur.rowcount)
         return renewed
+
+    def take_over(self, conn: Connection, job: dict, owner: str, until: float) -> dict | None:
+        """Make the lapsed claim ``job`` (as read: status, owner and lease) ``owner``'s, with a lease
+        to ``until``, in ``conn``'s transaction; None when it changed meanwhile (renewed, finished,
+        or taken by another server's recovery).  One conditional UPDATE: on PostgreSQL it waits for
+        a commit of the old holder in progress and then sees it (see :meth:`end_claims`)."""
+        lease = job.get("lease_until")
+        cur = conn.execute(
+            "UPDATE ingest_jobs SET owner = ?, lease_until = ? WHERE job_id = ? AND status = ? AND owner = ?"
+            + (" AND lease_until IS NULL" if lease is None else " AND lease_until = ?"),
+            (owner, until, job["job_id"], str(job["status"]), job["owner"], *(() if lease is None else (lease,))))
+        if cur.rowcount != 1:
+            return None
+        return {**job, "owner": owner, "lease_until": until}
+
+    def end_claims(self, conn: Connection, jobs: list[dict], owner: str) -> None:
+        """Inside the transaction that finishes ``jobs`` (``applying`` under ``owner``): clear their
+        leases, or raise :class:`InvalidTransitionError` (the transaction then rolls back) when any
+        is no longer claimed by ``owner``: a process that lost its claim (paused past its lease,
+        taken back by recovery elsewhere) must not commit what the new holder is undoing."""
+        held: set[str] = set()
+        ids = [job["job_id"] for job in jobs]
+        for start in range(0, len(ids), IN_CHUNK):
+            part = ids[start:start + IN_CHUNK]
+            held.update(r[0] for r in conn.execute(
+                f"UPDATE ingest_jobs SET lease_until = NULL WHERE job_id IN ({', '.join('?' * len(part))})"
+                " AND owner = ? AND status = ? RETURNING job_id", (*part, owner, str(JobStatus.APPLYING))).fetchall())
+        lost = [job_id for job_id in ids if job_id not in held]
+        if lost:
+            raise InvalidTransitionError(
+                f"{len(lost)} job(s) ({', '.join(lost[:5])}) are no longer applying under this process: their "
+                "lease ran out and recovery took them back; nothing of them was committed")
 
     def notify(self) -> None:
         """Wake this process's event tailer now (after a commit) rather than at its next poll."""
@@ -436,10 +485,66 @@ class JobStore:
                               "updated_at": r["updated_at"]} for r in rows}
 
 
+class LeaseKeeper:
+    """Keeps this process's claims alive while it works on them: a daemon thread renews the leases
+    of the kept jobs every ``renew_s`` (to now + ``lease_s``; see :meth:`keep`) and ends when none
+    is left.  Only claims still held by this process are renewed (:meth:`JobStore.renew_leases`)."""
+
+    def __init__(self, jobs: JobStore) -> None:
+        self.jobs = jobs
+        self._kept: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._lease_s = 60.0
+        self._renew_s = 10.0
+
+    @contextmanager
+    def keep(self, job_ids: list[str], *, lease_s: float, renew_s: float) -> Iterator[None]:
+        """Renew the leases of ``job_ids`` (those this process claims) until the block ends."""
+        with self._lock:
+            self._lease_s, self._renew_s = lease_s, renew_s
+            self._kept.update(job_ids)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._renew, daemon=True, name="comfyvn-ingest-leases")
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._kept.subtract(job_ids)
+                self._kept = +self._kept  # drop the zeros
+
+    def kept(self, job_id: str) -> bool:
+        """Whether a thread of this process works on ``job_id`` now (its lease is being renewed)."""
+        with self._lock:
+            return self._kept[job_id] > 0
+
+    def _renew(self) -> None:
+        owner = owner_token()
+        try:
+            while True:
+                time.sleep(self._renew_s)
+                with self._lock:
+                    ids = sorted(self._kept)
+                    if not ids:
+                        self._thread = None
+                        return
+                    lease_s = self._lease_s
+                try:
+                    self.jobs.renew_leases(ids, owner, time.time() + lease_s)
+                except StoreUnavailable:  # the work notices the outage itself
+                    pass
+                except Exception:
+                    log.exception("renewing ingest leases failed")
+        finally:
+            self.jobs.db.close()  # this thread's connection
+
+
 __all__ = [
     "JSON_COLUMNS",
     "PUBLIC_KEYS",
     "JobStore",
+    "LeaseKeeper",
     "encode_value",
     "event_payload",
     "job_from_row",

@@ -29,6 +29,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -494,12 +495,20 @@ class AssetIngestQueue:
         else:
             ids = list(dict.fromkeys(job_ids))
         for start in range(0, len(ids), APPLY_BATCH):
-            self._apply_batch(ids[start:start + APPLY_BATCH], asset_type_override, result)
+            batch = ids[start:start + APPLY_BATCH]
+            with self._apply_leases_kept(batch):
+                self._apply_batch(batch, asset_type_override, result)
         return result
 
+    def _apply_leases_kept(self, ids: list) -> AbstractContextManager[None]:
+        """While a batch applies, the leases of its claims (those of ``ids`` this process claims)
+        are renewed, however long its files take to sync and move (see :class:`LeaseKeeper`)."""
+        return self.jobs.leases.keep([i for i in ids if isinstance(i, str)], lease_s=self.worker.lease_seconds(),
+                                     renew_s=self.worker.renew_seconds())
+
     def _claim_for_apply(self, ids: list, result: dict) -> list[dict]:
-        """Mark the staged jobs among ``ids`` ``applying`` (ours) in one transaction; sort the rest
-        into ``result``.  Returns the claimed jobs."""
+        """Mark the staged jobs among ``ids`` ``applying`` (ours, with a lease of ``ingest.lease_s``)
+        in one transaction; sort the rest into ``result``.  Returns the claimed jobs."""
         claimed, dropped = [], []
         with self.db.transaction() as conn:
             found = self.jobs.rows(conn, [i for i in ids if isinstance(i, str)])
@@ -520,7 +529,8 @@ class AssetIngestQueue:
                     result["skipped"].append(public_job(job))
                 else:  # (no other staged job can hold this digest: the unique index on active digests)
                     claimed.append(job)
-            claimed = self.jobs.update_many(conn, claimed, UPDATED, {"status": JobStatus.APPLYING, "owner": owner_token()})
+            claimed = self.jobs.update_many(conn, claimed, UPDATED, {"status": JobStatus.APPLYING, "owner": owner_token(),
+                                                                     "lease_until": time.time() + self.worker.lease_seconds()})
         self.jobs.notify()
         for job in dropped:
             self.staging.remove_job_files(job)
@@ -635,6 +645,7 @@ class AssetIngestQueue:
         """Mark jobs ``applied`` as :meth:`JobStore.update` does, inside the registry's commit:
         one UPDATE statement for them all and their ``on_asset_ingest_applied`` events in one
         insert; ``{job_id: job as changed}``."""
+        self.jobs.end_claims(conn, [job for job, _ in done], owner_token())  # still ours, or nothing commits
         now = time.time()
         out: dict[str, dict] = {}
         rows, events = [], []
@@ -824,11 +835,16 @@ class AssetIngestQueue:
         ``downloading`` -> ``queued`` (the partial file stays for a resumed download);
         ``applying`` -> ``applied`` when the registry holds the bytes, else ``staged`` (the
         registry's intent journal has put the file back), else ``failed``.
+
+        A lapsed ``applying`` claim is first taken over (ours, with a lease, in its own commit):
+        from then on its old holder, should it still run, can commit nothing of it (see
+        :meth:`JobStore.end_claims`), so the registry may undo its moves whatever its host.  Claims
+        a thread of this process is still applying are left to it.
         """
         stats = {"requeued": 0, "applied": 0, "restaged": 0, "failed": 0, "swept": 0}
-        now = time.time()
-        stuck = [j for j in self.jobs.claimed() if self.jobs.claim_lapsed(j, now)]
-        projects_recovered: set[str] = set()
+        now, me = time.time(), owner_token()
+        stuck = [j for j in self.jobs.claimed() if self.jobs.claim_lapsed(j, now) and not self.jobs.leases.kept(j["job_id"])]
+        held: list[dict] = []  # applying claims taken over: settled once the registry has recovered their moves
         for job in stuck:
             bad_project: str | None
             try:
@@ -837,24 +853,48 @@ class AssetIngestQueue:
                 bad_project = str(exc)
             else:
                 bad_project = None
-                if job["status"] == JobStatus.APPLYING and job["project_id"] not in projects_recovered:
-                    projects_recovered.add(job["project_id"])
-                    self.registry(job["project_id"]).recover()
             with self.db.transaction() as conn:
                 current = self.jobs.row(conn, job["job_id"])
                 if (current is None or current["status"] != job["status"] or current["owner"] != job["owner"]
                         or not self.jobs.claim_lapsed(current, time.time())):  # renewed meanwhile
                     continue
+                current = self.jobs.take_over(conn, current, me, time.time() + self.worker.lease_seconds())
+                if current is None:  # renewed, finished or taken by another server meanwhile
+                    continue
                 if bad_project is not None:
                     self.jobs.fail(conn, current, bad_project)
                     stats["failed"] += 1
-                    continue
-                stats[self._recover_one(conn, current)] += 1
+                elif current["status"] == JobStatus.APPLYING:
+                    held.append(current)
+                else:
+                    stats[self._recover_one(conn, current)] += 1
+        if held:
+            self._recover_applying(held, stats)
         stats["swept"] = self.staging.sweep()
         if any(stats.values()):
             log.info("ingest recovery: %s", stats)
             self.jobs.notify()
         return stats
+
+    def _recover_applying(self, held: list[dict], stats: dict[str, int]) -> None:
+        """Settle the ``applying`` claims recovery took over: the registry of each project first
+        finishes or undoes the moves of their staged files (any old holder's), then each job is
+        settled by what the registry holds.  Their leases are renewed meanwhile."""
+        me = owner_token()
+        by_project: dict[str, list[dict]] = {}
+        for job in held:
+            by_project.setdefault(job["project_id"], []).append(job)
+        with self.jobs.leases.keep([j["job_id"] for j in held], lease_s=self.worker.lease_seconds(),
+                                   renew_s=self.worker.renew_seconds()):
+            for project_id, jobs in by_project.items():
+                taken_over = {Path(j["staging_path"]).name: j["staging_path"] for j in jobs if j["staging_path"]}
+                self.registry(project_id)._recovery.recover(taken_over)  # AssetRegistry.recover() takes no names
+            for job in held:
+                with self.db.transaction() as conn:
+                    current = self.jobs.row(conn, job["job_id"])
+                    if current is None or current["status"] != JobStatus.APPLYING or current["owner"] != me:
+                        continue
+                    stats[self._recover_one(conn, current)] += 1
 
     def _recover_one(self, conn, job: dict) -> str:
         notes = list(job["notes"])

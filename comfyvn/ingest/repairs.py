@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Workspace, feature_enabled, set_feature
-from ..fsutil import owner_alive
 from .errors import IngestError, JobNotFoundError
 from .jobs import CLAIMED, PENDING, JobStatus
 from .jobstore import JobStore
@@ -57,19 +56,39 @@ def staging_missing(job: dict) -> bool:
     return not path or not Path(path).is_file()
 
 
-def interrupted_jobs(store: JobStore) -> list[dict]:
-    """``downloading``/``applying`` jobs whose process is gone (opening a queue recovers them,
-    so read them first): ``job_id``, ``status``, ``owner``, ``updated_at`` of each."""
-    return [{k: job[k] for k in ("job_id", "status", "owner", "updated_at")}
-            for job in store.claimed() if not owner_alive(job["owner"])]
+def lapse_reason(job: dict, now: float) -> str | None:
+    """Why recovery may take back a claimed job (its owner process is gone on this host, or its
+    lease ran out, whatever its host: :meth:`JobStore.claim_lapsed`), or None while it holds."""
+    if not JobStore.claim_lapsed(job, now):
+        return None
+    lease = job.get("lease_until")
+    if lease is not None and lease < now:
+        return f"its lease ran out {now - lease:.0f} s ago"
+    return "its process is gone"
+
+
+def interrupted_jobs(store: JobStore, now: float | None = None) -> list[dict]:
+    """``downloading``/``applying`` jobs recovery takes back: their process is gone (on this host)
+    or their lease ran out (any host).  Opening a queue recovers them, so read them first:
+    ``job_id``, ``status``, ``owner``, ``updated_at``, ``lease_until`` and ``reason`` of each."""
+    now = time.time() if now is None else now
+    out = []
+    for job in store.claimed():
+        reason = lapse_reason(job, now)
+        if reason is not None:
+            out.append({**{k: job[k] for k in ("job_id", "status", "owner", "updated_at", "lease_until")},
+                        "reason": reason})
+    return out
 
 
 # ---------------------------------------------------------------------------------------- stuck jobs
 def find_stuck_jobs(queue: AssetIngestQueue, *, stuck_minutes: float, now: float | None = None) -> list[dict]:
     """Jobs that will not move on by themselves, each with a ``stuck_reason``.
 
-    * ``downloading`` / ``applying`` not updated for ``stuck_minutes``: the process working on
-      it is alive but silent (a live download updates its job as bytes arrive);
+    * ``downloading`` / ``applying`` not updated for ``stuck_minutes``: either its claim still
+      holds (the process working on it renews its lease, so it is alive, but silent: a live
+      download updates its job as bytes arrive), or the claim lapsed (process gone, lease ran
+      out) and the next recovery pass takes it back;
     * ``staged`` whose staging file is gone: apply would fail (:func:`requeue_missing_staging`).
     """
     now = time.time() if now is None else now
@@ -79,9 +98,19 @@ def find_stuck_jobs(queue: AssetIngestQueue, *, stuck_minutes: float, now: float
         for job in iter_jobs(queue, status):
             idle = now - (job_epoch(job.get("updated_at")) or 0.0)
             if idle >= limit:
-                remedy = f"cancel it: release_job -p job_id {job['job_id']} -p cancel_active True" \
-                    if status == JobStatus.DOWNLOADING else \
-                    "its process hangs: stop that process (the queue then recovers the job)"
+                claim = queue.jobs.get(job["job_id"])
+                if claim is None:  # deleted meanwhile
+                    continue
+                lapsed = lapse_reason(claim, now)
+                if lapsed is not None:
+                    remedy = (f"{lapsed}: recovery takes it back at its next pass (a worker's, within "
+                              "30 s, or any queue opening)")
+                elif status == JobStatus.DOWNLOADING:
+                    remedy = f"cancel it: release_job -p job_id {job['job_id']} -p cancel_active True"
+                else:
+                    remedy = "its process hangs: stop that process (the queue then recovers the job)"
+                if lapsed is None and claim.get("lease_until") is not None:
+                    remedy += f" (its lease is still renewed, to {claim['lease_until'] - now:.0f} s from now)"
                 stuck.append({**job, "stuck_reason": f"{status}, no update for {idle / 60:.1f} min; {remedy}"})
     for job in iter_jobs(queue, JobStatus.STAGED):
         if staging_missing(job):

@@ -8,11 +8,25 @@ finishes or undoes; this module owns every statement on the table.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Collection
+from typing import Any
 
 from ..fsutil import owner_alive
 from ..store import Database
 
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
+
+
+def is_abandoned(intent: Any, taken_over: Collection[str] = ()) -> bool:
+    """Whether a journalled operation was left behind: its process is gone (decidable for a process
+    on this host only: another host's counts as alive), or it moves one of the files named in
+    ``taken_over``.  Those are staged files whose claim the caller has taken over after its lease
+    ran out (see :meth:`comfyvn.ingest.queue.AssetIngestQueue.recover`): their old holder, whatever
+    its host, can no longer commit them, so its moves are undone like a dead process's."""
+    if not owner_alive(intent["owner"]):
+        return True
+    return intent["op"] == "move" and bool(intent["src"]) and os.path.basename(intent["src"]) in taken_over
 
 
 class MoveJournal:
@@ -47,6 +61,6 @@ class MoveJournal:
         """Every journalled operation of the project, oldest first."""
         return self.db.query("SELECT * FROM file_intents WHERE project_id = ? ORDER BY id", (self.project_id,))
 
-    def abandoned(self) -> list[dict]:
-        """The operations of processes that are no longer running."""
-        return [dict(r) for r in self.entries() if not owner_alive(r["owner"])]
+    def abandoned(self, taken_over: Collection[str] = ()) -> list[dict]:
+        """The operations left behind (see :func:`is_abandoned`)."""
+        return [dict(r) for r in self.entries() if is_abandoned(r, taken_over)]

@@ -7,13 +7,14 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from .. import rights
 from ..fsutil import owner_alive, temp_owner
 from ..hashing import sha256_file
 from ..store import Database
-from .journal import MoveJournal
+from .journal import MoveJournal, is_abandoned
 from .paths import INCOMING_DIR, AssetsRoot
 from .previews import Previews
 from .records import RIGHTS_VERSION, Records, check_terms, stated_terms
@@ -89,7 +90,7 @@ class Recovery:
         self.removal = removal
         self.journal = journal
 
-    def recover(self) -> dict[str, int]:
+    def recover(self, taken_over: Mapping[str, str] | None = None) -> dict[str, int]:
         """Finish or undo what a killed process left behind.
 
         * file operations journalled by a process that is no longer running: a registration
@@ -99,12 +100,18 @@ class Recovery:
         * sidecars whose row changed but whose file was not rewritten yet;
         * thumbnails still marked pending are made again.
 
-        Operations of live processes (this one included) are left alone.
+        Operations of live processes (this one included) are left alone, and so are those of
+        processes on other hosts (nobody here can tell whether they live), except moves of the
+        staged files named in ``taken_over``: files whose ingest claim the caller took over after
+        its lease ran out (see :func:`comfyvn.registry.journal.is_abandoned`); ``{file name: its
+        path on this server}``, where such a file is moved back (another server may mount the
+        staging folder elsewhere: the path it journalled may not exist here).
         """
         stats = {"undone": 0, "kept": 0, "finished": 0, "skipped_live": 0, "temp_files": 0, "sidecars": 0,
                  "thumbnails": 0, "rights": 0}
+        taken_over = taken_over or {}
         for intent in self.journal.entries():
-            if owner_alive(intent["owner"]):
+            if not is_abandoned(intent, taken_over):
                 stats["skipped_live"] += 1
                 continue
             claim = self.db.query_one("SELECT uid FROM assets WHERE project_id = ? AND path = ?",
@@ -119,11 +126,16 @@ class Recovery:
             else:
                 if intent["op"] in ("copy", "move") and claim is None and is_ours(final, intent["uid"]):
                     src = Path(intent["src"]) if intent["src"] else None
-                    if intent["op"] == "move" and src is not None and not src.exists():
-                        src.parent.mkdir(parents=True, exist_ok=True)
-                        shutil.move(str(final), str(src))
-                    else:
-                        final.unlink(missing_ok=True)
+                    if src is not None and intent["op"] == "move" and src.name in taken_over:
+                        src = Path(taken_over[src.name])  # where this server sees that staged file
+                    try:
+                        if intent["op"] == "move" and src is not None and not src.exists():
+                            src.parent.mkdir(parents=True, exist_ok=True)
+                            shutil.move(str(final), str(src))
+                        else:
+                            final.unlink(missing_ok=True)
+                    except FileNotFoundError:  # its old holder, still running, took it back first
+                        pass
                     sidecar = self.root.sidecar_path(intent["dest"])
                     if sidecar_uid(sidecar) == intent["uid"]:
                         sidecar.unlink(missing_ok=True)
@@ -178,6 +190,6 @@ class Recovery:
             if len(rows) < batch:
                 return done
 
-    def pending(self) -> list[dict]:
+    def pending(self, taken_over: Collection[str] = ()) -> list[dict]:
         """Journalled file operations of processes that are no longer running (what recover() would fix)."""
-        return self.journal.abandoned()
+        return self.journal.abandoned(taken_over)
