@@ -888,7 +888,7 @@ class AssetIngestQueue:
                                    renew_s=self.worker.renew_seconds()):
             for project_id, jobs in by_project.items():
                 taken_over = {Path(j["staging_path"]).name: j["staging_path"] for j in jobs if j["staging_path"]}
-                self.registry(project_id)._recovery.recover(taken_over)  # AssetRegistry.recover() takes no names
+                self.registry(project_id).recover(taken_over)
             for job in held:
                 with self.db.transaction() as conn:
                     current = self.jobs.row(conn, job["job_id"])

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -461,7 +461,7 @@ class AssetRegistry:
         return Previews.wait(timeout)
 
     # ------------------------------------------------------------------ recovery
-    def recover(self) -> dict[str, int]:
+    def recover(self, taken_over: Mapping[str, str] | None = None) -> dict[str, int]:
         """Finish or undo what a killed process left behind.
 
         * file operations journalled by a process that is no longer running: a registration
@@ -471,9 +471,11 @@ class AssetRegistry:
         * sidecars whose row changed but whose file was not rewritten yet;
         * thumbnails still marked pending are made again.
 
-        Operations of live processes (this one included) are left alone.
+        Operations of live processes (this one included) are left alone, and so are those of
+        other hosts, except the moves of the staged files named in ``taken_over`` (``{staged
+        file name: this server's path}``: files whose ingest claim the caller took over).
         """
-        return self._recovery.recover()
+        return self._recovery.recover(taken_over)
 
     def pending_recovery(self) -> list[dict]:
         """Journalled file operations of processes that are no longer running (what recover() would fix)."""
