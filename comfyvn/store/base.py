@@ -7,6 +7,7 @@ embedded SQLite engine (:mod:`.db`), ``postgresql://...`` the shared PostgreSQL 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -65,6 +66,51 @@ class StoreLock:
         self.release()
 
 
+class ChangeWatcher:
+    """"Did anyone commit since?" for one database, cheaply: :meth:`marker` changes whenever any
+    connection (another thread's, another process's) commits; while it is unchanged, what was read
+    before is still what the database holds.  SQLite: ``PRAGMA data_version``; PostgreSQL:
+    ``pg_current_snapshot()`` (it may also change without a commit: a needless re-read, never a
+    stale one).  Read on a private connection of its own that never writes (its own commits would
+    not count); :attr:`conn` may be used for reading.  A failed read closes the connection (the
+    next call opens another) and raises.  Thread-safe."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self) -> Connection:
+        """The watcher's private connection (opened on first use): for reads only."""
+        with self._lock:
+            if self._conn is None:
+                self._conn = self.db.new_connection()
+            return self._conn
+
+    def marker(self) -> int | str:
+        conn = self.conn
+        with self._lock:
+            try:
+                return self.db.change_marker(conn)
+            except Exception:
+                self._drop(conn)
+                raise
+
+    def _drop(self, conn: Connection) -> None:
+        if self._conn is conn:
+            self._conn = None
+        try:
+            conn.close()
+        except Exception:  # noqa: S110 - a broken connection may fail to close; it is dropped either way
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._drop(self._conn)
+
+
 class Database:
     """One workspace store; ``Database(path_or_url)`` picks the engine (see the module docstring)."""
 
@@ -118,6 +164,11 @@ class Database:
             lock.release()
 
     def close(self) -> None:
+        raise NotImplementedError
+
+    def change_marker(self, conn: Connection) -> int | str:
+        """A value read on ``conn`` (a private connection that never writes) that changes whenever
+        any other connection commits; see :class:`ChangeWatcher`."""
         raise NotImplementedError
 
     def _ddl(self, spec: str | Mapping[str, str]) -> list[str]:

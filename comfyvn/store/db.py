@@ -125,6 +125,10 @@ class SqliteDatabase(Database):
         """A private connection (for long-lived tailers that poll ``data_version``)."""
         return self._open()
 
+    def change_marker(self, conn: Connection) -> int:
+        """``PRAGMA data_version``: changes when another connection (thread or process) commits."""
+        return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A short ``BEGIN IMMEDIATE`` write transaction; commits on success, rolls back on error."""

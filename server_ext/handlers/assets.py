@@ -29,7 +29,8 @@ from comfyvn.config import get_setting
 from comfyvn.confined import open_confined
 from comfyvn.hooks.specs import topics
 from comfyvn.kinds import KIND_TYPES, file_kind
-from comfyvn.store import Connection, Database, StoreUnavailable
+from comfyvn.store import Database, StoreUnavailable
+from comfyvn.store.base import ChangeWatcher
 from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry, decode_cursor
 from comfyvn.studio.core.thumbnails import WAVEFORM
 
@@ -193,10 +194,10 @@ def with_etag(body: bytes) -> tuple[bytes, str]:
 class PageCache:
     """Recent answers made from one database (``GET /assets`` pages, the ingest status), kept while it is unchanged.
 
-    Valid means: SQLite's ``PRAGMA data_version`` (PostgreSQL: ``pg_current_snapshot()``), read on a
-    private connection that never writes, is what it was when the answer was made.  It changes
-    whenever any other connection (another thread, the kernel's process) commits, so an answer is
-    never older than the last commit; the
+    Valid means: the store's change marker (:class:`~comfyvn.store.base.ChangeWatcher`: SQLite's
+    ``PRAGMA data_version``, PostgreSQL's ``pg_current_snapshot()``) is what it was when the answer
+    was made.  It changes whenever any connection (another thread, another process) commits, so an
+    answer is never older than the last commit; the
     version is read *before* the query, so a commit racing the query only makes the next request
     query again.  Bounded: at most :attr:`MAX_PAGES` answers and :attr:`MAX_BYTES` in all (``size``
     of each), least recently used dropped first.  Any SQLite error disables it for that request (a
@@ -208,22 +209,16 @@ class PageCache:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._conn: Connection | None = None
+        self._watcher = ChangeWatcher(db)
         self._lock = threading.Lock()
         self._pages: OrderedDict[tuple, tuple[int | str, Any, int]] = OrderedDict()
         self._bytes = 0
 
     def version(self) -> int | str | None:
-        with self._lock:
-            try:
-                if self._conn is None:
-                    self._conn = self.db.new_connection()
-                if self.db.engine != "sqlite":  # PostgreSQL: the snapshot (xmin:xmax:running) changes on any commit
-                    return str(self._conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0])
-                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-            except (sqlite3.Error, StoreUnavailable):
-                self._conn = None
-                return None
+        try:
+            return self._watcher.marker()
+        except (sqlite3.Error, StoreUnavailable):
+            return None
 
     def get(self, key: tuple, make: Callable[[], T], size: Callable[[Any], int] = len) -> T:
         """The cached answer of ``key`` if the database has not changed since, else ``make()`` (kept).
