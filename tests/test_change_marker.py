@@ -114,3 +114,33 @@ def test_the_page_cache_makes_answers_afresh_when_the_store_cannot_be_read(store
     monkeypatch.setattr(store, "change_marker", unreachable)
     assert cache.version() is None
     assert cache.get(("k",), lambda: b"new") == b"new"
+
+
+def test_marker_now_reads_without_waiting_on_sqlite_only(store):
+    watcher = ChangeWatcher(store, wait=False)
+    try:
+        assert watcher.marker_now() is None  # never opens a connection itself (that may wait)
+        first = watcher.marker()  # opened here, off any event loop
+        if store.engine != "sqlite":  # a read over the network is never done on the loop
+            assert watcher.marker_now() is None
+            return
+        assert watcher.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 0  # a locked database raises at once
+        assert watcher.marker_now() == first
+        _commit_elsewhere(store, 40)
+        now = watcher.marker_now()
+        assert now is not None and now != first and watcher.marker() == now
+        with watcher._lock:  # another thread reading: no waiting for it either
+            assert watcher.marker_now() is None
+    finally:
+        watcher.close()
+
+
+def test_a_waiting_watcher_keeps_the_store_s_busy_timeout(store):
+    watcher = ChangeWatcher(store)
+    try:
+        watcher.marker()
+        assert watcher.marker_now() is None
+        if store.engine == "sqlite":
+            assert watcher.conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+    finally:
+        watcher.close()

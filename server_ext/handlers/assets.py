@@ -142,6 +142,20 @@ class AssetsHandler(AssetsBase):
         project = self.q_str("project", max_len=64)
         services = self.services
 
+        def key(project_id: str) -> tuple:
+            return ("assets", project_id, *((k, tuple(v) if isinstance(v, list) else v) for k, v in filters.items()))
+
+        # a page kept since the last commit is answered here, on the loop, without a trip to the pool
+        try:
+            name = project or services.workbench.default_project  # the registry's project_id (same check)
+        except Exception:  # a broken config: the pool path answers it
+            name = None
+        kept = page_cache(services.db).current(key(name)) if name else None
+        if kept is not None:
+            body, self._etag = kept
+            self.finish(body)
+            return
+
         def page_json() -> tuple[bytes, str]:  # one trip to the worker pool: registry, page (or its cached JSON)
             reg = services.existing_registry(project)
             if reg is None:  # a project nobody wrote to: empty, and nothing is created for the read
@@ -156,8 +170,7 @@ class AssetsHandler(AssetsBase):
                 page["project"] = reg.project_id
                 return with_etag(json_bytes(page))
 
-            key = ("assets", reg.project_id, *((k, tuple(v) if isinstance(v, list) else v) for k, v in filters.items()))
-            return page_cache(reg.db).get(key, fresh, size=lambda answer: len(answer[0]))
+            return page_cache(reg.db).get(key(reg.project_id), fresh, size=lambda answer: len(answer[0]))
 
         body, self._etag = await self.run(page_json)
         self.finish(body)
@@ -209,7 +222,7 @@ class PageCache:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._watcher = ChangeWatcher(db)
+        self._watcher = ChangeWatcher(db, wait=False)  # the event loop reads it too (current)
         self._lock = threading.Lock()
         self._pages: OrderedDict[tuple, tuple[int | str, Any, int]] = OrderedDict()
         self._bytes = 0
@@ -219,6 +232,21 @@ class PageCache:
             return self._watcher.marker()
         except (sqlite3.Error, StoreUnavailable):
             return None
+
+    def current(self, key: tuple) -> Any | None:
+        """The kept answer of ``key`` if the database has not changed since it was made, found
+        without waiting for anything (for the event loop: SQLite's marker on a connection that
+        never waits for a lock); None otherwise (PostgreSQL, not kept, changed, or the marker not
+        readable at once): then ask :meth:`get` in the worker pool."""
+        version = self._watcher.marker_now()
+        if version is None:
+            return None
+        with self._lock:
+            hit = self._pages.get(key)
+            if hit is None or hit[0] != version:
+                return None
+            self._pages.move_to_end(key)
+            return hit[1]
 
     def get(self, key: tuple, make: Callable[[], T], size: Callable[[Any], int] = len) -> T:
         """The cached answer of ``key`` if the database has not changed since, else ``make()`` (kept).
