@@ -2,9 +2,12 @@
 
 A fake storage host (``tests.fakes.provider_server``, in its own process so its memory and CPU
 are not ours) serves a generated file of ``--mib`` MiB (200 by default, 32 with ``--quick``).
-Each round downloads it three times into a temporary folder, in turn:
+Each round downloads it four times into a temporary folder, the order rotated every round:
 
-- baseline: ``httpx.Client.stream("GET")`` + ``iter_raw()`` written to a file, nothing else;
+- baseline: a new ``httpx.Client`` + ``stream("GET")`` + ``iter_raw()`` written to a file,
+  nothing else (a plain script's download; the client's set-up loads the CA bundle, ~20 ms of CPU);
+- baseline_warm: the same through one client kept across pulls (no set-up per pull: the stricter
+  baseline, since ``download()`` keeps its TLS context across pulls too);
 - ``comfyvn.ingest.remote.download()``: allow-list + address check + pinned connection,
   manual redirects, streaming size cap, SHA-256 in the same pass, resume validators, fsync,
   verification against the published hash;
@@ -21,12 +24,17 @@ CPU seconds of this process per pull, all threads, and the load average, since o
 shared 2-core machine disturbs wall-clock figures), and the peak memory growth
 of one download() in a fresh process (peak RSS above the RSS before it, via
 ``/proc/self/clear_refs``; tracemalloc's Python-heap peak as a second opinion; target < 64 MiB).
+Every pull is also reported against each baseline round by round (``paired``: median and best
+of the per-round ratios, and the CPU ratio).  ``--compare-tree DIR`` adds ``other_download`` and
+``other_queue``: the same pulls with another checkout's code (e.g. ``git archive <commit>``
+unpacked), from a child process, in the same rounds: a same-run A/B.
 Results go to ``bench/results/remote.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -69,11 +77,15 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def baseline(url: str, host: str, dest: Path) -> int:
+def baseline(url: str, host: str, dest: Path, client: httpx.Client | None = None) -> int:
+    """A plain streamed download; a new client each time (as a script would), or ``client`` kept
+    across pulls (``baseline_warm``: no client set-up, i.e. no CA bundle loaded per pull)."""
     n = 0
-    with httpx.Client(trust_env=False, timeout=60) as client, \
-            client.stream("GET", url, headers={"Host": host, "Accept-Encoding": "identity"}) as resp, \
-            open(dest, "wb", buffering=MiB) as fh:
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(httpx.Client(trust_env=False, timeout=60))
+        resp = stack.enter_context(client.stream("GET", url, headers={"Host": host, "Accept-Encoding": "identity"}))
+        fh = stack.enter_context(open(dest, "wb", buffering=MiB))
         resp.raise_for_status()
         for chunk in resp.iter_raw():
             fh.write(chunk)
@@ -215,17 +227,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare_tree is not None:
             other = OtherTree(args.compare_tree.resolve(), tmp / "other", info, size)
 
-        def run_base() -> tuple[float, float]:
+        warm_client = httpx.Client(trust_env=False, timeout=60)
+
+        def run_base(client: httpx.Client | None = None) -> tuple[float, float]:
             dest = tmp / "base.bin"
             c, t = time.process_time(), time.perf_counter()
-            n = baseline(direct, host, dest)
+            n = baseline(direct, host, dest, client)
             dt, dc = time.perf_counter() - t, time.process_time() - c
             assert n == size
             dest.unlink()
             return dt, dc
 
         runs: dict[str, Callable[[], tuple[float, float]]] = {
-            "baseline": run_base, "download": puller.download, "queue": puller.through_queue}
+            "baseline": run_base, "baseline_warm": lambda: run_base(warm_client), "download": puller.download,
+            "queue": puller.through_queue}
         if other is not None:
             runs["other_download"] = lambda: other.run("download")
             runs["other_queue"] = lambda: other.run("queue")
@@ -296,18 +311,14 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_s": {k: [round(x, 3) for x in v] for k, v in cpu.items()},
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         }
+        # every pull against each baseline, round by round: wall-clock (baseline time / pull time) and CPU
+        result["paired"] = {
+            base: {name: {**_ratios(wall[base], wall[name]),
+                          "cpu_ratio": round(cpu_median[name] / cpu_median[base], 3)}
+                   for name in runs if not name.startswith("baseline")}
+            for base in ("baseline", "baseline_warm")}
         if other is not None:
             result["compare_tree"] = str(args.compare_tree)
-            result["other"] = {
-                "download": {**_ratios(base_t, wall["other_download"]),
-                             "cpu_ratio": round(cpu_median["other_download"] / cpu_median["baseline"], 3)},
-                "queue": {**_ratios(base_t, wall["other_queue"]),
-                          "cpu_ratio": round(cpu_median["other_queue"] / cpu_median["baseline"], 3)},
-            }
-            result["this"] = {
-                "download": {**_ratios(base_t, remote_t), "cpu_ratio": result["cpu_ratio_download_over_baseline"]},
-                "queue": {**_ratios(base_t, queue_t), "cpu_ratio": result["cpu_ratio_queue_over_baseline"]},
-            }
     finally:
         if other is not None:
             other.stop()
@@ -327,8 +338,10 @@ def main(argv: list[str] | None = None) -> int:
           f"load {result['load_average_1m']}; peak memory "
           f"growth {result['peak_rss_growth_mib']} MiB RSS ({result['tracemalloc_peak_mib']} MiB Python heap); "
           f"wrote {out.relative_to(ROOT)}")
-    if other is not None:
-        print(f"same rounds: this {json.dumps(result['this'])}; {result['compare_tree']} {json.dumps(result['other'])}")
+    for base, table in result["paired"].items():
+        print(f"against {base}: " + "; ".join(
+            f"{name} {r['paired_median']} (best {r['paired_best']}, CPU {r['cpu_ratio']}x)" for name, r in table.items())
+            + (f"  [other_* = {result['compare_tree']}]" if other is not None else ""))
     return 0 if result["memory_ok"] else 1
 
 
