@@ -96,6 +96,7 @@ class ChangeWatcher:
             return self._conn
 
     def marker(self) -> int | str:
+        """The marker now (opens the connection on first use); raises when it cannot be read."""
         conn = self.conn
         with self._lock:
             try:
