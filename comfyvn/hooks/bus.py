@@ -1,7 +1,8 @@
 """The modder hook bus of one process.
 
 Every process that opens a workspace gets one bus (:func:`get_hook_bus`).  A tailer thread
-watches the event log (SQLite: ``PRAGMA data_version``, a cheap "did anyone commit?" check;
+watches the event log (SQLite: the store's change marker, a cheap "did anyone commit?" check,
+:class:`~comfyvn.store.base.ChangeWatcher`;
 PostgreSQL: woken by ``LISTEN/NOTIFY`` with a slow poll behind it, reconnecting after a server
 restart, see :mod:`comfyvn.hooks.pgwake`) and
 hands new envelopes, in commit order, to each subscriber whose topics match.  Each
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..store import Database, get_database, open_store
+from ..store.base import ChangeWatcher
 from .events import (
     event_messages,
     history_page,
@@ -60,7 +62,7 @@ class Subscription:
 class ModderHookBus:
     def __init__(self, db: Database, poll_interval: float = 0.025, pg_poll_interval: float = 1.0) -> None:
         self.db = db
-        self.poll_interval = poll_interval  # SQLite: how often PRAGMA data_version is read
+        self.poll_interval = poll_interval  # SQLite: how often the change marker is read
         self.pg_poll_interval = pg_poll_interval  # PostgreSQL: the log is read at least this often (NOTIFY lost)
         self._subs: dict[int, Subscription] = {}
         self._lock = threading.Lock()
@@ -151,20 +153,20 @@ class ModderHookBus:
             except Exception:  # pragma: no cover - logged, the next subscribe restarts the thread
                 log.exception("hook bus tailer stopped")
             return
-        conn = self.db.new_connection()
+        watcher = ChangeWatcher(self.db)
         last_version = None
         try:
             while not self._stop.is_set():
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                version = watcher.marker()
                 if version != last_version or self._wake.is_set():
                     self._wake.clear()
                     last_version = version
-                    self._dispatch(conn)
+                    self._dispatch(watcher.conn)
                 self._wake.wait(self.poll_interval)
         except Exception:  # pragma: no cover - logged, the next subscribe restarts the thread
             log.exception("hook bus tailer stopped")
         finally:
-            conn.close()
+            watcher.close()
 
     def _dispatch(self, conn) -> None:
         while True:

@@ -7,6 +7,7 @@ embedded SQLite engine (:mod:`.db`), ``postgresql://...`` the shared PostgreSQL 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -65,6 +66,76 @@ class StoreLock:
         self.release()
 
 
+class ChangeWatcher:
+    """"Did anyone commit since?" for one database, cheaply: :meth:`marker` changes whenever any
+    connection (another thread's, another process's) commits; while it is unchanged, what was read
+    before is still what the database holds.  SQLite: ``PRAGMA data_version``; PostgreSQL:
+    ``pg_current_snapshot()`` (it may also change without a commit: a needless re-read, never a
+    stale one).  Read on a private connection of its own that never writes (its own commits would
+    not count); :attr:`conn` may be used for reading.  A failed read closes the connection (the
+    next call opens another) and raises.  Thread-safe.
+
+    ``wait=False``: reads never wait for the database's locks (SQLite: a locked database raises at
+    once), and :meth:`marker_now` answers without waiting for anything where the engine allows it."""
+
+    def __init__(self, db: Database, *, wait: bool = True) -> None:
+        self.db = db
+        self._wait = wait
+        self._instant = False  # the open connection reads the marker without waiting (see marker_now)
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def conn(self) -> Connection:
+        """The watcher's private connection (opened on first use): for reads only."""
+        with self._lock:
+            if self._conn is None:
+                conn = self.db.new_connection()
+                self._instant = not self._wait and self.db.marker_without_waiting(conn)
+                self._conn = conn
+            return self._conn
+
+    def marker(self) -> int | str:
+        """The marker now (opens the connection on first use); raises when it cannot be read."""
+        conn = self.conn
+        with self._lock:
+            try:
+                return self.db.change_marker(conn)
+            except Exception:
+                self._drop(conn)
+                raise
+
+    def marker_now(self) -> int | str | None:
+        """:meth:`marker` read without waiting for anything, for an event loop (``wait=False`` only):
+        None when the connection is not open yet (:meth:`marker` opens it, off the loop), another
+        thread is reading it, the engine reads it over the network, or the database is locked."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            conn = self._conn
+            if conn is None or not self._instant:
+                return None
+            try:
+                return self.db.change_marker(conn)
+            except Exception:  # locked, or a broken connection (the next marker() replaces it)
+                return None
+        finally:
+            self._lock.release()
+
+    def _drop(self, conn: Connection) -> None:
+        if self._conn is conn:
+            self._conn = None
+        try:
+            conn.close()
+        except Exception:  # noqa: S110 - a broken connection may fail to close; it is dropped either way
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._drop(self._conn)
+
+
 class Database:
     """One workspace store; ``Database(path_or_url)`` picks the engine (see the module docstring)."""
 
@@ -119,6 +190,16 @@ class Database:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def change_marker(self, conn: Connection) -> int | str:
+        """A value read on ``conn`` (a private connection that never writes) that changes whenever
+        any other connection commits; see :class:`ChangeWatcher`."""
+        raise NotImplementedError
+
+    def marker_without_waiting(self, conn: Connection) -> bool:
+        """Make :meth:`change_marker` on ``conn`` never wait (for an event loop); False where the
+        engine cannot promise it (a read over the network)."""
+        return False
 
     def _ddl(self, spec: str | Mapping[str, str]) -> list[str]:
         """The statements of one migration entry on this engine."""

@@ -125,6 +125,15 @@ class SqliteDatabase(Database):
         """A private connection (for long-lived tailers that poll ``data_version``)."""
         return self._open()
 
+    def change_marker(self, conn: Connection) -> int:
+        """``PRAGMA data_version``: changes when another connection (thread or process) commits."""
+        return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def marker_without_waiting(self, conn: Connection) -> bool:
+        """No busy wait on ``conn``: a locked database raises at once (WAL readers are rarely locked)."""
+        conn.execute("PRAGMA busy_timeout=0")
+        return True
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A short ``BEGIN IMMEDIATE`` write transaction; commits on success, rolls back on error."""

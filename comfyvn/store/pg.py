@@ -369,6 +369,10 @@ class PgDatabase(Database):
         """A private connection (tailers, advisory locks); ``close()`` gives it back to the pool."""
         return PgConnection(self, self._checkout(private=True), private=True)
 
+    def change_marker(self, conn: Any) -> str:
+        """``pg_current_snapshot()`` (xmin:xmax:running): any commit changes it."""
+        return str(conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0])
+
     @contextmanager
     def transaction(self) -> Iterator[PgConnection]:
         """A write transaction, serialised with every other writer of the database (see the module

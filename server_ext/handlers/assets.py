@@ -29,7 +29,8 @@ from comfyvn.config import get_setting
 from comfyvn.confined import open_confined
 from comfyvn.hooks.specs import topics
 from comfyvn.kinds import KIND_TYPES, file_kind
-from comfyvn.store import Connection, Database, StoreUnavailable
+from comfyvn.store import Database, StoreUnavailable
+from comfyvn.store.base import ChangeWatcher
 from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry, decode_cursor
 from comfyvn.studio.core.thumbnails import WAVEFORM
 
@@ -141,6 +142,20 @@ class AssetsHandler(AssetsBase):
         project = self.q_str("project", max_len=64)
         services = self.services
 
+        def key(project_id: str) -> tuple:
+            return ("assets", project_id, *((k, tuple(v) if isinstance(v, list) else v) for k, v in filters.items()))
+
+        # a page kept since the last commit is answered here, on the loop, without a trip to the pool
+        try:
+            name = project or services.workbench.default_project  # the registry's project_id (same check)
+        except Exception:  # a broken config: the pool path answers it
+            name = None
+        kept = page_cache(services.db).current(key(name)) if name else None
+        if kept is not None:
+            body, self._etag = kept
+            self.finish(body)
+            return
+
         def page_json() -> tuple[bytes, str]:  # one trip to the worker pool: registry, page (or its cached JSON)
             reg = services.existing_registry(project)
             if reg is None:  # a project nobody wrote to: empty, and nothing is created for the read
@@ -155,8 +170,7 @@ class AssetsHandler(AssetsBase):
                 page["project"] = reg.project_id
                 return with_etag(json_bytes(page))
 
-            key = ("assets", reg.project_id, *((k, tuple(v) if isinstance(v, list) else v) for k, v in filters.items()))
-            return page_cache(reg.db).get(key, fresh, size=lambda answer: len(answer[0]))
+            return page_cache(reg.db).get(key(reg.project_id), fresh, size=lambda answer: len(answer[0]))
 
         body, self._etag = await self.run(page_json)
         self.finish(body)
@@ -193,10 +207,10 @@ def with_etag(body: bytes) -> tuple[bytes, str]:
 class PageCache:
     """Recent answers made from one database (``GET /assets`` pages, the ingest status), kept while it is unchanged.
 
-    Valid means: SQLite's ``PRAGMA data_version`` (PostgreSQL: ``pg_current_snapshot()``), read on a
-    private connection that never writes, is what it was when the answer was made.  It changes
-    whenever any other connection (another thread, the kernel's process) commits, so an answer is
-    never older than the last commit; the
+    Valid means: the store's change marker (:class:`~comfyvn.store.base.ChangeWatcher`: SQLite's
+    ``PRAGMA data_version``, PostgreSQL's ``pg_current_snapshot()``) is what it was when the answer
+    was made.  It changes whenever any connection (another thread, another process) commits, so an
+    answer is never older than the last commit; the
     version is read *before* the query, so a commit racing the query only makes the next request
     query again.  Bounded: at most :attr:`MAX_PAGES` answers and :attr:`MAX_BYTES` in all (``size``
     of each), least recently used dropped first.  Any SQLite error disables it for that request (a
@@ -208,22 +222,31 @@ class PageCache:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._conn: Connection | None = None
+        self._watcher = ChangeWatcher(db, wait=False)  # the event loop reads it too (current)
         self._lock = threading.Lock()
         self._pages: OrderedDict[tuple, tuple[int | str, Any, int]] = OrderedDict()
         self._bytes = 0
 
     def version(self) -> int | str | None:
+        try:
+            return self._watcher.marker()
+        except (sqlite3.Error, StoreUnavailable):
+            return None
+
+    def current(self, key: tuple) -> Any | None:
+        """The kept answer of ``key`` if the database has not changed since it was made, found
+        without waiting for anything (for the event loop: SQLite's marker on a connection that
+        never waits for a lock); None otherwise (PostgreSQL, not kept, changed, or the marker not
+        readable at once): then ask :meth:`get` in the worker pool."""
+        version = self._watcher.marker_now()
+        if version is None:
+            return None
         with self._lock:
-            try:
-                if self._conn is None:
-                    self._conn = self.db.new_connection()
-                if self.db.engine != "sqlite":  # PostgreSQL: the snapshot (xmin:xmax:running) changes on any commit
-                    return str(self._conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0])
-                return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-            except (sqlite3.Error, StoreUnavailable):
-                self._conn = None
+            hit = self._pages.get(key)
+            if hit is None or hit[0] != version:
                 return None
+            self._pages.move_to_end(key)
+            return hit[1]
 
     def get(self, key: tuple, make: Callable[[], T], size: Callable[[Any], int] = len) -> T:
         """The cached answer of ``key`` if the database has not changed since, else ``make()`` (kept).

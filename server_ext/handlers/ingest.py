@@ -7,7 +7,8 @@ upload) and of ``asset_type_override`` (apply); both given with different values
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
@@ -19,11 +20,18 @@ from .assets import json_bytes, page_cache
 from .base import ApiError, ComfyvnAPIHandler, field, map_exception, string_list
 from .uploads import StreamedUploadMixin
 
+if TYPE_CHECKING:
+    from comfyvn.ingest.queue import AssetIngestQueue
+
+    from ..services import ComfyvnServices
+
 AUTH_RESOURCE = "comfyvn:ingest"
 FLAG = "enable_asset_ingest"
 _ENQUEUE_FIELDS = ("provider", "metadata", "source_path", "remote_url", "dest_relative", "asset_type_hint", "pin",
                    "terms_acknowledged", "project_id", "wait", "asset_type", "items")
 MAX_BATCH_ITEMS = 10_000  # items of one POST /api/ingest/queue (one enqueue_many call)
+#: the queue of each server's services once a status request built it (the loop never builds one)
+_built_queues: weakref.WeakKeyDictionary[ComfyvnServices, AssetIngestQueue] = weakref.WeakKeyDictionary()
 _ITEM_FIELDS = ("source_path", "metadata", "dest_relative", "asset_type_hint", "pin", "project_id", "provider",
                 "terms_acknowledged")
 
@@ -201,8 +209,13 @@ class StatusHandler(IngestHandler):
         limit = self.q_int("limit", 20, minimum=1, maximum=500) or 20
         include_cache = self.q_bool("include_cache")
 
+        if not job_id and not include_cache and (body := self.kept_status(limit)) is not None:
+            self.finish(body)
+            return
+
         def collect() -> bytes:  # one trip to the thread pool (the queue is built there once); JSON made there
             queue = self.services.queue()
+            _built_queues[self.services] = queue
             if job_id:
                 job = queue.get(job_id)
                 if job is None:
@@ -219,6 +232,20 @@ class StatusHandler(IngestHandler):
             return body + b"}"
 
         self.finish(await self.run(collect))
+
+    def kept_status(self, limit: int) -> bytes | None:
+        """The status from the database's part kept since the last commit, made here on the loop
+        (the rate limits, the worker's state and the config are in-memory reads); None: ask the pool."""
+        queue = _built_queues.get(self.services)
+        kept = page_cache(queue.db).current(("ingest.status", limit)) if queue is not None else None
+        if queue is None or kept is None:
+            return None
+        stored, jobs = kept
+        try:
+            summary = json_bytes(queue.summary(stored))
+        except Exception:  # a broken config: the pool path answers it with its error
+            return None
+        return b'{"enabled": true, "summary": ' + summary + b', "jobs": ' + jobs + b"}"
 
 
 class JobsHandler(IngestHandler):
