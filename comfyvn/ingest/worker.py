@@ -66,9 +66,8 @@ class IngestWorker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._in_flight: set[str] = set()  # jobs this worker runs now (their leases are renewed)
+        self._in_flight: set[str] = set()  # jobs this worker runs now
         self._interrupted: set[str] = set()  # jobs whose run failed because the store was unreachable
-        self._heartbeat: threading.Thread | None = None
         self._down_since: float | None = None  # monotonic time the store was found unreachable
         self._outage_wait = POLL_SECONDS
 
@@ -171,15 +170,13 @@ class IngestWorker:
 
     @contextmanager
     def _working(self, job_id: str) -> Iterator[None]:
-        """While this worker runs ``job_id``: its lease is renewed; a store outage marks it interrupted."""
+        """While this worker runs ``job_id``: its lease is renewed (the job store's lease keeper); a
+        store outage marks it interrupted."""
         with self._lock:
             self._in_flight.add(job_id)
-            if self._heartbeat is None or not self._heartbeat.is_alive():
-                self._heartbeat = threading.Thread(target=self._renew_leases, daemon=True,
-                                                   name=f"comfyvn-ingest-lease:{self.ws.root.name}")
-                self._heartbeat.start()
         try:
-            yield
+            with self.jobs.leases.keep([job_id], lease_s=self.lease_seconds(), renew_s=self.renew_seconds()):
+                yield
         except StoreUnavailable:
             with self._lock:
                 self._interrupted.add(job_id)
@@ -187,26 +184,6 @@ class IngestWorker:
         finally:
             with self._lock:
                 self._in_flight.discard(job_id)
-
-    def _renew_leases(self) -> None:
-        """The heartbeat: renews the leases of the jobs in flight; ends when none is left."""
-        owner = owner_token()
-        try:
-            while True:
-                time.sleep(self.renew_seconds())
-                with self._lock:
-                    ids = sorted(self._in_flight)
-                    if not ids:
-                        self._heartbeat = None
-                        return
-                try:
-                    self.jobs.renew_leases(ids, owner, time.time() + self.lease_seconds())
-                except StoreUnavailable:  # the run notices the outage itself
-                    pass
-                except Exception:
-                    log.exception("renewing ingest leases failed")
-        finally:
-            self.jobs.db.close()  # this thread's connection
 
     def run_pending(self, timeout: float | None = None) -> list[dict]:
         """Process queued jobs in this thread until none is left or ``timeout`` seconds pass."""
