@@ -91,3 +91,39 @@ def test_handoff_folders_follow_a_changed_staging_setting(ws, tmp_path):
     assert sources.is_handoff_file(str(moved / "job-a.png"), ws)
     assert not sources.is_handoff_file(old_staged, ws)  # the old folder is no hand-off place any more
     assert not sources.is_handoff_file(str(moved / ".job-a.part"), ws)
+
+
+def test_a_handoff_check_of_a_group_judges_every_path_as_resolving_it_whole_does(ws, tmp_path):
+    staging = Path(os.path.realpath(ws.staging_dir))
+    uploads = Path(os.path.realpath(sources.uploads_dir(ws)))
+    staged = write(staging / "job1-a.png", b"a")
+    body = write(uploads / ".upload-x" / "b.png", b"b")
+    via_link = tmp_path / "staging-via-link"
+    via_link.symlink_to(staging)  # a folder on the way is a link: the file's real path is in staging
+    outside = write(tmp_path / "outside" / "job2-c.png", b"c")
+    (staging / "job3-link.png").symlink_to(staged)  # a link in staging is never a hand-off
+    (staging / "job4-out.png").symlink_to(outside)
+    paths = [staged, body, via_link / "job1-a.png", write(staging / "sub" / "job5-d.png", b"d"),
+             write(staging / ".job6-e.png", b"e"), staging / "job3-link.png", staging / "job4-out.png",
+             outside, staging / "missing.png", staging / "sub", write(uploads / "f.png", b"f"),
+             write(uploads / ".upload-x" / "deeper" / "g.png", b"g"), f"{staged}/", "relative-name.png"]
+    check = sources.HandoffCheck(ws)
+    for path in paths:
+        text = os.fspath(path)
+        regular = os.path.isfile(text) and not os.path.islink(text)
+        whole = os.path.realpath(text) if regular and sources.is_handoff_file(os.path.realpath(text), ws) else None
+        assert check.real_path(path) == whole, path
+    assert check.real_path(via_link / "job1-a.png") == str(staged)
+    assert check.real_path(body) == str(body)
+
+
+def test_apply_resolves_the_handoff_folders_once_per_group(ws, q, monkeypatch):
+    calls = []
+    real = sources._handoff_realpaths
+    monkeypatch.setattr(sources, "_handoff_realpaths", lambda w: calls.append(1) or real(w))
+    paths = [write(ws.root / "in" / f"f{i}.png", bytes([i]) * 10) for i in range(8)]
+    staged = q.enqueue_many(paths)
+    calls.clear()
+    result = q.apply([job["job_id"] for job in staged["jobs"]])
+    assert len(result["applied"]) == 8
+    assert len(calls) == 1  # one group commit: the settings and the folders read once, not once per file
