@@ -251,6 +251,25 @@ class JobStore:
                 emit_many(conn, events, project_id=project_id)
         return new
 
+    def mark_applied_many(self, conn: Connection, project_id: str,
+                          done: list[tuple[dict, str, dict]]) -> dict[str, dict]:
+        """Mark jobs ``applied`` as :meth:`update` does, each with its asset: one UPDATE statement
+        for them all and their ``on_asset_ingest_applied`` events in one insert.  ``done``:
+        ``(job, asset uid, extra event data)``; returns ``{job_id: job as changed}``."""
+        now = time.time()
+        out: dict[str, dict] = {}
+        rows, events = [], []
+        for job, asset_uid, extra in done:
+            changes = {"status": JobStatus.APPLIED, "asset_uid": asset_uid, "pin": False, "staging_path": None,
+                       "owner": None, "error": None, "updated_at": now}
+            new = out[job["job_id"]] = {**job, **changes}
+            rows.append([*(encode_value(k, v) for k, v in changes.items()), job["job_id"]])
+            events.append(("on_asset_ingest_applied", event_payload(new, **extra)))
+        conn.executemany("UPDATE ingest_jobs SET status = ?, asset_uid = ?, pin = ?, staging_path = ?, owner = ?,"
+                         " error = ?, updated_at = ? WHERE job_id = ?", rows)
+        emit_many(conn, events, project_id=project_id)
+        return out
+
     def update(self, conn: Connection, job: dict, topic: str | None, changes: dict[str, Any],
                **event_extra: Any) -> dict:
         """Apply ``changes`` to a job row and emit ``topic`` (None: no event); returns the new job."""

@@ -45,7 +45,6 @@ from ..fsutil import (
     safe_relative,
 )
 from ..hashing import sha256_file
-from ..hooks.events import emit_many
 from ..kinds import TYPE_NAME_RE as _TYPE_RE
 from ..kinds import guess_type
 from ..names import safe_filename
@@ -64,8 +63,6 @@ from .jobstore import (
     PUBLIC_KEYS,
     UPDATED,
     JobStore,
-    encode_value,
-    event_payload,
     new_job,
     public_job,
     registered_asset,
@@ -635,20 +632,8 @@ class AssetIngestQueue:
         """Mark jobs ``applied`` as :meth:`JobStore.update` does, inside the registry's commit:
         one UPDATE statement for them all and their ``on_asset_ingest_applied`` events in one
         insert; ``{job_id: job as changed}``."""
-        now = time.time()
-        out: dict[str, dict] = {}
-        rows, events = [], []
-        for job, record in done:
-            changes = {"status": JobStatus.APPLIED, "asset_uid": record["uid"], "pin": False, "staging_path": None,
-                       "owner": None, "error": None, "updated_at": now}
-            new = out[job["job_id"]] = {**job, **changes}
-            rows.append([*(encode_value(k, v) for k, v in changes.items()), job["job_id"]])
-            events.append(("on_asset_ingest_applied",
-                           event_payload(new, path=record["abs_path"], sidecar=record["sidecar"])))
-        conn.executemany("UPDATE ingest_jobs SET status = ?, asset_uid = ?, pin = ?, staging_path = ?, owner = ?,"
-                         " error = ?, updated_at = ? WHERE job_id = ?", rows)
-        emit_many(conn, events, project_id=project_id)
-        return out
+        return self.jobs.mark_applied_many(conn, project_id, [
+            (job, record["uid"], {"path": record["abs_path"], "sidecar": record["sidecar"]}) for job, record in done])
 
     # ------------------------------------------------------------------ other transitions
     def release(self, job_id: str) -> dict:
