@@ -32,7 +32,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Workspace, get_setting
@@ -246,18 +246,25 @@ class SourcePolicy:
     uploads: str
     identities: frozenset[tuple[int, int]]
     markers: tuple[str, ...]  # what marks another workspace's root (its config and database files)
+    # a run's policy (source_policy(run=True)): the real path of each folder its files were named
+    # in, resolved once (whatever changes meanwhile, open_source judges the descriptor it opened)
+    real_dirs: dict[str, str] | None = field(default=None, compare=False, repr=False)
 
 
-def source_policy(ws: Workspace, *, confined: bool = True, assets_root: Path | None = None) -> SourcePolicy:
+def source_policy(ws: Workspace, *, confined: bool = True, assets_root: Path | None = None,
+                  run: bool = False) -> SourcePolicy:
     """The workspace's folders, identities and allowed roots resolved now, for checking many
-    sources with :func:`open_source` (``policy=``); the same arguments as :func:`open_source`."""
+    sources with :func:`open_source` (``policy=``); the same arguments as :func:`open_source`.
+    ``run``: for one run of files (an :meth:`~comfyvn.ingest.AssetIngestQueue.enqueue_many`
+    chunk), which also resolves each folder its files lie in once."""
     roots = tuple(str(r) for r in allowed_source_roots(ws)) if confined else None
     staging, uploads = _handoff_realpaths(ws)
     return SourcePolicy(
         ws=ws, roots=roots, own_assets=os.path.realpath(assets_root if assets_root is not None else ws.assets_root),
         internals=tuple((name, os.path.realpath(ws.root / name)) for name in WORKSPACE_INTERNALS),
         staging=staging, uploads=uploads, identities=frozenset(_workspace_identities(ws)),
-        markers=(str(ws.config_file.relative_to(ws.root)), str(ws.db_path.relative_to(ws.root))))
+        markers=(str(ws.config_file.relative_to(ws.root)), str(ws.db_path.relative_to(ws.root))),
+        real_dirs={} if run else None)
 
 
 def _refusal(real: str, policy: SourcePolicy, uploads_ok: bool) -> Exception | None:
@@ -362,6 +369,22 @@ def _not_regular(raw: Path, mode: int) -> SourceNotRegularError:
     return SourceNotRegularError(f"source_path {raw} is not a regular file ({kind})")
 
 
+def _resolve_in_run(raw: Path, real_dirs: dict[str, str]) -> str:
+    """:func:`_resolve` for a run of files: the folder of a file that is no link itself is resolved
+    once for the run (``real_dirs``), the file's real path being the folder's plus its name."""
+    text = os.fspath(raw)
+    folder, name = os.path.split(text)
+    try:
+        if name not in ("", ".", "..") and not stat.S_ISLNK(os.lstat(text).st_mode):
+            real_dir = real_dirs.get(folder)
+            if real_dir is None:
+                real_dir = real_dirs[folder] = os.path.realpath(folder, strict=True)
+            return os.path.join(real_dir, name)
+    except OSError as exc:
+        raise _os_error(exc, raw) from None
+    return _resolve(raw)
+
+
 def _resolve(raw: Path) -> str:
     try:
         return os.path.realpath(raw, strict=True)
@@ -460,7 +483,7 @@ def open_source(source_path: str | os.PathLike[str], ws: Workspace, *, confined:
     if policy is None:
         policy = source_policy(ws, confined=True if confined is None else confined, assets_root=assets_root)
     raw = _absolute(source_path, ws)
-    resolved = _resolve(raw)
+    resolved = _resolve(raw) if policy.real_dirs is None else _resolve_in_run(raw, policy.real_dirs)
     problem = _refusal(resolved, policy, uploads_ok)
     if problem is not None:
         if os.path.abspath(raw) != resolved:

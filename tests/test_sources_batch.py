@@ -127,3 +127,75 @@ def test_apply_resolves_the_handoff_folders_once_per_group(ws, q, monkeypatch):
     result = q.apply([job["job_id"] for job in staged["jobs"]])
     assert len(result["applied"]) == 8
     assert len(calls) == 1  # one group commit: the settings and the folders read once, not once per file
+
+
+SECRET = b"not for the registry"
+
+
+def test_a_run_resolves_each_folder_once_and_judges_every_file_by_what_it_opened(ws, q, tmp_path, monkeypatch):
+    """enqueue_many resolves the folder of its files once per chunk; a folder swapped for a link to a
+    place outside the allowed roots after that (mid-chunk), or a file swapped for such a link after
+    it was resolved, is refused by the check of the opened descriptor: nothing of the secret is read."""
+    outside = write(tmp_path / "outside" / "f1.png", SECRET)
+    write(tmp_path / "outside" / "f2.png", SECRET)  # the next file of the run, through the cached folder
+    folder = ws.root / "in" / "batch"
+    paths = [write(folder / f"f{i}.png", bytes([i]) * 10) for i in range(3)]
+    resolved_folders = []
+    real_realpath = sources.os.path.realpath
+    monkeypatch.setattr(sources.os.path, "realpath",
+                        lambda p, *a, **k: resolved_folders.append(str(p)) or real_realpath(p, *a, **k))
+    real_in_run = sources._resolve_in_run
+    step = iter(range(100))
+
+    def resolve_then_swap(raw, real_dirs):
+        resolved = real_in_run(raw, real_dirs)
+        if next(step) == 1:  # after the first file: the folder becomes a link to the outside
+            for path in paths:
+                path.unlink()
+            folder.rmdir()
+            folder.symlink_to(outside.parent, target_is_directory=True)
+        return resolved
+
+    monkeypatch.setattr(sources, "_resolve_in_run", resolve_then_swap)
+    result = q.enqueue_many(paths)
+    assert [j["source_path"] for j in result["jobs"]] == [str(paths[0])]
+    assert [(e["index"], e["error"]) for e in result["errors"]] == [(1, "source_changed"), (2, "source_changed")]
+    assert "refused" in result["errors"][0]["message"] or "outside" in result["errors"][0]["message"]
+    assert resolved_folders.count(str(folder)) == 1  # the folder once for the chunk, not once per file
+    staged = [p.read_bytes() for p in q.staging_dir.iterdir()]
+    assert staged == [bytes([0]) * 10] and outside.read_bytes() == SECRET
+
+
+def test_a_file_of_a_run_swapped_for_a_link_after_resolving_is_not_read(ws, q, tmp_path, monkeypatch):
+    outside = write(tmp_path / "outside" / "secret.png", SECRET)
+    paths = [write(ws.root / "in" / f"f{i}.png", bytes([i]) * 10) for i in range(2)]
+    real_in_run = sources._resolve_in_run
+    armed = [True]
+
+    def resolve_then_swap(raw, real_dirs):
+        resolved = real_in_run(raw, real_dirs)
+        if armed and raw.name == "f1.png":
+            armed.pop()
+            Path(resolved).unlink()
+            Path(resolved).symlink_to(outside)
+        return resolved
+
+    monkeypatch.setattr(sources, "_resolve_in_run", resolve_then_swap)
+    result = q.enqueue_many(paths)
+    assert [j["source_path"] for j in result["jobs"]] == [str(paths[0])]
+    assert [(e["index"], e["error"]) for e in result["errors"]] == [(1, "source_changed")]
+    assert sorted(p.read_bytes() for p in q.staging_dir.iterdir()) == [bytes([0]) * 10]
+
+
+def test_a_link_named_in_a_run_is_resolved_whole(ws, q, tmp_path):
+    """A source that is itself a symlink is resolved in full, as a single enqueue() resolves it."""
+    target = write(ws.root / "in" / "real" / "a.png", b"a")
+    link = ws.root / "in" / "links" / "a.png"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(target)
+    outside = write(tmp_path / "outside" / "secret.png", SECRET)
+    bad = ws.root / "in" / "links" / "b.png"
+    bad.symlink_to(outside)
+    result = q.enqueue_many([link, bad])
+    assert [j["source_path"] for j in result["jobs"]] == [str(target)]
+    assert [(e["index"], e["error"]) for e in result["errors"]] == [(1, "source_not_allowed")]

@@ -32,6 +32,7 @@ ENQUEUED = "on_asset_ingest_enqueued"
 UPDATED = "on_asset_ingest_updated"
 FAILED = "on_asset_ingest_failed"
 IN_CHUNK = 500  # values per "IN (...)" list (well under every SQLite build's parameter limit)
+_PLAIN = frozenset({str, int, float, bool})  # values a column holds as they are (outside the JSON columns)
 
 
 # ---------------------------------------------------------------------------- the codec
@@ -205,8 +206,10 @@ class JobStore:
         if not jobs:
             return jobs
         keys = list(jobs[0])
+        special = {k for k in keys if k in JSON_COLUMNS or k == "staging_path"}
         conn.executemany(f"INSERT INTO ingest_jobs({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-                         [[self._encode(k, job[k]) for k in keys] for job in jobs])
+                         [[v if v is None or (type(v) in _PLAIN and k not in special) else self._encode(k, v)
+                           for k, v in zip(keys, (job[k] for k in keys), strict=True)] for job in jobs])
         by_project: dict[str | None, list[tuple[str, dict]]] = {}
         for job in jobs:
             by_project.setdefault(job.get("project_id"), []).append((topic, event_payload(job)))

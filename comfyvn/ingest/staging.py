@@ -112,7 +112,7 @@ class Staging:
         policy = limits.policies.get(project)
         if policy is None:  # the project's assets root (a settings read) and the policy, once per run
             policy = limits.policies[project] = sources.source_policy(
-                self.ws, confined=True, assets_root=self.project_assets_root(project))
+                self.ws, confined=True, assets_root=self.project_assets_root(project), run=True)
         return sources.open_source(src, self.ws, limit=limits.current(), uploads_ok=uploads_ok, policy=policy)
 
     def batch_limits(self) -> SourceLimits:
