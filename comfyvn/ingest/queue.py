@@ -609,14 +609,17 @@ class AssetIngestQueue:
             # applied = committed as such inside the registry's transaction (by mark_applied)
             now = self.jobs.statuses(conn, [job["job_id"] for job in ready])
             for job in ready:
-                staged = Path(job["staging_path"])
+                staged = job["staging_path"]
                 outcome = outcomes[job["job_id"]]
                 if isinstance(outcome, BaseException):
-                    current = job if staged.is_file() else {**job, "staging_path": None}
+                    current = job if os.path.isfile(staged) else {**job, "staging_path": None}
                     result["failed"].append(public_job(self.jobs.fail(
-                        conn, current, f"{type(outcome).__name__}: {outcome}", keep_file=staged.is_file())))
+                        conn, current, f"{type(outcome).__name__}: {outcome}", keep_file=os.path.isfile(staged))))
                     continue
-                staged.unlink(missing_ok=True)  # merged, or the identical file already lay at the destination
+                try:  # merged, or the identical file already lay at the destination (moved: nothing left)
+                    os.unlink(staged)
+                except FileNotFoundError:
+                    pass
                 if now.get(job["job_id"]) == JobStatus.APPLIED:
                     result["applied"].append(public_job(applied[job["job_id"]]))
                 else:  # the registry merged us into a row someone else made meanwhile: nothing was moved
