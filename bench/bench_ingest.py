@@ -18,9 +18,13 @@
      one ``enqueue()`` per file, then ``apply()`` per 100.
 
    Reported: files/s (median and best of the rounds), the throughput ratio ours / baseline
-   (median of the rounds' ratios), CPU time per file of this process and the CPU ratio, the
+   (median of the rounds' ratios), CPU time per file of this process and the CPU ratio, split
+   into user (Python's work) and system (the kernel's: file creation above all) time, the
    1-minute load of each round, and the last batch's time over the first (flat as the queue
-   and the registry grow).  Targets: ratio >= 0.5 and >= 1,000 files/s.
+   and the registry grow).  Targets: ratio >= 0.5 and >= 1,000 files/s.  Each round also
+   measures, as a diagnostic, the CPU of creating one new file per file (the baseline's copy)
+   and two (ours: staged copy + sidecar), nothing else (:func:`creation_floor`).  Runs are
+   deleted only at the end (see the comment in :func:`bench_small`).
 
 The load average is recorded: other work on a shared 2-core machine slows fsync-heavy runs.
 Results: ``bench/results/ingest.json``.
@@ -140,17 +144,17 @@ def _syncfs_call():
 _SYNCFS = _syncfs_call()
 
 
-def baseline_small(sources: list[Path], dest: Path, db_path: Path, batch: int) -> tuple[float, float]:
+def baseline_small(sources: list[Path], dest: Path, db_path: Path, batch: int) -> dict:
     """Same durability, nothing else: per batch, copy each file and SHA-256 the copy, one
     ``syncfs`` of the destination's file system + an fsync of its folder, then one INSERT per
     file in one SQLite transaction (WAL, ``synchronous=NORMAL``: the workspace database's
-    settings).  Returns ``(wall s, CPU s)``."""
+    settings).  Returns wall, CPU, user and system seconds."""
     dest.mkdir(parents=True)
     db = sqlite3.connect(db_path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("CREATE TABLE files(path TEXT PRIMARY KEY, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL)")
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, times = time.perf_counter(), time.process_time(), os.times()
     folder = os.open(dest, os.O_RDONLY)
     try:
         for first in range(0, len(sources), batch):
@@ -171,9 +175,37 @@ def baseline_small(sources: list[Path], dest: Path, db_path: Path, batch: int) -
             db.execute("COMMIT")
     finally:
         os.close(folder)
-    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    elapsed, cpu_s, user_s, sys_s = time.perf_counter() - start, time.process_time() - cpu, *_user_sys(times)
     db.close()
-    return elapsed, cpu_s
+    return {"s": elapsed, "cpu_s": cpu_s, "user_s": user_s, "sys_s": sys_s}
+
+
+def _user_sys(since: os.times_result) -> tuple[float, float]:
+    """User and system CPU seconds of this process since ``since`` (Python's work vs the kernel's)."""
+    now = os.times()
+    return now.user - since.user, now.system - since.system
+
+
+def creation_floor(folder: Path, n: int, size: int) -> dict:
+    """Diagnostic: CPU per file of creating files the way the two paths do, nothing else: one new
+    file per file (the baseline's copy) or two (ours: the staged copy, which becomes the asset by
+    a hard link, and its sidecar), each written under a temporary name and renamed, no fsync."""
+    data = os.urandom(size)
+    out = {}
+    for per in (1, 2):
+        dest = folder / f"floor-{per}"
+        dest.mkdir(parents=True)
+        cpu, times = time.process_time(), os.times()
+        for i in range(n):
+            for k in range(per):
+                tmp = f"{dest}/.f{i}-{k}.tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                os.write(fd, data if k == 0 else data[:400])  # the second: a sidecar's few hundred bytes
+                os.close(fd)
+                os.rename(tmp, f"{dest}/f{i}-{k}")
+        out[per] = {"cpu_s": time.process_time() - cpu, "sys_s": _user_sys(times)[1]}
+    return {"one_file_cpu_s": out[1]["cpu_s"], "two_files_cpu_s": out[2]["cpu_s"],
+            "one_file_sys_s": out[1]["sys_s"], "two_files_sys_s": out[2]["sys_s"]}
 
 
 def fresh_queue(ws_root: Path, sources_dir: Path) -> AssetIngestQueue:
@@ -189,7 +221,7 @@ def ours_batched(ws_root: Path, sources: list[Path], batch: int) -> dict:
     q = fresh_queue(ws_root, sources[0].parent)
     enqueue_s = apply_s = 0.0
     per_batch = []
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, times = time.perf_counter(), time.process_time(), os.times()
     for first in range(0, len(sources), batch):
         t0 = time.perf_counter()
         staged = q.enqueue_many(sources[first:first + batch])
@@ -201,9 +233,10 @@ def ours_batched(ws_root: Path, sources: list[Path], batch: int) -> dict:
             staged["errors"][:3], result["failed"][:3])
         enqueue_s, apply_s = enqueue_s + t1 - t0, apply_s + t2 - t1
         per_batch.append(t2 - t0)
-    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu
+    elapsed, cpu_s, user_s, sys_s = time.perf_counter() - start, time.process_time() - cpu, *_user_sys(times)
     assert q.registry().count() == len(sources)
-    return {"s": elapsed, "cpu_s": cpu_s, "enqueue_s": enqueue_s, "apply_s": apply_s, "per_batch_s": per_batch}
+    return {"s": elapsed, "cpu_s": cpu_s, "user_s": user_s, "sys_s": sys_s, "enqueue_s": enqueue_s,
+            "apply_s": apply_s, "per_batch_s": per_batch}
 
 
 def ours_one_by_one(ws_root: Path, sources: list[Path]) -> dict:
@@ -236,20 +269,25 @@ def bench_small(tmp: Path, n: int, size: int, batch: int, rounds: int, one_by_on
                 continue
             work = tmp / f"small-{which}-{r}"
             if which == "base":
-                wall, cpu = baseline_small(sources, work / "copies", work.with_suffix(".db"), batch)
-                row["base"] = {"s": wall, "cpu_s": cpu}
+                row["base"] = baseline_small(sources, work / "copies", work.with_suffix(".db"), batch)
             elif which == "ours":
                 row["ours"] = ours_batched(work, sources, batch)
             else:
                 row["single"] = ours_one_by_one(work, sources)
-            shutil.rmtree(work, ignore_errors=True)
-            for extra in (work.with_suffix(".db"), Path(f"{work}.db-wal"), Path(f"{work}.db-shm")):
-                extra.unlink(missing_ok=True)
-            os.sync()  # untimed: one run's write-back does not land in the next
+            # untimed: one run's write-back does not land in the next.  Nothing is deleted until the
+            # end: this ext4 has no journal, and there a new file's inode allocation skips (scans past)
+            # every inode freed in the last seconds, so one run's clean-up would slow the next run's
+            # file creations (see BENCHMARKS.md)
+            os.sync()
+        row["floor"] = creation_floor(tmp / f"floor-{r}", n, size)
+        os.sync()
         row["ratio"] = row["base"]["s"] / row["ours"]["s"]  # throughput ours / baseline
         row["cpu_ratio"] = row["base"]["cpu_s"] / row["ours"]["cpu_s"]
         print(f"  round {r}: ours {n / row['ours']['s']:.0f} files/s, baseline {n / row['base']['s']:.0f} files/s, "
-              f"ratio {row['ratio']:.2f} (CPU {row['cpu_ratio']:.2f})"
+              f"ratio {row['ratio']:.2f} (CPU {row['cpu_ratio']:.2f}); CPU ms/file user+sys ours "
+              f"{row['ours']['user_s'] / n * 1000:.3f}+{row['ours']['sys_s'] / n * 1000:.3f}, baseline "
+              f"{row['base']['user_s'] / n * 1000:.3f}+{row['base']['sys_s'] / n * 1000:.3f}; creating one file "
+              f"{row['floor']['one_file_cpu_s'] / n * 1000:.3f} ms, two {row['floor']['two_files_cpu_s'] / n * 1000:.3f}"
               + (f", one by one {n / row['single']['s']:.0f} files/s" if "single" in row else "")
               + f"; load {row['load_1min']}", flush=True)
         runs.append(row)
@@ -257,8 +295,11 @@ def bench_small(tmp: Path, n: int, size: int, batch: int, rounds: int, one_by_on
     def rate(key: str, pick) -> float:
         return round(n / pick([row[key]["s"] for row in runs]), 1)
 
+    def ms(key: str, field: str) -> float:
+        return round(statistics.median(row[key][field] for row in runs) / n * 1000, 3)
+
     def cpu_ms(key: str) -> float:
-        return round(statistics.median(row[key]["cpu_s"] for row in runs) / n * 1000, 3)
+        return ms(key, "cpu_s")
 
     out = {
         "files": n, "file_bytes": size, "batch": batch, "rounds": rounds,
@@ -268,6 +309,9 @@ def bench_small(tmp: Path, n: int, size: int, batch: int, rounds: int, one_by_on
         "ratio_best_over_best": round(min(row["base"]["s"] for row in runs) / min(row["ours"]["s"] for row in runs), 3),
         "cpu_ratio_median": round(statistics.median(row["cpu_ratio"] for row in runs), 3),
         "ours_cpu_ms_per_file": cpu_ms("ours"), "baseline_cpu_ms_per_file": cpu_ms("base"),
+        "ours_user_ms_per_file": ms("ours", "user_s"), "ours_sys_ms_per_file": ms("ours", "sys_s"),
+        "baseline_user_ms_per_file": ms("base", "user_s"), "baseline_sys_ms_per_file": ms("base", "sys_s"),
+        "floor_one_file_cpu_ms": ms("floor", "one_file_cpu_s"), "floor_two_files_cpu_ms": ms("floor", "two_files_cpu_s"),
         "ours_enqueue_files_per_s_median": round(n / statistics.median(row["ours"]["enqueue_s"] for row in runs), 1),
         "ours_apply_files_per_s_median": round(n / statistics.median(row["ours"]["apply_s"] for row in runs), 1),
         # flat as the queue and the registry grow: the last batch's time over the first's (median of rounds)
@@ -318,7 +362,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{small['ours_apply_files_per_s_median']}/s), baseline {small['baseline_files_per_s_median']} files/s; "
               f"ratio median {small['ratio_median']} (targets >= 0.5 and >= 1000 files/s), CPU ratio "
               f"{small['cpu_ratio_median']} ({small['ours_cpu_ms_per_file']} vs {small['baseline_cpu_ms_per_file']} "
-              f"ms/file); last/first batch {small['last_batch_over_first']}"
+              f"ms/file; user {small['ours_user_ms_per_file']} vs {small['baseline_user_ms_per_file']}, system "
+              f"{small['ours_sys_ms_per_file']} vs {small['baseline_sys_ms_per_file']}; creating one file "
+              f"{small['floor_one_file_cpu_ms']} ms, two {small['floor_two_files_cpu_ms']}); last/first batch "
+              f"{small['last_batch_over_first']}"
               + (f"; one by one {small['one_by_one_files_per_s_median']} files/s" if "one_by_one_files_per_s_median"
                  in small else ""), flush=True)
     result = {"bench": "ingest", "quick": args.quick, "python": platform.python_version(),

@@ -6,8 +6,8 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import socket
-import unicodedata
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,6 +19,9 @@ MAX_NAME_BYTES = 255  # one path component, as Linux file systems allow
 #: zero-width space and BOM (joiners U+200C/U+200D stay: scripts and emoji need them)
 DECEPTIVE_CHARS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
                             "\u200b\u2060\ufeff")
+#: what :func:`safe_relative` refuses in a name: control characters (Unicode category Cc, exactly
+#: U+0000-U+001F and U+007F-U+009F) and the deceptive ones
+REFUSED_NAME_CHAR = re.compile("[\x00-\x1f\x7f-\x9f" + "".join(sorted(DECEPTIVE_CHARS)) + "]")
 
 
 class UnsafePathError(InvalidInput, ValueError):
@@ -90,18 +93,21 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     writer's owner token (see :func:`owner_token`), so a sweeper can tell a dead writer's
     leftovers from a live writer's file in progress.
     """
-    path = Path(path)
+    folder, name = os.path.split(os.fspath(path))
     try:
-        fd, tmp = open_temp(path.parent, f".{path.name}")
+        fd, tmp = open_temp(folder, f".{name}")
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = open_temp(path.parent, f".{path.name}")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd, tmp = open_temp(folder, f".{name}")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        try:
+            view = memoryview(data)
+            while view:  # straight to the descriptor: no buffered file object for a few KiB
+                view = view[os.write(fd, view):]
             if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -110,7 +116,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
             pass
         raise
     if fsync:
-        fsync_dir(path.parent)
+        fsync_dir(Path(folder))
 
 
 def atomic_write_json(path: Path, payload: Any, *, fsync: bool = True) -> None:
@@ -198,15 +204,15 @@ def safe_relative(rel: str | os.PathLike[str], *, what: str = "path") -> PurePos
     if not text or "\x00" in text:
         raise UnsafePathError(f"{what} must be a non-empty relative path")
     text = text.replace("\\", "/")
-    pure = PurePosixPath(text)
-    if pure.is_absolute() or text.startswith("/") or (len(text) > 1 and text[1] == ":"):
+    if text.startswith("/") or (len(text) > 1 and text[1] == ":"):
         raise UnsafePathError(f"{what} {text!r} must be relative, not absolute")
-    if any(part == ".." for part in pure.parts):
+    split = text.split("/")  # a relative POSIX path's parts, with the "" and "." PurePosixPath drops
+    if ".." in split:
         raise UnsafePathError(f"{what} {text!r} may not contain '..'")
-    parts = [p for p in pure.parts if p not in ("", ".")]
+    parts = [p for p in split if p not in ("", ".")]
     if not parts:
         raise UnsafePathError(f"{what} {text!r} names no file")
-    if any(ch in DECEPTIVE_CHARS or unicodedata.category(ch) == "Cc" for ch in text):
+    if REFUSED_NAME_CHAR.search(text):
         raise UnsafePathError(f"{what} {text!r} holds control or invisible format characters (bidi overrides, "
                               "zero-width spaces): they make a name look like another")
     long = next((p for p in parts if len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES), None)

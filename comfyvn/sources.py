@@ -32,7 +32,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Workspace, get_setting
@@ -51,6 +51,7 @@ from .ingest.errors import (
 __all__ = [
     "DEFAULT_MAX_SOURCE_BYTES",
     "CopyRequiredError",
+    "HandoffCheck",
     "OpenedSource",
     "SourceChangedError",
     "SourceNotAllowedError",
@@ -195,6 +196,33 @@ def is_handoff_file(path: str | os.PathLike[str], ws: Workspace) -> bool:
     return _is_handoff(os.fspath(path), *_handoff_realpaths(ws))
 
 
+class HandoffCheck:
+    """:func:`is_handoff_file` of paths not yet resolved, for a run of files: the hand-off
+    folders' real paths are read once, and each folder a file lies in is resolved once (the
+    file itself must be a regular file, never a symlink, so its real path is its folder's real
+    path plus its name)."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.staging, self.uploads = _handoff_realpaths(ws)
+        self._real_dirs: dict[str, str] = {}
+
+    def real_path(self, path: str | os.PathLike[str]) -> str | None:
+        """The real path of ``path`` when it is a hand-off file (a regular file, not a link), else None."""
+        text = os.fspath(path)
+        try:
+            mode = os.lstat(text).st_mode
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(mode):  # a symlink is never a hand-off
+            return None
+        folder, name = os.path.split(text)
+        real_dir = self._real_dirs.get(folder)
+        if real_dir is None:
+            real_dir = self._real_dirs[folder] = os.path.realpath(folder)
+        real = os.path.join(real_dir, name)
+        return real if _is_handoff(real, self.staging, self.uploads) else None
+
+
 def _is_handoff(text: str, staging: str, uploads: str) -> bool:
     if _inside(text, staging):
         parts = _parts_below(text, staging)
@@ -217,17 +245,26 @@ class SourcePolicy:
     staging: str
     uploads: str
     identities: frozenset[tuple[int, int]]
+    markers: tuple[str, ...]  # what marks another workspace's root (its config and database files)
+    # a run's policy (source_policy(run=True)): the real path of each folder its files were named
+    # in, resolved once (whatever changes meanwhile, open_source judges the descriptor it opened)
+    real_dirs: dict[str, str] | None = field(default=None, compare=False, repr=False)
 
 
-def source_policy(ws: Workspace, *, confined: bool = True, assets_root: Path | None = None) -> SourcePolicy:
+def source_policy(ws: Workspace, *, confined: bool = True, assets_root: Path | None = None,
+                  run: bool = False) -> SourcePolicy:
     """The workspace's folders, identities and allowed roots resolved now, for checking many
-    sources with :func:`open_source` (``policy=``); the same arguments as :func:`open_source`."""
+    sources with :func:`open_source` (``policy=``); the same arguments as :func:`open_source`.
+    ``run``: for one run of files (an :meth:`~comfyvn.ingest.AssetIngestQueue.enqueue_many`
+    chunk), which also resolves each folder its files lie in once."""
     roots = tuple(str(r) for r in allowed_source_roots(ws)) if confined else None
     staging, uploads = _handoff_realpaths(ws)
     return SourcePolicy(
         ws=ws, roots=roots, own_assets=os.path.realpath(assets_root if assets_root is not None else ws.assets_root),
         internals=tuple((name, os.path.realpath(ws.root / name)) for name in WORKSPACE_INTERNALS),
-        staging=staging, uploads=uploads, identities=frozenset(_workspace_identities(ws)))
+        staging=staging, uploads=uploads, identities=frozenset(_workspace_identities(ws)),
+        markers=(str(ws.config_file.relative_to(ws.root)), str(ws.db_path.relative_to(ws.root))),
+        real_dirs={} if run else None)
 
 
 def _refusal(real: str, policy: SourcePolicy, uploads_ok: bool) -> Exception | None:
@@ -247,7 +284,7 @@ def _refusal(real: str, policy: SourcePolicy, uploads_ok: bool) -> Exception | N
         bad = next((p for p in _parts_below(real, own_assets) if p.startswith(".")), None)
         return None if bad is None else SourceRefusedError(
             f"{real}: {bad!r} is a hidden or sensitive name (the registry's own temporary files live there)")
-    other = _another_workspaces_internals(real, ws)
+    other = _another_workspaces_internals(real, policy.markers)
     if other is not None:
         return SourceRefusedError(
             f"{real} is inside the own files of another comfyvn workspace ({other}): its database, config, "
@@ -267,16 +304,15 @@ def _refusal(real: str, policy: SourcePolicy, uploads_ok: bool) -> Exception | N
     return None
 
 
-def _another_workspaces_internals(real: str, ws: Workspace) -> str | None:
-    """The internal folder of another workspace (one holding a config file or a database) that
-    ``real`` lies in, or None."""
-    markers = (ws.config_file.relative_to(ws.root), ws.db_path.relative_to(ws.root))
-    parts = Path(real).parts
-    for i, part in enumerate(parts[1:-1], start=1):
-        if part in WORKSPACE_INTERNALS:
-            root = Path(*parts[:i])
-            if any((root / marker).is_file() for marker in markers):
-                return str(root / part)
+def _another_workspaces_internals(real: str, markers: tuple[str, ...]) -> str | None:
+    """The internal folder of another workspace (one holding a config file or a database:
+    ``markers``, relative to its root) that ``real`` (a resolved path) lies in, or None."""
+    parts = real.split(os.sep)  # ["", "home", ...]: parts[i] lies in the folder os.sep.join(parts[:i])
+    for i in range(1, len(parts) - 1):
+        if parts[i] in WORKSPACE_INTERNALS:
+            root = os.sep.join(parts[:i]) or os.sep
+            if any(os.path.isfile(os.path.join(root, marker)) for marker in markers):
+                return os.path.join(root, parts[i])
     return None
 
 
@@ -331,6 +367,22 @@ def _not_regular(raw: Path, mode: int) -> SourceNotRegularError:
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
             else "a socket" if stat.S_ISSOCK(mode) else "not a file")
     return SourceNotRegularError(f"source_path {raw} is not a regular file ({kind})")
+
+
+def _resolve_in_run(raw: Path, real_dirs: dict[str, str]) -> str:
+    """:func:`_resolve` for a run of files: the folder of a file that is no link itself is resolved
+    once for the run (``real_dirs``), the file's real path being the folder's plus its name."""
+    text = os.fspath(raw)
+    folder, name = os.path.split(text)
+    try:
+        if name not in ("", ".", "..") and not stat.S_ISLNK(os.lstat(text).st_mode):
+            real_dir = real_dirs.get(folder)
+            if real_dir is None:
+                real_dir = real_dirs[folder] = os.path.realpath(folder, strict=True)
+            return os.path.join(real_dir, name)
+    except OSError as exc:
+        raise _os_error(exc, raw) from None
+    return _resolve(raw)
 
 
 def _resolve(raw: Path) -> str:
@@ -431,7 +483,7 @@ def open_source(source_path: str | os.PathLike[str], ws: Workspace, *, confined:
     if policy is None:
         policy = source_policy(ws, confined=True if confined is None else confined, assets_root=assets_root)
     raw = _absolute(source_path, ws)
-    resolved = _resolve(raw)
+    resolved = _resolve(raw) if policy.real_dirs is None else _resolve_in_run(raw, policy.real_dirs)
     problem = _refusal(resolved, policy, uploads_ok)
     if problem is not None:
         if os.path.abspath(raw) != resolved:

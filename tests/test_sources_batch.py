@@ -91,3 +91,111 @@ def test_handoff_folders_follow_a_changed_staging_setting(ws, tmp_path):
     assert sources.is_handoff_file(str(moved / "job-a.png"), ws)
     assert not sources.is_handoff_file(old_staged, ws)  # the old folder is no hand-off place any more
     assert not sources.is_handoff_file(str(moved / ".job-a.part"), ws)
+
+
+def test_a_handoff_check_of_a_group_judges_every_path_as_resolving_it_whole_does(ws, tmp_path):
+    staging = Path(os.path.realpath(ws.staging_dir))
+    uploads = Path(os.path.realpath(sources.uploads_dir(ws)))
+    staged = write(staging / "job1-a.png", b"a")
+    body = write(uploads / ".upload-x" / "b.png", b"b")
+    via_link = tmp_path / "staging-via-link"
+    via_link.symlink_to(staging)  # a folder on the way is a link: the file's real path is in staging
+    outside = write(tmp_path / "outside" / "job2-c.png", b"c")
+    (staging / "job3-link.png").symlink_to(staged)  # a link in staging is never a hand-off
+    (staging / "job4-out.png").symlink_to(outside)
+    paths = [staged, body, via_link / "job1-a.png", write(staging / "sub" / "job5-d.png", b"d"),
+             write(staging / ".job6-e.png", b"e"), staging / "job3-link.png", staging / "job4-out.png",
+             outside, staging / "missing.png", staging / "sub", write(uploads / "f.png", b"f"),
+             write(uploads / ".upload-x" / "deeper" / "g.png", b"g"), f"{staged}/", "relative-name.png"]
+    check = sources.HandoffCheck(ws)
+    for path in paths:
+        text = os.fspath(path)
+        regular = os.path.isfile(text) and not os.path.islink(text)
+        whole = os.path.realpath(text) if regular and sources.is_handoff_file(os.path.realpath(text), ws) else None
+        assert check.real_path(path) == whole, path
+    assert check.real_path(via_link / "job1-a.png") == str(staged)
+    assert check.real_path(body) == str(body)
+
+
+def test_apply_resolves_the_handoff_folders_once_per_group(ws, q, monkeypatch):
+    calls = []
+    real = sources._handoff_realpaths
+    monkeypatch.setattr(sources, "_handoff_realpaths", lambda w: calls.append(1) or real(w))
+    paths = [write(ws.root / "in" / f"f{i}.png", bytes([i]) * 10) for i in range(8)]
+    staged = q.enqueue_many(paths)
+    calls.clear()
+    result = q.apply([job["job_id"] for job in staged["jobs"]])
+    assert len(result["applied"]) == 8
+    assert len(calls) == 1  # one group commit: the settings and the folders read once, not once per file
+
+
+SECRET = b"not for the registry"
+
+
+def test_a_run_resolves_each_folder_once_and_judges_every_file_by_what_it_opened(ws, q, tmp_path, monkeypatch):
+    """enqueue_many resolves the folder of its files once per chunk; a folder swapped for a link to a
+    place outside the allowed roots after that (mid-chunk), or a file swapped for such a link after
+    it was resolved, is refused by the check of the opened descriptor: nothing of the secret is read."""
+    outside = write(tmp_path / "outside" / "f1.png", SECRET)
+    write(tmp_path / "outside" / "f2.png", SECRET)  # the next file of the run, through the cached folder
+    folder = ws.root / "in" / "batch"
+    paths = [write(folder / f"f{i}.png", bytes([i]) * 10) for i in range(3)]
+    resolved_folders = []
+    real_realpath = sources.os.path.realpath
+    monkeypatch.setattr(sources.os.path, "realpath",
+                        lambda p, *a, **k: resolved_folders.append(str(p)) or real_realpath(p, *a, **k))
+    real_in_run = sources._resolve_in_run
+    step = iter(range(100))
+
+    def resolve_then_swap(raw, real_dirs):
+        resolved = real_in_run(raw, real_dirs)
+        if next(step) == 1:  # after the first file: the folder becomes a link to the outside
+            for path in paths:
+                path.unlink()
+            folder.rmdir()
+            folder.symlink_to(outside.parent, target_is_directory=True)
+        return resolved
+
+    monkeypatch.setattr(sources, "_resolve_in_run", resolve_then_swap)
+    result = q.enqueue_many(paths)
+    assert [j["source_path"] for j in result["jobs"]] == [str(paths[0])]
+    assert [(e["index"], e["error"]) for e in result["errors"]] == [(1, "source_changed"), (2, "source_changed")]
+    assert "refused" in result["errors"][0]["message"] or "outside" in result["errors"][0]["message"]
+    assert resolved_folders.count(str(folder)) == 1  # the folder once for the chunk, not once per file
+    staged = [p.read_bytes() for p in q.staging_dir.iterdir()]
+    assert staged == [bytes([0]) * 10] and outside.read_bytes() == SECRET
+
+
+def test_a_file_of_a_run_swapped_for_a_link_after_resolving_is_not_read(ws, q, tmp_path, monkeypatch):
+    outside = write(tmp_path / "outside" / "secret.png", SECRET)
+    paths = [write(ws.root / "in" / f"f{i}.png", bytes([i]) * 10) for i in range(2)]
+    real_in_run = sources._resolve_in_run
+    armed = [True]
+
+    def resolve_then_swap(raw, real_dirs):
+        resolved = real_in_run(raw, real_dirs)
+        if armed and raw.name == "f1.png":
+            armed.pop()
+            Path(resolved).unlink()
+            Path(resolved).symlink_to(outside)
+        return resolved
+
+    monkeypatch.setattr(sources, "_resolve_in_run", resolve_then_swap)
+    result = q.enqueue_many(paths)
+    assert [j["source_path"] for j in result["jobs"]] == [str(paths[0])]
+    assert [(e["index"], e["error"]) for e in result["errors"]] == [(1, "source_changed")]
+    assert sorted(p.read_bytes() for p in q.staging_dir.iterdir()) == [bytes([0]) * 10]
+
+
+def test_a_link_named_in_a_run_is_resolved_whole(ws, q, tmp_path):
+    """A source that is itself a symlink is resolved in full, as a single enqueue() resolves it."""
+    target = write(ws.root / "in" / "real" / "a.png", b"a")
+    link = ws.root / "in" / "links" / "a.png"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(target)
+    outside = write(tmp_path / "outside" / "secret.png", SECRET)
+    bad = ws.root / "in" / "links" / "b.png"
+    bad.symlink_to(outside)
+    result = q.enqueue_many([link, bad])
+    assert [j["source_path"] for j in result["jobs"]] == [str(target)]
+    assert [(e["index"], e["error"]) for e in result["errors"]] == [(1, "source_not_allowed")]

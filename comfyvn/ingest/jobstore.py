@@ -37,6 +37,7 @@ ENQUEUED = "on_asset_ingest_enqueued"
 UPDATED = "on_asset_ingest_updated"
 FAILED = "on_asset_ingest_failed"
 IN_CHUNK = 500  # values per "IN (...)" list (well under every SQLite build's parameter limit)
+_PLAIN = frozenset({str, int, float, bool})  # values a column holds as they are (outside the JSON columns)
 
 log = logging.getLogger("comfyvn.ingest.jobstore")
 
@@ -213,8 +214,10 @@ class JobStore:
         if not jobs:
             return jobs
         keys = list(jobs[0])
+        special = {k for k in keys if k in JSON_COLUMNS or k == "staging_path"}
         conn.executemany(f"INSERT INTO ingest_jobs({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-                         [[self._encode(k, job[k]) for k in keys] for job in jobs])
+                         [[v if v is None or (type(v) in _PLAIN and k not in special) else self._encode(k, v)
+                           for k, v in zip(keys, (job[k] for k in keys), strict=True)] for job in jobs])
         by_project: dict[str | None, list[tuple[str, dict]]] = {}
         for job in jobs:
             by_project.setdefault(job.get("project_id"), []).append((topic, event_payload(job)))
@@ -258,6 +261,25 @@ class JobStore:
             for project_id, events in by_project.items():
                 emit_many(conn, events, project_id=project_id)
         return new
+
+    def mark_applied_many(self, conn: Connection, project_id: str,
+                          done: list[tuple[dict, str, dict]]) -> dict[str, dict]:
+        """Mark jobs ``applied`` as :meth:`update` does, each with its asset: one UPDATE statement
+        for them all and their ``on_asset_ingest_applied`` events in one insert.  ``done``:
+        ``(job, asset uid, extra event data)``; returns ``{job_id: job as changed}``."""
+        now = time.time()
+        out: dict[str, dict] = {}
+        rows, events = [], []
+        for job, asset_uid, extra in done:
+            changes = {"status": JobStatus.APPLIED, "asset_uid": asset_uid, "pin": False, "staging_path": None,
+                       "owner": None, "error": None, "updated_at": now}
+            new = out[job["job_id"]] = {**job, **changes}
+            rows.append([*(encode_value(k, v) for k, v in changes.items()), job["job_id"]])
+            events.append(("on_asset_ingest_applied", event_payload(new, **extra)))
+        conn.executemany("UPDATE ingest_jobs SET status = ?, asset_uid = ?, pin = ?, staging_path = ?, owner = ?,"
+                         " error = ?, updated_at = ? WHERE job_id = ?", rows)
+        emit_many(conn, events, project_id=project_id)
+        return out
 
     def update(self, conn: Connection, job: dict, topic: str | None, changes: dict[str, Any],
                **event_extra: Any) -> dict:

@@ -46,7 +46,6 @@ from ..fsutil import (
     safe_relative,
 )
 from ..hashing import sha256_file
-from ..hooks.events import emit_many
 from ..kinds import TYPE_NAME_RE as _TYPE_RE
 from ..kinds import guess_type
 from ..names import safe_filename
@@ -65,8 +64,6 @@ from .jobstore import (
     PUBLIC_KEYS,
     UPDATED,
     JobStore,
-    encode_value,
-    event_payload,
     new_job,
     public_job,
     registered_asset,
@@ -622,14 +619,17 @@ class AssetIngestQueue:
             # applied = committed as such inside the registry's transaction (by mark_applied)
             now = self.jobs.statuses(conn, [job["job_id"] for job in ready])
             for job in ready:
-                staged = Path(job["staging_path"])
+                staged = job["staging_path"]
                 outcome = outcomes[job["job_id"]]
                 if isinstance(outcome, BaseException):
-                    current = job if staged.is_file() else {**job, "staging_path": None}
+                    current = job if os.path.isfile(staged) else {**job, "staging_path": None}
                     result["failed"].append(public_job(self.jobs.fail(
-                        conn, current, f"{type(outcome).__name__}: {outcome}", keep_file=staged.is_file())))
+                        conn, current, f"{type(outcome).__name__}: {outcome}", keep_file=os.path.isfile(staged))))
                     continue
-                staged.unlink(missing_ok=True)  # merged, or the identical file already lay at the destination
+                try:  # merged, or the identical file already lay at the destination (moved: nothing left)
+                    os.unlink(staged)
+                except FileNotFoundError:
+                    pass
                 if now.get(job["job_id"]) == JobStatus.APPLIED:
                     result["applied"].append(public_job(applied[job["job_id"]]))
                 else:  # the registry merged us into a row someone else made meanwhile: nothing was moved
@@ -646,20 +646,8 @@ class AssetIngestQueue:
         one UPDATE statement for them all and their ``on_asset_ingest_applied`` events in one
         insert; ``{job_id: job as changed}``."""
         self.jobs.end_claims(conn, [job for job, _ in done], owner_token())  # still ours, or nothing commits
-        now = time.time()
-        out: dict[str, dict] = {}
-        rows, events = [], []
-        for job, record in done:
-            changes = {"status": JobStatus.APPLIED, "asset_uid": record["uid"], "pin": False, "staging_path": None,
-                       "owner": None, "error": None, "updated_at": now}
-            new = out[job["job_id"]] = {**job, **changes}
-            rows.append([*(encode_value(k, v) for k, v in changes.items()), job["job_id"]])
-            events.append(("on_asset_ingest_applied",
-                           event_payload(new, path=record["abs_path"], sidecar=record["sidecar"])))
-        conn.executemany("UPDATE ingest_jobs SET status = ?, asset_uid = ?, pin = ?, staging_path = ?, owner = ?,"
-                         " error = ?, updated_at = ? WHERE job_id = ?", rows)
-        emit_many(conn, events, project_id=project_id)
-        return out
+        return self.jobs.mark_applied_many(conn, project_id, [
+            (job, record["uid"], {"path": record["abs_path"], "sidecar": record["sidecar"]}) for job, record in done])
 
     # ------------------------------------------------------------------ other transitions
     def release(self, job_id: str) -> dict:

@@ -54,7 +54,7 @@ class SourceLimits:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.policies: dict[Path, sources.SourcePolicy] = {}
+        self.policies: dict[str, sources.SourcePolicy] = {}  # by project
 
     def current(self) -> int:
         return max(0, self.limit)
@@ -105,14 +105,14 @@ class Staging:
                     limits: SourceLimits | None = None) -> AbstractContextManager[sources.OpenedSource]:
         """``src`` opened once and checked as opened (see :func:`comfyvn.sources.open_source`);
         ``limits``: the size cap of a run of files (:meth:`batch_limits`), else read now."""
-        assets_root = self.project_assets_root(project_id)
         if limits is None:
-            return sources.open_source(src, self.ws, confined=True, assets_root=assets_root,
+            return sources.open_source(src, self.ws, confined=True, assets_root=self.project_assets_root(project_id),
                                        limit=sources.source_limit(self.ws, self.dir), uploads_ok=uploads_ok)
-        policy = limits.policies.get(assets_root)
-        if policy is None:
-            policy = limits.policies[assets_root] = sources.source_policy(self.ws, confined=True,
-                                                                          assets_root=assets_root)
+        project = project_id or self.default_project
+        policy = limits.policies.get(project)
+        if policy is None:  # the project's assets root (a settings read) and the policy, once per run
+            policy = limits.policies[project] = sources.source_policy(
+                self.ws, confined=True, assets_root=self.project_assets_root(project), run=True)
         return sources.open_source(src, self.ws, limit=limits.current(), uploads_ok=uploads_ok, policy=policy)
 
     def batch_limits(self) -> SourceLimits:

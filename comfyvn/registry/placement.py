@@ -15,12 +15,11 @@ import logging
 import os
 import re
 import shutil
-import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import rights
 from ..config import Workspace
@@ -37,6 +36,9 @@ from .previews import Previews
 from .records import UNSET, Records, deep_merge, normalise_tags, split_metadata, stated_terms
 from .sidecars import Sidecars
 from .updates import Updates
+
+if TYPE_CHECKING:
+    from ..sources import HandoffCheck
 
 log = logging.getLogger("comfyvn.studio.core.asset_registry")
 
@@ -110,12 +112,15 @@ class Placement:
                     per_item(conn, index, record)
 
             on_commit_many = each
+        from .. import sources  # see plan()
+
         results: list[dict | Exception | None] = [None] * len(items)
         plans: list[RegistrationPlan] = []
+        handoff = sources.HandoffCheck(self.ws)  # the hand-off folders resolved once for the group
         try:
             for index, item in enumerate(items):
                 try:
-                    planned = self.plan(**item)
+                    planned = self.plan(**item, handoff=handoff)
                 except Exception as exc:
                     results[index] = exc
                     continue
@@ -191,9 +196,11 @@ class Placement:
              dest_relative: str | None = None, metadata: dict | None = None, copy: bool = True,
              provenance: dict | None = None, license_tag: str | None = None,
              tags: Iterable[str] | str | None = None, origin: str | None = None,
-             digest: str | None = None, created_at: float | None = None) -> RegistrationPlan | dict:
+             digest: str | None = None, created_at: float | None = None,
+             handoff: HandoffCheck | None = None) -> RegistrationPlan | dict:
         """Check one registration and read its bytes: the public record when nothing is to be
-        placed (a duplicate), else the plan :meth:`commit` carries out.
+        placed (a duplicate), else the plan :meth:`commit` carries out.  ``handoff``: the
+        :class:`comfyvn.sources.HandoffCheck` of a group of registrations (else made here).
 
         The source obeys :mod:`comfyvn.sources` (opened once, checked as opened, read from that
         descriptor).  ``copy=False`` registers a file of this project's assets root where it
@@ -220,8 +227,8 @@ class Placement:
         merge = Merge(meta=meta, tags=tag_list, license_tag=license_tag)
         confined = isinstance(source_path, sources.SourcePath)  # named by a remote caller (check_source)
         source = Path(os.fspath(source_path))
-        if not copy and not confined and (handoff := self.handoff_source(source_path)) is not None:
-            return self.plan_bytes(source, handoff, None, op="move", asset_type=asset_type, dest_relative=dest_relative,
+        if not copy and not confined and (moved := self.handoff_source(source_path, handoff)) is not None:
+            return self.plan_bytes(source, moved, None, op="move", asset_type=asset_type, dest_relative=dest_relative,
                                    merge=merge, digest=digest, provenance=provenance, origin=origin,
                                    created_at=created_at)
         limit = sources.source_limit(self.ws, self.root.path if copy else None)
@@ -231,19 +238,13 @@ class Placement:
                                    dest_relative=dest_relative, merge=merge, digest=digest, provenance=provenance,
                                    origin=origin, created_at=created_at)
 
-    def handoff_source(self, source_path: str | os.PathLike[str]) -> Path | None:
-        """The resolved path of a hand-off file (see :func:`comfyvn.sources.is_handoff_file`), else None."""
+    def handoff_source(self, source_path: str | os.PathLike[str], check: HandoffCheck | None = None) -> Path | None:
+        """The resolved path of a hand-off file (see :func:`comfyvn.sources.is_handoff_file`), else
+        None; ``check``: the :class:`comfyvn.sources.HandoffCheck` of a group."""
         from .. import sources  # see plan()
 
-        raw = Path(os.fspath(source_path))
-        try:
-            mode = os.lstat(raw).st_mode
-        except (OSError, ValueError):
-            return None
-        if not stat.S_ISREG(mode):  # a symlink is never a hand-off
-            return None
-        real = Path(os.path.realpath(raw))
-        return real if sources.is_handoff_file(real, self.ws) else None
+        real = (check or sources.HandoffCheck(self.ws)).real_path(source_path)
+        return None if real is None else Path(real)
 
     def dest_relative(self, source: Path, source_real: Path, asset_type: str,
                       dest_relative: str | None) -> tuple[str, Path]:

@@ -38,15 +38,21 @@ def _orjson_same(value: Any) -> bool:
     kind = type(value)
     if kind is str or value is None or kind is bool:
         return True
+    if kind is dict:  # plain loops: no generator frame per container (a sidecar holds dozens)
+        for key, item in value.items():
+            if type(key) is not str or not _orjson_same(item):
+                return False
+        return True
+    if kind is list:
+        for item in value:
+            if not _orjson_same(item):
+                return False
+        return True
     if kind is int:
         return -(2**63) <= value < 2**64
     if kind is float:
         text = repr(value)
         return "e" not in text and "n" not in text  # not 1e-05, 1e+16, nan, inf
-    if kind is dict:
-        return all(type(k) is str and _orjson_same(v) for k, v in value.items())
-    if kind is list:
-        return all(_orjson_same(v) for v in value)
     return False
 
 
