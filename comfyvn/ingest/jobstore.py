@@ -340,11 +340,16 @@ class JobStore:
         to ``until``, in ``conn``'s transaction; None when it changed meanwhile (renewed, finished,
         or taken by another server's recovery).  One conditional UPDATE: on PostgreSQL it waits for
         a commit of the old holder in progress and then sees it (see :meth:`end_claims`)."""
-        lease = job.get("lease_until")
-        cur = conn.execute(
-            "UPDATE ingest_jobs SET owner = ?, lease_until = ? WHERE job_id = ? AND status = ? AND owner = ?"
-            + (" AND lease_until IS NULL" if lease is None else " AND lease_until = ?"),
-            (owner, until, job["job_id"], str(job["status"]), job["owner"], *(() if lease is None else (lease,))))
+        # "IS NULL" where the claim as read has no owner or no lease ("= NULL" matches nothing)
+        terms, params = ["job_id = ?", "status = ?"], [job["job_id"], str(job["status"])]
+        for column in ("owner", "lease_until"):
+            if job.get(column) is None:
+                terms.append(f"{column} IS NULL")
+            else:
+                terms.append(f"{column} = ?")
+                params.append(job[column])
+        cur = conn.execute(f"UPDATE ingest_jobs SET owner = ?, lease_until = ? WHERE {' AND '.join(terms)}",
+                           (owner, until, *params))
         if cur.rowcount != 1:
             return None
         return {**job, "owner": owner, "lease_until": until}
