@@ -150,7 +150,8 @@ MIGRATIONS: list[tuple[str, str | Mapping[str, str]]] = [
         # copy of the text; rowid = the asset row's rowid, which VACUUM keeps as assets has indexes),
         # filled now and kept in step by triggers in the writer's transaction (every writer, every
         # process, transfers included); case_sensitive 1: the text is already lower-cased, so a match
-        # is exactly a substring.  PostgreSQL: pg_trgm's GIN index, which the LIKE itself uses (patterns of 3+ characters).
+        # is exactly a substring (no writer may use INSERT OR REPLACE on assets: the row it replaces
+        # fires no delete trigger).  PostgreSQL: pg_trgm's GIN index, which the LIKE itself uses (3+ characters).
         "registry.006_fulltext",
         {
             "sqlite": """
