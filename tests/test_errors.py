@@ -111,6 +111,7 @@ BEFORE = {
     "comfyvn.store.errors.StoreUnavailable": (503, "store_unavailable", "msg"),
     "comfyvn.store.errors.IntegrityError": (409, "conflict", "msg"),
     "comfyvn.store.errors.LockTimeout": (409, "conflict", "msg"),
+    "comfyvn.store.errors.EngineTooOld": (503, "store_unavailable", "msg"),  # Python's SQLite too old for the schema
     "comfyvn.store.errors.TransactionFailed": (500, "internal_error", UNHANDLED.format("TransactionFailed")),
     # comfyvn-store migrate (a CLI; no route raises them): by their meaning
     "comfyvn.store.transfer.TransferError": (400, "invalid_request", "msg"),

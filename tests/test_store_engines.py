@@ -350,3 +350,27 @@ def test_job_claims_on_postgresql_skip_rows_another_claimer_holds(pg_url):
     with db.transaction() as conn:
         assert [job["job_id"] for job in JobStore(db).queued(conn)] == ["j0", "j1", "j2"]
     forget_database(pg_url)
+
+
+def test_a_sqlite_too_old_for_the_schema_is_named_with_both_versions():
+    from comfyvn.store.db import MIN_SQLITE, check_sqlite_version
+    from comfyvn.store.errors import EngineTooOld
+
+    check_sqlite_version(MIN_SQLITE)  # the oldest that works
+    with pytest.raises(EngineTooOld, match=r"SQLite is 3\.31\.1; the workspace store needs 3\.37\.0 or newer"):
+        check_sqlite_version((3, 31, 1))  # Ubuntu 20.04's: no trigram tokenizer
+
+
+def test_a_failing_migration_is_named_in_its_error_and_commits_nothing(tmp_path, monkeypatch):
+    import sqlite3
+
+    from comfyvn.store import migrations as migrationsmod
+    from comfyvn.store.db import SqliteDatabase as SqliteStore
+
+    broken = [*migrationsmod.MIGRATIONS, ("test.999_broken", "CREATE TABLE half(x); CREATE TABLE half(y);")]
+    monkeypatch.setattr("comfyvn.store.base.MIGRATIONS", broken)
+    with pytest.raises(sqlite3.OperationalError) as info:
+        SqliteStore(tmp_path / "store.db")
+    assert "while applying the schema migration test.999_broken (sqlite)" in "\n".join(info.value.__notes__)
+    conn = sqlite3.connect(tmp_path / "store.db")
+    assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'half'").fetchone() == (0,)

@@ -228,10 +228,16 @@ class Database:
             for name, spec in MIGRATIONS:
                 if name in done:
                     continue
-                with self.transaction() as tx:
-                    for statement in self._ddl(spec):
-                        self._run_ddl(tx, statement)
-                    tx.execute("INSERT INTO schema_migrations(name, applied_at) VALUES (?, ?)", (name, time.time()))
+                try:
+                    with self.transaction() as tx:
+                        for statement in self._ddl(spec):
+                            self._run_ddl(tx, statement)
+                        tx.execute("INSERT INTO schema_migrations(name, applied_at) VALUES (?, ?)",
+                                   (name, time.time()))
+                except Exception as exc:  # the error keeps its type; its message names the step
+                    exc.add_note(f"while applying the schema migration {name} ({self.engine}); nothing of it "
+                                 "was committed")
+                    raise
                 applied_now.append(name)
         return applied_now
 

@@ -31,7 +31,7 @@ from filelock import FileLock, Timeout
 from ..config import Workspace, store_url
 from . import base
 from .base import Connection, Cursor, Database, StoreLock
-from .errors import IntegrityError, LockTimeout
+from .errors import EngineTooOld, IntegrityError, LockTimeout
 from .sql import split_sql
 
 BUSY_TIMEOUT_MS = 30_000
@@ -48,6 +48,20 @@ def _load_engine(name: str) -> None:
 
 base._load_engine = _load_engine
 
+
+
+#: FTS5's trigram tokenizer (3.34; the free-text index, registry.006_fulltext) and
+#: ``pragma_table_list`` (3.37; store transfers)
+MIN_SQLITE = (3, 37, 0)
+
+
+def check_sqlite_version(version: tuple[int, int, int] = sqlite3.sqlite_version_info) -> None:
+    """Raise :class:`EngineTooOld` naming both versions when Python's SQLite is too old for the schema."""
+    if version < MIN_SQLITE:
+        raise EngineTooOld(
+            f"this Python's SQLite is {'.'.join(map(str, version))}; the workspace store needs "
+            f"{'.'.join(map(str, MIN_SQLITE))} or newer (its full-text index): use a newer Python build, "
+            "or point store.url at PostgreSQL")
 
 class _SqliteConnection(sqlite3.Connection):
     """``sqlite3.Connection`` raising the store's :class:`IntegrityError` (a subclass of sqlite3's)."""
@@ -94,6 +108,7 @@ class SqliteDatabase(Database):
         self._all: list[tuple[threading.Thread, sqlite3.Connection]] = []  # (opened by, connection)
         self._all_lock = threading.Lock()
         self._pid = os.getpid()
+        check_sqlite_version()
         self.migrate()
 
     # -- connections -------------------------------------------------------------------

@@ -15,6 +15,10 @@ class StoreUnavailable(ComfyvnError):
     code = "store_unavailable"
 
 
+class EngineTooOld(StoreUnavailable):
+    """The database library or server lacks a feature the schema needs (named in the message)."""
+
+
 class TransactionFailed(ComfyvnError, RuntimeError):
     """A statement failed inside a transaction and its error was swallowed: PostgreSQL refuses the
     rest of the transaction, so nothing was committed (undo one statement with a SAVEPOINT instead)."""
