@@ -158,6 +158,7 @@ def meta_view(rec: dict) -> dict:
 PROBE_CAP = 20_000  # a filter tag's size is counted up to this (an index range of asset_tags, ~1 ms)
 PAGE_DRIVE_MAX = 4_000  # a page is read from a tag's rows when the tag has at most this many assets
 TEXT_INDEX_MIN = 3  # free text this long (characters) goes through the trigram index; shorter scans
+TEXT_MAX = 1000  # free text longer than this is refused: SQLite's LIKE fails past 50,000 bytes of pattern
 TEXT = object()  # AssetFilter.driver(): the free text's index drives the query
 TEXT_LIKE = "a.search_text LIKE ? ESCAPE '\\'"  # the free text's term: the scan, and the index's re-check
 
@@ -570,6 +571,13 @@ class Records:
         if text:  # a case-insensitive substring of search_text (docs/ASSET_REGISTRY.md, "Free text")
             if "\0" in text:
                 raise ValueError("text must not contain NUL characters")
+            if len(text) > TEXT_MAX:
+                raise ValueError(f"text must be at most {TEXT_MAX} characters, got {len(text)}")
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("text must be valid Unicode (it has a lone surrogate)") from None
             needle = text.lower()
             where.append(TEXT_LIKE)
             params.append("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
