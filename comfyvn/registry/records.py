@@ -158,7 +158,8 @@ def meta_view(rec: dict) -> dict:
 PROBE_CAP = 20_000  # a filter tag's size is counted up to this (an index range of asset_tags, ~1 ms)
 PAGE_DRIVE_MAX = 4_000  # a page is read from a tag's rows when the tag has at most this many assets
 TEXT_INDEX_MIN = 3  # free text this long (characters) goes through the trigram index; shorter scans
-TEXT_MAX = 1000  # free text longer than this is refused: SQLite's LIKE fails past 50,000 bytes of pattern
+TEXT_MAX = 256  # free text longer is refused (every route): SQLite's LIKE fails past 50,000 bytes of pattern,
+# and a match in repetitive text costs its length times the text's (FTS5 phrase, LIKE re-check)
 TEXT = object()  # AssetFilter.driver(): the free text's index drives the query
 TEXT_LIKE = "a.search_text LIKE ? ESCAPE '\\'"  # the free text's term: the scan, and the index's re-check
 
