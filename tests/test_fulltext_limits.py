@@ -1,12 +1,12 @@
-"""Free text an attacker or a careless paste can send through the Python API (the HTTP route caps
-``text`` at 256 characters itself): too long for SQLite's LIKE, or not encodable at all.  Each is
-refused with a ValueError that says why, whether or not any asset happens to match."""
+"""Filters an attacker or a careless paste can send through the Python API: free text too long for
+SQLite's LIKE or not encodable at all, more tags than one SQLite query holds.  Each is refused with
+a ValueError that says why, whether or not any asset happens to match."""
 
 from __future__ import annotations
 
 import pytest
 
-from comfyvn.registry.records import TEXT_MAX
+from comfyvn.registry.records import FILTER_TAGS_MAX, TEXT_MAX
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 
@@ -41,3 +41,13 @@ def test_lone_surrogate_is_refused_with_its_reason(reg: AssetRegistry, text: str
     # before: UnicodeEncodeError from the driver ("'utf-8' codec can't encode ... surrogates not allowed")
     with pytest.raises(ValueError, match="valid Unicode"):
         reg.list_assets(text=text, limit=10)
+
+
+@pytest.mark.parametrize("mode", ["all", "any"])
+def test_too_many_tags_in_one_filter_are_refused(reg: AssetRegistry, mode: str) -> None:
+    # before: all-mode past ~800 tags raised sqlite3.OperationalError "Expression tree is too large"
+    for n in (FILTER_TAGS_MAX + 1, 1000):
+        with pytest.raises(ValueError, match=f"at most {FILTER_TAGS_MAX} tags, got {n}"):
+            reg.list_assets(tags=[f"t{i}" for i in range(n)], tags_mode=mode, limit=10)
+    assert len(reg.list_assets(tags=["hero", *(f"t{i}" for i in range(FILTER_TAGS_MAX - 1))], tags_mode=mode,
+                               limit=10)) == (1 if mode == "any" else 0)

@@ -9,7 +9,7 @@ import json
 import pytest
 from server_helpers import assert_error
 
-from comfyvn.registry.records import TEXT_MAX
+from comfyvn.registry.records import FILTER_TAGS_MAX, TEXT_MAX
 
 TITLES = ['say "hi" AND bye', "a*b NEAR(c d, 1)", "col:value ^start -minus", "100% done_ok back\\slash",
           "Straße İstanbul 🎨", "ΣΊΣΥΦΟΣ ς"]
@@ -55,3 +55,17 @@ async def test_bad_text_is_a_json_400(api, make_png):
     assert r.code == 400, (r.code, r.body)
     r = await api("GET", "/assets", params={"text": b"\xff\xfe"})
     assert r.code == 400, (r.code, r.body)
+
+
+@pytest.mark.parametrize("mode", ["all", "any"])
+async def test_a_filter_of_too_many_tags_is_a_json_400(api, make_png, mode):
+    # before: all-mode past ~800 tags was SQLite's "Expression tree is too large", an HTTP 500
+    await populate(api, make_png)
+    many = ",".join(f"t{i}" for i in range(FILTER_TAGS_MAX + 1))
+    assert_error(await api("GET", "/assets", params={"tags": many, "tags_mode": mode}), 400, "invalid_request",
+                 f"at most {FILTER_TAGS_MAX} tags")
+    assert_error(await api("GET", "/assets", params={"tags": ",".join(f"t{i}" for i in range(1000)),
+                                                     "tags_mode": mode}), 400, "invalid_request", "tags")
+    r = await api("GET", "/assets", params={"tags": ",".join(f"t{i}" for i in range(FILTER_TAGS_MAX)),
+                                            "tags_mode": mode, "total": "true"})
+    assert r.code == 200 and r.json["total"] == 0, r.body
