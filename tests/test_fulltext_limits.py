@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from comfyvn.registry.records import FILTER_TAGS_MAX, TEXT_MAX
+from comfyvn.registry.records import FILTER_ALL_TAGS_MAX, FILTER_TAGS_MAX, TEXT_MAX
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 
@@ -43,11 +43,12 @@ def test_lone_surrogate_is_refused_with_its_reason(reg: AssetRegistry, text: str
         reg.list_assets(text=text, limit=10)
 
 
-@pytest.mark.parametrize("mode", ["all", "any"])
-def test_too_many_tags_in_one_filter_are_refused(reg: AssetRegistry, mode: str) -> None:
-    # before: all-mode past ~800 tags raised sqlite3.OperationalError "Expression tree is too large"
-    for n in (FILTER_TAGS_MAX + 1, 1000):
-        with pytest.raises(ValueError, match=f"at most {FILTER_TAGS_MAX} tags, got {n}"):
+@pytest.mark.parametrize("mode, cap", [("all", FILTER_ALL_TAGS_MAX), ("any", FILTER_TAGS_MAX)])
+def test_too_many_tags_in_one_filter_are_refused(reg: AssetRegistry, mode: str, cap: int) -> None:
+    # before: all-mode past ~800 tags raised sqlite3.OperationalError "Expression tree is too large"; on
+    # PostgreSQL 100 took 2.9 s to plan, 200 more than the HTTP client's 20 s
+    for n in (cap + 1, 1000):
+        with pytest.raises(ValueError, match=f"at most {cap} tags.*got {n}"):
             reg.list_assets(tags=[f"t{i}" for i in range(n)], tags_mode=mode, limit=10)
-    assert len(reg.list_assets(tags=["hero", *(f"t{i}" for i in range(FILTER_TAGS_MAX - 1))], tags_mode=mode,
+    assert len(reg.list_assets(tags=["hero", *(f"t{i}" for i in range(cap - 1))], tags_mode=mode,
                                limit=10)) == (1 if mode == "any" else 0)

@@ -9,7 +9,7 @@ import json
 import pytest
 from server_helpers import assert_error
 
-from comfyvn.registry.records import FILTER_TAGS_MAX, TEXT_MAX
+from comfyvn.registry.records import FILTER_ALL_TAGS_MAX, FILTER_TAGS_MAX, TEXT_MAX
 
 TITLES = ['say "hi" AND bye', "a*b NEAR(c d, 1)", "col:value ^start -minus", "100% done_ok back\\slash",
           "Straße İstanbul 🎨", "ΣΊΣΥΦΟΣ ς"]
@@ -57,15 +57,15 @@ async def test_bad_text_is_a_json_400(api, make_png):
     assert r.code == 400, (r.code, r.body)
 
 
-@pytest.mark.parametrize("mode", ["all", "any"])
-async def test_a_filter_of_too_many_tags_is_a_json_400(api, make_png, mode):
-    # before: all-mode past ~800 tags was SQLite's "Expression tree is too large", an HTTP 500
+@pytest.mark.parametrize("mode, cap", [("all", FILTER_ALL_TAGS_MAX), ("any", FILTER_TAGS_MAX)])
+async def test_a_filter_of_too_many_tags_is_a_json_400(api, make_png, mode, cap):
+    # before: all-mode past ~800 tags was SQLite's "Expression tree is too large", an HTTP 500; on
+    # PostgreSQL 200 tags took longer to plan than the client waits
     await populate(api, make_png)
-    many = ",".join(f"t{i}" for i in range(FILTER_TAGS_MAX + 1))
-    assert_error(await api("GET", "/assets", params={"tags": many, "tags_mode": mode}), 400, "invalid_request",
-                 f"at most {FILTER_TAGS_MAX} tags")
-    assert_error(await api("GET", "/assets", params={"tags": ",".join(f"t{i}" for i in range(1000)),
-                                                     "tags_mode": mode}), 400, "invalid_request", "tags")
-    r = await api("GET", "/assets", params={"tags": ",".join(f"t{i}" for i in range(FILTER_TAGS_MAX)),
-                                            "tags_mode": mode, "total": "true"})
+    for n in (cap + 1, 1000):
+        assert_error(await api("GET", "/assets", params={"tags": ",".join(f"t{i}" for i in range(n)),
+                                                         "tags_mode": mode}), 400, "invalid_request",
+                     f"at most {cap} tags")
+    r = await api("GET", "/assets", params={"tags": ",".join(f"t{i}" for i in range(cap)), "tags_mode": mode,
+                                            "total": "true"})
     assert r.code == 200 and r.json["total"] == 0, r.body
