@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import sources
-from ..config import Workspace, get_setting, max_remote_bytes, shipped_default
+from ..config import ConfigError, Workspace, get_setting, max_remote_bytes, shipped_default
 from ..fsutil import boot_id, fsync_dir, owner_token
 from ..store.errors import StoreUnavailable
 from . import remote
@@ -163,10 +163,21 @@ class IngestWorker:
 
     # ------------------------------------------------------------------ leases
     def lease_seconds(self) -> float:
-        return float(get_setting("ingest.lease_s", ws=self.ws))
+        return self.lease_settings()[0]
 
     def renew_seconds(self) -> float:
-        return float(get_setting("ingest.lease_renew_s", ws=self.ws))
+        return self.lease_settings()[1]
+
+    def lease_settings(self) -> tuple[float, float]:
+        """``(ingest.lease_s, renewal period)``: the lease is renewed at least three times per lease
+        (a heartbeat slower than the lease, e.g. ``lease_s`` lowered below the default ``lease_renew_s``,
+        let any other server's recovery take back a claim still at work); ConfigError unless both > 0."""
+        lease = float(get_setting("ingest.lease_s", ws=self.ws))
+        renew = float(get_setting("ingest.lease_renew_s", ws=self.ws))
+        if not (lease > 0 and renew > 0):
+            raise ConfigError(f"{self.ws.config_file}: ingest.lease_s ({lease:g}) and ingest.lease_renew_s "
+                              f"({renew:g}) must be above 0")
+        return lease, min(renew, lease / 3)
 
     @contextmanager
     def _working(self, job_id: str) -> Iterator[None]:

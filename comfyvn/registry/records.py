@@ -158,6 +158,10 @@ def meta_view(rec: dict) -> dict:
 PROBE_CAP = 20_000  # a filter tag's size is counted up to this (an index range of asset_tags, ~1 ms)
 PAGE_DRIVE_MAX = 4_000  # a page is read from a tag's rows when the tag has at most this many assets
 TEXT_INDEX_MIN = 3  # free text this long (characters) goes through the trigram index; shorter scans
+TEXT_MAX = 256  # free text longer is refused (every route): SQLite's LIKE fails past 50,000 bytes of pattern,
+# and a match in repetitive text costs its length times the text's (FTS5 phrase, LIKE re-check)
+FILTER_TAGS_MAX = 200  # tags in one filter (any-mode: one IN list)
+FILTER_ALL_TAGS_MAX = 32  # all-mode: a semi-join each; PostgreSQL plans 100 in 2.9 s (cubic), SQLite refuses ~800
 TEXT = object()  # AssetFilter.driver(): the free text's index drives the query
 TEXT_LIKE = "a.search_text LIKE ? ESCAPE '\\'"  # the free text's term: the scan, and the index's re-check
 # a text too short for a trigram: PostgreSQL would read the whole GIN index for it (2.5x the scan at a million)
@@ -568,10 +572,22 @@ class Records:
             where.append("a.uid = ? AND a.hash = ?")  # primary key: uid = first 16 hex digits
             params.extend([hash.lower()[:16], hash.lower()])
         tag_list = normalise_tags(tags)
+        if tags_mode == "all" and len(tag_list) > FILTER_ALL_TAGS_MAX:
+            raise ValueError(f"a filter takes at most {FILTER_ALL_TAGS_MAX} tags that must all match "
+                             f"(tags_mode all), got {len(tag_list)}")
+        if len(tag_list) > FILTER_TAGS_MAX:
+            raise ValueError(f"a filter takes at most {FILTER_TAGS_MAX} tags, got {len(tag_list)}")
         text_match, short_text = None, False
         if text:  # a case-insensitive substring of search_text (docs/ASSET_REGISTRY.md, "Free text")
             if "\0" in text:
                 raise ValueError("text must not contain NUL characters")
+            if len(text) > TEXT_MAX:
+                raise ValueError(f"text must be at most {TEXT_MAX} characters, got {len(text)}")
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("text must be valid Unicode (it has a lone surrogate)") from None
             needle = text.lower()
             short_text = len(needle) < TEXT_INDEX_MIN
             engine = getattr(self.db, "engine", "sqlite")

@@ -29,6 +29,7 @@ from comfyvn.config import get_setting
 from comfyvn.confined import open_confined
 from comfyvn.hooks.specs import topics
 from comfyvn.kinds import KIND_TYPES, file_kind
+from comfyvn.registry.records import TEXT_MAX
 from comfyvn.store import Database, StoreUnavailable
 from comfyvn.store.base import ChangeWatcher
 from comfyvn.studio.core.asset_registry import SORT_COLUMNS, AssetRegistry, decode_cursor
@@ -133,7 +134,7 @@ class AssetsHandler(AssetsBase):
             raise ApiError(400, "invalid_parameter", f"tags_mode must be all or any, got {tags_mode!r}")
         filters = {
             "asset_type": self.q_str("type", max_len=64), "tags": self.q_list("tags"), "tags_mode": tags_mode,
-            "license": self.q_str("license", max_len=128), "text": self.q_str("text", max_len=256),
+            "license": self.q_str("license", max_len=128), "text": self.q_str("text", max_len=TEXT_MAX),
             "hash": self.q_str("hash", max_len=64), "limit": self.q_int("limit", 50, minimum=1, maximum=1000),
             "cursor": asset_cursor(self.q_str("cursor", max_len=512)), "sort": sort, "descending": order == "desc",
             "with_total": self.q_bool("total"),
