@@ -52,3 +52,15 @@ def test_too_many_tags_in_one_filter_are_refused(reg: AssetRegistry, mode: str, 
             reg.list_assets(tags=[f"t{i}" for i in range(n)], tags_mode=mode, limit=10)
     assert len(reg.list_assets(tags=["hero", *(f"t{i}" for i in range(cap - 1))], tags_mode=mode,
                                limit=10)) == (1 if mode == "any" else 0)
+
+
+def test_a_long_text_asks_the_index_for_a_few_of_its_trigrams_not_a_phrase():
+    """A phrase is matched position by position: 256 × "a" against one asset of 1,000,000 × "a"
+    cost 2.3 s of CPU in SQLite alone; a few ANDed trigrams intersect row lists (1 ms) and the
+    text's LIKE keeps the answer exact (tests/test_fulltext.py compares it with the scan)."""
+    from comfyvn.registry.records import TEXT_MATCH_TRIGRAMS, trigram_query
+
+    assert trigram_query("a" * 256) == '"aaa"'
+    assert trigram_query('say "hi"') == '"say" AND "ay " AND "y """ AND " ""h" AND """hi" AND "hi"""'
+    terms = trigram_query("dragon_knight_v2 by someone, 2024 edition").split(" AND ")
+    assert len(terms) == TEXT_MATCH_TRIGRAMS and terms[0] == '"dra"' and terms[-1] == '"ion"'

@@ -159,13 +159,29 @@ PROBE_CAP = 20_000  # a filter tag's size is counted up to this (an index range 
 PAGE_DRIVE_MAX = 4_000  # a page is read from a tag's rows when the tag has at most this many assets
 TEXT_INDEX_MIN = 3  # free text this long (characters) goes through the trigram index; shorter scans
 TEXT_MAX = 256  # free text longer is refused (every route): SQLite's LIKE fails past 50,000 bytes of pattern,
-# and a match in repetitive text costs its length times the text's (FTS5 phrase, LIKE re-check)
+# and the LIKE's re-check of a candidate costs up to the text's length times the row's
 FILTER_TAGS_MAX = 200  # tags in one filter (any-mode: one IN list)
 FILTER_ALL_TAGS_MAX = 32  # all-mode: a semi-join each; PostgreSQL plans 100 in 2.9 s (cubic), SQLite refuses ~800
 TEXT = object()  # AssetFilter.driver(): the free text's index drives the query
 TEXT_LIKE = "a.search_text LIKE ? ESCAPE '\\'"  # the free text's term: the scan, and the index's re-check
 # a text too short for a trigram: PostgreSQL would read the whole GIN index for it (2.5x the scan at a million)
 SHORT_TEXT_LIKE = "(a.search_text || '') LIKE ? ESCAPE '\\'"
+
+
+TEXT_MATCH_TRIGRAMS = 12  # trigrams of a long text the index is asked for (the LIKE checks every candidate)
+
+
+def trigram_query(needle: str) -> str:
+    """The FTS5 query finding the rows that may hold ``needle`` (3+ characters): up to
+    :data:`TEXT_MATCH_TRIGRAMS` of its distinct trigrams, spread over it, each a quoted string (every
+    character literal), ANDed.  Not the whole text as one phrase: a phrase is matched position by
+    position, which cost 3.5 s for a 256-character text against one asset of repetitive metadata;
+    a few trigrams only intersect their row lists, and the text's LIKE keeps the answer exact."""
+    grams = list(dict.fromkeys(needle[i:i + 3] for i in range(len(needle) - 2)))
+    if len(grams) > TEXT_MATCH_TRIGRAMS:
+        step = (len(grams) - 1) / (TEXT_MATCH_TRIGRAMS - 1)
+        grams = [grams[round(k * step)] for k in range(TEXT_MATCH_TRIGRAMS)]
+    return " AND ".join('"' + gram.replace('"', '""') + '"' for gram in grams)
 
 
 class AssetFilter:
@@ -594,7 +610,7 @@ class Records:
             where.append(SHORT_TEXT_LIKE if short_text and engine == "postgresql" else TEXT_LIKE)
             params.append("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
             if not short_text and engine == "sqlite":
-                text_match = '"' + needle.replace('"', '""') + '"'  # one FTS5 phrase: every character literal
+                text_match = trigram_query(needle)
         all_tags = tag_list if tags_mode == "all" or len(tag_list) == 1 else []
         return AssetFilter(self.db, self.project_id, where, params, all_tags, [] if all_tags else tag_list,
                            scans=short_text, by_hash=bool(hash), text_match=text_match,
