@@ -81,8 +81,16 @@ def pg_store_schemas(pg_cluster) -> Iterator[Callable[[], str]]:
     admin = psycopg.connect(base, autocommit=True)
 
     def fresh() -> str:
+        nonlocal admin
         name = f"s_{uuid.uuid4().hex[:12]}"
-        admin.execute(f'CREATE SCHEMA "{name}"')
+        try:
+            admin.execute(f'CREATE SCHEMA "{name}"')
+        except psycopg.OperationalError:
+            # a test restarted the session's server (test_events_pg): the held connection died
+            # with it, so reconnect once instead of failing every later workspace's setup
+            admin.close()
+            admin = psycopg.connect(base, autocommit=True)
+            admin.execute(f'CREATE SCHEMA "{name}"')
         return f"{base}?options=-csearch_path%3D{name}"
 
     try:
