@@ -36,6 +36,15 @@ SQLITE_ONLY = {
     # COMFYVN_STORE_URL points every workspace of the process at the one store: "a fresh workspace"
     # in the same process is not a fresh store there
     "tests/test_ingest_state.py::test_round_trip_into_a_fresh_workspace": "a second workspace in one process",
+    # the SQLite store's own machinery (its file, PRAGMAs, sqlite_master, script splitter); the
+    # engine-neutral equivalents are in test_store_engines.py, which runs both engines
+    "tests/test_store.py::test_one_database_per_workspace_in_wal_mode_with_a_busy_timeout": "SQLite's PRAGMAs",
+    "tests/test_store.py::test_migrations_are_named_ordered_and_idempotent": "SQLite's sqlite_master and file",
+    "tests/test_store.py::test_concurrent_first_opens_migrate_once": "SQLite files opened by three processes",
+    "tests/test_store.py::test_a_failing_migration_is_rolled_back_and_reported": "an SQLite file's migration",
+    "tests/test_store.py::test_migration_scripts_keep_semicolons_inside_triggers_and_strings":
+        "SQLite's script splitter",
+    "tests/test_store.py::test_close_leaves_the_connections_of_other_live_threads_alone": "an SQLite file's connections",
 }
 
 
