@@ -45,6 +45,16 @@ SQLITE_ONLY = {
     "tests/test_store.py::test_migration_scripts_keep_semicolons_inside_triggers_and_strings":
         "SQLite's script splitter",
     "tests/test_store.py::test_close_leaves_the_connections_of_other_live_threads_alone": "an SQLite file's connections",
+    # a hard link to the workspace's SQLite file must be refused as a source: on PostgreSQL there is no such file
+    "tests/test_sources_batch.py::test_a_batch_refuses_every_kind_a_single_enqueue_refuses":
+        "hard-links the workspace's SQLite file",
+    "tests/test_sources_batch.py::test_a_policy_resolved_before_a_hard_link_was_made_still_refuses_it_by_what_was_opened":
+        "hard-links the workspace's SQLite file",
+    "tests/test_fulltext.py::test_sqlite_reads_free_text_from_the_index_and_short_text_by_scan":
+        "SQLite's EXPLAIN QUERY PLAN",
+    "tests/test_fulltext.py::test_the_sqlite_check_finds_a_row_changed_behind_the_index": "damages an SQLite file",
+    # moves the workspace's own SQLite file to the session's PostgreSQL and back: both engines in the SQLite pass
+    "tests/test_fulltext.py::test_store_migrate_both_ways_keeps_the_index": "the workspace's SQLite file, moved",
 }
 
 
