@@ -46,6 +46,9 @@ SQLITE_ONLY = {
         "SQLite's script splitter",
     "tests/test_store.py::test_close_leaves_the_connections_of_other_live_threads_alone": "an SQLite file's connections",
     # a hard link to the workspace's SQLite file must be refused as a source: on PostgreSQL there is no such file
+    "tests/test_sources.py::test_the_database_and_its_journal_files_are_never_sources":
+        "the workspace's SQLite file and its WAL",
+    "tests/test_sources.py::test_a_hard_link_to_the_database_is_refused_by_identity": "hard-links the workspace's SQLite file",
     "tests/test_sources_batch.py::test_a_batch_refuses_every_kind_a_single_enqueue_refuses":
         "hard-links the workspace's SQLite file",
     "tests/test_sources_batch.py::test_a_policy_resolved_before_a_hard_link_was_made_still_refuses_it_by_what_was_opened":
