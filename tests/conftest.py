@@ -36,6 +36,8 @@ SQLITE_ONLY = {
     # COMFYVN_STORE_URL points every workspace of the process at the one store: "a fresh workspace"
     # in the same process is not a fresh store there
     "tests/test_ingest_state.py::test_round_trip_into_a_fresh_workspace": "a second workspace in one process",
+    "tests/test_enforcer.py::test_rebuild_restores_a_project_copied_into_a_new_workspace":
+        "a second workspace in one process",
     # the SQLite store's own machinery (its file, PRAGMAs, sqlite_master, script splitter); the
     # engine-neutral equivalents are in test_store_engines.py, which runs both engines
     "tests/test_store.py::test_one_database_per_workspace_in_wal_mode_with_a_busy_timeout": "SQLite's PRAGMAs",
