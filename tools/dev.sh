@@ -76,7 +76,7 @@ POSTGRES_TESTS=(
   tests/reliability/test_security_ssrf.py tests/reliability/test_queue_state_machine.py
   tests/widgets/test_queue_inspector.py tests/widgets/test_hook_monitor.py tests/widgets/test_gallery_widget.py
   tests/widgets/test_enforcer_report.py tests/test_enforcer_scale.py
-  tests/compat/test_http_compat.py tests/compat/test_metadata_fields.py
+  tests/compat/test_http_compat.py tests/compat/test_metadata_fields.py tests/test_workbench.py
 )
 
 summary_line() {  # pytest's closing "N passed, M failed ... in Xs" line of a saved run
