@@ -36,6 +36,30 @@ SQLITE_ONLY = {
     # COMFYVN_STORE_URL points every workspace of the process at the one store: "a fresh workspace"
     # in the same process is not a fresh store there
     "tests/test_ingest_state.py::test_round_trip_into_a_fresh_workspace": "a second workspace in one process",
+    "tests/test_enforcer.py::test_rebuild_restores_a_project_copied_into_a_new_workspace":
+        "a second workspace in one process",
+    # the SQLite store's own machinery (its file, PRAGMAs, sqlite_master, script splitter); the
+    # engine-neutral equivalents are in test_store_engines.py, which runs both engines
+    "tests/test_store.py::test_one_database_per_workspace_in_wal_mode_with_a_busy_timeout": "SQLite's PRAGMAs",
+    "tests/test_store.py::test_migrations_are_named_ordered_and_idempotent": "SQLite's sqlite_master and file",
+    "tests/test_store.py::test_concurrent_first_opens_migrate_once": "SQLite files opened by three processes",
+    "tests/test_store.py::test_a_failing_migration_is_rolled_back_and_reported": "an SQLite file's migration",
+    "tests/test_store.py::test_migration_scripts_keep_semicolons_inside_triggers_and_strings":
+        "SQLite's script splitter",
+    "tests/test_store.py::test_close_leaves_the_connections_of_other_live_threads_alone": "an SQLite file's connections",
+    # a hard link to the workspace's SQLite file must be refused as a source: on PostgreSQL there is no such file
+    "tests/test_sources.py::test_the_database_and_its_journal_files_are_never_sources":
+        "the workspace's SQLite file and its WAL",
+    "tests/test_sources.py::test_a_hard_link_to_the_database_is_refused_by_identity": "hard-links the workspace's SQLite file",
+    "tests/test_sources_batch.py::test_a_batch_refuses_every_kind_a_single_enqueue_refuses":
+        "hard-links the workspace's SQLite file",
+    "tests/test_sources_batch.py::test_a_policy_resolved_before_a_hard_link_was_made_still_refuses_it_by_what_was_opened":
+        "hard-links the workspace's SQLite file",
+    "tests/test_fulltext.py::test_sqlite_reads_free_text_from_the_index_and_short_text_by_scan":
+        "SQLite's EXPLAIN QUERY PLAN",
+    "tests/test_fulltext.py::test_the_sqlite_check_finds_a_row_changed_behind_the_index": "damages an SQLite file",
+    # moves the workspace's own SQLite file to the session's PostgreSQL and back: both engines in the SQLite pass
+    "tests/test_fulltext.py::test_store_migrate_both_ways_keeps_the_index": "the workspace's SQLite file, moved",
 }
 
 
@@ -81,8 +105,16 @@ def pg_store_schemas(pg_cluster) -> Iterator[Callable[[], str]]:
     admin = psycopg.connect(base, autocommit=True)
 
     def fresh() -> str:
+        nonlocal admin
         name = f"s_{uuid.uuid4().hex[:12]}"
-        admin.execute(f'CREATE SCHEMA "{name}"')
+        try:
+            admin.execute(f'CREATE SCHEMA "{name}"')
+        except psycopg.OperationalError:
+            # a test restarted the session's server (test_events_pg): the held connection died
+            # with it, so reconnect once instead of failing every later workspace's setup
+            admin.close()
+            admin = psycopg.connect(base, autocommit=True)
+            admin.execute(f'CREATE SCHEMA "{name}"')
         return f"{base}?options=-csearch_path%3D{name}"
 
     try:

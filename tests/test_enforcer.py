@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from comfyvn.fsutil import owner_token
 from comfyvn.hooks import get_hook_bus
 from comfyvn.registry import FINDING_KINDS, audit_sidecars, derive_license, derive_tags, rebuild_from_disk
 from comfyvn.registry.rebuild import main
+from comfyvn.store import open_store
 from comfyvn.studio.core.asset_registry import AssetRegistry, split_metadata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,12 +49,9 @@ def snapshot(ws) -> dict:
         if rel.startswith("logs") or p.name.startswith(ws.db_path.name):
             continue
         tree[rel] = (sha(p), p.stat().st_mtime_ns) if p.is_file() else "dir"
-    conn = sqlite3.connect(ws.db_path)
-    try:
-        db = {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
-              for t in ("assets", "asset_tags", "thumbnails", "file_intents", "events")}
-    finally:
-        conn.close()
+    store = open_store(ws)
+    db = {t: [tuple(row) for row in store.query(f"SELECT * FROM {t} ORDER BY 1, 2")]
+          for t in ("assets", "asset_tags", "thumbnails", "file_intents", "events")}
     return {"tree": tree, "db": db}
 
 

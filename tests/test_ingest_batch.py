@@ -16,6 +16,7 @@ import comfyvn.ingest.queue as queue_module
 import comfyvn.ingest.staging as staging_module
 from comfyvn.hooks import get_hook_bus
 from comfyvn.ingest import AssetIngestQueue
+from comfyvn.store import open_store
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 
@@ -30,7 +31,7 @@ def sha(data: bytes) -> str:
 
 
 def events(ws, topic: str) -> list[dict]:
-    return get_hook_bus(ws.db_path).history(10_000, topics=[topic])
+    return get_hook_bus(open_store(ws)).history(10_000, topics=[topic])
 
 
 @pytest.fixture

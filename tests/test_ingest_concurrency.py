@@ -12,6 +12,7 @@ from pathlib import Path
 
 from comfyvn.hooks import get_hook_bus
 from comfyvn.ingest import AssetIngestQueue
+from comfyvn.store import open_store
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 # children say "ready", then all start at once when the parent creates the "go" file
@@ -73,7 +74,7 @@ def test_processes_enqueueing_the_same_bytes_at_once_stage_it_exactly_once(ws, s
     assert all(d["notes"] == ["duplicate.staged"] for d in dups)
     leftovers = [p for p in ws.staging_dir.rglob("*") if p.is_file()]
     assert leftovers == [ws.staging_dir / f"{staged[0]['job_id']}-{os.path.basename(staged[0]['source_path'])}"]
-    enq = get_hook_bus(ws.db_path).history(100, topics=["on_asset_ingest_enqueued"])
+    enq = get_hook_bus(open_store(ws)).history(100, topics=["on_asset_ingest_enqueued"])
     assert sorted(e["data"]["status"] for e in enq) == ["duplicate"] * 3 + ["staged"]
 
 
@@ -93,7 +94,7 @@ def test_processes_applying_the_same_queue_apply_each_job_once(ws, subprocess_en
     reg = AssetRegistry(ws=ws)
     assert reg.count() == 24
     assert all(os.path.isfile(a["abs_path"]) and os.path.isfile(a["sidecar"]) for a in reg.iter_assets())
-    assert len(get_hook_bus(ws.db_path).history(100, topics=["on_asset_ingest_applied"])) == 24
+    assert len(get_hook_bus(open_store(ws)).history(100, topics=["on_asset_ingest_applied"])) == 24
     assert [p for p in ws.staging_dir.iterdir()] == []
 
 

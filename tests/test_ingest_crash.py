@@ -17,6 +17,7 @@ import pytest
 from comfyvn.hooks import get_hook_bus
 from comfyvn.ingest import AssetIngestQueue
 from comfyvn.ingest.queue import CRASH_ENV
+from comfyvn.store import open_store
 from comfyvn.studio.core.asset_registry import SIDECAR_SUFFIX, AssetRegistry
 
 # Points inside the registry are reached by wrapping its methods in the child (fault injection);
@@ -125,7 +126,7 @@ def test_kill_during_apply_then_restart(ws, subprocess_env, point, batch, expect
     result = q.apply()  # everything still staged is re-appliable
     assert result["failed"] == []
     assert set(check_invariants(ws, q, contents).values()) == {"applied"}
-    applied_events = get_hook_bus(ws.db_path).history(100, topics=["on_asset_ingest_applied"])
+    applied_events = get_hook_bus(open_store(ws)).history(100, topics=["on_asset_ingest_applied"])
     assert sorted(e["data"]["job_id"] for e in applied_events) == sorted(contents)  # each job once
     assert all(q.get(j)["pin"] is False for j in contents)
 

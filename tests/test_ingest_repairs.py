@@ -15,7 +15,7 @@ from comfyvn.ingest.jobs import JobStatus
 from comfyvn.ingest.jobstore import JobStore, new_job
 from comfyvn.ingest.queue import AssetIngestQueue
 from comfyvn.ingest.staging import STAGING_MISSING
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 
@@ -94,7 +94,7 @@ def test_stuck_and_interrupted_jobs(ws, q):
     assert repairs.find_stuck_jobs(q, stuck_minutes=90) == [j for j in repairs.find_stuck_jobs(q, stuck_minutes=90)
                                                             if j["job_id"] == staged["job_id"]]
 
-    store = JobStore(get_database(ws.db_path))
+    store = JobStore(open_store(ws))
     assert [j["job_id"] for j in repairs.interrupted_jobs(store)] == [busy["job_id"]]
     with q.db.transaction() as conn:  # a live owner (this process) is not interrupted
         q.jobs.update(conn, q.jobs.row(conn, busy["job_id"]), None, {"owner": owner_token()})

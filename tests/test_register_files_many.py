@@ -11,7 +11,7 @@ import pytest
 
 from comfyvn.hooks import get_hook_bus
 from comfyvn.ingest import AssetIngestQueue
-from comfyvn.store import forget_database
+from comfyvn.store import forget_database, open_store
 from comfyvn.studio.core.asset_registry import AssetRegistry
 
 
@@ -71,10 +71,10 @@ def test_the_queue_marks_every_applied_job_of_a_group_in_one_call(ws, monkeypatc
         return real(items, on_commit_many=counted)
 
     monkeypatch.setattr(registry, "register_files", traced)
-    start = get_hook_bus(ws.db_path).last_id()
+    start = get_hook_bus(open_store(ws)).last_id()
     result = q.apply([j["job_id"] for j in jobs])
     assert len(result["applied"]) == 6 and groups == [6]
-    applied = [e for e in get_hook_bus(ws.db_path).events_after(start) if e["event"] == "on_asset_ingest_applied"]
+    applied = [e for e in get_hook_bus(open_store(ws)).events_after(start) if e["event"] == "on_asset_ingest_applied"]
     assert sorted(e["data"]["job_id"] for e in applied) == sorted(j["job_id"] for j in jobs)
     assert all(e["data"]["path"] and e["data"]["sidecar"] and e["data"]["asset_uid"] for e in applied)
     assert {q.get(j["job_id"])["status"] for j in jobs} == {"applied"}

@@ -10,14 +10,14 @@ import threading
 import pytest
 
 from comfyvn.hooks import emit
-from comfyvn.store import Database, get_database
+from comfyvn.store import Database, get_database, open_store
 from comfyvn.store.db import BUSY_TIMEOUT_MS, _split_sql
 from comfyvn.store.migrations import MIGRATIONS
 
 
 @pytest.fixture
 def db(ws) -> Database:
-    return get_database(ws.db_path)
+    return open_store(ws)
 
 
 def test_one_database_per_workspace_in_wal_mode_with_a_busy_timeout(ws, db):
@@ -139,13 +139,13 @@ def test_writers_from_two_processes_never_see_database_is_locked(ws, db):
     code = """
 import sys
 from comfyvn.hooks import emit
-from comfyvn.store import get_database
-db = get_database(sys.argv[1])
+from comfyvn.store import database_at
+db = database_at(sys.argv[1])
 for i in range(150):
     with db.transaction() as conn:
         emit(conn, "on_modder_test", {"message": sys.argv[2] + str(i)})
 """
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(ws.db_path), tag], stderr=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-c", code, db.url, tag], stderr=subprocess.PIPE,
                               text=True) for tag in ("a", "b")]
     for i in range(150):  # and this process writes at the same time
         with db.transaction() as conn:

@@ -65,6 +65,18 @@ POSTGRES_TESTS=(
   tests/test_library_cli.py tests/test_library_http.py
   tests/test_licences.py tests/test_licences_http.py
   tests/server
+  tests/test_fulltext.py tests/test_tag_order.py
+  tests/test_ingest_batch.py tests/test_ingest_lease.py tests/test_ingest_crash.py tests/test_ingest_repairs.py
+  tests/test_ingest_concurrency.py tests/test_register_files_many.py tests/test_remote_queue.py
+  tests/test_sources.py tests/test_sources_batch.py
+  tests/test_sidecar_encoding.py tests/reliability/test_fuzz_sidecars.py tests/test_enforcer.py tests/test_thumbnails.py
+  tests/test_library_rescan.py tests/test_library_autov3.py tests/test_library_widget.py
+  tests/test_licences_dashboard.py tests/test_licences_runbook.py
+  tests/reliability/test_security_hooks.py tests/reliability/test_security_webhooks.py
+  tests/reliability/test_security_ssrf.py tests/reliability/test_queue_state_machine.py
+  tests/widgets/test_queue_inspector.py tests/widgets/test_hook_monitor.py tests/widgets/test_gallery_widget.py
+  tests/widgets/test_enforcer_report.py tests/test_enforcer_scale.py
+  tests/compat/test_http_compat.py tests/compat/test_metadata_fields.py tests/test_workbench.py
 )
 
 summary_line() {  # pytest's closing "N passed, M failed ... in Xs" line of a saved run

@@ -9,7 +9,8 @@ import ipywidgets as W
 from comfyvn.config import Workspace
 from comfyvn.hooks import get_hook_bus
 from comfyvn.hooks.events import utc_timestamp
-from comfyvn.store import Database
+from comfyvn.store import Database, SqliteDatabase
+from comfyvn.store.transfer import display_url
 from comfyvn.workbench import get_workbench
 
 from . import theme
@@ -97,7 +98,9 @@ class HookMonitor(LiveDashboard):
             self.stats.value = (f'<span class="cvn-muted">{len(visible)} shown · {len(m.events)} buffered · '
                                 f'{m.received} live</span>')
             live = self.updater is not None and self.updater.running
-            theme.set_header(self.header, "Hook monitor", f"every process on {self.db.path.parent.parent} · "
+            # the workspace folder of an SQLite store, the (password-less) URL of a shared one
+            where = self.db.path.parent.parent if isinstance(self.db, SqliteDatabase) else display_url(self.db.url)
+            theme.set_header(self.header, "Hook monitor", f"every process on {where} · "
                              f"last event #{m.last_id}" + (" · paused" if m.paused else ""), live=live)
 
     def set_filter(self, topic: str | None = None, text: str | None = None) -> None:

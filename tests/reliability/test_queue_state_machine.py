@@ -13,8 +13,10 @@ predicts every outcome; after each step the real queue must agree with it:
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 from comfyvn.config import init_workspace, update_config, workspace
 from comfyvn.ingest.errors import InvalidTransitionError
 from comfyvn.ingest.queue import AssetIngestQueue
+from comfyvn.store import forget_database
 
 from .fuzzkit import count, fuzz_settings
 
@@ -35,13 +38,18 @@ LEGAL = {"queued", "downloading", "staged", "applying", "applied", "duplicate", 
 
 class QueueMachine(RuleBasedStateMachine):
     jobs = Bundle("jobs")
+    #: makes a fresh store URL per machine (COMFYVN_TEST_STORE=postgresql), else the workspace's SQLite file
+    fresh_store: Callable[[], str] | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.tmp = Path(tempfile.mkdtemp(prefix="comfyvn-qsm-"))
         self.ws = init_workspace(workspace(self.tmp / "ws"))
         update_config({"ingest": {"allowed_source_roots": [str(self.ws.root)]}}, self.ws)
+        if self.fresh_store is not None:
+            update_config({"store": {"url": self.fresh_store()}}, self.ws)
         self.queue = AssetIngestQueue(self.ws)
+        assert self.fresh_store is None or self.queue.db.engine == "postgresql"  # the store it was given
         self.reg = self.queue.registry()
         self.model: dict[str, dict] = {}  # job_id -> {"status", "digest", "rel", "source"}
         self.registered: dict[str, str] = {}  # digest -> uid
@@ -49,7 +57,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.n = 0
 
     def teardown(self) -> None:
-        self.queue.db.close()
+        forget_database(self.queue.db.url)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ helpers
@@ -205,6 +213,13 @@ class QueueMachine(RuleBasedStateMachine):
         for digest, rec in assets.items():
             assert rec["uid"] == self.registered[digest]
             assert Path(rec["abs_path"]).is_file() and Path(rec["sidecar"]).is_file()
+
+
+@pytest.fixture(autouse=True)
+def store_per_machine(request, monkeypatch):
+    """On a ``COMFYVN_TEST_STORE=postgresql`` run each machine's workspace gets a fresh schema of the session's server."""
+    if os.environ.get("COMFYVN_TEST_STORE", "sqlite") == "postgresql":
+        monkeypatch.setattr(QueueMachine, "fresh_store", staticmethod(request.getfixturevalue("pg_store_schemas")))
 
 
 QueueMachine.TestCase.settings = fuzz_settings(20, stateful_step_count=25)

@@ -13,7 +13,7 @@ from comfyvn.config import ConfigError, update_config
 from comfyvn.hooks.webhooks import TargetRefused, WebhookManager
 from comfyvn.ingest.errors import RemoteError
 from comfyvn.ingest.netguard import check_url
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 
 from .fuzzkit import count
 
@@ -41,7 +41,7 @@ def test_public_addresses_stay_public(address):
 def test_ipv4_compatible_forms_are_refused_as_webhook_target_and_remote_host(ws, address):
     count("attacks.ssrf")
     with pytest.raises(TargetRefused, match="private"):
-        WebhookManager(get_database(ws.db_path)).register("*", f"http://[{address}]:8080/hook")
+        WebhookManager(open_store(ws)).register("*", f"http://[{address}]:8080/hook")
     update_config({"ingest": {"host_overrides": {"civitai.com": address}}}, ws)
     with pytest.raises(RemoteError) as info:
         check_url("https://civitai.com/api/download/models/1", provider="civitai", ws=ws)
@@ -55,7 +55,7 @@ def test_webhook_urls_and_remote_urls_share_one_port_rule(ws, port):
     count("attacks.ssrf")
     url = f"http://example.com:{port}/hook"
     with pytest.raises(ValueError, match="invalid port"):
-        WebhookManager(get_database(ws.db_path)).register("*", url)
+        WebhookManager(open_store(ws)).register("*", url)
     with pytest.raises(ValueError, match="invalid port"):
         netpolicy.url_port(urlsplit(url))
     with pytest.raises(RemoteError, match="invalid port"):
@@ -65,7 +65,7 @@ def test_webhook_urls_and_remote_urls_share_one_port_rule(ws, port):
 
 
 def test_one_setting_allows_private_targets_everywhere_and_wins_over_the_old_keys(ws):
-    db = get_database(ws.db_path)
+    db = open_store(ws)
     update_config({"ingest": {"host_overrides": {"civitai.com": "127.0.0.1"}}}, ws)
     url = "https://civitai.com/api/download/models/1"
     # the old per-area keys are still read while the new one is not set

@@ -19,7 +19,7 @@ from comfyvn.hooks.webhooks import WebhookDispatcher, WebhookManager
 from comfyvn.ingest.errors import IngestError, RemoteError
 from comfyvn.ingest.netguard import check_url
 from comfyvn.ingest.queue import AssetIngestQueue
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 from tests.fakes.provider_server import EVIL_HOST, provider_servers_fixture  # noqa: F401
 
 from .fuzzkit import count
@@ -144,7 +144,7 @@ def test_webhook_targets_on_the_local_network_are_refused(ws, monkeypatch, url):
     monkeypatch.setattr(socket, "getaddrinfo", _resolver({"rebind.example.test": "127.0.0.1",
                                                                  "rebind6.example.test": "::7f00:1"}))
     with pytest.raises(ValueError):
-        WebhookManager(get_database(ws.db_path)).register("*", url)
+        WebhookManager(open_store(ws)).register("*", url)
 
 
 def test_webhook_dns_rebinding_at_delivery_is_refused(ws, monkeypatch):
@@ -157,7 +157,7 @@ def test_webhook_dns_rebinding_at_delivery_is_refused(ws, monkeypatch):
         port = receiver.httpd.server_address[1]
         mapping = {"hooks.example.test": "93.184.216.34"}
         monkeypatch.setattr(socket, "getaddrinfo", _resolver(mapping))
-        db = get_database(ws.db_path)
+        db = open_store(ws)
         hook = WebhookManager(db).register("on_modder_test", f"http://hooks.example.test:{port}/hook", "s3cret")
         mapping["hooks.example.test"] = "127.0.0.1"  # the name now points at the local machine
         with db.transaction() as conn:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from comfyvn.config import update_config
 from comfyvn.hooks import emit
 from comfyvn.hooks.webhooks import DEFAULT_TOLERANCE_S, WebhookDispatcher, WebhookManager, sign, verify
-from comfyvn.store import get_database
+from comfyvn.store import open_store
 
 from .fuzzkit import count, fuzz_settings
 
@@ -32,7 +32,7 @@ def captured(ws):
     update_config({"hooks": {"allow_private_webhook_targets": True}}, ws)
     receiver = WebhookReceiver(SECRET)
     try:
-        db = get_database(ws.db_path)
+        db = open_store(ws)
         WebhookManager(db).register("on_modder_test", receiver.url, SECRET)
         with db.transaction() as conn:
             emit(conn, "on_modder_test", {"message": "first", "amount": 10})
@@ -110,7 +110,7 @@ def test_retries_keep_the_delivery_id_so_receivers_can_drop_replays_within_the_w
     update_config({"hooks": {"allow_private_webhook_targets": True, "webhook_backoff_s": 0.0}}, ws)
     receiver = WebhookReceiver("other-secret")  # answers 401 to every delivery: forces retries
     try:
-        db = get_database(ws.db_path)
+        db = open_store(ws)
         hook = WebhookManager(db).register("on_modder_test", receiver.url, SECRET)
         with db.transaction() as conn:
             emit(conn, "on_modder_test", {"message": "retry me"})
