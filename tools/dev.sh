@@ -65,8 +65,8 @@ POSTGRES_TESTS=(
   tests/test_library_cli.py tests/test_library_http.py
   tests/test_licences.py tests/test_licences_http.py
   tests/server
-  tests/test_fulltext.py tests/test_tag_order.py
-  tests/test_ingest_batch.py tests/test_ingest_lease.py tests/test_ingest_crash.py tests/test_ingest_repairs.py
+  tests/test_fulltext.py tests/test_fulltext_limits.py tests/test_tag_order.py tests/test_tag_copies_drift.py
+  tests/test_ingest_batch.py tests/test_ingest_lease.py tests/test_ingest_lease_config.py tests/test_ingest_crash.py tests/test_ingest_repairs.py
   tests/test_ingest_concurrency.py tests/test_register_files_many.py tests/test_remote_queue.py
   tests/test_sources.py tests/test_sources_batch.py
   tests/test_sidecar_encoding.py tests/reliability/test_fuzz_sidecars.py tests/test_enforcer.py tests/test_thumbnails.py
