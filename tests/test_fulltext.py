@@ -7,6 +7,7 @@ migration of an existing workspace and a transfer between stores."""
 from __future__ import annotations
 
 import io
+import json
 import random
 import sqlite3
 from pathlib import Path
@@ -63,16 +64,26 @@ def newest_first(reg: AssetRegistry, uids: set[str]) -> list[str]:
     return [uid for _c, uid in sorted(((c, u) for u, c in rows if u in uids), reverse=True)]
 
 
+def text_forms(text: str) -> list[str]:
+    """What a text matches in search_text: itself, or as JSON writes it inside the metadata
+    (``"`` as ``\\"``, a backslash doubled, a tab as ``\\t``), both lower-cased."""
+    return list(dict.fromkeys([text.lower(), json.dumps(text.lower(), ensure_ascii=False)[1:-1]]))
+
+
 def like_scan(reg: AssetRegistry, text: str) -> set[str]:
-    """The plain scan the index replaces: ``LIKE '%…%'`` over every row's search_text, with the
-    wildcards escaped.  On PostgreSQL with sequential scans only, so its own index cannot answer."""
-    needle = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    """The plain scan the index replaces: ``LIKE '%…%'`` over every row's search_text (once per form
+    of the text), with the wildcards escaped.  On PostgreSQL with sequential scans only, so its own
+    index cannot answer."""
     sql = "SELECT uid FROM assets WHERE project_id = ? AND search_text LIKE ? ESCAPE '\\'"
+    found: set[str] = set()
     with reg.db.transaction() as conn:
         if reg.db.engine == "postgresql":
             conn.execute("SET LOCAL enable_indexscan = off")
             conn.execute("SET LOCAL enable_bitmapscan = off")
-        return {r[0] for r in conn.execute(sql, (reg.project_id, needle))}
+        for form in text_forms(text):
+            needle = "%" + form.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            found |= {r[0] for r in conn.execute(sql, (reg.project_id, needle))}
+    return found
 
 
 def check_index(reg: AssetRegistry) -> None:
@@ -94,7 +105,7 @@ def check_search(reg: AssetRegistry, texts: list[str], **filters) -> int:
     rows = indexed_texts(reg)
     found = 0
     for text in texts:
-        want = {uid for uid, st in rows.items() if text.lower() in st}
+        want = {uid for uid, st in rows.items() if any(form in st for form in text_forms(text))}
         if "asset_type" in filters or "tags" in filters:
             want &= {r["uid"] for r in reg.list_assets(**filters)}
         else:
@@ -145,6 +156,20 @@ def test_free_text_answers_what_the_like_scan_answers(reg, tmp_path, monkeypatch
     assert check_search(reg, texts[:60], asset_type="sprites") >= 10
     assert check_search(reg, texts[60:], tags=["hero"]) >= 10
     assert check_search(reg, fixed, asset_type="audio", tags=["red"]) >= 3
+
+
+def test_text_is_found_as_typed_where_the_metadata_json_escapes_it(reg, tmp_path):
+    """A quote, a backslash or a tab reads escaped in the metadata's JSON (``say \\"hi\\"``):
+    the text typed plainly finds it, through the index (3+ characters) and the scan."""
+    populate(reg, tmp_path / "in")
+    meta = {"title": 'say "hi"', "source": "C:\\ComfyUI\\models\\hero.safetensors", "note": "line\tone"}
+    src = tmp_path / "in" / "quoted.bin"
+    src.write_bytes(b"quoted metadata")
+    uid = reg.register_file(src, "docs", metadata=meta)["uid"]
+    for text in ['say "hi"', '"hi"', "c:\\comfyui\\models\\hero", "\\models\\", "line\tone", '"', "\\"]:
+        assert uid in {r["uid"] for r in reg.list_assets(text=text)}, text
+        assert uid in Records.of(reg).matching_uids(text=text), text
+    assert reg.list_assets(text='say "bye"') == []
 
 
 def test_text_with_a_nul_character_is_refused(reg, tmp_path):
@@ -208,8 +233,9 @@ def test_the_index_serves_text_of_three_characters_or_more_only(reg, tmp_path):
             # matters is whether the text's term can be read from the index at all
             conn.execute("SET LOCAL enable_seqscan = off")
             term = next(i for i, w in enumerate(where) if "LIKE" in w)
+            start = sum(w.count("?") for w in where[:term])  # a text with a quote is two LIKEs (as typed, as JSON)
             return " | ".join(r[0] for r in conn.execute("EXPLAIN SELECT a.uid FROM assets a WHERE " + where[term],
-                                                         (params[term],)))
+                                                         tuple(params[start:start + where[term].count("?")])))
 
     index = "VIRTUAL TABLE" if reg.db.engine == "sqlite" else "assets_search_trgm"
     for text in ("fight", "ΣΊΣ", "100%", '"qu'):

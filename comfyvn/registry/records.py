@@ -199,14 +199,15 @@ class AssetFilter:
     one index range of ``asset_tags`` in page order, whatever the tag's size, on both engines."""
 
     def __init__(self, db: Database, project_id: str, where: list[str], params: list[Any], all_tags: list[str],
-                 any_tags: list[str], *, scans: bool, by_hash: bool, text_match: str | None = None,
+                 any_tags: list[str], *, scans: bool, by_hash: bool, text_match: str | None = None, text_term: str = TEXT_LIKE,
                  copied_only: bool = False, tag_order: bool = False) -> None:
         self.db, self.project_id = db, project_id
         self.where, self.params = where, params  # terms on assets (the first is the project's)
         self.all_tags, self.any_tags = all_tags, any_tags
         self.scans = scans  # free text too short for its index: walking an index means reading every row
         self.by_hash = by_hash  # a primary-key lookup: nothing to choose
-        self.text_match = text_match  # SQLite: the FTS5 query of the free text (besides its TEXT_LIKE term)
+        self.text_match = text_match  # SQLite: the FTS5 query of the free text (besides its LIKE term)
+        self.text_term = text_term  # the free text's term in ``where`` (one LIKE, or two ORed)
         self.text_exact: int | None = None  # the text's size once a probe counted it below its cap
         self.copied_only = copied_only  # every term is on a column asset_tags copies (type, license)
         self.tag_order = tag_order  # Records.tag_order
@@ -250,9 +251,9 @@ class AssetFilter:
             return None
         where, params = self.where, self.params
         if self.text_match is not None:  # the text's LIKE is no index range
-            at = where.index(TEXT_LIKE)
+            at = where.index(self.text_term)
             skip = sum(term.count("?") for term in where[:at])
-            where, params = where[:at] + where[at + 1:], params[:skip] + params[skip + 1:]
+            where, params = where[:at] + where[at + 1:], params[:skip] + params[skip + self.text_term.count("?"):]
         if len(where) == 1:  # only the tags or the text narrow: the walk would pass every asset
             return tag
         rest = self.capped_count("assets a", where, params, size + 1)  # type/licence/rights range
@@ -593,7 +594,7 @@ class Records:
                              f"(tags_mode all), got {len(tag_list)}")
         if len(tag_list) > FILTER_TAGS_MAX:
             raise ValueError(f"a filter takes at most {FILTER_TAGS_MAX} tags, got {len(tag_list)}")
-        text_match, short_text = None, False
+        text_match, text_term, short_text = None, TEXT_LIKE, False
         if text:  # a case-insensitive substring of search_text (docs/ASSET_REGISTRY.md, "Free text")
             if "\0" in text:
                 raise ValueError("text must not contain NUL characters")
@@ -605,15 +606,20 @@ class Records:
                 except UnicodeEncodeError:
                     raise ValueError("text must be valid Unicode (it has a lone surrogate)") from None
             needle = text.lower()
+            # the metadata is searched as its JSON: a `"`, `\` or control character reads escaped there
+            needles = list(dict.fromkeys([needle, json.dumps(needle, ensure_ascii=False)[1:-1]]))
             short_text = len(needle) < TEXT_INDEX_MIN
             engine = getattr(self.db, "engine", "sqlite")
-            where.append(SHORT_TEXT_LIKE if short_text and engine == "postgresql" else TEXT_LIKE)
-            params.append("%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            like = SHORT_TEXT_LIKE if short_text and engine == "postgresql" else TEXT_LIKE
+            text_term = like if len(needles) == 1 else f"({like} OR {like})"
+            where.append(text_term)
+            params.extend("%" + n.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for n in needles)
             if not short_text and engine == "sqlite":
-                text_match = trigram_query(needle)
+                text_match = " OR ".join(f"({trigram_query(n)})" for n in needles) if len(needles) > 1 \
+                    else trigram_query(needle)
         all_tags = tag_list if tags_mode == "all" or len(tag_list) == 1 else []
         return AssetFilter(self.db, self.project_id, where, params, all_tags, [] if all_tags else tag_list,
-                           scans=short_text, by_hash=bool(hash), text_match=text_match,
+                           scans=short_text, by_hash=bool(hash), text_match=text_match, text_term=text_term,
                            copied_only=len(where) == copied_terms, tag_order=self.tag_order)
 
     def list_assets(self, asset_type: str | None = None, *, hash_value: str | None = None,
