@@ -10,6 +10,7 @@ import io
 import json
 import random
 import sqlite3
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -64,10 +65,12 @@ def newest_first(reg: AssetRegistry, uids: set[str]) -> list[str]:
     return [uid for _c, uid in sorted(((c, u) for u, c in rows if u in uids), reverse=True)]
 
 
-def text_forms(text: str) -> list[str]:
-    """What a text matches in search_text: itself, or as JSON writes it inside the metadata
-    (``"`` as ``\\"``, a backslash doubled, a tab as ``\\t``), both lower-cased."""
-    return list(dict.fromkeys([text.lower(), json.dumps(text.lower(), ensure_ascii=False)[1:-1]]))
+def text_forms(text: str) -> set[str]:
+    """What a text matches in search_text: itself lower-cased, composed (NFC) or decomposed (NFD),
+    each as typed or as JSON writes it inside the metadata (``"`` as ``\\"``, a backslash doubled,
+    a tab as ``\\t``)."""
+    typed = {unicodedata.normalize(form, text.lower()) for form in ("NFC", "NFD")}
+    return typed | {json.dumps(t, ensure_ascii=False)[1:-1] for t in typed}
 
 
 def like_scan(reg: AssetRegistry, text: str) -> set[str]:
@@ -170,6 +173,21 @@ def test_text_is_found_as_typed_where_the_metadata_json_escapes_it(reg, tmp_path
         assert uid in {r["uid"] for r in reg.list_assets(text=text)}, text
         assert uid in Records.of(reg).matching_uids(text=text), text
     assert reg.list_assets(text='say "bye"') == []
+
+
+def test_text_typed_composed_finds_a_name_written_decomposed_and_back(reg, tmp_path):
+    """macOS writes file names decomposed (NFD); a keyboard types them composed (NFC)."""
+    populate(reg, tmp_path / "in")
+    nfd, nfc = unicodedata.normalize("NFD", "café_crème"), unicodedata.normalize("NFC", "Mañana")
+    uids = {}
+    for name, title in ((nfd, "from a mac"), ("plain", nfc)):
+        src = tmp_path / "in" / f"{name}.bin"
+        src.write_bytes(title.encode())
+        uids[name] = reg.register_file(src, "docs", metadata={"title": title})["uid"]
+    for text in ("café_crème", unicodedata.normalize("NFD", "CAFÉ"), "crè"):
+        assert uids[nfd] in {r["uid"] for r in reg.list_assets(text=text)}, text
+    for text in (unicodedata.normalize("NFD", "mañana"), "MAÑANA", "aña"):
+        assert uids["plain"] in {r["uid"] for r in reg.list_assets(text=text)}, text
 
 
 def test_text_with_a_nul_character_is_refused(reg, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -166,6 +167,14 @@ TEXT = object()  # AssetFilter.driver(): the free text's index drives the query
 TEXT_LIKE = "a.search_text LIKE ? ESCAPE '\\'"  # the free text's term: the scan, and the index's re-check
 # a text too short for a trigram: PostgreSQL would read the whole GIN index for it (2.5x the scan at a million)
 SHORT_TEXT_LIKE = "(a.search_text || '') LIKE ? ESCAPE '\\'"
+
+
+def text_forms(needle: str) -> list[str]:
+    """The forms a lower-cased free text is looked for in: composed and decomposed (macOS writes
+    file names decomposed: ``café`` is then ``cafe`` + U+0301), each as typed and as JSON writes it
+    inside the metadata (a ``"``, backslash or control character escaped); duplicates dropped."""
+    forms = dict.fromkeys(unicodedata.normalize(form, needle) for form in ("NFC", "NFD"))
+    return list(dict.fromkeys(f for n in forms for f in (n, json.dumps(n, ensure_ascii=False)[1:-1])))
 
 
 TEXT_MATCH_TRIGRAMS = 12  # trigrams of a long text the index is asked for (the LIKE checks every candidate)
@@ -606,12 +615,11 @@ class Records:
                 except UnicodeEncodeError:
                     raise ValueError("text must be valid Unicode (it has a lone surrogate)") from None
             needle = text.lower()
-            # the metadata is searched as its JSON: a `"`, `\` or control character reads escaped there
-            needles = list(dict.fromkeys([needle, json.dumps(needle, ensure_ascii=False)[1:-1]]))
+            needles = text_forms(needle)
             short_text = len(needle) < TEXT_INDEX_MIN
             engine = getattr(self.db, "engine", "sqlite")
             like = SHORT_TEXT_LIKE if short_text and engine == "postgresql" else TEXT_LIKE
-            text_term = like if len(needles) == 1 else f"({like} OR {like})"
+            text_term = like if len(needles) == 1 else "(" + " OR ".join([like] * len(needles)) + ")"
             where.append(text_term)
             params.extend("%" + n.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for n in needles)
             if not short_text and engine == "sqlite":
