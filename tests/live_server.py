@@ -183,7 +183,11 @@ def live_server_context(tmp_dir: Path, **kwargs: Any) -> Iterator[LiveServer]:
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory) -> Iterator[LiveServer]:
-    """One real server per test module (ingest enabled, local webhook receivers allowed)."""
-    with live_server_context(tmp_path_factory.mktemp("live"), config=TEST_CONFIG) as server:
+def live_server(tmp_path_factory, request) -> Iterator[LiveServer]:
+    """One real server per test module (ingest enabled, local webhook receivers allowed); with
+    ``COMFYVN_TEST_STORE=postgresql`` its store is a fresh schema of the session's PostgreSQL server."""
+    env = {}
+    if os.environ.get("COMFYVN_TEST_STORE") == "postgresql":
+        env["COMFYVN_STORE_URL"] = request.getfixturevalue("pg_store_schemas")()
+    with live_server_context(tmp_path_factory.mktemp("live"), config=TEST_CONFIG, env=env) as server:
         yield server

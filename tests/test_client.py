@@ -290,7 +290,7 @@ def test_a_burst_from_another_process_arrives_complete_and_in_order(api, live_se
 
     sizes = [0, 1000, 70_000]  # frames with 16-bit and 64-bit payload lengths
     with api.subscribe(["on_modder_test"]) as sub:
-        db = Database(live_server.ws.db_path)  # as another process (a kernel, a CLI) writes
+        db = Database(live_server.env.get("COMFYVN_STORE_URL") or live_server.ws.db_path)  # as a kernel writes
         try:
             with db.transaction() as conn:
                 ids = [emit(conn, "on_modder_test", {"message": f"burst {i}", "blob": "x" * sizes[i % 3]})["id"]

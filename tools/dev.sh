@@ -77,6 +77,7 @@ POSTGRES_TESTS=(
   tests/widgets/test_queue_inspector.py tests/widgets/test_hook_monitor.py tests/widgets/test_gallery_widget.py
   tests/widgets/test_enforcer_report.py tests/test_enforcer_scale.py
   tests/compat/test_http_compat.py tests/compat/test_metadata_fields.py tests/test_workbench.py
+  tests/test_client.py tests/test_client_batch.py
 )
 
 summary_line() {  # pytest's closing "N passed, M failed ... in Xs" line of a saved run
