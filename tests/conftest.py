@@ -12,7 +12,7 @@ import pytest
 from pgserver import Cluster, start_cluster
 
 from comfyvn.config import Workspace, init_workspace, workspace
-from comfyvn.store import Database, database_at, forget_database
+from comfyvn.store import Database, database_at, forget_database, get_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,3 +156,14 @@ def pg_db(pg_url) -> Iterator[Database]:
     db = database_at(pg_url)
     yield db
     forget_database(pg_url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, ws) -> Iterator[Database]:
+    """Each engine in turn: the workspace's SQLite file, or a fresh database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        yield get_database(ws.db_path)
+        return
+    url = request.getfixturevalue("pg_url")
+    yield database_at(url)
+    forget_database(url)

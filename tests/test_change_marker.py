@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from comfyvn.store import Database, StoreUnavailable, database_at, forget_database, get_database
+from comfyvn.store import Database, StoreUnavailable
 from comfyvn.store.base import ChangeWatcher
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, ws) -> Iterator[Database]:
-    """The workspace's SQLite file, or a fresh database on the session's PostgreSQL."""
-    if request.param == "sqlite":
-        yield get_database(ws.db_path)
-        return
-    url = request.getfixturevalue("pg_url")
-    yield database_at(url)
-    forget_database(url)
 
 
 def _commit_elsewhere(store: Database, n: int) -> None:

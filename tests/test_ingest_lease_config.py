@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from test_ingest_lease import q  # noqa: F401  (the queue fixture, fast rate limits)
 
 from comfyvn.config import ConfigError, update_config
 from comfyvn.ingest.jobs import JobStatus
@@ -24,15 +25,8 @@ print(json.dumps(AssetIngestQueue().recover()))
 """
 
 
-@pytest.fixture
-def q(ws):
-    update_config({"ingest": {"rate_limit_rps": 1000, "rate_limit_burst": 100}}, ws)
-    queue = AssetIngestQueue(ws)
-    yield queue
-    queue.stop_worker()
 
-
-def stage_two(q: AssetIngestQueue, ws) -> list[str]:
+def stage_two(q: AssetIngestQueue, ws) -> list[str]:  # noqa: F811
     ids = []
     for i in range(2):
         src = ws.root / "in" / f"s{i}.bin"
@@ -43,7 +37,7 @@ def stage_two(q: AssetIngestQueue, ws) -> list[str]:
 
 
 @pytest.mark.parametrize("settings", [{"lease_s": 0.5}, {"lease_s": 0.4, "lease_renew_s": 2}])
-def test_a_lease_shorter_than_its_renewal_period_is_still_renewed_in_time(q, ws, monkeypatch, subprocess_env,
+def test_a_lease_shorter_than_its_renewal_period_is_still_renewed_in_time(q, ws, monkeypatch, subprocess_env,  # noqa: F811
                                                                           settings):
     # lease_s lowered below the default lease_renew_s (10 s), or below a renewal period set: before, the apply's claims
     # lapsed between two renewals and another server's recovery took them back mid-apply (all failed)
@@ -65,7 +59,7 @@ def test_a_lease_shorter_than_its_renewal_period_is_still_renewed_in_time(q, ws,
 
 
 @pytest.mark.parametrize("lease, renew", [(0, 0.1), (60, 0), (-1, -2)])
-def test_a_lease_or_renewal_of_zero_or_less_is_refused_before_any_claim(q, ws, lease, renew):
+def test_a_lease_or_renewal_of_zero_or_less_is_refused_before_any_claim(q, ws, lease, renew):  # noqa: F811
     ids = stage_two(q, ws)
     update_config({"ingest": {"lease_s": lease, "lease_renew_s": renew}}, ws)
     with pytest.raises(ConfigError, match=r"ingest\.lease_s .* ingest\.lease_renew_s .* above 0"):

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,17 +30,6 @@ from comfyvn.store.migrations import MIGRATIONS
 from comfyvn.store.sql import pg_ddl, pg_placeholders
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, ws) -> Iterator[Database]:
-    """The workspace's SQLite file, or a fresh database on the session's PostgreSQL."""
-    if request.param == "sqlite":
-        yield get_database(ws.db_path)
-        return
-    url = request.getfixturevalue("pg_url")
-    yield database_at(url)
-    forget_database(url)
 
 
 def _tables(db: Database) -> set[str]:
