@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,8 +14,16 @@ from pgserver import Cluster, start_cluster
 
 from comfyvn.config import Workspace, init_workspace, workspace
 from comfyvn.store import Database, database_at, forget_database, get_database
+from comfyvn.store.db import SQLITE_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# pytest-jupyter sets the soft limit of open files to 4,096 even where the machine allows more (20,000
+# here); a test process keeps each store's connections of ended pool threads until they are collected,
+# so give it back the machine's limit (the leak itself is closed at each workspace's teardown below)
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _hard != resource.RLIM_INFINITY and _soft < _hard:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
 
 
 #: ``COMFYVN_TEST_STORE=postgresql``: every ``ws`` gets a fresh database on the session's PostgreSQL
@@ -87,9 +96,11 @@ def ws(tmp_path, monkeypatch, request) -> Iterator[Workspace]:
     if TEST_STORE == "postgresql":
         url = request.getfixturevalue("pg_store_schemas")()
         monkeypatch.setenv("COMFYVN_STORE_URL", url)
-    yield init_workspace(workspace(root))
-    if url is not None:
-        forget_database(url)
+    made = init_workspace(workspace(root))
+    yield made
+    # close the store's connections: a process keeps every store it opened (3 descriptors per SQLite
+    # connection), and 2,000 tests' workspaces left open exhausted the 4,096 a Jupyter process allows
+    forget_database(url if url is not None else SQLITE_PREFIX + made.db_path.resolve().as_posix())
 
 
 @pytest.fixture(scope="session")
