@@ -42,6 +42,13 @@ _PLAIN = frozenset({str, int, float, bool})  # values a column holds as they are
 log = logging.getLogger("comfyvn.ingest.jobstore")
 
 
+def in_chunks(values: list[Any]) -> Iterator[tuple[list[Any], str]]:
+    """``(part, "?, ?, ...")`` for each :data:`IN_CHUNK` of ``values``: one ``IN (...)`` list each."""
+    for start in range(0, len(values), IN_CHUNK):
+        part = values[start:start + IN_CHUNK]
+        yield part, ", ".join("?" * len(part))
+
+
 # ---------------------------------------------------------------------------- the codec
 def job_from_row(row: Any) -> dict:
     """A job dict from an ``ingest_jobs`` row (JSON columns decoded)."""
@@ -228,20 +235,16 @@ class JobStore:
     def rows(self, conn: Connection, job_ids: list[str]) -> dict[str, dict]:
         """``{job_id: job}`` of the known ids among ``job_ids`` (a few statements, whatever their number)."""
         out: dict[str, dict] = {}
-        for start in range(0, len(job_ids), IN_CHUNK):
-            part = job_ids[start:start + IN_CHUNK]
-            for row in conn.execute(f"SELECT * FROM ingest_jobs WHERE job_id IN ({', '.join('?' * len(part))})",
-                                    part):
+        for part, marks in in_chunks(job_ids):
+            for row in conn.execute(f"SELECT * FROM ingest_jobs WHERE job_id IN ({marks})", part):
                 out[row["job_id"]] = self._job(row)
         return out
 
     def statuses(self, conn: Connection, job_ids: list[str]) -> dict[str, str]:
         """``{job_id: status}`` of the known ids among ``job_ids``."""
         out: dict[str, str] = {}
-        for start in range(0, len(job_ids), IN_CHUNK):
-            part = job_ids[start:start + IN_CHUNK]
-            out.update(conn.execute(f"SELECT job_id, status FROM ingest_jobs WHERE job_id IN ({', '.join('?' * len(part))})",
-                                    part).fetchall())
+        for part, marks in in_chunks(job_ids):
+            out.update(conn.execute(f"SELECT job_id, status FROM ingest_jobs WHERE job_id IN ({marks})", part).fetchall())
         return out
 
     def update_many(self, conn: Connection, jobs: list[dict], topic: str | None,
@@ -327,10 +330,9 @@ class JobStore:
         were renewed."""
         renewed = 0
         with self.db.transaction() as conn:
-            for start in range(0, len(job_ids), IN_CHUNK):
-                part = job_ids[start:start + IN_CHUNK]
+            for part, marks in in_chunks(job_ids):
                 cur = conn.execute(
-                    f"UPDATE ingest_jobs SET lease_until = ? WHERE job_id IN ({', '.join('?' * len(part))})"
+                    f"UPDATE ingest_jobs SET lease_until = ? WHERE job_id IN ({marks})"
                     f" AND owner = ? AND status IN {sql_in(CLAIMED)}", (until, *part, owner))
                 renewed += max(0, cur.rowcount)
         return renewed
@@ -361,10 +363,9 @@ class JobStore:
         taken back by recovery elsewhere) must not commit what the new holder is undoing."""
         held: set[str] = set()
         ids = [job["job_id"] for job in jobs]
-        for start in range(0, len(ids), IN_CHUNK):
-            part = ids[start:start + IN_CHUNK]
+        for part, marks in in_chunks(ids):
             held.update(r[0] for r in conn.execute(
-                f"UPDATE ingest_jobs SET lease_until = NULL WHERE job_id IN ({', '.join('?' * len(part))})"
+                f"UPDATE ingest_jobs SET lease_until = NULL WHERE job_id IN ({marks})"
                 " AND owner = ? AND status = ? RETURNING job_id", (*part, owner, str(JobStatus.APPLYING))).fetchall())
         lost = [job_id for job_id in ids if job_id not in held]
         if lost:
@@ -395,9 +396,7 @@ class JobStore:
         already held by a staged/applying job or a registry row (the others are new)."""
         out: dict[str, dict] = {}
         unique = list(dict.fromkeys(digests))
-        for start in range(0, len(unique), IN_CHUNK):
-            part = unique[start:start + IN_CHUNK]
-            marks = ", ".join("?" * len(part))
+        for part, marks in in_chunks(unique):
             for digest, job_id in conn.execute(
                     f"SELECT digest, job_id FROM ingest_jobs WHERE project_id = ? AND digest IN ({marks})"
                     f" AND status IN {sql_in(HOLDS_DIGEST)}", (project_id, *part)):
